@@ -1,0 +1,497 @@
+//! Shared memory access: the one module of this crate that contains `unsafe`.
+//!
+//! Memory shared with a peer (a ring page, a data ring, a staging slot) can change under our
+//! feet at any moment, and the peer may be hostile. Rust references (`&T`, `&[u8]`) promise
+//! that the memory behind them does not change, so this module never creates one into shared
+//! memory. It offers instead:
+//!
+//! - [`SharedMem`]: a bounds-checked window (base pointer + length + keep-alive owner) over
+//!   heap memory, an `mmap`ed file or a grant mapping, with volatile copies in and out of
+//!   private buffers ([`SharedMem::read_at`], [`SharedMem::write_at`], [`SharedMem::read_obj`])
+//!   and checked sub-windows ([`SharedMem::sub`]);
+//! - [`SharedU32`]: one 4-byte-aligned index word, accessed only atomically. The word is
+//!   reached through [`AtomicU32::from_ptr`], the standard library's sanctioned way to do
+//!   atomic operations on memory it did not allocate; the transient `&AtomicU32` it yields is a
+//!   reference to an `UnsafeCell`, which permits concurrent modification, and never escapes a
+//!   method.
+//!
+//! Every copy out of shared memory reads each byte exactly once, so a value validated after
+//! the copy cannot change afterwards (the XSA-155 "double fetch" defence, like `ring.h`'s
+//! `RING_COPY_REQUEST`).
+
+use std::alloc::Layout;
+use std::any::Any;
+use std::fmt;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Size of a Xen protocol page. Ring protocols use 4 KiB pages whatever the OS page size
+/// (`XEN_PAGE_SHIFT` = 12 in `ring.h`).
+pub const XEN_PAGE_SIZE: usize = 4096;
+
+/// An access to shared memory that the window does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    /// The access reaches past the end of the window.
+    #[error(
+        "shared-memory access out of bounds: offset {offset} + length {len} exceeds the \
+         {size}-byte window"
+    )]
+    OutOfBounds {
+        /// Offset of the access within the window.
+        offset: usize,
+        /// Length of the access.
+        len: usize,
+        /// Size of the window.
+        size: usize,
+    },
+    /// A 32-bit index word must be 4-byte aligned to be accessed atomically.
+    #[error("index word at address offset {offset} is not 4-byte aligned")]
+    Misaligned {
+        /// Offset of the word within the window.
+        offset: usize,
+    },
+    /// The window is mapped read-only (for example a read-only grant mapping).
+    #[error("write to a read-only shared-memory window ({len} bytes at offset {offset})")]
+    ReadOnly {
+        /// Offset of the attempted write.
+        offset: usize,
+        /// Length of the attempted write.
+        len: usize,
+    },
+}
+
+/// Heap memory that backs a [`SharedMem`] created by [`SharedMem::new_zeroed`].
+struct HeapRegion {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: the region is plain memory owned by this struct; it is only freed in `drop`, and all
+// access to its bytes goes through `SharedMem`'s atomic or volatile operations.
+unsafe impl Send for HeapRegion {}
+// SAFETY: as above; `HeapRegion` itself has no interior state besides the allocation.
+unsafe impl Sync for HeapRegion {}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` was returned by `alloc_zeroed` with exactly this `layout` (non-zero
+        // size), and this is the only place that frees it.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// A bounds-checked window onto memory that a peer may read and write concurrently.
+///
+/// Cloning is cheap (it shares the keep-alive owner); the memory stays mapped while any clone
+/// or sub-window exists.
+#[derive(Clone)]
+pub struct SharedMem {
+    base: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: `SharedMem` only ever accesses its memory through volatile copies and atomic
+// operations, which are sound to perform from any thread; the owner is `Send + Sync`.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above: no method hands out a reference into the memory, so sharing a
+// `SharedMem` between threads cannot create aliasing `&`/`&mut` references.
+unsafe impl Sync for SharedMem {}
+
+impl fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMem")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl SharedMem {
+    /// Allocates `len` zeroed bytes of private heap memory, aligned to [`XEN_PAGE_SIZE`].
+    ///
+    /// Useful for tests, benchmarks and threads of one process; separate processes share
+    /// memory through [`SharedMem::from_raw_parts`] over an `mmap`ed file instead.
+    pub fn new_zeroed(len: usize) -> SharedMem {
+        let layout = match Layout::from_size_align(len.max(1), XEN_PAGE_SIZE) {
+            Ok(l) => l,
+            Err(_) => panic!("cannot allocate {len} bytes of shared memory: size overflows"),
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        SharedMem {
+            base: ptr,
+            len,
+            writable: true,
+            owner: Arc::new(HeapRegion { ptr, layout }),
+        }
+    }
+
+    /// Wraps memory that something else mapped (an `mmap`ed file, a grant mapping).
+    ///
+    /// `owner` is kept alive as long as the window or any clone of it, so dropping the last
+    /// window drops the owner (which should unmap).
+    ///
+    /// # Safety
+    ///
+    /// - `base` must be valid for reads of `len` bytes, and for writes too if `writable`, for
+    ///   as long as `owner` is alive;
+    /// - nothing may free or unmap the memory while `owner` is alive;
+    /// - no Rust reference (`&`/`&mut`) to the memory may exist while the window is used
+    ///   (other processes and raw-pointer writers are fine).
+    pub unsafe fn from_raw_parts(
+        base: NonNull<u8>,
+        len: usize,
+        writable: bool,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> SharedMem {
+        SharedMem {
+            base,
+            len,
+            writable,
+            owner,
+        }
+    }
+
+    /// Length of the window in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether writes are allowed (false for read-only grant mappings).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The base address, for passing to system calls (`pwritev`, `process_vm_readv`, ...).
+    ///
+    /// Dereferencing it is the caller's responsibility; prefer the checked methods.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// A read-only view of the same memory (writes through it fail with
+    /// [`MemError::ReadOnly`]).
+    pub fn read_only(&self) -> SharedMem {
+        SharedMem {
+            writable: false,
+            ..self.clone()
+        }
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), MemError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(MemError::OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            }),
+        }
+    }
+
+    fn check_write(&self, offset: usize, len: usize) -> Result<(), MemError> {
+        self.check(offset, len)?;
+        if self.writable {
+            Ok(())
+        } else {
+            Err(MemError::ReadOnly { offset, len })
+        }
+    }
+
+    /// A sub-window of `len` bytes at `offset`, sharing the owner.
+    pub fn sub(&self, offset: usize, len: usize) -> Result<SharedMem, MemError> {
+        self.check(offset, len)?;
+        // SAFETY: `offset + len <= self.len`, so the result stays inside the allocation.
+        let base = unsafe { self.base.add(offset) };
+        Ok(SharedMem {
+            base,
+            len,
+            writable: self.writable,
+            owner: Arc::clone(&self.owner),
+        })
+    }
+
+    /// The 4-byte index word at `offset`, for atomic access.
+    pub fn word(&self, offset: usize) -> Result<SharedU32, MemError> {
+        self.check(offset, 4)?;
+        // SAFETY: in bounds, checked above.
+        let p = unsafe { self.base.as_ptr().add(offset) };
+        if (p as usize) % 4 != 0 {
+            return Err(MemError::Misaligned { offset });
+        }
+        Ok(SharedU32 {
+            ptr: p.cast::<u32>(),
+            writable: self.writable,
+            _owner: Arc::clone(&self.owner),
+        })
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of shared memory, reading each byte once.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        self.check(offset, dst.len())?;
+        // SAFETY: the source range is in bounds and valid for reads (constructor contract);
+        // `dst` is private memory that cannot overlap memory we never hand out references to.
+        unsafe { volatile_copy_out(self.base.as_ptr().add(offset), dst) };
+        Ok(())
+    }
+
+    /// Copies `src` into shared memory at `offset`.
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
+        self.check_write(offset, src.len())?;
+        // SAFETY: the destination range is in bounds and writable (checked, constructor
+        // contract); `src` is private memory.
+        unsafe { volatile_copy_in(self.base.as_ptr().add(offset), src) };
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
+        self.check_write(offset, len)?;
+        for i in 0..len {
+            // SAFETY: `offset + i < offset + len <= self.len`, and the window is writable.
+            unsafe { ptr::write_volatile(self.base.as_ptr().add(offset + i), byte) };
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `self` at `offset` to `dst` at `dst_offset` (both shared),
+    /// without an intermediate buffer. The ranges may overlap only if they are identical.
+    pub fn copy_to(
+        &self,
+        offset: usize,
+        dst: &SharedMem,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        self.check(offset, len)?;
+        dst.check_write(dst_offset, len)?;
+        let mut buf = [0u8; 512];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            self.read_at(offset + done, &mut buf[..n])?;
+            dst.write_at(dst_offset + done, &buf[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a wire structure at `offset` into a private copy (each byte read once).
+    pub fn read_obj<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, MemError> {
+        let mut v = T::new_zeroed();
+        self.read_at(offset, v.as_mut_bytes())?;
+        Ok(v)
+    }
+
+    /// Writes a wire structure at `offset`.
+    pub fn write_obj<T: IntoBytes + Immutable>(
+        &self,
+        offset: usize,
+        v: &T,
+    ) -> Result<(), MemError> {
+        self.write_at(offset, v.as_bytes())
+    }
+}
+
+/// One 32-bit word of shared memory (a ring index, an event index, an error word), accessed
+/// only with atomic operations.
+#[derive(Clone)]
+pub struct SharedU32 {
+    ptr: *mut u32,
+    writable: bool,
+    _owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the word is only accessed atomically; the owner keeps the memory mapped and is
+// `Send + Sync`.
+unsafe impl Send for SharedU32 {}
+// SAFETY: as above.
+unsafe impl Sync for SharedU32 {}
+
+impl fmt::Debug for SharedU32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedU32").field("ptr", &self.ptr).finish()
+    }
+}
+
+impl SharedU32 {
+    fn atomic(&self) -> &AtomicU32 {
+        // SAFETY: `ptr` is 4-byte aligned and in bounds (checked by `SharedMem::word`), and
+        // the memory stays mapped while `_owner` (held by `self`) lives, which outlives the
+        // returned reference. All access to the word from this process is atomic.
+        unsafe { AtomicU32::from_ptr(self.ptr) }
+    }
+
+    /// Atomic load.
+    #[inline]
+    pub fn load(&self, order: Ordering) -> u32 {
+        self.atomic().load(order)
+    }
+
+    /// Atomic store. Storing through a read-only window is a programming error of ours (not
+    /// peer-controlled), reported as [`MemError::ReadOnly`].
+    #[inline]
+    pub fn store(&self, val: u32, order: Ordering) -> Result<(), MemError> {
+        if !self.writable {
+            return Err(MemError::ReadOnly { offset: 0, len: 4 });
+        }
+        self.atomic().store(val, order);
+        Ok(())
+    }
+
+    /// Whether stores are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// Copies from shared memory into a private buffer with volatile loads, 8 bytes at a time
+/// where the source is aligned.
+///
+/// # Safety
+/// `src` must be valid for reads of `dst.len()` bytes.
+unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
+    let len = dst.len();
+    let d = dst.as_mut_ptr();
+    let mut i = 0;
+    while i < len && (src as usize + i) % 8 != 0 {
+        // SAFETY: `i < len`: in bounds of both ranges (caller contract for `src`).
+        unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+    while i + 8 <= len {
+        // SAFETY: `src + i` is 8-byte aligned and `i + 8 <= len`; the destination is private
+        // and written unaligned.
+        unsafe {
+            let v = ptr::read_volatile(src.add(i).cast::<u64>());
+            ptr::write_unaligned(d.add(i).cast::<u64>(), v);
+        }
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: `i < len`.
+        unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+}
+
+/// Copies a private buffer into shared memory with volatile stores, 8 bytes at a time where
+/// the destination is aligned.
+///
+/// # Safety
+/// `dst` must be valid for writes of `src.len()` bytes.
+unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
+    let len = src.len();
+    let s = src.as_ptr();
+    let mut i = 0;
+    while i < len && (dst as usize + i) % 8 != 0 {
+        // SAFETY: `i < len`: in bounds of both ranges (caller contract for `dst`).
+        unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
+        i += 1;
+    }
+    while i + 8 <= len {
+        // SAFETY: `dst + i` is 8-byte aligned and `i + 8 <= len`; the source is private and
+        // read unaligned.
+        unsafe {
+            let v = ptr::read_unaligned(s.add(i).cast::<u64>());
+            ptr::write_volatile(dst.add(i).cast::<u64>(), v);
+        }
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: `i < len`.
+        unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked() {
+        let m = SharedMem::new_zeroed(4096);
+        let mut b = [0u8; 8];
+        assert!(m.read_at(4088, &mut b).is_ok());
+        assert_eq!(
+            m.read_at(4089, &mut b),
+            Err(MemError::OutOfBounds {
+                offset: 4089,
+                len: 8,
+                size: 4096
+            })
+        );
+        assert!(m.read_at(usize::MAX, &mut b).is_err());
+        assert!(m.write_at(4090, &[0; 7]).is_err());
+        assert!(m.sub(4000, 97).is_err());
+        assert!(m.sub(4000, 96).is_ok());
+        assert!(m.word(4093).is_err());
+        assert_eq!(m.word(2).unwrap_err(), MemError::Misaligned { offset: 2 });
+        assert!(m.fill(4095, 2, 0).is_err());
+    }
+
+    #[test]
+    fn copies_round_trip_at_every_alignment() {
+        let m = SharedMem::new_zeroed(256);
+        for off in 0..16 {
+            for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 100] {
+                let src: Vec<u8> = (0..len).map(|i| (i * 7 + off) as u8).collect();
+                m.write_at(off, &src).unwrap();
+                let mut dst = vec![0u8; len];
+                m.read_at(off, &mut dst).unwrap();
+                assert_eq!(src, dst, "off {off} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn sub_windows_address_the_same_memory() {
+        let m = SharedMem::new_zeroed(8192);
+        let s = m.sub(4096, 4096).unwrap();
+        s.write_at(10, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        m.read_at(4106, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        s.word(64)
+            .unwrap()
+            .store(0xdead_beef, Ordering::Release)
+            .unwrap();
+        assert_eq!(m.read_obj::<u32>(4096 + 64).unwrap(), 0xdead_beef);
+        let mut dst = SharedMem::new_zeroed(16);
+        m.copy_to(4106, &dst, 3, 5).unwrap();
+        dst.read_at(3, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        dst = dst.read_only();
+        assert!(matches!(
+            dst.write_at(0, b"x"),
+            Err(MemError::ReadOnly { .. })
+        ));
+        assert!(dst.word(0).unwrap().store(1, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn memory_outlives_the_first_window() {
+        let s = {
+            let m = SharedMem::new_zeroed(4096);
+            m.fill(0, 4096, 0xab).unwrap();
+            m.sub(100, 10).unwrap()
+        };
+        assert_eq!(s.read_obj::<[u8; 4]>(0).unwrap(), [0xab; 4]);
+    }
+}

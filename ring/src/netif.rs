@@ -1,0 +1,1132 @@
+//! The netif wire format (`io/netif.h`) and the multi-slot packet rules.
+//!
+//! Layouts are byte-exact copies of the C structures (checked at compile time here and
+//! against the installed C headers by `tests/c_abi.rs`). Peer-written structures are parsed
+//! from private copies; every malformed chain is a typed [`Fault`]: `Drop` (answer the slots
+//! with an error status, count it, carry on) or `Fatal` (the peer is broken or hostile:
+//! disconnect it).
+
+use arrayvec::ArrayVec;
+use bitflags::bitflags;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::mem::XEN_PAGE_SIZE;
+use crate::sring::RingProtocol;
+
+/// `netif_tx_request`: one TX slot written by the frontend.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NetifTxRequest {
+    /// Grant reference of the buffer page.
+    pub gref: u32,
+    /// Offset of the data within the page.
+    pub offset: u16,
+    /// `NETTXF_*` flags (see [`TxFlags`]).
+    pub flags: u16,
+    /// Echoed in the response.
+    pub id: u16,
+    /// First slot: total packet size; later slots: this fragment's size.
+    pub size: u16,
+}
+
+/// `netif_tx_response`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NetifTxResponse {
+    /// The request's id.
+    pub id: u16,
+    /// `NETIF_RSP_*`.
+    pub status: i16,
+}
+
+/// `netif_rx_request`: an empty buffer posted by the frontend.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NetifRxRequest {
+    /// Echoed in the response.
+    pub id: u16,
+    /// Padding (`pad`).
+    pub pad: u16,
+    /// Grant reference of a page the backend may write.
+    pub gref: u32,
+}
+
+/// `netif_rx_response`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NetifRxResponse {
+    /// The request's id.
+    pub id: u16,
+    /// Start of the data in the page.
+    pub offset: u16,
+    /// `NETRXF_*` flags (see [`RxFlags`]).
+    pub flags: u16,
+    /// Bytes in this slot if >= 0, else `NETIF_RSP_*`.
+    pub status: i16,
+}
+
+/// `netif_extra_info`: an extra-info slot (overlays a TX request or an RX response).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NetifExtraInfo {
+    /// `XEN_NETIF_EXTRA_TYPE_*`.
+    pub ty: u8,
+    /// `XEN_NETIF_EXTRA_FLAG_*`.
+    pub flags: u8,
+    /// The union `u` (GSO, multicast or hash), little-endian.
+    pub u: [u8; 6],
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<NetifTxRequest>() == 12);
+    assert!(std::mem::size_of::<NetifTxResponse>() == 4);
+    assert!(std::mem::size_of::<NetifRxRequest>() == 8);
+    assert!(std::mem::size_of::<NetifRxResponse>() == 8);
+    assert!(std::mem::size_of::<NetifExtraInfo>() == 8);
+    assert!(std::mem::offset_of!(NetifTxRequest, size) == 10);
+    assert!(std::mem::offset_of!(NetifRxRequest, gref) == 4);
+    assert!(std::mem::offset_of!(NetifRxResponse, status) == 6);
+};
+
+/// The TX ring protocol (`DEFINE_RING_TYPES(netif_tx, ...)`): 256 entries per page.
+#[derive(Debug)]
+pub enum TxRing {}
+impl RingProtocol for TxRing {
+    type Request = NetifTxRequest;
+    type Response = NetifTxResponse;
+}
+
+/// The RX ring protocol (`DEFINE_RING_TYPES(netif_rx, ...)`): 256 entries per page.
+#[derive(Debug)]
+pub enum RxRing {}
+impl RingProtocol for RxRing {
+    type Request = NetifRxRequest;
+    type Response = NetifRxResponse;
+}
+
+bitflags! {
+    /// `NETTXF_*` request flags. Bits 4-15 are unassigned upstream.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TxFlags: u16 {
+        /// The protocol checksum field is blank (`NETTXF_csum_blank`).
+        const CSUM_BLANK = 1 << 0;
+        /// The packet data has been validated against its checksum.
+        const DATA_VALIDATED = 1 << 1;
+        /// The packet continues in the next data slot.
+        const MORE_DATA = 1 << 2;
+        /// Extra-info slots follow this one.
+        const EXTRA_INFO = 1 << 3;
+        /// Any other bits are kept (`from_bits_retain`) so extensions can define them.
+        const _ = !0;
+    }
+}
+
+bitflags! {
+    /// `NETRXF_*` response flags. Bits 0 and 1 are swapped relative to [`TxFlags`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct RxFlags: u16 {
+        /// The packet data has been validated against its checksum.
+        const DATA_VALIDATED = 1 << 0;
+        /// The protocol checksum field is blank.
+        const CSUM_BLANK = 1 << 1;
+        /// The packet continues in the next slot.
+        const MORE_DATA = 1 << 2;
+        /// Extra-info slots follow this one.
+        const EXTRA_INFO = 1 << 3;
+        /// Deprecated GSO prefix descriptor.
+        const GSO_PREFIX = 1 << 4;
+        /// Any other bits are kept so extensions can define them.
+        const _ = !0;
+    }
+}
+
+/// `NETIF_RSP_DROPPED`.
+pub const NETIF_RSP_DROPPED: i16 = -2;
+/// `NETIF_RSP_ERROR`.
+pub const NETIF_RSP_ERROR: i16 = -1;
+/// `NETIF_RSP_OKAY`.
+pub const NETIF_RSP_OKAY: i16 = 0;
+/// `NETIF_RSP_NULL`: the response slot of an extra-info request.
+pub const NETIF_RSP_NULL: i16 = 1;
+
+/// `XEN_NETIF_NR_SLOTS_MIN`: every backend accepts packets of this many data slots.
+pub const XEN_NETIF_NR_SLOTS_MIN: usize = 18;
+/// `XEN_NETIF_MAX_TX_SIZE`: the largest packet (the `size` field is 16 bits).
+pub const XEN_NETIF_MAX_TX_SIZE: usize = 0xFFFF;
+/// A chain of more data slots than this is a fatal fault (netback's `fatal_skb_slots`);
+/// between [`XEN_NETIF_NR_SLOTS_MIN`] and this it is consumed and dropped.
+pub const FATAL_DATA_SLOTS: usize = 20;
+/// Ethernet header length: a packet shorter than this is dropped.
+pub const ETH_HLEN: usize = 14;
+
+/// `XEN_NETIF_EXTRA_TYPE_NONE` (never valid on the wire).
+pub const XEN_NETIF_EXTRA_TYPE_NONE: u8 = 0;
+/// `XEN_NETIF_EXTRA_TYPE_GSO`.
+pub const XEN_NETIF_EXTRA_TYPE_GSO: u8 = 1;
+/// `XEN_NETIF_EXTRA_TYPE_MCAST_ADD`.
+pub const XEN_NETIF_EXTRA_TYPE_MCAST_ADD: u8 = 2;
+/// `XEN_NETIF_EXTRA_TYPE_MCAST_DEL`.
+pub const XEN_NETIF_EXTRA_TYPE_MCAST_DEL: u8 = 3;
+/// `XEN_NETIF_EXTRA_TYPE_HASH`.
+pub const XEN_NETIF_EXTRA_TYPE_HASH: u8 = 4;
+/// `XEN_NETIF_EXTRA_TYPE_MAX` (Xen 4.17 header).
+pub const XEN_NETIF_EXTRA_TYPE_MAX: u8 = 5;
+/// `XEN_NETIF_EXTRA_FLAG_MORE`: another extra follows.
+pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1;
+/// At most this many extra slots per packet (one per defined type).
+pub const MAX_EXTRA_SLOTS: usize = (XEN_NETIF_EXTRA_TYPE_MAX - 1) as usize;
+/// Capacity of a parsed chain: the fatal data-slot limit plus the extras.
+pub const MAX_CHAIN_SLOTS: usize = FATAL_DATA_SLOTS + MAX_EXTRA_SLOTS;
+
+/// `XEN_NETIF_GSO_TYPE_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GsoType {
+    /// `XEN_NETIF_GSO_TYPE_TCPV4`.
+    TcpV4 = 1,
+    /// `XEN_NETIF_GSO_TYPE_TCPV6`.
+    TcpV6 = 2,
+}
+
+/// A decoded extra-info slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// Segmentation offload: the packet is to be cut into `size`-byte segments.
+    Gso {
+        /// Maximum segment size (never 0).
+        size: u16,
+        /// Protocol.
+        gso_type: GsoType,
+        /// Feature bits (none are defined; sent as 0).
+        features: u16,
+    },
+    /// Add a multicast address to the filter.
+    McastAdd([u8; 6]),
+    /// Remove a multicast address from the filter.
+    McastDel([u8; 6]),
+    /// A hash value computed by the sender.
+    Hash {
+        /// `_XEN_NETIF_CTRL_HASH_TYPE_*` bit number.
+        hash_type: u8,
+        /// `XEN_NETIF_CTRL_HASH_ALGORITHM_*`.
+        algorithm: u8,
+        /// The hash.
+        value: u32,
+    },
+}
+
+impl Extra {
+    /// The `XEN_NETIF_EXTRA_TYPE_*` of this extra.
+    pub fn type_code(&self) -> u8 {
+        match self {
+            Extra::Gso { .. } => XEN_NETIF_EXTRA_TYPE_GSO,
+            Extra::McastAdd(_) => XEN_NETIF_EXTRA_TYPE_MCAST_ADD,
+            Extra::McastDel(_) => XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
+            Extra::Hash { .. } => XEN_NETIF_EXTRA_TYPE_HASH,
+        }
+    }
+}
+
+impl NetifExtraInfo {
+    /// Encodes `extra`, with `XEN_NETIF_EXTRA_FLAG_MORE` if `more`.
+    pub fn encode(extra: &Extra, more: bool) -> NetifExtraInfo {
+        let mut u = [0u8; 6];
+        match *extra {
+            Extra::Gso {
+                size,
+                gso_type,
+                features,
+            } => {
+                u[0..2].copy_from_slice(&size.to_le_bytes());
+                u[2] = gso_type as u8;
+                u[4..6].copy_from_slice(&features.to_le_bytes());
+            }
+            Extra::McastAdd(a) | Extra::McastDel(a) => u = a,
+            Extra::Hash {
+                hash_type,
+                algorithm,
+                value,
+            } => {
+                u[0] = hash_type;
+                u[1] = algorithm;
+                u[2..6].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        NetifExtraInfo {
+            ty: extra.type_code(),
+            flags: if more { XEN_NETIF_EXTRA_FLAG_MORE } else { 0 },
+            u,
+        }
+    }
+
+    /// Whether another extra follows.
+    pub fn more(&self) -> bool {
+        self.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0
+    }
+
+    /// Decodes and validates the extra (netback's rules: type 0 or >= MAX, GSO size 0 and an
+    /// unknown GSO type are fatal).
+    pub fn decode(&self) -> Result<Extra, Fault> {
+        let u = self.u;
+        match self.ty {
+            XEN_NETIF_EXTRA_TYPE_GSO => {
+                let size = u16::from_le_bytes([u[0], u[1]]);
+                let gso_type = match u[2] {
+                    1 => GsoType::TcpV4,
+                    2 => GsoType::TcpV6,
+                    t => return Err(Fault::Fatal(FaultReason::BadGso { size, gso_type: t })),
+                };
+                if size == 0 {
+                    return Err(Fault::Fatal(FaultReason::BadGso {
+                        size,
+                        gso_type: u[2],
+                    }));
+                }
+                Ok(Extra::Gso {
+                    size,
+                    gso_type,
+                    features: u16::from_le_bytes([u[4], u[5]]),
+                })
+            }
+            XEN_NETIF_EXTRA_TYPE_MCAST_ADD => Ok(Extra::McastAdd(u)),
+            XEN_NETIF_EXTRA_TYPE_MCAST_DEL => Ok(Extra::McastDel(u)),
+            XEN_NETIF_EXTRA_TYPE_HASH => Ok(Extra::Hash {
+                hash_type: u[0],
+                algorithm: u[1],
+                value: u32::from_le_bytes([u[2], u[3], u[4], u[5]]),
+            }),
+            ty => Err(Fault::Fatal(FaultReason::BadExtraType { ty })),
+        }
+    }
+
+    /// Reads the extra that overlays a TX request slot (its last 4 bytes are padding).
+    pub fn from_tx_slot(slot: &NetifTxRequest) -> NetifExtraInfo {
+        let b: [u8; 12] = zerocopy::transmute!(*slot);
+        NetifExtraInfo {
+            ty: b[0],
+            flags: b[1],
+            u: [b[2], b[3], b[4], b[5], b[6], b[7]],
+        }
+    }
+
+    /// The TX request slot that carries this extra (padding zeroed).
+    pub fn to_tx_slot(&self) -> NetifTxRequest {
+        let e: [u8; 8] = zerocopy::transmute!(*self);
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&e);
+        zerocopy::transmute!(b)
+    }
+
+    /// Reads the extra that overlays an RX response slot (same size).
+    pub fn from_rx_slot(slot: &NetifRxResponse) -> NetifExtraInfo {
+        zerocopy::transmute!(*slot)
+    }
+
+    /// The RX response slot that carries this extra.
+    pub fn to_rx_slot(&self) -> NetifRxResponse {
+        zerocopy::transmute!(*self)
+    }
+}
+
+/// What was wrong with a chain of slots written by the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FaultReason {
+    /// More data slots than allowed.
+    #[error("packet uses {slots} data slots (limit {limit})")]
+    TooManySlots {
+        /// Data slots seen so far.
+        slots: usize,
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// More extra-info slots than there are extra types.
+    #[error("packet carries more than {MAX_EXTRA_SLOTS} extra-info slots")]
+    TooManyExtras,
+    /// A slot's data crosses the end of its 4 KiB page.
+    #[error("slot data crosses its page: offset {offset} + size {size} > 4096")]
+    CrossesPage {
+        /// Offset in the page.
+        offset: u16,
+        /// Size of the slot's data.
+        size: u32,
+    },
+    /// A later fragment is larger than what the first slot's total leaves.
+    #[error("fragment of {size} bytes exceeds the {remaining} bytes left of the packet's total")]
+    FragmentTooLarge {
+        /// The fragment's size.
+        size: u16,
+        /// Bytes of the declared total not yet covered.
+        remaining: u32,
+    },
+    /// The packet is shorter than an Ethernet header.
+    #[error("packet of {size} bytes is shorter than an Ethernet header (14 bytes)")]
+    TooShort {
+        /// Total size.
+        size: u32,
+    },
+    /// The chain announces more slots than the peer published.
+    #[error("chain truncated after {slots} slots: the peer published a partial packet")]
+    Truncated {
+        /// Slots consumed before the ring ran dry.
+        slots: usize,
+    },
+    /// Extra with an invalid type.
+    #[error("extra-info slot of invalid type {ty}")]
+    BadExtraType {
+        /// The type code.
+        ty: u8,
+    },
+    /// GSO extra with size 0 or an unknown type.
+    #[error("GSO extra with size {size} and type {gso_type} is invalid")]
+    BadGso {
+        /// The MSS.
+        size: u16,
+        /// The GSO type code.
+        gso_type: u8,
+    },
+    /// An RX response with an error status.
+    #[error("RX slot reports status {status}")]
+    ErrorStatus {
+        /// The (negative) status.
+        status: i16,
+    },
+}
+
+/// A malformed chain: either drop the packet (answer its slots with an error) or disconnect
+/// the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// Drop the packet, count it, carry on.
+    #[error("dropped: {0}")]
+    Drop(FaultReason),
+    /// The peer is broken or hostile: disconnect.
+    #[error("fatal: {0}")]
+    Fatal(FaultReason),
+}
+
+impl Fault {
+    /// The reason, whatever the severity.
+    pub fn reason(&self) -> FaultReason {
+        match *self {
+            Fault::Drop(r) | Fault::Fatal(r) => r,
+        }
+    }
+
+    /// Whether the peer must be disconnected.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Fault::Fatal(_))
+    }
+}
+
+/// One consumed TX slot, in ring order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxSlot {
+    /// The request's id (echoed in its response).
+    pub id: u16,
+    /// What the slot carried.
+    pub kind: TxSlotKind,
+}
+
+/// What a TX slot carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxSlotKind {
+    /// Packet data (for the first slot, `size` is already the first fragment's own size).
+    Data {
+        /// Grant of the page.
+        gref: u32,
+        /// Offset in the page.
+        offset: u16,
+        /// Bytes of this fragment.
+        size: u16,
+    },
+    /// An extra-info slot (answered with `NETIF_RSP_NULL`).
+    Extra,
+}
+
+/// The set of extras a packet carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extras {
+    /// GSO request, if any.
+    pub gso: Option<Extra>,
+    /// Multicast add, if any.
+    pub mcast_add: Option<Extra>,
+    /// Multicast delete, if any.
+    pub mcast_del: Option<Extra>,
+    /// Hash, if any.
+    pub hash: Option<Extra>,
+}
+
+impl Extras {
+    fn set(&mut self, e: Extra) {
+        // As in netback, a later extra of the same type replaces an earlier one.
+        let slot = match e {
+            Extra::Gso { .. } => &mut self.gso,
+            Extra::McastAdd(_) => &mut self.mcast_add,
+            Extra::McastDel(_) => &mut self.mcast_del,
+            Extra::Hash { .. } => &mut self.hash,
+        };
+        *slot = Some(e);
+    }
+
+    /// The extras present, in type order.
+    pub fn iter(&self) -> impl Iterator<Item = &Extra> {
+        [&self.gso, &self.mcast_add, &self.mcast_del, &self.hash]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// A complete TX chain as the backend consumed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxChain {
+    /// Every slot in ring order (data and extras), for the responses.
+    pub slots: ArrayVec<TxSlot, MAX_CHAIN_SLOTS>,
+    /// Total packet size (the first slot's `size`).
+    pub total_size: u16,
+    /// The first slot's flags.
+    pub flags: TxFlags,
+    /// Decoded extras.
+    pub extras: Extras,
+    /// Why the packet must be dropped, if it must. Its slots were consumed all the same and
+    /// are to be answered with `NETIF_RSP_ERROR`.
+    pub drop: Option<FaultReason>,
+}
+
+impl TxChain {
+    /// The data fragments in order: `(gref, offset, size)`.
+    pub fn fragments(&self) -> impl Iterator<Item = (u32, u16, u16)> + '_ {
+        self.slots.iter().filter_map(|s| match s.kind {
+            TxSlotKind::Data { gref, offset, size } => Some((gref, offset, size)),
+            TxSlotKind::Extra => None,
+        })
+    }
+
+    /// Number of data slots.
+    pub fn data_slots(&self) -> usize {
+        self.fragments().count()
+    }
+
+    /// The responses for every slot in ring order: `status` for data slots,
+    /// `NETIF_RSP_NULL` for extras.
+    pub fn responses(&self, status: i16) -> impl Iterator<Item = NetifTxResponse> + '_ {
+        self.slots.iter().map(move |s| NetifTxResponse {
+            id: s.id,
+            status: match s.kind {
+                TxSlotKind::Data { .. } => status,
+                TxSlotKind::Extra => NETIF_RSP_NULL,
+            },
+        })
+    }
+}
+
+fn check_in_page(offset: u16, size: u32) -> Result<(), Fault> {
+    if u32::from(offset) + size > XEN_PAGE_SIZE as u32 {
+        return Err(Fault::Fatal(FaultReason::CrossesPage { offset, size }));
+    }
+    Ok(())
+}
+
+/// Consumes one TX packet (first slot, extras, fragments) from `next`, which yields the
+/// published requests in ring order (each already copied out of shared memory) and `None`
+/// when the ring has no more.
+///
+/// Rules (after Linux netback): the chain is consumed whole even when the packet is dropped;
+/// more than [`XEN_NETIF_NR_SLOTS_MIN`] data slots is a drop, more than
+/// [`FATAL_DATA_SLOTS`] fatal; a slot crossing its page, a bad extra and a truncated chain
+/// are fatal; a fragment larger than what the total leaves and a packet shorter than
+/// [`ETH_HLEN`] are drops; zero-length fragments are accepted.
+pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Result<TxChain, Fault> {
+    let first = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: 0 }))?;
+    let flags = TxFlags::from_bits_retain(first.flags);
+    let mut slots: ArrayVec<TxSlot, MAX_CHAIN_SLOTS> = ArrayVec::new();
+    let mut extras = Extras::default();
+    let mut drop = None;
+    // The first slot's size is fixed below, once the fragments are known.
+    slots.push(TxSlot {
+        id: first.id,
+        kind: TxSlotKind::Data {
+            gref: first.gref,
+            offset: first.offset,
+            size: 0,
+        },
+    });
+
+    if flags.contains(TxFlags::EXTRA_INFO) {
+        let mut n = 0;
+        loop {
+            let slot = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+            n += 1;
+            if n > MAX_EXTRA_SLOTS {
+                return Err(Fault::Fatal(FaultReason::TooManyExtras));
+            }
+            let raw = NetifExtraInfo::from_tx_slot(&slot);
+            extras.set(raw.decode()?);
+            slots.push(TxSlot {
+                id: slot.id,
+                kind: TxSlotKind::Extra,
+            });
+            if !raw.more() {
+                break;
+            }
+        }
+    }
+
+    let total = u32::from(first.size);
+    let mut remaining = total;
+    let mut data_slots = 1usize;
+    let mut more = flags.contains(TxFlags::MORE_DATA);
+    while more {
+        let slot = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+        data_slots += 1;
+        if data_slots > FATAL_DATA_SLOTS {
+            return Err(Fault::Fatal(FaultReason::TooManySlots {
+                slots: data_slots,
+                limit: FATAL_DATA_SLOTS,
+            }));
+        }
+        if drop.is_none() && data_slots > XEN_NETIF_NR_SLOTS_MIN {
+            drop = Some(FaultReason::TooManySlots {
+                slots: data_slots,
+                limit: XEN_NETIF_NR_SLOTS_MIN,
+            });
+        }
+        check_in_page(slot.offset, u32::from(slot.size))?;
+        if drop.is_none() && u32::from(slot.size) > remaining {
+            drop = Some(FaultReason::FragmentTooLarge {
+                size: slot.size,
+                remaining,
+            });
+        }
+        remaining = remaining.saturating_sub(u32::from(slot.size));
+        more = TxFlags::from_bits_retain(slot.flags).contains(TxFlags::MORE_DATA);
+        slots.push(TxSlot {
+            id: slot.id,
+            kind: TxSlotKind::Data {
+                gref: slot.gref,
+                offset: slot.offset,
+                size: slot.size,
+            },
+        });
+    }
+
+    // What the total leaves for the first slot must fit its page.
+    check_in_page(first.offset, remaining)?;
+    if drop.is_none() && (total as usize) < ETH_HLEN {
+        drop = Some(FaultReason::TooShort { size: total });
+    }
+    if let Some(TxSlot {
+        kind: TxSlotKind::Data { size, .. },
+        ..
+    }) = slots.first_mut()
+    {
+        // remaining <= total <= u16::MAX.
+        *size = u16::try_from(remaining).unwrap_or(u16::MAX);
+    }
+    Ok(TxChain {
+        slots,
+        total_size: first.size,
+        flags,
+        extras,
+        drop,
+    })
+}
+
+/// One fragment of a packet to transmit: where its bytes are granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxFragment {
+    /// Request id for this slot.
+    pub id: u16,
+    /// Grant of the page.
+    pub gref: u32,
+    /// Offset in the page.
+    pub offset: u16,
+    /// Bytes in this fragment.
+    pub size: u16,
+}
+
+/// Why a packet cannot be encoded (a bug or a limit on our side, not a peer fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// No fragment given.
+    #[error("a packet needs at least one fragment")]
+    Empty,
+    /// Fragment sizes do not add up to a representable total.
+    #[error("fragments add up to {total} bytes, more than the 65535 a packet may have")]
+    TooLarge {
+        /// Sum of fragment sizes.
+        total: usize,
+    },
+    /// Too many data slots for the protocol minimum every backend accepts.
+    #[error("packet needs {slots} data slots; at most 18 are accepted by every backend")]
+    TooManySlots {
+        /// Slots needed.
+        slots: usize,
+    },
+    /// A fragment crosses its page.
+    #[error("fragment at offset {offset} of {size} bytes crosses its 4 KiB page")]
+    CrossesPage {
+        /// Offset.
+        offset: u16,
+        /// Size.
+        size: u16,
+    },
+    /// More extras than ids, or than types.
+    #[error("{extras} extras need as many slot ids (got {ids}), at most 4")]
+    Extras {
+        /// Extras given.
+        extras: usize,
+        /// Ids given for them.
+        ids: usize,
+    },
+}
+
+/// Encodes a TX packet as its ring slots, in order: the first fragment (carrying the total
+/// size and `flags`), the extras (each with an id from `extra_ids`), then the remaining
+/// fragments chained with `NETTXF_more_data`.
+pub fn encode_tx_chain(
+    flags: TxFlags,
+    frags: &[TxFragment],
+    extras: &[Extra],
+    extra_ids: &[u16],
+    mut out: impl FnMut(NetifTxRequest),
+) -> Result<(), EncodeError> {
+    let (first, rest) = frags.split_first().ok_or(EncodeError::Empty)?;
+    if frags.len() > XEN_NETIF_NR_SLOTS_MIN {
+        return Err(EncodeError::TooManySlots { slots: frags.len() });
+    }
+    if extras.len() > MAX_EXTRA_SLOTS || extra_ids.len() < extras.len() {
+        return Err(EncodeError::Extras {
+            extras: extras.len(),
+            ids: extra_ids.len(),
+        });
+    }
+    let total: usize = frags.iter().map(|f| usize::from(f.size)).sum();
+    let total16 = u16::try_from(total).map_err(|_| EncodeError::TooLarge { total })?;
+    for f in frags {
+        if usize::from(f.offset) + usize::from(f.size) > XEN_PAGE_SIZE {
+            return Err(EncodeError::CrossesPage {
+                offset: f.offset,
+                size: f.size,
+            });
+        }
+    }
+    let mut f0 = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO);
+    if !rest.is_empty() {
+        f0 |= TxFlags::MORE_DATA;
+    }
+    if !extras.is_empty() {
+        f0 |= TxFlags::EXTRA_INFO;
+    }
+    out(NetifTxRequest {
+        gref: first.gref,
+        offset: first.offset,
+        flags: f0.bits(),
+        id: first.id,
+        size: total16,
+    });
+    for (i, (e, id)) in extras.iter().zip(extra_ids).enumerate() {
+        let mut slot = NetifExtraInfo::encode(e, i + 1 < extras.len()).to_tx_slot();
+        slot.id = *id;
+        out(slot);
+    }
+    for (i, f) in rest.iter().enumerate() {
+        let more = i + 1 < rest.len();
+        out(NetifTxRequest {
+            gref: f.gref,
+            offset: f.offset,
+            flags: if more { TxFlags::MORE_DATA.bits() } else { 0 },
+            id: f.id,
+            size: f.size,
+        });
+    }
+    Ok(())
+}
+
+/// One consumed RX slot of a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxSlot {
+    /// The response's id (which buffer it filled).
+    pub id: u16,
+    /// Data offset in the buffer page, or 0 for an extra slot.
+    pub offset: u16,
+    /// Bytes of data, 0 for an extra slot.
+    pub len: u16,
+    /// Whether this slot carried an extra rather than data.
+    pub extra: bool,
+}
+
+/// A complete RX chain as the frontend consumed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RxChain {
+    /// Every slot in ring order (data and extras): each frees one posted buffer.
+    pub slots: ArrayVec<RxSlot, MAX_CHAIN_SLOTS>,
+    /// The first slot's flags.
+    pub flags: RxFlags,
+    /// Decoded extras.
+    pub extras: Extras,
+    /// Total bytes (sum of the data slots' statuses).
+    pub total_len: u32,
+    /// Why the packet must be dropped, if it must.
+    pub drop: Option<FaultReason>,
+}
+
+impl RxChain {
+    /// The data slots in order: `(id, offset, len)`.
+    pub fn fragments(&self) -> impl Iterator<Item = (u16, u16, u16)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| !s.extra)
+            .map(|s| (s.id, s.offset, s.len))
+    }
+}
+
+/// Consumes one RX packet from `next` (responses in ring order, copied out).
+///
+/// Rules (after Linux netfront, hardened): a slot with a negative status or data past its
+/// page drops the packet (the chain is still consumed); more than
+/// [`XEN_NETIF_NR_SLOTS_MIN`] data slots drops it and more than [`FATAL_DATA_SLOTS`] is
+/// fatal; a bad extra and a truncated chain are fatal.
+pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Result<RxChain, Fault> {
+    let mut slots: ArrayVec<RxSlot, MAX_CHAIN_SLOTS> = ArrayVec::new();
+    let mut extras = Extras::default();
+    let mut drop = None;
+    let mut total = 0u32;
+    let mut data_slots = 0usize;
+    let mut flags = RxFlags::empty();
+    loop {
+        let rsp = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+        data_slots += 1;
+        if data_slots > FATAL_DATA_SLOTS {
+            return Err(Fault::Fatal(FaultReason::TooManySlots {
+                slots: data_slots,
+                limit: FATAL_DATA_SLOTS,
+            }));
+        }
+        if drop.is_none() && data_slots > XEN_NETIF_NR_SLOTS_MIN {
+            drop = Some(FaultReason::TooManySlots {
+                slots: data_slots,
+                limit: XEN_NETIF_NR_SLOTS_MIN,
+            });
+        }
+        let f = RxFlags::from_bits_retain(rsp.flags);
+        let len = if rsp.status < 0 {
+            if drop.is_none() {
+                drop = Some(FaultReason::ErrorStatus { status: rsp.status });
+            }
+            0
+        } else {
+            let len = rsp.status as u16; // non-negative i16
+            if usize::from(rsp.offset) + usize::from(len) > XEN_PAGE_SIZE {
+                if drop.is_none() {
+                    drop = Some(FaultReason::CrossesPage {
+                        offset: rsp.offset,
+                        size: u32::from(len),
+                    });
+                }
+                0
+            } else {
+                len
+            }
+        };
+        total += u32::from(len);
+        slots.push(RxSlot {
+            id: rsp.id,
+            offset: rsp.offset,
+            len,
+            extra: false,
+        });
+        if data_slots == 1 {
+            flags = f;
+            if f.contains(RxFlags::EXTRA_INFO) {
+                let mut n = 0;
+                loop {
+                    let slot = next()
+                        .ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+                    n += 1;
+                    if n > MAX_EXTRA_SLOTS {
+                        return Err(Fault::Fatal(FaultReason::TooManyExtras));
+                    }
+                    let raw = NetifExtraInfo::from_rx_slot(&slot);
+                    extras.set(raw.decode()?);
+                    slots.push(RxSlot {
+                        id: slot.id,
+                        offset: 0,
+                        len: 0,
+                        extra: true,
+                    });
+                    if !raw.more() {
+                        break;
+                    }
+                }
+            }
+        }
+        if !f.contains(RxFlags::MORE_DATA) {
+            break;
+        }
+    }
+    if drop.is_none() && (total as usize) > XEN_NETIF_MAX_TX_SIZE {
+        drop = Some(FaultReason::TooManySlots {
+            slots: data_slots,
+            limit: data_slots - 1,
+        });
+    }
+    Ok(RxChain {
+        slots,
+        flags,
+        extras,
+        total_len: total,
+        drop,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(id: u16, size: u16) -> TxFragment {
+        TxFragment {
+            id,
+            gref: 1000 + u32::from(id),
+            offset: 0,
+            size,
+        }
+    }
+
+    fn encode(flags: TxFlags, frags: &[TxFragment], extras: &[Extra]) -> Vec<NetifTxRequest> {
+        let ids: Vec<u16> = (0..extras.len() as u16).map(|i| 500 + i).collect();
+        let mut v = Vec::new();
+        encode_tx_chain(flags, frags, extras, &ids, |s| v.push(s)).unwrap();
+        v
+    }
+
+    fn parse(slots: &[NetifTxRequest]) -> Result<TxChain, Fault> {
+        let mut it = slots.iter().copied();
+        parse_tx_chain(|| it.next())
+    }
+
+    #[test]
+    fn extra_slots_overlay_requests_and_responses() {
+        let gso = Extra::Gso {
+            size: 1448,
+            gso_type: GsoType::TcpV6,
+            features: 0,
+        };
+        let raw = NetifExtraInfo::encode(&gso, true);
+        assert_eq!(raw.as_bytes(), &[1, 1, 0xa8, 0x05, 2, 0, 0, 0]);
+        let tx = raw.to_tx_slot();
+        assert_eq!(NetifExtraInfo::from_tx_slot(&tx), raw);
+        assert_eq!(NetifExtraInfo::from_rx_slot(&raw.to_rx_slot()), raw);
+        assert_eq!(raw.decode().unwrap(), gso);
+        let h = Extra::Hash {
+            hash_type: 1,
+            algorithm: 1,
+            value: 0xdeadbeef,
+        };
+        assert_eq!(NetifExtraInfo::encode(&h, false).decode().unwrap(), h);
+        let m = Extra::McastAdd([1, 2, 3, 4, 5, 6]);
+        assert_eq!(NetifExtraInfo::encode(&m, false).decode().unwrap(), m);
+    }
+
+    #[test]
+    fn multi_slot_packet_round_trips() {
+        let gso = Extra::Gso {
+            size: 1448,
+            gso_type: GsoType::TcpV4,
+            features: 0,
+        };
+        let frags = [frag(1, 4000), frag(2, 4096), frag(3, 100)];
+        let slots = encode(TxFlags::CSUM_BLANK, &frags, &[gso]);
+        assert_eq!(slots.len(), 4);
+        assert_eq!(slots[0].size, 8196);
+        let c = parse(&slots).unwrap();
+        assert_eq!(c.drop, None);
+        assert_eq!(c.total_size, 8196);
+        assert_eq!(c.extras.gso, Some(gso));
+        let f: Vec<_> = c.fragments().collect();
+        assert_eq!(f, vec![(1001, 0, 4000), (1002, 0, 4096), (1003, 0, 100)]);
+        let r: Vec<_> = c
+            .responses(NETIF_RSP_OKAY)
+            .map(|r| (r.id, r.status))
+            .collect();
+        assert_eq!(r, vec![(1, 0), (500, 1), (2, 0), (3, 0)]);
+    }
+
+    #[test]
+    fn malformed_tx_chains_are_typed_faults() {
+        // Truncated: more_data with nothing after.
+        let mut s = encode(TxFlags::empty(), &[frag(1, 100), frag(2, 100)], &[]);
+        s.pop();
+        assert!(matches!(
+            parse(&s),
+            Err(Fault::Fatal(FaultReason::Truncated { .. }))
+        ));
+        // Crossing a page.
+        let mut s = encode(TxFlags::empty(), &[frag(1, 100), frag(2, 100)], &[]);
+        s[1].offset = 4000;
+        assert!(matches!(
+            parse(&s),
+            Err(Fault::Fatal(FaultReason::CrossesPage { .. }))
+        ));
+        // First slot's share crossing its page.
+        let mut s = encode(TxFlags::empty(), &[frag(1, 100)], &[]);
+        s[0].offset = 4090;
+        assert!(matches!(
+            parse(&s),
+            Err(Fault::Fatal(FaultReason::CrossesPage { .. }))
+        ));
+        // Fragment larger than the total leaves: drop, chain consumed.
+        let mut s = encode(TxFlags::empty(), &[frag(1, 100), frag(2, 100)], &[]);
+        s[0].size = 50;
+        let c = parse(&s).unwrap();
+        assert!(matches!(c.drop, Some(FaultReason::FragmentTooLarge { .. })));
+        assert_eq!(c.slots.len(), 2);
+        // Too short.
+        let s = encode(TxFlags::empty(), &[frag(1, 13)], &[]);
+        assert_eq!(
+            parse(&s).unwrap().drop,
+            Some(FaultReason::TooShort { size: 13 })
+        );
+        // Bad extra type / bad GSO.
+        let mut s = encode(
+            TxFlags::EXTRA_INFO,
+            &[frag(1, 100)],
+            &[Extra::McastAdd([0; 6])],
+        );
+        s[1].gref = 0; // type byte 0
+        assert!(matches!(
+            parse(&s),
+            Err(Fault::Fatal(FaultReason::BadExtraType { ty: 0 }))
+        ));
+        let s = encode(
+            TxFlags::empty(),
+            &[frag(1, 100)],
+            &[Extra::Gso {
+                size: 0,
+                gso_type: GsoType::TcpV4,
+                features: 0,
+            }],
+        );
+        assert!(matches!(
+            parse(&s),
+            Err(Fault::Fatal(FaultReason::BadGso { .. }))
+        ));
+        // An endless chain of extras.
+        let e = NetifExtraInfo::encode(&Extra::McastAdd([0; 6]), true).to_tx_slot();
+        let mut s = encode(
+            TxFlags::empty(),
+            &[frag(1, 100)],
+            &[Extra::McastAdd([0; 6])],
+        );
+        s.truncate(1);
+        s.extend(std::iter::repeat_n(e, 10));
+        assert_eq!(parse(&s), Err(Fault::Fatal(FaultReason::TooManyExtras)));
+        // Zero-length fragments are fine (XSA-448).
+        let s = encode(TxFlags::empty(), &[frag(1, 60), frag(2, 0)], &[]);
+        assert_eq!(parse(&s).unwrap().drop, None);
+    }
+
+    #[test]
+    fn slot_count_limits() {
+        let chain = |n: usize| -> Vec<NetifTxRequest> {
+            let mut v: Vec<NetifTxRequest> = (0..n)
+                .map(|i| NetifTxRequest {
+                    gref: 1,
+                    offset: 0,
+                    flags: TxFlags::MORE_DATA.bits(),
+                    id: i as u16,
+                    size: 100,
+                })
+                .collect();
+            v[0].size = (100 * n) as u16;
+            if let Some(l) = v.last_mut() {
+                l.flags = 0;
+            }
+            v
+        };
+        assert_eq!(parse(&chain(18)).unwrap().drop, None);
+        let c = parse(&chain(19)).unwrap();
+        assert!(matches!(c.drop, Some(FaultReason::TooManySlots { .. })));
+        assert_eq!(c.slots.len(), 19);
+        assert!(parse(&chain(20)).unwrap().drop.is_some());
+        assert!(matches!(
+            parse(&chain(21)),
+            Err(Fault::Fatal(FaultReason::TooManySlots { .. }))
+        ));
+        assert!(matches!(parse(&chain(300)), Err(Fault::Fatal(_))));
+        let frags: Vec<_> = (0..19).map(|i| frag(i, 10)).collect();
+        let mut v = Vec::new();
+        assert_eq!(
+            encode_tx_chain(TxFlags::empty(), &frags, &[], &[], |s| v.push(s)),
+            Err(EncodeError::TooManySlots { slots: 19 })
+        );
+    }
+
+    #[test]
+    fn rx_chains() {
+        let gso = NetifExtraInfo::encode(
+            &Extra::Gso {
+                size: 1448,
+                gso_type: GsoType::TcpV4,
+                features: 0,
+            },
+            false,
+        )
+        .to_rx_slot();
+        let rsps = [
+            NetifRxResponse {
+                id: 0,
+                offset: 0,
+                flags: (RxFlags::MORE_DATA | RxFlags::EXTRA_INFO).bits(),
+                status: 4096,
+            },
+            gso,
+            NetifRxResponse {
+                id: 2,
+                offset: 10,
+                flags: 0,
+                status: 100,
+            },
+        ];
+        let mut it = rsps.iter().copied();
+        let c = parse_rx_chain(|| it.next()).unwrap();
+        assert_eq!(c.total_len, 4196);
+        assert_eq!(c.drop, None);
+        assert!(c.extras.gso.is_some());
+        assert_eq!(
+            c.fragments().collect::<Vec<_>>(),
+            vec![(0, 0, 4096), (2, 10, 100)]
+        );
+        assert_eq!(c.slots.len(), 3);
+
+        let bad = [
+            NetifRxResponse {
+                id: 0,
+                offset: 0,
+                flags: RxFlags::MORE_DATA.bits(),
+                status: -1,
+            },
+            NetifRxResponse {
+                id: 1,
+                offset: 4000,
+                flags: 0,
+                status: 200,
+            },
+        ];
+        let mut it = bad.iter().copied();
+        let c = parse_rx_chain(|| it.next()).unwrap();
+        assert_eq!(c.drop, Some(FaultReason::ErrorStatus { status: -1 }));
+        assert_eq!(c.slots.len(), 2);
+        let mut it = bad[..1].iter().copied();
+        assert!(parse_rx_chain(|| it.next()).unwrap_err().is_fatal());
+    }
+}
