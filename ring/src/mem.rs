@@ -292,7 +292,16 @@ impl SharedMem {
     }
 
     /// Reads a wire structure at `offset` into a private copy (each byte read once).
-    pub fn read_obj<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, MemError> {
+    pub fn read_obj<T: FromBytes + IntoBytes + Copy>(&self, offset: usize) -> Result<T, MemError> {
+        self.check(offset, std::mem::size_of::<T>())?;
+        // SAFETY: in bounds (checked above).
+        let p = unsafe { self.base.as_ptr().add(offset) };
+        if (p as usize) % std::mem::align_of::<T>() == 0 {
+            // One volatile load of the whole structure, like `RING_COPY_REQUEST`.
+            // SAFETY: `p` is in bounds, aligned for `T` and valid for reads; any bit pattern
+            // is a valid `T` (`FromBytes`).
+            return Ok(unsafe { ptr::read_volatile(p.cast::<T>()) });
+        }
         let mut v = T::new_zeroed();
         self.read_at(offset, v.as_mut_bytes())?;
         Ok(v)
@@ -374,6 +383,15 @@ unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
         unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
         i += 1;
     }
+    while i + 32 <= len {
+        // SAFETY: `src + i` is 8-byte aligned and `i + 32 <= len`; the destination is private
+        // and written unaligned.
+        unsafe {
+            let v = ptr::read_volatile(src.add(i).cast::<[u64; 4]>());
+            ptr::write_unaligned(d.add(i).cast::<[u64; 4]>(), v);
+        }
+        i += 32;
+    }
     while i + 8 <= len {
         // SAFETY: `src + i` is 8-byte aligned and `i + 8 <= len`; the destination is private
         // and written unaligned.
@@ -403,6 +421,15 @@ unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
         // SAFETY: `i < len`: in bounds of both ranges (caller contract for `dst`).
         unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
         i += 1;
+    }
+    while i + 32 <= len {
+        // SAFETY: `dst + i` is 8-byte aligned and `i + 32 <= len`; the source is private and
+        // read unaligned.
+        unsafe {
+            let v = ptr::read_unaligned(s.add(i).cast::<[u64; 4]>());
+            ptr::write_volatile(dst.add(i).cast::<[u64; 4]>(), v);
+        }
+        i += 32;
     }
     while i + 8 <= len {
         // SAFETY: `dst + i` is 8-byte aligned and `i + 8 <= len`; the source is private and
@@ -483,6 +510,20 @@ mod tests {
             Err(MemError::ReadOnly { .. })
         ));
         assert!(dst.word(0).unwrap().store(1, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn objects_at_aligned_and_unaligned_offsets() {
+        let m = SharedMem::new_zeroed(64);
+        for off in [0usize, 1, 2, 3, 4, 8, 13] {
+            m.write_obj(off, &0x1122_3344_5566_7788u64).unwrap();
+            assert_eq!(m.read_obj::<u64>(off).unwrap(), 0x1122_3344_5566_7788, "at {off}");
+            let mut b = [0u8; 8];
+            m.read_at(off, &mut b).unwrap();
+            assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
+        }
+        assert!(m.read_obj::<u64>(57).is_err());
+        assert!(m.read_only().write_obj(0, &1u32).is_err());
     }
 
     #[test]
