@@ -517,7 +517,11 @@ mod tests {
         let m = SharedMem::new_zeroed(64);
         for off in [0usize, 1, 2, 3, 4, 8, 13] {
             m.write_obj(off, &0x1122_3344_5566_7788u64).unwrap();
-            assert_eq!(m.read_obj::<u64>(off).unwrap(), 0x1122_3344_5566_7788, "at {off}");
+            assert_eq!(
+                m.read_obj::<u64>(off).unwrap(),
+                0x1122_3344_5566_7788,
+                "at {off}"
+            );
             let mut b = [0u8; 8];
             m.read_at(off, &mut b).unwrap();
             assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
