@@ -56,4 +56,4 @@ pub mod staging;
 #[cfg(feature = "test-utils")]
 pub mod mock;
 
-pub use mem::{MemError, SharedMem, SharedU32, XEN_PAGE_SIZE};
+pub use mem::{MemError, SharedMem, SharedU16, SharedU32, SharedU64, XEN_PAGE_SIZE};

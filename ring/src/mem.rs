@@ -9,8 +9,9 @@
 //!   heap memory, an `mmap`ed file or a grant mapping, with volatile copies in and out of
 //!   private buffers ([`SharedMem::read_at`], [`SharedMem::write_at`], [`SharedMem::read_obj`])
 //!   and checked sub-windows ([`SharedMem::sub`]);
-//! - [`SharedU32`]: one 4-byte-aligned index word, accessed only atomically. The word is
-//!   reached through [`AtomicU32::from_ptr`], the standard library's sanctioned way to do
+//! - [`SharedU32`] (and [`SharedU16`], [`SharedU64`]): one naturally aligned word, accessed
+//!   only atomically (an index, grant-entry flags, a counter). The word is reached through
+//!   [`AtomicU32::from_ptr`] (and its siblings), the standard library's sanctioned way to do
 //!   atomic operations on memory it did not allocate; the transient `&AtomicU32` it yields is a
 //!   reference to an `UnsafeCell`, which permits concurrent modification, and never escapes a
 //!   method.
@@ -23,7 +24,7 @@ use std::alloc::Layout;
 use std::any::Any;
 use std::fmt;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -226,21 +227,6 @@ impl SharedMem {
         })
     }
 
-    /// The 4-byte index word at `offset`, for atomic access.
-    pub fn word(&self, offset: usize) -> Result<SharedU32, MemError> {
-        self.check(offset, 4)?;
-        // SAFETY: in bounds, checked above.
-        let p = unsafe { self.base.as_ptr().add(offset) };
-        if (p as usize) % 4 != 0 {
-            return Err(MemError::Misaligned { offset });
-        }
-        Ok(SharedU32 {
-            ptr: p.cast::<u32>(),
-            writable: self.writable,
-            _owner: Arc::clone(&self.owner),
-        })
-    }
-
     /// Copies `dst.len()` bytes at `offset` out of shared memory, reading each byte once.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
         self.check(offset, dst.len())?;
@@ -317,57 +303,155 @@ impl SharedMem {
     }
 }
 
-/// One 32-bit word of shared memory (a ring index, an event index, an error word), accessed
-/// only with atomic operations.
-#[derive(Clone)]
-pub struct SharedU32 {
-    ptr: *mut u32,
-    writable: bool,
-    _owner: Arc<dyn Any + Send + Sync>,
-}
-
-// SAFETY: the word is only accessed atomically; the owner keeps the memory mapped and is
-// `Send + Sync`.
-unsafe impl Send for SharedU32 {}
-// SAFETY: as above.
-unsafe impl Sync for SharedU32 {}
-
-impl fmt::Debug for SharedU32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedU32").field("ptr", &self.ptr).finish()
-    }
-}
-
-impl SharedU32 {
-    fn atomic(&self) -> &AtomicU32 {
-        // SAFETY: `ptr` is 4-byte aligned and in bounds (checked by `SharedMem::word`), and
-        // the memory stays mapped while `_owner` (held by `self`) lives, which outlives the
-        // returned reference. All access to the word from this process is atomic.
-        unsafe { AtomicU32::from_ptr(self.ptr) }
-    }
-
-    /// Atomic load.
-    #[inline]
-    pub fn load(&self, order: Ordering) -> u32 {
-        self.atomic().load(order)
-    }
-
-    /// Atomic store. Storing through a read-only window is a programming error of ours (not
-    /// peer-controlled), reported as [`MemError::ReadOnly`].
-    #[inline]
-    pub fn store(&self, val: u32, order: Ordering) -> Result<(), MemError> {
-        if !self.writable {
-            return Err(MemError::ReadOnly { offset: 0, len: 4 });
+macro_rules! shared_atomic {
+    ($(#[$doc:meta])* $name:ident, $int:ty, $atomic:ty, $ctor:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            ptr: *mut $int,
+            writable: bool,
+            _owner: Arc<dyn Any + Send + Sync>,
         }
-        self.atomic().store(val, order);
-        Ok(())
-    }
 
-    /// Whether stores are allowed.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
+        // SAFETY: the word is only accessed atomically; the owner keeps the memory mapped and
+        // is `Send + Sync`.
+        unsafe impl Send for $name {}
+        // SAFETY: as above.
+        unsafe impl Sync for $name {}
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).field("ptr", &self.ptr).finish()
+            }
+        }
+
+        impl SharedMem {
+            #[doc = concat!("The naturally aligned word at `offset`, for atomic access as [`", stringify!($name), "`].")]
+            pub fn $ctor(&self, offset: usize) -> Result<$name, MemError> {
+                const SIZE: usize = std::mem::size_of::<$int>();
+                self.check(offset, SIZE)?;
+                // SAFETY: in bounds, checked above.
+                let p = unsafe { self.base.as_ptr().add(offset) };
+                if (p as usize) % SIZE != 0 {
+                    return Err(MemError::Misaligned { offset });
+                }
+                Ok($name {
+                    ptr: p.cast::<$int>(),
+                    writable: self.writable,
+                    _owner: Arc::clone(&self.owner),
+                })
+            }
+        }
+
+        impl $name {
+            fn atomic(&self) -> &$atomic {
+                // SAFETY: `ptr` is naturally aligned and in bounds (checked when the word was
+                // made), and the memory stays mapped while `_owner` (held by `self`) lives,
+                // which outlives the returned reference. This process accesses the word only
+                // atomically; an `Atomic*` is an `UnsafeCell`, so the peer changing it
+                // concurrently is allowed.
+                unsafe { <$atomic>::from_ptr(self.ptr) }
+            }
+
+            fn check_writable(&self) -> Result<(), MemError> {
+                if self.writable {
+                    Ok(())
+                } else {
+                    Err(MemError::ReadOnly { offset: 0, len: std::mem::size_of::<$int>() })
+                }
+            }
+
+            /// Atomic load.
+            #[inline]
+            pub fn load(&self, order: Ordering) -> $int {
+                self.atomic().load(order)
+            }
+
+            /// Atomic store. Storing through a read-only window is a programming error of
+            /// ours (not peer-controlled), reported as [`MemError::ReadOnly`].
+            #[inline]
+            pub fn store(&self, val: $int, order: Ordering) -> Result<(), MemError> {
+                self.check_writable()?;
+                self.atomic().store(val, order);
+                Ok(())
+            }
+
+            /// Atomic swap; returns the previous value.
+            #[inline]
+            pub fn swap(&self, val: $int, order: Ordering) -> Result<$int, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().swap(val, order))
+            }
+
+            /// Atomic compare-and-exchange (strong): `Ok(Ok(previous))` if the word held
+            /// `current` and now holds `new`, `Ok(Err(actual))` if it held something else.
+            #[inline]
+            pub fn compare_exchange(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<Result<$int, $int>, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().compare_exchange(current, new, success, failure))
+            }
+
+            /// Atomic wrapping add; returns the previous value.
+            #[inline]
+            pub fn fetch_add(&self, val: $int, order: Ordering) -> Result<$int, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().fetch_add(val, order))
+            }
+
+            /// Atomic wrapping subtract; returns the previous value.
+            #[inline]
+            pub fn fetch_sub(&self, val: $int, order: Ordering) -> Result<$int, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().fetch_sub(val, order))
+            }
+
+            /// Atomic bitwise or; returns the previous value.
+            #[inline]
+            pub fn fetch_or(&self, val: $int, order: Ordering) -> Result<$int, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().fetch_or(val, order))
+            }
+
+            /// Atomic bitwise and; returns the previous value.
+            #[inline]
+            pub fn fetch_and(&self, val: $int, order: Ordering) -> Result<$int, MemError> {
+                self.check_writable()?;
+                Ok(self.atomic().fetch_and(val, order))
+            }
+
+            /// Whether stores are allowed.
+            pub fn is_writable(&self) -> bool {
+                self.writable
+            }
+
+            /// The word's address, for system calls that take one (e.g. `futex`).
+            /// Dereferencing it is the caller's responsibility.
+            pub fn as_ptr(&self) -> *mut $int {
+                self.ptr
+            }
+        }
+    };
 }
+
+shared_atomic!(
+    /// One 32-bit word of shared memory (a ring index, an event index, an error word),
+    /// accessed only with atomic operations.
+    SharedU32, u32, AtomicU32, word
+);
+shared_atomic!(
+    /// One 16-bit word of shared memory (e.g. grant-entry flags), accessed only atomically.
+    SharedU16, u16, AtomicU16, word16
+);
+shared_atomic!(
+    /// One 64-bit word of shared memory (e.g. a shared counter), accessed only atomically.
+    SharedU64, u64, AtomicU64, word64
+);
 
 /// Copies from shared memory into a private buffer with volatile loads, 8 bytes at a time
 /// where the source is aligned.
@@ -528,6 +612,41 @@ mod tests {
         }
         assert!(m.read_obj::<u64>(57).is_err());
         assert!(m.read_only().write_obj(0, &1u32).is_err());
+    }
+
+    #[test]
+    fn atomic_words_of_every_width() {
+        let m = SharedMem::new_zeroed(64);
+        let w16 = m.word16(2).unwrap();
+        assert_eq!(w16.fetch_or(0b101, Ordering::AcqRel).unwrap(), 0);
+        assert_eq!(
+            w16.compare_exchange(0b101, 7, Ordering::AcqRel, Ordering::Acquire)
+                .unwrap(),
+            Ok(0b101)
+        );
+        assert_eq!(
+            w16.compare_exchange(0b101, 9, Ordering::AcqRel, Ordering::Acquire)
+                .unwrap(),
+            Err(7)
+        );
+        assert_eq!(w16.fetch_and(!1, Ordering::AcqRel).unwrap(), 7);
+        assert_eq!(m.read_obj::<u16>(2).unwrap(), 6);
+        let w64 = m.word64(8).unwrap();
+        w64.fetch_add(u64::MAX, Ordering::Relaxed).unwrap();
+        assert_eq!(w64.fetch_add(2, Ordering::Relaxed).unwrap(), u64::MAX);
+        assert_eq!(w64.load(Ordering::Relaxed), 1);
+        let w32 = m.word(16).unwrap();
+        assert_eq!(w32.swap(5, Ordering::AcqRel).unwrap(), 0);
+        assert_eq!(w32.fetch_sub(6, Ordering::AcqRel).unwrap(), 5);
+        assert_eq!(w32.load(Ordering::Acquire), u32::MAX);
+        assert!(m.word16(1).is_err());
+        assert!(m.word64(4).is_err());
+        assert!(m.word64(60).is_err());
+        let ro = m.read_only().word(16).unwrap();
+        assert!(ro.swap(1, Ordering::Relaxed).is_err());
+        assert!(ro
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err());
     }
 
     #[test]
