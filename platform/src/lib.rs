@@ -1,6 +1,392 @@
-//! Hypervisor services for netstage: grant export / import / copy / map, event channels and
-//! XenStore, as traits with an emulated implementation (`sim`, the embedded default) and a
-//! real-Xen one (`xen`).
+//! Hypervisor services for netstage, as traits that front- and backend code are written
+//! against, with an emulated implementation ([`sim`], the embedded default).
 //!
-//! Status: not implemented yet. This crate is a placeholder in the workspace layout of
-//! `design.md`; it exports nothing, so nothing can mistake it for a working platform.
+//! | service | trait | Xen counterpart |
+//! |---|---|---|
+//! | share pages with a peer | [`GrantExport`] | `/dev/xen/gntalloc` (`ALLOC_GREF`, `DEALLOC_GREF`), `gnttab_end_foreign_access` |
+//! | map a peer's grants | [`GrantImport::map`] | `/dev/xen/gntdev` `MAP_GRANT_REF` + `mmap`; unmapped on drop |
+//! | copy to / from a peer's grants | [`GrantImport::copy`] | `GNTTABOP_copy` / `IOCTL_GNTDEV_GRANT_COPY` |
+//! | event channels | [`EventChannels`], [`EventPort`] | `/dev/xen/evtchn` |
+//!
+//! Every grant failure carries the Xen status code ([`GrantStatus`], `GNTST_*`).
+//!
+//! The shapes follow the Linux user-space devices, so a real-Xen implementation fits behind
+//! the same traits: pages are shared in gntalloc fashion (allocated already granted),
+//! mappings are windows that unmap when the last clone is dropped, copy batches carry a
+//! status per operation, and an event port is a bound channel that can notify, poll and
+//! block.
+
+#![deny(unsafe_code)]
+
+use std::fmt;
+use std::time::Duration;
+
+use netstage_ring::SharedMem;
+
+pub mod sim;
+#[allow(unsafe_code)]
+mod sys;
+
+/// A domain id (`domid_t`).
+pub type DomId = u16;
+/// A grant reference (`grant_ref_t`).
+pub type GrantRef = u32;
+/// An event-channel port (`evtchn_port_t`).
+pub type Port = u32;
+
+/// The id of the control domain.
+pub const DOM0: DomId = 0;
+
+/// A grant-table status code (`GNTST_*` in `grant_table.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum GrantStatus {
+    /// `GNTST_okay`.
+    Okay = 0,
+    /// `GNTST_general_error`.
+    GeneralError = -1,
+    /// `GNTST_bad_domain`: unknown domain.
+    BadDomain = -2,
+    /// `GNTST_bad_gntref`: reference out of range or not a valid grant.
+    BadGntref = -3,
+    /// `GNTST_bad_handle`.
+    BadHandle = -4,
+    /// `GNTST_bad_virt_addr`.
+    BadVirtAddr = -5,
+    /// `GNTST_bad_dev_addr`.
+    BadDevAddr = -6,
+    /// `GNTST_no_device_space`.
+    NoDeviceSpace = -7,
+    /// `GNTST_permission_denied`: granted to another domain, or read-only.
+    PermissionDenied = -8,
+    /// `GNTST_bad_page`: the granted frame is not the domain's memory.
+    BadPage = -9,
+    /// `GNTST_bad_copy_arg`: copy crosses a page or has a bad length.
+    BadCopyArg = -10,
+    /// `GNTST_address_too_big`.
+    AddressTooBig = -11,
+    /// `GNTST_eagain`.
+    Eagain = -12,
+    /// `GNTST_no_space`.
+    NoSpace = -13,
+}
+
+impl GrantStatus {
+    /// The status as the signed code Xen writes.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The status for a code, `None` if Xen defines no such code.
+    pub fn from_code(code: i16) -> Option<GrantStatus> {
+        use GrantStatus::*;
+        Some(match code {
+            0 => Okay,
+            -1 => GeneralError,
+            -2 => BadDomain,
+            -3 => BadGntref,
+            -4 => BadHandle,
+            -5 => BadVirtAddr,
+            -6 => BadDevAddr,
+            -7 => NoDeviceSpace,
+            -8 => PermissionDenied,
+            -9 => BadPage,
+            -10 => BadCopyArg,
+            -11 => AddressTooBig,
+            -12 => Eagain,
+            -13 => NoSpace,
+            _ => return None,
+        })
+    }
+
+    /// Xen's name for the code.
+    pub fn name(self) -> &'static str {
+        use GrantStatus::*;
+        match self {
+            Okay => "GNTST_okay",
+            GeneralError => "GNTST_general_error",
+            BadDomain => "GNTST_bad_domain",
+            BadGntref => "GNTST_bad_gntref",
+            BadHandle => "GNTST_bad_handle",
+            BadVirtAddr => "GNTST_bad_virt_addr",
+            BadDevAddr => "GNTST_bad_dev_addr",
+            NoDeviceSpace => "GNTST_no_device_space",
+            PermissionDenied => "GNTST_permission_denied",
+            BadPage => "GNTST_bad_page",
+            BadCopyArg => "GNTST_bad_copy_arg",
+            AddressTooBig => "GNTST_address_too_big",
+            Eagain => "GNTST_eagain",
+            NoSpace => "GNTST_no_space",
+        }
+    }
+}
+
+impl fmt::Display for GrantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+/// A platform operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// A grant operation failed with a Xen status.
+    #[error("grant operation on domain {dom} gref {gref} failed: {status}")]
+    Grant {
+        /// The granting domain.
+        dom: DomId,
+        /// The grant reference.
+        gref: GrantRef,
+        /// Xen's status.
+        status: GrantStatus,
+    },
+    /// Revoking a grant failed because the peer still maps or copies the page.
+    #[error("grant {gref} is still in use by domain {dom} (mapped or being copied); retry later")]
+    GrantInUse {
+        /// The grantee.
+        dom: DomId,
+        /// The grant reference.
+        gref: GrantRef,
+    },
+    /// Out of guest memory, grant entries or ports.
+    #[error("out of {what} in domain {dom}: {detail}")]
+    Exhausted {
+        /// What ran out.
+        what: &'static str,
+        /// The domain.
+        dom: DomId,
+        /// Sizes involved, and what to change.
+        detail: String,
+    },
+    /// An event-channel operation failed.
+    #[error("event channel: {0}")]
+    Event(String),
+    /// A domain of the emulated platform does not exist or cannot be opened.
+    #[error("domain {dom}: {detail}")]
+    NoDomain {
+        /// The domain.
+        dom: DomId,
+        /// Why.
+        detail: String,
+    },
+    /// An invalid argument of ours.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shared-memory access failed.
+    #[error(transparent)]
+    Mem(#[from] netstage_ring::MemError),
+}
+
+impl PlatformError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> PlatformError {
+        PlatformError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Result of platform operations.
+pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// What revokes and frees shared pages when they are dropped.
+pub(crate) type ReleaseFn = Box<dyn FnOnce(&[GrantRef]) + Send + Sync>;
+
+/// Pages this domain allocated and granted to a peer (gntalloc-style). The grants are
+/// revoked by [`GrantExport::end_access`], or when this value is dropped; a page still in use
+/// by the peer is then kept out of circulation until its grant can be revoked, as Linux does.
+pub struct SharedPages {
+    /// The pages, contiguous in this domain's address space.
+    pub mem: SharedMem,
+    /// One grant reference per page, in order.
+    pub grefs: Vec<GrantRef>,
+    pub(crate) ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) release: Option<ReleaseFn>,
+}
+
+impl fmt::Debug for SharedPages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedPages")
+            .field("len", &self.mem.len())
+            .field("grefs", &self.grefs)
+            .finish()
+    }
+}
+
+impl Drop for SharedPages {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release(&self.grefs);
+        }
+    }
+}
+
+/// Sharing this domain's pages with another domain.
+pub trait GrantExport: Send + Sync {
+    /// This domain's id.
+    fn domid(&self) -> DomId;
+
+    /// Allocates `count` zeroed, contiguous pages and grants each to `remote`, read-only or
+    /// writable.
+    fn share(&self, remote: DomId, count: usize, writable: bool) -> Result<SharedPages>;
+
+    /// Revokes the grants of `pages` now. Fails with [`PlatformError::GrantInUse`] (and
+    /// revokes none) while the peer maps or copies any of them, as on Xen.
+    fn end_access(&self, pages: &SharedPages) -> Result<()>;
+}
+
+/// One side of a grant copy that lives in another domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForeignRef {
+    /// The granting domain.
+    pub dom: DomId,
+    /// Its grant reference.
+    pub gref: GrantRef,
+    /// Offset within the granted page; `offset + len` must stay within the page.
+    pub offset: u16,
+}
+
+/// One grant-copy operation (`gnttab_copy`), between a foreign grant and local memory.
+#[derive(Debug)]
+pub enum CopyOp<'a> {
+    /// Copy from the foreign page into `dst` (`dst.len()` bytes).
+    FromForeign {
+        /// Source.
+        src: ForeignRef,
+        /// Destination.
+        dst: &'a mut [u8],
+    },
+    /// Copy `src` into the foreign page.
+    ToForeign {
+        /// Source.
+        src: &'a [u8],
+        /// Destination.
+        dst: ForeignRef,
+    },
+}
+
+impl CopyOp<'_> {
+    /// The foreign side.
+    pub fn foreign(&self) -> ForeignRef {
+        match self {
+            CopyOp::FromForeign { src, .. } => *src,
+            CopyOp::ToForeign { dst, .. } => *dst,
+        }
+    }
+
+    /// Bytes to copy.
+    pub fn len(&self) -> usize {
+        match self {
+            CopyOp::FromForeign { dst, .. } => dst.len(),
+            CopyOp::ToForeign { src, .. } => src.len(),
+        }
+    }
+
+    /// Whether the op copies nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A batch of grant copies issued with one call, and their statuses.
+#[derive(Debug, Default)]
+pub struct GrantCopyBatch<'a> {
+    /// The operations.
+    pub ops: Vec<CopyOp<'a>>,
+    /// One status per operation after [`GrantImport::copy`].
+    pub status: Vec<GrantStatus>,
+}
+
+impl<'a> GrantCopyBatch<'a> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        GrantCopyBatch {
+            ops: Vec::new(),
+            status: Vec::new(),
+        }
+    }
+
+    /// Adds a copy from a foreign grant into `dst`.
+    pub fn from_foreign(&mut self, src: ForeignRef, dst: &'a mut [u8]) {
+        self.ops.push(CopyOp::FromForeign { src, dst });
+    }
+
+    /// Adds a copy of `src` into a foreign grant.
+    pub fn to_foreign(&mut self, src: &'a [u8], dst: ForeignRef) {
+        self.ops.push(CopyOp::ToForeign { src, dst });
+    }
+
+    /// Whether every operation succeeded (after a copy).
+    pub fn all_okay(&self) -> bool {
+        self.status.len() == self.ops.len() && self.status.iter().all(|s| *s == GrantStatus::Okay)
+    }
+}
+
+/// Reaching other domains' granted pages.
+pub trait GrantImport: Send + Sync {
+    /// This domain's id.
+    fn domid(&self) -> DomId;
+
+    /// Maps the grants `grefs` of domain `dom` contiguously, read-only (`PROT_READ`) or
+    /// writable. Every grant is checked; if any fails, those already mapped are unmapped and
+    /// the first failure is returned. The mapping is undone when the last clone of the
+    /// returned window is dropped.
+    fn map(&self, dom: DomId, grefs: &[GrantRef], writable: bool) -> Result<SharedMem>;
+
+    /// Performs every copy of the batch with one call and fills `batch.status`, one status
+    /// per operation (a failed operation does not stop the others). Errors only if the call
+    /// itself fails.
+    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()>;
+}
+
+/// Counters of one event port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventStats {
+    /// Notifications sent through this port.
+    pub sent: u64,
+    /// Events received (consumed by poll or wait).
+    pub received: u64,
+    /// Waits that had to block (sleep in the kernel) before an event or the timeout.
+    pub blocked: u64,
+}
+
+/// One bound event channel. Unbound when dropped.
+pub trait EventPort: Send + Sync {
+    /// The local port number.
+    fn port(&self) -> Port;
+
+    /// Sends an event to the remote end (`EVTCHNOP_send`).
+    fn notify(&self) -> Result<()>;
+
+    /// Consumes a pending event without blocking; returns whether there was one.
+    fn poll(&self) -> Result<bool>;
+
+    /// Waits for an event, spinning briefly and then blocking, until `timeout` (forever if
+    /// `None`). Returns whether an event arrived.
+    fn wait(&self, timeout: Option<Duration>) -> Result<bool>;
+
+    /// This port's counters.
+    fn stats(&self) -> EventStats;
+}
+
+/// Allocating and binding event channels.
+pub trait EventChannels: Send + Sync {
+    /// The port type.
+    type Port: EventPort;
+
+    /// Allocates a port for `remote` to bind to (`EVTCHNOP_alloc_unbound`).
+    fn alloc_unbound(&self, remote: DomId) -> Result<Self::Port>;
+
+    /// Binds to `remote_port`, allocated unbound for us by `remote`
+    /// (`EVTCHNOP_bind_interdomain`).
+    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Self::Port>;
+}

@@ -227,6 +227,25 @@ impl SharedMem {
         })
     }
 
+    /// A sub-window like [`SharedMem::sub`] that also keeps `guard` alive: the guard is
+    /// dropped when the last clone of the returned window (or of its sub-windows) is. Used to
+    /// run clean-up (e.g. releasing a grant mapping) exactly when a window goes away.
+    pub fn sub_guarded(
+        &self,
+        offset: usize,
+        len: usize,
+        writable: bool,
+        guard: Arc<dyn Any + Send + Sync>,
+    ) -> Result<SharedMem, MemError> {
+        let mut w = self.sub(offset, len)?;
+        if writable && !self.writable {
+            return Err(MemError::ReadOnly { offset, len });
+        }
+        w.writable = writable;
+        w.owner = Arc::new((Arc::clone(&self.owner), guard));
+        Ok(w)
+    }
+
     /// Copies `dst.len()` bytes at `offset` out of shared memory, reading each byte once.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
         self.check(offset, dst.len())?;
@@ -647,6 +666,29 @@ mod tests {
         assert!(ro
             .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
             .is_err());
+    }
+
+    #[test]
+    fn guarded_windows_drop_their_guard_last() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let m = SharedMem::new_zeroed(8192);
+        let w = m
+            .sub_guarded(4096, 4096, false, Arc::new(Flag(Arc::clone(&dropped))))
+            .unwrap();
+        assert!(!w.is_writable());
+        let inner = w.sub(0, 16).unwrap();
+        drop(w);
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(inner);
+        assert!(dropped.load(Ordering::SeqCst));
+        let ro = m.read_only();
+        assert!(ro.sub_guarded(0, 1, true, Arc::new(())).is_err());
     }
 
     #[test]

@@ -1,0 +1,577 @@
+//! Grant tables of the emulated hypervisor: `grant_entry_v1` entries in the granter's
+//! shared file, checked on every use as Xen checks them.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use netstage_ring::{SharedMem, SharedU32};
+
+use super::{DomInner, Foreign, SimDomain, Stats, FIRST_FREE_GREF, PAGE_SIZE};
+use crate::sim::CostMode;
+use crate::{
+    sys, CopyOp, DomId, GrantCopyBatch, GrantExport, GrantImport, GrantRef, GrantStatus,
+    PlatformError, Result, SharedPages,
+};
+
+/// `GTF_permit_access`.
+pub const GTF_PERMIT_ACCESS: u16 = 1;
+/// `GTF_type_mask`.
+pub const GTF_TYPE_MASK: u16 = 3;
+/// `GTF_readonly`.
+pub const GTF_READONLY: u16 = 1 << 2;
+/// `GTF_reading`: set by the hypervisor while the page is mapped or copied from.
+pub const GTF_READING: u16 = 1 << 3;
+/// `GTF_writing`: set by the hypervisor while the page is mapped writable or copied to.
+pub const GTF_WRITING: u16 = 1 << 4;
+
+/// Offset of the first pin-count record in the `active` file (after the lock's line).
+const ACTIVE_HEADER: usize = 64;
+
+pub(super) fn active_len(entries: u32) -> usize {
+    ACTIVE_HEADER + entries as usize * 8
+}
+
+/// The first 4 bytes of an entry: flags (low half) and domid (high half), updated together
+/// with one compare-and-exchange, as Xen does with its `grant_combo`.
+fn combo(table: &SharedMem, gref: GrantRef) -> Result<SharedU32> {
+    Ok(table.word(gref as usize * 8)?)
+}
+
+/// The hypervisor's per-granter lock (held while pinning or unpinning), stored as the
+/// holder's process id so a lock left by a dead process can be taken over.
+struct GrantLock {
+    word: SharedU32,
+}
+
+impl GrantLock {
+    fn take(active: &SharedMem) -> Result<GrantLock> {
+        let word = active.word(0)?;
+        let me = std::process::id();
+        let mut spins = 0u32;
+        loop {
+            match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)? {
+                Ok(_) => return Ok(GrantLock { word }),
+                Err(holder) => {
+                    spins = spins.wrapping_add(1);
+                    if spins % 4096 == 0 && holder != me && !sys::process_alive(holder) {
+                        // The holder died inside the lock: take it over.
+                        if word
+                            .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)?
+                            .is_ok()
+                        {
+                            return Ok(GrantLock { word });
+                        }
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for GrantLock {
+    fn drop(&mut self) {
+        let _ = self.word.store(0, Ordering::Release);
+    }
+}
+
+/// Maps an internal failure (our own shared-memory bookkeeping) to Xen's generic error.
+fn internal<E>(_: E) -> GrantStatus {
+    GrantStatus::GeneralError
+}
+
+/// Validates grant `gref` of `f` for domain `me` and pins it (`GTF_reading`, plus
+/// `GTF_writing` if `writable`). Returns the granted frame.
+pub(super) fn acquire(
+    f: &Foreign,
+    me: DomId,
+    gref: GrantRef,
+    writable: bool,
+) -> std::result::Result<u32, GrantStatus> {
+    if gref >= f.entries {
+        return Err(GrantStatus::BadGntref);
+    }
+    let _lock = GrantLock::take(&f.active).map_err(internal)?;
+    let word = combo(&f.gnttab, gref).map_err(internal)?;
+    let set = GTF_READING | if writable { GTF_WRITING } else { 0 };
+    loop {
+        let c = word.load(Ordering::Acquire);
+        let flags = c as u16;
+        let domid = (c >> 16) as u16;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
+            return Err(GrantStatus::BadGntref);
+        }
+        if domid != me || (writable && flags & GTF_READONLY != 0) {
+            return Err(GrantStatus::PermissionDenied);
+        }
+        let new = c | u32::from(set);
+        if word
+            .compare_exchange(c, new, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(internal)?
+            .is_ok()
+        {
+            break;
+        }
+    }
+    // Pin counts: readers always, writers if writable.
+    let rd = f
+        .active
+        .word(ACTIVE_HEADER + gref as usize * 8)
+        .map_err(internal)?;
+    let wr = f
+        .active
+        .word(ACTIVE_HEADER + gref as usize * 8 + 4)
+        .map_err(internal)?;
+    rd.fetch_add(1, Ordering::Relaxed).map_err(internal)?;
+    if writable {
+        wr.fetch_add(1, Ordering::Relaxed).map_err(internal)?;
+    }
+    // The frame is read once, after the entry is pinned, and must be guest memory.
+    let frame: u32 = f.gnttab.read_obj(gref as usize * 8 + 4).map_err(internal)?;
+    if frame >= f.pages {
+        drop(_lock);
+        release(f, gref, writable);
+        return Err(GrantStatus::BadPage);
+    }
+    Ok(frame)
+}
+
+/// Unpins a grant pinned by [`acquire`], clearing `GTF_reading`/`GTF_writing` when the
+/// last pin of each kind goes.
+pub(super) fn release(f: &Foreign, gref: GrantRef, writable: bool) {
+    let Ok(_lock) = GrantLock::take(&f.active) else {
+        return;
+    };
+    let base = ACTIVE_HEADER + gref as usize * 8;
+    let (Ok(rd), Ok(wr), Ok(word)) = (
+        f.active.word(base),
+        f.active.word(base + 4),
+        combo(&f.gnttab, gref),
+    ) else {
+        return;
+    };
+    let mut clear = 0u16;
+    if rd.fetch_sub(1, Ordering::Relaxed).unwrap_or(0) == 1 {
+        clear |= GTF_READING;
+    }
+    if writable && wr.fetch_sub(1, Ordering::Relaxed).unwrap_or(0) == 1 {
+        clear |= GTF_WRITING;
+    }
+    if clear != 0 {
+        let _ = word.fetch_and(!u32::from(clear), Ordering::AcqRel);
+    }
+}
+
+/// Private bookkeeping of a granting domain: which frames and refs are free.
+#[derive(Debug)]
+pub(super) struct Allocator {
+    used: Vec<bool>,
+    cursor: usize,
+    free_grefs: Vec<GrantRef>,
+    next_gref: GrantRef,
+    entries: u32,
+    /// Grants whose revocation failed (still in use by the peer): retried later.
+    deferred: Vec<(GrantRef, u32)>,
+}
+
+impl Allocator {
+    pub(super) fn new(pages: u32, entries: u32) -> Allocator {
+        Allocator {
+            used: vec![false; pages as usize],
+            cursor: 0,
+            free_grefs: Vec::new(),
+            next_gref: FIRST_FREE_GREF,
+            entries,
+            deferred: Vec::new(),
+        }
+    }
+
+    fn alloc_frames(&mut self, n: usize) -> Option<u32> {
+        let total = self.used.len();
+        if n == 0 || n > total {
+            return None;
+        }
+        // First fit, starting at the cursor and wrapping once.
+        let mut start = self.cursor;
+        let mut scanned = 0;
+        while scanned < total + n {
+            if start + n > total {
+                scanned += total - start;
+                start = 0;
+                continue;
+            }
+            match self.used[start..start + n].iter().rposition(|u| *u) {
+                None => {
+                    self.used[start..start + n]
+                        .iter_mut()
+                        .for_each(|u| *u = true);
+                    self.cursor = (start + n) % total;
+                    return Some(start as u32);
+                }
+                Some(k) => {
+                    scanned += k + 1;
+                    start += k + 1;
+                }
+            }
+        }
+        None
+    }
+
+    fn free_frame(&mut self, frame: u32) {
+        if let Some(u) = self.used.get_mut(frame as usize) {
+            *u = false;
+        }
+    }
+
+    fn alloc_gref(&mut self) -> Option<GrantRef> {
+        if let Some(g) = self.free_grefs.pop() {
+            return Some(g);
+        }
+        if self.next_gref < self.entries {
+            self.next_gref += 1;
+            return Some(self.next_gref - 1);
+        }
+        None
+    }
+}
+
+/// Revokes `gref` of our own table unless the peer has it pinned. Returns whether it was
+/// revoked.
+fn try_end(table: &SharedMem, gref: GrantRef) -> Result<bool> {
+    let word = combo(table, gref)?;
+    loop {
+        let c = word.load(Ordering::Acquire);
+        if (c as u16) & (GTF_READING | GTF_WRITING) != 0 {
+            return Ok(false);
+        }
+        if word
+            .compare_exchange(c, c & 0xffff_0000, Ordering::AcqRel, Ordering::Acquire)?
+            .is_ok()
+        {
+            return Ok(true);
+        }
+    }
+}
+
+fn restore(table: &SharedMem, gref: GrantRef, flags: u16) -> Result<()> {
+    let word = combo(table, gref)?;
+    let c = word.load(Ordering::Acquire);
+    word.store((c & 0xffff_0000) | u32::from(flags), Ordering::Release)?;
+    Ok(())
+}
+
+impl DomInner {
+    fn retry_deferred(&self, alloc: &mut Allocator) {
+        let mut keep = Vec::new();
+        for (g, frame) in std::mem::take(&mut alloc.deferred) {
+            match try_end(&self.gnttab, g) {
+                Ok(true) => {
+                    alloc.free_grefs.push(g);
+                    alloc.free_frame(frame);
+                    self.stats.granted_pages.fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => keep.push((g, frame)),
+            }
+        }
+        alloc.deferred = keep;
+    }
+
+    fn lock_alloc(&self) -> Result<std::sync::MutexGuard<'_, Allocator>> {
+        self.alloc
+            .lock()
+            .map_err(|_| PlatformError::Invalid("page allocator poisoned".into()))
+    }
+
+    /// Frees (or defers) the grants and frames of a share being dropped.
+    fn release_share(&self, grefs: &[GrantRef], first_frame: u32, ended: bool) {
+        let Ok(mut alloc) = self.lock_alloc() else {
+            return;
+        };
+        for (i, g) in grefs.iter().enumerate() {
+            let frame = first_frame + i as u32;
+            let revoked = ended || matches!(try_end(&self.gnttab, *g), Ok(true));
+            if revoked {
+                alloc.free_grefs.push(*g);
+                alloc.free_frame(frame);
+                self.stats.granted_pages.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                // Still mapped or being copied by the peer: keep the page out of
+                // circulation until the grant can be revoked.
+                alloc.deferred.push((*g, frame));
+            }
+        }
+    }
+}
+
+impl GrantExport for SimDomain {
+    fn domid(&self) -> DomId {
+        self.inner.id
+    }
+
+    fn share(&self, remote: DomId, count: usize, writable: bool) -> Result<SharedPages> {
+        let d = &self.inner;
+        let mut alloc = d.lock_alloc()?;
+        d.retry_deferred(&mut alloc);
+        let first = alloc
+            .alloc_frames(count)
+            .ok_or_else(|| PlatformError::Exhausted {
+                what: "guest memory",
+                dom: d.id,
+                detail: format!(
+                    "no {count} contiguous free pages out of {} (raise DomainConfig::mem_pages)",
+                    d.cfg.mem_pages
+                ),
+            })?;
+        let mut grefs = Vec::with_capacity(count);
+        for _ in 0..count {
+            match alloc.alloc_gref() {
+                Some(g) => grefs.push(g),
+                None => {
+                    alloc.free_grefs.extend(grefs.iter().copied());
+                    (0..count as u32).for_each(|i| alloc.free_frame(first + i));
+                    return Err(PlatformError::Exhausted {
+                        what: "grant entries",
+                        dom: d.id,
+                        detail: format!(
+                            "all {} entries in use (raise DomainConfig::grant_entries)",
+                            d.cfg.grant_entries
+                        ),
+                    });
+                }
+            }
+        }
+        drop(alloc);
+        let mem = d.mem.sub(first as usize * PAGE_SIZE, count * PAGE_SIZE)?;
+        // Share only zeroed pages (XSA-403: never leak earlier contents to the peer).
+        mem.fill(0, mem.len(), 0)?;
+        let flags = GTF_PERMIT_ACCESS | if writable { 0 } else { GTF_READONLY };
+        for (i, g) in grefs.iter().enumerate() {
+            let base = *g as usize * 8;
+            d.gnttab.write_obj(base + 4, &(first + i as u32))?;
+            // Frame first, then flags+domid in one store: the peer never sees a valid entry
+            // with a stale frame.
+            combo(&d.gnttab, *g)?.store(
+                (u32::from(remote) << 16) | u32::from(flags),
+                Ordering::Release,
+            )?;
+        }
+        d.stats
+            .granted_pages
+            .fetch_add(count as u64, Ordering::Relaxed);
+        let ended = Arc::new(AtomicBool::new(false));
+        let inner = Arc::clone(&self.inner);
+        let ended2 = Arc::clone(&ended);
+        Ok(SharedPages {
+            mem,
+            grefs,
+            ended,
+            release: Some(Box::new(move |grefs: &[GrantRef]| {
+                inner.release_share(grefs, first, ended2.load(Ordering::Acquire));
+            })),
+        })
+    }
+
+    fn end_access(&self, pages: &SharedPages) -> Result<()> {
+        if pages.ended.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let table = &self.inner.gnttab;
+        let mut done: Vec<(GrantRef, u16)> = Vec::new();
+        for g in &pages.grefs {
+            let before = combo(table, *g)?.load(Ordering::Acquire) as u16;
+            if try_end(table, *g)? {
+                done.push((*g, before & !(GTF_READING | GTF_WRITING)));
+            } else {
+                for (r, flags) in done {
+                    restore(table, r, flags)?;
+                }
+                let dom = (combo(table, *g)?.load(Ordering::Acquire) >> 16) as DomId;
+                return Err(PlatformError::GrantInUse { dom, gref: *g });
+            }
+        }
+        pages.ended.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Runs `f` when dropped (the unmap of a window that needs no `munmap`).
+struct OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl GrantImport for SimDomain {
+    fn domid(&self) -> DomId {
+        self.inner.id
+    }
+
+    fn map(&self, dom: DomId, grefs: &[GrantRef], writable: bool) -> Result<SharedMem> {
+        if grefs.is_empty() {
+            return Err(PlatformError::Invalid("map of zero grants".into()));
+        }
+        let d = &self.inner;
+        let f = d.foreign(dom)?;
+        let mut frames = Vec::with_capacity(grefs.len());
+        for g in grefs {
+            match acquire(&f, d.id, *g, writable) {
+                Ok(fr) => frames.push(fr),
+                Err(status) => {
+                    for done in &grefs[..frames.len()] {
+                        release(&f, *done, writable);
+                    }
+                    return Err(PlatformError::Grant {
+                        dom,
+                        gref: *g,
+                        status,
+                    });
+                }
+            }
+        }
+        let n = grefs.len() as u64;
+        d.charge(|m| m.call_ns + m.map_ns * n);
+        Stats::add(&d.stats.maps, n);
+        let kernel = d.cfg.cost == CostMode::Kernel;
+        let consecutive = frames.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+        let inner = Arc::clone(&self.inner);
+        let f2 = Arc::clone(&f);
+        let grefs2 = grefs.to_vec();
+        let real_mmap = kernel || !consecutive;
+        let on_unmap: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {
+            inner.charge(|m| m.call_ns + m.unmap_ns * n);
+            Stats::add(&inner.stats.unmaps, n);
+            if real_mmap {
+                Stats::add(&inner.stats.kernel_crossings, 1);
+            }
+            for g in grefs2 {
+                release(&f2, g, writable);
+            }
+        });
+        let release_all = |f: &Foreign| {
+            for g in grefs {
+                release(f, *g, writable);
+            }
+        };
+        if real_mmap {
+            Stats::add(
+                &d.stats.kernel_crossings,
+                if consecutive { 1 } else { n + 1 },
+            );
+            sys::map_grant_window(f.mem_file.as_fd(), &frames, writable, on_unmap).map_err(|e| {
+                release_all(&f);
+                PlatformError::io(format!("mmap of {n} granted pages of domain {dom}"), e)
+            })
+        } else {
+            f.view
+                .sub_guarded(
+                    frames[0] as usize * PAGE_SIZE,
+                    grefs.len() * PAGE_SIZE,
+                    writable,
+                    Arc::new(OnDrop(Some(on_unmap))),
+                )
+                .map_err(PlatformError::from)
+        }
+    }
+
+    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()> {
+        let d = &self.inner;
+        let n = batch.ops.len();
+        batch.status.clear();
+        batch.status.resize(n, GrantStatus::Okay);
+        let kernel = d.cfg.cost == CostMode::Kernel;
+        let mut held: Vec<(std::sync::Arc<Foreign>, GrantRef, bool)> = Vec::with_capacity(n);
+        let mut reads = sys::VmCopy::new();
+        let mut writes = sys::VmCopy::new();
+        let mut read_ops = Vec::new();
+        let mut write_ops = Vec::new();
+        for (i, op) in batch.ops.iter_mut().enumerate() {
+            let fr = op.foreign();
+            let len = op.len();
+            if len > PAGE_SIZE || usize::from(fr.offset) + len > PAGE_SIZE {
+                batch.status[i] = GrantStatus::BadCopyArg;
+                continue;
+            }
+            let f = match d.foreign(fr.dom) {
+                Ok(f) => f,
+                Err(_) => {
+                    batch.status[i] = GrantStatus::BadDomain;
+                    continue;
+                }
+            };
+            let to_foreign = matches!(op, CopyOp::ToForeign { .. });
+            let frame = match acquire(&f, d.id, fr.gref, to_foreign) {
+                Ok(frame) => frame,
+                Err(s) => {
+                    batch.status[i] = s;
+                    continue;
+                }
+            };
+            let at = frame as usize * PAGE_SIZE + usize::from(fr.offset);
+            if kernel {
+                // The view covers the whole memory file and `at + len` is inside frame
+                // `frame` < pages, so the remote range lies inside the mapping.
+                let remote = f.view.as_ptr().wrapping_add(at);
+                match op {
+                    CopyOp::FromForeign { dst, .. } => {
+                        reads.push(dst.as_mut_ptr(), remote, len);
+                        read_ops.push(i);
+                    }
+                    CopyOp::ToForeign { src, .. } => {
+                        writes.push(src.as_ptr().cast_mut(), remote, len);
+                        write_ops.push(i);
+                    }
+                }
+            } else {
+                let r = match op {
+                    CopyOp::FromForeign { dst, .. } => f.view.read_at(at, dst),
+                    CopyOp::ToForeign { src, .. } => f.view.write_at(at, src),
+                };
+                if r.is_err() {
+                    batch.status[i] = GrantStatus::GeneralError;
+                }
+            }
+            held.push((f, fr.gref, to_foreign));
+        }
+        let mut failure = None;
+        for (vm, ops, read) in [
+            (&mut reads, &read_ops, true),
+            (&mut writes, &write_ops, false),
+        ] {
+            if vm.is_empty() {
+                continue;
+            }
+            Stats::add(&d.stats.kernel_crossings, 1);
+            if let Err(e) = vm.run(read) {
+                for i in ops {
+                    batch.status[*i] = GrantStatus::GeneralError;
+                }
+                failure = Some(e);
+            }
+        }
+        for (f, g, w) in held {
+            release(&f, g, w);
+        }
+        d.charge(|m| m.call_ns + m.copy_ns * n as u64);
+        Stats::add(&d.stats.copy_ops, n as u64);
+        let mut bytes = 0u64;
+        let mut failed = 0u64;
+        for (op, s) in batch.ops.iter().zip(&batch.status) {
+            if *s == GrantStatus::Okay {
+                bytes += op.len() as u64;
+            } else {
+                failed += 1;
+            }
+        }
+        Stats::add(&d.stats.copy_bytes, bytes);
+        Stats::add(&d.stats.copy_failures, failed);
+        match failure {
+            Some(e) => Err(PlatformError::io("grant copy (process_vm_readv/writev)", e)),
+            None => Ok(()),
+        }
+    }
+}
