@@ -22,6 +22,7 @@
 
 mod evtchn;
 mod gnttab;
+pub mod xenstored;
 
 use std::collections::HashMap;
 use std::fmt;

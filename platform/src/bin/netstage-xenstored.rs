@@ -1,0 +1,64 @@
+//! `netstage-xenstored`: the embedded XenStore daemon of the emulated platform, standalone.
+//!
+//! Serves the real XenStore wire protocol on Unix sockets: dom0 on `--socket`, each guest
+//! domain on `<domain-dir>/dom<ID>.sock` once introduced (with `--introduce ID` at start-up,
+//! or `XS_INTRODUCE` from dom0). Point clients at a socket with `XENSTORED_PATH`. Stops
+//! cleanly on SIGINT or SIGTERM, removing its sockets.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+
+/// The netstage XenStore daemon (real wire protocol, emulated platform).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Dom0's socket: clients of the control domain connect here (XENSTORED_PATH=PATH).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Directory for guest sockets `dom<ID>.sock` [default: the socket's directory].
+    #[arg(long, value_name = "DIR")]
+    domain_dir: Option<PathBuf>,
+    /// Introduce guest domain ID at start-up (repeatable): opens its socket.
+    #[arg(long = "introduce", value_name = "ID")]
+    introduce: Vec<u16>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let domain_dir = match args.domain_dir {
+        Some(d) => d,
+        None => args
+            .socket
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+    }
+    let xs = Xenstored::start(XenstoredConfig {
+        socket: args.socket.clone(),
+        domain_dir,
+    })
+    .with_context(|| format!("cannot serve XenStore on {}", args.socket.display()))?;
+    println!("dom0: {}", xs.socket().display());
+    for d in args.introduce {
+        let p = xs
+            .introduce(d)
+            .with_context(|| format!("cannot open the socket of domain {d}"))?;
+        println!("dom{d}: {}", p.display());
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    xs.shutdown();
+    Ok(())
+}

@@ -1,0 +1,903 @@
+//! An embedded xenstored speaking the real XenStore wire protocol on Unix sockets.
+//!
+//! Domains are told apart by socket: dom0 (the privileged toolstack and backends) connects
+//! to the main socket, and each guest domain to its own socket, created when the domain is
+//! introduced ([`Xenstored::introduce`], or `XS_INTRODUCE` from dom0). Point a client at a
+//! socket with `XENSTORED_PATH`; Debian's `xenstore-utils` and `python3-pyxs` work as they
+//! do against xenstored.
+//!
+//! Supported: READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART, GET_PERMS, SET_PERMS,
+//! WATCH / UNWATCH with WATCH_EVENT (including the initial event), TRANSACTION_START /
+//! TRANSACTION_END with conflict detection (`EAGAIN`), RESET_WATCHES, GET_DOMAIN_PATH,
+//! INTRODUCE, RELEASE, IS_DOMAIN_INTRODUCED; anything else is answered `XS_ERROR` with the
+//! standard error name. Node permissions are enforced as xenstored enforces them.
+//!
+//! Hostile clients cannot hurt the daemon or other clients: a payload over 4096 bytes or a
+//! truncated message closes that connection; bad paths and unknown types get `XS_ERROR`;
+//! each connection has bounded watches, transactions and nodes; every connection has its
+//! own writer thread with a bounded queue, so a client that never reads is disconnected
+//! instead of stalling anyone.
+
+pub mod store;
+pub mod wire;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use store::{Change, Perm, Store, Want};
+use wire::{canonical, message, split_args, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
+
+use crate::DomId;
+
+/// Watches one connection may hold.
+pub const MAX_WATCHES: usize = 128;
+/// Open transactions one connection may hold.
+pub const MAX_TRANSACTIONS: usize = 16;
+/// Bytes queued to a connection that does not read before it is disconnected.
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+
+/// Where the daemon listens.
+#[derive(Debug, Clone)]
+pub struct XenstoredConfig {
+    /// Dom0's socket (what `XENSTORED_PATH` names for the toolstack and backends).
+    pub socket: PathBuf,
+    /// Directory for the guest sockets, `dom<ID>.sock`.
+    pub domain_dir: PathBuf,
+}
+
+impl XenstoredConfig {
+    /// Dom0 socket `dir/socket`, guest sockets `dir/dom<ID>.sock`.
+    pub fn in_dir(dir: &Path) -> XenstoredConfig {
+        XenstoredConfig {
+            socket: dir.join("socket"),
+            domain_dir: dir.to_path_buf(),
+        }
+    }
+}
+
+struct Outbox {
+    q: Mutex<(VecDeque<Vec<u8>>, usize, bool)>,
+    cv: Condvar,
+    stream: UnixStream,
+}
+
+impl Outbox {
+    /// Queues a message; a connection whose queue overflows is closed.
+    fn push(&self, msg: Vec<u8>) {
+        let Ok(mut g) = self.q.lock() else { return };
+        if g.2 {
+            return;
+        }
+        if g.1 + msg.len() > MAX_QUEUED_BYTES {
+            g.2 = true;
+            g.0.clear();
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        } else {
+            g.1 += msg.len();
+            g.0.push_back(msg);
+        }
+        self.cv.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut g) = self.q.lock() {
+            g.2 = true;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.cv.notify_all();
+    }
+}
+
+struct WatchReg {
+    abs: String,
+    given: String,
+    token: String,
+}
+
+struct Tx {
+    snapshot: Store,
+    deps: HashMap<String, Option<u64>>,
+    ops: Vec<TxOp>,
+}
+
+enum TxOp {
+    Write(String, Vec<u8>),
+    Mkdir(String),
+    Rm(String),
+    SetPerms(String, Vec<Perm>),
+}
+
+struct Conn {
+    dom: DomId,
+    watches: Vec<WatchReg>,
+    txs: HashMap<u32, Tx>,
+    out: Arc<Outbox>,
+}
+
+struct State {
+    store: Store,
+    conns: HashMap<u64, Conn>,
+    domains: BTreeSet<DomId>,
+    next_tx: u32,
+}
+
+struct Shared {
+    cfg: XenstoredConfig,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    next_conn: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    sockets: Mutex<HashMap<DomId, PathBuf>>,
+}
+
+/// A running daemon. Stops (closing every connection and removing its sockets) on
+/// [`Xenstored::shutdown`] or drop.
+pub struct Xenstored {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Xenstored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xenstored")
+            .field("socket", &self.shared.cfg.socket)
+            .finish()
+    }
+}
+
+impl Xenstored {
+    /// Starts the daemon: binds dom0's socket (replacing a stale one) and serves it.
+    pub fn start(cfg: XenstoredConfig) -> io::Result<Xenstored> {
+        for d in [cfg.socket.parent(), Some(cfg.domain_dir.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            if !d.as_os_str().is_empty() {
+                std::fs::create_dir_all(d)?;
+            }
+        }
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            state: Mutex::new(State {
+                store: Store::new(),
+                conns: HashMap::new(),
+                domains: BTreeSet::from([0]),
+                next_tx: 1,
+            }),
+            stop: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+            threads: Mutex::new(Vec::new()),
+            sockets: Mutex::new(HashMap::new()),
+        });
+        listen(&shared, 0, cfg.socket.clone())?;
+        Ok(Xenstored { shared })
+    }
+
+    /// Dom0's socket.
+    pub fn socket(&self) -> &Path {
+        &self.shared.cfg.socket
+    }
+
+    /// The socket of guest domain `dom` (exists once introduced).
+    pub fn domain_socket(&self, dom: DomId) -> PathBuf {
+        domain_socket(&self.shared.cfg, dom)
+    }
+
+    /// Introduces guest domain `dom`: opens its socket and fires `@introduceDomain`.
+    pub fn introduce(&self, dom: DomId) -> io::Result<PathBuf> {
+        introduce(&self.shared, dom)
+    }
+
+    /// Releases guest domain `dom`: closes its socket and connections, fires
+    /// `@releaseDomain`.
+    pub fn release(&self, dom: DomId) {
+        release(&self.shared, dom);
+    }
+
+    /// Number of open client connections.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared).map_or(0, |s| s.conns.len())
+    }
+
+    /// Stops serving: closes all connections, joins all threads, removes the sockets.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Xenstored {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Ok(s) = lock(&self.shared) {
+            for c in s.conns.values() {
+                c.out.close();
+            }
+        }
+        let threads = self
+            .shared
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Ok(socks) = self.shared.sockets.lock() {
+            for p in socks.values() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> io::Result<MutexGuard<'_, State>> {
+    shared
+        .state
+        .lock()
+        .map_err(|_| io::Error::other("xenstored state poisoned"))
+}
+
+fn domain_socket(cfg: &XenstoredConfig, dom: DomId) -> PathBuf {
+    cfg.domain_dir.join(format!("dom{dom}.sock"))
+}
+
+fn spawn(shared: &Arc<Shared>, f: impl FnOnce() + Send + 'static) {
+    let h = thread::spawn(f);
+    if let Ok(mut t) = shared.threads.lock() {
+        t.retain(|h| !h.is_finished());
+        t.push(h);
+    }
+}
+
+fn listen(shared: &Arc<Shared>, dom: DomId, path: PathBuf) -> io::Result<()> {
+    if path.exists() {
+        // A stale socket from an earlier run; refuse to steal a live one.
+        if UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is served by a running xenstored", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    listener.set_nonblocking(true)?;
+    if let Ok(mut s) = shared.sockets.lock() {
+        s.insert(dom, path);
+    }
+    let sh = Arc::clone(shared);
+    spawn(shared, move || accept_loop(sh, dom, listener));
+    Ok(())
+}
+
+fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) || !domain_live(&shared, dom) {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = open_conn(&shared, dom, stream) {
+                    eprintln!("xenstored: cannot serve a connection of domain {dom}: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn domain_live(shared: &Shared, dom: DomId) -> bool {
+    dom == 0 || lock(shared).is_ok_and(|s| s.domains.contains(&dom))
+}
+
+fn open_conn(shared: &Arc<Shared>, dom: DomId, stream: UnixStream) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let out = Arc::new(Outbox {
+        q: Mutex::new((VecDeque::new(), 0, false)),
+        cv: Condvar::new(),
+        stream: stream.try_clone()?,
+    });
+    lock(shared)?.conns.insert(
+        id,
+        Conn {
+            dom,
+            watches: Vec::new(),
+            txs: HashMap::new(),
+            out: Arc::clone(&out),
+        },
+    );
+    let writer_stream = stream.try_clone()?;
+    let o2 = Arc::clone(&out);
+    spawn(shared, move || writer(o2, writer_stream));
+    let sh = Arc::clone(shared);
+    spawn(shared, move || {
+        reader(&sh, id, stream);
+        out.close();
+        if let Ok(mut s) = lock(&sh) {
+            s.conns.remove(&id);
+        }
+    });
+    Ok(())
+}
+
+fn writer(out: Arc<Outbox>, mut stream: UnixStream) {
+    loop {
+        let msg = {
+            let Ok(mut g) = out.q.lock() else { return };
+            loop {
+                if let Some(m) = g.0.pop_front() {
+                    g.1 -= m.len();
+                    break m;
+                }
+                if g.2 {
+                    return;
+                }
+                g = match out.cv.wait(g) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+        };
+        if stream.write_all(&msg).is_err() {
+            out.close();
+            return;
+        }
+    }
+}
+
+fn reader(shared: &Arc<Shared>, id: u64, mut stream: UnixStream) {
+    let mut hdr = [0u8; HEADER_LEN];
+    let mut payload = vec![0u8; PAYLOAD_MAX];
+    loop {
+        if stream.read_exact(&mut hdr).is_err() {
+            return; // closed, or a truncated header
+        }
+        let h = Header::decode(&hdr);
+        if h.len as usize > PAYLOAD_MAX {
+            return; // as xenstored: an oversized message kills the connection
+        }
+        let body = &mut payload[..h.len as usize];
+        if stream.read_exact(body).is_err() {
+            return;
+        }
+        if shared.stop.load(Ordering::SeqCst) || handle(shared, id, h, body).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one request: replies, fires watches. Errors only if the connection is gone.
+fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Result<()> {
+    let mut introduce_dom = None;
+    let mut release_dom = None;
+    {
+        let mut st = lock(shared)?;
+        let Some(conn) = st.conns.get(&id) else {
+            return Err(io::Error::other("connection gone"));
+        };
+        let (dom, out) = (conn.dom, Arc::clone(&conn.out));
+        let reply = |ty: u32, p: &[u8]| message(ty, h.req_id, h.tx_id, p);
+        let result = dispatch(&mut st, id, dom, &h, payload);
+        match result {
+            Ok(Outcome {
+                reply: body,
+                changes,
+                event,
+                special,
+            }) => {
+                out.push(reply(h.ty, &body));
+                if let Some(ev) = event {
+                    out.push(ev);
+                }
+                fire(&st, &changes);
+                if let Some((name, d)) = special {
+                    fire_special(&st, name);
+                    match name {
+                        "@introduceDomain" => introduce_dom = Some(d),
+                        _ => release_dom = Some(d),
+                    }
+                }
+            }
+            Err(e) => out.push(reply(
+                MsgType::Error as u32,
+                format!("{}\0", e.name()).as_bytes(),
+            )),
+        }
+    }
+    if let Some(d) = introduce_dom {
+        let path = domain_socket(&shared.cfg, d);
+        let known = shared
+            .sockets
+            .lock()
+            .map(|s| s.contains_key(&d))
+            .unwrap_or(true);
+        if !known {
+            listen(shared, d, path)?;
+        }
+    }
+    if let Some(d) = release_dom {
+        close_domain(shared, d);
+    }
+    Ok(())
+}
+
+struct Outcome {
+    reply: Vec<u8>,
+    changes: Vec<Change>,
+    event: Option<Vec<u8>>,
+    special: Option<(&'static str, DomId)>,
+}
+
+fn ok(reply: Vec<u8>) -> Result<Outcome, Errno> {
+    Ok(Outcome {
+        reply,
+        changes: Vec::new(),
+        event: None,
+        special: None,
+    })
+}
+
+fn ok_changes(changes: Vec<Change>) -> Result<Outcome, Errno> {
+    Ok(Outcome {
+        reply: b"OK\0".to_vec(),
+        changes,
+        event: None,
+        special: None,
+    })
+}
+
+fn one_arg(payload: &[u8]) -> Result<&str, Errno> {
+    match split_args(payload)?[..] {
+        [a] => Ok(a),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn parse_dom(s: &str) -> Result<DomId, Errno> {
+    s.parse::<DomId>().map_err(|_| Errno::EINVAL)
+}
+
+/// Executes one request for connection `id` of domain `dom`.
+fn dispatch(
+    st: &mut State,
+    id: u64,
+    dom: DomId,
+    h: &Header,
+    payload: &[u8],
+) -> Result<Outcome, Errno> {
+    let ty = MsgType::from_code(h.ty).ok_or(Errno::ENOSYS)?;
+    use MsgType::*;
+    match ty {
+        Read | Directory | DirectoryPart | GetPerms | Write | Mkdir | Rm | SetPerms => {
+            data_op(st, id, dom, ty, h.tx_id, payload)
+        }
+        Watch => {
+            let args = split_args(payload)?;
+            let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
+                return Err(Errno::EINVAL);
+            };
+            let abs = canonical(dom, path, true)?;
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            if conn.watches.len() >= MAX_WATCHES {
+                return Err(Errno::E2BIG);
+            }
+            if conn
+                .watches
+                .iter()
+                .any(|w| w.given == *path && w.token == *token)
+            {
+                return Err(Errno::EEXIST);
+            }
+            conn.watches.push(WatchReg {
+                abs,
+                given: path.to_string(),
+                token: token.to_string(),
+            });
+            // The initial event, sent right after the reply.
+            let ev = message(
+                WatchEvent as u32,
+                0,
+                0,
+                format!("{path}\0{token}\0").as_bytes(),
+            );
+            Ok(Outcome {
+                reply: b"OK\0".to_vec(),
+                changes: Vec::new(),
+                event: Some(ev),
+                special: None,
+            })
+        }
+        Unwatch => {
+            let args = split_args(payload)?;
+            let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
+                return Err(Errno::EINVAL);
+            };
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            let before = conn.watches.len();
+            conn.watches
+                .retain(|w| !(w.given == *path && w.token == *token));
+            if conn.watches.len() == before {
+                return Err(Errno::ENOENT);
+            }
+            ok(b"OK\0".to_vec())
+        }
+        ResetWatches => {
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            conn.watches.clear();
+            conn.txs.clear();
+            ok(b"OK\0".to_vec())
+        }
+        TransactionStart => {
+            if h.tx_id != 0 {
+                return Err(Errno::EBUSY);
+            }
+            let tx_id = st.next_tx;
+            st.next_tx = st.next_tx.wrapping_add(1).max(1);
+            let snapshot = st.store.clone();
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            if conn.txs.len() >= MAX_TRANSACTIONS {
+                return Err(Errno::ENOSPC);
+            }
+            conn.txs.insert(
+                tx_id,
+                Tx {
+                    snapshot,
+                    deps: HashMap::new(),
+                    ops: Vec::new(),
+                },
+            );
+            ok(format!("{tx_id}\0").into_bytes())
+        }
+        TransactionEnd => {
+            let commit = match one_arg(payload)? {
+                "T" => true,
+                "F" => false,
+                _ => return Err(Errno::EINVAL),
+            };
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            let tx = conn.txs.remove(&h.tx_id).ok_or(Errno::ENOENT)?;
+            if !commit {
+                return ok(b"OK\0".to_vec());
+            }
+            if tx.deps.iter().any(|(p, g)| st.store.generation(p) != *g) {
+                return Err(Errno::EAGAIN);
+            }
+            // Replay on the main store; the dependency check makes it succeed as it did on
+            // the snapshot.
+            let mut trial = st.store.clone();
+            let mut changes = Vec::new();
+            for op in &tx.ops {
+                let ch = match op {
+                    TxOp::Write(p, v) => trial.write(dom, p, v),
+                    TxOp::Mkdir(p) => trial.mkdir(dom, p),
+                    TxOp::Rm(p) => trial.rm(dom, p),
+                    TxOp::SetPerms(p, perms) => trial.set_perms(dom, p, perms.clone()),
+                }
+                .map_err(|_| Errno::EAGAIN)?;
+                changes.extend(ch);
+            }
+            st.store = trial;
+            ok_changes(changes)
+        }
+        GetDomainPath => {
+            let d = parse_dom(one_arg(payload)?)?;
+            ok(format!("/local/domain/{d}\0").into_bytes())
+        }
+        IsDomainIntroduced => {
+            let d = parse_dom(one_arg(payload)?)?;
+            ok(if st.domains.contains(&d) {
+                b"T\0"
+            } else {
+                b"F\0"
+            }
+            .to_vec())
+        }
+        Introduce => {
+            if dom != 0 {
+                return Err(Errno::EACCES);
+            }
+            let args = split_args(payload)?;
+            let d = parse_dom(args.first().ok_or(Errno::EINVAL)?)?;
+            if args.len() < 3 || d == 0 {
+                return Err(Errno::EINVAL);
+            }
+            if !st.domains.insert(d) {
+                return ok(b"OK\0".to_vec());
+            }
+            Ok(Outcome {
+                reply: b"OK\0".to_vec(),
+                changes: Vec::new(),
+                event: None,
+                special: Some(("@introduceDomain", d)),
+            })
+        }
+        Release => {
+            if dom != 0 {
+                return Err(Errno::EACCES);
+            }
+            let d = parse_dom(one_arg(payload)?)?;
+            if d == 0 || !st.domains.remove(&d) {
+                return Err(Errno::ENOENT);
+            }
+            Ok(Outcome {
+                reply: b"OK\0".to_vec(),
+                changes: Vec::new(),
+                event: None,
+                special: Some(("@releaseDomain", d)),
+            })
+        }
+        Control => Err(if dom == 0 {
+            Errno::ENOSYS
+        } else {
+            Errno::EACCES
+        }),
+        WatchEvent | Error | Resume | SetTarget => Err(Errno::ENOSYS),
+    }
+}
+
+/// Operations on nodes, on the main store or on the transaction's snapshot.
+fn data_op(
+    st: &mut State,
+    id: u64,
+    dom: DomId,
+    ty: MsgType,
+    tx_id: u32,
+    payload: &[u8],
+) -> Result<Outcome, Errno> {
+    use MsgType::*;
+    // WRITE is `path|value` with a raw value; the others are NUL-terminated arguments.
+    let (path_arg, value, rest): (&str, &[u8], Vec<&str>) = if ty == Write {
+        let nul = payload.iter().position(|b| *b == 0).ok_or(Errno::EINVAL)?;
+        let p = std::str::from_utf8(&payload[..nul]).map_err(|_| Errno::EINVAL)?;
+        (p, &payload[nul + 1..], Vec::new())
+    } else {
+        let args = split_args(payload)?;
+        let (first, rest) = args.split_first().ok_or(Errno::EINVAL)?;
+        (first, &[][..], rest.to_vec())
+    };
+    let path = canonical(dom, path_arg, false)?;
+    let store: &mut Store = if tx_id == 0 {
+        &mut st.store
+    } else {
+        let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+        let tx = conn.txs.get_mut(&tx_id).ok_or(Errno::ENOENT)?;
+        // Record what this operation depends on, as of the transaction's start.
+        let mut deps = tx.snapshot.dependencies(&path);
+        if ty == Rm {
+            deps.extend(subtree(&tx.snapshot, &path));
+        }
+        for d in deps {
+            let g = tx.snapshot.generation(&d);
+            tx.deps.entry(d).or_insert(g);
+        }
+        &mut tx.snapshot
+    };
+    let outcome = match ty {
+        Read => ok(store.read(dom, &path)?),
+        GetPerms => ok(store
+            .get_perms(dom, &path)?
+            .iter()
+            .map(|p| format!("{p}\0"))
+            .collect::<String>()
+            .into_bytes()),
+        Directory => ok(store
+            .directory(dom, &path)?
+            .iter()
+            .map(|c| format!("{c}\0"))
+            .collect::<String>()
+            .into_bytes()),
+        DirectoryPart => {
+            let off: usize = rest
+                .first()
+                .ok_or(Errno::EINVAL)?
+                .parse()
+                .map_err(|_| Errno::EINVAL)?;
+            let all: String = store
+                .directory(dom, &path)?
+                .iter()
+                .map(|c| format!("{c}\0"))
+                .collect();
+            let gen = store.generation(&path).unwrap_or(0);
+            let mut body = format!("{gen}\0").into_bytes();
+            let tail = all.as_bytes().get(off..).ok_or(Errno::EINVAL)?;
+            // Fill up to the payload limit with whole names, then an empty name if done.
+            let room = PAYLOAD_MAX - body.len() - 1;
+            let mut take = 0;
+            for name in tail.split_inclusive(|b| *b == 0) {
+                if take + name.len() > room {
+                    break;
+                }
+                take += name.len();
+            }
+            body.extend_from_slice(&tail[..take]);
+            if take == tail.len() {
+                body.push(0);
+            }
+            ok(body)
+        }
+        Write => ok_changes(store.write(dom, &path, value)?),
+        Mkdir => ok_changes(store.mkdir(dom, &path)?),
+        Rm => ok_changes(store.rm(dom, &path)?),
+        SetPerms => {
+            let perms = rest
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| Perm::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            ok_changes(store.set_perms(dom, &path, perms)?)
+        }
+        _ => Err(Errno::EINVAL),
+    }?;
+    if tx_id != 0 {
+        // Inside a transaction: remember the modification for the commit; no watch fires
+        // until then.
+        let op = match ty {
+            Write => Some(TxOp::Write(path, value.to_vec())),
+            Mkdir => Some(TxOp::Mkdir(path)),
+            Rm => Some(TxOp::Rm(path)),
+            SetPerms => Some(TxOp::SetPerms(
+                path,
+                rest.iter()
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| Perm::parse(s).ok())
+                    .collect(),
+            )),
+            _ => None,
+        };
+        if let Some(op) = op {
+            if let Some(tx) = st.conns.get_mut(&id).and_then(|c| c.txs.get_mut(&tx_id)) {
+                tx.ops.push(op);
+            }
+        }
+        return Ok(Outcome {
+            changes: Vec::new(),
+            ..outcome
+        });
+    }
+    Ok(outcome)
+}
+
+fn subtree(store: &Store, path: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut stack = vec![path.to_string()];
+    while let Some(p) = stack.pop() {
+        if let Ok(children) = store.directory(0, &p) {
+            for c in children {
+                let cp = if p == "/" {
+                    format!("/{c}")
+                } else {
+                    format!("{p}/{c}")
+                };
+                v.push(cp.clone());
+                stack.push(cp);
+            }
+        }
+    }
+    v
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    dir == "/"
+        || path == dir
+        || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// Sends watch events for `changes` to every connection whose watches match and who may
+/// read the node.
+fn fire(st: &State, changes: &[Change]) {
+    for conn in st.conns.values() {
+        for w in &conn.watches {
+            if w.abs.starts_with('@') {
+                continue;
+            }
+            for ch in changes {
+                let event_path = if under(&ch.path, &w.abs) {
+                    ch.path.as_str()
+                } else if ch.removed && under(&w.abs, &ch.path) {
+                    w.abs.as_str()
+                } else {
+                    continue;
+                };
+                if !can_see(&st.store, conn.dom, event_path) {
+                    continue;
+                }
+                let shown = if w.given.starts_with('/') {
+                    event_path.to_string()
+                } else {
+                    let prefix = format!("/local/domain/{}/", conn.dom);
+                    event_path
+                        .strip_prefix(&prefix)
+                        .unwrap_or(event_path)
+                        .to_string()
+                };
+                conn.out.push(message(
+                    MsgType::WatchEvent as u32,
+                    0,
+                    0,
+                    format!("{shown}\0{}\0", w.token).as_bytes(),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether `dom` may learn that `path` changed: it may read the node, or, if it is gone,
+/// its nearest existing ancestor.
+fn can_see(store: &Store, dom: DomId, path: &str) -> bool {
+    let mut p = path;
+    loop {
+        if store.exists(p) {
+            return store.allowed(dom, p, Want::Read);
+        }
+        match p.rfind('/') {
+            Some(0) => p = "/",
+            Some(i) => p = &p[..i],
+            None => return false,
+        }
+    }
+}
+
+fn fire_special(st: &State, name: &str) {
+    for conn in st.conns.values() {
+        for w in conn.watches.iter().filter(|w| w.abs == name) {
+            conn.out.push(message(
+                MsgType::WatchEvent as u32,
+                0,
+                0,
+                format!("{name}\0{}\0", w.token).as_bytes(),
+            ));
+        }
+    }
+}
+
+fn introduce(shared: &Arc<Shared>, dom: DomId) -> io::Result<PathBuf> {
+    let path = domain_socket(&shared.cfg, dom);
+    let fresh = {
+        let mut st = lock(shared)?;
+        let fresh = st.domains.insert(dom);
+        if fresh {
+            fire_special(&st, "@introduceDomain");
+        }
+        fresh
+    };
+    let known = shared
+        .sockets
+        .lock()
+        .map(|s| s.contains_key(&dom))
+        .unwrap_or(false);
+    if fresh || !known {
+        listen(shared, dom, path.clone())?;
+    }
+    Ok(path)
+}
+
+fn release(shared: &Arc<Shared>, dom: DomId) {
+    if let Ok(mut st) = lock(shared) {
+        if st.domains.remove(&dom) {
+            fire_special(&st, "@releaseDomain");
+        }
+    }
+    close_domain(shared, dom);
+}
+
+fn close_domain(shared: &Arc<Shared>, dom: DomId) {
+    if let Ok(st) = lock(shared) {
+        for c in st.conns.values().filter(|c| c.dom == dom) {
+            c.out.close();
+        }
+    }
+    if let Ok(mut socks) = shared.sockets.lock() {
+        if let Some(p) = socks.remove(&dom) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
