@@ -7,6 +7,7 @@
 //! | map a peer's grants | [`GrantImport::map`] | `/dev/xen/gntdev` `MAP_GRANT_REF` + `mmap`; unmapped on drop |
 //! | copy to / from a peer's grants | [`GrantImport::copy`] | `GNTTABOP_copy` / `IOCTL_GNTDEV_GRANT_COPY` |
 //! | event channels | [`EventChannels`], [`EventPort`] | `/dev/xen/evtchn` |
+//! | XenStore | [`xenstore::XenStore`] ([`xenstore::XsClient`]) | libxenstore over xenstored's socket |
 //!
 //! Every grant failure carries the Xen status code ([`GrantStatus`], `GNTST_*`).
 //!
@@ -26,6 +27,7 @@ use netstage_ring::SharedMem;
 pub mod sim;
 #[allow(unsafe_code)]
 mod sys;
+pub mod xenstore;
 
 /// A domain id (`domid_t`).
 pub type DomId = u16;

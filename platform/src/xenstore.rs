@@ -1,0 +1,512 @@
+//! XenStore access: the [`XenStore`] trait front- and backends use, and [`XsClient`], a
+//! blocking client of the XenStore wire protocol over a Unix socket (the embedded
+//! xenstored, or a system xenstored's `/run/xenstored/socket`).
+//!
+//! One connection serves many threads: requests carry distinct `req_id`s, a reader thread
+//! routes each reply to its caller and each watch event to the [`Watch`] that registered its
+//! token.
+//!
+//! Why not the `xenstore-rs` crate: its blocking client (0.8) finds the daemon only through
+//! the process-wide `XENSTORED_PATH` (so one process cannot talk to two sockets, as a test
+//! acting as two domains must), is not `Sync`, and has neither transactions, watches, `mkdir`
+//! nor permissions, all of which the XenBus handshake needs; its watches need a tokio
+//! runtime. The tests show it interoperating with the embedded daemon all the same.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::sim::xenstored::wire::{message, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
+use crate::DomId;
+
+/// A transaction id; [`NO_TX`] outside transactions.
+pub type TxId = u32;
+/// Operations outside any transaction.
+pub const NO_TX: TxId = 0;
+
+/// A XenStore operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum XsError {
+    /// The daemon answered `XS_ERROR`.
+    #[error("xenstore {op} {path}: {errno}")]
+    Errno {
+        /// The operation.
+        op: &'static str,
+        /// Its path (or argument).
+        path: String,
+        /// The error name the daemon sent.
+        errno: Errno,
+    },
+    /// The connection failed or closed.
+    #[error("xenstore connection to {socket}: {source}")]
+    Io {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon sent something that is not the protocol.
+    #[error("xenstore protocol violation: {0}")]
+    Protocol(String),
+}
+
+impl XsError {
+    /// The XenStore error name, if the daemon sent one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            XsError::Errno { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// Result of XenStore operations.
+pub type XsResult<T> = Result<T, XsError>;
+
+/// XenStore access as front- and backend code uses it.
+pub trait XenStore: Send + Sync {
+    /// Reads a node's value.
+    fn read(&self, tx: TxId, path: &str) -> XsResult<Vec<u8>>;
+    /// Writes a node, creating it and its parents as needed.
+    fn write(&self, tx: TxId, path: &str, value: &[u8]) -> XsResult<()>;
+    /// Creates a node if absent.
+    fn mkdir(&self, tx: TxId, path: &str) -> XsResult<()>;
+    /// Removes a node and its subtree.
+    fn rm(&self, tx: TxId, path: &str) -> XsResult<()>;
+    /// Lists a node's children.
+    fn directory(&self, tx: TxId, path: &str) -> XsResult<Vec<String>>;
+    /// Reads a node's permissions (`n0`, `r5`, ...; the first is the owner).
+    fn get_perms(&self, tx: TxId, path: &str) -> XsResult<Vec<String>>;
+    /// Sets a node's permissions.
+    fn set_perms(&self, tx: TxId, path: &str, perms: &[&str]) -> XsResult<()>;
+    /// Starts a transaction.
+    fn transaction_start(&self) -> XsResult<TxId>;
+    /// Ends a transaction: `Ok(true)` if committed (or aborted as asked), `Ok(false)` if the
+    /// commit conflicted (`EAGAIN`) and the whole transaction must be redone.
+    fn transaction_end(&self, tx: TxId, commit: bool) -> XsResult<bool>;
+    /// Registers a watch; events arrive on the returned [`Watch`] (the first one at once).
+    fn watch(&self, path: &str, token: &str) -> XsResult<Watch>;
+    /// `/local/domain/<dom>`.
+    fn get_domain_path(&self, dom: DomId) -> XsResult<String>;
+
+    /// Runs `f` in a transaction, redoing it while the commit conflicts (at most `tries`
+    /// times).
+    fn transaction<T>(&self, tries: u32, mut f: impl FnMut(TxId) -> XsResult<T>) -> XsResult<T>
+    where
+        Self: Sized,
+    {
+        for _ in 0..tries.max(1) {
+            let tx = self.transaction_start()?;
+            match f(tx) {
+                Ok(v) => {
+                    if self.transaction_end(tx, true)? {
+                        return Ok(v);
+                    }
+                }
+                Err(e) => {
+                    let _ = self.transaction_end(tx, false);
+                    return Err(e);
+                }
+            }
+        }
+        Err(XsError::Errno {
+            op: "transaction",
+            path: String::new(),
+            errno: Errno::EAGAIN,
+        })
+    }
+}
+
+type Pending = HashMap<u32, Sender<(u32, Vec<u8>)>>;
+type Watchers = HashMap<String, Sender<String>>;
+
+struct Inner {
+    socket: PathBuf,
+    writer: Mutex<UnixStream>,
+    pending: Mutex<Pending>,
+    watchers: Mutex<Watchers>,
+    next_req: AtomicU32,
+    /// Set (under the `pending` lock) when the reader has stopped.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the reader thread, which holds its own handle on the socket.
+        if let Ok(w) = self.writer.lock() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A connection to a XenStore daemon. Cheap to clone; threads may share it.
+#[derive(Clone)]
+pub struct XsClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for XsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XsClient")
+            .field("socket", &self.inner.socket)
+            .finish()
+    }
+}
+
+/// Events of one watch: the paths that changed. Unregistered when dropped.
+pub struct Watch {
+    client: XsClient,
+    path: String,
+    token: String,
+    rx: Receiver<String>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("path", &self.path)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Watch {
+    /// The next event's path, waiting at most `timeout`. `Ok(None)` on timeout; an error if
+    /// the connection is gone.
+    pub fn next(&self, timeout: Duration) -> XsResult<Option<String>> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(p) => Ok(Some(p)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.client.gone()),
+        }
+    }
+
+    /// An event if one is queued, without waiting.
+    pub fn try_next(&self) -> Option<String> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.client.inner.watchers.lock() {
+            w.remove(&self.token);
+        }
+        let payload = format!("{}\0{}\0", self.path, self.token);
+        let _ = self.client.call(
+            MsgType::Unwatch,
+            NO_TX,
+            payload.as_bytes(),
+            "unwatch",
+            &self.path,
+        );
+    }
+}
+
+static TOKENS: AtomicU64 = AtomicU64::new(1);
+
+/// A token unique within this process, for [`XenStore::watch`].
+pub fn unique_token(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        TOKENS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl XsClient {
+    /// Connects to the daemon's socket.
+    pub fn connect(socket: &Path) -> XsResult<XsClient> {
+        let io_err = |source| XsError::Io {
+            socket: socket.to_path_buf(),
+            source,
+        };
+        let stream = UnixStream::connect(socket).map_err(io_err)?;
+        let reader = stream.try_clone().map_err(io_err)?;
+        let inner = Arc::new(Inner {
+            socket: socket.to_path_buf(),
+            writer: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            next_req: AtomicU32::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        thread::Builder::new()
+            .name("xenstore-reader".into())
+            .spawn(move || read_loop(reader, weak))
+            .map_err(io_err)?;
+        Ok(XsClient { inner })
+    }
+
+    /// Connects to the socket named by `XENSTORED_PATH`, else `XENSTORED_RUNDIR/socket`,
+    /// else `/run/xenstored/socket` (libxenstore's order).
+    pub fn connect_default() -> XsResult<XsClient> {
+        let p = std::env::var_os("XENSTORED_PATH")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XENSTORED_RUNDIR").map(|d| Path::new(&d).join("socket")))
+            .unwrap_or_else(|| PathBuf::from("/run/xenstored/socket"));
+        XsClient::connect(&p)
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.inner.socket
+    }
+
+    fn gone(&self) -> XsError {
+        XsError::Io {
+            socket: self.inner.socket.clone(),
+            source: io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed"),
+        }
+    }
+
+    fn call(
+        &self,
+        ty: MsgType,
+        tx: TxId,
+        payload: &[u8],
+        op: &'static str,
+        path: &str,
+    ) -> XsResult<Vec<u8>> {
+        if payload.len() > PAYLOAD_MAX {
+            return Err(XsError::Errno {
+                op,
+                path: path.to_string(),
+                errno: Errno::E2BIG,
+            });
+        }
+        let req_id = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
+        let (stx, srx) = mpsc::channel();
+        {
+            let mut p = self.inner.pending.lock().map_err(|_| self.gone())?;
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(self.gone());
+            }
+            p.insert(req_id, stx);
+        }
+        {
+            let mut w = self.inner.writer.lock().map_err(|_| self.gone())?;
+            w.write_all(&message(ty as u32, req_id, tx, payload))
+                .map_err(|source| XsError::Io {
+                    socket: self.inner.socket.clone(),
+                    source,
+                })?;
+        }
+        let (rty, body) = srx.recv().map_err(|_| self.gone())?;
+        if rty == MsgType::Error as u32 {
+            let name =
+                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).to_string();
+            let errno = Errno::from_name(&name)
+                .ok_or_else(|| XsError::Protocol(format!("unknown error name {name:?}")))?;
+            return Err(XsError::Errno {
+                op,
+                path: path.to_string(),
+                errno,
+            });
+        }
+        if rty != ty as u32 {
+            return Err(XsError::Protocol(format!(
+                "reply of type {rty} to a request of type {}",
+                ty as u32
+            )));
+        }
+        Ok(body)
+    }
+
+    fn call_path(&self, ty: MsgType, tx: TxId, path: &str, op: &'static str) -> XsResult<Vec<u8>> {
+        self.call(ty, tx, format!("{path}\0").as_bytes(), op, path)
+    }
+
+    /// Introduces guest domain `dom` (dom0 only): the embedded daemon opens its socket.
+    pub fn introduce(&self, dom: DomId) -> XsResult<()> {
+        self.call(
+            MsgType::Introduce,
+            NO_TX,
+            format!("{dom}\x000\x000\0").as_bytes(),
+            "introduce",
+            "",
+        )?;
+        Ok(())
+    }
+
+    /// Releases guest domain `dom` (dom0 only).
+    pub fn release(&self, dom: DomId) -> XsResult<()> {
+        self.call(
+            MsgType::Release,
+            NO_TX,
+            format!("{dom}\0").as_bytes(),
+            "release",
+            "",
+        )?;
+        Ok(())
+    }
+}
+
+fn strings(body: &[u8]) -> Vec<String> {
+    body.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+impl XenStore for XsClient {
+    fn read(&self, tx: TxId, path: &str) -> XsResult<Vec<u8>> {
+        self.call_path(MsgType::Read, tx, path, "read")
+    }
+
+    fn write(&self, tx: TxId, path: &str, value: &[u8]) -> XsResult<()> {
+        let mut p = Vec::with_capacity(path.len() + 1 + value.len());
+        p.extend_from_slice(path.as_bytes());
+        p.push(0);
+        p.extend_from_slice(value);
+        self.call(MsgType::Write, tx, &p, "write", path)?;
+        Ok(())
+    }
+
+    fn mkdir(&self, tx: TxId, path: &str) -> XsResult<()> {
+        self.call_path(MsgType::Mkdir, tx, path, "mkdir")?;
+        Ok(())
+    }
+
+    fn rm(&self, tx: TxId, path: &str) -> XsResult<()> {
+        self.call_path(MsgType::Rm, tx, path, "rm")?;
+        Ok(())
+    }
+
+    fn directory(&self, tx: TxId, path: &str) -> XsResult<Vec<String>> {
+        Ok(strings(&self.call_path(
+            MsgType::Directory,
+            tx,
+            path,
+            "directory",
+        )?))
+    }
+
+    fn get_perms(&self, tx: TxId, path: &str) -> XsResult<Vec<String>> {
+        Ok(strings(&self.call_path(
+            MsgType::GetPerms,
+            tx,
+            path,
+            "get-perms",
+        )?))
+    }
+
+    fn set_perms(&self, tx: TxId, path: &str, perms: &[&str]) -> XsResult<()> {
+        let mut p = format!("{path}\0");
+        for x in perms {
+            p.push_str(x);
+            p.push('\0');
+        }
+        self.call(MsgType::SetPerms, tx, p.as_bytes(), "set-perms", path)?;
+        Ok(())
+    }
+
+    fn transaction_start(&self) -> XsResult<TxId> {
+        let body = self.call(
+            MsgType::TransactionStart,
+            NO_TX,
+            b"\0",
+            "transaction-start",
+            "",
+        )?;
+        let s = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).to_string();
+        s.parse()
+            .map_err(|_| XsError::Protocol(format!("bad transaction id {s:?}")))
+    }
+
+    fn transaction_end(&self, tx: TxId, commit: bool) -> XsResult<bool> {
+        let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        match self.call(MsgType::TransactionEnd, tx, arg, "transaction-end", "") {
+            Ok(_) => Ok(true),
+            Err(XsError::Errno {
+                errno: Errno::EAGAIN,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn watch(&self, path: &str, token: &str) -> XsResult<Watch> {
+        let (stx, srx) = mpsc::channel();
+        self.inner
+            .watchers
+            .lock()
+            .map_err(|_| self.gone())?
+            .insert(token.to_string(), stx);
+        let payload = format!("{path}\0{token}\0");
+        if let Err(e) = self.call(MsgType::Watch, NO_TX, payload.as_bytes(), "watch", path) {
+            if let Ok(mut w) = self.inner.watchers.lock() {
+                w.remove(token);
+            }
+            return Err(e);
+        }
+        Ok(Watch {
+            client: self.clone(),
+            path: path.to_string(),
+            token: token.to_string(),
+            rx: srx,
+        })
+    }
+
+    fn get_domain_path(&self, dom: DomId) -> XsResult<String> {
+        let body = self.call(
+            MsgType::GetDomainPath,
+            NO_TX,
+            format!("{dom}\0").as_bytes(),
+            "get-domain-path",
+            "",
+        )?;
+        Ok(String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned())
+    }
+}
+
+/// Routes replies to callers and events to watches until the connection closes.
+fn read_loop(mut s: UnixStream, inner: std::sync::Weak<Inner>) {
+    let mut hdr = [0u8; HEADER_LEN];
+    loop {
+        if s.read_exact(&mut hdr).is_err() {
+            break;
+        }
+        let h = Header::decode(&hdr);
+        if h.len as usize > PAYLOAD_MAX {
+            break;
+        }
+        let mut body = vec![0u8; h.len as usize];
+        if s.read_exact(&mut body).is_err() {
+            break;
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        if h.ty == MsgType::WatchEvent as u32 {
+            let parts = strings(&body);
+            if let [path, token, ..] = &parts[..] {
+                if let Ok(w) = inner.watchers.lock() {
+                    if let Some(tx) = w.get(token) {
+                        let _ = tx.send(path.clone());
+                    }
+                }
+            }
+        } else if let Ok(mut p) = inner.pending.lock() {
+            if let Some(tx) = p.remove(&h.req_id) {
+                let _ = tx.send((h.ty, body));
+            }
+        }
+    }
+    // Wake every caller and watcher: the connection is gone.
+    if let Some(inner) = inner.upgrade() {
+        if let Ok(mut p) = inner.pending.lock() {
+            inner.closed.store(true, Ordering::Release);
+            p.clear();
+        }
+        if let Ok(mut w) = inner.watchers.lock() {
+            w.clear();
+        }
+    }
+}
