@@ -21,9 +21,10 @@ pub(crate) fn futex_wait(word: &SharedU32, expected: u32, timeout: Option<Durati
     let tsp = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // Shared (non-private) futexes work across processes mapping the same file. The result
+    // is ignored on purpose: EAGAIN, EINTR and ETIMEDOUT all mean "re-check".
     // SAFETY: `word.as_ptr()` is a valid, aligned u32 kept mapped by `word`; FUTEX_WAIT only
-    // reads it. Shared (non-private) futexes work across processes mapping the same file.
-    // The result is ignored on purpose: EAGAIN, EINTR and ETIMEDOUT all mean "re-check".
+    // reads it.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -91,10 +92,10 @@ impl VmCopy {
         let mut done = 0usize;
         // IOV_MAX is 1024; batches are far smaller, but loop for partial transfers anyway.
         while done < total {
-            // SAFETY: every iovec describes memory of this process: `local` entries are
-            // private buffers the caller holds exclusively for the call, `remote` entries
-            // lie inside a live mapping of guest memory that nothing references through a
-            // Rust reference. The kernel checks each range and never writes outside them.
+            // Every iovec describes memory of this process: `local` entries are private
+            // buffers the caller holds exclusively for the call, `remote` entries lie inside
+            // a live mapping of guest memory that nothing references through a Rust reference.
+            // SAFETY: as just said; the kernel checks each range and writes only inside them.
             let n = unsafe {
                 let pid = libc::getpid();
                 if read {
@@ -223,13 +224,13 @@ pub(crate) fn map_frames(
     NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
-/// Unmaps a range returned by [`map_frames`].
+/// Unmaps a range returned by [`map_frames`]; nothing may use the range afterwards.
 ///
 /// # Safety
-/// `base`/`len` must be exactly a range returned by `map_frames`, and nothing may use it
-/// afterwards.
+/// `base`/`len` must be exactly a range returned by `map_frames`, unused from now on.
 pub(crate) unsafe fn unmap(base: NonNull<u8>, len: usize) {
-    // SAFETY: guaranteed by the caller.
+    // The range is the caller's to give up.
+    // SAFETY: guaranteed by the caller (see `# Safety`).
     unsafe { libc::munmap(base.as_ptr().cast(), len) };
 }
 
@@ -261,9 +262,9 @@ pub(crate) fn map_file(
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);
     if writable {
-        // SAFETY: a shared mapping of a file; the file may be changed by other processes,
-        // which is why the window is only ever accessed through `SharedMem`'s volatile and
-        // atomic operations, never through a Rust reference.
+        // The file may be changed by other processes, which is why the window is only ever
+        // accessed through `SharedMem`'s volatile and atomic operations.
+        // SAFETY: a shared mapping of a file, never accessed through a Rust reference.
         let mut m = unsafe { opts.map_mut(file) }?;
         let base = NonNull::new(m.as_mut_ptr()).ok_or_else(|| io::Error::other("null map"))?;
         // SAFETY: `m` is a live read-write mapping of `len` bytes, moved into the owner that

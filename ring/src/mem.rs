@@ -140,15 +140,16 @@ impl SharedMem {
     /// Wraps memory that something else mapped (an `mmap`ed file, a grant mapping).
     ///
     /// `owner` is kept alive as long as the window or any clone of it, so dropping the last
-    /// window drops the owner (which should unmap).
-    ///
-    /// # Safety
+    /// window drops the owner (which should unmap). Requirements on the caller:
     ///
     /// - `base` must be valid for reads of `len` bytes, and for writes too if `writable`, for
     ///   as long as `owner` is alive;
     /// - nothing may free or unmap the memory while `owner` is alive;
     /// - no Rust reference (`&`/`&mut`) to the memory may exist while the window is used
     ///   (other processes and raw-pointer writers are fine).
+    ///
+    /// # Safety
+    /// The caller guarantees the three requirements above.
     pub unsafe fn from_raw_parts(
         base: NonNull<u8>,
         len: usize,
@@ -364,11 +365,11 @@ macro_rules! shared_atomic {
 
         impl $name {
             fn atomic(&self) -> &$atomic {
-                // SAFETY: `ptr` is naturally aligned and in bounds (checked when the word was
-                // made), and the memory stays mapped while `_owner` (held by `self`) lives,
-                // which outlives the returned reference. This process accesses the word only
-                // atomically; an `Atomic*` is an `UnsafeCell`, so the peer changing it
-                // concurrently is allowed.
+                // `ptr` is naturally aligned and in bounds (checked when the word was made), and
+                // the memory stays mapped while `_owner` (held by `self`) lives, which outlives
+                // the returned reference. This process accesses the word only atomically; an
+                // `Atomic*` is an `UnsafeCell`, so the peer changing it concurrently is allowed.
+                // SAFETY: as just said.
                 unsafe { <$atomic>::from_ptr(self.ptr) }
             }
 
@@ -547,157 +548,5 @@ unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
         // SAFETY: `i < len`.
         unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
         i += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounds_are_checked() {
-        let m = SharedMem::new_zeroed(4096);
-        let mut b = [0u8; 8];
-        assert!(m.read_at(4088, &mut b).is_ok());
-        assert_eq!(
-            m.read_at(4089, &mut b),
-            Err(MemError::OutOfBounds {
-                offset: 4089,
-                len: 8,
-                size: 4096
-            })
-        );
-        assert!(m.read_at(usize::MAX, &mut b).is_err());
-        assert!(m.write_at(4090, &[0; 7]).is_err());
-        assert!(m.sub(4000, 97).is_err());
-        assert!(m.sub(4000, 96).is_ok());
-        assert!(m.word(4093).is_err());
-        assert_eq!(m.word(2).unwrap_err(), MemError::Misaligned { offset: 2 });
-        assert!(m.fill(4095, 2, 0).is_err());
-    }
-
-    #[test]
-    fn copies_round_trip_at_every_alignment() {
-        let m = SharedMem::new_zeroed(256);
-        for off in 0..16 {
-            for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 100] {
-                let src: Vec<u8> = (0..len).map(|i| (i * 7 + off) as u8).collect();
-                m.write_at(off, &src).unwrap();
-                let mut dst = vec![0u8; len];
-                m.read_at(off, &mut dst).unwrap();
-                assert_eq!(src, dst, "off {off} len {len}");
-            }
-        }
-    }
-
-    #[test]
-    fn sub_windows_address_the_same_memory() {
-        let m = SharedMem::new_zeroed(8192);
-        let s = m.sub(4096, 4096).unwrap();
-        s.write_at(10, b"hello").unwrap();
-        let mut b = [0u8; 5];
-        m.read_at(4106, &mut b).unwrap();
-        assert_eq!(&b, b"hello");
-        s.word(64)
-            .unwrap()
-            .store(0xdead_beef, Ordering::Release)
-            .unwrap();
-        assert_eq!(m.read_obj::<u32>(4096 + 64).unwrap(), 0xdead_beef);
-        let mut dst = SharedMem::new_zeroed(16);
-        m.copy_to(4106, &dst, 3, 5).unwrap();
-        dst.read_at(3, &mut b).unwrap();
-        assert_eq!(&b, b"hello");
-        dst = dst.read_only();
-        assert!(matches!(
-            dst.write_at(0, b"x"),
-            Err(MemError::ReadOnly { .. })
-        ));
-        assert!(dst.word(0).unwrap().store(1, Ordering::Relaxed).is_err());
-    }
-
-    #[test]
-    fn objects_at_aligned_and_unaligned_offsets() {
-        let m = SharedMem::new_zeroed(64);
-        for off in [0usize, 1, 2, 3, 4, 8, 13] {
-            m.write_obj(off, &0x1122_3344_5566_7788u64).unwrap();
-            assert_eq!(
-                m.read_obj::<u64>(off).unwrap(),
-                0x1122_3344_5566_7788,
-                "at {off}"
-            );
-            let mut b = [0u8; 8];
-            m.read_at(off, &mut b).unwrap();
-            assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
-        }
-        assert!(m.read_obj::<u64>(57).is_err());
-        assert!(m.read_only().write_obj(0, &1u32).is_err());
-    }
-
-    #[test]
-    fn atomic_words_of_every_width() {
-        let m = SharedMem::new_zeroed(64);
-        let w16 = m.word16(2).unwrap();
-        assert_eq!(w16.fetch_or(0b101, Ordering::AcqRel).unwrap(), 0);
-        assert_eq!(
-            w16.compare_exchange(0b101, 7, Ordering::AcqRel, Ordering::Acquire)
-                .unwrap(),
-            Ok(0b101)
-        );
-        assert_eq!(
-            w16.compare_exchange(0b101, 9, Ordering::AcqRel, Ordering::Acquire)
-                .unwrap(),
-            Err(7)
-        );
-        assert_eq!(w16.fetch_and(!1, Ordering::AcqRel).unwrap(), 7);
-        assert_eq!(m.read_obj::<u16>(2).unwrap(), 6);
-        let w64 = m.word64(8).unwrap();
-        w64.fetch_add(u64::MAX, Ordering::Relaxed).unwrap();
-        assert_eq!(w64.fetch_add(2, Ordering::Relaxed).unwrap(), u64::MAX);
-        assert_eq!(w64.load(Ordering::Relaxed), 1);
-        let w32 = m.word(16).unwrap();
-        assert_eq!(w32.swap(5, Ordering::AcqRel).unwrap(), 0);
-        assert_eq!(w32.fetch_sub(6, Ordering::AcqRel).unwrap(), 5);
-        assert_eq!(w32.load(Ordering::Acquire), u32::MAX);
-        assert!(m.word16(1).is_err());
-        assert!(m.word64(4).is_err());
-        assert!(m.word64(60).is_err());
-        let ro = m.read_only().word(16).unwrap();
-        assert!(ro.swap(1, Ordering::Relaxed).is_err());
-        assert!(ro
-            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err());
-    }
-
-    #[test]
-    fn guarded_windows_drop_their_guard_last() {
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for Flag {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let m = SharedMem::new_zeroed(8192);
-        let w = m
-            .sub_guarded(4096, 4096, false, Arc::new(Flag(Arc::clone(&dropped))))
-            .unwrap();
-        assert!(!w.is_writable());
-        let inner = w.sub(0, 16).unwrap();
-        drop(w);
-        assert!(!dropped.load(Ordering::SeqCst));
-        drop(inner);
-        assert!(dropped.load(Ordering::SeqCst));
-        let ro = m.read_only();
-        assert!(ro.sub_guarded(0, 1, true, Arc::new(())).is_err());
-    }
-
-    #[test]
-    fn memory_outlives_the_first_window() {
-        let s = {
-            let m = SharedMem::new_zeroed(4096);
-            m.fill(0, 4096, 0xab).unwrap();
-            m.sub(100, 10).unwrap()
-        };
-        assert_eq!(s.read_obj::<[u8; 4]>(0).unwrap(), [0xab; 4]);
     }
 }
