@@ -378,6 +378,10 @@ pub trait EventPort: Send + Sync {
 
     /// This port's counters.
     fn stats(&self) -> EventStats;
+
+    /// Makes a current or the next [`EventPort::wait`] on this port return, without an event
+    /// from the peer: how another thread of this domain hands the port's owner new work.
+    fn wake(&self) -> Result<()>;
 }
 
 /// Allocating and binding event channels.
@@ -391,4 +395,14 @@ pub trait EventChannels: Send + Sync {
     /// Binds to `remote_port`, allocated unbound for us by `remote`
     /// (`EVTCHNOP_bind_interdomain`).
     fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Self::Port>;
+}
+
+/// What the toolstack knows about domains.
+pub trait DomainInfo: Send + Sync {
+    /// Whether domain `dom` exists and runs (a destroyed or crashed domain does not).
+    fn domain_alive(&self, dom: DomId) -> bool;
+
+    /// Drops everything this domain keeps of `dom` (its cached memory and table mappings),
+    /// after `dom` was destroyed: a domain created later with the same id is a new one.
+    fn forget_domain(&self, dom: DomId);
 }

@@ -314,6 +314,10 @@ fn events_between_threads() {
         assert_eq!(s.received, 2, "{cost}");
         assert!(s.blocked >= 1, "{cost}: {s:?}");
         assert_eq!(fp.stats().sent, 3);
+        // A local wake-up ends a wait without counting as an event from the peer.
+        bp.wake().unwrap();
+        assert!(bp.wait(Some(Duration::from_secs(1))).unwrap());
+        assert_eq!(bp.stats().received, 2);
         // Closing one end leaves the other unbound: its notifications are dropped.
         drop(fp);
         bp.notify().unwrap();
@@ -387,7 +391,15 @@ fn events_and_grants_between_processes() {
         let v: u32 = p.mem.read_obj(4).unwrap();
         assert_eq!(v, round * 2);
     }
+    assert!(front.domain_alive(BACK));
     assert!(child.wait().unwrap().success());
     assert_eq!(fp.stats().received, 200);
     assert!(front.counters().granted_pages >= 1);
+    // The child's domain is destroyed with its process; its id can be used again.
+    assert!(!front.domain_alive(BACK));
+    assert!(front.domain_alive(FRONT));
+    front.forget_domain(BACK);
+    let again = w.create_domain(BACK, DomainConfig::default()).unwrap();
+    let m = again.map(FRONT, &p.grefs, true).unwrap();
+    assert_eq!(m.read_obj::<u32>(4).unwrap(), 199 * 2);
 }

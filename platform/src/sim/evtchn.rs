@@ -23,6 +23,10 @@ const SENT: usize = 24;
 const RECEIVED: usize = 32;
 const BLOCKED: usize = 40;
 
+/// Bits of the pending word: an event from the peer, a local wake-up.
+const PEER_EVENT: u32 = 1;
+const LOCAL_WAKE: u32 = 2;
+
 /// Port states (`ECS_*` in Xen).
 const ECS_FREE: u32 = 0;
 const ECS_UNBOUND: u32 = 1;
@@ -150,12 +154,13 @@ impl SimPort {
         Ok(Some(self.remote.get_or_init(|| (f, w))))
     }
 
-    fn take_pending(&self) -> Result<bool> {
-        if self.words.pending.swap(0, Ordering::AcqRel)? != 0 {
+    /// Consumes the pending word: `(anything pending, an event from the peer among it)`.
+    fn take_pending(&self) -> Result<(bool, bool)> {
+        let v = self.words.pending.swap(0, Ordering::AcqRel)?;
+        if v & PEER_EVENT != 0 {
             self.words.received.fetch_add(1, Ordering::Relaxed)?;
-            return Ok(true);
         }
-        Ok(false)
+        Ok((v != 0, v & PEER_EVENT != 0))
     }
 }
 
@@ -172,7 +177,7 @@ impl EventPort for SimPort {
             // An unbound port drops the event, as Xen does.
             return Ok(());
         };
-        r.pending.store(1, Ordering::SeqCst)?;
+        r.pending.fetch_or(PEER_EVENT, Ordering::SeqCst)?;
         // In `kernel` mode every notify is a system call, as EVTCHNOP_send is a hypercall;
         // otherwise only a sleeping waiter costs one.
         if kernel || r.waiters.load(Ordering::SeqCst) > 0 {
@@ -183,7 +188,7 @@ impl EventPort for SimPort {
     }
 
     fn poll(&self) -> Result<bool> {
-        self.take_pending()
+        Ok(self.take_pending()?.0)
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
@@ -192,7 +197,7 @@ impl EventPort for SimPort {
         let spin = self.dom.cfg.spin_before_block;
         let spin_until = deadline.map_or(start + spin, |d| d.min(start + spin));
         loop {
-            if self.take_pending()? {
+            if self.take_pending()?.0 {
                 return Ok(true);
             }
             if Instant::now() >= spin_until {
@@ -203,7 +208,7 @@ impl EventPort for SimPort {
         self.words.waiters.fetch_add(1, Ordering::SeqCst)?;
         let mut slept = false;
         let got = loop {
-            if self.take_pending()? {
+            if self.take_pending()?.0 {
                 break true;
             }
             let left = match deadline {
@@ -221,6 +226,14 @@ impl EventPort for SimPort {
             self.words.blocked.fetch_add(1, Ordering::Relaxed)?;
         }
         Ok(got)
+    }
+
+    fn wake(&self) -> Result<()> {
+        self.words.pending.fetch_or(LOCAL_WAKE, Ordering::SeqCst)?;
+        if self.words.waiters.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(&self.words.pending, u32::MAX);
+        }
+        Ok(())
     }
 
     fn stats(&self) -> EventStats {

@@ -10,6 +10,7 @@
 //! | `gnttab` | its grant table: `grant_entry_v1 {flags: u16, domid: u16, frame: u32}` per ref |
 //! | `active` | hypervisor bookkeeping: a lock word and per-ref pin counts of maps and copies |
 //! | `evtchn` | its event-channel ports |
+//! | `pid` | the process that runs the domain (a domain whose process is gone is destroyed) |
 //!
 //! A domain is a process (or, in tests, a thread) that created its directory with
 //! [`SimWorld::create_domain`]. Another domain reaches its memory only through grants,
@@ -262,6 +263,11 @@ impl SimWorld {
     /// Creates domain `id` (its files must not exist yet) and returns a handle to act as it.
     pub fn create_domain(&self, id: DomId, cfg: DomainConfig) -> Result<SimDomain> {
         let ddir = domain_dir(&self.dir, id);
+        if ddir.exists() && !pid_alive(&ddir) {
+            // A domain of this id existed and its process is gone: it was destroyed.
+            fs::remove_dir_all(&ddir)
+                .map_err(|e| PlatformError::io(format!("remove stale {}", ddir.display()), e))?;
+        }
         fs::create_dir(&ddir).map_err(|e| {
             PlatformError::io(
                 format!(
@@ -291,6 +297,8 @@ impl SimWorld {
                  least 2 ports: {cfg:?}"
             )));
         }
+        fs::write(ddir.join("pid"), std::process::id().to_string())
+            .map_err(|e| PlatformError::io(format!("write {}/pid", ddir.display()), e))?;
         let (mem_file, mem) = create("mem", cfg.mem_pages as usize * PAGE_SIZE)?;
         let (_, gnttab) = create("gnttab", cfg.grant_entries as usize * 8)?;
         let (_, active) = create("active", gnttab::active_len(cfg.grant_entries))?;
@@ -325,6 +333,14 @@ impl Drop for SimWorld {
 
 fn domain_dir(world: &Path, id: DomId) -> PathBuf {
     world.join(format!("dom{id}"))
+}
+
+/// Whether the process recorded in a domain directory's `pid` file runs.
+fn pid_alive(ddir: &Path) -> bool {
+    fs::read_to_string(ddir.join("pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(sys::process_alive)
 }
 
 /// Another domain's files as the emulated hypervisor sees them.
@@ -439,6 +455,18 @@ impl fmt::Debug for SimDomain {
             .field("id", &self.inner.id)
             .field("cost", &self.inner.cfg.cost)
             .finish()
+    }
+}
+
+impl crate::DomainInfo for SimDomain {
+    fn domain_alive(&self, dom: DomId) -> bool {
+        pid_alive(&domain_dir(&self.inner.world, dom))
+    }
+
+    fn forget_domain(&self, dom: DomId) {
+        if let Ok(mut m) = self.inner.foreign.lock() {
+            m.remove(&dom);
+        }
     }
 }
 
