@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use netstage_platform::sim::{CostMode, DomainConfig, ModelCost, SimDomain, SimWorld};
 use netstage_platform::{
-    EventChannels, EventPort, ForeignRef, GrantCopyBatch, GrantExport, GrantImport, GrantStatus,
-    PlatformError,
+    DomainInfo, EventChannels, EventPort, ForeignRef, GrantCopyBatch, GrantExport, GrantImport,
+    GrantStatus, PlatformError,
 };
 
 const FRONT: u16 = 1;
