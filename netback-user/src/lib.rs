@@ -1,4 +1,235 @@
-//! A user-space netif backend, split like Linux netback (xenbus, tx, rx, fault, metrics),
-//! that trusts nothing the frontend wrote.
+//! A user-space netif backend, split like Linux netback: [`toolstack`] (the vif's XenStore
+//! directories), the XenBus state machine ([`Backend::serve`]), the per-queue TX and RX data
+//! paths, graded peer faults and [`Metrics`].
 //!
-//! Status: not implemented yet; the crate exports nothing.
+//! The backend trusts nothing the frontend wrote: every ring index is validated by
+//! `netstage_ring`, every request chain is parsed by `ring::netif` into a private copy, every
+//! grant is checked by the platform, and every failure is either a dropped packet (answered
+//! with an error status and counted) or a disconnect.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::sync::atomic::AtomicBool;
+//! use netstage_netback_user::{Backend, BackendConfig, VifHandler};
+//! use netstage_fallback::Packet;
+//! use netstage_platform::sim::{DomainConfig, SimWorld};
+//! use netstage_platform::xenstore::XsClient;
+//!
+//! struct Counter;
+//! impl VifHandler for Counter {
+//!     fn tx_packet(&self, _queue: u16, pkt: Packet) {
+//!         println!("{} bytes from the guest", pkt.data.len());
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let world = SimWorld::open(std::path::Path::new("/dev/shm/my-world"))?;
+//! let dom0 = world.create_domain(0, DomainConfig::default())?;
+//! let xs = XsClient::connect(std::path::Path::new("/dev/shm/my-world/socket"))?;
+//! let backend = Backend::new(dom0, xs, BackendConfig::default());
+//! netstage_netback_user::toolstack::create_vif(backend.xenstore(), 0, 1, 0)?;
+//! let stop = AtomicBool::new(false);
+//! backend.serve(1, 0, Arc::new(Counter), &stop)?;
+//! # Ok(()) }
+//! ```
+
+mod metrics;
+mod queue;
+pub mod toolstack;
+mod xenbus;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use netstage_fallback::Packet;
+use netstage_platform::xenstore::XsClient;
+use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
+
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use netstage_fallback::{Features, PollMode};
+
+/// How the backend obtains TX packet bytes from the frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxPath {
+    /// Batched grant copy (up to 64 operations per call).
+    GrantCopy,
+    /// Map the packet's pages, copy out, unmap, per packet.
+    GrantMap,
+}
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// `multi-queue-max-queues` advertised.
+    pub max_queues: u16,
+    /// Features advertised.
+    pub offer: Features,
+    /// TX data path.
+    pub tx_path: TxPath,
+    /// Waiting.
+    pub poll: PollMode,
+    /// Packets queued for RX per queue before new ones are dropped (XSA-392).
+    pub rx_backlog: usize,
+    /// How long the frontend may take between handshake steps.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            max_queues: 8,
+            offer: Features::ALL,
+            tx_path: TxPath::GrantCopy,
+            poll: PollMode::Block,
+            rx_backlog: 4096,
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a backend does with the vif's traffic.
+pub trait VifHandler: Send + Sync + 'static {
+    /// A packet the guest transmitted, on `queue`, in order per queue.
+    fn tx_packet(&self, queue: u16, pkt: Packet);
+
+    /// The vif connected: one injector per queue to send packets to the guest.
+    fn connected(&self, _rx: Vec<RxInjector>) {}
+
+    /// The vif disconnected (the injectors stop working).
+    fn disconnected(&self, _reason: &str) {}
+}
+
+/// Sends packets to the guest on one queue.
+#[derive(Clone)]
+pub struct RxInjector {
+    queue: u16,
+    tx: Sender<Packet>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for RxInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxInjector")
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl RxInjector {
+    /// The queue.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Queues `pkt` for the guest; if the queue's backlog is full the packet is dropped and
+    /// counted, as netback drops rather than buffering without bound. Returns whether it was
+    /// queued.
+    pub fn send(&self, pkt: Packet) -> bool {
+        match self.tx.try_send(pkt) {
+            Ok(()) => {
+                (self.wake)();
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.add_rx_backlog_drop();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Queues `pkt`, waiting while the backlog is full. Returns false if the vif is gone.
+    pub fn send_blocking(&self, pkt: Packet) -> bool {
+        let ok = self.tx.send(pkt).is_ok();
+        (self.wake)();
+        ok
+    }
+}
+
+/// A backend failure that ends [`Backend::serve`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// XenStore failed.
+    #[error(transparent)]
+    XenStore(#[from] netstage_platform::xenstore::XsError),
+    /// The platform failed.
+    #[error(transparent)]
+    Platform(#[from] netstage_platform::PlatformError),
+    /// Something else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The platform services a backend needs.
+pub trait BackendPlatform:
+    GrantImport + EventChannels + DomainInfo + Clone + Send + Sync + 'static
+{
+}
+impl<T: GrantImport + EventChannels + DomainInfo + Clone + Send + Sync + 'static> BackendPlatform
+    for T
+{
+}
+
+/// A backend domain's netif service.
+pub struct Backend<P: BackendPlatform> {
+    platform: P,
+    xs: XsClient,
+    cfg: BackendConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl<P: BackendPlatform> Backend<P> {
+    /// A backend acting for `platform`'s domain, using `xs` (its XenStore connection).
+    pub fn new(platform: P, xs: XsClient, cfg: BackendConfig) -> Self {
+        Backend {
+            platform,
+            xs,
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The XenStore connection.
+    pub fn xenstore(&self) -> &XsClient {
+        &self.xs
+    }
+
+    /// Counters of every vif this backend served.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Shared handle to the counters.
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BackendConfig {
+        &self.cfg
+    }
+
+    /// Serves vif `devid` of guest `fe` (created by [`toolstack::create_vif`]) until `stop`
+    /// is set: runs the XenBus state machine, connects every frontend that comes, moves
+    /// packets, and survives frontends that close, misbehave or die.
+    pub fn serve(
+        &self,
+        fe: netstage_platform::DomId,
+        devid: u32,
+        handler: Arc<dyn VifHandler>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), BackendError> {
+        xenbus::serve(self, fe, devid, handler, stop)
+    }
+}
+
+fn wake_fn<Pt: EventPort + 'static>(port: &Arc<Pt>) -> Arc<dyn Fn() + Send + Sync> {
+    let p = Arc::clone(port);
+    Arc::new(move || {
+        let _ = p.wake();
+    })
+}

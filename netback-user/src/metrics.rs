@@ -1,0 +1,77 @@
+//! Per-backend counters: plain atomics, snapshotted for reports.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident, $add:ident;)*) => {
+        /// Counters of a backend (all its vifs and queues).
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($name: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct MetricsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// The current values.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+
+            $(
+                pub(crate) fn $add(&self, n: u64) {
+                    self.$name.fetch_add(n, Ordering::Relaxed);
+                }
+            )*
+        }
+    };
+}
+
+counters! {
+    /// Packets received from the guest (TX) and handed to the handler.
+    tx_packets, add_tx_packets;
+    /// Their bytes.
+    tx_bytes, add_tx_bytes;
+    /// TX packets dropped for a malformed request (answered `NETIF_RSP_ERROR`).
+    tx_dropped, add_tx_dropped;
+    /// TX packets whose grant copy or map failed (answered `NETIF_RSP_ERROR`).
+    tx_grant_errors, add_tx_grant_errors;
+    /// TX request slots consumed (data and extra).
+    tx_slots, add_tx_slots;
+    /// Packets delivered to the guest (RX).
+    rx_packets, add_rx_packets;
+    /// Their bytes.
+    rx_bytes, add_rx_bytes;
+    /// RX packets whose grant copy failed.
+    rx_grant_errors, add_rx_grant_errors;
+    /// RX packets dropped: too large for the protocol or the negotiated features.
+    rx_dropped, add_rx_dropped;
+    /// RX packets dropped because the queue's backlog was full.
+    rx_backlog_drops, add_rx_backlog_drops;
+    /// Grant-copy calls (hypercalls) made.
+    grant_copy_calls, add_grant_copy_calls;
+    /// Grant-copy operations.
+    grant_copy_ops, add_grant_copy_ops;
+    /// Pages mapped by the grant-map TX path.
+    grant_maps, add_grant_maps;
+    /// Notifications sent to the frontend.
+    notifications, add_notifications;
+    /// Times a queue woke up from waiting.
+    wakeups, add_wakeups;
+    /// Frontends connected.
+    connects, add_connects;
+    /// Disconnects because the frontend misbehaved (fatal faults).
+    fatal_faults, add_fatal_faults;
+}
+
+impl Metrics {
+    pub(crate) fn add_rx_backlog_drop(&self) {
+        self.add_rx_backlog_drops(1);
+    }
+}

@@ -1,0 +1,298 @@
+//! The backend's XenBus state machine (after Linux netback's `xenbus.c`): advertise
+//! features, wait for the frontend, read and check its keys, map its rings, bind its event
+//! channels, start the queues; tear down when it closes, misbehaves or dies, and wait for
+//! the next one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+use netstage_platform::xenbus::{read_state, write_state, VifPaths, XenbusState};
+use netstage_platform::xenstore::{unique_token, XenStore, NO_TX};
+use netstage_platform::{DomId, GrantImport};
+use netstage_ring::netif::{RxRing, TxRing};
+use netstage_ring::sring::BackRing;
+
+use crate::queue::{Fatal, Queue, QueueParams};
+use crate::{wake_fn, Backend, BackendError, BackendPlatform, RxInjector, VifHandler};
+
+/// A connected vif: its queue threads.
+struct Connection {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Option<Fatal>>>,
+    wakers: Vec<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Connection {
+    /// Stops the queues and waits for them; returns the first fatal fault, if any.
+    fn shut(self) -> Option<Fatal> {
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakers {
+            w();
+        }
+        let mut fault = None;
+        for t in self.threads {
+            if let Ok(Some(f)) = t.join() {
+                fault.get_or_insert(f);
+            }
+        }
+        fault
+    }
+
+    fn broken(&self) -> bool {
+        self.threads.iter().any(|t| t.is_finished())
+    }
+}
+
+fn read_str<X: XenStore>(xs: &X, path: &str) -> Option<String> {
+    xs.read(NO_TX, path)
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+}
+
+fn read_flag<X: XenStore>(xs: &X, path: &str) -> bool {
+    read_str(xs, path).is_some_and(|v| v == "1")
+}
+
+fn read_u32<X: XenStore>(xs: &X, path: &str) -> Result<u32, String> {
+    let v = read_str(xs, path).ok_or_else(|| format!("frontend did not write {path}"))?;
+    v.parse::<u32>()
+        .map_err(|_| format!("frontend wrote {path} = {v:?}, not a number"))
+}
+
+/// Reports a fatal handshake error the way `xenbus_dev_fatal` does: an `error` node in the
+/// backend directory, then Closing.
+fn fail<X: XenStore>(xs: &X, p: &VifPaths, msg: &str) {
+    let _ = xs.write(NO_TX, &format!("{}/error", p.backend), msg.as_bytes());
+    let _ = write_state(xs, &p.backend, XenbusState::Closing);
+}
+
+pub(crate) fn serve<P: BackendPlatform>(
+    b: &Backend<P>,
+    fe: DomId,
+    devid: u32,
+    handler: Arc<dyn VifHandler>,
+    stop: &AtomicBool,
+) -> Result<(), BackendError> {
+    let xs = &b.xs;
+    let p = VifPaths::new(b.platform_domid(), fe, devid);
+    // Advertise what we offer, as netback does at probe.
+    for (k, on) in b.cfg.offer.keys() {
+        xs.write(
+            NO_TX,
+            &format!("{}/{k}", p.backend),
+            if on { b"1" } else { b"0" },
+        )?;
+    }
+    for (k, v) in [
+        ("feature-rx-copy", "1".to_string()),
+        ("feature-rx-flip", "0".to_string()),
+        ("feature-split-event-channels", "0".to_string()),
+        ("multi-queue-max-queues", b.cfg.max_queues.to_string()),
+    ] {
+        xs.write(NO_TX, &format!("{}/{k}", p.backend), v.as_bytes())?;
+    }
+    let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
+    write_state(xs, &p.backend, XenbusState::InitWait)?;
+    let watch = xs.watch(&format!("{}/state", p.frontend), &unique_token("netback"))?;
+    let mut conn: Option<Connection> = None;
+    let mut state = XenbusState::InitWait;
+    let set = |s: XenbusState, state: &mut XenbusState| -> Result<(), BackendError> {
+        write_state(xs, &p.backend, s)?;
+        *state = s;
+        Ok(())
+    };
+    while !stop.load(Ordering::Acquire) {
+        let _ = watch.next(Duration::from_millis(100));
+        // A frontend domain that died takes its connection with it; the toolstack resets
+        // its directory for the next guest.
+        if !b.platform.domain_alive(fe) {
+            if let Some(c) = conn.take() {
+                c.shut();
+                handler.disconnected("frontend domain died");
+                b.platform.forget_domain(fe);
+                let _ = crate::toolstack::reset_frontend(xs, &p);
+                let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
+                set(XenbusState::InitWait, &mut state)?;
+            }
+            continue;
+        }
+        if conn.as_ref().is_some_and(|c| c.broken()) {
+            if let Some(c) = conn.take() {
+                let why = c.shut().unwrap_or_else(|| "queue stopped".into());
+                b.metrics.add_fatal_faults(1);
+                handler.disconnected(&why);
+                fail(xs, &p, &format!("frontend misbehaved: {why}"));
+                state = XenbusState::Closing;
+            }
+        }
+        let fs = read_state(xs, &p.frontend);
+        match fs {
+            XenbusState::Connected if conn.is_none() && state == XenbusState::InitWait => {
+                match connect(b, &p, &handler) {
+                    Ok(c) => {
+                        conn = Some(c);
+                        b.metrics.add_connects(1);
+                        set(XenbusState::Connected, &mut state)?;
+                    }
+                    Err(msg) => {
+                        fail(xs, &p, &msg);
+                        state = XenbusState::Closing;
+                    }
+                }
+            }
+            XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown => {
+                if let Some(c) = conn.take() {
+                    c.shut();
+                    handler.disconnected("frontend closed");
+                }
+                if fs == XenbusState::Closing && state != XenbusState::Closing {
+                    set(XenbusState::Closing, &mut state)?;
+                }
+                if fs == XenbusState::Closed && state != XenbusState::Closed {
+                    set(XenbusState::Closed, &mut state)?;
+                }
+            }
+            XenbusState::Initialising | XenbusState::InitWait
+                if matches!(state, XenbusState::Closed | XenbusState::Closing) =>
+            {
+                // A new frontend: start over.
+                let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
+                set(XenbusState::InitWait, &mut state)?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(c) = conn.take() {
+        c.shut();
+        handler.disconnected("backend stopped");
+    }
+    let _ = write_state(xs, &p.backend, XenbusState::Closed);
+    Ok(())
+}
+
+impl<P: BackendPlatform> Backend<P> {
+    fn platform_domid(&self) -> DomId {
+        GrantImport::domid(&self.platform)
+    }
+}
+
+/// Reads and checks the frontend's keys, maps its rings, binds its channels, starts the
+/// queues. An error message describes what the frontend got wrong.
+fn connect<P: BackendPlatform>(
+    b: &Backend<P>,
+    p: &VifPaths,
+    handler: &Arc<dyn VifHandler>,
+) -> Result<Connection, String> {
+    let xs = &b.xs;
+    let fkey = |k: &str| format!("{}/{k}", p.frontend);
+    if !read_flag(xs, &fkey("request-rx-copy")) {
+        return Err("frontend does not request rx-copy (request-rx-copy must be 1): only the copy receive path exists".into());
+    }
+    let offer = b.cfg.offer;
+    let mut asked = offer;
+    for (k, offered) in offer.keys() {
+        let wants = read_flag(xs, &fkey(k));
+        if wants && !offered {
+            return Err(format!(
+                "frontend requests {k}, which this backend does not offer"
+            ));
+        }
+        match k {
+            "feature-sg" => asked.sg = wants,
+            "feature-gso-tcpv4" => asked.gso_tcpv4 = wants,
+            "feature-gso-tcpv6" => asked.gso_tcpv6 = wants,
+            _ => asked.ipv6_csum_offload = wants,
+        }
+    }
+    let queues = match read_str(xs, &fkey("multi-queue-num-queues")) {
+        None => 1u32,
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| format!("multi-queue-num-queues = {v:?} is not a number"))?,
+    };
+    if queues == 0 || queues > u32::from(b.cfg.max_queues) {
+        return Err(format!(
+            "frontend asks for {queues} queues; 1 to {} are allowed",
+            b.cfg.max_queues
+        ));
+    }
+    let fe = p.frontend_dom;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut queue_objs = Vec::new();
+    let mut injectors = Vec::new();
+    let mut wakers = Vec::new();
+    for q in 0..queues {
+        let dir = if queues == 1 {
+            p.frontend.clone()
+        } else {
+            format!("{}/queue-{q}", p.frontend)
+        };
+        let tx_ref = read_u32(xs, &format!("{dir}/tx-ring-ref"))?;
+        let rx_ref = read_u32(xs, &format!("{dir}/rx-ring-ref"))?;
+        let evtchn = read_u32(xs, &format!("{dir}/event-channel"))?;
+        let tx_mem = b
+            .platform
+            .map(fe, &[tx_ref], true)
+            .map_err(|e| format!("queue {q}: cannot map tx-ring-ref {tx_ref}: {e}"))?;
+        let rx_mem = b
+            .platform
+            .map(fe, &[rx_ref], true)
+            .map_err(|e| format!("queue {q}: cannot map rx-ring-ref {rx_ref}: {e}"))?;
+        let tx =
+            BackRing::<TxRing>::attach(tx_mem).map_err(|e| format!("queue {q}: TX ring: {e}"))?;
+        let rx =
+            BackRing::<RxRing>::attach(rx_mem).map_err(|e| format!("queue {q}: RX ring: {e}"))?;
+        let port = Arc::new(
+            b.platform
+                .bind_interdomain(fe, evtchn)
+                .map_err(|e| format!("queue {q}: cannot bind event-channel {evtchn}: {e}"))?,
+        );
+        let (rtx, rrx) = bounded(b.cfg.rx_backlog.max(1));
+        let wake = wake_fn(&port);
+        injectors.push(RxInjector {
+            queue: q as u16,
+            tx: rtx,
+            wake: Arc::clone(&wake),
+            metrics: Arc::clone(&b.metrics),
+        });
+        wakers.push(wake);
+        queue_objs.push(Queue {
+            platform: b.platform.clone(),
+            p: QueueParams {
+                index: q as u16,
+                fe,
+                tx_path: b.cfg.tx_path,
+                poll: b.cfg.poll,
+                sg: asked.sg,
+                gso_tcpv4: asked.gso_tcpv4,
+                gso_tcpv6: asked.gso_tcpv6,
+            },
+            tx,
+            rx,
+            port,
+            rx_queue: rrx,
+            handler: Arc::clone(handler),
+            metrics: Arc::clone(&b.metrics),
+            stop: Arc::clone(&stop),
+            rx_head: None,
+        });
+    }
+    let threads = queue_objs
+        .into_iter()
+        .map(|q| {
+            std::thread::Builder::new()
+                .name(format!("netback-q{}", q.p.index))
+                .spawn(move || q.run())
+                .map_err(|e| format!("cannot start a queue thread: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    handler.connected(injectors);
+    Ok(Connection {
+        stop,
+        threads,
+        wakers,
+    })
+}

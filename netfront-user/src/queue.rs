@@ -1,0 +1,309 @@
+//! One queue of a connected frontend: TX and RX rings, their buffer pools, one thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use crossbeam_channel::Receiver;
+use netstage_fallback::Packet;
+use netstage_platform::{EventPort, SharedPages};
+use netstage_ring::netif::{
+    encode_tx_chain, parse_rx_chain, Extra, NetifRxRequest, RxFlags, RxRing, TxFlags, TxFragment,
+    TxRing, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+};
+use netstage_ring::sring::FrontRing;
+use netstage_ring::XEN_PAGE_SIZE;
+
+use crate::{FrontendHandler, Metrics, PollMode};
+
+/// Buffers per direction: one per ring slot.
+pub(crate) const POOL: usize = 256;
+
+pub(crate) struct FQueue<Pt: EventPort> {
+    pub(crate) index: u16,
+    pub(crate) poll: PollMode,
+    pub(crate) tx: FrontRing<TxRing>,
+    pub(crate) rx: FrontRing<RxRing>,
+    pub(crate) port: Arc<Pt>,
+    pub(crate) tx_pool: SharedPages,
+    pub(crate) rx_pool: SharedPages,
+    pub(crate) tx_free: Vec<u16>,
+    pub(crate) tx_inflight: Vec<bool>,
+    pub(crate) rx_posted: VecDeque<u16>,
+    pub(crate) tx_queue: Receiver<Packet>,
+    pub(crate) tx_head: Option<Packet>,
+    pub(crate) handler: Arc<dyn FrontendHandler>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
+/// Why the queue stopped: the backend did something impossible.
+pub(crate) type Broken = String;
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Broken {
+    move |e| format!("{what}: {e}")
+}
+
+impl<Pt: EventPort> FQueue<Pt> {
+    /// Posts every RX buffer (before the frontend announces itself connected).
+    pub(crate) fn post_all_rx(&mut self) -> Result<(), Broken> {
+        for id in 0..POOL as u16 {
+            self.post_rx(id)?;
+        }
+        self.rx.push_requests().map_err(err("RX ring"))?;
+        Ok(())
+    }
+
+    fn post_rx(&mut self, id: u16) -> Result<(), Broken> {
+        let gref = self.rx_pool.grefs[usize::from(id)];
+        self.rx
+            .put_request(&NetifRxRequest { id, pad: 0, gref })
+            .map_err(err("RX ring"))?;
+        self.rx_posted.push_back(id);
+        Ok(())
+    }
+
+    pub(crate) fn run(mut self) -> Option<Broken> {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let work = match self.pass() {
+                Ok(w) => w,
+                Err(b) => return Some(b),
+            };
+            if work {
+                continue;
+            }
+            match self.idle() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(b) => return Some(b),
+            }
+            match self.poll {
+                PollMode::Block => {
+                    if let Ok(true) = self.port.wait(Some(Duration::from_millis(100))) {
+                        self.metrics.add_wakeups(1);
+                    }
+                }
+                PollMode::BusyPoll => {
+                    if let Ok(true) = self.port.poll() {
+                        self.metrics.add_wakeups(1);
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    fn pass(&mut self) -> Result<bool, Broken> {
+        let a = self.tx_responses()?;
+        let b = self.send()?;
+        let c = self.rx_responses()?;
+        Ok(a || b || c)
+    }
+
+    fn idle(&mut self) -> Result<bool, Broken> {
+        let mut work = false;
+        if self.tx.outstanding() > 0 {
+            work |= self
+                .tx
+                .final_check_for_responses()
+                .map_err(err("TX ring"))?;
+        }
+        work |= self
+            .rx
+            .final_check_for_responses()
+            .map_err(err("RX ring"))?;
+        if self.tx_head.is_some() || !self.tx_queue.is_empty() {
+            work |= self.can_send_head();
+        }
+        Ok(work)
+    }
+
+    fn notify(&self) {
+        if self.port.notify().is_ok() {
+            self.metrics.add_notifications(1);
+        }
+    }
+
+    // ----- TX -----
+
+    fn slots(p: &Packet) -> (usize, usize) {
+        let data = p.data.len().div_ceil(XEN_PAGE_SIZE).max(1);
+        (data, data + usize::from(p.gso.is_some()))
+    }
+
+    fn can_send_head(&mut self) -> bool {
+        if self.tx_head.is_none() {
+            self.tx_head = self.tx_queue.try_recv().ok();
+        }
+        match &self.tx_head {
+            Some(p) => {
+                let (data, all) = Self::slots(p);
+                self.tx_free.len() >= data && self.tx.free_requests() as usize >= all
+            }
+            None => false,
+        }
+    }
+
+    fn send(&mut self) -> Result<bool, Broken> {
+        let mut sent = 0;
+        while self.can_send_head() {
+            let Some(p) = self.tx_head.take() else { break };
+            let mut frags = Vec::with_capacity(Self::slots(&p).0);
+            for chunk in p.data.chunks(XEN_PAGE_SIZE) {
+                let Some(id) = self.tx_free.pop() else {
+                    return Err("TX id pool accounting is inconsistent".into());
+                };
+                self.tx_pool
+                    .mem
+                    .write_at(usize::from(id) * XEN_PAGE_SIZE, chunk)
+                    .map_err(err("TX buffer"))?;
+                self.tx_inflight[usize::from(id)] = true;
+                frags.push(TxFragment {
+                    id,
+                    gref: self.tx_pool.grefs[usize::from(id)],
+                    offset: 0,
+                    // A chunk is at most one page.
+                    size: chunk.len() as u16,
+                });
+            }
+            let extras: Vec<Extra> = p
+                .gso
+                .iter()
+                .map(|g| Extra::Gso {
+                    size: g.mss,
+                    gso_type: g.gso_type,
+                    features: 0,
+                })
+                .collect();
+            let flags = if p.csum_blank {
+                TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
+            } else {
+                TxFlags::empty()
+            };
+            let mut put_err = None;
+            let tx = &mut self.tx;
+            encode_tx_chain(flags, &frags, &extras, &[0xffff], |slot| {
+                if let Err(e) = tx.put_request(&slot) {
+                    put_err.get_or_insert(e);
+                }
+            })
+            .map_err(err("TX packet"))?;
+            if let Some(e) = put_err {
+                return Err(format!("TX ring: {e}"));
+            }
+            self.metrics.add_tx_packets(1);
+            self.metrics.add_tx_bytes(p.data.len() as u64);
+            sent += 1;
+        }
+        if sent > 0
+            && self
+                .tx
+                .push_requests_and_check_notify()
+                .map_err(err("TX ring"))?
+        {
+            self.notify();
+        }
+        Ok(sent > 0)
+    }
+
+    fn tx_responses(&mut self) -> Result<bool, Broken> {
+        if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
+            return Ok(false);
+        }
+        while let Some(r) = self.tx.take_response().map_err(err("TX ring"))? {
+            if r.status == NETIF_RSP_NULL {
+                continue;
+            }
+            let id = usize::from(r.id);
+            // Hardened as Linux netfront: the id must name a request in flight.
+            if id >= POOL || !self.tx_inflight[id] {
+                return Err(format!(
+                    "backend answered TX id {id}, which is not in flight"
+                ));
+            }
+            self.tx_inflight[id] = false;
+            self.tx_free.push(r.id);
+            if r.status != NETIF_RSP_OKAY {
+                self.metrics.add_tx_errors(1);
+            }
+        }
+        Ok(true)
+    }
+
+    // ----- RX -----
+
+    fn rx_responses(&mut self) -> Result<bool, Broken> {
+        if self.rx.refresh_responses().map_err(err("RX ring"))? == 0 {
+            return Ok(false);
+        }
+        let mut reposted = 0;
+        while self.rx.pending_responses() > 0 {
+            let rx = &mut self.rx;
+            let chain = parse_rx_chain(|| rx.take_response().ok().flatten())
+                .map_err(|f| format!("RX response chain: {f}"))?;
+            // The buffer of each response is the one posted in its ring slot (as netfront:
+            // the response id is not trusted to name it).
+            let mut ids = Vec::with_capacity(chain.slots.len());
+            for _ in &chain.slots {
+                let id = self
+                    .rx_posted
+                    .pop_front()
+                    .ok_or("backend answered more RX requests than were posted")?;
+                ids.push(id);
+            }
+            if chain.drop.is_none() {
+                let mut data = BytesMut::with_capacity(chain.total_len as usize);
+                for (s, id) in chain.slots.iter().zip(&ids) {
+                    if s.extra {
+                        continue;
+                    }
+                    let at = usize::from(*id) * XEN_PAGE_SIZE + usize::from(s.offset);
+                    let start = data.len();
+                    data.resize(start + usize::from(s.len), 0);
+                    // Copied out of the backend-writable page before anything parses it.
+                    self.rx_pool
+                        .mem
+                        .read_at(at, &mut data[start..])
+                        .map_err(err("RX buffer"))?;
+                }
+                let gso = match chain.extras.gso {
+                    Some(Extra::Gso { size, gso_type, .. }) => Some(netstage_fallback::Gso {
+                        gso_type,
+                        mss: size,
+                    }),
+                    _ => None,
+                };
+                self.metrics.add_rx_packets(1);
+                self.metrics.add_rx_bytes(data.len() as u64);
+                self.handler.rx_packet(
+                    self.index,
+                    Packet {
+                        data: data.freeze(),
+                        gso,
+                        csum_blank: chain.flags.contains(RxFlags::CSUM_BLANK),
+                    },
+                );
+            } else {
+                self.metrics.add_rx_dropped(1);
+            }
+            for id in ids {
+                self.post_rx(id)?;
+                reposted += 1;
+            }
+        }
+        if reposted > 0
+            && self
+                .rx
+                .push_requests_and_check_notify()
+                .map_err(err("RX ring"))?
+        {
+            self.notify();
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,393 @@
+//! Frontend and backend as two domains run by threads of this process, over the emulated
+//! platform and the embedded xenstored: every byte of every packet arrives, in order, both
+//! ways, for grant copy and grant map, one and two queues; negotiation failures are clear.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netstage_fallback::{Gso, Packet};
+use netstage_netback_user::{
+    toolstack, Backend, BackendConfig, Features, RxInjector, TxPath, VifHandler,
+};
+use netstage_netfront_user::{Frontend, FrontendConfig, FrontendError, FrontendHandler};
+use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::{DomainConfig, SimWorld};
+use netstage_platform::xenstore::XsClient;
+use netstage_ring::netif::GsoType;
+
+const FE: u16 = 7;
+
+#[derive(Default)]
+struct BackSide {
+    got: Mutex<Vec<(u16, Packet)>>,
+    injectors: Mutex<Vec<RxInjector>>,
+    disconnects: Mutex<Vec<String>>,
+}
+
+impl VifHandler for BackSide {
+    fn tx_packet(&self, queue: u16, pkt: Packet) {
+        self.got.lock().unwrap().push((queue, pkt));
+    }
+    fn connected(&self, rx: Vec<RxInjector>) {
+        *self.injectors.lock().unwrap() = rx;
+    }
+    fn disconnected(&self, reason: &str) {
+        self.disconnects.lock().unwrap().push(reason.to_string());
+    }
+}
+
+#[derive(Default)]
+struct FrontSide {
+    got: Mutex<Vec<(u16, Packet)>>,
+}
+
+impl FrontendHandler for FrontSide {
+    fn rx_packet(&self, queue: u16, pkt: Packet) {
+        self.got.lock().unwrap().push((queue, pkt));
+    }
+}
+
+struct Rig {
+    _world: SimWorld,
+    _dir: tempfile::TempDir,
+    xsd: Xenstored,
+    stop: Arc<AtomicBool>,
+    backend_thread: Option<thread::JoinHandle<()>>,
+    back: Arc<BackSide>,
+    front_dom: netstage_platform::sim::SimDomain,
+    metrics: Arc<netstage_netback_user::Metrics>,
+}
+
+impl Rig {
+    fn new(cfg: BackendConfig) -> Rig {
+        let world = SimWorld::create_temp().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
+        let small = DomainConfig {
+            mem_pages: 8192,
+            ..DomainConfig::default()
+        };
+        let dom0 = world.create_domain(0, small.clone()).unwrap();
+        let front_dom = world.create_domain(FE, small).unwrap();
+        xsd.introduce(FE).unwrap();
+        let xs0 = XsClient::connect(xsd.socket()).unwrap();
+        toolstack::create_vif(&xs0, 0, FE, 0).unwrap();
+        let backend = Backend::new(dom0, xs0, cfg);
+        let metrics = backend.metrics_handle();
+        let back = Arc::new(BackSide::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b2, s2) = (Arc::clone(&back), Arc::clone(&stop));
+        let backend_thread = Some(thread::spawn(move || {
+            backend.serve(FE, 0, b2, &s2).unwrap();
+        }));
+        Rig {
+            _world: world,
+            _dir: dir,
+            xsd,
+            stop,
+            backend_thread,
+            back,
+            front_dom,
+            metrics,
+        }
+    }
+
+    fn front(
+        &self,
+        cfg: FrontendConfig,
+        h: Arc<FrontSide>,
+    ) -> Result<Frontend<netstage_platform::sim::SimDomain>, FrontendError> {
+        let xs = XsClient::connect(&self.xsd.domain_socket(FE)).unwrap();
+        Frontend::connect(self.front_dom.clone(), xs, 0, cfg, h)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.backend_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn payload(len: usize, seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) as u8)
+        .collect()
+}
+
+fn sizes() -> Vec<usize> {
+    vec![14, 60, 64, 1500, 4095, 4096, 4097, 9000, 32768, 65535, 1]
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn gso_for(len: usize) -> Option<Gso> {
+    (len > 1514).then_some(Gso {
+        gso_type: GsoType::TcpV4,
+        mss: 1448,
+    })
+}
+
+fn exchange(tx_path: TxPath, queues: u16) {
+    let rig = Rig::new(BackendConfig {
+        tx_path,
+        max_queues: 4,
+        ..BackendConfig::default()
+    });
+    let fh = Arc::new(FrontSide::default());
+    let front = rig
+        .front(
+            FrontendConfig {
+                queues,
+                ..FrontendConfig::default()
+            },
+            Arc::clone(&fh),
+        )
+        .unwrap();
+    assert_eq!(front.queues(), queues);
+    wait_for("injectors", || {
+        rig.back.injectors.lock().unwrap().len() == queues as usize
+    });
+    // 14 B..64 KiB, every size several times, round-robin over the queues.
+    let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
+    for round in 0..20u32 {
+        for (k, len) in sizes().into_iter().enumerate() {
+            if len < 14 {
+                continue;
+            }
+            let q = ((round as usize + k) % queues as usize) as u16;
+            let data = payload(len, round * 100 + k as u32);
+            front
+                .send(
+                    q,
+                    Packet {
+                        data: data.clone().into(),
+                        gso: gso_for(len),
+                        csum_blank: k % 2 == 0,
+                    },
+                )
+                .unwrap();
+            sent.push((q, data));
+        }
+    }
+    // And the other way.
+    let injectors = rig.back.injectors.lock().unwrap().clone();
+    let mut injected: Vec<(u16, Vec<u8>)> = Vec::new();
+    for round in 0..20u32 {
+        for (k, len) in sizes().into_iter().enumerate() {
+            let q = ((round as usize + k) % queues as usize) as u16;
+            let data = payload(len, 7 + round * 100 + k as u32);
+            assert!(injectors[q as usize].send_blocking(Packet {
+                data: data.clone().into(),
+                gso: gso_for(len),
+                csum_blank: false,
+            }));
+            injected.push((q, data));
+        }
+    }
+    wait_for("TX packets at the backend", || {
+        rig.back.got.lock().unwrap().len() == sent.len()
+    });
+    wait_for("RX packets at the frontend", || {
+        fh.got.lock().unwrap().len() == injected.len()
+    });
+    // Per queue, in order, every byte.
+    for q in 0..queues {
+        let want: Vec<&Vec<u8>> = sent
+            .iter()
+            .filter(|(x, _)| *x == q)
+            .map(|(_, d)| d)
+            .collect();
+        let got = rig.back.got.lock().unwrap();
+        let have: Vec<&[u8]> = got
+            .iter()
+            .filter(|(x, _)| *x == q)
+            .map(|(_, p)| &p.data[..])
+            .collect();
+        assert_eq!(want.len(), have.len());
+        for (w, h) in want.iter().zip(&have) {
+            assert!(
+                w.as_slice() == *h,
+                "TX packet of {} bytes differs on queue {q}",
+                w.len()
+            );
+        }
+        let want: Vec<&Vec<u8>> = injected
+            .iter()
+            .filter(|(x, _)| *x == q)
+            .map(|(_, d)| d)
+            .collect();
+        let got = fh.got.lock().unwrap();
+        let have: Vec<&[u8]> = got
+            .iter()
+            .filter(|(x, _)| *x == q)
+            .map(|(_, p)| &p.data[..])
+            .collect();
+        assert_eq!(want.len(), have.len());
+        for (w, h) in want.iter().zip(&have) {
+            assert!(
+                w.as_slice() == *h,
+                "RX packet of {} bytes differs on queue {q}",
+                w.len()
+            );
+        }
+    }
+    // GSO metadata travels with the packets.
+    let got = rig.back.got.lock().unwrap();
+    assert!(got.iter().all(|(_, p)| p.gso == gso_for(p.data.len())));
+    drop(got);
+    let fm = front.metrics();
+    let bm = rig.metrics.snapshot();
+    let tx_bytes: u64 = sent.iter().map(|(_, d)| d.len() as u64).sum();
+    let rx_bytes: u64 = injected.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!((fm.tx_packets, fm.tx_bytes), (sent.len() as u64, tx_bytes));
+    assert_eq!((bm.tx_packets, bm.tx_bytes), (sent.len() as u64, tx_bytes));
+    assert_eq!(
+        (fm.rx_packets, fm.rx_bytes),
+        (injected.len() as u64, rx_bytes)
+    );
+    assert_eq!(
+        (bm.rx_packets, bm.rx_bytes),
+        (injected.len() as u64, rx_bytes)
+    );
+    assert_eq!(
+        (
+            bm.tx_dropped,
+            bm.tx_grant_errors,
+            fm.tx_errors,
+            fm.rx_dropped
+        ),
+        (0, 0, 0, 0)
+    );
+    match tx_path {
+        TxPath::GrantCopy => assert!(bm.grant_copy_calls > 0 && bm.grant_maps == 0),
+        TxPath::GrantMap => assert!(bm.grant_maps > 0),
+    }
+    assert!(fm.notifications > 0 && bm.notifications > 0);
+    front.close().unwrap();
+    wait_for("backend to see the close", || {
+        !rig.back.disconnects.lock().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn grant_copy_one_queue() {
+    exchange(TxPath::GrantCopy, 1);
+}
+
+#[test]
+fn grant_copy_two_queues() {
+    exchange(TxPath::GrantCopy, 2);
+}
+
+#[test]
+fn grant_map_one_queue() {
+    exchange(TxPath::GrantMap, 1);
+}
+
+#[test]
+fn grant_map_two_queues() {
+    exchange(TxPath::GrantMap, 2);
+}
+
+#[test]
+fn a_frontend_with_nothing_optional_still_works() {
+    let rig = Rig::new(BackendConfig::default());
+    let fh = Arc::new(FrontSide::default());
+    let front = rig
+        .front(
+            FrontendConfig {
+                want: Features::NONE,
+                queues: 1,
+                ..FrontendConfig::default()
+            },
+            Arc::clone(&fh),
+        )
+        .unwrap();
+    for len in [14usize, 60, 1500, 4096] {
+        front.send(0, Packet::new(payload(len, 1))).unwrap();
+    }
+    assert!(matches!(
+        front.send(0, Packet::new(payload(5000, 1))),
+        Err(FrontendError::BadPacket { .. })
+    ));
+    wait_for("TX", || rig.back.got.lock().unwrap().len() == 4);
+    wait_for("injectors", || {
+        rig.back.injectors.lock().unwrap().len() == 1
+    });
+    let inj = rig.back.injectors.lock().unwrap()[0].clone();
+    // Without sg the backend cannot deliver a multi-page packet: it drops it and counts it.
+    assert!(inj.send_blocking(Packet::new(payload(5000, 2))));
+    assert!(inj.send_blocking(Packet::new(payload(1500, 3))));
+    wait_for("RX", || fh.got.lock().unwrap().len() == 1);
+    assert_eq!(fh.got.lock().unwrap()[0].1.data, payload(1500, 3));
+    wait_for("drop count", || rig.metrics.snapshot().rx_dropped == 1);
+    front.close().unwrap();
+}
+
+#[test]
+fn asking_for_what_the_backend_does_not_offer_is_refused() {
+    let rig = Rig::new(BackendConfig {
+        offer: Features {
+            gso_tcpv6: false,
+            ..Features::ALL
+        },
+        max_queues: 1,
+        ..BackendConfig::default()
+    });
+    let e = rig
+        .front(FrontendConfig::default(), Arc::new(FrontSide::default()))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(e, FrontendError::FeatureMismatch("feature-gso-tcpv6")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("does not offer feature-gso-tcpv6"));
+    // Fewer queues than asked for is not an error: the frontend takes what is offered.
+    let f = rig
+        .front(
+            FrontendConfig {
+                queues: 4,
+                want: Features {
+                    gso_tcpv6: false,
+                    ..Features::ALL
+                },
+                ..FrontendConfig::default()
+            },
+            Arc::new(FrontSide::default()),
+        )
+        .unwrap();
+    assert_eq!(f.queues(), 1);
+    f.close().unwrap();
+}
+
+#[test]
+fn close_and_reconnect() {
+    let rig = Rig::new(BackendConfig::default());
+    for round in 0..3u32 {
+        let fh = Arc::new(FrontSide::default());
+        let front = rig
+            .front(FrontendConfig::default(), Arc::clone(&fh))
+            .unwrap();
+        front.send(0, Packet::new(payload(100, round))).unwrap();
+        wait_for("TX", || {
+            rig.back.got.lock().unwrap().len() == round as usize + 1
+        });
+        front.close().unwrap();
+    }
+    assert_eq!(rig.metrics.snapshot().connects, 3);
+}
