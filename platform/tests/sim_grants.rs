@@ -403,3 +403,51 @@ fn events_and_grants_between_processes() {
     let m = again.map(FRONT, &p.grefs, true).unwrap();
     assert_eq!(m.read_obj::<u32>(4).unwrap(), 199 * 2);
 }
+
+/// Child of `grants_held_by_a_dead_domain_are_released`: maps a grant and dies holding it.
+#[test]
+#[ignore = "helper: spawned as a child process by grants_held_by_a_dead_domain_are_released"]
+fn child_maps_and_dies() {
+    let dir = std::env::var("NETSTAGE_TEST_WORLD").expect("spawned by the parent test");
+    let gref: u32 = std::env::var("NETSTAGE_TEST_GREF")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let w = SimWorld::open(std::path::Path::new(&dir)).unwrap();
+    let back = w.create_domain(BACK, DomainConfig::default()).unwrap();
+    let m = back.map(FRONT, &[gref], true).unwrap();
+    m.write_at(0, b"was here").unwrap();
+    std::process::exit(0); // without unmapping
+}
+
+#[test]
+fn grants_held_by_a_dead_domain_are_released() {
+    let w = SimWorld::create_temp().unwrap();
+    let front = w.create_domain(FRONT, DomainConfig::default()).unwrap();
+    let p = front.share(BACK, 1, true).unwrap();
+    let st = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_maps_and_dies",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("NETSTAGE_TEST_WORLD", w.path())
+        .env("NETSTAGE_TEST_GREF", p.grefs[0].to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = [0u8; 8];
+    p.mem.read_at(0, &mut b).unwrap();
+    assert_eq!(&b, b"was here");
+    // The dead mapper's pin still blocks revocation until the toolstack's view says it is
+    // gone and the granter forgets it.
+    assert!(matches!(
+        front.end_access(&p),
+        Err(PlatformError::GrantInUse { .. })
+    ));
+    assert!(!front.domain_alive(BACK));
+    front.forget_domain(BACK);
+    front.end_access(&p).unwrap();
+}

@@ -163,6 +163,31 @@ pub(super) fn release(f: &Foreign, gref: GrantRef, writable: bool) {
     }
 }
 
+/// Clears the pins that dead domain `dom` held on our grants (all grants to it), so they
+/// can be revoked.
+pub(super) fn release_grantee(d: &DomInner, dom: DomId) {
+    let Ok(_lock) = GrantLock::take(&d.active) else {
+        return;
+    };
+    let entries = d.cfg.grant_entries;
+    for g in FIRST_FREE_GREF..entries {
+        let Ok(word) = combo(&d.gnttab, g) else {
+            return;
+        };
+        let c = word.load(Ordering::Acquire);
+        if (c >> 16) as DomId != dom || (c as u16) & (GTF_READING | GTF_WRITING) == 0 {
+            continue;
+        }
+        let base = ACTIVE_HEADER + g as usize * 8;
+        for off in [base, base + 4] {
+            if let Ok(w) = d.active.word(off) {
+                let _ = w.store(0, Ordering::Relaxed);
+            }
+        }
+        let _ = word.fetch_and(!u32::from(GTF_READING | GTF_WRITING), Ordering::AcqRel);
+    }
+}
+
 /// Private bookkeeping of a granting domain: which frames and refs are free.
 #[derive(Debug)]
 pub(super) struct Allocator {

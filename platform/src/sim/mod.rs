@@ -315,7 +315,7 @@ impl SimWorld {
             alloc: Mutex::new(gnttab::Allocator::new(cfg.mem_pages, cfg.grant_entries)),
             foreign: Mutex::new(HashMap::new()),
             stats: Stats::default(),
-            _active: active,
+            active,
         };
         Ok(SimDomain {
             inner: Arc::new(inner),
@@ -410,7 +410,7 @@ pub(crate) struct DomInner {
     _mem_file: File,
     mem: SharedMem,
     gnttab: SharedMem,
-    _active: SharedMem,
+    active: SharedMem,
     evtchn: SharedMem,
     alloc: Mutex<gnttab::Allocator>,
     foreign: Mutex<HashMap<DomId, Arc<Foreign>>>,
@@ -466,6 +466,11 @@ impl crate::DomainInfo for SimDomain {
     fn forget_domain(&self, dom: DomId) {
         if let Ok(mut m) = self.inner.foreign.lock() {
             m.remove(&dom);
+        }
+        // As Xen does when a domain dies: its maps of our grants are gone, so the pins it
+        // held on them are released.
+        if !self.domain_alive(dom) {
+            gnttab::release_grantee(&self.inner, dom);
         }
     }
 }
