@@ -98,6 +98,8 @@ pub(crate) fn serve<P: BackendPlatform>(
     write_state(xs, &p.backend, XenbusState::InitWait)?;
     let watch = xs.watch(&format!("{}/state", p.frontend), &unique_token("netback"))?;
     let mut conn: Option<Connection> = None;
+    // The frontend domain instance the connection belongs to.
+    let mut conn_instance: Option<u64> = None;
     let mut state = XenbusState::InitWait;
     let set = |s: XenbusState, state: &mut XenbusState| -> Result<(), BackendError> {
         write_state(xs, &p.backend, s)?;
@@ -108,12 +110,17 @@ pub(crate) fn serve<P: BackendPlatform>(
         let _ = watch.next(Duration::from_millis(100));
         // A frontend domain that died takes its connection with it; the toolstack resets
         // its directory for the next guest.
-        if !b.platform.domain_alive(fe) {
+        let instance = b.platform.domain_instance(fe);
+        if conn.is_some() && instance != conn_instance {
             if let Some(c) = conn.take() {
                 c.shut();
                 handler.disconnected("frontend domain died");
                 b.platform.forget_domain(fe);
-                let _ = crate::toolstack::reset_frontend(xs, &p);
+                if instance.is_none() {
+                    // No new instance yet: reset the directory for the next guest. (A new
+                    // instance is already using it.)
+                    let _ = crate::toolstack::reset_frontend(xs, &p);
+                }
                 let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
                 set(XenbusState::InitWait, &mut state)?;
             }
@@ -134,6 +141,7 @@ pub(crate) fn serve<P: BackendPlatform>(
                 match connect(b, &p, &handler) {
                     Ok(c) => {
                         conn = Some(c);
+                        conn_instance = instance;
                         b.metrics.add_connects(1);
                         set(XenbusState::Connected, &mut state)?;
                     }
@@ -154,6 +162,14 @@ pub(crate) fn serve<P: BackendPlatform>(
                 if fs == XenbusState::Closed && state != XenbusState::Closed {
                     set(XenbusState::Closed, &mut state)?;
                 }
+            }
+            XenbusState::Initialising if conn.is_some() => {
+                // The frontend started over without closing: drop the old connection.
+                if let Some(c) = conn.take() {
+                    c.shut();
+                    handler.disconnected("frontend restarted");
+                }
+                set(XenbusState::InitWait, &mut state)?;
             }
             XenbusState::Initialising | XenbusState::InitWait
                 if matches!(state, XenbusState::Closed | XenbusState::Closing) =>

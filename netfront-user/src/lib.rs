@@ -221,8 +221,18 @@ impl<P: FrontendPlatform> Frontend<P> {
             devid,
             path,
         };
-        let bdir = read_str(&xs, &format!("{fdir}/backend"))
-            .ok_or_else(|| no_vif(format!("{fdir}/backend")))?;
+        // The toolstack may still be creating the vif: give it a moment.
+        let deadline =
+            std::time::Instant::now() + cfg.handshake_timeout.min(Duration::from_secs(10));
+        let bdir = loop {
+            match read_str(&xs, &format!("{fdir}/backend")) {
+                Some(b) => break b,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                None => return Err(no_vif(format!("{fdir}/backend"))),
+            }
+        };
         let bdom: DomId = read_str(&xs, &format!("{fdir}/backend-id"))
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| no_vif(format!("{fdir}/backend-id")))?;
@@ -247,12 +257,8 @@ impl<P: FrontendPlatform> Frontend<P> {
             &watch,
             &bdir,
             cfg.handshake_timeout,
-            |s| {
-                matches!(
-                    s,
-                    XenbusState::InitWait | XenbusState::Connected | XenbusState::Closing
-                )
-            },
+            // Not Connected: a backend still connected belongs to an earlier frontend.
+            |s| matches!(s, XenbusState::InitWait | XenbusState::Closing),
             alive,
         )
         .map_err(FrontendError::Handshake)?;
@@ -537,8 +543,8 @@ impl<P: FrontendPlatform> Frontend<P> {
         let xs = self.xs.clone();
         let fdir = self.paths.frontend.clone();
         let bdir = self.paths.backend.clone();
-        write_state(&xs, &fdir, XenbusState::Closing)?;
         let fault = self.shutdown_queues();
+        write_state(&xs, &fdir, XenbusState::Closing)?;
         let watch = xs.watch(&format!("{bdir}/state"), &unique_token("netfront-close"))?;
         let bdom = self.paths.backend_dom;
         let platform = self.platform.clone();

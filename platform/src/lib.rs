@@ -400,8 +400,14 @@ pub trait EventChannels: Send + Sync {
 
 /// What the toolstack knows about domains.
 pub trait DomainInfo: Send + Sync {
+    /// An id of the running instance of domain `dom` (`None` if it does not run): a domain
+    /// destroyed and created again with the same id gets a different instance.
+    fn domain_instance(&self, dom: DomId) -> Option<u64>;
+
     /// Whether domain `dom` exists and runs (a destroyed or crashed domain does not).
-    fn domain_alive(&self, dom: DomId) -> bool;
+    fn domain_alive(&self, dom: DomId) -> bool {
+        self.domain_instance(dom).is_some()
+    }
 
     /// Drops everything this domain keeps of `dom` (its cached memory and table mappings),
     /// after `dom` was destroyed: a domain created later with the same id is a new one.

@@ -335,12 +335,17 @@ fn domain_dir(world: &Path, id: DomId) -> PathBuf {
     world.join(format!("dom{id}"))
 }
 
-/// Whether the process recorded in a domain directory's `pid` file runs.
-fn pid_alive(ddir: &Path) -> bool {
+/// The process recorded in a domain directory's `pid` file, if it runs.
+fn domain_pid(ddir: &Path) -> Option<u32> {
     fs::read_to_string(ddir.join("pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(sys::process_alive)
+        .filter(|p| sys::process_alive(*p))
+}
+
+/// Whether the process recorded in a domain directory's `pid` file runs.
+fn pid_alive(ddir: &Path) -> bool {
+    domain_pid(ddir).is_some()
 }
 
 /// Another domain's files as the emulated hypervisor sees them.
@@ -459,8 +464,8 @@ impl fmt::Debug for SimDomain {
 }
 
 impl crate::DomainInfo for SimDomain {
-    fn domain_alive(&self, dom: DomId) -> bool {
-        pid_alive(&domain_dir(&self.inner.world, dom))
+    fn domain_instance(&self, dom: DomId) -> Option<u64> {
+        domain_pid(&domain_dir(&self.inner.world, dom)).map(u64::from)
     }
 
     fn forget_domain(&self, dom: DomId) {

@@ -1,0 +1,243 @@
+//! `netback-user`: serves vifs of guest domains on the emulated platform.
+//!
+//! Acts as dom0: creates (or joins) a world, optionally runs an embedded xenstored, creates
+//! each vif's XenStore directories as the toolstack does, and serves them until SIGINT or
+//! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use netstage_fallback::Packet;
+use netstage_netback_user::{
+    toolstack, Backend, BackendConfig, Features, PollMode, RxInjector, TxPath, VifHandler,
+};
+use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+use netstage_platform::xenstore::XsClient;
+
+/// Serve netif vifs to guest domains (user-space netback) on the emulated platform.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// World directory of the emulated platform (created if missing).
+    #[arg(long, value_name = "DIR")]
+    world: PathBuf,
+    /// Guest vif to serve, `DOMID` or `DOMID:DEVID` (repeatable).
+    #[arg(long = "vif", value_name = "DOMID[:DEVID]", required = true)]
+    vifs: Vec<String>,
+    /// XenStore daemon's dom0 socket. Without it, an embedded xenstored serves
+    /// `<world>/xenstore/socket` (and `dom<ID>.sock` for guests) while this process runs.
+    #[arg(long, value_name = "PATH")]
+    xenstore: Option<PathBuf>,
+    /// How TX packet bytes are fetched from the guest.
+    #[arg(long, value_enum, default_value_t = TxPathArg::Copy)]
+    tx_path: TxPathArg,
+    /// Queues a frontend may use (`multi-queue-max-queues`).
+    #[arg(long, default_value_t = 8)]
+    max_queues: u16,
+    /// Features offered: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
+    #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
+    offer: String,
+    /// How queues wait for work.
+    #[arg(long, value_enum, default_value_t = PollArg::Block)]
+    poll: PollArg,
+    /// Grant-operation cost: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>` (ns).
+    #[arg(long, default_value = "kernel")]
+    cost: String,
+    /// What to do with packets the guest sends.
+    #[arg(long, value_enum, default_value_t = SinkArg::Echo)]
+    sink: SinkArg,
+    /// Print counters every SECS seconds (0: only at exit).
+    #[arg(long, default_value_t = 0)]
+    stats: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TxPathArg {
+    /// Batched grant copy.
+    Copy,
+    /// Grant map per packet.
+    Map,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PollArg {
+    /// Block on the event channel.
+    Block,
+    /// Busy-poll.
+    Busy,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SinkArg {
+    /// Count packets.
+    Count,
+    /// Send every packet back to the guest on the same queue.
+    Echo,
+}
+
+/// Parses a feature list.
+fn features(s: &str) -> anyhow::Result<Features> {
+    let mut f = Features::NONE;
+    if s == "none" {
+        return Ok(f);
+    }
+    for k in s.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match k {
+            "sg" => f.sg = true,
+            "gso-tcpv4" => f.gso_tcpv4 = true,
+            "gso-tcpv6" => f.gso_tcpv6 = true,
+            "ipv6-csum" => f.ipv6_csum_offload = true,
+            other => bail!(
+                "unknown feature `{other}` (known: sg, gso-tcpv4, gso-tcpv6, ipv6-csum, or none)"
+            ),
+        }
+    }
+    Ok(f)
+}
+
+struct Sink {
+    echo: bool,
+    rx: Mutex<Vec<RxInjector>>,
+}
+
+impl VifHandler for Sink {
+    fn tx_packet(&self, queue: u16, pkt: Packet) {
+        if self.echo {
+            if let Ok(rx) = self.rx.lock() {
+                if let Some(i) = rx.get(usize::from(queue)) {
+                    i.send(pkt);
+                }
+            }
+        }
+    }
+    fn connected(&self, rx: Vec<RxInjector>) {
+        if let Ok(mut r) = self.rx.lock() {
+            *r = rx;
+        }
+    }
+    fn disconnected(&self, reason: &str) {
+        eprintln!("netback-user: vif disconnected: {reason}");
+    }
+}
+
+fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
+    let (d, v) = s.split_once(':').unwrap_or((s, "0"));
+    let dom: u16 = d
+        .parse()
+        .with_context(|| format!("bad domain id in --vif {s}"))?;
+    let dev: u32 = v
+        .parse()
+        .with_context(|| format!("bad device id in --vif {s}"))?;
+    if dom == 0 {
+        bail!("--vif {s}: domain 0 is this backend; a guest has a non-zero id");
+    }
+    Ok((dom, dev))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cost: CostMode = args.cost.parse()?;
+    let vifs = args
+        .vifs
+        .iter()
+        .map(|v| parse_vif(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let world = SimWorld::create(&args.world)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let (_xsd, socket) = match &args.xenstore {
+        Some(p) => (None, p.clone()),
+        None => {
+            let d = args.world.join("xenstore");
+            let x = Xenstored::start(XenstoredConfig::in_dir(&d)).with_context(|| {
+                format!("cannot start the embedded xenstored in {}", d.display())
+            })?;
+            let s = x.socket().to_path_buf();
+            (Some(x), s)
+        }
+    };
+    let xs = XsClient::connect(&socket).with_context(|| {
+        format!(
+            "no XenStore at {} (start netstage-xenstored, or omit --xenstore for an embedded one)",
+            socket.display()
+        )
+    })?;
+    let dom0 = world
+        .create_domain(
+            0,
+            DomainConfig {
+                cost,
+                ..DomainConfig::default()
+            },
+        )
+        .context("cannot create domain 0 in the world")?;
+    let cfg = BackendConfig {
+        max_queues: args.max_queues.max(1),
+        offer: features(&args.offer)?,
+        tx_path: match args.tx_path {
+            TxPathArg::Copy => TxPath::GrantCopy,
+            TxPathArg::Map => TxPath::GrantMap,
+        },
+        poll: match args.poll {
+            PollArg::Block => PollMode::Block,
+            PollArg::Busy => PollMode::BusyPoll,
+        },
+        rx_backlog: 1 << 16,
+        ..BackendConfig::default()
+    };
+    let backend = Arc::new(Backend::new(dom0, xs.clone(), cfg));
+    let mut threads = Vec::new();
+    for (fe, dev) in vifs {
+        xs.introduce(fe)
+            .with_context(|| format!("cannot introduce domain {fe}"))?;
+        toolstack::create_vif(&xs, 0, fe, dev)
+            .with_context(|| format!("cannot create vif {fe}:{dev} in XenStore"))?;
+        println!(
+            "serving vif {fe}:{dev}; guest XenStore socket {}",
+            guest_socket(&socket, fe).display()
+        );
+        let (b, s) = (Arc::clone(&backend), Arc::clone(&stop));
+        let sink = Arc::new(Sink {
+            echo: matches!(args.sink, SinkArg::Echo),
+            rx: Mutex::new(Vec::new()),
+        });
+        threads.push(std::thread::spawn(move || {
+            if let Err(e) = b.serve(fe, dev, sink, &s) {
+                eprintln!("netback-user: vif {fe}:{dev}: {e}");
+                s.store(true, Ordering::SeqCst);
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
+            last = Instant::now();
+            println!("{:?}", backend.metrics());
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    println!(
+        "netback-user: stopped after {:.1} s: {:?}",
+        start.elapsed().as_secs_f64(),
+        backend.metrics()
+    );
+    Ok(())
+}
+
+fn guest_socket(dom0_socket: &Path, fe: u16) -> PathBuf {
+    dom0_socket
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("dom{fe}.sock"))
+}

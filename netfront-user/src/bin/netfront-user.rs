@@ -1,0 +1,320 @@
+//! `netfront-user`: a guest's network frontend on the emulated platform, with a packet
+//! generator and a verifier.
+//!
+//! Joins a world as domain `--domid`, connects vif `--devid` through the guest's XenStore
+//! socket, sends `--count` packets of the `--sizes` given (cycled, optionally at `--rate`),
+//! and with `--expect-echo` waits for every packet to come back and checks each byte and the
+//! order per queue. Prints the achieved rate; exits non-zero with a message on any failure.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use netstage_fallback::{Features, Gso, Packet, PollMode};
+use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
+use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+use netstage_platform::xenstore::XsClient;
+use netstage_platform::DomainInfo;
+use netstage_ring::netif::GsoType;
+
+/// A user-space netif frontend with a packet generator and verifier.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// World directory of the emulated platform (the backend creates it).
+    #[arg(long, value_name = "DIR")]
+    world: PathBuf,
+    /// This guest's domain id.
+    #[arg(long)]
+    domid: u16,
+    /// Vif device id.
+    #[arg(long, default_value_t = 0)]
+    devid: u32,
+    /// This guest's XenStore socket [default: <world>/xenstore/dom<DOMID>.sock].
+    #[arg(long, value_name = "PATH")]
+    xenstore: Option<PathBuf>,
+    /// Queues wanted.
+    #[arg(long, default_value_t = 1)]
+    queues: u16,
+    /// Features requested: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
+    #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
+    want: String,
+    /// How queues wait for work.
+    #[arg(long, value_enum, default_value_t = PollArg::Block)]
+    poll: PollArg,
+    /// Grant-operation cost: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>` (ns).
+    #[arg(long, default_value = "kernel")]
+    cost: String,
+    /// Packets to send (spread round-robin over the queues).
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Packet sizes in bytes, cycled (14 to 65535).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    sizes: Vec<usize>,
+    /// Attach GSO (TCPv4, MSS 1448) to packets over 1514 bytes.
+    #[arg(long)]
+    gso: bool,
+    /// Packets per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Wait for every packet to come back (a backend with `--sink echo`) and verify it.
+    #[arg(long)]
+    expect_echo: bool,
+    /// Stay connected this many seconds after sending.
+    #[arg(long, default_value_t = 0)]
+    linger: u64,
+    /// After a disconnect, wait for the backend and connect again (until SIGINT/SIGTERM).
+    #[arg(long)]
+    reconnect: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PollArg {
+    /// Block on the event channel.
+    Block,
+    /// Busy-poll.
+    Busy,
+}
+
+fn features(s: &str) -> anyhow::Result<Features> {
+    let mut f = Features::NONE;
+    if s == "none" {
+        return Ok(f);
+    }
+    for k in s.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match k {
+            "sg" => f.sg = true,
+            "gso-tcpv4" => f.gso_tcpv4 = true,
+            "gso-tcpv6" => f.gso_tcpv6 = true,
+            "ipv6-csum" => f.ipv6_csum_offload = true,
+            other => bail!("unknown feature `{other}`"),
+        }
+    }
+    Ok(f)
+}
+
+/// The verifiable content of packet `seq` of `len` bytes: the sequence number, then bytes
+/// derived from it.
+fn content(seq: u64, len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len)
+        .map(|i| {
+            (seq as usize)
+                .wrapping_mul(31)
+                .wrapping_add(i.wrapping_mul(7)) as u8
+        })
+        .collect();
+    let s = seq.to_le_bytes();
+    let n = len.min(8);
+    v[..n].copy_from_slice(&s[..n]);
+    v
+}
+
+struct Verifier {
+    sizes: Vec<usize>,
+    queues: AtomicU64,
+    next: Mutex<Vec<u64>>,
+    received: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    disconnected: AtomicBool,
+}
+
+impl FrontendHandler for Verifier {
+    fn rx_packet(&self, queue: u16, pkt: Packet) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut next) = self.next.lock() else {
+            return;
+        };
+        let q = usize::from(queue);
+        let Some(expected) = next.get_mut(q) else {
+            return;
+        };
+        let seq = *expected;
+        *expected += self.queues.load(Ordering::Relaxed);
+        let len = self.sizes[(seq % self.sizes.len() as u64) as usize];
+        if pkt.data.len() != len || pkt.data[..] != content(seq, len)[..] {
+            if let Ok(mut e) = self.errors.lock() {
+                if e.len() < 10 {
+                    e.push(format!(
+                        "queue {queue}: packet {seq} ({len} bytes) came back wrong or out of order ({} bytes)",
+                        pkt.data.len()
+                    ));
+                }
+            }
+        }
+    }
+    fn disconnected(&self, reason: &str) {
+        eprintln!("netfront-user: disconnected: {reason}");
+        self.disconnected.store(true, Ordering::SeqCst);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.sizes.iter().any(|s| *s < 14 || *s > 65535) {
+        bail!("--sizes: every size must be 14 to 65535 bytes");
+    }
+    let cost: CostMode = args.cost.parse()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let world = SimWorld::open(&args.world)?;
+    let me = world
+        .create_domain(
+            args.domid,
+            DomainConfig {
+                cost,
+                ..DomainConfig::default()
+            },
+        )
+        .with_context(|| format!("cannot become domain {}", args.domid))?;
+    let socket = args.xenstore.clone().unwrap_or_else(|| {
+        args.world
+            .join("xenstore")
+            .join(format!("dom{}.sock", args.domid))
+    });
+    let xs = XsClient::connect(&socket).with_context(|| {
+        format!(
+            "no XenStore for domain {} at {} (is netback-user serving --vif {}?)",
+            args.domid,
+            socket.display(),
+            args.domid
+        )
+    })?;
+    let cfg = FrontendConfig {
+        queues: args.queues.max(1),
+        want: features(&args.want)?,
+        poll: match args.poll {
+            PollArg::Block => PollMode::Block,
+            PollArg::Busy => PollMode::BusyPoll,
+        },
+        ..FrontendConfig::default()
+    };
+    loop {
+        let r = session(&args, &me, &xs, &cfg, &stop);
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if args.reconnect && !stop.load(Ordering::SeqCst) => {
+                eprintln!("netfront-user: {e:#}; waiting for the backend to reconnect");
+                // The dead or closed backend's mappings of our pages are gone.
+                me.forget_domain(0);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn session(
+    args: &Args,
+    me: &netstage_platform::sim::SimDomain,
+    xs: &XsClient,
+    cfg: &FrontendConfig,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let verifier = Arc::new(Verifier {
+        sizes: args.sizes.clone(),
+        queues: AtomicU64::new(1),
+        next: Mutex::new(Vec::new()),
+        received: AtomicU64::new(0),
+        errors: Mutex::new(Vec::new()),
+        disconnected: AtomicBool::new(false),
+    });
+    let front = Frontend::connect(
+        me.clone(),
+        xs.clone(),
+        args.devid,
+        cfg.clone(),
+        Arc::clone(&verifier) as Arc<dyn FrontendHandler>,
+    )
+    .context("cannot connect")?;
+    let nq = u64::from(front.queues());
+    // Packet `seq` goes to queue `seq % nq`; the verifier expects q, q + nq, ... on queue q.
+    verifier.queues.store(nq, Ordering::SeqCst);
+    if let Ok(mut n) = verifier.next.lock() {
+        *n = (0..nq).collect();
+    }
+    let stride = nq;
+    println!(
+        "netfront-user: domain {} connected vif {} with {} queue(s)",
+        front.domid(),
+        args.devid,
+        nq
+    );
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    for seq in 0..args.count {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let len = args.sizes[(seq % args.sizes.len() as u64) as usize];
+        let gso = (args.gso && len > 1514).then_some(Gso {
+            gso_type: GsoType::TcpV4,
+            mss: 1448,
+        });
+        front
+            .send(
+                (seq % stride) as u16,
+                Packet {
+                    data: content(seq, len).into(),
+                    gso,
+                    csum_blank: false,
+                },
+            )
+            .with_context(|| format!("sending packet {seq}"))?;
+        bytes += len as u64;
+        if args.rate > 0 {
+            let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+    if args.expect_echo {
+        let t = Instant::now();
+        while verifier.received.load(Ordering::Relaxed) < args.count {
+            if let Some(b) = front.broken() {
+                bail!("device broke while waiting for echoes: {b}");
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "only {} of {} packets came back within 60 s",
+                    verifier.received.load(Ordering::Relaxed),
+                    args.count
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let m = front.metrics();
+    println!(
+        "netfront-user: sent {} packets ({} bytes) in {:.3} s: {:.0} pps; received {}; tx errors {}",
+        m.tx_packets,
+        bytes,
+        secs,
+        m.tx_packets as f64 / secs.max(1e-9),
+        m.rx_packets,
+        m.tx_errors
+    );
+    if let Ok(e) = verifier.errors.lock() {
+        if !e.is_empty() {
+            bail!("verification failed:\n  {}", e.join("\n  "));
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(args.linger);
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        if let Some(b) = front.broken() {
+            bail!("device broke: {b}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(b) = front.broken() {
+        bail!("device broke: {b}");
+    }
+    front.close().context("closing")?;
+    Ok(())
+}

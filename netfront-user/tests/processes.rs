@@ -1,0 +1,375 @@
+//! Frontend and backend as two processes started the way a user starts them (the
+//! `netback-user` and `netfront-user` binaries): packets both ways, verified byte for byte
+//! and in order by the frontend; kill -9 of either side and recovery.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The workspace's binaries, built once (other packages' binaries are not built for this
+/// package's tests otherwise).
+fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let st = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "netstage-netback-user",
+                "-p",
+                "netstage-platform",
+                "--bins",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(
+            st.success(),
+            "building the backend and xenstored binaries failed"
+        );
+    });
+    if name == "netfront-user" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_netfront-user"));
+    }
+    let p = Path::new(env!("CARGO_BIN_EXE_netfront-user"))
+        .parent()
+        .expect("target dir")
+        .join(name);
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+struct World {
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let dir = PathBuf::from(format!(
+            "/dev/shm/netstage-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        World { dir }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+thread_local! {
+    /// Children of the test running on this thread, killed if it fails before stopping them.
+    static CHILDREN: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct KillOnPanic;
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            for pid in CHILDREN.with(|c| c.borrow().clone()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    let c = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    CHILDREN.with(|v| v.borrow_mut().push(c.id()));
+    c
+}
+
+fn wait_path(p: &Path) {
+    let t = Instant::now();
+    while !p.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{} never appeared",
+            p.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn backend(world: &World, extra: &[&str]) -> Child {
+    let c = spawn(
+        Command::new(bin("netback-user"))
+            .arg("--world")
+            .arg(&world.dir)
+            .args(["--vif", "1"])
+            .args(extra),
+    );
+    c
+}
+
+fn frontend(world: &World, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin("netfront-user"));
+    c.arg("--world")
+        .arg(&world.dir)
+        .args(["--domid", "1"])
+        .args(extra);
+    c
+}
+
+fn stop(mut c: Child) -> Output {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let t = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "process did not stop on SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    c.wait_with_output().unwrap()
+}
+
+fn kill9(c: &mut Child) {
+    let _ = c.kill(); // SIGKILL
+    let _ = c.wait();
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_ok(mut cmd: Command) -> String {
+    let start = Instant::now();
+    let o = cmd.output().unwrap();
+    let t = text(&o);
+    assert!(
+        o.status.success(),
+        "failed after {:?}:\n{t}",
+        start.elapsed()
+    );
+    t
+}
+
+fn both_ways(tx_path: &str, queues: &str) {
+    let _guard = KillOnPanic;
+    let w = World::new(&format!("{tx_path}-{queues}"));
+    let b = backend(&w, &["--tx-path", tx_path]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let out = run_ok(frontend(
+        &w,
+        &[
+            "--count",
+            "3000",
+            "--sizes",
+            "14,60,64,1500,4095,4096,4097,9000,32768,65535",
+            "--gso",
+            "--queues",
+            queues,
+            "--expect-echo",
+        ],
+    ));
+    assert!(out.contains(&format!("with {queues} queue(s)")), "{out}");
+    assert!(
+        out.contains("sent 3000 packets") && out.contains("received 3000; tx errors 0"),
+        "{out}"
+    );
+    let o = stop(b);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("tx_packets: 3000") && t.contains("rx_packets: 3000"),
+        "{t}"
+    );
+    assert!(
+        t.contains("tx_dropped: 0") && t.contains("fatal_faults: 0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn two_processes_grant_copy_one_queue() {
+    let _guard = KillOnPanic;
+    both_ways("copy", "1");
+}
+
+#[test]
+fn two_processes_grant_copy_two_queues() {
+    let _guard = KillOnPanic;
+    both_ways("copy", "2");
+}
+
+#[test]
+fn two_processes_grant_map_one_queue() {
+    let _guard = KillOnPanic;
+    both_ways("map", "1");
+}
+
+#[test]
+fn two_processes_grant_map_two_queues() {
+    let _guard = KillOnPanic;
+    both_ways("map", "2");
+}
+
+#[test]
+fn clear_errors_when_something_is_missing() {
+    let _guard = KillOnPanic;
+    let w = World::new("errors");
+    std::fs::create_dir_all(&w.dir).unwrap();
+    // No backend: no XenStore for the guest.
+    let o = frontend(&w, &["--count", "1"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no XenStore for domain 1"),
+        "{}",
+        text(&o)
+    );
+    // A backend that does not offer GSO, a frontend that asks for it.
+    let b = backend(&w, &["--offer", "sg"]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let o = frontend(&w, &["--count", "1", "--want", "sg,gso-tcpv4"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("does not offer feature-gso-tcpv4"),
+        "{}",
+        text(&o)
+    );
+    // The same frontend without it works.
+    run_ok(frontend(
+        &w,
+        &["--count", "10", "--want", "sg", "--expect-echo"],
+    ));
+    assert!(stop(b).status.success());
+}
+
+#[test]
+fn kill_9_frontend_then_a_new_frontend_connects() {
+    let _guard = KillOnPanic;
+    let w = World::new("kill-front");
+    let b = backend(&w, &[]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let mut f = spawn(&mut frontend(
+        &w,
+        &["--count", "100", "--expect-echo", "--linger", "60"],
+    ));
+    // Wait until it is connected and has exchanged its packets.
+    let mut out = BufReader::new(f.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("received 100") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "frontend exited early"
+        );
+    }
+    kill9(&mut f);
+    // The backend notices the dead domain and takes a new frontend of the same id.
+    let out = run_ok(frontend(
+        &w,
+        &["--count", "500", "--sizes", "64,1500", "--expect-echo"],
+    ));
+    assert!(out.contains("received 500"), "{out}");
+    let o = stop(b);
+    let t = text(&o);
+    assert!(t.contains("frontend domain died"), "{t}");
+    assert!(t.contains("connects: 2"), "{t}");
+}
+
+#[test]
+fn kill_9_backend_the_frontend_reports_and_reconnects_to_a_new_one() {
+    let _guard = KillOnPanic;
+    let w = World::new("kill-back");
+    std::fs::create_dir_all(w.dir.join("xenstore")).unwrap();
+    let sock = w.dir.join("xenstore/socket");
+    let xsd = spawn(
+        Command::new(bin("netstage-xenstored"))
+            .arg("--socket")
+            .arg(&sock),
+    );
+    wait_path(&sock);
+    let xs_arg = sock.to_str().unwrap().to_string();
+    let mut b = backend(&w, &["--xenstore", &xs_arg]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let f = spawn(&mut frontend(
+        &w,
+        &[
+            "--count",
+            "100",
+            "--expect-echo",
+            "--linger",
+            "120",
+            "--reconnect",
+        ],
+    ));
+    // Give it time to exchange its first 100 packets.
+    let t = Instant::now();
+    let mut f = f;
+    let mut out = BufReader::new(f.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("received 100") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "frontend exited early"
+        );
+        assert!(t.elapsed() < Duration::from_secs(60));
+    }
+    // Collect the frontend's reports.
+    let err_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let e2 = std::sync::Arc::clone(&err_lines);
+    let stderr = BufReader::new(f.stderr.take().unwrap());
+    let collector = thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            e2.lock().unwrap().push(l);
+        }
+    });
+    kill9(&mut b);
+    // The frontend reports the dead backend...
+    let t2 = Instant::now();
+    while !err_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("disconnected"))
+    {
+        assert!(
+            t2.elapsed() < Duration::from_secs(30),
+            "frontend did not notice"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // ... and reconnects to a new backend, exchanging another 100 packets.
+    let b2 = backend(&w, &["--xenstore", &xs_arg]);
+    line.clear();
+    while !line.contains("received 100") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "frontend exited instead of reconnecting"
+        );
+        assert!(t.elapsed() < Duration::from_secs(90), "no reconnect");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &f.id().to_string()])
+        .status();
+    let st = f.wait().unwrap();
+    collector.join().unwrap();
+    let err = err_lines.lock().unwrap().join("\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("backend domain 0 died"), "{err}");
+    assert!(stop(b2).status.success());
+    stop(xsd);
+}
