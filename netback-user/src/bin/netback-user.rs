@@ -51,6 +51,10 @@ struct Args {
     /// What to do with packets the guest sends.
     #[arg(long, value_enum, default_value_t = SinkArg::Echo)]
     sink: SinkArg,
+    /// Send the guest a stream of packets of SIZE bytes as fast as it takes them, on every
+    /// queue, while it is connected (an RX load generator).
+    #[arg(long, value_name = "SIZE")]
+    generate: Option<usize>,
     /// Print counters every SECS seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
     stats: u64,
@@ -102,7 +106,9 @@ fn features(s: &str) -> anyhow::Result<Features> {
 
 struct Sink {
     echo: bool,
+    generate: Option<usize>,
     rx: Mutex<Vec<RxInjector>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl VifHandler for Sink {
@@ -116,11 +122,27 @@ impl VifHandler for Sink {
         }
     }
     fn connected(&self, rx: Vec<RxInjector>) {
+        if let Some(size) = self.generate {
+            // One generator thread per queue, until the next (dis)connect.
+            let gen = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            for inj in rx.iter().cloned() {
+                let current = Arc::clone(&self.generation);
+                std::thread::spawn(move || {
+                    let data = bytes::Bytes::from(vec![0x5au8; size]);
+                    while current.load(Ordering::SeqCst) == gen {
+                        if !inj.send_blocking(Packet::new(data.clone())) {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
         if let Ok(mut r) = self.rx.lock() {
             *r = rx;
         }
     }
     fn disconnected(&self, reason: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         eprintln!("netback-user: vif disconnected: {reason}");
     }
 }
@@ -206,7 +228,9 @@ fn main() -> anyhow::Result<()> {
         let (b, s) = (Arc::clone(&backend), Arc::clone(&stop));
         let sink = Arc::new(Sink {
             echo: matches!(args.sink, SinkArg::Echo),
+            generate: args.generate,
             rx: Mutex::new(Vec::new()),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
         threads.push(std::thread::spawn(move || {
             if let Err(e) = b.serve(fe, dev, sink, &s) {

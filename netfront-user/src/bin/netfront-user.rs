@@ -113,6 +113,7 @@ fn content(seq: u64, len: usize) -> Vec<u8> {
 }
 
 struct Verifier {
+    verify: bool,
     sizes: Vec<usize>,
     queues: AtomicU64,
     next: Mutex<Vec<u64>>,
@@ -124,6 +125,9 @@ struct Verifier {
 impl FrontendHandler for Verifier {
     fn rx_packet(&self, queue: u16, pkt: Packet) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        if !self.verify {
+            return;
+        }
         let Ok(mut next) = self.next.lock() else {
             return;
         };
@@ -216,6 +220,7 @@ fn session(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let verifier = Arc::new(Verifier {
+        verify: args.expect_echo,
         sizes: args.sizes.clone(),
         queues: AtomicU64::new(1),
         next: Mutex::new(Vec::new()),
@@ -305,12 +310,22 @@ fn session(
             bail!("verification failed:\n  {}", e.join("\n  "));
         }
     }
-    let until = Instant::now() + Duration::from_secs(args.linger);
+    let linger_start = Instant::now();
+    let rx_before = front.metrics().rx_packets;
+    let until = linger_start + Duration::from_secs(args.linger);
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if args.linger > 0 {
+        let n = front.metrics().rx_packets - rx_before;
+        let secs = linger_start.elapsed().as_secs_f64();
+        println!(
+            "netfront-user: received {n} packets in {secs:.3} s while lingering: {:.0} pps",
+            n as f64 / secs.max(1e-9)
+        );
     }
     if let Some(b) = front.broken() {
         bail!("device broke: {b}");
