@@ -125,7 +125,7 @@ impl VifHandler for Sink {
         if let Some(size) = self.generate {
             // One generator thread per queue, until the next (dis)connect.
             let gen = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            for inj in rx.iter().cloned() {
+            for inj in rx.clone() {
                 let current = Arc::clone(&self.generation);
                 std::thread::spawn(move || {
                     let data = bytes::Bytes::from(vec![0x5au8; size]);
