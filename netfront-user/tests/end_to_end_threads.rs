@@ -57,6 +57,7 @@ struct Rig {
     backend_thread: Option<thread::JoinHandle<()>>,
     back: Arc<BackSide>,
     front_dom: netstage_platform::sim::SimDomain,
+    dom0: netstage_platform::sim::SimDomain,
     metrics: Arc<netstage_netback_user::Metrics>,
 }
 
@@ -74,7 +75,7 @@ impl Rig {
         xsd.introduce(FE).unwrap();
         let xs0 = XsClient::connect(xsd.socket()).unwrap();
         toolstack::create_vif(&xs0, 0, FE, 0).unwrap();
-        let backend = Backend::new(dom0, xs0, cfg);
+        let backend = Backend::new(dom0.clone(), xs0, cfg);
         let metrics = backend.metrics_handle();
         let back = Arc::new(BackSide::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -90,6 +91,7 @@ impl Rig {
             backend_thread,
             back,
             front_dom,
+            dom0,
             metrics,
         }
     }
@@ -272,10 +274,25 @@ fn exchange(tx_path: TxPath, queues: u16) {
         ),
         (0, 0, 0, 0)
     );
+    // Grant operations: one per page of every packet, by the path chosen (RX always copies).
+    let pages = |v: &Vec<(u16, Vec<u8>)>| -> u64 {
+        v.iter().map(|(_, d)| d.len().div_ceil(4096) as u64).sum()
+    };
+    let (tx_pages, rx_pages) = (pages(&sent), pages(&injected));
     match tx_path {
-        TxPath::GrantCopy => assert!(bm.grant_copy_calls > 0 && bm.grant_maps == 0),
-        TxPath::GrantMap => assert!(bm.grant_maps > 0),
+        TxPath::GrantCopy => {
+            assert_eq!((bm.grant_copy_ops, bm.grant_maps), (tx_pages + rx_pages, 0));
+        }
+        TxPath::GrantMap => {
+            assert_eq!((bm.grant_copy_ops, bm.grant_maps), (rx_pages, tx_pages));
+        }
     }
+    // Batches of at most 64 operations per call.
+    assert!(bm.grant_copy_calls >= bm.grant_copy_ops.div_ceil(64));
+    // The platform counted the same operations.
+    let pc = rig.dom0.counters();
+    assert_eq!(pc.copy_ops, bm.grant_copy_ops);
+    assert_eq!(pc.maps, bm.grant_maps + 2 * u64::from(queues));
     assert!(fm.notifications > 0 && bm.notifications > 0);
     front.close().unwrap();
     wait_for("backend to see the close", || {
