@@ -126,6 +126,10 @@ bitflags! {
         const MORE_DATA = 1 << 2;
         /// Extra-info slots follow this one.
         const EXTRA_INFO = 1 << 3;
+        /// netstage extension (`docs/protocol.md`): the first `offset` bytes of the packet
+        /// went through staging memory (the request's slot, or the TX data ring); this
+        /// request carries no grant data, and the following slots describe the rest.
+        const STAGED = 1 << 4;
         /// Any other bits are kept (`from_bits_retain`) so extensions can define them.
         const _ = !0;
     }
@@ -145,6 +149,10 @@ bitflags! {
         const EXTRA_INFO = 1 << 3;
         /// Deprecated GSO prefix descriptor.
         const GSO_PREFIX = 1 << 4;
+        /// netstage extension (`docs/protocol.md`): the first `offset` bytes of the packet
+        /// are in staging memory (the first request's slot, or the RX data ring); this
+        /// response's buffer holds none of them (status 0), the following ones the rest.
+        const STAGED = 1 << 5;
         /// Any other bits are kept so extensions can define them.
         const _ = !0;
     }
@@ -394,6 +402,15 @@ pub enum FaultReason {
         /// The GSO type code.
         gso_type: u8,
     },
+    /// `NETTXF_staged`/`NETRXF_staged` claims more staged bytes than the packet has, or
+    /// the remaining fragments do not add up to the rest.
+    #[error("staged length {staged} does not fit a {total}-byte packet")]
+    BadStaged {
+        /// Staged bytes claimed.
+        staged: u32,
+        /// Packet size.
+        total: u32,
+    },
     /// An RX response with an error status.
     #[error("RX slot reports status {status}")]
     ErrorStatus {
@@ -500,20 +517,31 @@ pub struct TxChain {
     /// Why the packet must be dropped, if it must. Its slots were consumed all the same and
     /// are to be answered with `NETIF_RSP_ERROR`.
     pub drop: Option<FaultReason>,
+    /// Bytes at the start of the packet carried by staging memory (`NETTXF_staged`); the
+    /// fragments hold the rest.
+    pub staged: u16,
 }
 
 impl TxChain {
     /// The data fragments in order: `(gref, offset, size)`.
     pub fn fragments(&self) -> impl Iterator<Item = (u32, u16, u16)> + '_ {
         self.slots.iter().filter_map(|s| match s.kind {
-            TxSlotKind::Data { gref, offset, size } => Some((gref, offset, size)),
-            TxSlotKind::Extra => None,
+            TxSlotKind::Data { gref, offset, size } if size > 0 => Some((gref, offset, size)),
+            _ => None,
         })
     }
 
-    /// Number of data slots.
+    /// Number of data slots (including zero-length ones and a staged first slot).
     pub fn data_slots(&self) -> usize {
-        self.fragments().count()
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.kind, TxSlotKind::Data { .. }))
+            .count()
+    }
+
+    /// The id of the first request (which selects the staging slot).
+    pub fn first_id(&self) -> u16 {
+        self.slots.first().map_or(0, |s| s.id)
     }
 
     /// The responses for every slot in ring order: `status` for data slots,
@@ -582,7 +610,15 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
     }
 
     let total = u32::from(first.size);
-    let mut remaining = total;
+    let staged = if flags.contains(TxFlags::STAGED) {
+        u32::from(first.offset)
+    } else {
+        0
+    };
+    if staged > total && drop.is_none() {
+        drop = Some(FaultReason::BadStaged { staged, total });
+    }
+    let mut remaining = total.saturating_sub(staged);
     let mut data_slots = 1usize;
     let mut more = flags.contains(TxFlags::MORE_DATA);
     while more {
@@ -619,8 +655,16 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         });
     }
 
-    // What the total leaves for the first slot must fit its page.
-    check_in_page(first.offset, remaining)?;
+    if staged > 0 || flags.contains(TxFlags::STAGED) {
+        // A staged first slot carries no grant data: the fragments cover the rest exactly.
+        if remaining != 0 && drop.is_none() {
+            drop = Some(FaultReason::BadStaged { staged, total });
+        }
+        remaining = 0;
+    } else {
+        // What the total leaves for the first slot must fit its page.
+        check_in_page(first.offset, remaining)?;
+    }
     if drop.is_none() && (total as usize) < ETH_HLEN {
         drop = Some(FaultReason::TooShort { size: total });
     }
@@ -638,6 +682,8 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         flags,
         extras,
         drop,
+        // staged <= total <= u16::MAX when not dropped; 0 otherwise.
+        staged: if drop.is_none() { staged as u16 } else { 0 },
     })
 }
 
@@ -752,6 +798,74 @@ pub fn encode_tx_chain(
     Ok(())
 }
 
+/// Encodes a TX packet whose first `staged` bytes went through staging memory
+/// (`NETTXF_staged`): a first request with id `first_id`, `offset` = `staged`, `size` = the
+/// total, no grant; then the extras; then `rest`, the fragments of the remaining bytes.
+pub fn encode_staged_tx_chain(
+    flags: TxFlags,
+    staged: u16,
+    first_id: u16,
+    rest: &[TxFragment],
+    extras: &[Extra],
+    extra_ids: &[u16],
+    mut out: impl FnMut(NetifTxRequest),
+) -> Result<(), EncodeError> {
+    if rest.len() + 1 > XEN_NETIF_NR_SLOTS_MIN {
+        return Err(EncodeError::TooManySlots {
+            slots: rest.len() + 1,
+        });
+    }
+    if extras.len() > MAX_EXTRA_SLOTS || extra_ids.len() < extras.len() {
+        return Err(EncodeError::Extras {
+            extras: extras.len(),
+            ids: extra_ids.len(),
+        });
+    }
+    let total = usize::from(staged) + rest.iter().map(|f| usize::from(f.size)).sum::<usize>();
+    let total16 = u16::try_from(total).map_err(|_| EncodeError::TooLarge { total })?;
+    for f in rest {
+        if usize::from(f.offset) + usize::from(f.size) > XEN_PAGE_SIZE {
+            return Err(EncodeError::CrossesPage {
+                offset: f.offset,
+                size: f.size,
+            });
+        }
+    }
+    let mut f0 = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO) | TxFlags::STAGED;
+    if !rest.is_empty() {
+        f0 |= TxFlags::MORE_DATA;
+    }
+    if !extras.is_empty() {
+        f0 |= TxFlags::EXTRA_INFO;
+    }
+    out(NetifTxRequest {
+        gref: 0,
+        offset: staged,
+        flags: f0.bits(),
+        id: first_id,
+        size: total16,
+    });
+    for (i, (e, id)) in extras.iter().zip(extra_ids).enumerate() {
+        let mut slot = NetifExtraInfo::encode(e, i + 1 < extras.len()).to_tx_slot();
+        slot.id = *id;
+        out(slot);
+    }
+    for (i, f) in rest.iter().enumerate() {
+        out(NetifTxRequest {
+            gref: f.gref,
+            offset: f.offset,
+            flags: if i + 1 < rest.len() {
+                TxFlags::MORE_DATA.bits()
+            } else {
+                0
+            },
+            id: f.id,
+            size: f.size,
+        });
+    }
+    Ok(())
+}
+
 /// One consumed RX slot of a received packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxSlot {
@@ -774,10 +888,13 @@ pub struct RxChain {
     pub flags: RxFlags,
     /// Decoded extras.
     pub extras: Extras,
-    /// Total bytes (sum of the data slots' statuses).
+    /// Total bytes (staged bytes plus the data slots' statuses).
     pub total_len: u32,
     /// Why the packet must be dropped, if it must.
     pub drop: Option<FaultReason>,
+    /// Bytes at the start of the packet in staging memory (`NETRXF_staged`); the data
+    /// slots hold the rest.
+    pub staged: u16,
 }
 
 impl RxChain {
@@ -803,6 +920,7 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
     let mut total = 0u32;
     let mut data_slots = 0usize;
     let mut flags = RxFlags::empty();
+    let mut staged = 0u16;
     loop {
         let rsp = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
         data_slots += 1;
@@ -819,7 +937,19 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
             });
         }
         let f = RxFlags::from_bits_retain(rsp.flags);
-        let len = if rsp.status < 0 {
+        let staged_first = data_slots == 1 && f.contains(RxFlags::STAGED);
+        let len = if staged_first {
+            // The staged bytes are elsewhere; this slot's buffer holds none of them.
+            staged = rsp.offset;
+            if rsp.status != 0 && drop.is_none() {
+                drop = Some(FaultReason::BadStaged {
+                    staged: u32::from(rsp.offset),
+                    total: u32::from(rsp.offset) + rsp.status.max(0) as u32,
+                });
+            }
+            total += u32::from(staged);
+            0
+        } else if rsp.status < 0 {
             if drop.is_none() {
                 drop = Some(FaultReason::ErrorStatus { status: rsp.status });
             }
@@ -841,7 +971,7 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
         total += u32::from(len);
         slots.push(RxSlot {
             id: rsp.id,
-            offset: rsp.offset,
+            offset: if staged_first { 0 } else { rsp.offset },
             len,
             extra: false,
         });
@@ -886,5 +1016,6 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
         extras,
         total_len: total,
         drop,
+        staged: if drop.is_none() { staged } else { 0 },
     })
 }

@@ -239,3 +239,85 @@ fn rx_chains() {
     let mut it = bad[..1].iter().copied();
     assert!(parse_rx_chain(|| it.next()).unwrap_err().is_fatal());
 }
+
+#[test]
+fn staged_tx_chains() {
+    let enc = |staged: u16, rest: &[TxFragment]| {
+        let mut v = Vec::new();
+        encode_staged_tx_chain(TxFlags::empty(), staged, 9, rest, &[], &[], |s| v.push(s)).unwrap();
+        v
+    };
+    let parse = |v: &[NetifTxRequest]| {
+        let mut it = v.iter().copied();
+        parse_tx_chain(|| it.next())
+    };
+    // Head staged, rest granted.
+    let v = enc(100, &[frag(1, 4096), frag(2, 50)]);
+    let c = parse(&v).unwrap();
+    assert_eq!(
+        (c.drop, c.staged, c.total_size, c.first_id()),
+        (None, 100, 4246, 9)
+    );
+    assert_eq!(c.fragments().count(), 2);
+    assert_eq!(c.data_slots(), 3);
+    // Fully staged: one slot, no fragment.
+    let v = enc(60, &[]);
+    assert_eq!(v.len(), 1);
+    let c = parse(&v).unwrap();
+    assert_eq!((c.drop, c.staged, c.fragments().count()), (None, 60, 0));
+    // A hostile staged length beyond the packet, or fragments that do not add up.
+    let mut v = enc(60, &[]);
+    v[0].offset = 5000;
+    assert!(matches!(
+        parse(&v).unwrap().drop,
+        Some(FaultReason::BadStaged { .. })
+    ));
+    let mut v = enc(100, &[frag(1, 50)]);
+    v[0].size = 200;
+    assert!(matches!(
+        parse(&v).unwrap().drop,
+        Some(FaultReason::BadStaged { .. })
+    ));
+    assert_eq!(parse(&v).unwrap().staged, 0);
+}
+
+#[test]
+fn staged_rx_chains() {
+    let parse = |v: &[NetifRxResponse]| {
+        let mut it = v.iter().copied();
+        parse_rx_chain(|| it.next())
+    };
+    let first = NetifRxResponse {
+        id: 0,
+        offset: 100,
+        flags: (RxFlags::STAGED | RxFlags::MORE_DATA).bits(),
+        status: 0,
+    };
+    let c = parse(&[
+        first,
+        NetifRxResponse {
+            id: 1,
+            offset: 0,
+            flags: 0,
+            status: 50,
+        },
+    ])
+    .unwrap();
+    assert_eq!((c.drop, c.staged, c.total_len), (None, 100, 150));
+    assert_eq!(
+        c.fragments().collect::<Vec<_>>(),
+        vec![(0, 0, 0), (1, 0, 50)]
+    );
+    let only = NetifRxResponse {
+        flags: RxFlags::STAGED.bits(),
+        ..first
+    };
+    let c = parse(&[only]).unwrap();
+    assert_eq!((c.staged, c.total_len), (100, 100));
+    // A staged first slot that also claims buffer bytes is dropped.
+    let bad = NetifRxResponse { status: 10, ..only };
+    assert!(matches!(
+        parse(&[bad]).unwrap().drop,
+        Some(FaultReason::BadStaged { .. })
+    ));
+}
