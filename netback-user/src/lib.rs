@@ -75,11 +75,17 @@ pub struct BackendConfig {
     pub rx_backlog: usize,
     /// How long the frontend may take between handshake steps.
     pub handshake_timeout: Duration,
+    /// Largest `data-len` of staging slots offered (`None`: slots not offered).
+    pub slots_max_data_len: Option<u32>,
+    /// Largest data-ring order offered (`None`: data rings not offered).
+    pub data_ring_max_order: Option<u32>,
 }
 
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
+            slots_max_data_len: Some(65536),
+            data_ring_max_order: Some(9),
             max_queues: 8,
             offer: Features::ALL,
             tx_path: TxPath::GrantCopy,

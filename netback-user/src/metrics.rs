@@ -54,6 +54,16 @@ counters! {
     rx_dropped, add_rx_dropped;
     /// RX packets dropped because the queue's backlog was full.
     rx_backlog_drops, add_rx_backlog_drops;
+    /// TX packets whose head came through staging memory (slots or data ring).
+    tx_staged_packets, add_tx_staged_packets;
+    /// Bytes they staged.
+    tx_staged_bytes, add_tx_staged_bytes;
+    /// RX packets whose head went through staging memory.
+    rx_staged_packets, add_rx_staged_packets;
+    /// Bytes they staged.
+    rx_staged_bytes, add_rx_staged_bytes;
+    /// RX packets sent by grant copy because the data ring lacked room.
+    rx_fallback_ring_full, add_rx_fallback_ring_full;
     /// Grant-copy calls (hypercalls) made.
     grant_copy_calls, add_grant_copy_calls;
     /// Grant-copy operations.

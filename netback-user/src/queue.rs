@@ -9,11 +9,13 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use netstage_fallback::{copy_batched, fetch_by_map, fetch_ops, Fragment, Gso, Packet};
 use netstage_platform::{CopyOp, DomId, EventPort, ForeignRef, GrantStatus};
+use netstage_ring::flex::{FlexConsumer, FlexError, FlexProducer};
 use netstage_ring::netif::{
     parse_tx_chain, Extra, GsoType, NetifExtraInfo, NetifRxRequest, NetifRxResponse, RxFlags,
     RxRing, TxChain, TxFlags, TxRing, NETIF_RSP_ERROR, NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
 };
 use netstage_ring::sring::BackRing;
+use netstage_ring::staging::SlotArea;
 use netstage_ring::XEN_PAGE_SIZE;
 
 use crate::{BackendPlatform, Metrics, PollMode, TxPath, VifHandler};
@@ -45,6 +47,26 @@ pub(crate) struct Queue<P: BackendPlatform> {
     pub(crate) stop: Arc<AtomicBool>,
     /// A packet taken from the backlog that is waiting for RX requests.
     pub(crate) rx_head: Option<Packet>,
+    pub(crate) staging: BStaging,
+}
+
+/// The staging memory a queue negotiated.
+// One per queue, created once: the sizes of the variants do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum BStaging {
+    /// Baseline.
+    None,
+    /// The frontend's slots, mapped (TX read-only, RX writable).
+    Slots {
+        tx: SlotArea,
+        rx: SlotArea,
+        rx_len: usize,
+    },
+    /// The data ring: we produce **in** (RX) and consume **out** (TX).
+    Ring {
+        prod: FlexProducer,
+        cons: FlexConsumer,
+    },
 }
 
 /// Why a queue stopped on its own: the frontend did something impossible.
@@ -143,6 +165,7 @@ impl<P: BackendPlatform> Queue<P> {
         }
         let mut status = vec![NETIF_RSP_OKAY; chains.len()];
         let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(chains.len());
+        let mut ring_used = false;
         for (i, c) in chains.iter().enumerate() {
             let gso_ok = match c.extras.gso {
                 Some(Extra::Gso {
@@ -155,12 +178,52 @@ impl<P: BackendPlatform> Queue<P> {
                 }) => self.p.gso_tcpv6,
                 _ => true,
             };
+            let staged_flag = c.flags.contains(TxFlags::STAGED);
+            let staged = usize::from(c.staged);
+            if staged_flag {
+                if let BStaging::Ring { cons, .. } = &mut self.staging {
+                    // The packet's staged bytes come next on the data ring, dropped or not.
+                    ring_used = true;
+                    if c.drop.is_some() && staged == 0 {
+                        return Err("TX request stages more bytes than its packet has; the data ring cannot be followed".into());
+                    }
+                    if c.drop.is_some() || !gso_ok || (!self.p.sg && c.data_slots() > 1) {
+                        cons.skip(staged).map_err(ring_fault)?;
+                    }
+                }
+            }
             if c.drop.is_some() || !gso_ok || (!self.p.sg && c.data_slots() > 1) {
                 status[i] = NETIF_RSP_ERROR;
                 self.metrics.add_tx_dropped(1);
                 bufs.push(Vec::new());
-            } else {
-                bufs.push(vec![0u8; usize::from(c.total_size)]);
+                continue;
+            }
+            let mut buf = vec![0u8; usize::from(c.total_size)];
+            if staged_flag {
+                let head = &mut buf[..staged];
+                let ok = match &mut self.staging {
+                    BStaging::None => false, // staged bytes that were never negotiated
+                    BStaging::Slots { tx, .. } => tx.read(u32::from(c.first_id()), 0, head).is_ok(),
+                    BStaging::Ring { cons, .. } => {
+                        cons.read_exact(head).map_err(ring_fault)?;
+                        true
+                    }
+                };
+                if ok {
+                    self.metrics.add_tx_staged_packets(1);
+                    self.metrics.add_tx_staged_bytes(staged as u64);
+                } else {
+                    status[i] = NETIF_RSP_ERROR;
+                    self.metrics.add_tx_dropped(1);
+                    bufs.push(Vec::new());
+                    continue;
+                }
+            }
+            bufs.push(buf);
+        }
+        if ring_used {
+            if let BStaging::Ring { cons, .. } = &mut self.staging {
+                cons.release().map_err(ring_fault)?;
             }
         }
         let frags = |c: &TxChain| -> Vec<Fragment> {
@@ -177,7 +240,8 @@ impl<P: BackendPlatform> Queue<P> {
                         continue;
                     }
                     let before = ops.len();
-                    fetch_ops(self.p.fe, &frags(c), buf, &mut ops).map_err(|e| e.to_string())?;
+                    let rest = &mut buf[usize::from(c.staged)..];
+                    fetch_ops(self.p.fe, &frags(c), rest, &mut ops).map_err(|e| e.to_string())?;
                     owner.extend(std::iter::repeat_n(i, ops.len() - before));
                 }
                 if !ops.is_empty() {
@@ -201,7 +265,8 @@ impl<P: BackendPlatform> Queue<P> {
                         continue;
                     }
                     let f = frags(c);
-                    match fetch_by_map(&self.platform, self.p.fe, &f, buf) {
+                    let rest = &mut buf[usize::from(c.staged)..];
+                    match fetch_by_map(&self.platform, self.p.fe, &f, rest) {
                         Ok(()) => self.metrics.add_grant_maps(f.len() as u64),
                         Err(_) => {
                             status[i] = NETIF_RSP_ERROR;
@@ -272,13 +337,44 @@ impl<P: BackendPlatform> Queue<P> {
             && gso_ok
     }
 
+    /// Bytes of `p` to stage, and the requests it then needs.
+    fn rx_plan(&mut self, p: &Packet) -> Result<(usize, usize), Fatal> {
+        let len = p.data.len();
+        let gso = usize::from(p.gso.is_some());
+        let staged = match &mut self.staging {
+            BStaging::None => 0,
+            BStaging::Slots { rx_len, .. } => len.min(*rx_len),
+            BStaging::Ring { prod, .. } => {
+                // Whole packets only: the rest of a packet that does not fit goes by grants.
+                let mut free = prod.free() as usize;
+                if free < len {
+                    free = prod.refresh().map_err(ring_fault)? as usize;
+                }
+                if free >= len {
+                    len
+                } else {
+                    self.metrics.add_rx_fallback_ring_full(1);
+                    0
+                }
+            }
+        };
+        let need = if staged > 0 {
+            1 + (len - staged).div_ceil(XEN_PAGE_SIZE) + gso
+        } else {
+            self.rx_slots(p)
+        };
+        Ok((staged, need))
+    }
+
     fn do_rx(&mut self) -> Result<bool, Fatal> {
         struct Planned {
             pkt: Packet,
             reqs: Vec<NetifRxRequest>,
+            staged: usize,
         }
         let mut plan: Vec<Planned> = Vec::new();
         let mut avail = self.rx.refresh_requests().map_err(|e| e.to_string())? as usize;
+        let mut ring_used = false;
         while plan.len() < BATCH {
             let pkt = match self.rx_head.take() {
                 Some(p) => p,
@@ -291,7 +387,7 @@ impl<P: BackendPlatform> Queue<P> {
                 self.metrics.add_rx_dropped(1);
                 continue;
             }
-            let need = self.rx_slots(&pkt);
+            let (mut staged, need) = self.rx_plan(&pkt)?;
             if avail < need {
                 // Ask to be woken when enough requests are posted (netback's trick).
                 let ev = self.rx.req_cons().wrapping_add(need as u32);
@@ -307,22 +403,47 @@ impl<P: BackendPlatform> Queue<P> {
                 }
             }
             avail -= need;
-            plan.push(Planned { pkt, reqs });
+            if staged > 0 {
+                let head = &pkt.data[..staged];
+                match &mut self.staging {
+                    BStaging::Slots { rx, .. } => {
+                        rx.write(u32::from(reqs[0].id), 0, head).map_err(|e| {
+                            format!("RX request id {} names no staging slot: {e}", reqs[0].id)
+                        })?;
+                    }
+                    BStaging::Ring { prod, .. } => {
+                        // We checked the room, and only we produce: this cannot fail.
+                        if prod.stage(head).map_err(ring_fault)?.is_none() {
+                            return Err("RX data ring lost room it had".into());
+                        }
+                        ring_used = true;
+                    }
+                    BStaging::None => staged = 0,
+                }
+                if staged > 0 {
+                    self.metrics.add_rx_staged_packets(1);
+                    self.metrics.add_rx_staged_bytes(staged as u64);
+                }
+            }
+            plan.push(Planned { pkt, reqs, staged });
         }
         if plan.is_empty() {
             return Ok(false);
         }
-        // Copy every packet into the posted buffers with batched grant copies.
+        if ring_used {
+            // The staged bytes must be visible before the responses that announce them.
+            if let BStaging::Ring { prod, .. } = &mut self.staging {
+                prod.publish().map_err(ring_fault)?;
+            }
+        }
+        // Copy the rest of every packet into the posted buffers with batched grant copies.
         let mut ops: Vec<CopyOp<'_>> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         for (i, pl) in plan.iter().enumerate() {
-            let data_reqs = pl
-                .reqs
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !(pl.pkt.gso.is_some() && *k == 1))
-                .map(|(_, r)| r);
-            for (chunk, r) in pl.pkt.data.chunks(XEN_PAGE_SIZE).zip(data_reqs) {
+            for (chunk, r) in pl.pkt.data[pl.staged..]
+                .chunks(XEN_PAGE_SIZE)
+                .zip(Self::data_reqs(pl.reqs.as_slice(), &pl.pkt, pl.staged))
+            {
                 ops.push(CopyOp::ToForeign {
                     src: chunk,
                     dst: ForeignRef {
@@ -334,20 +455,22 @@ impl<P: BackendPlatform> Queue<P> {
                 owner.push(i);
             }
         }
-        let n = ops.len() as u64;
-        let mut st = Vec::with_capacity(ops.len());
-        let calls = copy_batched(&self.platform, ops, &mut st)
-            .map_err(|e| format!("grant copy failed: {e}"))?;
-        self.metrics.add_grant_copy_calls(calls as u64);
-        self.metrics.add_grant_copy_ops(n);
         let mut failed = vec![false; plan.len()];
-        for (s, i) in st.iter().zip(&owner) {
-            if *s != GrantStatus::Okay {
-                failed[*i] = true;
+        if !ops.is_empty() {
+            let n = ops.len() as u64;
+            let mut st = Vec::with_capacity(ops.len());
+            let calls = copy_batched(&self.platform, ops, &mut st)
+                .map_err(|e| format!("grant copy failed: {e}"))?;
+            self.metrics.add_grant_copy_calls(calls as u64);
+            self.metrics.add_grant_copy_ops(n);
+            for (s, i) in st.iter().zip(&owner) {
+                if *s != GrantStatus::Okay {
+                    failed[*i] = true;
+                }
             }
         }
         for (pl, bad) in plan.iter().zip(&failed) {
-            self.put_rx_responses(pl.reqs.as_slice(), &pl.pkt, *bad)?;
+            self.put_rx_responses(pl.reqs.as_slice(), &pl.pkt, pl.staged, *bad)?;
             if *bad {
                 self.metrics.add_rx_grant_errors(1);
             } else {
@@ -365,15 +488,34 @@ impl<P: BackendPlatform> Queue<P> {
         Ok(true)
     }
 
+    /// The requests whose buffers receive data bytes: all but the GSO extra's, and, when
+    /// the head is staged, all but the first.
+    fn data_reqs<'a>(
+        reqs: &'a [NetifRxRequest],
+        pkt: &Packet,
+        staged: usize,
+    ) -> impl Iterator<Item = &'a NetifRxRequest> + 'a {
+        let gso = pkt.gso.is_some();
+        reqs.iter()
+            .enumerate()
+            .filter(move |(k, _)| !((gso && *k == 1) || (staged > 0 && *k == 0)))
+            .map(|(_, r)| r)
+    }
+
     /// Writes the responses of one packet, one per consumed request, in request order:
-    /// first data slot (flags), the GSO extra if any, then the other data slots.
+    /// the first (flags; for a staged head, `NETRXF_staged` with the staged length in
+    /// `offset` and no buffer data), the GSO extra if any, then the other data slots.
     fn put_rx_responses(
         &mut self,
         reqs: &[NetifRxRequest],
         pkt: &Packet,
+        staged: usize,
         failed: bool,
     ) -> Result<(), Fatal> {
-        let chunks: Vec<usize> = pkt.data.chunks(XEN_PAGE_SIZE).map(|c| c.len()).collect();
+        let chunks: Vec<usize> = pkt.data[staged..]
+            .chunks(XEN_PAGE_SIZE)
+            .map(|c| c.len())
+            .collect();
         let mut data = chunks.iter().copied();
         for (k, r) in reqs.iter().enumerate() {
             let rsp = if pkt.gso.is_some() && k == 1 {
@@ -391,13 +533,21 @@ impl<P: BackendPlatform> Queue<P> {
                 );
                 NetifExtraInfo::encode(&g, false).to_rx_slot()
             } else {
-                let len = data.next().unwrap_or(0);
+                let staged_head = k == 0 && staged > 0;
+                let len = if staged_head {
+                    0
+                } else {
+                    data.next().unwrap_or(0)
+                };
                 let last = data.len() == 0;
                 let mut flags = RxFlags::empty();
                 if !last {
                     flags |= RxFlags::MORE_DATA;
                 }
                 if k == 0 {
+                    if staged_head {
+                        flags |= RxFlags::STAGED;
+                    }
                     if pkt.gso.is_some() {
                         flags |= RxFlags::EXTRA_INFO;
                     }
@@ -407,7 +557,8 @@ impl<P: BackendPlatform> Queue<P> {
                 }
                 NetifRxResponse {
                     id: r.id,
-                    offset: 0,
+                    // A staged length is at most 65535 (a packet); a buffer offset is 0.
+                    offset: if staged_head { staged as u16 } else { 0 },
                     flags: flags.bits(),
                     // A chunk is at most 4096 bytes; it fits i16.
                     status: if failed { NETIF_RSP_ERROR } else { len as i16 },
@@ -417,4 +568,10 @@ impl<P: BackendPlatform> Queue<P> {
         }
         Ok(())
     }
+}
+
+/// A data-ring failure is the frontend's: its indexes overran, or it claimed bytes it never
+/// wrote.
+fn ring_fault(e: FlexError) -> Fatal {
+    format!("data ring: {e}")
 }

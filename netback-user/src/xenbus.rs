@@ -15,8 +15,11 @@ use netstage_platform::{DomId, GrantImport};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::BackRing;
 
-use crate::queue::{Fatal, Queue, QueueParams};
+use crate::queue::{BStaging, Fatal, Queue, QueueParams};
 use crate::{wake_fn, Backend, BackendError, BackendPlatform, RxInjector, VifHandler};
+use netstage_ring::flex::{self, End};
+use netstage_ring::staging::{distinct_grefs, read_list, SlotArea, SlotLayout};
+use netstage_ring::XEN_PAGE_SIZE;
 
 /// A connected vif: its queue threads.
 struct Connection {
@@ -50,6 +53,10 @@ fn read_str<X: XenStore>(xs: &X, path: &str) -> Option<String> {
     xs.read(NO_TX, path)
         .ok()
         .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
 }
 
 fn read_flag<X: XenStore>(xs: &X, path: &str) -> bool {
@@ -86,7 +93,13 @@ pub(crate) fn serve<P: BackendPlatform>(
             if on { b"1" } else { b"0" },
         )?;
     }
+    let offer_slots = b.cfg.slots_max_data_len.filter(|n| *n >= 64);
+    let offer_ring = b.cfg.data_ring_max_order;
     for (k, v) in [
+        ("feature-staging-slots", flag(offer_slots.is_some())),
+        ("staging-max-data-len", offer_slots.unwrap_or(0).to_string()),
+        ("feature-data-ring", flag(offer_ring.is_some())),
+        ("data-ring-max-order", offer_ring.unwrap_or(0).to_string()),
         ("feature-rx-copy", "1".to_string()),
         ("feature-rx-flip", "0".to_string()),
         ("feature-split-event-channels", "0".to_string()),
@@ -195,6 +208,96 @@ impl<P: BackendPlatform> Backend<P> {
     }
 }
 
+/// Maps the staging memory the frontend shared for one queue, if it asked for any, after
+/// checking it against what we offered.
+fn connect_staging<P: BackendPlatform>(
+    b: &Backend<P>,
+    fe: DomId,
+    dir: &str,
+    slots: u32,
+) -> Result<BStaging, String> {
+    let xs = &b.xs;
+    let slots_len = read_str(xs, &format!("{dir}/tx-data-len"));
+    let ring_ref = read_str(xs, &format!("{dir}/data-ring-ref"));
+    match (slots_len, ring_ref) {
+        (None, None) => Ok(BStaging::None),
+        (Some(_), Some(_)) => Err("frontend asks for both staging slots and a data ring".into()),
+        (Some(_), None) => {
+            let max = b
+                .cfg
+                .slots_max_data_len
+                .ok_or("frontend asks for staging slots, which this backend does not offer")?;
+            let mut areas = Vec::new();
+            for (d, writable) in [("tx", false), ("rx", true)] {
+                let len = read_u32(xs, &format!("{dir}/{d}-data-len"))?;
+                if len < 64 || len > max {
+                    return Err(format!("{d}-data-len {len} is outside 64..={max}"));
+                }
+                let layout = SlotLayout::new(len, slots).map_err(|e| e.to_string())?;
+                let mut list = Vec::new();
+                for i in 0..layout.list_pages() {
+                    let r = read_u32(xs, &format!("{dir}/{d}-data-ref{i}"))?;
+                    list.push(
+                        b.platform
+                            .map(fe, &[r], false)
+                            .map_err(|e| format!("cannot map {d}-data-ref{i} {r}: {e}"))?,
+                    );
+                }
+                // Read once, checked, kept private: the frontend cannot change it later.
+                let entries =
+                    read_list(&layout, &list).map_err(|e| format!("{d} data list: {e}"))?;
+                let grefs = distinct_grefs(&entries);
+                let win = b
+                    .platform
+                    .map(fe, &grefs, writable)
+                    .map_err(|e| format!("cannot map the {d} staging pages: {e}"))?;
+                let pages = grefs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| Ok((*g, win.sub(i * XEN_PAGE_SIZE, XEN_PAGE_SIZE)?)))
+                    .collect::<Result<Vec<_>, netstage_ring::MemError>>()
+                    .map_err(|e| e.to_string())?;
+                areas.push((
+                    SlotArea::new(layout, &entries, &pages).map_err(|e| e.to_string())?,
+                    len as usize,
+                ));
+            }
+            let (rx, rx_len) = areas.pop().ok_or("no RX slots")?;
+            let (tx, _) = areas.pop().ok_or("no TX slots")?;
+            Ok(BStaging::Slots { tx, rx, rx_len })
+        }
+        (None, Some(r)) => {
+            let max = b
+                .cfg
+                .data_ring_max_order
+                .ok_or("frontend asks for a data ring, which this backend does not offer")?;
+            let r: u32 = r
+                .parse()
+                .map_err(|_| format!("data-ring-ref {r:?} is not a number"))?;
+            let intf = b
+                .platform
+                .map(fe, &[r], true)
+                .map_err(|e| format!("cannot map data-ring-ref {r}: {e}"))?;
+            // The order is read once from the indexes page, before mapping anything else.
+            let cfg = flex::read_intf_config(&intf, max).map_err(|e| format!("data ring: {e}"))?;
+            let key = read_u32(xs, &format!("{dir}/data-ring-order"))?;
+            if key != cfg.order {
+                return Err(format!(
+                    "data-ring-order {key} disagrees with the indexes page ({})",
+                    cfg.order
+                ));
+            }
+            let data = b
+                .platform
+                .map(fe, &cfg.refs, true)
+                .map_err(|e| format!("cannot map the data ring: {e}"))?;
+            let (prod, cons) = flex::open(End::Backend, &intf, &data, cfg.order)
+                .map_err(|e| format!("data ring: {e}"))?;
+            Ok(BStaging::Ring { prod, cons })
+        }
+    }
+}
+
 /// Reads and checks the frontend's keys, maps its rings, binds its channels, starts the
 /// queues. An error message describes what the frontend got wrong.
 fn connect<P: BackendPlatform>(
@@ -261,6 +364,8 @@ fn connect<P: BackendPlatform>(
             BackRing::<TxRing>::attach(tx_mem).map_err(|e| format!("queue {q}: TX ring: {e}"))?;
         let rx =
             BackRing::<RxRing>::attach(rx_mem).map_err(|e| format!("queue {q}: RX ring: {e}"))?;
+        let staging =
+            connect_staging(b, fe, &dir, tx.size()).map_err(|e| format!("queue {q}: {e}"))?;
         let port = Arc::new(
             b.platform
                 .bind_interdomain(fe, evtchn)
@@ -294,6 +399,7 @@ fn connect<P: BackendPlatform>(
             metrics: Arc::clone(&b.metrics),
             stop: Arc::clone(&stop),
             rx_head: None,
+            staging,
         });
     }
     let threads = queue_objs

@@ -48,7 +48,10 @@ use netstage_ring::netif::{RxRing, TxRing, XEN_NETIF_MAX_TX_SIZE};
 use netstage_ring::sring::FrontRing;
 use netstage_ring::XEN_PAGE_SIZE;
 
-pub use netstage_fallback::{Features, PollMode};
+use netstage_fallback::PolicyState;
+pub use netstage_fallback::{CopyPolicy, Design, Features, PollMode};
+use netstage_ring::flex::{self, End};
+use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
 
 use queue::{FQueue, POOL};
 
@@ -65,11 +68,16 @@ pub struct FrontendConfig {
     pub tx_queue_len: usize,
     /// How long the backend may take between handshake steps.
     pub handshake_timeout: Duration,
+    /// Where packet bytes go. `Slots` and `Ring` are used if the backend offers them and
+    /// fall back to the baseline otherwise; their sizes are clamped to the backend's
+    /// maximum. (`GrantCopy` and `GrantMap` differ only at the backend.)
+    pub design: Design,
 }
 
 impl Default for FrontendConfig {
     fn default() -> Self {
         FrontendConfig {
+            design: Design::GrantCopy,
             queues: 1,
             want: Features::ALL,
             poll: PollMode::Block,
@@ -162,6 +170,20 @@ counters! {
     rx_bytes, add_rx_bytes;
     /// RX packets dropped (error status or malformed chain).
     rx_dropped, add_rx_dropped;
+    /// TX packets whose head went through staging memory.
+    tx_staged_packets, add_tx_staged_packets;
+    /// Bytes they staged.
+    tx_staged_bytes, add_tx_staged_bytes;
+    /// TX packets (partly) sent by grants because the data ring was full.
+    tx_fallback_ring_full, add_tx_fallback_ring_full;
+    /// TX packets partly sent by grants because they exceed the copy limit.
+    tx_fallback_over_limit, add_tx_fallback_over_limit;
+    /// RX packets whose head came through staging memory.
+    rx_staged_packets, add_rx_staged_packets;
+    /// Bytes they staged.
+    rx_staged_bytes, add_rx_staged_bytes;
+    /// Memory this frontend keeps granted to the backend (rings, buffers, staging).
+    granted_bytes, add_granted_bytes;
     /// Notifications sent to the backend.
     notifications, add_notifications;
     /// Times a queue woke up from waiting.
@@ -195,6 +217,76 @@ pub struct Frontend<P: FrontendPlatform> {
     broken: Arc<Mutex<Option<String>>>,
     monitor: Option<JoinHandle<()>>,
     features: Features,
+    design: Design,
+}
+
+/// Shares the staging memory of one queue and notes its XenStore keys.
+fn setup_staging<P: FrontendPlatform>(
+    platform: &P,
+    bdom: DomId,
+    design: Design,
+    prefix: &str,
+    keys: &mut Vec<(String, String)>,
+    metrics: &Metrics,
+) -> Result<queue::FStaging, FrontendError> {
+    let bad = |e: String| FrontendError::Handshake(e);
+    match design {
+        Design::GrantCopy | Design::GrantMap => Ok(queue::FStaging::None),
+        Design::Slots { data_len } => {
+            let layout = SlotLayout::new(data_len, POOL as u32).map_err(|e| bad(e.to_string()))?;
+            let mut pages = Vec::new();
+            let mut areas = Vec::new();
+            for (dir, writable) in [("tx", false), ("rx", true)] {
+                let data = platform.share(bdom, layout.data_pages(), writable)?;
+                let list = platform.share(bdom, layout.list_pages(), false)?;
+                let win = |p: &netstage_platform::SharedPages, n: usize| {
+                    (0..n)
+                        .map(|i| p.mem.sub(i * XEN_PAGE_SIZE, XEN_PAGE_SIZE))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| bad(e.to_string()))
+                };
+                let data_w = win(&data, layout.data_pages())?;
+                let list_w = win(&list, layout.list_pages())?;
+                let entries = layout
+                    .natural_entries(&data.grefs)
+                    .map_err(|e| bad(e.to_string()))?;
+                write_list(&layout, &list_w, &entries).map_err(|e| bad(e.to_string()))?;
+                areas.push(SlotArea::natural(layout, &data_w).map_err(|e| bad(e.to_string()))?);
+                for (i, g) in list.grefs.iter().enumerate() {
+                    keys.push((format!("{prefix}/{dir}-data-ref{i}"), g.to_string()));
+                }
+                keys.push((format!("{prefix}/{dir}-data-len"), data_len.to_string()));
+                metrics.add_granted_bytes(layout.granted_bytes() as u64);
+                pages.push(data);
+                pages.push(list);
+            }
+            let rx = areas.pop().ok_or_else(|| bad("no RX slot area".into()))?;
+            let tx = areas.pop().ok_or_else(|| bad("no TX slot area".into()))?;
+            Ok(queue::FStaging::Slots {
+                tx,
+                rx,
+                tx_len: data_len as usize,
+                _pages: pages,
+            })
+        }
+        Design::Ring { order, policy } => {
+            let intf = platform.share(bdom, 1, true)?;
+            let data = platform.share(bdom, 1 << order, true)?;
+            flex::init_intf(&intf.mem, order, &data.grefs).map_err(|e| bad(e.to_string()))?;
+            let (prod, cons) = flex::open(End::Frontend, &intf.mem, &data.mem, order)
+                .map_err(|e| bad(e.to_string()))?;
+            keys.push((format!("{prefix}/data-ring-ref"), intf.grefs[0].to_string()));
+            keys.push((format!("{prefix}/data-ring-order"), order.to_string()));
+            metrics.add_granted_bytes(((1 + (1usize << order)) * XEN_PAGE_SIZE) as u64);
+            let size = prod.size() as usize;
+            Ok(queue::FStaging::Ring {
+                prod,
+                cons,
+                policy: PolicyState::new(policy, size),
+                _pages: vec![intf, data],
+            })
+        }
+    }
 }
 
 fn read_str(xs: &XsClient, path: &str) -> Option<String> {
@@ -279,6 +371,34 @@ impl<P: FrontendPlatform> Frontend<P> {
         let max_q = read_str(&xs, &format!("{bdir}/multi-queue-max-queues"))
             .and_then(|v| v.parse::<u16>().ok());
         let nq = cfg.queues.max(1).min(max_q.unwrap_or(1).max(1));
+        // The staging design: what was asked for, if offered, within the offered limits.
+        let design = match cfg.design {
+            Design::Slots { data_len } if offered("feature-staging-slots") => {
+                let max = read_str(&xs, &format!("{bdir}/staging-max-data-len"))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0);
+                if max >= 64 {
+                    Design::Slots {
+                        data_len: data_len.min(max),
+                    }
+                } else {
+                    Design::GrantCopy
+                }
+            }
+            Design::Ring { order, policy } if offered("feature-data-ring") => {
+                match read_str(&xs, &format!("{bdir}/data-ring-max-order"))
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    Some(max) => Design::Ring {
+                        order: order.min(max).min(flex::MAX_RING_ORDER),
+                        policy,
+                    },
+                    None => Design::GrantCopy,
+                }
+            }
+            Design::GrantMap => Design::GrantMap,
+            _ => Design::GrantCopy,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
         let mut fqs = Vec::new();
@@ -299,6 +419,8 @@ impl<P: FrontendPlatform> Frontend<P> {
             } else {
                 format!("{fdir}/queue-{q}")
             };
+            metrics.add_granted_bytes(((2 + 2 * POOL) * XEN_PAGE_SIZE) as u64);
+            let staging = setup_staging(&platform, bdom, design, &prefix, &mut keys, &metrics)?;
             keys.push((
                 format!("{prefix}/tx-ring-ref"),
                 tx_page.grefs[0].to_string(),
@@ -330,6 +452,8 @@ impl<P: FrontendPlatform> Frontend<P> {
                 rx_posted: VecDeque::with_capacity(POOL),
                 tx_queue: prx,
                 tx_head: None,
+                head_staged: None,
+                staging,
                 handler: Arc::clone(&handler),
                 metrics: Arc::clone(&metrics),
                 stop: Arc::clone(&stop),
@@ -390,6 +514,7 @@ impl<P: FrontendPlatform> Frontend<P> {
             Err(e) => Some(FrontendError::Handshake(e)),
         };
         let broken = Arc::new(Mutex::new(None));
+        let design_in_use = design;
         let mut f = Frontend {
             platform,
             xs,
@@ -401,6 +526,7 @@ impl<P: FrontendPlatform> Frontend<P> {
             broken,
             monitor: None,
             features: cfg.want,
+            design: design_in_use,
         };
         if let Some(e) = refused {
             f.shutdown_queues();
@@ -450,6 +576,11 @@ impl<P: FrontendPlatform> Frontend<P> {
                 }
             })
             .map_err(|e| FrontendError::Handshake(format!("cannot start the monitor: {e}")))
+    }
+
+    /// The design in use (the one asked for, or the baseline if the backend lacks it).
+    pub fn design(&self) -> Design {
+        self.design
     }
 
     /// Number of queues negotiated.

@@ -7,19 +7,43 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use crossbeam_channel::Receiver;
-use netstage_fallback::Packet;
+use netstage_fallback::{FallbackReason, Packet, PolicyState};
 use netstage_platform::{EventPort, SharedPages};
+use netstage_ring::flex::{FlexConsumer, FlexProducer};
 use netstage_ring::netif::{
-    encode_tx_chain, parse_rx_chain, Extra, NetifRxRequest, RxFlags, RxRing, TxFlags, TxFragment,
-    TxRing, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+    encode_staged_tx_chain, encode_tx_chain, parse_rx_chain, Extra, NetifRxRequest, RxFlags,
+    RxRing, TxFlags, TxFragment, TxRing, NETIF_RSP_NULL, NETIF_RSP_OKAY,
 };
 use netstage_ring::sring::FrontRing;
+use netstage_ring::staging::SlotArea;
 use netstage_ring::XEN_PAGE_SIZE;
 
 use crate::{FrontendHandler, Metrics, PollMode};
 
 /// Buffers per direction: one per ring slot.
 pub(crate) const POOL: usize = 256;
+
+/// The staging memory a queue negotiated.
+// One per queue, created once: the sizes of the variants do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum FStaging {
+    /// Baseline: grants only.
+    None,
+    /// Slots selected by request id.
+    Slots {
+        tx: SlotArea,
+        rx: SlotArea,
+        tx_len: usize,
+        _pages: Vec<SharedPages>,
+    },
+    /// One data ring per direction.
+    Ring {
+        prod: FlexProducer,
+        cons: FlexConsumer,
+        policy: PolicyState,
+        _pages: Vec<SharedPages>,
+    },
+}
 
 pub(crate) struct FQueue<Pt: EventPort> {
     pub(crate) index: u16,
@@ -34,6 +58,9 @@ pub(crate) struct FQueue<Pt: EventPort> {
     pub(crate) rx_posted: VecDeque<u16>,
     pub(crate) tx_queue: Receiver<Packet>,
     pub(crate) tx_head: Option<Packet>,
+    /// Staged bytes decided for `tx_head` (decided once per packet).
+    pub(crate) head_staged: Option<usize>,
+    pub(crate) staging: FStaging,
     pub(crate) handler: Arc<dyn FrontendHandler>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stop: Arc<AtomicBool>,
@@ -131,18 +158,63 @@ impl<Pt: EventPort> FQueue<Pt> {
 
     // ----- TX -----
 
-    fn slots(p: &Packet) -> (usize, usize) {
-        let data = p.data.len().div_ceil(XEN_PAGE_SIZE).max(1);
+    /// Ids (data slots) and ring slots a packet needs with `staged` bytes staged.
+    fn slots(p: &Packet, staged: usize) -> (usize, usize) {
+        let rest = p.data.len() - staged;
+        let data = if staged > 0 {
+            1 + rest.div_ceil(XEN_PAGE_SIZE)
+        } else {
+            rest.div_ceil(XEN_PAGE_SIZE).max(1)
+        };
         (data, data + usize::from(p.gso.is_some()))
+    }
+
+    /// How many bytes of the head packet go through staging memory.
+    fn decide_staged(&mut self, len: usize) -> usize {
+        match &mut self.staging {
+            FStaging::None => 0,
+            FStaging::Slots { tx_len, .. } => {
+                if len > *tx_len {
+                    self.metrics.add_tx_fallback_over_limit(1);
+                }
+                len.min(*tx_len)
+            }
+            FStaging::Ring { prod, policy, .. } => {
+                let size = prod.size() as usize;
+                let mut free = prod.free() as usize;
+                if free < len {
+                    free = prod.refresh().map(|f| f as usize).unwrap_or(0);
+                }
+                let (n, why) = policy.decide(len, free, size);
+                match why {
+                    Some(FallbackReason::RingFull) => self.metrics.add_tx_fallback_ring_full(1),
+                    Some(FallbackReason::OverLimit) => self.metrics.add_tx_fallback_over_limit(1),
+                    None => {}
+                }
+                n
+            }
+        }
     }
 
     fn can_send_head(&mut self) -> bool {
         if self.tx_head.is_none() {
             self.tx_head = self.tx_queue.try_recv().ok();
+            self.head_staged = None;
         }
+        let Some(len) = self.tx_head.as_ref().map(|p| p.data.len()) else {
+            return false;
+        };
+        let staged = match self.head_staged {
+            Some(s) => s,
+            None => {
+                let s = self.decide_staged(len);
+                self.head_staged = Some(s);
+                s
+            }
+        };
         match &self.tx_head {
             Some(p) => {
-                let (data, all) = Self::slots(p);
+                let (data, all) = Self::slots(p, staged);
                 self.tx_free.len() >= data && self.tx.free_requests() as usize >= all
             }
             None => false,
@@ -151,10 +223,35 @@ impl<Pt: EventPort> FQueue<Pt> {
 
     fn send(&mut self) -> Result<bool, Broken> {
         let mut sent = 0;
+        let mut staged_any = false;
         while self.can_send_head() {
             let Some(p) = self.tx_head.take() else { break };
-            let mut frags = Vec::with_capacity(Self::slots(&p).0);
-            for chunk in p.data.chunks(XEN_PAGE_SIZE) {
+            let staged = self.head_staged.take().unwrap_or(0);
+            let mut first_id = 0u16;
+            if staged > 0 {
+                let Some(id) = self.tx_free.pop() else {
+                    return Err("TX id pool accounting is inconsistent".into());
+                };
+                first_id = id;
+                self.tx_inflight[usize::from(id)] = true;
+                let head = &p.data[..staged];
+                match &mut self.staging {
+                    FStaging::Slots { tx, .. } => {
+                        tx.write(u32::from(id), 0, head).map_err(err("TX slot"))?
+                    }
+                    FStaging::Ring { prod, .. } => {
+                        if prod.stage(head).map_err(err("TX data ring"))?.is_none() {
+                            return Err("TX data ring lost room it had".into());
+                        }
+                    }
+                    FStaging::None => return Err("staged bytes without staging memory".into()),
+                }
+                staged_any = true;
+                self.metrics.add_tx_staged_packets(1);
+                self.metrics.add_tx_staged_bytes(staged as u64);
+            }
+            let mut frags = Vec::with_capacity(Self::slots(&p, staged).0);
+            for chunk in p.data[staged..].chunks(XEN_PAGE_SIZE) {
                 let Some(id) = self.tx_free.pop() else {
                     return Err("TX id pool accounting is inconsistent".into());
                 };
@@ -187,11 +284,25 @@ impl<Pt: EventPort> FQueue<Pt> {
             };
             let mut put_err = None;
             let tx = &mut self.tx;
-            encode_tx_chain(flags, &frags, &extras, &[0xffff], |slot| {
+            let put = |slot| {
                 if let Err(e) = tx.put_request(&slot) {
                     put_err.get_or_insert(e);
                 }
-            })
+            };
+            if staged > 0 {
+                // staged <= packet length <= 65535.
+                encode_staged_tx_chain(
+                    flags,
+                    staged as u16,
+                    first_id,
+                    &frags,
+                    &extras,
+                    &[0xffff],
+                    put,
+                )
+            } else {
+                encode_tx_chain(flags, &frags, &extras, &[0xffff], put)
+            }
             .map_err(err("TX packet"))?;
             if let Some(e) = put_err {
                 return Err(format!("TX ring: {e}"));
@@ -199,6 +310,12 @@ impl<Pt: EventPort> FQueue<Pt> {
             self.metrics.add_tx_packets(1);
             self.metrics.add_tx_bytes(p.data.len() as u64);
             sent += 1;
+        }
+        if staged_any {
+            // The staged bytes must be visible before the requests that refer to them.
+            if let FStaging::Ring { prod, .. } = &mut self.staging {
+                prod.publish().map_err(err("TX data ring"))?;
+            }
         }
         if sent > 0
             && self
@@ -256,8 +373,27 @@ impl<Pt: EventPort> FQueue<Pt> {
                     .ok_or("backend answered more RX requests than were posted")?;
                 ids.push(id);
             }
+            let staged = usize::from(chain.staged);
             if chain.drop.is_none() {
                 let mut data = BytesMut::with_capacity(chain.total_len as usize);
+                if staged > 0 {
+                    data.resize(staged, 0);
+                    match &mut self.staging {
+                        FStaging::Slots { rx, .. } => rx
+                            .read(u32::from(ids[0]), 0, &mut data[..])
+                            .map_err(err("RX slot"))?,
+                        FStaging::Ring { cons, .. } => {
+                            cons.read_exact(&mut data[..])
+                                .map_err(err("RX data ring"))?;
+                            cons.release().map_err(err("RX data ring"))?;
+                        }
+                        FStaging::None => {
+                            return Err("backend staged RX bytes that were never negotiated".into())
+                        }
+                    }
+                    self.metrics.add_rx_staged_packets(1);
+                    self.metrics.add_rx_staged_bytes(staged as u64);
+                }
                 for (s, id) in chain.slots.iter().zip(&ids) {
                     if s.extra {
                         continue;
@@ -290,6 +426,13 @@ impl<Pt: EventPort> FQueue<Pt> {
                 );
             } else {
                 self.metrics.add_rx_dropped(1);
+                if chain.flags.contains(RxFlags::STAGED) {
+                    // Keep the data ring in step: the dropped packet's bytes are skipped.
+                    if let FStaging::Ring { cons, .. } = &mut self.staging {
+                        cons.skip(staged).map_err(err("RX data ring"))?;
+                        cons.release().map_err(err("RX data ring"))?;
+                    }
+                }
             }
             for id in ids {
                 self.post_rx(id)?;

@@ -11,7 +11,9 @@ use netstage_fallback::{Gso, Packet};
 use netstage_netback_user::{
     toolstack, Backend, BackendConfig, Features, RxInjector, TxPath, VifHandler,
 };
-use netstage_netfront_user::{Frontend, FrontendConfig, FrontendError, FrontendHandler};
+use netstage_netfront_user::{
+    CopyPolicy, Design, Frontend, FrontendConfig, FrontendError, FrontendHandler,
+};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimWorld};
 use netstage_platform::xenstore::XsClient;
@@ -67,7 +69,8 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
         let small = DomainConfig {
-            mem_pages: 8192,
+            // Room for 64 KiB staging slots (2 x 4096 pages) besides rings and buffers.
+            mem_pages: 12288,
             ..DomainConfig::default()
         };
         let dom0 = world.create_domain(0, small.clone()).unwrap();
@@ -144,6 +147,10 @@ fn gso_for(len: usize) -> Option<Gso> {
 }
 
 fn exchange(tx_path: TxPath, queues: u16) {
+    exchange_design(tx_path, queues, Design::GrantCopy);
+}
+
+fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
     let rig = Rig::new(BackendConfig {
         tx_path,
         max_queues: 4,
@@ -154,12 +161,15 @@ fn exchange(tx_path: TxPath, queues: u16) {
         .front(
             FrontendConfig {
                 queues,
+                design,
                 ..FrontendConfig::default()
             },
             Arc::clone(&fh),
         )
         .unwrap();
     assert_eq!(front.queues(), queues);
+    assert_eq!(front.design(), design);
+    let staging = !matches!(design, Design::GrantCopy | Design::GrantMap);
     wait_for("injectors", || {
         rig.back.injectors.lock().unwrap().len() == queues as usize
     });
@@ -274,6 +284,19 @@ fn exchange(tx_path: TxPath, queues: u16) {
         ),
         (0, 0, 0, 0)
     );
+    if staging {
+        // The heads went through staging memory, and the ends agree on how much.
+        assert!(
+            fm.tx_staged_packets > 0 && fm.rx_staged_packets > 0,
+            "{fm:?}"
+        );
+        assert_eq!(fm.tx_staged_bytes, bm.tx_staged_bytes);
+        assert_eq!(fm.rx_staged_bytes, bm.rx_staged_bytes);
+        assert_eq!(fm.tx_staged_packets, bm.tx_staged_packets);
+        assert!(fm.granted_bytes > 0);
+        front.close().unwrap();
+        return;
+    }
     // Grant operations: one per page of every packet, by the path chosen (RX always copies).
     let pages = |v: &Vec<(u16, Vec<u8>)>| -> u64 {
         v.iter().map(|(_, d)| d.len().div_ceil(4096) as u64).sum()
@@ -318,6 +341,57 @@ fn grant_map_one_queue() {
 #[test]
 fn grant_map_two_queues() {
     exchange(TxPath::GrantMap, 2);
+}
+
+#[test]
+fn slots_256_one_queue() {
+    exchange_design(TxPath::GrantCopy, 1, Design::Slots { data_len: 256 });
+}
+
+#[test]
+fn slots_4096_two_queues() {
+    exchange_design(TxPath::GrantCopy, 2, Design::Slots { data_len: 4096 });
+}
+
+#[test]
+fn slots_65536_copy_only() {
+    exchange_design(TxPath::GrantMap, 1, Design::Slots { data_len: 65536 });
+}
+
+#[test]
+fn data_ring_greedy_one_queue() {
+    exchange_design(
+        TxPath::GrantCopy,
+        1,
+        Design::Ring {
+            order: 4,
+            policy: CopyPolicy::Greedy,
+        },
+    );
+}
+
+#[test]
+fn data_ring_fixed_two_queues() {
+    exchange_design(
+        TxPath::GrantCopy,
+        2,
+        Design::Ring {
+            order: 2,
+            policy: CopyPolicy::Fixed(256),
+        },
+    );
+}
+
+#[test]
+fn data_ring_adaptive_small_ring_falls_back() {
+    exchange_design(
+        TxPath::GrantCopy,
+        1,
+        Design::Ring {
+            order: 0,
+            policy: CopyPolicy::Adaptive,
+        },
+    );
 }
 
 #[test]

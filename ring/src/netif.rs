@@ -518,7 +518,8 @@ pub struct TxChain {
     /// are to be answered with `NETIF_RSP_ERROR`.
     pub drop: Option<FaultReason>,
     /// Bytes at the start of the packet carried by staging memory (`NETTXF_staged`); the
-    /// fragments hold the rest.
+    /// fragments hold the rest. Kept when the packet is dropped for another reason (a
+    /// data-ring consumer must still skip them); 0 if it exceeds the packet.
     pub staged: u16,
 }
 
@@ -682,8 +683,9 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         flags,
         extras,
         drop,
-        // staged <= total <= u16::MAX when not dropped; 0 otherwise.
-        staged: if drop.is_none() { staged as u16 } else { 0 },
+        // The claimed length when it fits the packet (a consumer of a data ring must skip
+        // it even if the packet is dropped); 0 when it does not.
+        staged: if staged <= total { staged as u16 } else { 0 },
     })
 }
 
@@ -892,8 +894,8 @@ pub struct RxChain {
     pub total_len: u32,
     /// Why the packet must be dropped, if it must.
     pub drop: Option<FaultReason>,
-    /// Bytes at the start of the packet in staging memory (`NETRXF_staged`); the data
-    /// slots hold the rest.
+    /// Bytes at the start of the packet in staging memory (`NETRXF_staged`, as claimed,
+    /// even when the packet is dropped); the data slots hold the rest.
     pub staged: u16,
 }
 
@@ -1016,6 +1018,6 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
         extras,
         total_len: total,
         drop,
-        staged: if drop.is_none() { staged } else { 0 },
+        staged,
     })
 }

@@ -278,7 +278,7 @@ fn staged_tx_chains() {
         parse(&v).unwrap().drop,
         Some(FaultReason::BadStaged { .. })
     ));
-    assert_eq!(parse(&v).unwrap().staged, 0);
+    assert_eq!(parse(&v).unwrap().staged, 100);
 }
 
 #[test]
