@@ -306,6 +306,9 @@ fn connect<P: BackendPlatform>(
     handler: &Arc<dyn VifHandler>,
 ) -> Result<Connection, String> {
     let xs = &b.xs;
+    // The frontend domain may be a new instance since we last looked (an earlier one
+    // closed and exited): map its current memory, not what we cached of the old one.
+    b.platform.forget_domain(p.frontend_dom);
     let fkey = |k: &str| format!("{}/{k}", p.frontend);
     if !read_flag(xs, &fkey("request-rx-copy")) {
         return Err("frontend does not request rx-copy (request-rx-copy must be 1): only the copy receive path exists".into());

@@ -474,6 +474,23 @@ impl<P: FrontendPlatform> Frontend<P> {
             common.push((format!("{fdir}/multi-queue-num-queues"), nq.to_string()));
         }
         xs.transaction(10, |tx| {
+            // Whatever an earlier frontend of this vif left behind goes first: only the
+            // toolstack's keys and the state survive.
+            for child in xs.directory(tx, &fdir)? {
+                if ![
+                    "backend",
+                    "backend-id",
+                    "handle",
+                    "mac",
+                    "state",
+                    "mtu",
+                    "trusted",
+                ]
+                .contains(&child.as_str())
+                {
+                    xs.rm(tx, &format!("{fdir}/{child}"))?;
+                }
+            }
             for (k, v) in keys.iter().chain(&common) {
                 xs.write(tx, k, v.as_bytes())?;
             }

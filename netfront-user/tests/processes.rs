@@ -162,14 +162,16 @@ fn run_ok(mut cmd: Command) -> String {
     t
 }
 
-fn both_ways(tx_path: &str, queues: &str) {
+fn both_ways(design: &str, queues: &str) {
     let _guard = KillOnPanic;
-    let w = World::new(&format!("{tx_path}-{queues}"));
-    let b = backend(&w, &["--tx-path", tx_path]);
+    let w = World::new(&format!("{}-{queues}", design.replace(':', "-")));
+    let b = backend(&w, &["--design", design]);
     wait_path(&w.dir.join("xenstore/dom1.sock"));
     let out = run_ok(frontend(
         &w,
         &[
+            "--design",
+            design,
             "--count",
             "3000",
             "--sizes",
@@ -180,7 +182,10 @@ fn both_ways(tx_path: &str, queues: &str) {
             "--expect-echo",
         ],
     ));
-    assert!(out.contains(&format!("with {queues} queue(s)")), "{out}");
+    assert!(
+        out.contains(&format!("with {queues} queue(s), design {design}")),
+        "{out}"
+    );
     assert!(
         out.contains("sent 3000 packets") && out.contains("received 3000; tx errors 0"),
         "{out}"
@@ -201,25 +206,95 @@ fn both_ways(tx_path: &str, queues: &str) {
 #[test]
 fn two_processes_grant_copy_one_queue() {
     let _guard = KillOnPanic;
-    both_ways("copy", "1");
+    both_ways("grant-copy", "1");
 }
 
 #[test]
 fn two_processes_grant_copy_two_queues() {
     let _guard = KillOnPanic;
-    both_ways("copy", "2");
+    both_ways("grant-copy", "2");
 }
 
 #[test]
 fn two_processes_grant_map_one_queue() {
     let _guard = KillOnPanic;
-    both_ways("map", "1");
+    both_ways("grant-map", "1");
 }
 
 #[test]
 fn two_processes_grant_map_two_queues() {
     let _guard = KillOnPanic;
-    both_ways("map", "2");
+    both_ways("grant-map", "2");
+}
+
+#[test]
+fn two_processes_slots_256_one_queue() {
+    both_ways("slots:256", "1");
+}
+
+#[test]
+fn two_processes_slots_4096_two_queues() {
+    both_ways("slots:4096", "2");
+}
+
+#[test]
+fn two_processes_data_ring_greedy_one_queue() {
+    both_ways("ring:4:greedy", "1");
+}
+
+#[test]
+fn two_processes_data_ring_adaptive_two_queues() {
+    both_ways("ring:2:adaptive", "2");
+}
+
+#[test]
+fn staging_negotiation_between_old_and_new_ends() {
+    let _guard = KillOnPanic;
+    let w = World::new("negotiation");
+    // A backend that offers no staging: a new frontend falls back to the baseline.
+    let b = backend(&w, &["--max-data-len", "0", "--max-ring-order", "-1"]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    for d in ["slots:256", "ring:4:greedy"] {
+        let out = run_ok(frontend(
+            &w,
+            &["--design", d, "--count", "200", "--expect-echo"],
+        ));
+        assert!(out.contains("design grant-copy"), "{out}");
+    }
+    assert!(stop(b).status.success());
+    // Limits below what the frontend asks for are respected.
+    let b = backend(&w, &["--max-data-len", "128", "--max-ring-order", "1"]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let out = run_ok(frontend(
+        &w,
+        &[
+            "--design",
+            "slots:4096",
+            "--count",
+            "200",
+            "--sizes",
+            "64,1500",
+            "--expect-echo",
+        ],
+    ));
+    assert!(out.contains("design slots:128"), "{out}");
+    let out = run_ok(frontend(
+        &w,
+        &[
+            "--design",
+            "ring:6:greedy",
+            "--count",
+            "200",
+            "--sizes",
+            "64,1500",
+            "--expect-echo",
+        ],
+    ));
+    assert!(out.contains("design ring:1:greedy"), "{out}");
+    // An old frontend (no staging keys) with the new backend.
+    let out = run_ok(frontend(&w, &["--count", "200", "--expect-echo"]));
+    assert!(out.contains("design grant-copy"), "{out}");
+    assert!(stop(b).status.success());
 }
 
 #[test]

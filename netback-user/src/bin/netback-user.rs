@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use netstage_fallback::Packet;
+use netstage_fallback::{Design, Packet};
 use netstage_netback_user::{
     toolstack, Backend, BackendConfig, Features, PollMode, RxInjector, TxPath, VifHandler,
 };
@@ -33,9 +33,18 @@ struct Args {
     /// `<world>/xenstore/socket` (and `dom<ID>.sock` for guests) while this process runs.
     #[arg(long, value_name = "PATH")]
     xenstore: Option<PathBuf>,
-    /// How TX packet bytes are fetched from the guest.
-    #[arg(long, value_enum, default_value_t = TxPathArg::Copy)]
-    tx_path: TxPathArg,
+    /// Design: grant-copy, grant-map (the TX path of packets and of the parts the staging
+    /// designs leave to grants), slots:<data-len> or ring:<order>:<policy>. The staging
+    /// designs are offered to every frontend anyway (see --max-data-len, --max-ring-order);
+    /// with a staging design here, the remainders go by grant copy.
+    #[arg(long, default_value = "grant-copy")]
+    design: String,
+    /// Largest staging-slot data-len offered (0: do not offer slots).
+    #[arg(long, default_value_t = 65536)]
+    max_data_len: u32,
+    /// Largest data-ring order offered (-1: do not offer data rings).
+    #[arg(long, default_value_t = 9, allow_hyphen_values = true)]
+    max_ring_order: i32,
     /// Queues a frontend may use (`multi-queue-max-queues`).
     #[arg(long, default_value_t = 8)]
     max_queues: u16,
@@ -58,14 +67,6 @@ struct Args {
     /// Print counters every SECS seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
     stats: u64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum TxPathArg {
-    /// Batched grant copy.
-    Copy,
-    /// Grant map per packet.
-    Map,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,6 +165,7 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cost: CostMode = args.cost.parse()?;
+    let design: Design = args.design.parse().map_err(anyhow::Error::msg)?;
     let vifs = args
         .vifs
         .iter()
@@ -203,10 +205,12 @@ fn main() -> anyhow::Result<()> {
     let cfg = BackendConfig {
         max_queues: args.max_queues.max(1),
         offer: features(&args.offer)?,
-        tx_path: match args.tx_path {
-            TxPathArg::Copy => TxPath::GrantCopy,
-            TxPathArg::Map => TxPath::GrantMap,
+        tx_path: match design {
+            Design::GrantMap => TxPath::GrantMap,
+            _ => TxPath::GrantCopy,
         },
+        slots_max_data_len: (args.max_data_len >= 64).then_some(args.max_data_len.min(65536)),
+        data_ring_max_order: u32::try_from(args.max_ring_order).ok().map(|o| o.min(9)),
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
             PollArg::Busy => PollMode::BusyPoll,

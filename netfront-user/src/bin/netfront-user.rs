@@ -36,6 +36,11 @@ struct Args {
     /// This guest's XenStore socket [default: <world>/xenstore/dom<DOMID>.sock].
     #[arg(long, value_name = "PATH")]
     xenstore: Option<PathBuf>,
+    /// Design: grant-copy, slots:<data-len 64..65536> or ring:<order 0..9>:<policy> with
+    /// policy fixed:<bytes>, greedy or adaptive. A staging design the backend does not offer
+    /// falls back to grant copy; sizes above the backend's maximum are reduced to it.
+    #[arg(long, default_value = "grant-copy")]
+    design: String,
     /// Queues wanted.
     #[arg(long, default_value_t = 1)]
     queues: u16,
@@ -189,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         )
     })?;
     let cfg = FrontendConfig {
+        design: args.design.parse().map_err(anyhow::Error::msg)?,
         queues: args.queues.max(1),
         want: features(&args.want)?,
         poll: match args.poll {
@@ -244,10 +250,11 @@ fn session(
     }
     let stride = nq;
     println!(
-        "netfront-user: domain {} connected vif {} with {} queue(s)",
+        "netfront-user: domain {} connected vif {} with {} queue(s), design {}",
         front.domid(),
         args.devid,
-        nq
+        nq,
+        front.design()
     );
     let start = Instant::now();
     let mut bytes = 0u64;
@@ -305,6 +312,7 @@ fn session(
         m.rx_packets,
         m.tx_errors
     );
+    println!("netfront-user: {m:?}");
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
