@@ -1,0 +1,324 @@
+//! A hostile frontend, written by hand against the rings and the staging memory, shows that
+//! the backend turns every bad staging claim into a typed fault: a dropped packet answered
+//! with an error, or a disconnect with the reason in XenStore — never a crash.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netstage_fallback::Packet;
+use netstage_netback_user::{toolstack, Backend, BackendConfig, VifHandler};
+use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
+use netstage_platform::xenbus::{read_state, write_state, XenbusState};
+use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
+use netstage_platform::{EventChannels, EventPort, GrantExport, SharedPages};
+use netstage_ring::flex::{self, End, FlexProducer, OUT_PROD_OFFSET};
+use netstage_ring::netif::{
+    encode_staged_tx_chain, NetifTxRequest, RxRing, TxFlags, TxRing, NETIF_RSP_ERROR,
+    NETIF_RSP_OKAY,
+};
+use netstage_ring::sring::FrontRing;
+use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
+
+const FE: u16 = 9;
+
+#[derive(Default)]
+struct Sink(Mutex<Vec<Packet>>);
+impl VifHandler for Sink {
+    fn tx_packet(&self, _q: u16, pkt: Packet) {
+        self.0.lock().unwrap().push(pkt);
+    }
+}
+
+enum Staging {
+    None,
+    Slots(SlotArea),
+    Ring(FlexProducer),
+}
+
+struct Evil {
+    _world: SimWorld,
+    _dir: tempfile::TempDir,
+    _xsd: Xenstored,
+    stop: Arc<AtomicBool>,
+    backend: Option<thread::JoinHandle<()>>,
+    xs: XsClient,
+    metrics: Arc<netstage_netback_user::Metrics>,
+    sink: Arc<Sink>,
+    tx: FrontRing<TxRing>,
+    _rx: FrontRing<RxRing>,
+    port: netstage_platform::sim::SimPort,
+    pool: SharedPages,
+    staging: Staging,
+    ring_intf: Option<SharedPages>,
+    _keep: Vec<SharedPages>,
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Evil {
+    /// Connects by hand: `design` is "none", "slots" (256-byte slots) or "ring" (order 1).
+    fn connect(design: &str) -> Evil {
+        let world = SimWorld::create_temp().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
+        let cfg = DomainConfig {
+            mem_pages: 2048,
+            ..DomainConfig::default()
+        };
+        let dom0 = world.create_domain(0, cfg.clone()).unwrap();
+        let me: SimDomain = world.create_domain(FE, cfg).unwrap();
+        xsd.introduce(FE).unwrap();
+        let xs0 = XsClient::connect(xsd.socket()).unwrap();
+        let p = toolstack::create_vif(&xs0, 0, FE, 0).unwrap();
+        let backend = Backend::new(dom0, xs0, BackendConfig::default());
+        let metrics = backend.metrics_handle();
+        let sink = Arc::new(Sink::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2) = (Arc::clone(&sink), Arc::clone(&stop));
+        let bt = thread::spawn(move || {
+            let _ = backend.serve(FE, 0, s2, &st2);
+        });
+        let xs = XsClient::connect(&xsd.domain_socket(FE)).unwrap();
+        wait("backend InitWait", || {
+            read_state(&xs, &p.backend) == XenbusState::InitWait
+        });
+        let tx_page = me.share(0, 1, true).unwrap();
+        let rx_page = me.share(0, 1, true).unwrap();
+        let tx = FrontRing::<TxRing>::init(tx_page.mem.clone()).unwrap();
+        let mut rx = FrontRing::<RxRing>::init(rx_page.mem.clone()).unwrap();
+        let pool = me.share(0, 16, false).unwrap();
+        let rx_pool = me.share(0, 16, true).unwrap();
+        for i in 0..16u16 {
+            rx.put_request(&netstage_ring::netif::NetifRxRequest {
+                id: i,
+                pad: 0,
+                gref: rx_pool.grefs[usize::from(i)],
+            })
+            .unwrap();
+        }
+        rx.push_requests().unwrap();
+        let port = me.alloc_unbound(0).unwrap();
+        let f = &p.frontend;
+        let mut keys = vec![
+            ("tx-ring-ref".to_string(), tx_page.grefs[0].to_string()),
+            ("rx-ring-ref".to_string(), rx_page.grefs[0].to_string()),
+            ("event-channel".to_string(), port.port().to_string()),
+            ("request-rx-copy".to_string(), "1".to_string()),
+            ("feature-sg".to_string(), "1".to_string()),
+        ];
+        let mut keep = vec![tx_page, rx_page, rx_pool];
+        let mut ring_intf = None;
+        let staging = match design {
+            "slots" => {
+                let mut tx_area = None;
+                for (d, w) in [("tx", false), ("rx", true)] {
+                    let layout = SlotLayout::new(256, 256).unwrap();
+                    let data = me.share(0, layout.data_pages(), w).unwrap();
+                    let list = me.share(0, 1, false).unwrap();
+                    let entries = layout.natural_entries(&data.grefs).unwrap();
+                    write_list(&layout, &[list.mem.clone()], &entries).unwrap();
+                    let wins: Vec<_> = (0..layout.data_pages())
+                        .map(|i| data.mem.sub(i * 4096, 4096).unwrap())
+                        .collect();
+                    if d == "tx" {
+                        tx_area = Some(SlotArea::natural(layout, &wins).unwrap());
+                    }
+                    keys.push((format!("{d}-data-ref0"), list.grefs[0].to_string()));
+                    keys.push((format!("{d}-data-len"), "256".into()));
+                    keep.push(data);
+                    keep.push(list);
+                }
+                Staging::Slots(tx_area.unwrap())
+            }
+            "ring" => {
+                let intf = me.share(0, 1, true).unwrap();
+                let data = me.share(0, 2, true).unwrap();
+                flex::init_intf(&intf.mem, 1, &data.grefs).unwrap();
+                let (prod, _) = flex::open(End::Frontend, &intf.mem, &data.mem, 1).unwrap();
+                keys.push(("data-ring-ref".into(), intf.grefs[0].to_string()));
+                keys.push(("data-ring-order".into(), "1".into()));
+                keep.push(data);
+                ring_intf = Some(intf);
+                Staging::Ring(prod)
+            }
+            _ => Staging::None,
+        };
+        for (k, v) in &keys {
+            xs.write(NO_TX, &format!("{f}/{k}"), v.as_bytes()).unwrap();
+        }
+        write_state(&xs, f, XenbusState::Connected).unwrap();
+        wait("backend Connected", || {
+            read_state(&xs, &p.backend) == XenbusState::Connected
+        });
+        Evil {
+            _world: world,
+            _dir: dir,
+            _xsd: xsd,
+            stop,
+            backend: Some(bt),
+            xs,
+            metrics,
+            sink,
+            tx,
+            _rx: rx,
+            port,
+            pool,
+            staging,
+            ring_intf,
+            _keep: keep,
+        }
+    }
+
+    fn send(&mut self, reqs: &[NetifTxRequest]) {
+        for r in reqs {
+            self.tx.put_request(r).unwrap();
+        }
+        self.tx.push_requests().unwrap();
+        self.port.notify().unwrap();
+    }
+
+    /// The status of the next TX response.
+    fn response(&mut self) -> i16 {
+        let mut st = None;
+        wait("a TX response", || {
+            self.tx.refresh_responses().unwrap();
+            if let Some(r) = self.tx.take_response().unwrap() {
+                st = Some(r.status);
+            }
+            st.is_some()
+        });
+        st.unwrap()
+    }
+
+    fn backend_error(&self) -> String {
+        let be = format!("/local/domain/0/backend/vif/{FE}/0");
+        wait("backend Closing", || {
+            read_state(&self.xs, &be) == XenbusState::Closing
+        });
+        String::from_utf8(self.xs.read(NO_TX, &format!("{be}/error")).unwrap()).unwrap()
+    }
+
+    fn staged(&self, staged: u16, total_extra: &[u16], id: u16) -> Vec<NetifTxRequest> {
+        let frags: Vec<_> = total_extra
+            .iter()
+            .enumerate()
+            .map(|(i, s)| netstage_ring::netif::TxFragment {
+                id: 100 + i as u16,
+                gref: self.pool.grefs[i],
+                offset: 0,
+                size: *s,
+            })
+            .collect();
+        let mut v = Vec::new();
+        encode_staged_tx_chain(TxFlags::empty(), staged, id, &frags, &[], &[], |r| {
+            v.push(r)
+        })
+        .unwrap();
+        v
+    }
+}
+
+impl Drop for Evil {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(b) = self.backend.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+#[test]
+fn a_staged_packet_without_staging_memory_is_dropped() {
+    let mut e = Evil::connect("none");
+    let r = e.staged(60, &[], 1);
+    e.send(&r);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    assert_eq!(e.metrics.snapshot().tx_dropped, 1);
+    assert!(e.sink.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_slot_id_out_of_range_is_dropped_and_the_device_goes_on() {
+    let mut e = Evil::connect("slots");
+    let r = e.staged(60, &[], 300); // only 256 slots
+    e.send(&r);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    // A good packet afterwards still goes through.
+    if let Staging::Slots(a) = &e.staging {
+        a.write(5, 0, &[7u8; 60]).unwrap();
+    }
+    let r = e.staged(60, &[], 5);
+    e.send(&r);
+    assert_eq!(e.response(), NETIF_RSP_OKAY);
+    assert_eq!(e.sink.0.lock().unwrap()[0].data, vec![7u8; 60]);
+    let m = e.metrics.snapshot();
+    assert_eq!(
+        (m.tx_dropped, m.tx_staged_packets, m.fatal_faults),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn a_staged_length_beyond_the_packet_disconnects_on_a_data_ring() {
+    let mut e = Evil::connect("ring");
+    let mut r = e.staged(60, &[], 1);
+    r[0].offset = 5000; // claims more staged bytes than the 60-byte packet has
+    e.send(&r);
+    let err = e.backend_error();
+    assert!(err.contains("stages more bytes than its packet"), "{err}");
+    assert_eq!(e.metrics.snapshot().fatal_faults, 1);
+}
+
+#[test]
+fn staged_bytes_never_written_to_the_ring_disconnect() {
+    let mut e = Evil::connect("ring");
+    let r = e.staged(100, &[], 1); // nothing was put on the data ring
+    e.send(&r);
+    let err = e.backend_error();
+    assert!(
+        err.contains("data ring") && err.contains("100 were required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn data_ring_indexes_that_overrun_disconnect() {
+    let mut e = Evil::connect("ring");
+    // out_prod claims more bytes than the 4 KiB direction holds.
+    let intf = e.ring_intf.as_ref().unwrap();
+    intf.mem
+        .word(OUT_PROD_OFFSET)
+        .unwrap()
+        .store(4096 + 100, Ordering::Release)
+        .unwrap();
+    let r = e.staged(64, &[], 1);
+    e.send(&r);
+    let err = e.backend_error();
+    assert!(err.contains("impossible data-ring index"), "{err}");
+}
+
+#[test]
+fn a_well_formed_staged_packet_on_the_ring_with_a_granted_remainder_arrives() {
+    let mut e = Evil::connect("ring");
+    let head: Vec<u8> = (0..100u8).collect();
+    if let Staging::Ring(p) = &mut e.staging {
+        p.stage(&head).unwrap().unwrap();
+        p.publish().unwrap();
+    }
+    e.pool.mem.write_at(0, &[9u8; 50]).unwrap();
+    let r = e.staged(100, &[50], 1);
+    e.send(&r);
+    assert_eq!(e.response(), NETIF_RSP_OKAY);
+    let got = e.sink.0.lock().unwrap()[0].data.clone();
+    assert_eq!(&got[..100], &head[..]);
+    assert_eq!(&got[100..], &[9u8; 50][..]);
+}
