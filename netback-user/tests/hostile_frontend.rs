@@ -125,7 +125,7 @@ impl Evil {
                     let data = me.share(0, layout.data_pages(), w).unwrap();
                     let list = me.share(0, 1, false).unwrap();
                     let entries = layout.natural_entries(&data.grefs).unwrap();
-                    write_list(&layout, &[list.mem.clone()], &entries).unwrap();
+                    write_list(&layout, std::slice::from_ref(&list.mem), &entries).unwrap();
                     let wins: Vec<_> = (0..layout.data_pages())
                         .map(|i| data.mem.sub(i * 4096, 4096).unwrap())
                         .collect();
