@@ -58,6 +58,8 @@ counters! {
     tx_staged_packets, add_tx_staged_packets;
     /// Bytes they staged.
     tx_staged_bytes, add_tx_staged_bytes;
+    /// TX packets taken whole from a staging slot (`NETTXF_staging_buffer`).
+    tx_zerocopy_packets, add_tx_zerocopy_packets;
     /// RX packets whose head went through staging memory.
     rx_staged_packets, add_rx_staged_packets;
     /// Bytes they staged.

@@ -178,6 +178,33 @@ impl<P: BackendPlatform> Queue<P> {
                 }) => self.p.gso_tcpv6,
                 _ => true,
             };
+            if let Some(g) = c.staging_buffer {
+                // The whole packet is in a staging slot: a TX slot, or an RX slot the
+                // frontend forwards from (global ids: TX first, then RX).
+                let mut buf = vec![0u8; usize::from(c.total_size)];
+                let ok = c.drop.is_none()
+                    && gso_ok
+                    && match &self.staging {
+                        BStaging::Slots { tx, rx, .. } => {
+                            let n_tx = tx.layout().slots();
+                            if g < n_tx {
+                                tx.read(g, 0, &mut buf).is_ok()
+                            } else {
+                                rx.read(g - n_tx, 0, &mut buf).is_ok()
+                            }
+                        }
+                        _ => false,
+                    };
+                if ok {
+                    self.metrics.add_tx_zerocopy_packets(1);
+                    bufs.push(buf);
+                } else {
+                    status[i] = NETIF_RSP_ERROR;
+                    self.metrics.add_tx_dropped(1);
+                    bufs.push(Vec::new());
+                }
+                continue;
+            }
             let staged_flag = c.flags.contains(TxFlags::STAGED);
             let staged = usize::from(c.staged);
             if staged_flag {

@@ -322,3 +322,43 @@ fn a_well_formed_staged_packet_on_the_ring_with_a_granted_remainder_arrives() {
     assert_eq!(&got[..100], &head[..]);
     assert_eq!(&got[100..], &[9u8; 50][..]);
 }
+
+#[test]
+fn staging_buffer_requests_are_checked() {
+    // Without slots: dropped.
+    let mut e = Evil::connect("none");
+    let zc = NetifTxRequest {
+        gref: 300,
+        offset: 0,
+        flags: TxFlags::STAGING_BUFFER.bits(),
+        id: 1,
+        size: 60,
+    };
+    e.send(&[zc]);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    // With slots: a global id past both lists, or a size past the slot, is dropped; a good
+    // one (TX slot 5) is delivered.
+    let mut e = Evil::connect("slots");
+    for bad in [
+        NetifTxRequest { gref: 512, ..zc },
+        NetifTxRequest {
+            gref: 5,
+            size: 300,
+            ..zc
+        },
+    ] {
+        e.send(&[bad]);
+        assert_eq!(e.response(), NETIF_RSP_ERROR);
+    }
+    if let Staging::Slots(a) = &e.staging {
+        a.write(5, 0, &[3u8; 60]).unwrap();
+    }
+    e.send(&[NetifTxRequest { gref: 5, ..zc }]);
+    assert_eq!(e.response(), NETIF_RSP_OKAY);
+    assert_eq!(e.sink.0.lock().unwrap()[0].data, vec![3u8; 60]);
+    let m = e.metrics.snapshot();
+    assert_eq!(
+        (m.tx_dropped, m.tx_zerocopy_packets, m.fatal_faults),
+        (2, 1, 0)
+    );
+}

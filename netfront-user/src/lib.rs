@@ -72,12 +72,17 @@ pub struct FrontendConfig {
     /// fall back to the baseline otherwise; their sizes are clamped to the backend's
     /// maximum. (`GrantCopy` and `GrantMap` differ only at the backend.)
     pub design: Design,
+    /// Forwarding mode: every received packet is transmitted back out on its queue instead
+    /// of reaching the handler. With slots, a packet wholly in its RX slot leaves straight
+    /// from there, without a copy (`NETTXF_staging_buffer`); others are copied.
+    pub forward: bool,
 }
 
 impl Default for FrontendConfig {
     fn default() -> Self {
         FrontendConfig {
             design: Design::GrantCopy,
+            forward: false,
             queues: 1,
             want: Features::ALL,
             poll: PollMode::Block,
@@ -178,6 +183,8 @@ counters! {
     tx_fallback_ring_full, add_tx_fallback_ring_full;
     /// TX packets partly sent by grants because they exceed the copy limit.
     tx_fallback_over_limit, add_tx_fallback_over_limit;
+    /// Packets forwarded straight from their RX slot (`NETTXF_staging_buffer`).
+    tx_zerocopy_packets, add_tx_zerocopy_packets;
     /// RX packets whose head came through staging memory.
     rx_staged_packets, add_rx_staged_packets;
     /// Bytes they staged.
@@ -454,6 +461,9 @@ impl<P: FrontendPlatform> Frontend<P> {
                 tx_head: None,
                 head_staged: None,
                 staging,
+                forward: cfg.forward,
+                fwd: VecDeque::new(),
+                zc_pending: vec![None; POOL],
                 handler: Arc::clone(&handler),
                 metrics: Arc::clone(&metrics),
                 stop: Arc::clone(&stop),

@@ -45,6 +45,18 @@ pub(crate) enum FStaging {
     },
 }
 
+/// A received packet to send back out (forwarding mode), in arrival order.
+pub(crate) enum Fwd {
+    /// Wholly in RX slot `rx_id`: sent from there with `NETTXF_staging_buffer`.
+    Slot {
+        rx_id: u16,
+        len: u16,
+        gso: Option<netstage_fallback::Gso>,
+    },
+    /// Copied out: sent like any packet.
+    Copied(Packet),
+}
+
 pub(crate) struct FQueue<Pt: EventPort> {
     pub(crate) index: u16,
     pub(crate) poll: PollMode,
@@ -61,6 +73,12 @@ pub(crate) struct FQueue<Pt: EventPort> {
     /// Staged bytes decided for `tx_head` (decided once per packet).
     pub(crate) head_staged: Option<usize>,
     pub(crate) staging: FStaging,
+    /// Forwarding mode: every received packet is sent back out.
+    pub(crate) forward: bool,
+    /// Received packets waiting to be forwarded.
+    pub(crate) fwd: VecDeque<Fwd>,
+    /// For each TX id sent from an RX slot, that slot's RX id (re-posted on completion).
+    pub(crate) zc_pending: Vec<Option<u16>>,
     pub(crate) handler: Arc<dyn FrontendHandler>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stop: Arc<AtomicBool>,
@@ -144,8 +162,9 @@ impl<Pt: EventPort> FQueue<Pt> {
             .rx
             .final_check_for_responses()
             .map_err(err("RX ring"))?;
-        if self.tx_head.is_some() || !self.tx_queue.is_empty() {
-            work |= self.can_send_head();
+        if self.tx_head.is_some() || !self.tx_queue.is_empty() || !self.fwd.is_empty() {
+            work |= self.can_send_head()
+                || (matches!(self.fwd.front(), Some(Fwd::Slot { .. })) && !self.tx_free.is_empty());
         }
         Ok(work)
     }
@@ -198,7 +217,14 @@ impl<Pt: EventPort> FQueue<Pt> {
 
     fn can_send_head(&mut self) -> bool {
         if self.tx_head.is_none() {
-            self.tx_head = self.tx_queue.try_recv().ok();
+            self.tx_head = match self.fwd.front() {
+                Some(Fwd::Slot { .. }) => return false,
+                Some(Fwd::Copied(_)) => match self.fwd.pop_front() {
+                    Some(Fwd::Copied(p)) => Some(p),
+                    _ => None,
+                },
+                None => self.tx_queue.try_recv().ok(),
+            };
             self.head_staged = None;
         }
         let Some(len) = self.tx_head.as_ref().map(|p| p.data.len()) else {
@@ -221,8 +247,61 @@ impl<Pt: EventPort> FQueue<Pt> {
         }
     }
 
+    /// Sends the slot forwards at the front of the forward queue straight from their RX
+    /// slots; returns how many.
+    fn send_slot_forwards(&mut self) -> Result<usize, Broken> {
+        let n_tx = match &self.staging {
+            FStaging::Slots { tx, .. } => tx.layout().slots(),
+            _ => return Ok(0),
+        };
+        let mut n = 0;
+        while let Some(Fwd::Slot { rx_id, len, gso }) = self.fwd.front() {
+            let (rx_id, len, gso) = (*rx_id, *len, *gso);
+            if self.tx_free.is_empty()
+                || (self.tx.free_requests() as usize) < 1 + usize::from(gso.is_some())
+            {
+                break;
+            }
+            self.fwd.pop_front();
+            let Some(id) = self.tx_free.pop() else { break };
+            self.tx_inflight[usize::from(id)] = true;
+            self.zc_pending[usize::from(id)] = Some(rx_id);
+            let mut flags = TxFlags::STAGING_BUFFER;
+            if gso.is_some() {
+                flags |= TxFlags::EXTRA_INFO;
+            }
+            self.tx
+                .put_request(&netstage_ring::netif::NetifTxRequest {
+                    gref: n_tx + u32::from(rx_id),
+                    offset: 0,
+                    flags: flags.bits(),
+                    id,
+                    size: len,
+                })
+                .map_err(err("TX ring"))?;
+            if let Some(g) = gso {
+                let mut slot = netstage_ring::netif::NetifExtraInfo::encode(
+                    &Extra::Gso {
+                        size: g.mss,
+                        gso_type: g.gso_type,
+                        features: 0,
+                    },
+                    false,
+                )
+                .to_tx_slot();
+                slot.id = 0xffff;
+                self.tx.put_request(&slot).map_err(err("TX ring"))?;
+            }
+            self.metrics.add_tx_packets(1);
+            self.metrics.add_tx_bytes(u64::from(len));
+            self.metrics.add_tx_zerocopy_packets(1);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn send(&mut self) -> Result<bool, Broken> {
-        let mut sent = 0;
+        let mut sent = self.send_slot_forwards()?;
         let mut staged_any = false;
         while self.can_send_head() {
             let Some(p) = self.tx_head.take() else { break };
@@ -310,6 +389,7 @@ impl<Pt: EventPort> FQueue<Pt> {
             self.metrics.add_tx_packets(1);
             self.metrics.add_tx_bytes(p.data.len() as u64);
             sent += 1;
+            sent += self.send_slot_forwards()?;
         }
         if staged_any {
             // The staged bytes must be visible before the requests that refer to them.
@@ -332,6 +412,7 @@ impl<Pt: EventPort> FQueue<Pt> {
         if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
             return Ok(false);
         }
+        let mut reposted = 0;
         while let Some(r) = self.tx.take_response().map_err(err("TX ring"))? {
             if r.status == NETIF_RSP_NULL {
                 continue;
@@ -348,6 +429,19 @@ impl<Pt: EventPort> FQueue<Pt> {
             if r.status != NETIF_RSP_OKAY {
                 self.metrics.add_tx_errors(1);
             }
+            if let Some(rx_id) = self.zc_pending[id].take() {
+                // The forwarded packet has left its RX slot: post the slot again.
+                self.post_rx(rx_id)?;
+                reposted += 1;
+            }
+        }
+        if reposted > 0
+            && self
+                .rx
+                .push_requests_and_check_notify()
+                .map_err(err("RX ring"))?
+        {
+            self.notify();
         }
         Ok(true)
     }
@@ -374,6 +468,34 @@ impl<Pt: EventPort> FQueue<Pt> {
                 ids.push(id);
             }
             let staged = usize::from(chain.staged);
+            let gso = match chain.extras.gso {
+                Some(Extra::Gso { size, gso_type, .. }) => Some(netstage_fallback::Gso {
+                    gso_type,
+                    mss: size,
+                }),
+                _ => None,
+            };
+            let in_slot = matches!(self.staging, FStaging::Slots { .. })
+                && staged > 0
+                && staged as u32 == chain.total_len;
+            if chain.drop.is_none() && self.forward && in_slot {
+                // Zero copy: the packet leaves from its RX slot, which stays lent out until
+                // the transmission completes.
+                self.metrics.add_rx_packets(1);
+                self.metrics.add_rx_bytes(u64::from(chain.total_len));
+                self.metrics.add_rx_staged_packets(1);
+                self.metrics.add_rx_staged_bytes(staged as u64);
+                self.fwd.push_back(Fwd::Slot {
+                    rx_id: ids[0],
+                    len: chain.staged,
+                    gso,
+                });
+                for id in ids.into_iter().skip(1) {
+                    self.post_rx(id)?;
+                    reposted += 1;
+                }
+                continue;
+            }
             if chain.drop.is_none() {
                 let mut data = BytesMut::with_capacity(chain.total_len as usize);
                 if staged > 0 {
@@ -407,23 +529,18 @@ impl<Pt: EventPort> FQueue<Pt> {
                         .read_at(at, &mut data[start..])
                         .map_err(err("RX buffer"))?;
                 }
-                let gso = match chain.extras.gso {
-                    Some(Extra::Gso { size, gso_type, .. }) => Some(netstage_fallback::Gso {
-                        gso_type,
-                        mss: size,
-                    }),
-                    _ => None,
-                };
                 self.metrics.add_rx_packets(1);
                 self.metrics.add_rx_bytes(data.len() as u64);
-                self.handler.rx_packet(
-                    self.index,
-                    Packet {
-                        data: data.freeze(),
-                        gso,
-                        csum_blank: chain.flags.contains(RxFlags::CSUM_BLANK),
-                    },
-                );
+                let pkt = Packet {
+                    data: data.freeze(),
+                    gso,
+                    csum_blank: chain.flags.contains(RxFlags::CSUM_BLANK),
+                };
+                if self.forward {
+                    self.fwd.push_back(Fwd::Copied(pkt));
+                } else {
+                    self.handler.rx_packet(self.index, pkt);
+                }
             } else {
                 self.metrics.add_rx_dropped(1);
                 if chain.flags.contains(RxFlags::STAGED) {

@@ -447,6 +447,55 @@ fn a_slow_backend_fills_the_data_ring_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_forwarding_frontend_sends_slot_packets_without_copying() {
+    let rig = Rig::new(BackendConfig::default());
+    let fh = Arc::new(FrontSide::default());
+    let front = rig
+        .front(
+            FrontendConfig {
+                design: Design::Slots { data_len: 4096 },
+                forward: true,
+                ..FrontendConfig::default()
+            },
+            Arc::clone(&fh),
+        )
+        .unwrap();
+    wait_for("injectors", || {
+        rig.back.injectors.lock().unwrap().len() == 1
+    });
+    let inj = rig.back.injectors.lock().unwrap()[0].clone();
+    // Packets up to 4096 bytes fit their RX slot and leave from it; larger ones are copied.
+    let sizes = [60usize, 1500, 4096, 9000, 64, 32768];
+    let mut sent = Vec::new();
+    for round in 0..50u32 {
+        for (k, len) in sizes.iter().enumerate() {
+            let d = payload(*len, round * 10 + k as u32);
+            assert!(inj.send_blocking(Packet::new(d.clone())));
+            sent.push(d);
+        }
+    }
+    wait_for("forwarded packets", || {
+        rig.back.got.lock().unwrap().len() == sent.len()
+    });
+    let got = rig.back.got.lock().unwrap();
+    for (i, (w, (_, h))) in sent.iter().zip(got.iter()).enumerate() {
+        assert!(w.as_slice() == &h.data[..], "forwarded packet {i} differs");
+    }
+    drop(got);
+    assert!(
+        fh.got.lock().unwrap().is_empty(),
+        "forwarded packets do not reach the handler"
+    );
+    let fm = front.metrics();
+    let bm = rig.metrics.snapshot();
+    let small = 50 * sizes.iter().filter(|l| **l <= 4096).count() as u64;
+    assert_eq!(fm.tx_zerocopy_packets, small);
+    assert_eq!(bm.tx_zerocopy_packets, small);
+    assert_eq!((bm.tx_packets, bm.tx_dropped), (sent.len() as u64, 0));
+    front.close().unwrap();
+}
+
+#[test]
 fn a_frontend_with_nothing_optional_still_works() {
     let rig = Rig::new(BackendConfig::default());
     let fh = Arc::new(FrontSide::default());

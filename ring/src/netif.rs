@@ -130,6 +130,10 @@ bitflags! {
         /// went through staging memory (the request's slot, or the TX data ring); this
         /// request carries no grant data, and the following slots describe the rest.
         const STAGED = 1 << 4;
+        /// The staging-grants RFC's `NETTXF_staging_buffer` (netstage's bit, see
+        /// `docs/protocol.md`): the whole packet is in the staging slot whose global id is in
+        /// `gref` (typically a received packet's RX slot), at offset 0.
+        const STAGING_BUFFER = 1 << 5;
         /// Any other bits are kept (`from_bits_retain`) so extensions can define them.
         const _ = !0;
     }
@@ -411,6 +415,9 @@ pub enum FaultReason {
         /// Packet size.
         total: u32,
     },
+    /// `NETTXF_staging_buffer` combined with other data (more slots or staged bytes).
+    #[error("a staging-buffer request must describe the whole packet alone")]
+    BadStagingBuffer,
     /// An RX response with an error status.
     #[error("RX slot reports status {status}")]
     ErrorStatus {
@@ -521,6 +528,8 @@ pub struct TxChain {
     /// fragments hold the rest. Kept when the packet is dropped for another reason (a
     /// data-ring consumer must still skip them); 0 if it exceeds the packet.
     pub staged: u16,
+    /// With `NETTXF_staging_buffer`: the global slot id holding the whole packet.
+    pub staging_buffer: Option<u32>,
 }
 
 impl TxChain {
@@ -611,7 +620,16 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
     }
 
     let total = u32::from(first.size);
-    let staged = if flags.contains(TxFlags::STAGED) {
+    let zerocopy = flags.contains(TxFlags::STAGING_BUFFER);
+    if zerocopy
+        && drop.is_none()
+        && (flags.contains(TxFlags::STAGED) || flags.contains(TxFlags::MORE_DATA))
+    {
+        drop = Some(FaultReason::BadStagingBuffer);
+    }
+    let staged = if zerocopy {
+        total
+    } else if flags.contains(TxFlags::STAGED) {
         u32::from(first.offset)
     } else {
         0
@@ -656,7 +674,7 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         });
     }
 
-    if staged > 0 || flags.contains(TxFlags::STAGED) {
+    if staged > 0 || flags.contains(TxFlags::STAGED) || zerocopy {
         // A staged first slot carries no grant data: the fragments cover the rest exactly.
         if remaining != 0 && drop.is_none() {
             drop = Some(FaultReason::BadStaged { staged, total });
@@ -686,6 +704,7 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         // The claimed length when it fits the packet (a consumer of a data ring must skip
         // it even if the packet is dropped); 0 when it does not.
         staged: if staged <= total { staged as u16 } else { 0 },
+        staging_buffer: zerocopy.then_some(first.gref),
     })
 }
 

@@ -321,3 +321,43 @@ fn staged_rx_chains() {
         Some(FaultReason::BadStaged { .. })
     ));
 }
+
+#[test]
+fn staging_buffer_requests() {
+    let parse = |v: &[NetifTxRequest]| {
+        let mut it = v.iter().copied();
+        parse_tx_chain(|| it.next())
+    };
+    let zc = NetifTxRequest {
+        gref: 300, // global slot id: RX slot 44 after 256 TX slots
+        offset: 0,
+        flags: TxFlags::STAGING_BUFFER.bits(),
+        id: 3,
+        size: 1000,
+    };
+    let c = parse(&[zc]).unwrap();
+    assert_eq!(
+        (c.drop, c.staging_buffer, c.staged, c.fragments().count()),
+        (None, Some(300), 1000, 0)
+    );
+    // It must describe the whole packet alone.
+    let mut bad = zc;
+    bad.flags |= TxFlags::MORE_DATA.bits();
+    let tail = NetifTxRequest {
+        gref: 1,
+        offset: 0,
+        flags: 0,
+        id: 4,
+        size: 10,
+    };
+    assert_eq!(
+        parse(&[bad, tail]).unwrap().drop,
+        Some(FaultReason::BadStagingBuffer)
+    );
+    let mut bad = zc;
+    bad.flags |= TxFlags::STAGED.bits();
+    assert_eq!(
+        parse(&[bad]).unwrap().drop,
+        Some(FaultReason::BadStagingBuffer)
+    );
+}

@@ -74,6 +74,10 @@ struct Args {
     /// After a disconnect, wait for the backend and connect again (until SIGINT/SIGTERM).
     #[arg(long)]
     reconnect: bool,
+    /// Forwarding mode: send every received packet back out (with slots, straight from its
+    /// RX slot when it fits one, without a copy).
+    #[arg(long)]
+    forward: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -195,6 +199,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let cfg = FrontendConfig {
         design: args.design.parse().map_err(anyhow::Error::msg)?,
+        forward: args.forward,
         queues: args.queues.max(1),
         want: features(&args.want)?,
         poll: match args.poll {
