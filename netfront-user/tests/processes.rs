@@ -248,6 +248,35 @@ fn two_processes_data_ring_adaptive_two_queues() {
 }
 
 #[test]
+fn a_slow_backend_fills_the_data_ring_and_every_packet_still_arrives() {
+    let _guard = KillOnPanic;
+    let w = World::new("slow");
+    let b = backend(&w, &["--slow-us", "100"]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let out = run_ok(frontend(
+        &w,
+        &[
+            "--design",
+            "ring:1:greedy",
+            "--count",
+            "2000",
+            "--sizes",
+            "1500,64,9000",
+            "--expect-echo",
+        ],
+    ));
+    assert!(out.contains("received 2000; tx errors 0"), "{out}");
+    let full: u64 = out
+        .split("tx_fallback_ring_full: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("counter printed");
+    assert!(full > 0, "the ring never filled:\n{out}");
+    assert!(stop(b).status.success());
+}
+
+#[test]
 fn staging_negotiation_between_old_and_new_ends() {
     let _guard = KillOnPanic;
     let w = World::new("negotiation");

@@ -64,6 +64,10 @@ struct Args {
     /// queue, while it is connected (an RX load generator).
     #[arg(long, value_name = "SIZE")]
     generate: Option<usize>,
+    /// Spend this many microseconds on every packet from the guest (a deliberately slow
+    /// backend, for tests of full data rings).
+    #[arg(long, default_value_t = 0)]
+    slow_us: u64,
     /// Print counters every SECS seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
     stats: u64,
@@ -106,6 +110,7 @@ fn features(s: &str) -> anyhow::Result<Features> {
 }
 
 struct Sink {
+    slow_us: u64,
     echo: bool,
     generate: Option<usize>,
     rx: Mutex<Vec<RxInjector>>,
@@ -114,6 +119,9 @@ struct Sink {
 
 impl VifHandler for Sink {
     fn tx_packet(&self, queue: u16, pkt: Packet) {
+        if self.slow_us > 0 {
+            std::thread::sleep(Duration::from_micros(self.slow_us));
+        }
         if self.echo {
             if let Ok(rx) = self.rx.lock() {
                 if let Some(i) = rx.get(usize::from(queue)) {
@@ -231,6 +239,7 @@ fn main() -> anyhow::Result<()> {
         );
         let (b, s) = (Arc::clone(&backend), Arc::clone(&stop));
         let sink = Arc::new(Sink {
+            slow_us: args.slow_us,
             echo: matches!(args.sink, SinkArg::Echo),
             generate: args.generate,
             rx: Mutex::new(Vec::new()),
