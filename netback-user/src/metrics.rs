@@ -58,6 +58,12 @@ counters! {
     tx_staged_packets, add_tx_staged_packets;
     /// Bytes they staged.
     tx_staged_bytes, add_tx_staged_bytes;
+    /// TX bytes fetched by grant copy (the rest came through staging memory).
+    tx_grant_copy_bytes, add_tx_grant_copy_bytes;
+    /// TX bytes fetched by grant map.
+    tx_grant_map_bytes, add_tx_grant_map_bytes;
+    /// RX bytes delivered by grant copy (the rest through staging memory).
+    rx_grant_copy_bytes, add_rx_grant_copy_bytes;
     /// TX packets taken whole from a staging slot (`NETTXF_staging_buffer`).
     tx_zerocopy_packets, add_tx_zerocopy_packets;
     /// RX packets whose head went through staging memory.

@@ -321,6 +321,11 @@ impl<P: BackendPlatform> Queue<P> {
             }
             self.metrics.add_tx_packets(1);
             self.metrics.add_tx_bytes(buf.len() as u64);
+            let granted = (buf.len() - usize::from(c.staged)) as u64;
+            match self.p.tx_path {
+                TxPath::GrantCopy => self.metrics.add_tx_grant_copy_bytes(granted),
+                TxPath::GrantMap => self.metrics.add_tx_grant_map_bytes(granted),
+            }
             let gso = match c.extras.gso {
                 Some(Extra::Gso { size, gso_type, .. }) => Some(Gso {
                     gso_type,
@@ -503,6 +508,8 @@ impl<P: BackendPlatform> Queue<P> {
             } else {
                 self.metrics.add_rx_packets(1);
                 self.metrics.add_rx_bytes(pl.pkt.data.len() as u64);
+                self.metrics
+                    .add_rx_grant_copy_bytes((pl.pkt.data.len() - pl.staged) as u64);
             }
         }
         if self

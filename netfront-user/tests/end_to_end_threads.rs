@@ -299,6 +299,12 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
         assert_eq!(fm.tx_staged_bytes, bm.tx_staged_bytes);
         assert_eq!(fm.rx_staged_bytes, bm.rx_staged_bytes);
         assert_eq!(fm.tx_staged_packets, bm.tx_staged_packets);
+        // Every byte went by exactly one path.
+        assert_eq!(
+            bm.tx_staged_bytes + bm.tx_grant_copy_bytes + bm.tx_grant_map_bytes,
+            bm.tx_bytes
+        );
+        assert_eq!(bm.rx_staged_bytes + bm.rx_grant_copy_bytes, bm.rx_bytes);
         assert!(fm.granted_bytes > 0);
         front.close().unwrap();
         return;
