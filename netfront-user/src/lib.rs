@@ -662,8 +662,10 @@ impl<P: FrontendPlatform> Frontend<P> {
                 return bad("GSO needs the negotiated feature and a non-zero MSS");
             }
         }
-        if let Some(b) = self.broken() {
-            return Err(FrontendError::Broken(b));
+        if self.stop.load(Ordering::Relaxed) {
+            if let Some(b) = self.broken() {
+                return Err(FrontendError::Broken(b));
+            }
         }
         let q = self
             .queues
@@ -672,9 +674,14 @@ impl<P: FrontendPlatform> Frontend<P> {
                 len,
                 why: "no such queue",
             })?;
+        // A queue whose channel already holds packets is awake or will look again before
+        // it sleeps: only the first packet of a burst needs to wake it.
+        let was_empty = q.tx.is_empty();
         q.tx.send(pkt)
             .map_err(|_| FrontendError::Broken("queue stopped".into()))?;
-        (q.wake)();
+        if was_empty {
+            (q.wake)();
+        }
         Ok(())
     }
 

@@ -110,7 +110,17 @@ impl<Pt: EventPort> FQueue<Pt> {
         Ok(())
     }
 
-    pub(crate) fn run(mut self) -> Option<Broken> {
+    pub(crate) fn run(self) -> Option<Broken> {
+        let stop = Arc::clone(&self.stop);
+        let r = self.work();
+        if r.is_some() {
+            // One broken queue breaks the device: the others stop too, senders notice.
+            stop.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn work(mut self) -> Option<Broken> {
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return None;

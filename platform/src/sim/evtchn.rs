@@ -156,6 +156,10 @@ impl SimPort {
 
     /// Consumes the pending word: `(anything pending, an event from the peer among it)`.
     fn take_pending(&self) -> Result<(bool, bool)> {
+        // Read before writing: spinning on a shared line must not bounce it between cores.
+        if self.words.pending.load(Ordering::Acquire) == 0 {
+            return Ok((false, false));
+        }
         let v = self.words.pending.swap(0, Ordering::AcqRel)?;
         if v & PEER_EVENT != 0 {
             self.words.received.fetch_add(1, Ordering::Relaxed)?;
@@ -196,11 +200,14 @@ impl EventPort for SimPort {
         let deadline = timeout.map(|t| start + t);
         let spin = self.dom.cfg.spin_before_block;
         let spin_until = deadline.map_or(start + spin, |d| d.min(start + spin));
+        let mut spins = 0u32;
         loop {
             if self.take_pending()?.0 {
                 return Ok(true);
             }
-            if Instant::now() >= spin_until {
+            spins = spins.wrapping_add(1);
+            // Reading the clock costs more than a spin: look at it every 64th time.
+            if spins % 64 == 0 && Instant::now() >= spin_until {
                 break;
             }
             std::hint::spin_loop();
