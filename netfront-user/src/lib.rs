@@ -676,12 +676,9 @@ impl<P: FrontendPlatform> Frontend<P> {
             })?;
         // A queue whose channel already holds packets is awake or will look again before
         // it sleeps: only the first packet of a burst needs to wake it.
-        let was_empty = q.tx.is_empty();
         q.tx.send(pkt)
             .map_err(|_| FrontendError::Broken("queue stopped".into()))?;
-        if was_empty {
-            (q.wake)();
-        }
+        (q.wake)();
         Ok(())
     }
 
