@@ -1,5 +1,322 @@
-//! The netstage comparison harness: scenario sweeps over designs, sizes, directions and
-//! queues, TCP bulk experiments, results as CSV/JSON, tables and plots.
+//! The netstage comparison harness: every design through the same code paths, measured in
+//! one run with interleaved rounds, reported as CSV, JSON and a markdown report.
 //!
-//! Status: not implemented yet; it needs the platform and the two protocol ends. The crate
-//! exports nothing.
+//! This library holds the result model and the report rendering; the binary
+//! (`experiments compare`, `experiments report`) runs the scenarios.
+
+pub mod roles;
+pub mod sys;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+pub use roles::Dir;
+
+/// One measured run of one scenario.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    /// Round (the scenarios are interleaved round by round).
+    pub round: u32,
+    /// Design asked for.
+    pub design: String,
+    /// Design the frontend ended up using.
+    pub design_used: String,
+    /// Direction.
+    pub dir: Dir,
+    /// Packet size in bytes.
+    pub size: usize,
+    /// Packets per second.
+    pub pps: f64,
+    /// Gigabits per second of packet data.
+    pub gbps: f64,
+    /// Packets in the window.
+    pub packets: u64,
+    /// Length of the window.
+    pub seconds: f64,
+    /// Frontend CPU seconds in the window.
+    pub front_cpu_s: f64,
+    /// Backend CPU seconds, whole process life.
+    pub back_cpu_s: f64,
+    /// Cross-core cache-line round trip measured just before the run, in nanoseconds.
+    pub probe_ns: f64,
+    /// The frontend's counters, as printed.
+    pub front_metrics: String,
+    /// The backend's counters, as printed.
+    pub back_metrics: String,
+    /// The backend platform's grant counters, as printed.
+    pub grants: String,
+}
+
+/// The machine the run was on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Grant-operation cost mode.
+    pub cost_mode: String,
+    /// Event-channel waiting.
+    pub poll: String,
+}
+
+impl Machine {
+    /// Reads the machine's description.
+    pub fn detect(cost_mode: &str, poll: &str) -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpu,
+            cores: sys::cpus(),
+            kernel,
+            cost_mode: cost_mode.into(),
+            poll: poll.into(),
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+/// Median, min and max of some values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// Median (the lower middle value for an even count).
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// The spread of `v` (`None` if empty).
+pub fn spread(v: &[f64]) -> Option<Spread> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    Some(Spread {
+        median: s[(s.len() - 1) / 2],
+        min: s[0],
+        max: s[s.len() - 1],
+    })
+}
+
+/// One row of the summary: a scenario over all rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Direction.
+    pub dir: Dir,
+    /// Size.
+    pub size: usize,
+    /// Design asked for.
+    pub design: String,
+    /// Design in use.
+    pub design_used: String,
+    /// Packets per second.
+    pub pps: Spread,
+    /// Gbit/s at the median.
+    pub gbps: f64,
+    /// Ratio of the median to grant-copy's median in the same run.
+    pub ratio: Option<f64>,
+    /// Frontend CPU microseconds per packet (median).
+    pub front_us_per_pkt: f64,
+    /// Samples.
+    pub n: usize,
+}
+
+/// Summarises the samples per (direction, size, design), in first-seen design order.
+pub fn summarise(r: &Results) -> Vec<Row> {
+    let mut order: Vec<String> = Vec::new();
+    for s in &r.samples {
+        if !order.contains(&s.design) {
+            order.push(s.design.clone());
+        }
+    }
+    let mut groups: BTreeMap<(String, usize), Vec<&Sample>> = BTreeMap::new();
+    for s in &r.samples {
+        groups
+            .entry((s.dir.to_string(), s.size))
+            .or_default()
+            .push(s);
+    }
+    let mut rows = Vec::new();
+    for ((_, size), samples) in groups {
+        let med = |d: &str| -> Option<Spread> {
+            spread(
+                &samples
+                    .iter()
+                    .filter(|s| s.design == d)
+                    .map(|s| s.pps)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let base = med("grant-copy").map(|s| s.median);
+        for d in &order {
+            let of: Vec<&&Sample> = samples.iter().filter(|s| &s.design == d).collect();
+            let Some(pps) = med(d) else { continue };
+            let us = spread(
+                &of.iter()
+                    .filter(|s| s.packets > 0)
+                    .map(|s| s.front_cpu_s * 1e6 / s.packets as f64)
+                    .collect::<Vec<_>>(),
+            )
+            .map_or(0.0, |s| s.median);
+            rows.push(Row {
+                dir: of[0].dir,
+                size,
+                design: d.clone(),
+                design_used: of[0].design_used.clone(),
+                pps,
+                gbps: pps.median * size as f64 * 8.0 / 1e9,
+                ratio: base.filter(|b| *b > 0.0).map(|b| pps.median / b),
+                front_us_per_pkt: us,
+                n: of.len(),
+            });
+        }
+    }
+    rows
+}
+
+/// The summary as a markdown table.
+pub fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(out, "# netstage: designs compared\n");
+    let _ = writeln!(
+        out,
+        "Machine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n",
+        m.cpu, m.cores, m.kernel, m.cost_mode, m.poll
+    );
+    let _ = writeln!(
+        out,
+        "Medians over interleaved rounds (min..max in brackets); ratios are to grant-copy \
+         measured in the same run. Frontend and backend are separate processes pinned to \
+         different cores.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| dir | size (B) | design | in use | pps (median) | [min..max] | Gbit/s | x grant-copy | frontend CPU us/pkt | runs |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---:|---|---:|---:|---:|---:|");
+    for row in summarise(r) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {:.3} | {} |",
+            row.dir,
+            row.size,
+            row.design,
+            row.design_used,
+            row.pps.median,
+            row.pps.min,
+            row.pps.max,
+            row.gbps,
+            row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+            row.front_us_per_pkt,
+            row.n
+        );
+    }
+    let probes: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
+    if let Some(p) = spread(&probes) {
+        let _ = writeln!(
+            out,
+            "\nCross-core cache-line round trip before each run: median {:.0} ns, range {:.0}..{:.0} ns.",
+            p.median, p.min, p.max
+        );
+    }
+    out
+}
+
+/// Every sample as CSV (one line per run).
+pub fn csv(r: &Results) -> String {
+    let mut out = String::from(
+        "round,design,design_used,dir,size,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns\n",
+    );
+    for s in &r.samples {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1}",
+            s.round,
+            s.design,
+            s.design_used,
+            s.dir,
+            s.size,
+            s.pps,
+            s.gbps,
+            s.packets,
+            s.seconds,
+            s.front_cpu_s,
+            s.back_cpu_s,
+            s.probe_ns
+        );
+    }
+    out
+}
+
+/// Cross-core ping-pong: the mean round trip of a cache line between cores 0 and 1 over
+/// `trips` trips, in nanoseconds (what placement the next sample gets).
+pub fn probe(trips: u64) -> f64 {
+    let flag = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let (f2, d2) = (Arc::clone(&flag), Arc::clone(&done));
+    let peer = std::thread::spawn(move || {
+        let _ = sys::pin_to_core(1);
+        let mut expect = 1;
+        while !d2.load(Ordering::Relaxed) {
+            if f2.load(Ordering::Acquire) == expect {
+                f2.store(expect + 1, Ordering::Release);
+                expect += 2;
+            }
+            std::hint::spin_loop();
+        }
+    });
+    let me = std::thread::spawn(move || ping(flag, trips));
+    let ns = me.join().unwrap_or(f64::NAN);
+    done.store(true, Ordering::Relaxed);
+    let _ = peer.join();
+    ns
+}
+
+fn ping(flag: Arc<AtomicU64>, trips: u64) -> f64 {
+    let _ = sys::pin_to_core(0);
+    let t = Instant::now();
+    let mut v = 0;
+    let deadline = t + std::time::Duration::from_millis(200);
+    let mut n = 0;
+    while n < trips && Instant::now() < deadline {
+        flag.store(v + 1, Ordering::Release);
+        while flag.load(Ordering::Acquire) != v + 2 {
+            std::hint::spin_loop();
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        v += 2;
+        n += 1;
+    }
+    t.elapsed().as_nanos() as f64 / n.max(1) as f64
+}

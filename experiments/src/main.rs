@@ -1,0 +1,302 @@
+//! `experiments`: the netstage comparison harness (the README's main job).
+//!
+//! `experiments compare` runs every design, direction and packet size on the embedded
+//! emulated platform — a backend process and a frontend process per run, pinned to
+//! different cores — interleaving the scenarios round by round, and writes
+//! `results/<time>/{results.json,results.csv,report.md}` and a table on the terminal.
+//! `experiments report DIR` renders a saved run again.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
+use experiments::{csv, markdown, probe, Machine, Results, Sample};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The netstage comparison harness.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Compare the designs (default: grant-copy, grant-map, slots:256, slots:4096,
+    /// ring:6:greedy, ring:6:adaptive; TX and RX; 64, 256, 1500, 9000 and 65535 bytes).
+    Compare(CompareArgs),
+    /// Render the report of a saved run again (reads DIR/results.json).
+    Report {
+        /// A `results/<time>` directory.
+        dir: PathBuf,
+    },
+    /// (internal) One backend process.
+    #[command(hide = true)]
+    Backend(RoleArgs),
+    /// (internal) One frontend process.
+    #[command(hide = true)]
+    Frontend(RoleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// A short sweep (under a minute): 64 and 1500 bytes, three designs, two rounds.
+    #[arg(long)]
+    quick: bool,
+    /// Interleaved rounds.
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Measured seconds per run.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Designs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    designs: Option<Vec<String>>,
+    /// Packet sizes in bytes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Directions.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    dirs: Option<Vec<Dir>>,
+    /// Busy-poll instead of blocking on event channels.
+    #[arg(long)]
+    busy: bool,
+    /// Grant cost mode: kernel, none or model:<call>,<copy>,<map>,<unmap>.
+    #[arg(long, default_value = "kernel")]
+    cost: String,
+    /// Where to write results [default: results/<unix time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Backend(a) => roles::backend(&a),
+        Cmd::Frontend(a) => roles::frontend(&a),
+        Cmd::Report { dir } => {
+            let r: Results = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("results.json"))
+                    .with_context(|| format!("no results.json in {}", dir.display()))?,
+            )?;
+            let md = markdown(&r);
+            std::fs::write(dir.join("report.md"), &md)?;
+            print!("{md}");
+            Ok(())
+        }
+        Cmd::Compare(a) => compare(a),
+    }
+}
+
+struct Scenario {
+    design: String,
+    dir: Dir,
+    size: usize,
+}
+
+fn compare(a: CompareArgs) -> anyhow::Result<()> {
+    let designs = a.designs.clone().unwrap_or_else(|| {
+        if a.quick {
+            vec![
+                "grant-copy".into(),
+                "slots:256".into(),
+                "ring:6:greedy".into(),
+            ]
+        } else {
+            [
+                "grant-copy",
+                "grant-map",
+                "slots:256",
+                "slots:4096",
+                "ring:6:greedy",
+                "ring:6:adaptive",
+            ]
+            .map(String::from)
+            .to_vec()
+        }
+    });
+    for d in &designs {
+        d.parse::<netstage_fallback::Design>()
+            .map_err(anyhow::Error::msg)?;
+    }
+    let sizes = a.sizes.clone().unwrap_or_else(|| {
+        if a.quick {
+            vec![64, 1500]
+        } else {
+            vec![64, 256, 1500, 9000, 65535]
+        }
+    });
+    if sizes.iter().any(|s| *s < 14 || *s > 65535) {
+        bail!("--sizes: every size must be 14 to 65535 bytes");
+    }
+    let dirs = a.dirs.clone().unwrap_or_else(|| vec![Dir::Tx, Dir::Rx]);
+    let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 3 });
+    let seconds = a.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
+    let poll = if a.busy { "busy-poll" } else { "blocking" };
+    if experiments::sys::cpus() < 2 {
+        eprintln!("experiments: only one CPU: frontend and backend will share it");
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("results").join(t.to_string())
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut scenarios = Vec::new();
+    for dir in &dirs {
+        for size in &sizes {
+            for d in &designs {
+                scenarios.push(Scenario {
+                    design: d.clone(),
+                    dir: *dir,
+                    size: *size,
+                });
+            }
+        }
+    }
+    let total = scenarios.len() as u64 * u64::from(rounds);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let exe = std::env::current_exe()?;
+    let mut results = Results {
+        machine: Machine::detect(&a.cost, poll),
+        samples: Vec::new(),
+    };
+    for round in 1..=rounds {
+        for sc in &scenarios {
+            bar.set_message(format!("{} {} B {}", sc.dir, sc.size, sc.design));
+            let s = run_one(&exe, sc, round, seconds, a.busy, &a.cost).with_context(|| {
+                format!("round {round}: {} {} B {}", sc.dir, sc.size, sc.design)
+            })?;
+            results.samples.push(s);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("results.csv"), csv(&results))?;
+    let md = markdown(&results);
+    std::fs::write(out.join("report.md"), &md)?;
+    print!("{md}");
+    println!("\nresults in {}", out.display());
+    Ok(())
+}
+
+/// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.
+fn run_one(
+    exe: &Path,
+    sc: &Scenario,
+    round: u32,
+    seconds: f64,
+    busy: bool,
+    cost: &str,
+) -> anyhow::Result<Sample> {
+    let world = PathBuf::from(format!(
+        "/dev/shm/netstage-experiments-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&world);
+    let role_args = |core: usize| -> Vec<String> {
+        let mut v = vec![
+            "--world".to_string(),
+            world.display().to_string(),
+            "--design".into(),
+            sc.design.clone(),
+            "--size".into(),
+            sc.size.to_string(),
+            "--dir".into(),
+            sc.dir.to_string(),
+            "--seconds".into(),
+            seconds.to_string(),
+            "--cost".into(),
+            cost.into(),
+            "--core".into(),
+            core.to_string(),
+        ];
+        if busy {
+            v.push("--busy".into());
+        }
+        v
+    };
+    let cores = experiments::sys::cpus();
+    let mut back = Command::new(exe)
+        .arg("backend")
+        .args(role_args(1 % cores))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the backend process")?;
+    let ready = roles::ready_marker(&world);
+    let t = Instant::now();
+    while !ready.exists() {
+        if let Some(st) = back.try_wait()? {
+            bail!("the backend exited early ({st})");
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = back.kill();
+            bail!("the backend did not come up within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let probe_ns = probe(20_000);
+    let front = Command::new(exe)
+        .arg("frontend")
+        .args(role_args(0))
+        .output()
+        .context("cannot run the frontend process")?;
+    // Stop the backend: it prints its report on SIGTERM.
+    let _ = Command::new("kill")
+        .args(["-TERM", &back.id().to_string()])
+        .status();
+    let mut line = String::new();
+    if let Some(out) = back.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let _ = back.wait();
+    let _ = std::fs::remove_dir_all(&world);
+    if !front.status.success() {
+        bail!(
+            "the frontend failed: {}",
+            String::from_utf8_lossy(&front.stderr)
+        );
+    }
+    let fr: FrontendReport = serde_json::from_str(
+        String::from_utf8_lossy(&front.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
+    .context("the frontend printed no report")?;
+    let br: BackendReport = serde_json::from_str(line.trim()).unwrap_or_default();
+    let pps = fr.packets as f64 / fr.seconds.max(1e-9);
+    Ok(Sample {
+        round,
+        design: sc.design.clone(),
+        design_used: fr.design,
+        dir: sc.dir,
+        size: sc.size,
+        pps,
+        gbps: pps * sc.size as f64 * 8.0 / 1e9,
+        packets: fr.packets,
+        seconds: fr.seconds,
+        front_cpu_s: fr.cpu_seconds,
+        back_cpu_s: br.cpu_seconds,
+        probe_ns,
+        front_metrics: fr.metrics.as_str().unwrap_or_default().to_string(),
+        back_metrics: br.metrics.as_str().unwrap_or_default().to_string(),
+        grants: br.grants.as_str().unwrap_or_default().to_string(),
+    })
+}

@@ -1,0 +1,285 @@
+//! The two processes of a scenario, run by the harness as children of itself: a backend
+//! (dom0 with an embedded xenstored) and a frontend. Each prints one JSON line with what it
+//! counted. They use the libraries only; no data path lives here.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use netstage_fallback::{Design, Packet, PollMode};
+use netstage_netback_user::{toolstack, Backend, BackendConfig, RxInjector, TxPath, VifHandler};
+use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
+use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+use netstage_platform::xenstore::XsClient;
+use serde::{Deserialize, Serialize};
+
+/// The guest's domain id in every scenario.
+pub const GUEST: u16 = 1;
+
+/// Which way packets flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dir {
+    /// Frontend to backend.
+    Tx,
+    /// Backend to frontend.
+    Rx,
+}
+
+impl std::fmt::Display for Dir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dir::Tx => "tx",
+            Dir::Rx => "rx",
+        })
+    }
+}
+
+/// What the backend process reports when it stops.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendReport {
+    /// CPU seconds the backend process used (all threads).
+    pub cpu_seconds: f64,
+    /// Its counters.
+    pub metrics: serde_json::Value,
+    /// The platform's grant counters of dom0.
+    pub grants: serde_json::Value,
+}
+
+/// What the frontend process reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FrontendReport {
+    /// CPU seconds the frontend process used in the measured window (all threads).
+    pub cpu_seconds: f64,
+    /// Packets moved in the measured window.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Length of the window in seconds.
+    pub seconds: f64,
+    /// The design the frontend ended up using.
+    pub design: String,
+    /// Its counters.
+    pub metrics: serde_json::Value,
+}
+
+struct Sink {
+    size: usize,
+    generate: bool,
+    generation: Arc<AtomicU64>,
+    rx: Mutex<Vec<RxInjector>>,
+}
+
+impl VifHandler for Sink {
+    fn tx_packet(&self, _queue: u16, _pkt: Packet) {}
+    fn connected(&self, rx: Vec<RxInjector>) {
+        if self.generate {
+            let gen = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let data = Bytes::from(vec![0x5au8; self.size]);
+            for inj in rx.clone() {
+                let (cur, data) = (Arc::clone(&self.generation), data.clone());
+                std::thread::spawn(move || {
+                    while cur.load(Ordering::SeqCst) == gen {
+                        if !inj.send_blocking(Packet::new(data.clone())) {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        if let Ok(mut r) = self.rx.lock() {
+            *r = rx;
+        }
+    }
+    fn disconnected(&self, _reason: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Parameters both roles share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoleArgs {
+    /// World directory.
+    #[arg(long)]
+    pub world: PathBuf,
+    /// Design.
+    #[arg(long)]
+    pub design: String,
+    /// Packet size.
+    #[arg(long)]
+    pub size: usize,
+    /// Direction.
+    #[arg(long, value_enum)]
+    pub dir: Dir,
+    /// Busy-poll instead of blocking.
+    #[arg(long)]
+    pub busy: bool,
+    /// Grant cost mode.
+    #[arg(long, default_value = "kernel")]
+    pub cost: String,
+    /// Measured seconds (frontend).
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Core to pin this process to.
+    #[arg(long)]
+    pub core: Option<usize>,
+}
+
+fn poll(busy: bool) -> PollMode {
+    if busy {
+        PollMode::BusyPoll
+    } else {
+        PollMode::Block
+    }
+}
+
+/// Runs the backend until SIGTERM, then prints its report.
+pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
+    if let Some(c) = a.core {
+        crate::sys::pin_to_core(c)?;
+    }
+    let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
+    let cost: CostMode = a.cost.parse()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let world = SimWorld::create(&a.world)?;
+    let xsd = Xenstored::start(XenstoredConfig::in_dir(&a.world.join("xenstore")))?;
+    let xs = XsClient::connect(xsd.socket())?;
+    let dom0 = world.create_domain(
+        0,
+        DomainConfig {
+            cost,
+            ..DomainConfig::default()
+        },
+    )?;
+    let backend = Backend::new(
+        dom0.clone(),
+        xs.clone(),
+        BackendConfig {
+            tx_path: if design == Design::GrantMap {
+                TxPath::GrantMap
+            } else {
+                TxPath::GrantCopy
+            },
+            poll: poll(a.busy),
+            rx_backlog: 1 << 14,
+            ..BackendConfig::default()
+        },
+    );
+    xs.introduce(GUEST)?;
+    toolstack::create_vif(&xs, 0, GUEST, 0)?;
+    let sink = Arc::new(Sink {
+        size: a.size,
+        generate: a.dir == Dir::Rx,
+        generation: Arc::new(AtomicU64::new(0)),
+        rx: Mutex::new(Vec::new()),
+    });
+    backend.serve(GUEST, 0, sink, &stop)?;
+    let report = BackendReport {
+        cpu_seconds: crate::sys::cpu_seconds(),
+        metrics: serde_json::to_value(format!("{:?}", backend.metrics()))?,
+        grants: serde_json::to_value(format!("{:?}", dom0.counters()))?,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    drop(xsd);
+    Ok(())
+}
+
+/// Connects, moves packets for the measured window, prints the report.
+pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
+    if let Some(c) = a.core {
+        crate::sys::pin_to_core(c)?;
+    }
+    let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
+    let cost: CostMode = a.cost.parse()?;
+    let world = SimWorld::open(&a.world)?;
+    let me = world.create_domain(
+        GUEST,
+        DomainConfig {
+            cost,
+            ..DomainConfig::default()
+        },
+    )?;
+    let socket = a.world.join("xenstore").join(format!("dom{GUEST}.sock"));
+    let xs = XsClient::connect(&socket)
+        .with_context(|| format!("no guest XenStore at {}", socket.display()))?;
+    struct Count(AtomicU64);
+    impl FrontendHandler for Count {
+        fn rx_packet(&self, _q: u16, _p: Packet) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let counter = Arc::new(Count(AtomicU64::new(0)));
+    let front = Frontend::connect(
+        me,
+        xs,
+        0,
+        FrontendConfig {
+            design,
+            poll: poll(a.busy),
+            ..FrontendConfig::default()
+        },
+        Arc::clone(&counter) as Arc<dyn FrontendHandler>,
+    )?;
+    let window = Duration::from_secs_f64(a.seconds);
+    // Warm-up: a tenth of the window, not counted.
+    let warm = window / 10;
+    let gso = (a.size > 1514).then_some(netstage_fallback::Gso {
+        gso_type: netstage_ring::netif::GsoType::TcpV4,
+        mss: 1448,
+    });
+    let pkt = Packet {
+        data: Bytes::from(vec![0xa5u8; a.size]),
+        gso,
+        csum_blank: false,
+    };
+    let cpu0;
+    let (packets, seconds) = match a.dir {
+        Dir::Tx => {
+            let t0 = Instant::now();
+            while t0.elapsed() < warm {
+                front.send(0, pkt.clone())?;
+            }
+            let base = front.metrics().tx_packets;
+            cpu0 = crate::sys::cpu_seconds();
+            let t = Instant::now();
+            while t.elapsed() < window {
+                for _ in 0..64 {
+                    front.send(0, pkt.clone())?;
+                }
+            }
+            (front.metrics().tx_packets - base, t.elapsed().as_secs_f64())
+        }
+        Dir::Rx => {
+            std::thread::sleep(warm);
+            let base = counter.0.load(Ordering::Relaxed);
+            cpu0 = crate::sys::cpu_seconds();
+            let t = Instant::now();
+            std::thread::sleep(window);
+            (
+                counter.0.load(Ordering::Relaxed) - base,
+                t.elapsed().as_secs_f64(),
+            )
+        }
+    };
+    let report = FrontendReport {
+        cpu_seconds: crate::sys::cpu_seconds() - cpu0,
+        packets,
+        bytes: packets * a.size as u64,
+        seconds,
+        design: front.design().to_string(),
+        metrics: serde_json::to_value(format!("{:?}", front.metrics()))?,
+    };
+    front.close()?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// The socket a backend's guest connects to: it exists once the backend is ready.
+pub fn ready_marker(world: &Path) -> PathBuf {
+    world.join("xenstore").join(format!("dom{GUEST}.sock"))
+}

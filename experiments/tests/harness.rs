@@ -1,0 +1,82 @@
+//! The harness itself: a tiny sweep produces every output file, and the report's numbers are
+//! the medians of the raw samples it saved.
+
+use std::process::Command;
+
+use experiments::{markdown, spread, summarise, Results};
+
+#[test]
+fn a_tiny_sweep_writes_consistent_results() {
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "compare",
+            "--designs",
+            "grant-copy,ring:2:greedy,slots:256",
+            "--sizes",
+            "64,1500",
+            "--dirs",
+            "tx,rx",
+            "--rounds",
+            "2",
+            "--seconds",
+            "0.1",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for f in ["results.json", "results.csv", "report.md"] {
+        assert!(out.path().join(f).exists(), "{f} missing");
+    }
+    let r: Results =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    // 3 designs x 2 sizes x 2 directions x 2 rounds, every one moved packets.
+    assert_eq!(r.samples.len(), 24);
+    assert!(r.samples.iter().all(|s| s.packets > 0 && s.pps > 0.0));
+    assert!(r.samples.iter().all(|s| s.design == s.design_used));
+    let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 25);
+    // Each summary row is the median of exactly its samples, and the ratio is to the
+    // grant-copy median of the same size and direction.
+    let rows = summarise(&r);
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        let pps: Vec<f64> = r
+            .samples
+            .iter()
+            .filter(|s| s.dir == row.dir && s.size == row.size && s.design == row.design)
+            .map(|s| s.pps)
+            .collect();
+        assert_eq!(pps.len(), 2);
+        assert_eq!(spread(&pps).unwrap().median, row.pps.median);
+        let base = rows
+            .iter()
+            .find(|b| b.dir == row.dir && b.size == row.size && b.design == "grant-copy")
+            .unwrap();
+        assert_eq!(row.ratio, Some(row.pps.median / base.pps.median));
+    }
+    // The saved report is what `report` renders from the saved samples.
+    let saved = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert_eq!(saved, markdown(&r));
+    let again = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .arg("report")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), saved);
+}
+
+#[test]
+fn spreads() {
+    let s = spread(&[3.0, 1.0, 2.0, 10.0]).unwrap();
+    assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 10.0));
+    assert!(spread(&[]).is_none());
+}
