@@ -196,7 +196,8 @@ pub enum CopyPolicy {
     /// As much of the packet as the ring has room for.
     Greedy,
     /// A per-packet limit that halves when the ring is more than three quarters full and
-    /// doubles when it is less than a quarter full (between 64 bytes and half the ring).
+    /// doubles when it is less than a quarter full, between 2 KiB (so an MTU packet is never
+    /// split) and half the ring.
     Adaptive,
 }
 
@@ -252,17 +253,25 @@ impl PolicyState {
             CopyPolicy::Fixed(n) => n as usize,
             CopyPolicy::Greedy => len,
             CopyPolicy::Adaptive => {
+                // Never below 2 KiB (or half a small ring): an MTU packet is never split,
+                // since half by ring and half by grants costs both.
+                let floor = 2048.min(size / 2).max(64);
                 let used = size.saturating_sub(free);
                 if used * 4 > size * 3 {
-                    self.target = (self.target / 2).max(64);
+                    self.target = (self.target / 2).max(floor);
                 } else if used * 4 < size {
-                    self.target = (self.target * 2).min((size / 2).max(64));
+                    self.target = (self.target * 2).min((size / 2).max(floor));
                 }
                 self.target
             }
         };
         let want = len.min(limit);
-        let n = want.min(free);
+        // A page or less goes whole or not at all: a partial copy would still need a grant.
+        let n = if want <= 4096 && free < want {
+            0
+        } else {
+            want.min(free)
+        };
         let why = if n < want {
             Some(FallbackReason::RingFull)
         } else if n < len {
@@ -386,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             p.decide(1500, 100, 4096),
-            (100, Some(FallbackReason::RingFull))
+            (0, Some(FallbackReason::RingFull))
         );
         let mut g = PolicyState::new(CopyPolicy::Greedy, 4096);
         assert_eq!(
@@ -401,7 +410,12 @@ mod tests {
         for _ in 0..20 {
             a.decide(100, 1000, 65536); // nearly full: shrink to the floor
         }
-        assert_eq!(a.target(), 64);
+        assert_eq!(a.target(), 2048);
+        let mut s = PolicyState::new(CopyPolicy::Adaptive, 2048);
+        for _ in 0..20 {
+            s.decide(100, 10, 2048); // a small ring: the floor is half of it
+        }
+        assert_eq!(s.target(), 1024);
         for _ in 0..20 {
             a.decide(100, 65536, 65536);
         }
