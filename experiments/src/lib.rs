@@ -44,12 +44,33 @@ pub struct Sample {
     pub back_cpu_s: f64,
     /// Cross-core cache-line round trip measured just before the run, in nanoseconds.
     pub probe_ns: f64,
-    /// The frontend's counters, as printed.
-    pub front_metrics: String,
-    /// The backend's counters, as printed.
-    pub back_metrics: String,
-    /// The backend platform's grant counters, as printed.
-    pub grants: String,
+    /// The frontend's counters at the end of the run.
+    pub front_metrics: serde_json::Value,
+    /// The backend's counters at the end of the run (whole process life).
+    pub back_metrics: serde_json::Value,
+    /// The backend platform's grant counters (whole process life).
+    pub grants: serde_json::Value,
+}
+
+impl Sample {
+    /// Packets the backend moved in its whole life (the denominator of its counters).
+    pub fn backend_packets(&self) -> f64 {
+        let k = match self.dir {
+            Dir::Tx => "tx_packets",
+            Dir::Rx => "rx_packets",
+        };
+        self.back_metrics[k].as_f64().unwrap_or(0.0)
+    }
+
+    /// A backend counter per backend packet.
+    pub fn back_per_packet(&self, key: &str) -> f64 {
+        self.back_metrics[key].as_f64().unwrap_or(0.0) / self.backend_packets().max(1.0)
+    }
+
+    /// A platform grant counter per backend packet.
+    pub fn grants_per_packet(&self, key: &str) -> f64 {
+        self.grants[key].as_f64().unwrap_or(0.0) / self.backend_packets().max(1.0)
+    }
 }
 
 /// The machine the run was on.
@@ -238,6 +259,43 @@ pub fn markdown(r: &Results) -> String {
             row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
             row.front_us_per_pkt,
             row.n
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped, system calls the emulation made, notifications sent by the backend, bytes through staging memory, and backend CPU.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| dir | size (B) | design | copy ops | copy calls | maps | kernel crossings | backend notifications | staged bytes | backend CPU us |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in summarise(r) {
+        let of: Vec<&Sample> = r
+            .samples
+            .iter()
+            .filter(|s| s.dir == row.dir && s.size == row.size && s.design == row.design)
+            .collect();
+        let med = |f: &dyn Fn(&Sample) -> f64| {
+            spread(&of.iter().map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
+        };
+        let staged = match row.dir {
+            Dir::Tx => "tx_staged_bytes",
+            Dir::Rx => "rx_staged_bytes",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.0} | {:.3} |",
+            row.dir,
+            row.size,
+            row.design,
+            med(&|s| s.back_per_packet("grant_copy_ops")),
+            med(&|s| s.back_per_packet("grant_copy_calls")),
+            med(&|s| s.back_per_packet("grant_maps")),
+            med(&|s| s.grants_per_packet("kernel_crossings")),
+            med(&|s| s.back_per_packet("notifications")),
+            med(&|s| s.back_per_packet(staged)),
+            med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
         );
     }
     let probes: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Compare the designs (default: grant-copy, grant-map, slots:256, slots:4096,
-    /// ring:6:greedy, ring:6:adaptive; TX and RX; 64, 256, 1500, 9000 and 65535 bytes).
+    /// ring:8:greedy, ring:8:adaptive; TX and RX; 64, 256, 1500, 9000 and 65535 bytes).
     Compare(CompareArgs),
     /// Render the report of a saved run again (reads DIR/results.json).
     Report {
@@ -104,7 +104,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             vec![
                 "grant-copy".into(),
                 "slots:256".into(),
-                "ring:6:greedy".into(),
+                "ring:8:greedy".into(),
             ]
         } else {
             [
@@ -112,8 +112,8 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 "grant-map",
                 "slots:256",
                 "slots:4096",
-                "ring:6:greedy",
-                "ring:6:adaptive",
+                "ring:8:greedy",
+                "ring:8:adaptive",
             ]
             .map(String::from)
             .to_vec()
@@ -295,8 +295,8 @@ fn run_one(
         front_cpu_s: fr.cpu_seconds,
         back_cpu_s: br.cpu_seconds,
         probe_ns,
-        front_metrics: fr.metrics.as_str().unwrap_or_default().to_string(),
-        back_metrics: br.metrics.as_str().unwrap_or_default().to_string(),
-        grants: br.grants.as_str().unwrap_or_default().to_string(),
+        front_metrics: fr.metrics,
+        back_metrics: br.metrics,
+        grants: br.grants,
     })
 }

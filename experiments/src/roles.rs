@@ -181,8 +181,8 @@ pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
     backend.serve(GUEST, 0, sink, &stop)?;
     let report = BackendReport {
         cpu_seconds: crate::sys::cpu_seconds(),
-        metrics: serde_json::to_value(format!("{:?}", backend.metrics()))?,
-        grants: serde_json::to_value(format!("{:?}", dom0.counters()))?,
+        metrics: serde_json::to_value(backend.metrics())?,
+        grants: serde_json::to_value(dom0.counters())?,
     };
     println!("{}", serde_json::to_string(&report)?);
     drop(xsd);
@@ -272,7 +272,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         bytes: packets * a.size as u64,
         seconds,
         design: front.design().to_string(),
-        metrics: serde_json::to_value(format!("{:?}", front.metrics()))?,
+        metrics: serde_json::to_value(front.metrics())?,
     };
     front.close()?;
     println!("{}", serde_json::to_string(&report)?);

@@ -149,7 +149,7 @@ macro_rules! counters {
         pub struct Metrics { $($name: AtomicU64,)* }
 
         /// A copy of the counters at one moment.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct MetricsSnapshot { $($(#[$doc])* pub $name: u64,)* }
 
         impl Metrics {

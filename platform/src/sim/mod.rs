@@ -151,7 +151,7 @@ impl Default for DomainConfig {
 }
 
 /// Counters of the grant operations a domain performed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantCounters {
     /// Xen-equivalent hypercalls: one per copy batch, per map call, per unmap, per notify.
     pub hypercalls: u64,
