@@ -309,6 +309,66 @@ pub fn markdown(r: &Results) -> String {
     out
 }
 
+/// A scenario whose throughput moved between two runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Direction.
+    pub dir: Dir,
+    /// Size.
+    pub size: usize,
+    /// Design.
+    pub design: String,
+    /// Median pps in the first run.
+    pub before: Spread,
+    /// Median pps in the second run.
+    pub after: Spread,
+    /// Whether the change is beyond the noise: the two runs' ranges (min..max over rounds)
+    /// do not overlap.
+    pub significant: bool,
+}
+
+/// Compares two runs scenario by scenario (those present in both).
+pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
+    let rb = summarise(b);
+    summarise(a)
+        .into_iter()
+        .filter_map(|x| {
+            let y = rb
+                .iter()
+                .find(|y| y.dir == x.dir && y.size == x.size && y.design == x.design)?;
+            Some(Change {
+                dir: x.dir,
+                size: x.size,
+                design: x.design.clone(),
+                before: x.pps,
+                after: y.pps,
+                significant: x.pps.max < y.pps.min || y.pps.max < x.pps.min,
+            })
+        })
+        .collect()
+}
+
+/// A diff as a markdown table.
+pub fn diff_markdown(changes: &[Change]) -> String {
+    let mut out = String::from(
+        "| dir | size (B) | design | pps before | pps after | change | beyond the noise |\n|---|---:|---|---:|---:|---:|---|\n",
+    );
+    for c in changes {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {:+.1} % | {} |",
+            c.dir,
+            c.size,
+            c.design,
+            c.before.median,
+            c.after.median,
+            (c.after.median / c.before.median.max(1e-9) - 1.0) * 100.0,
+            if c.significant { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
 /// Every sample as CSV (one line per run).
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(

@@ -35,6 +35,14 @@ enum Cmd {
         /// A `results/<time>` directory.
         dir: PathBuf,
     },
+    /// Compare two saved runs scenario by scenario; a change is flagged when the two runs'
+    /// min..max ranges do not overlap.
+    Diff {
+        /// The earlier `results/<time>` directory.
+        a: PathBuf,
+        /// The later one.
+        b: PathBuf,
+    },
     /// (internal) One backend process.
     #[command(hide = true)]
     Backend(RoleArgs),
@@ -89,6 +97,20 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Compare(a) => compare(a),
+        Cmd::Diff { a, b } => {
+            let load = |d: &Path| -> anyhow::Result<Results> {
+                Ok(serde_json::from_str(
+                    &std::fs::read_to_string(d.join("results.json"))
+                        .with_context(|| format!("no results.json in {}", d.display()))?,
+                )?)
+            };
+            let changes = experiments::diff(&load(&a)?, &load(&b)?);
+            if changes.is_empty() {
+                bail!("the two runs have no scenario in common");
+            }
+            print!("{}", experiments::diff_markdown(&changes));
+            Ok(())
+        }
     }
 }
 

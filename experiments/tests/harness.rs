@@ -75,6 +75,53 @@ fn a_tiny_sweep_writes_consistent_results() {
 }
 
 #[test]
+fn diff_flags_only_changes_beyond_the_noise() {
+    use experiments::{diff, Dir, Machine, Results, Sample};
+    let sample = |design: &str, pps: f64| Sample {
+        round: 1,
+        design: design.into(),
+        design_used: design.into(),
+        dir: Dir::Tx,
+        size: 64,
+        pps,
+        gbps: 0.0,
+        packets: 1,
+        seconds: 1.0,
+        front_cpu_s: 0.0,
+        back_cpu_s: 0.0,
+        probe_ns: 0.0,
+        front_metrics: serde_json::Value::Null,
+        back_metrics: serde_json::Value::Null,
+        grants: serde_json::Value::Null,
+    };
+    let m = Machine::detect("kernel", "blocking");
+    let a = Results {
+        machine: m.clone(),
+        samples: vec![
+            sample("grant-copy", 100.0),
+            sample("grant-copy", 110.0),
+            sample("slots:256", 200.0),
+            sample("slots:256", 210.0),
+        ],
+    };
+    let b = Results {
+        machine: m,
+        samples: vec![
+            sample("grant-copy", 105.0),
+            sample("grant-copy", 120.0),
+            sample("slots:256", 300.0),
+            sample("slots:256", 320.0),
+        ],
+    };
+    let d = diff(&a, &b);
+    assert_eq!(d.len(), 2);
+    assert!(!d[0].significant, "overlapping ranges are noise");
+    assert!(d[1].significant, "disjoint ranges are a change");
+    assert!(experiments::diff_markdown(&d)
+        .contains("| tx | 64 | slots:256 | 200 | 300 | +50.0 % | yes |"));
+}
+
+#[test]
 fn spreads() {
     let s = spread(&[3.0, 1.0, 2.0, 10.0]).unwrap();
     assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 10.0));
