@@ -120,6 +120,10 @@ pub struct Results {
     pub machine: Machine,
     /// Every sample.
     pub samples: Vec<Sample>,
+    /// The upper bound, once per round: a raw byte stream through one data ring (order 8)
+    /// between the two processes, no packets (what PVCalls does), in Gbit/s.
+    #[serde(default)]
+    pub stream_gbps: Vec<f64>,
 }
 
 /// Median, min and max of some values.
@@ -297,6 +301,33 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.back_per_packet(staged)),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
         );
+    }
+    if let Some(g) = spread(&r.stream_gbps) {
+        let best = summarise(r)
+            .into_iter()
+            .filter(|row| row.design.starts_with("ring:"))
+            .max_by(|a, b| a.gbps.total_cmp(&b.gbps));
+        let _ = writeln!(
+            out,
+            "\n## Upper bound\n\nA raw byte stream through one data ring (order 8, 64 KiB writes) \
+             between the two processes, no packets (what PVCalls does): {:.2} Gbit/s median \
+             [{:.2}..{:.2}] over {} rounds.",
+            g.median,
+            g.min,
+            g.max,
+            r.stream_gbps.len()
+        );
+        if let Some(b) = best {
+            let _ = writeln!(
+                out,
+                "The best data-ring design here, {} at {} B {}, reaches {:.2} Gbit/s: {:.0} % of it.",
+                b.design,
+                b.size,
+                b.dir,
+                b.gbps,
+                100.0 * b.gbps / g.median.max(1e-9)
+            );
+        }
     }
     let probes: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
     if let Some(p) = spread(&probes) {

@@ -43,6 +43,12 @@ enum Cmd {
         /// The later one.
         b: PathBuf,
     },
+    /// (internal) The raw stream's writer.
+    #[command(hide = true)]
+    StreamWriter(roles::StreamArgs),
+    /// (internal) The raw stream's reader.
+    #[command(hide = true)]
+    StreamReader(roles::StreamArgs),
     /// (internal) One backend process.
     #[command(hide = true)]
     Backend(RoleArgs),
@@ -77,6 +83,9 @@ struct CompareArgs {
     /// Grant cost mode: kernel, none or model:<call>,<copy>,<map>,<unmap>.
     #[arg(long, default_value = "kernel")]
     cost: String,
+    /// Skip the raw data-ring stream (the upper bound) run once per round.
+    #[arg(long)]
+    no_stream: bool,
     /// Where to write results [default: results/<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -85,6 +94,8 @@ struct CompareArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Backend(a) => roles::backend(&a),
+        Cmd::StreamWriter(a) => roles::stream_writer(&a),
+        Cmd::StreamReader(a) => roles::stream_reader(&a),
         Cmd::Frontend(a) => roles::frontend(&a),
         Cmd::Report { dir } => {
             let r: Results = serde_json::from_str(
@@ -193,6 +204,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let mut results = Results {
         machine: Machine::detect(&a.cost, poll),
         samples: Vec::new(),
+        stream_gbps: Vec::new(),
     };
     for round in 1..=rounds {
         for sc in &scenarios {
@@ -202,6 +214,12 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             })?;
             results.samples.push(s);
             bar.inc(1);
+        }
+        if !a.no_stream {
+            bar.set_message("raw data-ring stream");
+            results
+                .stream_gbps
+                .push(run_stream(&exe, seconds).context("the raw data-ring stream")?);
         }
     }
     bar.finish_and_clear();
@@ -215,6 +233,63 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     print!("{md}");
     println!("\nresults in {}", out.display());
     Ok(())
+}
+
+/// The upper bound: a byte stream through one order-8 data ring between two processes on
+/// different cores, no packets. Returns Gbit/s.
+fn run_stream(exe: &Path, seconds: f64) -> anyhow::Result<f64> {
+    let world = PathBuf::from(format!("/dev/shm/netstage-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&world);
+    let common = |core: usize| -> Vec<String> {
+        vec![
+            "--world".into(),
+            world.display().to_string(),
+            "--seconds".into(),
+            seconds.to_string(),
+            "--core".into(),
+            core.to_string(),
+        ]
+    };
+    let cores = experiments::sys::cpus();
+    let reader = Command::new(exe)
+        .arg("stream-reader")
+        .args(common(1 % cores))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The reader creates the world; the writer joins it.
+    let t = Instant::now();
+    while !world.join("dom0").exists() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("the stream reader did not start");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut writer = Command::new(exe)
+        .arg("stream-writer")
+        .args(common(0))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = reader.wait_with_output()?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &writer.id().to_string()])
+        .status();
+    let _ = writer.wait();
+    let _ = std::fs::remove_dir_all(&world);
+    if !out.status.success() {
+        bail!(
+            "stream reader failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r: roles::StreamReport = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )?;
+    Ok(r.bytes as f64 * 8.0 / r.seconds.max(1e-9) / 1e9)
 }
 
 /// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.

@@ -283,3 +283,118 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
 pub fn ready_marker(world: &Path) -> PathBuf {
     world.join("xenstore").join(format!("dom{GUEST}.sock"))
 }
+
+/// Parameters of the raw stream roles.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamArgs {
+    /// World directory.
+    #[arg(long)]
+    pub world: PathBuf,
+    /// Data-ring order.
+    #[arg(long, default_value_t = 8)]
+    pub order: u32,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 65536)]
+    pub chunk: usize,
+    /// Measured seconds (reader).
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Core to pin this process to.
+    #[arg(long)]
+    pub core: Option<usize>,
+}
+
+/// What the stream reader reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// Bytes read in the window.
+    pub bytes: u64,
+    /// Window length.
+    pub seconds: f64,
+}
+
+fn refs_file(world: &Path) -> PathBuf {
+    world.join("stream-ref")
+}
+
+/// The upper bound's writer (the guest): shares a data ring with dom0 and fills its **out**
+/// direction as fast as the reader empties it, until SIGTERM. No packets, no requests: what
+/// PVCalls does.
+pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
+    use netstage_platform::GrantExport;
+    if let Some(c) = a.core {
+        crate::sys::pin_to_core(c)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let world = SimWorld::open(&a.world)?;
+    let me = world.create_domain(GUEST, DomainConfig::default())?;
+    let intf = me.share(0, 1, true)?;
+    let data = me.share(0, 1 << a.order, true)?;
+    netstage_ring::flex::init_intf(&intf.mem, a.order, &data.grefs)?;
+    let (mut prod, _) = netstage_ring::flex::open(
+        netstage_ring::flex::End::Frontend,
+        &intf.mem,
+        &data.mem,
+        a.order,
+    )?;
+    std::fs::write(refs_file(&a.world), intf.grefs[0].to_string())?;
+    let chunk = vec![0x3cu8; a.chunk.max(1)];
+    while !stop.load(Ordering::Relaxed) {
+        if prod.write(&chunk)? == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    Ok(())
+}
+
+/// The upper bound's reader (dom0): maps the writer's ring and consumes it for the window.
+pub fn stream_reader(a: &StreamArgs) -> anyhow::Result<()> {
+    use netstage_platform::GrantImport;
+    if let Some(c) = a.core {
+        crate::sys::pin_to_core(c)?;
+    }
+    let world = SimWorld::create(&a.world)?;
+    let dom0 = world.create_domain(0, DomainConfig::default())?;
+    let t = Instant::now();
+    let r: u32 = loop {
+        if let Ok(s) = std::fs::read_to_string(refs_file(&a.world)) {
+            if let Ok(r) = s.trim().parse() {
+                break r;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!("the stream writer never shared its ring");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let intf = dom0.map(GUEST, &[r], true)?;
+    let cfg = netstage_ring::flex::read_intf_config(&intf, 9)?;
+    let data = dom0.map(GUEST, &cfg.refs, true)?;
+    let (_, mut cons) =
+        netstage_ring::flex::open(netstage_ring::flex::End::Backend, &intf, &data, cfg.order)?;
+    let mut buf = vec![0u8; a.chunk.max(1)];
+    let mut drain = |until: Instant| -> anyhow::Result<u64> {
+        let mut n = 0u64;
+        while Instant::now() < until {
+            let got = cons.read(&mut buf)?;
+            if got > 0 {
+                cons.release()?;
+                n += got as u64;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(n)
+    };
+    let window = Duration::from_secs_f64(a.seconds);
+    drain(Instant::now() + window / 10)?; // warm-up
+    let t = Instant::now();
+    let bytes = drain(t + window)?;
+    let report = StreamReport {
+        bytes,
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}

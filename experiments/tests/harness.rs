@@ -41,6 +41,9 @@ fn a_tiny_sweep_writes_consistent_results() {
     assert_eq!(r.samples.len(), 24);
     assert!(r.samples.iter().all(|s| s.packets > 0 && s.pps > 0.0));
     assert!(r.samples.iter().all(|s| s.design == s.design_used));
+    // The upper bound ran once per round and moved bytes.
+    assert_eq!(r.stream_gbps.len(), 2);
+    assert!(r.stream_gbps.iter().all(|g| *g > 0.0));
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 25);
     // Each summary row is the median of exactly its samples, and the ratio is to the
@@ -96,6 +99,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     };
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
+        stream_gbps: vec![],
         machine: m.clone(),
         samples: vec![
             sample("grant-copy", 100.0),
@@ -105,6 +109,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
         ],
     };
     let b = Results {
+        stream_gbps: vec![],
         machine: m,
         samples: vec![
             sample("grant-copy", 105.0),
