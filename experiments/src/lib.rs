@@ -50,13 +50,16 @@ pub struct Sample {
     pub back_metrics: serde_json::Value,
     /// The backend platform's grant counters (whole process life).
     pub grants: serde_json::Value,
+    /// Request/response runs: p50, p99, p999 transaction latency in nanoseconds.
+    #[serde(default)]
+    pub latency_ns: Option<[f64; 3]>,
 }
 
 impl Sample {
     /// Packets the backend moved in its whole life (the denominator of its counters).
     pub fn backend_packets(&self) -> f64 {
         let k = match self.dir {
-            Dir::Tx => "tx_packets",
+            Dir::Tx | Dir::Rr | Dir::RrBusy => "tx_packets",
             Dir::Rx => "rx_packets",
         };
         self.back_metrics[k].as_f64().unwrap_or(0.0)
@@ -284,8 +287,8 @@ pub fn markdown(r: &Results) -> String {
             spread(&of.iter().map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
         };
         let staged = match row.dir {
-            Dir::Tx => "tx_staged_bytes",
             Dir::Rx => "rx_staged_bytes",
+            _ => "tx_staged_bytes",
         };
         let _ = writeln!(
             out,
@@ -301,6 +304,48 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.back_per_packet(staged)),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
         );
+    }
+    let rr: Vec<Row> = summarise(r).into_iter().filter(|x| x.dir.is_rr()).collect();
+    if !rr.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Request/response\n\nOne 15-byte frame (1-byte payload) out, echoed by the backend, then the next (the TCP_RR analogue). Medians over rounds of each run's latency percentiles.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| mode | design | transactions/s | x grant-copy | p50 (us) | p99 (us) | p99.9 (us) |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        for row in rr {
+            let of: Vec<&Sample> = r
+                .samples
+                .iter()
+                .filter(|s| s.dir == row.dir && s.design == row.design)
+                .collect();
+            let pct = |k: usize| {
+                spread(
+                    &of.iter()
+                        .filter_map(|s| s.latency_ns.map(|l| l[k] / 1000.0))
+                        .collect::<Vec<_>>(),
+                )
+                .map_or(0.0, |s| s.median)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} |",
+                if row.dir == Dir::RrBusy {
+                    "busy-poll"
+                } else {
+                    "blocking"
+                },
+                row.design,
+                row.pps.median,
+                row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+                pct(0),
+                pct(1),
+                pct(2)
+            );
+        }
     }
     if let Some(g) = spread(&r.stream_gbps) {
         let best = summarise(r)

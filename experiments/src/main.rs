@@ -166,7 +166,10 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     if sizes.iter().any(|s| *s < 14 || *s > 65535) {
         bail!("--sizes: every size must be 14 to 65535 bytes");
     }
-    let dirs = a.dirs.clone().unwrap_or_else(|| vec![Dir::Tx, Dir::Rx]);
+    let dirs = a
+        .dirs
+        .clone()
+        .unwrap_or_else(|| vec![Dir::Tx, Dir::Rx, Dir::Rr, Dir::RrBusy]);
     let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 3 });
     let seconds = a.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
     let poll = if a.busy { "busy-poll" } else { "blocking" };
@@ -182,7 +185,9 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut scenarios = Vec::new();
     for dir in &dirs {
-        for size in &sizes {
+        // Request/response uses one frame size: a 1-byte payload.
+        let sz: Vec<usize> = if dir.is_rr() { vec![15] } else { sizes.clone() };
+        for size in &sz {
             for d in &designs {
                 scenarios.push(Scenario {
                     design: d.clone(),
@@ -323,7 +328,7 @@ fn run_one(
             "--core".into(),
             core.to_string(),
         ];
-        if busy {
+        if busy || sc.dir == Dir::RrBusy {
             v.push("--busy".into());
         }
         v
@@ -392,6 +397,7 @@ fn run_one(
         front_cpu_s: fr.cpu_seconds,
         back_cpu_s: br.cpu_seconds,
         probe_ns,
+        latency_ns: fr.latency_ns,
         front_metrics: fr.metrics,
         back_metrics: br.metrics,
         grants: br.grants,

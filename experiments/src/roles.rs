@@ -28,6 +28,20 @@ pub enum Dir {
     Tx,
     /// Backend to frontend.
     Rx,
+    /// Request/response: one 15-byte frame (1-byte payload) out, echoed back, then the
+    /// next; event channels blocking.
+    Rr,
+    /// The same with both ends busy-polling.
+    #[serde(rename = "rr-busy")]
+    #[value(name = "rr-busy")]
+    RrBusy,
+}
+
+impl Dir {
+    /// Whether this is a request/response scenario.
+    pub fn is_rr(self) -> bool {
+        matches!(self, Dir::Rr | Dir::RrBusy)
+    }
 }
 
 impl std::fmt::Display for Dir {
@@ -35,6 +49,8 @@ impl std::fmt::Display for Dir {
         f.write_str(match self {
             Dir::Tx => "tx",
             Dir::Rx => "rx",
+            Dir::Rr => "rr",
+            Dir::RrBusy => "rr-busy",
         })
     }
 }
@@ -63,6 +79,9 @@ pub struct FrontendReport {
     pub seconds: f64,
     /// The design the frontend ended up using.
     pub design: String,
+    /// Request/response: p50, p99 and p999 of the transaction latency in nanoseconds.
+    #[serde(default)]
+    pub latency_ns: Option<[f64; 3]>,
     /// Its counters.
     pub metrics: serde_json::Value,
 }
@@ -70,12 +89,21 @@ pub struct FrontendReport {
 struct Sink {
     size: usize,
     generate: bool,
+    echo: bool,
     generation: Arc<AtomicU64>,
     rx: Mutex<Vec<RxInjector>>,
 }
 
 impl VifHandler for Sink {
-    fn tx_packet(&self, _queue: u16, _pkt: Packet) {}
+    fn tx_packet(&self, queue: u16, pkt: Packet) {
+        if self.echo {
+            if let Ok(rx) = self.rx.lock() {
+                if let Some(i) = rx.get(usize::from(queue)) {
+                    i.send(pkt);
+                }
+            }
+        }
+    }
     fn connected(&self, rx: Vec<RxInjector>) {
         if self.generate {
             let gen = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -175,6 +203,7 @@ pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
     let sink = Arc::new(Sink {
         size: a.size,
         generate: a.dir == Dir::Rx,
+        echo: a.dir.is_rr(),
         generation: Arc::new(AtomicU64::new(0)),
         rx: Mutex::new(Vec::new()),
     });
@@ -238,7 +267,43 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         csum_blank: false,
     };
     let cpu0;
+    let mut latency_ns = None;
     let (packets, seconds) = match a.dir {
+        Dir::Rr | Dir::RrBusy => {
+            let tick = |deadline: Instant, seen: u64| -> anyhow::Result<()> {
+                while counter.0.load(Ordering::Acquire) == seen {
+                    if Instant::now() > deadline {
+                        anyhow::bail!("no echo within a second");
+                    }
+                    // The queue thread that delivers the echo shares this CPU.
+                    std::thread::yield_now();
+                }
+                Ok(())
+            };
+            let t0 = Instant::now();
+            while t0.elapsed() < warm {
+                let seen = counter.0.load(Ordering::Acquire);
+                front.send(0, pkt.clone())?;
+                tick(Instant::now() + Duration::from_secs(1), seen)?;
+            }
+            cpu0 = crate::sys::cpu_seconds();
+            let mut lat: Vec<u64> = Vec::new();
+            let t = Instant::now();
+            while t.elapsed() < window {
+                let seen = counter.0.load(Ordering::Acquire);
+                let s = Instant::now();
+                front.send(0, pkt.clone())?;
+                tick(s + Duration::from_secs(1), seen)?;
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            lat.sort_unstable();
+            let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64;
+            if !lat.is_empty() {
+                latency_ns = Some([q(0.50), q(0.99), q(0.999)]);
+            }
+            (lat.len() as u64, secs)
+        }
         Dir::Tx => {
             let t0 = Instant::now();
             while t0.elapsed() < warm {
@@ -267,6 +332,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         }
     };
     let report = FrontendReport {
+        latency_ns,
         cpu_seconds: crate::sys::cpu_seconds() - cpu0,
         packets,
         bytes: packets * a.size as u64,

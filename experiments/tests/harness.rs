@@ -96,6 +96,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
         front_metrics: serde_json::Value::Null,
         back_metrics: serde_json::Value::Null,
         grants: serde_json::Value::Null,
+        latency_ns: None,
     };
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
@@ -124,6 +125,45 @@ fn diff_flags_only_changes_beyond_the_noise() {
     assert!(d[1].significant, "disjoint ranges are a change");
     assert!(experiments::diff_markdown(&d)
         .contains("| tx | 64 | slots:256 | 200 | 300 | +50.0 % | yes |"));
+}
+
+#[test]
+fn request_response_runs_report_latency_percentiles() {
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "compare",
+            "--designs",
+            "grant-copy,ring:2:greedy",
+            "--dirs",
+            "rr,rr-busy",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.1",
+            "--no-stream",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r: Results =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.samples.len(), 4);
+    for s in &r.samples {
+        assert_eq!(s.size, 15, "a 1-byte payload");
+        let l = s.latency_ns.expect("percentiles");
+        assert!(l[0] > 0.0 && l[0] <= l[1] && l[1] <= l[2], "{l:?}");
+        assert!(s.packets > 0);
+    }
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("## Request/response") && md.contains("| busy-poll | ring:2:greedy |"));
 }
 
 #[test]

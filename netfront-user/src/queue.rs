@@ -147,7 +147,9 @@ impl<Pt: EventPort> FQueue<Pt> {
                     if let Ok(true) = self.port.poll() {
                         self.metrics.add_wakeups(1);
                     }
-                    std::hint::spin_loop();
+                    // Never sleep, but let a thread that shares this CPU (the application
+                    // feeding the queue) run: spinning through its time slice would stall it.
+                    std::thread::yield_now();
                 }
             }
         }
