@@ -50,6 +50,32 @@ impl Features {
     }
 }
 
+impl std::str::FromStr for Features {
+    type Err = String;
+
+    /// A comma-separated list of `sg`, `gso-tcpv4`, `gso-tcpv6`, `ipv6-csum`, or `none`.
+    fn from_str(s: &str) -> Result<Features, String> {
+        let mut f = Features::NONE;
+        if s == "none" {
+            return Ok(f);
+        }
+        for k in s.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            match k {
+                "sg" => f.sg = true,
+                "gso-tcpv4" => f.gso_tcpv4 = true,
+                "gso-tcpv6" => f.gso_tcpv6 = true,
+                "ipv6-csum" => f.ipv6_csum_offload = true,
+                other => {
+                    return Err(format!(
+                        "unknown feature `{other}` (known: sg, gso-tcpv4, gso-tcpv6, ipv6-csum, or none)"
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
 /// How a queue waits for work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollMode {
@@ -69,6 +95,19 @@ pub struct Gso {
     pub gso_type: GsoType,
     /// Segment size.
     pub mss: u16,
+}
+
+impl Gso {
+    /// The GSO request among a chain's extras, if any.
+    pub fn from_extras(e: &netstage_ring::netif::Extras) -> Option<Gso> {
+        match e.gso {
+            Some(netstage_ring::netif::Extra::Gso { size, gso_type, .. }) => Some(Gso {
+                gso_type,
+                mss: size,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A packet and its offload metadata.

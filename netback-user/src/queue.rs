@@ -328,13 +328,7 @@ impl<P: BackendPlatform> Queue<P> {
                 TxPath::GrantCopy => self.metrics.add_tx_grant_copy_bytes(granted),
                 TxPath::GrantMap => self.metrics.add_tx_grant_map_bytes(granted),
             }
-            let gso = match c.extras.gso {
-                Some(Extra::Gso { size, gso_type, .. }) => Some(Gso {
-                    gso_type,
-                    mss: size,
-                }),
-                _ => None,
-            };
+            let gso = Gso::from_extras(&c.extras);
             self.handler.tx_packet(
                 self.p.index,
                 Packet {

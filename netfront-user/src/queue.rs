@@ -480,13 +480,7 @@ impl<Pt: EventPort> FQueue<Pt> {
                 ids.push(id);
             }
             let staged = usize::from(chain.staged);
-            let gso = match chain.extras.gso {
-                Some(Extra::Gso { size, gso_type, .. }) => Some(netstage_fallback::Gso {
-                    gso_type,
-                    mss: size,
-                }),
-                _ => None,
-            };
+            let gso = netstage_fallback::Gso::from_extras(&chain.extras);
             let in_slot = matches!(self.staging, FStaging::Slots { .. })
                 && staged > 0
                 && staged as u32 == chain.total_len;

@@ -89,26 +89,6 @@ enum SinkArg {
     Echo,
 }
 
-/// Parses a feature list.
-fn features(s: &str) -> anyhow::Result<Features> {
-    let mut f = Features::NONE;
-    if s == "none" {
-        return Ok(f);
-    }
-    for k in s.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match k {
-            "sg" => f.sg = true,
-            "gso-tcpv4" => f.gso_tcpv4 = true,
-            "gso-tcpv6" => f.gso_tcpv6 = true,
-            "ipv6-csum" => f.ipv6_csum_offload = true,
-            other => bail!(
-                "unknown feature `{other}` (known: sg, gso-tcpv4, gso-tcpv6, ipv6-csum, or none)"
-            ),
-        }
-    }
-    Ok(f)
-}
-
 struct Sink {
     slow_us: u64,
     echo: bool,
@@ -212,7 +192,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot create domain 0 in the world")?;
     let cfg = BackendConfig {
         max_queues: args.max_queues.max(1),
-        offer: features(&args.offer)?,
+        offer: args.offer.parse::<Features>().map_err(anyhow::Error::msg)?,
         tx_path: match design {
             Design::GrantMap => TxPath::GrantMap,
             _ => TxPath::GrantCopy,

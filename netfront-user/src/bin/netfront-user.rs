@@ -88,23 +88,6 @@ enum PollArg {
     Busy,
 }
 
-fn features(s: &str) -> anyhow::Result<Features> {
-    let mut f = Features::NONE;
-    if s == "none" {
-        return Ok(f);
-    }
-    for k in s.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match k {
-            "sg" => f.sg = true,
-            "gso-tcpv4" => f.gso_tcpv4 = true,
-            "gso-tcpv6" => f.gso_tcpv6 = true,
-            "ipv6-csum" => f.ipv6_csum_offload = true,
-            other => bail!("unknown feature `{other}`"),
-        }
-    }
-    Ok(f)
-}
-
 /// The verifiable content of packet `seq` of `len` bytes: the sequence number, then bytes
 /// derived from it.
 fn content(seq: u64, len: usize) -> Vec<u8> {
@@ -201,7 +184,7 @@ fn main() -> anyhow::Result<()> {
         design: args.design.parse().map_err(anyhow::Error::msg)?,
         forward: args.forward,
         queues: args.queues.max(1),
-        want: features(&args.want)?,
+        want: args.want.parse::<Features>().map_err(anyhow::Error::msg)?,
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
             PollArg::Busy => PollMode::BusyPoll,
