@@ -674,8 +674,8 @@ impl<P: FrontendPlatform> Frontend<P> {
                 len,
                 why: "no such queue",
             })?;
-        // A queue whose channel already holds packets is awake or will look again before
-        // it sleeps: only the first packet of a burst needs to wake it.
+        // Every packet wakes the queue: checking the channel first would race with the queue
+        // thread draining it and lose wake-ups.
         q.tx.send(pkt)
             .map_err(|_| FrontendError::Broken("queue stopped".into()))?;
         (q.wake)();
