@@ -1,9 +1,10 @@
 //! The netstage comparison harness: every design through the same code paths, measured in
-//! one run with interleaved rounds, reported as CSV, JSON and a markdown report.
+//! one run with interleaved rounds, reported as CSV, JSON, a markdown report and plots.
 //!
 //! This library holds the result model and the report rendering; the binary
 //! (`experiments compare`, `experiments report`) runs the scenarios.
 
+pub mod plots;
 pub mod roles;
 pub mod sys;
 
@@ -290,17 +291,18 @@ pub fn markdown(r: &Results) -> String {
             Dir::Rx => "rx_staged_bytes",
             _ => "tx_staged_bytes",
         };
+        let c = plots::cost_components(r, row.dir, row.size, &row.design);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.0} | {:.3} |",
             row.dir,
             row.size,
             row.design,
-            med(&|s| s.back_per_packet("grant_copy_ops")),
-            med(&|s| s.back_per_packet("grant_copy_calls")),
-            med(&|s| s.back_per_packet("grant_maps")),
-            med(&|s| s.grants_per_packet("kernel_crossings")),
-            med(&|s| s.back_per_packet("notifications")),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
             med(&|s| s.back_per_packet(staged)),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
         );
@@ -381,6 +383,16 @@ pub fn markdown(r: &Results) -> String {
             "\nCross-core cache-line round trip before each run: median {:.0} ns, range {:.0}..{:.0} ns.",
             p.median, p.min, p.max
         );
+    }
+    let names = plots::chart_names(r);
+    if !names.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, and request/response rates; each also as PNG.\n"
+        );
+        for n in names {
+            let _ = writeln!(out, "![{n}]({n}.svg)");
+        }
     }
     out
 }

@@ -105,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             let md = markdown(&r);
             std::fs::write(dir.join("report.md"), &md)?;
             print!("{md}");
+            plots(&r, &dir);
             Ok(())
         }
         Cmd::Compare(a) => compare(a),
@@ -236,6 +237,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let md = markdown(&results);
     std::fs::write(out.join("report.md"), &md)?;
     print!("{md}");
+    plots(&results, &out);
     println!("\nresults in {}", out.display());
     Ok(())
 }
@@ -402,4 +404,17 @@ fn run_one(
         back_metrics: br.metrics,
         grants: br.grants,
     })
+}
+
+/// Draws the plots next to the report (messages go to stderr: stdout is the report). A missing font does not lose the run's results: the
+/// reason (and the package that fixes it) is printed instead.
+fn plots(r: &Results, dir: &Path) {
+    match experiments::plots::write_plots(r, dir) {
+        Ok(files) => eprintln!(
+            "\nplots: {} files ({}.svg/.png)",
+            files.len(),
+            dir.join("*").display()
+        ),
+        Err(e) => eprintln!("\nplots not drawn: {e}"),
+    }
 }

@@ -5,38 +5,42 @@ use std::process::Command;
 
 use experiments::{markdown, spread, summarise, Results};
 
-#[test]
-fn a_tiny_sweep_writes_consistent_results() {
+/// Runs `experiments compare ARGS --out <tempdir>`, checks it succeeded, and returns the
+/// directory, the saved results and what it printed on stderr.
+fn compare(args: &[&str]) -> (tempfile::TempDir, Results, String) {
     let out = tempfile::tempdir().unwrap();
     let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args([
-            "compare",
-            "--designs",
-            "grant-copy,ring:2:greedy,slots:256",
-            "--sizes",
-            "64,1500",
-            "--dirs",
-            "tx,rx",
-            "--rounds",
-            "2",
-            "--seconds",
-            "0.1",
-            "--out",
-        ])
+        .arg("compare")
+        .args(args)
+        .arg("--out")
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    for f in ["results.json", "results.csv", "report.md"] {
-        assert!(out.path().join(f).exists(), "{f} missing");
-    }
+    let stderr = String::from_utf8_lossy(&st.stderr).into_owned();
+    assert!(st.status.success(), "{stderr}");
     let r: Results =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
+    (out, r, stderr)
+}
+
+#[test]
+fn a_tiny_sweep_writes_consistent_results() {
+    let (out, r, _) = compare(&[
+        "--designs",
+        "grant-copy,ring:2:greedy,slots:256",
+        "--sizes",
+        "64,1500",
+        "--dirs",
+        "tx,rx",
+        "--rounds",
+        "2",
+        "--seconds",
+        "0.1",
+    ]);
+    for f in ["results.json", "results.csv", "report.md"] {
+        assert!(out.path().join(f).exists(), "{f} missing");
+    }
     // 3 designs x 2 sizes x 2 directions x 2 rounds, every one moved packets.
     assert_eq!(r.samples.len(), 24);
     assert!(r.samples.iter().all(|s| s.packets > 0 && s.pps > 0.0));
@@ -129,32 +133,17 @@ fn diff_flags_only_changes_beyond_the_noise() {
 
 #[test]
 fn request_response_runs_report_latency_percentiles() {
-    let out = tempfile::tempdir().unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args([
-            "compare",
-            "--designs",
-            "grant-copy,ring:2:greedy",
-            "--dirs",
-            "rr,rr-busy",
-            "--rounds",
-            "1",
-            "--seconds",
-            "0.1",
-            "--no-stream",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let r: Results =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
-            .unwrap();
+    let (out, r, _) = compare(&[
+        "--designs",
+        "grant-copy,ring:2:greedy",
+        "--dirs",
+        "rr,rr-busy",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.1",
+        "--no-stream",
+    ]);
     assert_eq!(r.samples.len(), 4);
     for s in &r.samples {
         assert_eq!(s.size, 15, "a 1-byte payload");
@@ -171,4 +160,53 @@ fn spreads() {
     let s = spread(&[3.0, 1.0, 2.0, 10.0]).unwrap();
     assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 10.0));
     assert!(spread(&[]).is_none());
+}
+
+/// The plots: every chart as SVG and PNG, drawn from the saved results (needs a TrueType
+/// font; `scripts/test` installs fonts-dejavu-core).
+#[test]
+fn plots_are_drawn_from_the_results() {
+    let (out, r, stderr) = compare(&[
+        "--designs",
+        "grant-copy,ring:2:greedy",
+        "--sizes",
+        "64,1500",
+        "--dirs",
+        "tx,rr-busy",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.1",
+        "--no-stream",
+    ]);
+    assert!(!stderr.contains("plots not drawn"), "{stderr}");
+    // TX throughput and cost, and request/response; no RX was measured.
+    assert_eq!(
+        experiments::plots::chart_names(&r),
+        ["pps-tx", "cost-tx", "rr"]
+    );
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    for name in ["pps-tx", "cost-tx", "rr"] {
+        let svg = std::fs::read_to_string(out.path().join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{name}.svg");
+        // Both designs are named on every chart.
+        assert!(
+            svg.contains("grant-copy") && svg.contains("ring:2:greedy"),
+            "{name}.svg"
+        );
+        let png = std::fs::read(out.path().join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+        assert!(report.contains(&format!("![{name}]({name}.svg)")));
+    }
+    assert!(!out.path().join("pps-rx.svg").exists());
+    // The cost chart's numbers are the report's cost table's.
+    let c = experiments::plots::cost_components(&r, experiments::Dir::Tx, 1500, "grant-copy");
+    assert!(
+        c[0] >= 1.0,
+        "a 1500-byte grant-copy packet is at least one copy op: {c:?}"
+    );
+    assert!(report.contains(&format!(
+        "| tx | 1500 | grant-copy | {:.2} | {:.3} |",
+        c[0], c[1]
+    )));
 }

@@ -1,0 +1,417 @@
+//! Plots of a run, each written as SVG and PNG: packets per second against packet size per
+//! design (one chart per direction, min..max bars over the rounds), operations per packet
+//! stacked by component, and the request/response rate.
+//!
+//! Every number drawn is a median computed by [`crate::summarise`] and the cost table of the
+//! report, from the saved samples; the plots add no data of their own.
+//!
+//! Text needs a TrueType font. It is taken from `NETSTAGE_FONT` when set, otherwise from the
+//! usual places of Debian's `fonts-dejavu-core` and `fonts-liberation`; without one the
+//! plots fail with [`PlotError::NoFont`], which names the package to install.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::{spread, summarise, Dir, Results, Sample};
+
+/// Why the plots could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// No usable TrueType font was found.
+    #[error(
+        "no TrueType font for the plots (looked at $NETSTAGE_FONT and {searched}); \
+         install fonts-dejavu-core or set NETSTAGE_FONT to a .ttf file"
+    )]
+    NoFont {
+        /// The paths looked at.
+        searched: String,
+    },
+    /// Drawing or encoding a chart failed.
+    #[error("drawing {file}: {msg}")]
+    Draw {
+        /// The file being written.
+        file: PathBuf,
+        /// What the drawing backend said.
+        msg: String,
+    },
+}
+
+/// Where fonts are looked for when `NETSTAGE_FONT` is not set.
+pub const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+];
+
+const FAMILY: &str = "sans-serif";
+
+/// Loads and registers the font once per process.
+fn font() -> Result<(), PlotError> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = LOADED.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(p) = std::env::var_os("NETSTAGE_FONT") {
+            candidates.push(p.into());
+        }
+        candidates.extend(FONT_PATHS.iter().map(PathBuf::from));
+        for p in &candidates {
+            let Ok(bytes) = std::fs::read(p) else {
+                continue;
+            };
+            // The plotting library keeps the font for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(FONT_PATHS.join(", "))
+    });
+    r.clone().map_err(|searched| PlotError::NoFont { searched })
+}
+
+/// One design's line on a pps-vs-size chart: (size, median, min, max) per size.
+type Line = (String, Vec<(f64, f64, f64, f64)>);
+
+/// A bar chart: one group per design; each series holds one value per design and is drawn
+/// stacked on the series before it or beside it.
+struct Bars {
+    caption: String,
+    y_desc: &'static str,
+    names: Vec<String>,
+    series: Vec<(&'static str, Vec<f64>)>,
+    stacked: bool,
+    legend: SeriesLabelPosition,
+}
+
+/// The charts drawn from one run.
+enum Chart {
+    /// Packets per second against packet size, one line per design.
+    Pps { dir: Dir, lines: Vec<Line> },
+    /// Operations per packet by component, or request/response rates.
+    Bars(Bars),
+}
+
+/// The components stacked in the cost chart, in drawing order.
+pub const COST_COMPONENTS: [&str; 5] = [
+    "grant-copy ops",
+    "grant-copy calls",
+    "pages mapped",
+    "kernel crossings",
+    "notifications",
+];
+
+fn median_of(of: &[&Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    spread(&of.iter().map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
+}
+
+/// The operations per packet of one design in one scenario, in [`COST_COMPONENTS`] order
+/// (medians over the rounds; the same numbers as the report's cost table).
+pub fn cost_components(r: &Results, dir: Dir, size: usize, design: &str) -> Vec<f64> {
+    let of: Vec<&Sample> = r
+        .samples
+        .iter()
+        .filter(|s| s.dir == dir && s.size == size && s.design == design)
+        .collect();
+    vec![
+        median_of(&of, |s| s.back_per_packet("grant_copy_ops")),
+        median_of(&of, |s| s.back_per_packet("grant_copy_calls")),
+        median_of(&of, |s| s.back_per_packet("grant_maps")),
+        median_of(&of, |s| s.grants_per_packet("kernel_crossings")),
+        median_of(&of, |s| s.back_per_packet("notifications")),
+    ]
+}
+
+fn charts(r: &Results) -> Vec<(String, Chart)> {
+    let rows = summarise(r);
+    let mut out = Vec::new();
+    for dir in [Dir::Tx, Dir::Rx] {
+        let of: Vec<_> = rows.iter().filter(|x| x.dir == dir).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let mut lines: Vec<Line> = Vec::new();
+        for row in &of {
+            let point = (row.size as f64, row.pps.median, row.pps.min, row.pps.max);
+            match lines.iter_mut().find(|(d, _)| *d == row.design) {
+                Some((_, pts)) => pts.push(point),
+                None => lines.push((row.design.clone(), vec![point])),
+            }
+        }
+        out.push((format!("pps-{dir}"), Chart::Pps { dir, lines }));
+        // The cost chart is drawn at 1500 B when measured, else at the largest size.
+        let sizes: Vec<usize> = of.iter().map(|x| x.size).collect();
+        let size = if sizes.contains(&1500) {
+            1500
+        } else {
+            sizes.iter().copied().max().unwrap_or(0)
+        };
+        let at: Vec<_> = of.iter().filter(|x| x.size == size).collect();
+        let costs: Vec<Vec<f64>> = at
+            .iter()
+            .map(|x| cost_components(r, dir, size, &x.design))
+            .collect();
+        let series = COST_COMPONENTS
+            .iter()
+            .enumerate()
+            .map(|(k, name)| (*name, costs.iter().map(|c| c[k]).collect()))
+            .collect();
+        let bars = Bars {
+            caption: format!(
+                "{} {size} B: backend operations per packet",
+                dir.to_string().to_uppercase()
+            ),
+            y_desc: "operations per packet",
+            names: at.iter().map(|x| x.design.clone()).collect(),
+            series,
+            stacked: true,
+            legend: SeriesLabelPosition::UpperRight,
+        };
+        out.push((format!("cost-{dir}"), Chart::Bars(bars)));
+    }
+    let mut rr: Vec<(String, f64, f64)> = Vec::new();
+    for row in rows.iter().filter(|x| x.dir.is_rr()) {
+        let i = match rr.iter().position(|(d, _, _)| *d == row.design) {
+            Some(i) => i,
+            None => {
+                rr.push((row.design.clone(), 0.0, 0.0));
+                rr.len() - 1
+            }
+        };
+        if row.dir == Dir::RrBusy {
+            rr[i].2 = row.pps.median;
+        } else {
+            rr[i].1 = row.pps.median;
+        }
+    }
+    if !rr.is_empty() {
+        let bars = Bars {
+            caption: "Request/response: transactions per second (1-byte payload)".into(),
+            y_desc: "transactions per second",
+            names: rr.iter().map(|x| x.0.clone()).collect(),
+            series: vec![
+                ("blocking", rr.iter().map(|x| x.1).collect()),
+                ("busy-poll", rr.iter().map(|x| x.2).collect()),
+            ],
+            stacked: false,
+            legend: SeriesLabelPosition::UpperLeft,
+        };
+        out.push(("rr".into(), Chart::Bars(bars)));
+    }
+    out
+}
+
+/// The names of the charts a run gets (the files are `<name>.svg` and `<name>.png`).
+pub fn chart_names(r: &Results) -> Vec<String> {
+    charts(r).into_iter().map(|(n, _)| n).collect()
+}
+
+const SIZE: (u32, u32) = (960, 600);
+
+fn palette(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0xe3, 0x77, 0xc2),
+        RGBColor(0x7f, 0x7f, 0x7f),
+    ];
+    C[i % C.len()]
+}
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+impl Chart {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        area.fill(&WHITE)?;
+        match self {
+            Chart::Pps { dir, lines } => draw_pps(area, *dir, lines),
+            Chart::Bars(b) => draw_bars(area, b),
+        }
+    }
+}
+
+fn draw_pps<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    dir: Dir,
+    lines: &[Line],
+) -> DrawResult<DB> {
+    let pts = lines.iter().flat_map(|(_, p)| p.iter());
+    let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, 0.0f64, f64::MAX, 0.0f64);
+    for &(x, _, lo, hi) in pts {
+        xlo = xlo.min(x);
+        xhi = xhi.max(x);
+        ylo = ylo.min(lo.max(1.0));
+        yhi = yhi.max(hi);
+    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{} packets per second by packet size",
+                dir.to_string().to_uppercase()
+            ),
+            (FAMILY, 24),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            ((xlo / 1.5)..(xhi * 1.5)).log_scale(),
+            ((ylo / 2.0)..(yhi * 2.0)).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("packet size (bytes)")
+        .y_desc("packets per second")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .label_style((FAMILY, 14))
+        .draw()?;
+    for (i, (design, p)) in lines.iter().enumerate() {
+        let colour = palette(i);
+        chart
+            .draw_series(LineSeries::new(
+                p.iter().map(|&(x, m, _, _)| (x, m)),
+                colour.stroke_width(2),
+            ))?
+            .label(design.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        chart.draw_series(
+            p.iter()
+                .map(|&(x, m, lo, hi)| ErrorBar::new_vertical(x, lo, m, hi, colour.filled(), 8)),
+        )?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> DrawResult<DB> {
+    let n = b.names.len().max(1);
+    let height = |i: usize| -> f64 {
+        let v = b
+            .series
+            .iter()
+            .map(|(_, v)| v.get(i).copied().unwrap_or(0.0));
+        if b.stacked {
+            v.sum()
+        } else {
+            v.fold(0.0, f64::max)
+        }
+    };
+    let top = (0..n).map(height).fold(0.0f64, f64::max);
+    let top = if top > 0.0 { top * 1.25 } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&b.caption, (FAMILY, 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => b.names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc(b.y_desc)
+        .y_label_formatter(&|y| tick(*y))
+        .label_style((FAMILY, 14))
+        .draw()?;
+    // Each design's segment in pixels: side-by-side bars split its middle 3/4.
+    let w = chart.plotting_area().dim_in_pixel().0 / u32::try_from(n).unwrap_or(u32::MAX);
+    let k_all = u32::try_from(b.series.len()).unwrap_or(1).max(1);
+    for (k, (label, values)) in b.series.iter().enumerate() {
+        let colour = palette(k);
+        let k32 = u32::try_from(k).unwrap_or(0);
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let below: f64 = if b.stacked {
+                    b.series[..k].iter().map(|(_, s)| s[i]).sum()
+                } else {
+                    0.0
+                };
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), below),
+                        (SegmentValue::Exact(i + 1), below + v),
+                    ],
+                    colour.filled(),
+                );
+                if b.stacked {
+                    bar.set_margin(0, 0, w / 8, w / 8);
+                } else {
+                    let each = w * 3 / 4 / k_all;
+                    let left = w / 8 + each * k32;
+                    bar.set_margin(0, 0, left, w.saturating_sub(left + each));
+                }
+                bar
+            }))?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    legend(&mut chart, b.legend.clone())
+}
+
+/// A y-axis tick: whole numbers from 100 up, otherwise up to three decimals.
+fn tick(y: f64) -> String {
+    if y.abs() >= 100.0 {
+        format!("{y:.0}")
+    } else {
+        let t = format!("{y:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// The legend box, the same on every chart.
+fn legend<'a, DB: DrawingBackend + 'a, C: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, C>,
+    at: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 14))
+        .position(at)
+        .draw()
+}
+
+fn draw_err<E: std::fmt::Debug>(file: &Path, e: E) -> PlotError {
+    PlotError::Draw {
+        file: file.to_path_buf(),
+        msg: format!("{e:?}"),
+    }
+}
+
+/// Draws every chart of the run into `dir` as `<name>.svg` and `<name>.png` and returns the
+/// files written. Charts: `pps-tx`, `pps-rx` (throughput by size), `cost-tx`, `cost-rx`
+/// (operations per packet at 1500 B, or at the largest size measured) and `rr`
+/// (request/response), each only when the run measured it.
+pub fn write_plots(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    font()?;
+    let mut written = Vec::new();
+    for (name, chart) in charts(r) {
+        let svg = dir.join(format!("{name}.svg"));
+        {
+            let area = SVGBackend::new(&svg, SIZE).into_drawing_area();
+            chart.draw(&area).map_err(|e| draw_err(&svg, e))?;
+            area.present().map_err(|e| draw_err(&svg, e))?;
+        }
+        written.push(svg);
+        let png = dir.join(format!("{name}.png"));
+        {
+            let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
+            chart.draw(&area).map_err(|e| draw_err(&png, e))?;
+            area.present().map_err(|e| draw_err(&png, e))?;
+        }
+        written.push(png);
+    }
+    Ok(written)
+}
