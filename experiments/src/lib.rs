@@ -6,6 +6,7 @@
 
 pub mod plots;
 pub mod roles;
+pub mod sweep;
 pub mod sys;
 
 use std::collections::BTreeMap;

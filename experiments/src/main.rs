@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
+use experiments::sweep::Sweep;
 use experiments::{csv, markdown, probe, Machine, Results, Sample};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -80,12 +81,17 @@ struct CompareArgs {
     /// Busy-poll instead of blocking on event channels.
     #[arg(long)]
     busy: bool,
-    /// Grant cost mode: kernel, none or model:<call>,<copy>,<map>,<unmap>.
-    #[arg(long, default_value = "kernel")]
-    cost: String,
+    /// Grant cost mode: kernel, none or model:<call>,<copy>,<map>,<unmap> [default: kernel].
+    #[arg(long)]
+    cost: Option<String>,
     /// Skip the raw data-ring stream (the upper bound) run once per round.
     #[arg(long)]
     no_stream: bool,
+    /// A scenario file (TOML) describing the sweep; flags given here win over its keys.
+    /// Every run writes the sweep it ran, all keys resolved, to scenario.toml in its results
+    /// directory, so `--scenario results/<time>/scenario.toml` repeats it.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
     /// Where to write results [default: results/<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -133,7 +139,22 @@ struct Scenario {
 }
 
 fn compare(a: CompareArgs) -> anyhow::Result<()> {
-    let designs = a.designs.clone().unwrap_or_else(|| {
+    let cli = Sweep {
+        designs: a.designs.clone(),
+        sizes: a.sizes.clone(),
+        dirs: a.dirs.clone(),
+        rounds: a.rounds,
+        seconds: a.seconds,
+        busy: a.busy.then_some(true),
+        cost: a.cost.clone(),
+        stream: a.no_stream.then_some(false),
+    };
+    cli.check().map_err(anyhow::Error::msg)?;
+    let sweep = match &a.scenario {
+        Some(f) => Sweep::load(f)?.overridden_by(cli),
+        None => cli,
+    };
+    let designs = sweep.designs.clone().unwrap_or_else(|| {
         if a.quick {
             vec![
                 "grant-copy".into(),
@@ -153,27 +174,23 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             .to_vec()
         }
     });
-    for d in &designs {
-        d.parse::<netstage_fallback::Design>()
-            .map_err(anyhow::Error::msg)?;
-    }
-    let sizes = a.sizes.clone().unwrap_or_else(|| {
+    let sizes = sweep.sizes.clone().unwrap_or_else(|| {
         if a.quick {
             vec![64, 1500]
         } else {
             vec![64, 256, 1500, 9000, 65535]
         }
     });
-    if sizes.iter().any(|s| *s < 14 || *s > 65535) {
-        bail!("--sizes: every size must be 14 to 65535 bytes");
-    }
-    let dirs = a
+    let dirs = sweep
         .dirs
         .clone()
         .unwrap_or_else(|| vec![Dir::Tx, Dir::Rx, Dir::Rr, Dir::RrBusy]);
-    let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 3 });
-    let seconds = a.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
-    let poll = if a.busy { "busy-poll" } else { "blocking" };
+    let rounds = sweep.rounds.unwrap_or(if a.quick { 2 } else { 3 });
+    let seconds = sweep.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
+    let busy = sweep.busy.unwrap_or(false);
+    let cost = sweep.cost.clone().unwrap_or_else(|| "kernel".into());
+    let stream = sweep.stream.unwrap_or(true);
+    let poll = if busy { "busy-poll" } else { "blocking" };
     if experiments::sys::cpus() < 2 {
         eprintln!("experiments: only one CPU: frontend and backend will share it");
     }
@@ -184,6 +201,17 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         PathBuf::from("results").join(t.to_string())
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ran = Sweep {
+        designs: Some(designs.clone()),
+        sizes: Some(sizes.clone()),
+        dirs: Some(dirs.clone()),
+        rounds: Some(rounds),
+        seconds: Some(seconds),
+        busy: Some(busy),
+        cost: Some(cost.clone()),
+        stream: Some(stream),
+    };
+    std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
     let mut scenarios = Vec::new();
     for dir in &dirs {
         // Request/response uses one frame size: a 1-byte payload.
@@ -208,20 +236,20 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     );
     let exe = std::env::current_exe()?;
     let mut results = Results {
-        machine: Machine::detect(&a.cost, poll),
+        machine: Machine::detect(&cost, poll),
         samples: Vec::new(),
         stream_gbps: Vec::new(),
     };
     for round in 1..=rounds {
         for sc in &scenarios {
             bar.set_message(format!("{} {} B {}", sc.dir, sc.size, sc.design));
-            let s = run_one(&exe, sc, round, seconds, a.busy, &a.cost).with_context(|| {
+            let s = run_one(&exe, sc, round, seconds, busy, &cost).with_context(|| {
                 format!("round {round}: {} {} B {}", sc.dir, sc.size, sc.design)
             })?;
             results.samples.push(s);
             bar.inc(1);
         }
-        if !a.no_stream {
+        if stream {
             bar.set_message("raw data-ring stream");
             results
                 .stream_gbps

@@ -1,0 +1,145 @@
+//! Scenario files: a custom sweep written down in TOML, so that it can be kept with a paper
+//! draft and run again. Every key is optional; a key left out takes the command line's value,
+//! and failing that the default sweep's. Flags given on the command line win over the file.
+//!
+//! ```toml
+//! # Slots against the data ring at small sizes, busy-polling, five rounds.
+//! designs = ["grant-copy", "slots:256", "ring:8:greedy"]
+//! sizes = [64, 128, 256]
+//! dirs = ["tx", "rx", "rr-busy"]
+//! rounds = 5
+//! seconds = 0.5
+//! busy = true
+//! cost = "kernel"
+//! stream = false
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Dir;
+
+/// One sweep as a scenario file describes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Designs, as `--design` spells them (`grant-copy`, `slots:256`, `ring:8:greedy`...).
+    pub designs: Option<Vec<String>>,
+    /// Packet sizes in bytes (14 to 65535).
+    pub sizes: Option<Vec<usize>>,
+    /// Directions: `tx`, `rx`, `rr`, `rr-busy`.
+    pub dirs: Option<Vec<Dir>>,
+    /// Interleaved rounds.
+    pub rounds: Option<u32>,
+    /// Measured seconds per run.
+    pub seconds: Option<f64>,
+    /// Busy-poll instead of blocking on event channels (throughput runs).
+    pub busy: Option<bool>,
+    /// Grant cost mode: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>`.
+    pub cost: Option<String>,
+    /// Run the raw data-ring stream (the upper bound) once per round.
+    pub stream: Option<bool>,
+}
+
+/// Why a scenario file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The file could not be read.
+    #[error("cannot read scenario file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key or value this harness does not know.
+    #[error("scenario file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said (line, column, the key).
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("scenario file {path}: {msg}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+impl Sweep {
+    /// Parses and checks a scenario file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Sweep, SweepError> {
+        let s: Sweep = toml::from_str(text).map_err(|e| SweepError::Parse {
+            path: path.into(),
+            source: Box::new(e),
+        })?;
+        s.check().map_err(|msg| SweepError::Invalid {
+            path: path.into(),
+            msg,
+        })?;
+        Ok(s)
+    }
+
+    /// Reads, parses and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Sweep, SweepError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Sweep::parse(&text, &name)
+    }
+
+    /// The checks the command line applies too: designs parse, sizes fit a frame, the
+    /// lists are not empty, rounds and seconds are positive.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(ds) = &self.designs {
+            if ds.is_empty() {
+                return Err("designs: the list is empty".into());
+            }
+            for d in ds {
+                d.parse::<netstage_fallback::Design>()
+                    .map_err(|e| format!("designs: {d:?}: {e}"))?;
+            }
+        }
+        if let Some(sz) = &self.sizes {
+            if sz.is_empty() {
+                return Err("sizes: the list is empty".into());
+            }
+            if let Some(bad) = sz.iter().find(|s| !(14..=65535).contains(*s)) {
+                return Err(format!("sizes: {bad} is not 14 to 65535 bytes"));
+            }
+        }
+        if self.dirs.as_ref().is_some_and(Vec::is_empty) {
+            return Err("dirs: the list is empty".into());
+        }
+        if self.rounds == Some(0) {
+            return Err("rounds: must be at least 1".into());
+        }
+        if let Some(s) = self.seconds {
+            if !(s > 0.0 && s <= 3600.0) {
+                return Err(format!("seconds: {s} is not in (0, 3600]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// This sweep with every key that `over` sets taken from `over` (the command line).
+    pub fn overridden_by(self, over: Sweep) -> Sweep {
+        Sweep {
+            designs: over.designs.or(self.designs),
+            sizes: over.sizes.or(self.sizes),
+            dirs: over.dirs.or(self.dirs),
+            rounds: over.rounds.or(self.rounds),
+            seconds: over.seconds.or(self.seconds),
+            busy: over.busy.or(self.busy),
+            cost: over.cost.or(self.cost),
+            stream: over.stream.or(self.stream),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Scenario files: the shipped ones parse, bad ones are refused with the key named, and a
+//! run takes its sweep from the file with the command line winning.
+
+use std::process::Command;
+
+use experiments::sweep::{Sweep, SweepError};
+use experiments::{Dir, Results};
+
+#[test]
+fn the_shipped_scenario_files_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let s = Sweep::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            assert!(s.designs.is_some_and(|d| !d.is_empty()), "{}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "the examples are there");
+}
+
+#[test]
+fn bad_scenario_files_are_refused_with_the_reason() {
+    let err = |text: &str| Sweep::parse(text, "x.toml").unwrap_err().to_string();
+    let e = err("designz = [\"grant-copy\"]");
+    assert!(e.contains("x.toml") && e.contains("designz"), "{e}");
+    let e = err("designs = [\"slots:0\"]");
+    assert!(e.contains("slots:0"), "{e}");
+    let e = err("sizes = [64, 70000]");
+    assert!(e.contains("70000"), "{e}");
+    let e = err("dirs = [\"sideways\"]");
+    assert!(e.contains("sideways"), "{e}");
+    assert!(err("rounds = 0").contains("rounds"));
+    assert!(err("seconds = -1.0").contains("seconds"));
+    assert!(err("sizes = []").contains("empty"));
+    assert!(matches!(
+        Sweep::load(std::path::Path::new("/nonexistent/s.toml")),
+        Err(SweepError::Read { .. })
+    ));
+    // Every key is optional.
+    assert_eq!(Sweep::parse("", "x.toml").unwrap(), Sweep::default());
+}
+
+#[test]
+fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "designs = [\"grant-copy\", \"ring:2:greedy\"]\nsizes = [256]\ndirs = [\"rx\"]\n\
+         rounds = 1\nseconds = 0.1\nstream = false\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["compare", "--scenario"])
+        .arg(&file)
+        .args(["--rounds", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r: Results =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    // 2 designs x 1 size x RX x 2 rounds (the flag), no stream (the file).
+    assert_eq!(r.samples.len(), 4);
+    assert!(r.samples.iter().all(|s| s.size == 256 && s.dir == Dir::Rx));
+    assert!(r.stream_gbps.is_empty());
+    // The sweep that ran is saved with every key resolved.
+    let ran = Sweep::load(&out.join("scenario.toml")).unwrap();
+    assert_eq!(ran.rounds, Some(2));
+    assert_eq!(ran.sizes, Some(vec![256]));
+    assert_eq!(ran.busy, Some(false));
+    assert_eq!(ran.cost.as_deref(), Some("kernel"));
+    assert_eq!(ran.stream, Some(false));
+    // A bad file stops the run before anything is measured.
+    std::fs::write(&file, "sizes = [1]\n").unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["compare", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("sizes: 1 is not"));
+}
