@@ -58,18 +58,35 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Packets the backend moved in its whole life (the denominator of its counters).
-    pub fn backend_packets(&self) -> f64 {
-        let k = match self.dir {
+    /// The packet counter that both ends' counters are divided by: packets sent for TX and
+    /// request/response, received for RX.
+    fn packet_key(&self) -> &'static str {
+        match self.dir {
             Dir::Tx | Dir::Rr | Dir::RrBusy => "tx_packets",
             Dir::Rx => "rx_packets",
-        };
-        self.back_metrics[k].as_f64().unwrap_or(0.0)
+        }
+    }
+
+    /// Packets the backend moved in its whole life (the denominator of its counters).
+    pub fn backend_packets(&self) -> f64 {
+        self.back_metrics[self.packet_key()].as_f64().unwrap_or(0.0)
     }
 
     /// A backend counter per backend packet.
     pub fn back_per_packet(&self, key: &str) -> f64 {
         self.back_metrics[key].as_f64().unwrap_or(0.0) / self.backend_packets().max(1.0)
+    }
+
+    /// Packets the frontend moved in its run (the denominator of its counters).
+    pub fn frontend_packets(&self) -> f64 {
+        self.front_metrics[self.packet_key()]
+            .as_f64()
+            .unwrap_or(0.0)
+    }
+
+    /// A frontend counter per frontend packet.
+    pub fn front_per_packet(&self, key: &str) -> f64 {
+        self.front_metrics[key].as_f64().unwrap_or(0.0) / self.frontend_packets().max(1.0)
     }
 
     /// A platform grant counter per backend packet.
@@ -232,6 +249,30 @@ pub fn summarise(r: &Results) -> Vec<Row> {
     rows
 }
 
+/// Writes a report section's heading and text, then a table's header and alignment rows.
+fn table_head(out: &mut String, intro: &str, header: &str, align: &str) {
+    let _ = writeln!(out, "{intro}");
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{align}");
+}
+
+/// The median over rounds of `f` of one scenario's samples (0 when it has none).
+pub fn scenario_median(
+    r: &Results,
+    dir: Dir,
+    size: usize,
+    design: &str,
+    f: &dyn Fn(&Sample) -> f64,
+) -> f64 {
+    let v: Vec<f64> = r
+        .samples
+        .iter()
+        .filter(|s| s.dir == dir && s.size == size && s.design == design)
+        .map(f)
+        .collect();
+    spread(&v).map_or(0.0, |s| s.median)
+}
+
 /// The summary as a markdown table.
 pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
@@ -270,24 +311,15 @@ pub fn markdown(r: &Results) -> String {
             row.n
         );
     }
-    let _ = writeln!(
-        out,
-        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped, system calls the emulation made, notifications sent by the backend, bytes through staging memory, and backend CPU.\n"
+    table_head(
+        &mut out,
+        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped, system calls the emulation made, notifications sent by the backend, bytes through staging memory, and backend CPU.\n",
+        "| dir | size (B) | design | copy ops | copy calls | maps | kernel crossings | backend notifications | staged bytes | backend CPU us |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     );
-    let _ = writeln!(
-        out,
-        "| dir | size (B) | design | copy ops | copy calls | maps | kernel crossings | backend notifications | staged bytes | backend CPU us |"
-    );
-    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in summarise(r) {
-        let of: Vec<&Sample> = r
-            .samples
-            .iter()
-            .filter(|s| s.dir == row.dir && s.size == row.size && s.design == row.design)
-            .collect();
-        let med = |f: &dyn Fn(&Sample) -> f64| {
-            spread(&of.iter().map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
-        };
+        let med =
+            |f: &dyn Fn(&Sample) -> f64| scenario_median(r, row.dir, row.size, &row.design, f);
         let staged = match row.dir {
             Dir::Rx => "rx_staged_bytes",
             _ => "tx_staged_bytes",
@@ -306,6 +338,40 @@ pub fn markdown(r: &Results) -> String {
             c[4],
             med(&|s| s.back_per_packet(staged)),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
+        );
+    }
+    table_head(
+        &mut out,
+        "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the share that fell back wholly or partly to grant operations because the data ring had no room (on TX a packet can be both: the greedy policy stages what fits), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
+        "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | ring-full fallback % | granted (KiB) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    );
+    for row in summarise(r) {
+        let med =
+            |f: &dyn Fn(&Sample) -> f64| scenario_median(r, row.dir, row.size, &row.design, f);
+        let (staged, full) = match row.dir {
+            Dir::Rx => (
+                med(&|s| s.back_per_packet("rx_staged_packets")),
+                med(&|s| s.back_per_packet("rx_fallback_ring_full")),
+            ),
+            _ => (
+                med(&|s| s.back_per_packet("tx_staged_packets")),
+                med(&|s| s.front_per_packet("tx_fallback_ring_full")),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} |",
+            row.dir,
+            row.size,
+            row.design,
+            med(&|s| s.back_per_packet("notifications")),
+            med(&|s| s.back_per_packet("wakeups")),
+            med(&|s| s.front_per_packet("notifications")),
+            med(&|s| s.front_per_packet("wakeups")),
+            100.0 * staged,
+            100.0 * full,
+            med(&|s| s.front_metrics["granted_bytes"].as_f64().unwrap_or(0.0)) / 1024.0,
         );
     }
     let rr: Vec<Row> = summarise(r).into_iter().filter(|x| x.dir.is_rr()).collect();

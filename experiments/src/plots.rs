@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{spread, summarise, Dir, Results, Sample};
+use crate::{scenario_median, summarise, Dir, Results, Sample};
 
 /// Why the plots could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -105,24 +105,16 @@ pub const COST_COMPONENTS: [&str; 5] = [
     "notifications",
 ];
 
-fn median_of(of: &[&Sample], f: impl Fn(&Sample) -> f64) -> f64 {
-    spread(&of.iter().map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
-}
-
 /// The operations per packet of one design in one scenario, in [`COST_COMPONENTS`] order
 /// (medians over the rounds; the same numbers as the report's cost table).
 pub fn cost_components(r: &Results, dir: Dir, size: usize, design: &str) -> Vec<f64> {
-    let of: Vec<&Sample> = r
-        .samples
-        .iter()
-        .filter(|s| s.dir == dir && s.size == size && s.design == design)
-        .collect();
+    let med = |f: &dyn Fn(&Sample) -> f64| scenario_median(r, dir, size, design, f);
     vec![
-        median_of(&of, |s| s.back_per_packet("grant_copy_ops")),
-        median_of(&of, |s| s.back_per_packet("grant_copy_calls")),
-        median_of(&of, |s| s.back_per_packet("grant_maps")),
-        median_of(&of, |s| s.grants_per_packet("kernel_crossings")),
-        median_of(&of, |s| s.back_per_packet("notifications")),
+        med(&|s| s.back_per_packet("grant_copy_ops")),
+        med(&|s| s.back_per_packet("grant_copy_calls")),
+        med(&|s| s.back_per_packet("grant_maps")),
+        med(&|s| s.grants_per_packet("kernel_crossings")),
+        med(&|s| s.back_per_packet("notifications")),
     ]
 }
 

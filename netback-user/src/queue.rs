@@ -365,10 +365,14 @@ impl<P: BackendPlatform> Queue<P> {
             && gso_ok
     }
 
-    /// Bytes of `p` to stage, and the requests it then needs.
-    fn rx_plan(&mut self, p: &Packet) -> Result<(usize, usize), Fatal> {
+    /// Bytes of `p` to stage, the requests it then needs, and whether it falls back to grant
+    /// copy because the data ring is full. A packet may be planned more than once (when the
+    /// frontend has not posted enough requests), so the caller counts the fallback only when
+    /// the packet is committed.
+    fn rx_plan(&mut self, p: &Packet) -> Result<(usize, usize, bool), Fatal> {
         let len = p.data.len();
         let gso = usize::from(p.gso.is_some());
+        let mut ring_full = false;
         let staged = match &mut self.staging {
             BStaging::None => 0,
             BStaging::Slots { rx_len, .. } => len.min(*rx_len),
@@ -381,7 +385,7 @@ impl<P: BackendPlatform> Queue<P> {
                 if free >= len {
                     len
                 } else {
-                    self.metrics.add_rx_fallback_ring_full(1);
+                    ring_full = true;
                     0
                 }
             }
@@ -391,7 +395,7 @@ impl<P: BackendPlatform> Queue<P> {
         } else {
             self.rx_slots(p)
         };
-        Ok((staged, need))
+        Ok((staged, need, ring_full))
     }
 
     fn do_rx(&mut self) -> Result<bool, Fatal> {
@@ -415,7 +419,7 @@ impl<P: BackendPlatform> Queue<P> {
                 self.metrics.add_rx_dropped(1);
                 continue;
             }
-            let (mut staged, need) = self.rx_plan(&pkt)?;
+            let (mut staged, need, ring_full) = self.rx_plan(&pkt)?;
             if avail < need {
                 // Ask to be woken when enough requests are posted (netback's trick).
                 let ev = self.rx.req_cons().wrapping_add(need as u32);
@@ -431,6 +435,9 @@ impl<P: BackendPlatform> Queue<P> {
                 }
             }
             avail -= need;
+            if ring_full {
+                self.metrics.add_rx_fallback_ring_full(1);
+            }
             if staged > 0 {
                 let head = &pkt.data[..staged];
                 match &mut self.staging {

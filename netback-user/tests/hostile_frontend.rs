@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use netstage_fallback::Packet;
-use netstage_netback_user::{toolstack, Backend, BackendConfig, VifHandler};
+use netstage_netback_user::{toolstack, Backend, BackendConfig, RxInjector, VifHandler};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenbus::{read_state, write_state, XenbusState};
@@ -25,10 +25,13 @@ use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
 const FE: u16 = 9;
 
 #[derive(Default)]
-struct Sink(Mutex<Vec<Packet>>);
+struct Sink(Mutex<Vec<Packet>>, Mutex<Vec<RxInjector>>);
 impl VifHandler for Sink {
     fn tx_packet(&self, _q: u16, pkt: Packet) {
         self.0.lock().unwrap().push(pkt);
+    }
+    fn connected(&self, rx: Vec<RxInjector>) {
+        *self.1.lock().unwrap() = rx;
     }
 }
 
@@ -48,7 +51,8 @@ struct Evil {
     metrics: Arc<netstage_netback_user::Metrics>,
     sink: Arc<Sink>,
     tx: FrontRing<TxRing>,
-    _rx: FrontRing<RxRing>,
+    rx: FrontRing<RxRing>,
+    rx_pool: Vec<u32>,
     port: netstage_platform::sim::SimPort,
     pool: SharedPages,
     staging: Staging,
@@ -106,6 +110,7 @@ impl Evil {
             .unwrap();
         }
         rx.push_requests().unwrap();
+        let rx_grefs = rx_pool.grefs.clone();
         let port = me.alloc_unbound(0).unwrap();
         let f = &p.frontend;
         let mut keys = vec![
@@ -169,7 +174,8 @@ impl Evil {
             metrics,
             sink,
             tx,
-            _rx: rx,
+            rx,
+            rx_pool: rx_grefs,
             port,
             pool,
             staging,
@@ -361,4 +367,42 @@ fn staging_buffer_requests_are_checked() {
         (m.tx_dropped, m.tx_zerocopy_packets, m.fatal_faults),
         (2, 1, 0)
     );
+}
+
+#[test]
+fn rx_ring_fallbacks_are_counted_once_per_packet_while_packets_wait_for_requests() {
+    // This frontend never consumes its RX data ring (order 1: 4 KiB each way) and posted 16
+    // RX requests: 1 packet of 3000 B fits the ring, 15 fall back to grant copy, and 8 wait
+    // for requests while the backend is woken again and again.
+    let mut e = Evil::connect("ring");
+    wait("the RX injector", || !e.sink.1.lock().unwrap().is_empty());
+    let inj = e.sink.1.lock().unwrap()[0].clone();
+    for i in 0..24u8 {
+        assert!(inj.send(Packet {
+            data: vec![i; 3000].into(),
+            gso: None,
+            csum_blank: false,
+        }));
+    }
+    wait("16 RX packets", || e.metrics.snapshot().rx_packets == 16);
+    for _ in 0..5 {
+        e.port.notify().unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(e.metrics.snapshot().rx_packets, 16);
+    for i in 0..8u16 {
+        e.rx.put_request(&netstage_ring::netif::NetifRxRequest {
+            id: i,
+            pad: 0,
+            gref: e.rx_pool[usize::from(i)],
+        })
+        .unwrap();
+    }
+    e.rx.push_requests().unwrap();
+    e.port.notify().unwrap();
+    wait("24 RX packets", || e.metrics.snapshot().rx_packets == 24);
+    let m = e.metrics.snapshot();
+    assert_eq!(m.rx_staged_packets, 1, "{m:?}");
+    assert_eq!(m.rx_fallback_ring_full, 23, "{m:?}");
+    assert_eq!(m.rx_grant_copy_bytes, 23 * 3000);
 }

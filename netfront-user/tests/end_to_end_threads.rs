@@ -305,6 +305,15 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
             bm.tx_bytes
         );
         assert_eq!(bm.rx_staged_bytes + bm.rx_grant_copy_bytes, bm.rx_bytes);
+        if matches!(design, Design::Ring { .. }) {
+            // RX stages whole packets or none: each packet was staged or counted once as a
+            // ring-full fallback, even when it waited for the frontend's requests.
+            assert_eq!(
+                bm.rx_staged_packets + bm.rx_fallback_ring_full,
+                bm.rx_packets,
+                "{bm:?}"
+            );
+        }
         assert!(fm.granted_bytes > 0);
         front.close().unwrap();
         return;
