@@ -55,6 +55,10 @@ pub struct Sample {
     /// Request/response runs: p50, p99, p999 transaction latency in nanoseconds.
     #[serde(default)]
     pub latency_ns: Option<[f64; 3]>,
+    /// Throughput runs: the frontend's view of the window in bins of about 10 ms, each
+    /// `[end in seconds from the window's start, packets, packets staged]`.
+    #[serde(default)]
+    pub timeline: Vec<[f64; 3]>,
 }
 
 impl Sample {
@@ -455,7 +459,7 @@ pub fn markdown(r: &Results) -> String {
     if !names.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, and request/response rates; each also as PNG.\n"
+            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, the share of packets staged per 10 ms through the first round's run of each staging design, and request/response rates; each also as PNG.\n"
         );
         for n in names {
             let _ = writeln!(out, "![{n}]({n}.svg)");

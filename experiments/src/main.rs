@@ -428,6 +428,7 @@ fn run_one(
         back_cpu_s: br.cpu_seconds,
         probe_ns,
         latency_ns: fr.latency_ns,
+        timeline: fr.timeline,
         front_metrics: fr.metrics,
         back_metrics: br.metrics,
         grants: br.grants,

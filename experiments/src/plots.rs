@@ -1,6 +1,7 @@
 //! Plots of a run, each written as SVG and PNG: packets per second against packet size per
 //! design (one chart per direction, min..max bars over the rounds), operations per packet
-//! stacked by component, and the request/response rate.
+//! stacked by component, the request/response rate, and for the staging designs the share
+//! of packets staged bin by bin through a run (its complement is the fallback rate).
 //!
 //! Every number drawn is a median computed by [`crate::summarise`] and the cost table of the
 //! report, from the saved samples; the plots add no data of their own.
@@ -94,6 +95,35 @@ enum Chart {
     Pps { dir: Dir, lines: Vec<Line> },
     /// Operations per packet by component, or request/response rates.
     Bars(Bars),
+    /// The share of packets staged, bin by bin through one run, per staging design.
+    Staged {
+        dir: Dir,
+        size: usize,
+        lines: Vec<(String, Vec<(f64, f64)>)>,
+    },
+}
+
+/// Per staging design at `dir` and `size`: the first round's timeline as (milliseconds,
+/// percent of the bin's packets staged), bins without packets left out.
+pub fn staged_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for s in &r.samples {
+        let staging = s.design.starts_with("slots:") || s.design.starts_with("ring:");
+        if s.dir != dir || s.size != size || !staging || s.timeline.is_empty() {
+            continue;
+        }
+        if out.iter().any(|(d, _)| *d == s.design) {
+            continue;
+        }
+        let pts = s
+            .timeline
+            .iter()
+            .filter(|b| b[1] > 0.0)
+            .map(|b| (b[0] * 1e3, 100.0 * b[2] / b[1]))
+            .collect();
+        out.push((s.design.clone(), pts));
+    }
+    out
 }
 
 /// The components stacked in the cost chart, in drawing order.
@@ -164,6 +194,10 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             legend: SeriesLabelPosition::UpperRight,
         };
         out.push((format!("cost-{dir}"), Chart::Bars(bars)));
+        let lines = staged_timelines(r, dir, size);
+        if !lines.is_empty() {
+            out.push((format!("staged-{dir}"), Chart::Staged { dir, size, lines }));
+        }
     }
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
     for row in rows.iter().filter(|x| x.dir.is_rr()) {
@@ -226,6 +260,7 @@ impl Chart {
         match self {
             Chart::Pps { dir, lines } => draw_pps(area, *dir, lines),
             Chart::Bars(b) => draw_bars(area, b),
+            Chart::Staged { dir, size, lines } => draw_staged(area, *dir, *size, lines),
         }
     }
 }
@@ -281,6 +316,44 @@ fn draw_pps<DB: DrawingBackend>(
         )?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+fn draw_staged<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    dir: Dir,
+    size: usize,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> DrawResult<DB> {
+    let end = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.0))
+        .fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{} {size} B: packets staged, wholly or in part, per 10 ms (round 1)",
+                dir.to_string().to_uppercase()
+            ),
+            (FAMILY, 20),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, 0f64..110f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("time in the measured window (ms)")
+        .y_desc("packets staged (%)")
+        .label_style((FAMILY, 14))
+        .draw()?;
+    for (i, (design, p)) in lines.iter().enumerate() {
+        let colour = palette(i);
+        chart
+            .draw_series(LineSeries::new(p.iter().copied(), colour.stroke_width(2)))?
+            .label(design.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    legend(&mut chart, SeriesLabelPosition::MiddleRight)
 }
 
 fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> DrawResult<DB> {
@@ -384,7 +457,8 @@ fn draw_err<E: std::fmt::Debug>(file: &Path, e: E) -> PlotError {
 
 /// Draws every chart of the run into `dir` as `<name>.svg` and `<name>.png` and returns the
 /// files written. Charts: `pps-tx`, `pps-rx` (throughput by size), `cost-tx`, `cost-rx`
-/// (operations per packet at 1500 B, or at the largest size measured) and `rr`
+/// (operations per packet at 1500 B, or at the largest size measured), `staged-tx`,
+/// `staged-rx` (share of packets staged per 10 ms at that size) and `rr`
 /// (request/response), each only when the run measured it.
 pub fn write_plots(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     font()?;

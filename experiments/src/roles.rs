@@ -84,6 +84,47 @@ pub struct FrontendReport {
     pub latency_ns: Option<[f64; 3]>,
     /// Its counters.
     pub metrics: serde_json::Value,
+    /// Throughput runs: the window in bins of about 10 ms, each
+    /// `[end in seconds from the window's start, packets, packets staged]`.
+    #[serde(default)]
+    pub timeline: Vec<[f64; 3]>,
+}
+
+/// Length of one timeline bin.
+const BIN: Duration = Duration::from_millis(10);
+
+/// Counts packets and staged packets in bins of [`BIN`] over a measured window.
+struct Timeline {
+    start: Instant,
+    next: Instant,
+    last: (u64, u64),
+    bins: Vec<[f64; 3]>,
+}
+
+impl Timeline {
+    fn new(now: (u64, u64)) -> Timeline {
+        let start = Instant::now();
+        Timeline {
+            start,
+            next: start + BIN,
+            last: now,
+            bins: Vec::new(),
+        }
+    }
+
+    /// Closes a bin when one is due; `now` is (packets, staged packets) so far.
+    fn tick(&mut self, now: (u64, u64)) {
+        let t = Instant::now();
+        if t >= self.next {
+            self.bins.push([
+                (t - self.start).as_secs_f64(),
+                now.0.saturating_sub(self.last.0) as f64,
+                now.1.saturating_sub(self.last.1) as f64,
+            ]);
+            self.last = now;
+            self.next = t + BIN;
+        }
+    }
 }
 
 struct Sink {
@@ -268,6 +309,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
     };
     let cpu0;
     let mut latency_ns = None;
+    let mut timeline = Vec::new();
     let (packets, seconds) = match a.dir {
         Dir::Rr | Dir::RrBusy => {
             let tick = |deadline: Instant, seen: u64| -> anyhow::Result<()> {
@@ -309,22 +351,39 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             while t0.elapsed() < warm {
                 front.send(0, pkt.clone())?;
             }
+            let tx_now = || {
+                let m = front.metrics();
+                (m.tx_packets, m.tx_staged_packets)
+            };
             let base = front.metrics().tx_packets;
             cpu0 = crate::sys::cpu_seconds();
+            let mut tl = Timeline::new(tx_now());
             let t = Instant::now();
             while t.elapsed() < window {
                 for _ in 0..64 {
                     front.send(0, pkt.clone())?;
                 }
+                tl.tick(tx_now());
             }
-            (front.metrics().tx_packets - base, t.elapsed().as_secs_f64())
+            let done = (front.metrics().tx_packets - base, t.elapsed().as_secs_f64());
+            timeline = tl.bins;
+            done
         }
         Dir::Rx => {
             std::thread::sleep(warm);
+            let rx_now = || {
+                let m = front.metrics();
+                (m.rx_packets, m.rx_staged_packets)
+            };
             let base = counter.0.load(Ordering::Relaxed);
             cpu0 = crate::sys::cpu_seconds();
+            let mut tl = Timeline::new(rx_now());
             let t = Instant::now();
-            std::thread::sleep(window);
+            while t.elapsed() < window {
+                std::thread::sleep(BIN.min(window.saturating_sub(t.elapsed())));
+                tl.tick(rx_now());
+            }
+            timeline = tl.bins;
             (
                 counter.0.load(Ordering::Relaxed) - base,
                 t.elapsed().as_secs_f64(),
@@ -333,6 +392,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
     };
     let report = FrontendReport {
         latency_ns,
+        timeline,
         cpu_seconds: crate::sys::cpu_seconds() - cpu0,
         packets,
         bytes: packets * a.size as u64,

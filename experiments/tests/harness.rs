@@ -101,6 +101,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
         back_metrics: serde_json::Value::Null,
         grants: serde_json::Value::Null,
         latency_ns: None,
+        timeline: vec![],
     };
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
@@ -183,15 +184,37 @@ fn plots_are_drawn_from_the_results() {
     // TX throughput and cost, and request/response; no RX was measured.
     assert_eq!(
         experiments::plots::chart_names(&r),
-        ["pps-tx", "cost-tx", "rr"]
+        ["pps-tx", "cost-tx", "staged-tx", "rr"]
     );
+    // Throughput runs carry a timeline: bins in time order whose packets add up to about
+    // the window's (the bins start a moment after the window), staged never above packets.
+    for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
+        assert!(s.timeline.len() >= 3, "{:?}", s.timeline);
+        assert!(s.timeline.windows(2).all(|w| w[0][0] < w[1][0]));
+        assert!(s.timeline.iter().all(|b| b[2] <= b[1]));
+        let sum: f64 = s.timeline.iter().map(|b| b[1]).sum();
+        assert!(
+            sum > 0.5 * s.packets as f64 && sum <= s.packets as f64,
+            "{sum} vs {}",
+            s.packets
+        );
+    }
+    let ring = experiments::plots::staged_timelines(&r, experiments::Dir::Tx, 1500);
+    assert_eq!(ring.len(), 1, "only ring:2:greedy stages");
+    assert!(ring[0]
+        .1
+        .iter()
+        .all(|&(_, pct)| (0.0..=100.0).contains(&pct)));
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    for name in ["pps-tx", "cost-tx", "rr"] {
+    for name in ["pps-tx", "cost-tx", "staged-tx", "rr"] {
         let svg = std::fs::read_to_string(out.path().join(format!("{name}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{name}.svg");
-        // Both designs are named on every chart.
-        assert!(
-            svg.contains("grant-copy") && svg.contains("ring:2:greedy"),
+        // Both designs are named on every chart but the staging one, which has only the
+        // design that stages.
+        assert!(svg.contains("ring:2:greedy"), "{name}.svg");
+        assert_eq!(
+            svg.contains("grant-copy"),
+            name != "staged-tx",
             "{name}.svg"
         );
         let png = std::fs::read(out.path().join(format!("{name}.png"))).unwrap();
