@@ -55,10 +55,23 @@ pub struct Sample {
     /// Request/response runs: p50, p99, p999 transaction latency in nanoseconds.
     #[serde(default)]
     pub latency_ns: Option<[f64; 3]>,
-    /// Throughput runs: the frontend's view of the window in bins of about 10 ms, each
-    /// `[end in seconds from the window's start, packets, packets staged]`.
+    /// Throughput runs: the frontend's view of the window in bins of about 10 ms.
     #[serde(default)]
-    pub timeline: Vec<[f64; 3]>,
+    pub timeline: Vec<Bin>,
+}
+
+/// One bin of a run's timeline, as the frontend saw it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Bin {
+    /// End of the bin, in seconds from the start of the measured window.
+    pub t: f64,
+    /// Packets moved in the bin.
+    pub packets: f64,
+    /// Of them, packets staged (wholly or partly).
+    pub staged: f64,
+    /// Data-ring designs: the mean fill of the data ring in percent, sampled at each TX
+    /// staging decision or each staged RX packet in the bin (none when nothing was sampled).
+    pub fill_pct: Option<f64>,
 }
 
 impl Sample {
@@ -459,7 +472,7 @@ pub fn markdown(r: &Results) -> String {
     if !names.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, the share of packets staged per 10 ms through the first round's run of each staging design, and request/response rates; each also as PNG.\n"
+            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, the share of packets staged and the data ring's mean fill per 10 ms through the first round's run of each staging design, and request/response rates; each also as PNG.\n"
         );
         for n in names {
             let _ = writeln!(out, "![{n}]({n}.svg)");

@@ -1,7 +1,8 @@
 //! Plots of a run, each written as SVG and PNG: packets per second against packet size per
 //! design (one chart per direction, min..max bars over the rounds), operations per packet
 //! stacked by component, the request/response rate, and for the staging designs the share
-//! of packets staged bin by bin through a run (its complement is the fallback rate).
+//! of packets staged bin by bin through a run (its complement is the fallback rate) and the
+//! data ring's fill.
 //!
 //! Every number drawn is a median computed by [`crate::summarise`] and the cost table of the
 //! report, from the saved samples; the plots add no data of their own.
@@ -95,10 +96,11 @@ enum Chart {
     Pps { dir: Dir, lines: Vec<Line> },
     /// Operations per packet by component, or request/response rates.
     Bars(Bars),
-    /// The share of packets staged, bin by bin through one run, per staging design.
-    Staged {
-        dir: Dir,
-        size: usize,
+    /// A percentage bin by bin through one run, one line per design: the share of packets
+    /// staged, or the data ring's mean fill.
+    Timeline {
+        caption: String,
+        y_desc: &'static str,
         lines: Vec<(String, Vec<(f64, f64)>)>,
     },
 }
@@ -106,10 +108,30 @@ enum Chart {
 /// Per staging design at `dir` and `size`: the first round's timeline as (milliseconds,
 /// percent of the bin's packets staged), bins without packets left out.
 pub fn staged_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+    timelines(r, dir, size, &["slots:", "ring:"], |b| {
+        (b.packets > 0.0).then(|| 100.0 * b.staged / b.packets)
+    })
+}
+
+/// Per data-ring design at `dir` and `size`: the first round's timeline as (milliseconds,
+/// mean fill of the data ring in percent), bins without a sample left out.
+pub fn fill_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+    timelines(r, dir, size, &["ring:"], |b| b.fill_pct)
+}
+
+/// The first timeline of each design whose name starts with one of `prefixes`, at `dir` and
+/// `size`, as (milliseconds, `value` of the bin) for the bins that have a value.
+fn timelines(
+    r: &Results,
+    dir: Dir,
+    size: usize,
+    prefixes: &[&str],
+    value: impl Fn(&crate::Bin) -> Option<f64>,
+) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for s in &r.samples {
-        let staging = s.design.starts_with("slots:") || s.design.starts_with("ring:");
-        if s.dir != dir || s.size != size || !staging || s.timeline.is_empty() {
+        let wanted = prefixes.iter().any(|p| s.design.starts_with(p));
+        if s.dir != dir || s.size != size || !wanted || s.timeline.is_empty() {
             continue;
         }
         if out.iter().any(|(d, _)| *d == s.design) {
@@ -118,8 +140,7 @@ pub fn staged_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<
         let pts = s
             .timeline
             .iter()
-            .filter(|b| b[1] > 0.0)
-            .map(|b| (b[0] * 1e3, 100.0 * b[2] / b[1]))
+            .filter_map(|b| value(b).map(|v| (b.t * 1e3, v)))
             .collect();
         out.push((s.design.clone(), pts));
     }
@@ -194,9 +215,33 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             legend: SeriesLabelPosition::UpperRight,
         };
         out.push((format!("cost-{dir}"), Chart::Bars(bars)));
+        let d = dir.to_string().to_uppercase();
         let lines = staged_timelines(r, dir, size);
         if !lines.is_empty() {
-            out.push((format!("staged-{dir}"), Chart::Staged { dir, size, lines }));
+            let caption =
+                format!("{d} {size} B: packets staged, wholly or in part, per 10 ms (round 1)");
+            let y_desc = "packets staged (%)";
+            out.push((
+                format!("staged-{dir}"),
+                Chart::Timeline {
+                    caption,
+                    y_desc,
+                    lines,
+                },
+            ));
+        }
+        let lines = fill_timelines(r, dir, size);
+        if !lines.is_empty() {
+            let caption = format!("{d} {size} B: mean data-ring fill per 10 ms (round 1)");
+            let y_desc = "data ring in use (%)";
+            out.push((
+                format!("fill-{dir}"),
+                Chart::Timeline {
+                    caption,
+                    y_desc,
+                    lines,
+                },
+            ));
         }
     }
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
@@ -260,7 +305,11 @@ impl Chart {
         match self {
             Chart::Pps { dir, lines } => draw_pps(area, *dir, lines),
             Chart::Bars(b) => draw_bars(area, b),
-            Chart::Staged { dir, size, lines } => draw_staged(area, *dir, *size, lines),
+            Chart::Timeline {
+                caption,
+                y_desc,
+                lines,
+            } => draw_timeline(area, caption, y_desc, lines),
         }
     }
 }
@@ -318,10 +367,10 @@ fn draw_pps<DB: DrawingBackend>(
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
-fn draw_staged<DB: DrawingBackend>(
+fn draw_timeline<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    dir: Dir,
-    size: usize,
+    caption: &str,
+    y_desc: &str,
     lines: &[(String, Vec<(f64, f64)>)],
 ) -> DrawResult<DB> {
     let end = lines
@@ -329,13 +378,7 @@ fn draw_staged<DB: DrawingBackend>(
         .flat_map(|(_, p)| p.iter().map(|x| x.0))
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} {size} B: packets staged, wholly or in part, per 10 ms (round 1)",
-                dir.to_string().to_uppercase()
-            ),
-            (FAMILY, 20),
-        )
+        .caption(caption, (FAMILY, 20))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(70)
@@ -343,7 +386,7 @@ fn draw_staged<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("time in the measured window (ms)")
-        .y_desc("packets staged (%)")
+        .y_desc(y_desc)
         .label_style((FAMILY, 14))
         .draw()?;
     for (i, (design, p)) in lines.iter().enumerate() {
@@ -458,7 +501,8 @@ fn draw_err<E: std::fmt::Debug>(file: &Path, e: E) -> PlotError {
 /// Draws every chart of the run into `dir` as `<name>.svg` and `<name>.png` and returns the
 /// files written. Charts: `pps-tx`, `pps-rx` (throughput by size), `cost-tx`, `cost-rx`
 /// (operations per packet at 1500 B, or at the largest size measured), `staged-tx`,
-/// `staged-rx` (share of packets staged per 10 ms at that size) and `rr`
+/// `staged-rx` (share of packets staged per 10 ms at that size), `fill-tx`, `fill-rx` (the
+/// data ring's mean fill per 10 ms at that size) and `rr`
 /// (request/response), each only when the run measured it.
 pub fn write_plots(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     font()?;

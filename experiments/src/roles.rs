@@ -84,25 +84,29 @@ pub struct FrontendReport {
     pub latency_ns: Option<[f64; 3]>,
     /// Its counters.
     pub metrics: serde_json::Value,
-    /// Throughput runs: the window in bins of about 10 ms, each
-    /// `[end in seconds from the window's start, packets, packets staged]`.
+    /// Throughput runs: the window in bins of about 10 ms.
     #[serde(default)]
-    pub timeline: Vec<[f64; 3]>,
+    pub timeline: Vec<crate::Bin>,
 }
 
 /// Length of one timeline bin.
 const BIN: Duration = Duration::from_millis(10);
 
-/// Counts packets and staged packets in bins of [`BIN`] over a measured window.
+/// The frontend counters a timeline follows: packets, staged packets, data-ring fill
+/// samples and their sum in millionths of the ring.
+type Counts = (u64, u64, u64, u64);
+
+/// Counts packets, staged packets and the data ring's mean fill in bins of [`BIN`] over a
+/// measured window.
 struct Timeline {
     start: Instant,
     next: Instant,
-    last: (u64, u64),
-    bins: Vec<[f64; 3]>,
+    last: Counts,
+    bins: Vec<crate::Bin>,
 }
 
 impl Timeline {
-    fn new(now: (u64, u64)) -> Timeline {
+    fn new(now: Counts) -> Timeline {
         let start = Instant::now();
         Timeline {
             start,
@@ -112,15 +116,19 @@ impl Timeline {
         }
     }
 
-    /// Closes a bin when one is due; `now` is (packets, staged packets) so far.
-    fn tick(&mut self, now: (u64, u64)) {
+    /// Closes a bin when one is due.
+    fn tick(&mut self, now: Counts) {
         let t = Instant::now();
         if t >= self.next {
-            self.bins.push([
-                (t - self.start).as_secs_f64(),
-                now.0.saturating_sub(self.last.0) as f64,
-                now.1.saturating_sub(self.last.1) as f64,
-            ]);
+            let d = |a: u64, b: u64| a.saturating_sub(b);
+            let samples = d(now.2, self.last.2);
+            self.bins.push(crate::Bin {
+                t: (t - self.start).as_secs_f64(),
+                packets: d(now.0, self.last.0) as f64,
+                staged: d(now.1, self.last.1) as f64,
+                fill_pct: (samples > 0)
+                    .then(|| d(now.3, self.last.3) as f64 / samples as f64 / 10_000.0),
+            });
             self.last = now;
             self.next = t + BIN;
         }
@@ -353,7 +361,12 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             }
             let tx_now = || {
                 let m = front.metrics();
-                (m.tx_packets, m.tx_staged_packets)
+                (
+                    m.tx_packets,
+                    m.tx_staged_packets,
+                    m.tx_ring_fill_samples,
+                    m.tx_ring_fill_ppm,
+                )
             };
             let base = front.metrics().tx_packets;
             cpu0 = crate::sys::cpu_seconds();
@@ -373,7 +386,12 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             std::thread::sleep(warm);
             let rx_now = || {
                 let m = front.metrics();
-                (m.rx_packets, m.rx_staged_packets)
+                (
+                    m.rx_packets,
+                    m.rx_staged_packets,
+                    m.rx_ring_fill_samples,
+                    m.rx_ring_fill_ppm,
+                )
             };
             let base = counter.0.load(Ordering::Relaxed);
             cpu0 = crate::sys::cpu_seconds();

@@ -184,15 +184,24 @@ fn plots_are_drawn_from_the_results() {
     // TX throughput and cost, and request/response; no RX was measured.
     assert_eq!(
         experiments::plots::chart_names(&r),
-        ["pps-tx", "cost-tx", "staged-tx", "rr"]
+        ["pps-tx", "cost-tx", "staged-tx", "fill-tx", "rr"]
     );
     // Throughput runs carry a timeline: bins in time order whose packets add up to about
     // the window's (the bins start a moment after the window), staged never above packets.
     for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
         assert!(s.timeline.len() >= 3, "{:?}", s.timeline);
-        assert!(s.timeline.windows(2).all(|w| w[0][0] < w[1][0]));
-        assert!(s.timeline.iter().all(|b| b[2] <= b[1]));
-        let sum: f64 = s.timeline.iter().map(|b| b[1]).sum();
+        assert!(s.timeline.windows(2).all(|w| w[0].t < w[1].t));
+        assert!(s.timeline.iter().all(|b| b.staged <= b.packets));
+        // The data ring's fill is sampled for the ring design only, and is a percentage.
+        let ring = s.design.starts_with("ring:");
+        let sampled = s.timeline.iter().filter(|b| b.fill_pct.is_some()).count();
+        assert_eq!(sampled > 0, ring, "{}: {:?}", s.design, s.timeline);
+        assert!(s
+            .timeline
+            .iter()
+            .filter_map(|b| b.fill_pct)
+            .all(|f| (0.0..=100.0).contains(&f)));
+        let sum: f64 = s.timeline.iter().map(|b| b.packets).sum();
         assert!(
             sum > 0.5 * s.packets as f64 && sum <= s.packets as f64,
             "{sum} vs {}",
@@ -206,17 +215,14 @@ fn plots_are_drawn_from_the_results() {
         .iter()
         .all(|&(_, pct)| (0.0..=100.0).contains(&pct)));
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    for name in ["pps-tx", "cost-tx", "staged-tx", "rr"] {
+    for name in ["pps-tx", "cost-tx", "staged-tx", "fill-tx", "rr"] {
         let svg = std::fs::read_to_string(out.path().join(format!("{name}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{name}.svg");
-        // Both designs are named on every chart but the staging one, which has only the
-        // design that stages.
+        // Both designs are named on every chart but the timelines, which have only the
+        // design with a data ring.
         assert!(svg.contains("ring:2:greedy"), "{name}.svg");
-        assert_eq!(
-            svg.contains("grant-copy"),
-            name != "staged-tx",
-            "{name}.svg"
-        );
+        let timeline = name.starts_with("staged") || name.starts_with("fill");
+        assert_eq!(svg.contains("grant-copy"), !timeline, "{name}.svg");
         let png = std::fs::read(out.path().join(format!("{name}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
         assert!(report.contains(&format!("![{name}]({name}.svg)")));

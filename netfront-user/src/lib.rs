@@ -189,6 +189,16 @@ counters! {
     rx_staged_packets, add_rx_staged_packets;
     /// Bytes they staged.
     rx_staged_bytes, add_rx_staged_bytes;
+    /// TX data ring: staging decisions at which its fill was sampled.
+    tx_ring_fill_samples, add_tx_ring_fill_samples;
+    /// TX data ring: the fill at each sample in millionths of the ring, summed (divide by
+    /// `tx_ring_fill_samples` for the mean fill).
+    tx_ring_fill_ppm, add_tx_ring_fill_ppm;
+    /// RX data ring: staged packets at which its fill was sampled.
+    rx_ring_fill_samples, add_rx_ring_fill_samples;
+    /// RX data ring: the bytes queued at each sample (this packet's included) in millionths
+    /// of the ring, summed.
+    rx_ring_fill_ppm, add_rx_ring_fill_ppm;
     /// Memory this frontend keeps granted to the backend (rings, buffers, staging).
     granted_bytes, add_granted_bytes;
     /// Notifications sent to the backend.

@@ -216,6 +216,9 @@ impl<Pt: EventPort> FQueue<Pt> {
                 if free < len {
                     free = prod.refresh().map(|f| f as usize).unwrap_or(0);
                 }
+                self.metrics.add_tx_ring_fill_samples(1);
+                self.metrics
+                    .add_tx_ring_fill_ppm(ppm(size.saturating_sub(free), size));
                 let (n, why) = policy.decide(len, free, size);
                 match why {
                     Some(FallbackReason::RingFull) => self.metrics.add_tx_fallback_ring_full(1),
@@ -513,6 +516,10 @@ impl<Pt: EventPort> FQueue<Pt> {
                         FStaging::Ring { cons, .. } => {
                             cons.read_exact(&mut data[..])
                                 .map_err(err("RX data ring"))?;
+                            let size = cons.size() as usize;
+                            let queued = cons.queued() as usize + staged;
+                            self.metrics.add_rx_ring_fill_samples(1);
+                            self.metrics.add_rx_ring_fill_ppm(ppm(queued, size));
                             cons.release().map_err(err("RX data ring"))?;
                         }
                         FStaging::None => {
@@ -571,5 +578,14 @@ impl<Pt: EventPort> FQueue<Pt> {
             self.notify();
         }
         Ok(true)
+    }
+}
+
+/// `part` in millionths of `whole` (0 for an empty whole).
+fn ppm(part: usize, whole: usize) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        (part as u64).saturating_mul(1_000_000) / whole as u64
     }
 }
