@@ -4,6 +4,10 @@
 //! each vif's XenStore directories as the toolstack does, and serves them until SIGINT or
 //! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
 
+// The argument docs are the `--help` text, written for a terminal: `<value>` there is a
+// placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

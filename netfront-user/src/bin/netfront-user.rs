@@ -6,6 +6,10 @@
 //! and with `--expect-echo` waits for every packet to come back and checks each byte and the
 //! order per queue. Prints the achieved rate; exits non-zero with a message on any failure.
 
+// The argument docs are the `--help` text, written for a terminal: `<value>` there is a
+// placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -17,7 +17,7 @@
 //! checked as Xen checks them: the entry must be `GTF_permit_access`, granted to the caller's
 //! domid, writable if a write is asked for, and name a frame of the granter's memory; while a
 //! mapping or copy is in flight the entry carries `GTF_reading` (and `GTF_writing`), so the
-//! granter cannot revoke it. Failures give the Xen status ([`GrantStatus`]).
+//! granter cannot revoke it. Failures give the Xen status ([`crate::GrantStatus`]).
 //!
 //! Grant operations cost what they cost in kind ([`CostMode`]).
 
