@@ -359,13 +359,28 @@ pub fn markdown(r: &Results) -> String {
     }
     table_head(
         &mut out,
-        "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the share that fell back wholly or partly to grant operations because the data ring had no room (on TX a packet can be both: the greedy policy stages what fits), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
-        "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | ring-full fallback % | granted (KiB) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the share that fell back wholly or partly to grant operations because the data ring had no room (on TX a packet can be both: the greedy policy stages what fits), the data ring's mean fill as the frontend sampled it (at each TX staging decision, at each staged RX packet; `-` for designs without a data ring), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
+        "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | ring-full fallback % | ring fill % | granted (KiB) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in summarise(r) {
         let med =
             |f: &dyn Fn(&Sample) -> f64| scenario_median(r, row.dir, row.size, &row.design, f);
+        let side = if row.dir == Dir::Rx { "rx" } else { "tx" };
+        let fill = if row.design.starts_with("ring:") {
+            let pct = med(&|s| {
+                let n = s.front_metrics[format!("{side}_ring_fill_samples")]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                let sum = s.front_metrics[format!("{side}_ring_fill_ppm")]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                sum / n.max(1.0) / 10_000.0
+            });
+            format!("{pct:.1}")
+        } else {
+            "-".into()
+        };
         let (staged, full) = match row.dir {
             Dir::Rx => (
                 med(&|s| s.back_per_packet("rx_staged_packets")),
@@ -378,7 +393,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
             row.dir,
             row.size,
             row.design,
@@ -388,6 +403,7 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.front_per_packet("wakeups")),
             100.0 * staged,
             100.0 * full,
+            fill,
             med(&|s| s.front_metrics["granted_bytes"].as_f64().unwrap_or(0.0)) / 1024.0,
         );
     }

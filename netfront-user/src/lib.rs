@@ -189,12 +189,14 @@ counters! {
     rx_staged_packets, add_rx_staged_packets;
     /// Bytes they staged.
     rx_staged_bytes, add_rx_staged_bytes;
-    /// TX data ring: staging decisions at which its fill was sampled.
+    /// TX data ring: staging decisions at which its fill was sampled (every 16th, after
+    /// reading the backend's consumer index afresh).
     tx_ring_fill_samples, add_tx_ring_fill_samples;
     /// TX data ring: the fill at each sample in millionths of the ring, summed (divide by
     /// `tx_ring_fill_samples` for the mean fill).
     tx_ring_fill_ppm, add_tx_ring_fill_ppm;
-    /// RX data ring: staged packets at which its fill was sampled.
+    /// RX data ring: staged packets at which its fill was sampled (every 16th, after reading
+    /// the backend's producer index afresh).
     rx_ring_fill_samples, add_rx_ring_fill_samples;
     /// RX data ring: the bytes queued at each sample (this packet's included) in millionths
     /// of the ring, summed.
@@ -300,6 +302,7 @@ fn setup_staging<P: FrontendPlatform>(
                 prod,
                 cons,
                 policy: PolicyState::new(policy, size),
+                fill_tick: (0, 0),
                 _pages: vec![intf, data],
             })
         }

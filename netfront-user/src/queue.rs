@@ -41,9 +41,16 @@ pub(crate) enum FStaging {
         prod: FlexProducer,
         cons: FlexConsumer,
         policy: PolicyState,
+        /// TX staging decisions and staged RX packets since the fill was last sampled.
+        fill_tick: (u32, u32),
         _pages: Vec<SharedPages>,
     },
 }
+
+/// The data rings' fill is sampled once per this many TX decisions or staged RX packets:
+/// a sample reads the peer's index afresh (a shared cache line), so it is not done for
+/// every packet, and without that read the fill would be as stale as the last refresh.
+const FILL_EVERY: u32 = 16;
 
 /// A received packet to send back out (forwarding mode), in arrival order.
 pub(crate) enum Fwd {
@@ -210,15 +217,25 @@ impl<Pt: EventPort> FQueue<Pt> {
                 }
                 len.min(*tx_len)
             }
-            FStaging::Ring { prod, policy, .. } => {
+            FStaging::Ring {
+                prod,
+                policy,
+                fill_tick,
+                ..
+            } => {
                 let size = prod.size() as usize;
                 let mut free = prod.free() as usize;
                 if free < len {
                     free = prod.refresh().map(|f| f as usize).unwrap_or(0);
                 }
-                self.metrics.add_tx_ring_fill_samples(1);
-                self.metrics
-                    .add_tx_ring_fill_ppm(ppm(size.saturating_sub(free), size));
+                fill_tick.0 += 1;
+                if fill_tick.0 == FILL_EVERY {
+                    fill_tick.0 = 0;
+                    free = prod.refresh().map(|f| f as usize).unwrap_or(0);
+                    self.metrics.add_tx_ring_fill_samples(1);
+                    self.metrics
+                        .add_tx_ring_fill_ppm(ppm(size.saturating_sub(free), size));
+                }
                 let (n, why) = policy.decide(len, free, size);
                 match why {
                     Some(FallbackReason::RingFull) => self.metrics.add_tx_fallback_ring_full(1),
@@ -513,13 +530,20 @@ impl<Pt: EventPort> FQueue<Pt> {
                         FStaging::Slots { rx, .. } => rx
                             .read(u32::from(ids[0]), 0, &mut data[..])
                             .map_err(err("RX slot"))?,
-                        FStaging::Ring { cons, .. } => {
+                        FStaging::Ring {
+                            cons, fill_tick, ..
+                        } => {
                             cons.read_exact(&mut data[..])
                                 .map_err(err("RX data ring"))?;
-                            let size = cons.size() as usize;
-                            let queued = cons.queued() as usize + staged;
-                            self.metrics.add_rx_ring_fill_samples(1);
-                            self.metrics.add_rx_ring_fill_ppm(ppm(queued, size));
+                            fill_tick.1 += 1;
+                            if fill_tick.1 == FILL_EVERY {
+                                fill_tick.1 = 0;
+                                let queued = cons.refresh().map_err(err("RX data ring"))?;
+                                let fill = queued as usize + staged;
+                                self.metrics.add_rx_ring_fill_samples(1);
+                                self.metrics
+                                    .add_rx_ring_fill_ppm(ppm(fill, cons.size() as usize));
+                            }
                             cons.release().map_err(err("RX data ring"))?;
                         }
                         FStaging::None => {
