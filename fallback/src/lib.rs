@@ -85,6 +85,26 @@ pub enum PollMode {
     BusyPoll,
 }
 
+impl PollMode {
+    /// What a queue does when a pass found no work: block on `port` for up to 100 ms, or
+    /// poll it once and yield the CPU (never sleeping, but letting a thread that shares this
+    /// CPU — the application feeding the queue — run; spinning through its time slice would
+    /// stall it). Returns whether an event arrived (a wake-up, for the queue's counters).
+    pub fn idle<P: netstage_platform::EventPort + ?Sized>(self, port: &P) -> bool {
+        match self {
+            PollMode::Block => matches!(
+                port.wait(Some(std::time::Duration::from_millis(100))),
+                Ok(true)
+            ),
+            PollMode::BusyPoll => {
+                let woke = matches!(port.poll(), Ok(true));
+                std::thread::yield_now();
+                woke
+            }
+        }
+    }
+}
+
 /// Grant-copy operations per call (Linux netback's batch).
 pub const MAX_COPY_OPS: usize = 64;
 

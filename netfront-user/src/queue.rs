@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use crossbeam_channel::Receiver;
@@ -144,20 +143,8 @@ impl<Pt: EventPort> FQueue<Pt> {
                 Ok(false) => {}
                 Err(b) => return Some(b),
             }
-            match self.poll {
-                PollMode::Block => {
-                    if let Ok(true) = self.port.wait(Some(Duration::from_millis(100))) {
-                        self.metrics.add_wakeups(1);
-                    }
-                }
-                PollMode::BusyPoll => {
-                    if let Ok(true) = self.port.poll() {
-                        self.metrics.add_wakeups(1);
-                    }
-                    // Never sleep, but let a thread that shares this CPU (the application
-                    // feeding the queue) run: spinning through its time slice would stall it.
-                    std::thread::yield_now();
-                }
+            if self.poll.idle(&*self.port) {
+                self.metrics.add_wakeups(1);
             }
         }
     }
