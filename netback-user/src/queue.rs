@@ -100,6 +100,32 @@ impl<P: BackendPlatform> Queue<P> {
         }
     }
 
+    /// Runs `ops` in batched grant-copy calls and counts them; `owner[k]` is the packet (of
+    /// `packets`) op `k` belongs to. Returns, per packet, whether any of its ops failed.
+    fn grant_copy(
+        &self,
+        ops: Vec<CopyOp<'_>>,
+        owner: &[usize],
+        packets: usize,
+    ) -> Result<Vec<bool>, Fatal> {
+        let mut failed = vec![false; packets];
+        if ops.is_empty() {
+            return Ok(failed);
+        }
+        let n = ops.len() as u64;
+        let mut st = Vec::with_capacity(ops.len());
+        let calls = copy_batched(&self.platform, ops, &mut st)
+            .map_err(|e| format!("grant copy failed: {e}"))?;
+        self.metrics.add_grant_copy_calls(calls as u64);
+        self.metrics.add_grant_copy_ops(n);
+        for (s, i) in st.iter().zip(owner) {
+            if *s != GrantStatus::Okay {
+                failed[*i] = true;
+            }
+        }
+        Ok(failed)
+    }
+
     fn pass(&mut self) -> Result<bool, Fatal> {
         let a = self.do_tx()?;
         let b = self.do_rx()?;
@@ -260,18 +286,11 @@ impl<P: BackendPlatform> Queue<P> {
                     fetch_ops(self.p.fe, &frags(c), rest, &mut ops).map_err(|e| e.to_string())?;
                     owner.extend(std::iter::repeat_n(i, ops.len() - before));
                 }
-                if !ops.is_empty() {
-                    let n = ops.len() as u64;
-                    let mut st = Vec::with_capacity(ops.len());
-                    let calls = copy_batched(&self.platform, ops, &mut st)
-                        .map_err(|e| format!("grant copy failed: {e}"))?;
-                    self.metrics.add_grant_copy_calls(calls as u64);
-                    self.metrics.add_grant_copy_ops(n);
-                    for (s, i) in st.iter().zip(&owner) {
-                        if *s != GrantStatus::Okay && status[*i] == NETIF_RSP_OKAY {
-                            status[*i] = NETIF_RSP_ERROR;
-                            self.metrics.add_tx_grant_errors(1);
-                        }
+                let failed = self.grant_copy(ops, &owner, chains.len())?;
+                for (st, bad) in status.iter_mut().zip(failed) {
+                    if bad && *st == NETIF_RSP_OKAY {
+                        *st = NETIF_RSP_ERROR;
+                        self.metrics.add_tx_grant_errors(1);
                     }
                 }
             }
@@ -477,20 +496,7 @@ impl<P: BackendPlatform> Queue<P> {
                 owner.push(i);
             }
         }
-        let mut failed = vec![false; plan.len()];
-        if !ops.is_empty() {
-            let n = ops.len() as u64;
-            let mut st = Vec::with_capacity(ops.len());
-            let calls = copy_batched(&self.platform, ops, &mut st)
-                .map_err(|e| format!("grant copy failed: {e}"))?;
-            self.metrics.add_grant_copy_calls(calls as u64);
-            self.metrics.add_grant_copy_ops(n);
-            for (s, i) in st.iter().zip(&owner) {
-                if *s != GrantStatus::Okay {
-                    failed[*i] = true;
-                }
-            }
-        }
+        let failed = self.grant_copy(ops, &owner, plan.len())?;
         for (pl, bad) in plan.iter().zip(&failed) {
             self.put_rx_responses(pl.reqs.as_slice(), &pl.pkt, pl.staged, *bad)?;
             if *bad {

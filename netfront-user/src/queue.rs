@@ -234,6 +234,20 @@ impl<Pt: EventPort> FQueue<Pt> {
         }
     }
 
+    /// Publishes RX requests posted again (`reposted` of them) and notifies the backend if
+    /// it asked to be.
+    fn push_reposted(&mut self, reposted: usize) -> Result<(), Broken> {
+        if reposted > 0
+            && self
+                .rx
+                .push_requests_and_check_notify()
+                .map_err(err("RX ring"))?
+        {
+            self.notify();
+        }
+        Ok(())
+    }
+
     fn can_send_head(&mut self) -> bool {
         if self.tx_head.is_none() {
             self.tx_head = match self.fwd.front() {
@@ -454,14 +468,7 @@ impl<Pt: EventPort> FQueue<Pt> {
                 reposted += 1;
             }
         }
-        if reposted > 0
-            && self
-                .rx
-                .push_requests_and_check_notify()
-                .map_err(err("RX ring"))?
-        {
-            self.notify();
-        }
+        self.push_reposted(reposted)?;
         Ok(true)
     }
 
@@ -580,14 +587,7 @@ impl<Pt: EventPort> FQueue<Pt> {
                 reposted += 1;
             }
         }
-        if reposted > 0
-            && self
-                .rx
-                .push_requests_and_check_notify()
-                .map_err(err("RX ring"))?
-        {
-            self.notify();
-        }
+        self.push_reposted(reposted)?;
         Ok(true)
     }
 }

@@ -765,58 +765,11 @@ pub fn encode_tx_chain(
     frags: &[TxFragment],
     extras: &[Extra],
     extra_ids: &[u16],
-    mut out: impl FnMut(NetifTxRequest),
+    out: impl FnMut(NetifTxRequest),
 ) -> Result<(), EncodeError> {
     let (first, rest) = frags.split_first().ok_or(EncodeError::Empty)?;
-    if frags.len() > XEN_NETIF_NR_SLOTS_MIN {
-        return Err(EncodeError::TooManySlots { slots: frags.len() });
-    }
-    if extras.len() > MAX_EXTRA_SLOTS || extra_ids.len() < extras.len() {
-        return Err(EncodeError::Extras {
-            extras: extras.len(),
-            ids: extra_ids.len(),
-        });
-    }
-    let total: usize = frags.iter().map(|f| usize::from(f.size)).sum();
-    let total16 = u16::try_from(total).map_err(|_| EncodeError::TooLarge { total })?;
-    for f in frags {
-        if usize::from(f.offset) + usize::from(f.size) > XEN_PAGE_SIZE {
-            return Err(EncodeError::CrossesPage {
-                offset: f.offset,
-                size: f.size,
-            });
-        }
-    }
-    let mut f0 = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO);
-    if !rest.is_empty() {
-        f0 |= TxFlags::MORE_DATA;
-    }
-    if !extras.is_empty() {
-        f0 |= TxFlags::EXTRA_INFO;
-    }
-    out(NetifTxRequest {
-        gref: first.gref,
-        offset: first.offset,
-        flags: f0.bits(),
-        id: first.id,
-        size: total16,
-    });
-    for (i, (e, id)) in extras.iter().zip(extra_ids).enumerate() {
-        let mut slot = NetifExtraInfo::encode(e, i + 1 < extras.len()).to_tx_slot();
-        slot.id = *id;
-        out(slot);
-    }
-    for (i, f) in rest.iter().enumerate() {
-        let more = i + 1 < rest.len();
-        out(NetifTxRequest {
-            gref: f.gref,
-            offset: f.offset,
-            flags: if more { TxFlags::MORE_DATA.bits() } else { 0 },
-            id: f.id,
-            size: f.size,
-        });
-    }
-    Ok(())
+    fragment_in_page(first)?;
+    encode_chain(flags, *first, first.size, rest, extras, extra_ids, out)
 }
 
 /// Encodes a TX packet whose first `staged` bytes went through staging memory
@@ -826,6 +779,45 @@ pub fn encode_staged_tx_chain(
     flags: TxFlags,
     staged: u16,
     first_id: u16,
+    rest: &[TxFragment],
+    extras: &[Extra],
+    extra_ids: &[u16],
+    out: impl FnMut(NetifTxRequest),
+) -> Result<(), EncodeError> {
+    let head = TxFragment {
+        gref: 0,
+        offset: staged,
+        size: staged,
+        id: first_id,
+    };
+    encode_chain(
+        flags | TxFlags::STAGED,
+        head,
+        staged,
+        rest,
+        extras,
+        extra_ids,
+        out,
+    )
+}
+
+/// A fragment must lie within its granted page.
+fn fragment_in_page(f: &TxFragment) -> Result<(), EncodeError> {
+    if usize::from(f.offset) + usize::from(f.size) > XEN_PAGE_SIZE {
+        return Err(EncodeError::CrossesPage {
+            offset: f.offset,
+            size: f.size,
+        });
+    }
+    Ok(())
+}
+
+/// The common part of both encoders: `head` is the first request's gref, offset and id,
+/// `head_bytes` what it contributes to the total; `rest` are checked against their pages.
+fn encode_chain(
+    flags: TxFlags,
+    head: TxFragment,
+    head_bytes: u16,
     rest: &[TxFragment],
     extras: &[Extra],
     extra_ids: &[u16],
@@ -842,17 +834,12 @@ pub fn encode_staged_tx_chain(
             ids: extra_ids.len(),
         });
     }
-    let total = usize::from(staged) + rest.iter().map(|f| usize::from(f.size)).sum::<usize>();
+    let total = usize::from(head_bytes) + rest.iter().map(|f| usize::from(f.size)).sum::<usize>();
     let total16 = u16::try_from(total).map_err(|_| EncodeError::TooLarge { total })?;
     for f in rest {
-        if usize::from(f.offset) + usize::from(f.size) > XEN_PAGE_SIZE {
-            return Err(EncodeError::CrossesPage {
-                offset: f.offset,
-                size: f.size,
-            });
-        }
+        fragment_in_page(f)?;
     }
-    let mut f0 = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO) | TxFlags::STAGED;
+    let mut f0 = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO);
     if !rest.is_empty() {
         f0 |= TxFlags::MORE_DATA;
     }
@@ -860,10 +847,10 @@ pub fn encode_staged_tx_chain(
         f0 |= TxFlags::EXTRA_INFO;
     }
     out(NetifTxRequest {
-        gref: 0,
-        offset: staged,
+        gref: head.gref,
+        offset: head.offset,
         flags: f0.bits(),
-        id: first_id,
+        id: head.id,
         size: total16,
     });
     for (i, (e, id)) in extras.iter().zip(extra_ids).enumerate() {
@@ -872,14 +859,11 @@ pub fn encode_staged_tx_chain(
         out(slot);
     }
     for (i, f) in rest.iter().enumerate() {
+        let more = i + 1 < rest.len();
         out(NetifTxRequest {
             gref: f.gref,
             offset: f.offset,
-            flags: if i + 1 < rest.len() {
-                TxFlags::MORE_DATA.bits()
-            } else {
-                0
-            },
+            flags: if more { TxFlags::MORE_DATA.bits() } else { 0 },
             id: f.id,
             size: f.size,
         });
