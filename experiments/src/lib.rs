@@ -4,6 +4,7 @@
 //! This library holds the result model and the report rendering; the binary
 //! (`experiments compare`, `experiments report`) runs the scenarios.
 
+pub mod peer;
 pub mod plots;
 pub mod roles;
 pub mod sweep;
@@ -46,6 +47,9 @@ pub struct Sample {
     pub back_cpu_s: f64,
     /// Cross-core cache-line round trip measured just before the run, in nanoseconds.
     pub probe_ns: f64,
+    /// The same probe just after the run (0 in results saved before it was recorded).
+    #[serde(default)]
+    pub probe_after_ns: f64,
     /// The frontend's counters at the end of the run.
     pub front_metrics: serde_json::Value,
     /// The backend's counters at the end of the run (whole process life).
@@ -163,6 +167,9 @@ pub struct Results {
     /// between the two processes, no packets (what PVCalls does), in Gbit/s.
     #[serde(default)]
     pub stream_gbps: Vec<f64>,
+    /// Peers measured in the same run (`--peer`), interleaved with the designs.
+    #[serde(default)]
+    pub peers: Vec<peer::PeerSample>,
 }
 
 /// Median, min and max of some values.
@@ -476,13 +483,32 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
-    let probes: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
-    if let Some(p) = spread(&probes) {
-        let _ = writeln!(
+    peer_section(&mut out, r);
+    let before: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
+    let after: Vec<f64> = r
+        .samples
+        .iter()
+        .map(|s| s.probe_after_ns)
+        .filter(|p| *p > 0.0)
+        .collect();
+    if let Some(p) = spread(&before) {
+        let _ = write!(
             out,
-            "\nCross-core cache-line round trip before each run: median {:.0} ns, range {:.0}..{:.0} ns.",
+            "\nCross-core cache-line round trip before each run: median {:.0} ns, range {:.0}..{:.0} ns",
             p.median, p.min, p.max
         );
+        match spread(&after) {
+            Some(q) => {
+                let _ = writeln!(
+                    out,
+                    "; after each run: median {:.0} ns, range {:.0}..{:.0} ns.",
+                    q.median, q.min, q.max
+                );
+            }
+            None => {
+                let _ = writeln!(out, ".");
+            }
+        }
     }
     let names = plots::chart_names(r);
     if !names.is_empty() {
@@ -515,22 +541,35 @@ pub struct Change {
     pub significant: bool,
 }
 
-/// Compares two runs scenario by scenario (those present in both).
+/// Compares two runs scenario by scenario (those present in both); peers appear as designs
+/// named `peer:<name>`.
 pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
-    let rb = summarise(b);
-    summarise(a)
+    let rows = |r: &Results| -> Vec<(Dir, usize, String, Spread)> {
+        summarise(r)
+            .into_iter()
+            .map(|x| (x.dir, x.size, x.design, x.pps))
+            .chain(
+                peer_rows(r)
+                    .into_iter()
+                    .map(|p| (p.dir, p.size, format!("peer:{}", p.peer), p.pps)),
+            )
+            .collect()
+    };
+    let rb = rows(b);
+    rows(a)
         .into_iter()
-        .filter_map(|x| {
-            let y = rb
+        .filter_map(|(dir, size, design, before)| {
+            let after = rb
                 .iter()
-                .find(|y| y.dir == x.dir && y.size == x.size && y.design == x.design)?;
+                .find(|y| y.0 == dir && y.1 == size && y.2 == design)?
+                .3;
             Some(Change {
-                dir: x.dir,
-                size: x.size,
-                design: x.design.clone(),
-                before: x.pps,
-                after: y.pps,
-                significant: x.pps.max < y.pps.min || y.pps.max < x.pps.min,
+                dir,
+                size,
+                design,
+                before,
+                after,
+                significant: before.max < after.min || after.max < before.min,
             })
         })
         .collect()
@@ -557,15 +596,141 @@ pub fn diff_markdown(changes: &[Change]) -> String {
     out
 }
 
+/// One peer at one direction and size over all rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRow {
+    /// Which peer.
+    pub peer: String,
+    /// Direction.
+    pub dir: Dir,
+    /// Frame size.
+    pub size: usize,
+    /// Packets per second over the rounds.
+    pub pps: Spread,
+    /// Gbit/s at the median.
+    pub gbps: f64,
+    /// Runs.
+    pub n: usize,
+}
+
+/// Summarises the peers' samples per (peer, direction, size).
+pub fn peer_rows(r: &Results) -> Vec<PeerRow> {
+    let mut groups: BTreeMap<(String, String, usize), Vec<&peer::PeerSample>> = BTreeMap::new();
+    for p in &r.peers {
+        groups
+            .entry((p.peer.clone(), p.dir.to_string(), p.size))
+            .or_default()
+            .push(p);
+    }
+    groups
+        .into_iter()
+        .filter_map(|((peer, _, size), v)| {
+            let pps = spread(&v.iter().map(|p| p.pps).collect::<Vec<_>>())?;
+            Some(PeerRow {
+                peer,
+                dir: v[0].dir,
+                size,
+                gbps: pps.median * size as f64 * 8.0 / 1e9,
+                pps,
+                n: v.len(),
+            })
+        })
+        .collect()
+}
+
+/// The report's section on the peers: their rates beside the designs' at the same direction
+/// and size, and the commands that were run.
+fn peer_section(out: &mut String, r: &Results) {
+    let rows = peer_rows(r);
+    if rows.is_empty() {
+        return;
+    }
+    let ours = summarise(r);
+    table_head(
+        out,
+        "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once; a netstage frame starts in the sender's private buffer and is copied into shared memory and out again.\n",
+        "| dir | size (B) | testpmd pps (median) | [min..max] | Gbit/s | grant-copy pps | best design | its pps | best / testpmd | runs |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
+    );
+    for p in &rows {
+        let here: Vec<&Row> = ours
+            .iter()
+            .filter(|x| x.dir == p.dir && x.size == p.size)
+            .collect();
+        let gc = here
+            .iter()
+            .find(|x| x.design == "grant-copy")
+            .map_or("-".into(), |x| format!("{:.0}", x.pps.median));
+        let best = here
+            .iter()
+            .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {} | {} | {} | {} |",
+            p.dir,
+            p.size,
+            p.pps.median,
+            p.pps.min,
+            p.pps.max,
+            p.gbps,
+            gc,
+            best.map_or("-".into(), |b| b.design.clone()),
+            best.map_or("-".into(), |b| format!("{:.0}", b.pps.median)),
+            best.map_or("-".into(), |b| format!(
+                "{:.2}x",
+                b.pps.median / p.pps.median.max(1e-9)
+            )),
+            p.n
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe commands of the first run in each direction (every run's are in `results.json`):\n"
+    );
+    let mut shown: Vec<Dir> = Vec::new();
+    for p in &r.peers {
+        if shown.contains(&p.dir) {
+            continue;
+        }
+        shown.push(p.dir);
+        let _ = writeln!(out, "{} at {} B:\n\n```", p.dir, p.size);
+        for c in &p.commands {
+            let _ = writeln!(out, "{c}");
+        }
+        let _ = writeln!(out, "```\n");
+    }
+}
+
+/// Every peer sample as CSV (one line per run).
+pub fn peers_csv(r: &Results) -> String {
+    let mut out = String::from("round,peer,dir,size,pps,gbps,periods,probe_ns,probe_after_ns\n");
+    for p in &r.peers {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{:.1},{:.4},{},{:.1},{:.1}",
+            p.round,
+            p.peer,
+            p.dir,
+            p.size,
+            p.pps,
+            p.gbps,
+            p.periods.len(),
+            p.probe_ns,
+            p.probe_after_ns
+        );
+    }
+    out
+}
+
 /// Every sample as CSV (one line per run).
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(
-        "round,design,design_used,dir,size,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns\n",
+        "round,design,design_used,dir,size,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns\n",
     );
     for s in &r.samples {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1}",
+            "{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1}",
             s.round,
             s.design,
             s.design_used,
@@ -577,7 +742,8 @@ pub fn csv(r: &Results) -> String {
             s.seconds,
             s.front_cpu_s,
             s.back_cpu_s,
-            s.probe_ns
+            s.probe_ns,
+            s.probe_after_ns
         );
     }
     out

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use experiments::peer::{Dpdk, Peer, PeerSample};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
 use experiments::sweep::Sweep;
 use experiments::{csv, markdown, probe, Machine, Results, Sample};
@@ -92,6 +93,12 @@ struct CompareArgs {
     /// directory, so `--scenario results/<time>/scenario.toml` repeats it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
+    /// Peers to measure beside the designs in the same run, interleaved with them: `dpdk`
+    /// (DPDK's vhost-user and virtio-user devices under dpdk-testpmd; needs Debian's dpdk-dev,
+    /// librte-net-vhost23, librte-net-virtio23 and librte-mempool-ring23). Adds about 4 s per
+    /// direction, size and round.
+    #[arg(long = "peer", value_delimiter = ',', value_enum)]
+    peers: Option<Vec<Peer>>,
     /// Where to write results [default: results/<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -148,6 +155,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         busy: a.busy.then_some(true),
         cost: a.cost.clone(),
         stream: a.no_stream.then_some(false),
+        peers: a.peers.clone(),
     };
     cli.check().map_err(anyhow::Error::msg)?;
     let sweep = match &a.scenario {
@@ -190,6 +198,13 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let busy = sweep.busy.unwrap_or(false);
     let cost = sweep.cost.clone().unwrap_or_else(|| "kernel".into());
     let stream = sweep.stream.unwrap_or(true);
+    let peers = sweep.peers.clone().unwrap_or_default();
+    // Found before anything runs: a missing peer fails the run at once, not after minutes.
+    let dpdk = if peers.contains(&Peer::Dpdk) {
+        Some(Dpdk::detect()?)
+    } else {
+        None
+    };
     let poll = if busy { "busy-poll" } else { "blocking" };
     if experiments::sys::cpus() < 2 {
         eprintln!("experiments: only one CPU: frontend and backend will share it");
@@ -210,6 +225,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         busy: Some(busy),
         cost: Some(cost.clone()),
         stream: Some(stream),
+        peers: (!peers.is_empty()).then(|| peers.clone()),
     };
     std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
     let mut scenarios = Vec::new();
@@ -226,7 +242,18 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let total = scenarios.len() as u64 * u64::from(rounds);
+    // The peers run at the throughput directions and sizes.
+    let peer_runs: Vec<(Dir, usize)> = dirs
+        .iter()
+        .filter(|d| !d.is_rr())
+        .flat_map(|d| sizes.iter().map(move |s| (*d, *s)))
+        .collect();
+    let peer_runs = if dpdk.is_some() {
+        peer_runs
+    } else {
+        Vec::new()
+    };
+    let total = (scenarios.len() + peer_runs.len()) as u64 * u64::from(rounds);
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -239,6 +266,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         machine: Machine::detect(&cost, poll),
         samples: Vec::new(),
         stream_gbps: Vec::new(),
+        peers: Vec::new(),
     };
     for round in 1..=rounds {
         for sc in &scenarios {
@@ -248,6 +276,15 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             })?;
             results.samples.push(s);
             bar.inc(1);
+        }
+        if let Some(dpdk) = &dpdk {
+            for (dir, size) in &peer_runs {
+                bar.set_message(format!("{dir} {size} B dpdk-testpmd"));
+                let p = run_dpdk(dpdk, round, *dir, *size, seconds)
+                    .with_context(|| format!("round {round}: {dir} {size} B dpdk-testpmd"))?;
+                results.peers.push(p);
+                bar.inc(1);
+            }
         }
         if stream {
             bar.set_message("raw data-ring stream");
@@ -262,6 +299,9 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     std::fs::write(out.join("results.csv"), csv(&results))?;
+    if !results.peers.is_empty() {
+        std::fs::write(out.join("peers.csv"), experiments::peers_csv(&results))?;
+    }
     let md = markdown(&results);
     std::fs::write(out.join("report.md"), &md)?;
     print!("{md}");
@@ -325,6 +365,41 @@ fn run_stream(exe: &Path, seconds: f64) -> anyhow::Result<f64> {
             .unwrap_or(""),
     )?;
     Ok(r.bytes as f64 * 8.0 / r.seconds.max(1e-9) / 1e9)
+}
+
+/// One run of DPDK's pair at one direction and size, bracketed by probes: the guest side on
+/// core 0 (the frontend's), the host side on core 1 (the backend's), as many one-second
+/// periods as the designs' runs have seconds (at least one).
+fn run_dpdk(
+    dpdk: &Dpdk,
+    round: u32,
+    dir: Dir,
+    size: usize,
+    seconds: f64,
+) -> anyhow::Result<PeerSample> {
+    let cores = experiments::sys::cpus();
+    let probe_ns = probe(20_000);
+    let (periods, commands) = dpdk.run(
+        dir,
+        size,
+        seconds.ceil().max(1.0) as usize,
+        (0, 1 % cores),
+        Path::new("/dev/shm"),
+    )?;
+    let probe_after_ns = probe(20_000);
+    let pps = experiments::spread(&periods).map_or(0.0, |s| s.median);
+    Ok(PeerSample {
+        round,
+        peer: Peer::Dpdk.to_string(),
+        dir,
+        size,
+        pps,
+        gbps: pps * size as f64 * 8.0 / 1e9,
+        periods,
+        probe_ns,
+        probe_after_ns,
+        commands: commands.to_vec(),
+    })
 }
 
 /// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.
@@ -398,6 +473,7 @@ fn run_one(
         let _ = BufReader::new(out).read_line(&mut line);
     }
     let _ = back.wait();
+    let probe_after_ns = probe(20_000);
     let _ = std::fs::remove_dir_all(&world);
     if !front.status.success() {
         bail!(
@@ -427,6 +503,7 @@ fn run_one(
         front_cpu_s: fr.cpu_seconds,
         back_cpu_s: br.cpu_seconds,
         probe_ns,
+        probe_after_ns,
         latency_ns: fr.latency_ns,
         timeline: fr.timeline,
         front_metrics: fr.metrics,

@@ -185,6 +185,14 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
                 None => lines.push((row.design.clone(), vec![point])),
             }
         }
+        for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
+            let name = format!("{} (testpmd)", p.peer);
+            let point = (p.size as f64, p.pps.median, p.pps.min, p.pps.max);
+            match lines.iter_mut().find(|(d, _)| *d == name) {
+                Some((_, pts)) => pts.push(point),
+                None => lines.push((name, vec![point])),
+            }
+        }
         out.push((format!("pps-{dir}"), Chart::Pps { dir, lines }));
         // The cost chart is drawn at 1500 B when measured, else at the largest size.
         let sizes: Vec<usize> = of.iter().map(|x| x.size).collect();

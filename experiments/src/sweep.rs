@@ -12,6 +12,7 @@
 //! busy = true
 //! cost = "kernel"
 //! stream = false
+//! peers = ["dpdk"]
 //! ```
 
 use std::path::Path;
@@ -40,6 +41,9 @@ pub struct Sweep {
     pub cost: Option<String>,
     /// Run the raw data-ring stream (the upper bound) once per round.
     pub stream: Option<bool>,
+    /// Peers to measure beside the designs: `dpdk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<crate::peer::Peer>>,
 }
 
 /// Why a scenario file was refused.
@@ -140,6 +144,7 @@ impl Sweep {
             busy: over.busy.or(self.busy),
             cost: over.cost.or(self.cost),
             stream: over.stream.or(self.stream),
+            peers: over.peers.or(self.peers),
         }
     }
 }

@@ -5,22 +5,13 @@ use std::process::Command;
 
 use experiments::{markdown, spread, summarise, Results};
 
-/// Runs `experiments compare ARGS --out <tempdir>`, checks it succeeded, and returns the
-/// directory, the saved results and what it printed on stderr.
+mod common;
+
+/// Runs `experiments compare ARGS` into a new temporary directory; returns the directory,
+/// the saved results and what it printed on stderr.
 fn compare(args: &[&str]) -> (tempfile::TempDir, Results, String) {
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .arg("compare")
-        .args(args)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&st.stderr).into_owned();
-    assert!(st.status.success(), "{stderr}");
-    let r: Results =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
-            .unwrap();
+    let (r, stderr) = common::compare_into(args, out.path());
     (out, r, stderr)
 }
 
@@ -97,6 +88,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
         front_cpu_s: 0.0,
         back_cpu_s: 0.0,
         probe_ns: 0.0,
+        probe_after_ns: 0.0,
         front_metrics: serde_json::Value::Null,
         back_metrics: serde_json::Value::Null,
         grants: serde_json::Value::Null,
@@ -106,6 +98,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
         stream_gbps: vec![],
+        peers: vec![],
         machine: m.clone(),
         samples: vec![
             sample("grant-copy", 100.0),
@@ -116,6 +109,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     };
     let b = Results {
         stream_gbps: vec![],
+        peers: vec![],
         machine: m,
         samples: vec![
             sample("grant-copy", 105.0),

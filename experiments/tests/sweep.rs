@@ -4,7 +4,9 @@
 use std::process::Command;
 
 use experiments::sweep::{Sweep, SweepError};
-use experiments::{Dir, Results};
+use experiments::Dir;
+
+mod common;
 
 #[test]
 fn the_shipped_scenario_files_parse() {
@@ -54,20 +56,8 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["compare", "--scenario"])
-        .arg(&file)
-        .args(["--rounds", "2", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let r: Results =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let file_arg = file.display().to_string();
+    let (r, _) = common::compare_into(&["--scenario", &file_arg, "--rounds", "2"], &out);
     // 2 designs x 1 size x RX x 2 rounds (the flag), no stream (the file).
     assert_eq!(r.samples.len(), 4);
     assert!(r.samples.iter().all(|s| s.size == 256 && s.dir == Dir::Rx));
