@@ -33,6 +33,9 @@ pub struct Sample {
     pub dir: Dir,
     /// Packet size in bytes.
     pub size: usize,
+    /// Queues (each end runs one thread per queue).
+    #[serde(default = "one_queue")]
+    pub queues: u16,
     /// Packets per second.
     pub pps: f64,
     /// Gigabits per second of packet data.
@@ -64,6 +67,20 @@ pub struct Sample {
     pub timeline: Vec<Bin>,
 }
 
+fn one_queue() -> u16 {
+    1
+}
+
+/// The name a scenario's design goes by in tables, plots and diffs: the design, with the
+/// queue count when there is more than one.
+pub fn label(design: &str, queues: u16) -> String {
+    if queues > 1 {
+        format!("{design} ({queues} queues)")
+    } else {
+        design.to_string()
+    }
+}
+
 /// One bin of a run's timeline, as the frontend saw it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Bin {
@@ -79,6 +96,11 @@ pub struct Bin {
 }
 
 impl Sample {
+    /// The design's name with its queue count (see [`label`]).
+    pub fn label(&self) -> String {
+        label(&self.design, self.queues)
+    }
+
     /// The packet counter that both ends' counters are divided by: packets sent for TX and
     /// request/response, received for RX.
     fn packet_key(&self) -> &'static str {
@@ -206,6 +228,8 @@ pub struct Row {
     pub size: usize,
     /// Design asked for.
     pub design: String,
+    /// Queues.
+    pub queues: u16,
     /// Design in use.
     pub design_used: String,
     /// Packets per second.
@@ -220,7 +244,15 @@ pub struct Row {
     pub n: usize,
 }
 
-/// Summarises the samples per (direction, size, design), in first-seen design order.
+impl Row {
+    /// The design's name with its queue count (see [`label`]).
+    pub fn label(&self) -> String {
+        label(&self.design, self.queues)
+    }
+}
+
+/// Summarises the samples per (direction, size, queues, design), in first-seen design
+/// order; ratios are to grant-copy at the same direction, size and queue count.
 pub fn summarise(r: &Results) -> Vec<Row> {
     let mut order: Vec<String> = Vec::new();
     for s in &r.samples {
@@ -228,15 +260,15 @@ pub fn summarise(r: &Results) -> Vec<Row> {
             order.push(s.design.clone());
         }
     }
-    let mut groups: BTreeMap<(String, usize), Vec<&Sample>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, u16, usize), Vec<&Sample>> = BTreeMap::new();
     for s in &r.samples {
         groups
-            .entry((s.dir.to_string(), s.size))
+            .entry((s.dir.to_string(), s.queues, s.size))
             .or_default()
             .push(s);
     }
     let mut rows = Vec::new();
-    for ((_, size), samples) in groups {
+    for ((_, queues, size), samples) in groups {
         let med = |d: &str| -> Option<Spread> {
             spread(
                 &samples
@@ -261,6 +293,7 @@ pub fn summarise(r: &Results) -> Vec<Row> {
                 dir: of[0].dir,
                 size,
                 design: d.clone(),
+                queues,
                 design_used: of[0].design_used.clone(),
                 pps,
                 gbps: pps.median * size as f64 * 8.0 / 1e9,
@@ -286,12 +319,13 @@ pub fn scenario_median(
     dir: Dir,
     size: usize,
     design: &str,
+    queues: u16,
     f: &dyn Fn(&Sample) -> f64,
 ) -> f64 {
     let v: Vec<f64> = r
         .samples
         .iter()
-        .filter(|s| s.dir == dir && s.size == size && s.design == design)
+        .filter(|s| s.dir == dir && s.size == size && s.design == design && s.queues == queues)
         .map(f)
         .collect();
     spread(&v).map_or(0.0, |s| s.median)
@@ -310,9 +344,24 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "Medians over interleaved rounds (min..max in brackets); ratios are to grant-copy \
-         measured in the same run. Frontend and backend are separate processes pinned to \
+         at the same direction, size and queue count, measured in the same run. Frontend and backend are separate processes pinned to \
          different cores.\n"
     );
+    if let Some(q) = r
+        .samples
+        .iter()
+        .map(|s| s.queues)
+        .filter(|q| 2 * usize::from(*q) > m.cores)
+        .max()
+    {
+        let _ = writeln!(
+            out,
+            "Runs with {q} queues had fewer than a core per queue thread ({} cores): each \
+             end's queue threads shared one core, so those rows show what the extra queues \
+             cost, not what they gain.\n",
+            m.cores
+        );
+    }
     let _ = writeln!(
         out,
         "| dir | size (B) | design | in use | pps (median) | [min..max] | Gbit/s | x grant-copy | frontend CPU us/pkt | runs |"
@@ -324,7 +373,7 @@ pub fn markdown(r: &Results) -> String {
             "| {} | {} | {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {:.3} | {} |",
             row.dir,
             row.size,
-            row.design,
+            row.label(),
             row.design_used,
             row.pps.median,
             row.pps.min,
@@ -342,19 +391,20 @@ pub fn markdown(r: &Results) -> String {
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in summarise(r) {
-        let med =
-            |f: &dyn Fn(&Sample) -> f64| scenario_median(r, row.dir, row.size, &row.design, f);
+        let med = |f: &dyn Fn(&Sample) -> f64| {
+            scenario_median(r, row.dir, row.size, &row.design, row.queues, f)
+        };
         let staged = match row.dir {
             Dir::Rx => "rx_staged_bytes",
             _ => "tx_staged_bytes",
         };
-        let c = plots::cost_components(r, row.dir, row.size, &row.design);
+        let c = plots::cost_components(r, row.dir, row.size, &row.design, row.queues);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.0} | {:.3} |",
             row.dir,
             row.size,
-            row.design,
+            row.label(),
             c[0],
             c[1],
             c[2],
@@ -371,8 +421,9 @@ pub fn markdown(r: &Results) -> String {
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in summarise(r) {
-        let med =
-            |f: &dyn Fn(&Sample) -> f64| scenario_median(r, row.dir, row.size, &row.design, f);
+        let med = |f: &dyn Fn(&Sample) -> f64| {
+            scenario_median(r, row.dir, row.size, &row.design, row.queues, f)
+        };
         let side = if row.dir == Dir::Rx { "rx" } else { "tx" };
         let fill = if row.design.starts_with("ring:") {
             let pct = med(&|s| {
@@ -403,7 +454,7 @@ pub fn markdown(r: &Results) -> String {
             "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
             row.dir,
             row.size,
-            row.design,
+            row.label(),
             med(&|s| s.back_per_packet("notifications")),
             med(&|s| s.back_per_packet("wakeups")),
             med(&|s| s.front_per_packet("notifications")),
@@ -429,7 +480,7 @@ pub fn markdown(r: &Results) -> String {
             let of: Vec<&Sample> = r
                 .samples
                 .iter()
-                .filter(|s| s.dir == row.dir && s.design == row.design)
+                .filter(|s| s.dir == row.dir && s.design == row.design && s.queues == row.queues)
                 .collect();
             let pct = |k: usize| {
                 spread(
@@ -447,7 +498,7 @@ pub fn markdown(r: &Results) -> String {
                 } else {
                     "blocking"
                 },
-                row.design,
+                row.label(),
                 row.pps.median,
                 row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
                 pct(0),
@@ -459,7 +510,7 @@ pub fn markdown(r: &Results) -> String {
     if let Some(g) = spread(&r.stream_gbps) {
         let best = summarise(r)
             .into_iter()
-            .filter(|row| row.design.starts_with("ring:"))
+            .filter(|row| row.design.starts_with("ring:") && row.queues == 1)
             .max_by(|a, b| a.gbps.total_cmp(&b.gbps));
         let _ = writeln!(
             out,
@@ -547,7 +598,7 @@ pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
     let rows = |r: &Results| -> Vec<(Dir, usize, String, Spread)> {
         summarise(r)
             .into_iter()
-            .map(|x| (x.dir, x.size, x.design, x.pps))
+            .map(|x| (x.dir, x.size, x.label(), x.pps))
             .chain(
                 peer_rows(r)
                     .into_iter()
@@ -655,7 +706,7 @@ fn peer_section(out: &mut String, r: &Results) {
     for p in &rows {
         let here: Vec<&Row> = ours
             .iter()
-            .filter(|x| x.dir == p.dir && x.size == p.size)
+            .filter(|x| x.dir == p.dir && x.size == p.size && x.queues == 1)
             .collect();
         let gc = here
             .iter()
@@ -725,17 +776,18 @@ pub fn peers_csv(r: &Results) -> String {
 /// Every sample as CSV (one line per run).
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(
-        "round,design,design_used,dir,size,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns\n",
+        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns\n",
     );
     for s in &r.samples {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1}",
+            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1}",
             s.round,
             s.design,
             s.design_used,
             s.dir,
             s.size,
+            s.queues,
             s.pps,
             s.gbps,
             s.packets,

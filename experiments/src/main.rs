@@ -79,6 +79,10 @@ struct CompareArgs {
     /// Directions.
     #[arg(long, value_delimiter = ',', value_enum)]
     dirs: Option<Vec<Dir>>,
+    /// Queue counts for the throughput runs (comma-separated) [default: 1, and 2 too when
+    /// the machine has 4 cores, so that each end's queue threads get a core each].
+    #[arg(long, value_delimiter = ',')]
+    queues: Option<Vec<u16>>,
     /// Busy-poll instead of blocking on event channels.
     #[arg(long)]
     busy: bool,
@@ -143,6 +147,7 @@ struct Scenario {
     design: String,
     dir: Dir,
     size: usize,
+    queues: u16,
 }
 
 fn compare(a: CompareArgs) -> anyhow::Result<()> {
@@ -150,6 +155,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         designs: a.designs.clone(),
         sizes: a.sizes.clone(),
         dirs: a.dirs.clone(),
+        queues: a.queues.clone(),
         rounds: a.rounds,
         seconds: a.seconds,
         busy: a.busy.then_some(true),
@@ -193,6 +199,20 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         .dirs
         .clone()
         .unwrap_or_else(|| vec![Dir::Tx, Dir::Rx, Dir::Rr, Dir::RrBusy]);
+    let cpus = experiments::sys::cpus();
+    let queues = sweep.queues.clone().unwrap_or_else(|| {
+        if cpus >= 4 && !a.quick {
+            vec![1, 2]
+        } else {
+            vec![1]
+        }
+    });
+    if let Some(q) = queues.iter().find(|q| 2 * usize::from(**q) > cpus) {
+        eprintln!(
+            "experiments: {q} queues on {cpus} cores: each end's queue threads share its core \
+             (the report says so)"
+        );
+    }
     let rounds = sweep.rounds.unwrap_or(if a.quick { 2 } else { 3 });
     let seconds = sweep.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
     let busy = sweep.busy.unwrap_or(false);
@@ -220,6 +240,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         designs: Some(designs.clone()),
         sizes: Some(sizes.clone()),
         dirs: Some(dirs.clone()),
+        queues: Some(queues.clone()),
         rounds: Some(rounds),
         seconds: Some(seconds),
         busy: Some(busy),
@@ -230,15 +251,22 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
     let mut scenarios = Vec::new();
     for dir in &dirs {
-        // Request/response uses one frame size: a 1-byte payload.
-        let sz: Vec<usize> = if dir.is_rr() { vec![15] } else { sizes.clone() };
-        for size in &sz {
-            for d in &designs {
-                scenarios.push(Scenario {
-                    design: d.clone(),
-                    dir: *dir,
-                    size: *size,
-                });
+        // Request/response uses one frame size (a 1-byte payload) and one queue.
+        let (sz, qs) = if dir.is_rr() {
+            (vec![15], vec![1])
+        } else {
+            (sizes.clone(), queues.clone())
+        };
+        for q in &qs {
+            for size in &sz {
+                for d in &designs {
+                    scenarios.push(Scenario {
+                        design: d.clone(),
+                        dir: *dir,
+                        size: *size,
+                        queues: *q,
+                    });
+                }
             }
         }
     }
@@ -270,10 +298,10 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     };
     for round in 1..=rounds {
         for sc in &scenarios {
-            bar.set_message(format!("{} {} B {}", sc.dir, sc.size, sc.design));
-            let s = run_one(&exe, sc, round, seconds, busy, &cost).with_context(|| {
-                format!("round {round}: {} {} B {}", sc.dir, sc.size, sc.design)
-            })?;
+            let name = experiments::label(&sc.design, sc.queues);
+            bar.set_message(format!("{} {} B {name}", sc.dir, sc.size));
+            let s = run_one(&exe, sc, round, seconds, busy, &cost)
+                .with_context(|| format!("round {round}: {} {} B {name}", sc.dir, sc.size))?;
             results.samples.push(s);
             bar.inc(1);
         }
@@ -416,7 +444,7 @@ fn run_one(
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&world);
-    let role_args = |core: usize| -> Vec<String> {
+    let role_args = |cores: &[usize]| -> Vec<String> {
         let mut v = vec![
             "--world".to_string(),
             world.display().to_string(),
@@ -431,17 +459,24 @@ fn run_one(
             "--cost".into(),
             cost.into(),
             "--core".into(),
-            core.to_string(),
+            cores
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            "--queues".into(),
+            sc.queues.to_string(),
         ];
         if busy || sc.dir == Dir::RrBusy {
             v.push("--busy".into());
         }
         v
     };
-    let cores = experiments::sys::cpus();
+    let (front_cores, back_cores) =
+        experiments::sys::placement(sc.queues, experiments::sys::cpus());
     let mut back = Command::new(exe)
         .arg("backend")
-        .args(role_args(1 % cores))
+        .args(role_args(&back_cores))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -461,7 +496,7 @@ fn run_one(
     let probe_ns = probe(20_000);
     let front = Command::new(exe)
         .arg("frontend")
-        .args(role_args(0))
+        .args(role_args(&front_cores))
         .output()
         .context("cannot run the frontend process")?;
     // Stop the backend: it prints its report on SIGTERM.
@@ -496,6 +531,7 @@ fn run_one(
         design_used: fr.design,
         dir: sc.dir,
         size: sc.size,
+        queues: sc.queues,
         pps,
         gbps: pps * sc.size as f64 * 8.0 / 1e9,
         packets: fr.packets,

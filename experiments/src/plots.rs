@@ -134,7 +134,7 @@ fn timelines(
         if s.dir != dir || s.size != size || !wanted || s.timeline.is_empty() {
             continue;
         }
-        if out.iter().any(|(d, _)| *d == s.design) {
+        if out.iter().any(|(d, _)| *d == s.label()) {
             continue;
         }
         let pts = s
@@ -142,7 +142,7 @@ fn timelines(
             .iter()
             .filter_map(|b| value(b).map(|v| (b.t * 1e3, v)))
             .collect();
-        out.push((s.design.clone(), pts));
+        out.push((s.label(), pts));
     }
     out
 }
@@ -158,8 +158,8 @@ pub const COST_COMPONENTS: [&str; 5] = [
 
 /// The operations per packet of one design in one scenario, in [`COST_COMPONENTS`] order
 /// (medians over the rounds; the same numbers as the report's cost table).
-pub fn cost_components(r: &Results, dir: Dir, size: usize, design: &str) -> Vec<f64> {
-    let med = |f: &dyn Fn(&Sample) -> f64| scenario_median(r, dir, size, design, f);
+pub fn cost_components(r: &Results, dir: Dir, size: usize, design: &str, queues: u16) -> Vec<f64> {
+    let med = |f: &dyn Fn(&Sample) -> f64| scenario_median(r, dir, size, design, queues, f);
     vec![
         med(&|s| s.back_per_packet("grant_copy_ops")),
         med(&|s| s.back_per_packet("grant_copy_calls")),
@@ -180,9 +180,9 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         let mut lines: Vec<Line> = Vec::new();
         for row in &of {
             let point = (row.size as f64, row.pps.median, row.pps.min, row.pps.max);
-            match lines.iter_mut().find(|(d, _)| *d == row.design) {
+            match lines.iter_mut().find(|(d, _)| *d == row.label()) {
                 Some((_, pts)) => pts.push(point),
-                None => lines.push((row.design.clone(), vec![point])),
+                None => lines.push((row.label(), vec![point])),
             }
         }
         for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
@@ -204,7 +204,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         let at: Vec<_> = of.iter().filter(|x| x.size == size).collect();
         let costs: Vec<Vec<f64>> = at
             .iter()
-            .map(|x| cost_components(r, dir, size, &x.design))
+            .map(|x| cost_components(r, dir, size, &x.design, x.queues))
             .collect();
         let series = COST_COMPONENTS
             .iter()
@@ -217,7 +217,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
                 dir.to_string().to_uppercase()
             ),
             y_desc: "operations per packet",
-            names: at.iter().map(|x| x.design.clone()).collect(),
+            names: at.iter().map(|x| x.label()).collect(),
             series,
             stacked: true,
             legend: SeriesLabelPosition::UpperRight,

@@ -201,9 +201,12 @@ pub struct RoleArgs {
     /// Measured seconds (frontend).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
-    /// Core to pin this process to.
-    #[arg(long)]
-    pub core: Option<usize>,
+    /// Cores to pin this process (and every thread it starts) to, comma-separated.
+    #[arg(long = "core", value_delimiter = ',')]
+    pub cores: Vec<usize>,
+    /// Queues (frontend: asked for; one sender or receiver per queue).
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
 }
 
 fn poll(busy: bool) -> PollMode {
@@ -216,9 +219,7 @@ fn poll(busy: bool) -> PollMode {
 
 /// Runs the backend until SIGTERM, then prints its report.
 pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
-    if let Some(c) = a.core {
-        crate::sys::pin_to_core(c)?;
-    }
+    crate::sys::pin_to_cores(&a.cores)?;
     let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
     let cost: CostMode = a.cost.parse()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -269,9 +270,7 @@ pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
 
 /// Connects, moves packets for the measured window, prints the report.
 pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
-    if let Some(c) = a.core {
-        crate::sys::pin_to_core(c)?;
-    }
+    crate::sys::pin_to_cores(&a.cores)?;
     let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
     let cost: CostMode = a.cost.parse()?;
     let world = SimWorld::open(&a.world)?;
@@ -299,10 +298,18 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         FrontendConfig {
             design,
             poll: poll(a.busy),
+            queues: a.queues,
             ..FrontendConfig::default()
         },
         Arc::clone(&counter) as Arc<dyn FrontendHandler>,
     )?;
+    if front.queues() != a.queues {
+        anyhow::bail!(
+            "asked for {} queues, the backend gave {}",
+            a.queues,
+            front.queues()
+        );
+    }
     let window = Duration::from_secs_f64(a.seconds);
     // Warm-up: a tenth of the window, not counted.
     let warm = window / 10;
@@ -355,10 +362,6 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             (lat.len() as u64, secs)
         }
         Dir::Tx => {
-            let t0 = Instant::now();
-            while t0.elapsed() < warm {
-                front.send(0, pkt.clone())?;
-            }
             let tx_now = || {
                 let m = front.metrics();
                 (
@@ -368,19 +371,50 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
                     m.tx_ring_fill_ppm,
                 )
             };
-            let base = front.metrics().tx_packets;
-            cpu0 = crate::sys::cpu_seconds();
-            let mut tl = Timeline::new(tx_now());
-            let t = Instant::now();
-            while t.elapsed() < window {
-                for _ in 0..64 {
-                    front.send(0, pkt.clone())?;
+            // Queues after the first get a sender thread each, from the warm-up to the end
+            // of the window; this thread sends on queue 0 and keeps the timeline.
+            let stop = AtomicBool::new(false);
+            let (packets, secs, c0, tl) = std::thread::scope(|sc| -> anyhow::Result<_> {
+                let senders: Vec<_> = (1..front.queues())
+                    .map(|q| {
+                        let (front, pkt, stop) = (&front, &pkt, &stop);
+                        sc.spawn(move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                front.send(q, pkt.clone())?;
+                            }
+                            Ok::<(), netstage_netfront_user::FrontendError>(())
+                        })
+                    })
+                    .collect();
+                let run = || -> anyhow::Result<_> {
+                    let t0 = Instant::now();
+                    while t0.elapsed() < warm {
+                        front.send(0, pkt.clone())?;
+                    }
+                    let base = front.metrics().tx_packets;
+                    let c0 = crate::sys::cpu_seconds();
+                    let mut tl = Timeline::new(tx_now());
+                    let t = Instant::now();
+                    while t.elapsed() < window {
+                        for _ in 0..64 {
+                            front.send(0, pkt.clone())?;
+                        }
+                        tl.tick(tx_now());
+                    }
+                    let n = front.metrics().tx_packets - base;
+                    Ok((n, t.elapsed().as_secs_f64(), c0, tl.bins))
+                };
+                let done = run();
+                stop.store(true, Ordering::Relaxed);
+                for s in senders {
+                    s.join()
+                        .map_err(|_| anyhow::anyhow!("a sender thread panicked"))??;
                 }
-                tl.tick(tx_now());
-            }
-            let done = (front.metrics().tx_packets - base, t.elapsed().as_secs_f64());
-            timeline = tl.bins;
-            done
+                done
+            })?;
+            cpu0 = c0;
+            timeline = tl;
+            (packets, secs)
         }
         Dir::Rx => {
             std::thread::sleep(warm);

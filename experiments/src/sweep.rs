@@ -7,6 +7,7 @@
 //! designs = ["grant-copy", "slots:256", "ring:8:greedy"]
 //! sizes = [64, 128, 256]
 //! dirs = ["tx", "rx", "rr-busy"]
+//! queues = [1, 2]
 //! rounds = 5
 //! seconds = 0.5
 //! busy = true
@@ -31,6 +32,9 @@ pub struct Sweep {
     pub sizes: Option<Vec<usize>>,
     /// Directions: `tx`, `rx`, `rr`, `rr-busy`.
     pub dirs: Option<Vec<Dir>>,
+    /// Queue counts of the throughput runs (1 to 8; request/response runs use one queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<u16>>,
     /// Interleaved rounds.
     pub rounds: Option<u32>,
     /// Measured seconds per run.
@@ -122,6 +126,16 @@ impl Sweep {
         if self.dirs.as_ref().is_some_and(Vec::is_empty) {
             return Err("dirs: the list is empty".into());
         }
+        if let Some(q) = &self.queues {
+            if q.is_empty() {
+                return Err("queues: the list is empty".into());
+            }
+            if let Some(bad) = q.iter().find(|q| !(1..=8).contains(*q)) {
+                return Err(format!(
+                    "queues: {bad} is not 1 to 8 (the backend offers up to 8)"
+                ));
+            }
+        }
         if self.rounds == Some(0) {
             return Err("rounds: must be at least 1".into());
         }
@@ -139,6 +153,7 @@ impl Sweep {
             designs: over.designs.or(self.designs),
             sizes: over.sizes.or(self.sizes),
             dirs: over.dirs.or(self.dirs),
+            queues: over.queues.or(self.queues),
             rounds: over.rounds.or(self.rounds),
             seconds: over.seconds.or(self.seconds),
             busy: over.busy.or(self.busy),

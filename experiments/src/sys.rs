@@ -2,11 +2,30 @@
 
 /// Pins the calling thread (and threads it starts afterwards) to `core`.
 pub fn pin_to_core(core: usize) -> std::io::Result<()> {
-    // SAFETY: `set` is a plain bitmask on our stack, zeroed before use; CPU_SET writes inside
-    // it, and sched_setaffinity only reads `size_of::<cpu_set_t>()` bytes of it.
+    pin_to_cores(&[core])
+}
+
+/// Pins the calling thread (and threads it starts afterwards) to the set `cores`; an empty
+/// set leaves the placement alone.
+pub fn pin_to_cores(cores: &[usize]) -> std::io::Result<()> {
+    if cores.is_empty() {
+        return Ok(());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if let Some(c) = cores.iter().find(|&&c| c >= max) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("core {c} is beyond the {max} a CPU set holds"),
+        ));
+    }
+    // SAFETY: `set` is a zeroed bitmask on our stack; CPU_SET writes the bit of each core,
+    // all checked to be inside it above; sched_setaffinity only reads
+    // `size_of::<cpu_set_t>()` bytes of it.
     let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if r == 0 {
@@ -31,4 +50,20 @@ pub fn cpu_seconds() -> f64 {
 /// Number of online CPUs.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The cores of the frontend and of the backend for a run with `queues` queues on a machine
+/// with `cpus` cores: the frontend on even cores from 0, the backend on odd cores from 1, a
+/// core per queue thread while there are enough; otherwise core 0 and core 1 (shared by each
+/// end's queue threads), or core 0 alone on a one-core machine.
+pub fn placement(queues: u16, cpus: usize) -> (Vec<usize>, Vec<usize>) {
+    let q = usize::from(queues.max(1));
+    if cpus >= 2 * q {
+        (
+            (0..q).map(|i| 2 * i).collect(),
+            (0..q).map(|i| 2 * i + 1).collect(),
+        )
+    } else {
+        (vec![0], vec![1 % cpus.max(1)])
+    }
 }

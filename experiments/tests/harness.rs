@@ -81,6 +81,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
         design_used: design.into(),
         dir: Dir::Tx,
         size: 64,
+        queues: 1,
         pps,
         gbps: 0.0,
         packets: 1,
@@ -223,7 +224,7 @@ fn plots_are_drawn_from_the_results() {
     }
     assert!(!out.path().join("pps-rx.svg").exists());
     // The cost chart's numbers are the report's cost table's.
-    let c = experiments::plots::cost_components(&r, experiments::Dir::Tx, 1500, "grant-copy");
+    let c = experiments::plots::cost_components(&r, experiments::Dir::Tx, 1500, "grant-copy", 1);
     assert!(
         c[0] >= 1.0,
         "a 1500-byte grant-copy packet is at least one copy op: {c:?}"
@@ -232,4 +233,70 @@ fn plots_are_drawn_from_the_results() {
         "| tx | 1500 | grant-copy | {:.2} | {:.3} |",
         c[0], c[1]
     )));
+}
+
+/// Two queues: every throughput scenario runs with each queue count, request/response with
+/// one; each end really runs two queues (the frontend grants twice the memory), and the
+/// summary keeps the queue counts apart, each with its own grant-copy baseline.
+#[test]
+fn queue_counts_are_scenarios_of_their_own() {
+    let (out, r, stderr) = compare(&[
+        "--designs",
+        "grant-copy,ring:2:greedy",
+        "--sizes",
+        "64",
+        "--dirs",
+        "tx,rx,rr",
+        "--queues",
+        "1,2",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.1",
+        "--no-stream",
+    ]);
+    assert_eq!(r.samples.len(), 2 * 2 * 2 + 2);
+    assert!(r.samples.iter().all(|s| s.packets > 0));
+    assert!(r
+        .samples
+        .iter()
+        .all(|s| s.queues == 1 || (s.queues == 2 && !s.dir.is_rr())));
+    let granted = |s: &experiments::Sample| s.front_metrics["granted_bytes"].as_f64().unwrap();
+    for one in r.samples.iter().filter(|s| s.queues == 1 && !s.dir.is_rr()) {
+        let two = r
+            .samples
+            .iter()
+            .find(|s| s.queues == 2 && s.dir == one.dir && s.design == one.design)
+            .unwrap();
+        assert_eq!(granted(two), 2.0 * granted(one), "{} {}", one.dir, one.design);
+    }
+    let rows = summarise(&r);
+    assert_eq!(rows.len(), 10);
+    for row in rows.iter().filter(|x| x.queues == 2) {
+        let base = rows
+            .iter()
+            .find(|b| b.dir == row.dir && b.queues == 2 && b.design == "grant-copy")
+            .unwrap();
+        assert_eq!(row.ratio, Some(row.pps.median / base.pps.median));
+        assert_eq!(row.label(), format!("{} (2 queues)", row.design));
+    }
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("| tx | 64 | ring:2:greedy (2 queues) | ring:2:greedy |"));
+    // On fewer than four cores the two queue threads of each end share a core: said.
+    let shared = r.machine.cores < 4;
+    assert_eq!(md.contains("shared one core"), shared, "{md}");
+    assert_eq!(stderr.contains("share its core"), shared, "{stderr}");
+    let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
+    assert!(csv.starts_with("round,design,design_used,dir,size,queues,"));
+    assert_eq!(csv.lines().filter(|l| l.contains(",64,2,")).count(), 4);
+}
+
+#[test]
+fn each_queue_thread_gets_a_core_when_there_are_enough() {
+    use experiments::sys::placement;
+    assert_eq!(placement(1, 2), (vec![0], vec![1]));
+    assert_eq!(placement(2, 4), (vec![0, 2], vec![1, 3]));
+    assert_eq!(placement(2, 8), (vec![0, 2], vec![1, 3]));
+    assert_eq!(placement(2, 3), (vec![0], vec![1]), "not enough: one core each");
+    assert_eq!(placement(1, 1), (vec![0], vec![0]));
 }

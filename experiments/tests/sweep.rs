@@ -37,6 +37,12 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert!(err("rounds = 0").contains("rounds"));
     assert!(err("seconds = -1.0").contains("seconds"));
     assert!(err("sizes = []").contains("empty"));
+    assert!(err("queues = [0]").contains("queues: 0"));
+    assert!(err("queues = [9]").contains("queues: 9"));
+    assert_eq!(
+        Sweep::parse("queues = [1, 2]", "x.toml").unwrap().queues,
+        Some(vec![1, 2])
+    );
     assert!(matches!(
         Sweep::load(std::path::Path::new("/nonexistent/s.toml")),
         Err(SweepError::Read { .. })
