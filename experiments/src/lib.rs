@@ -9,6 +9,8 @@ pub mod plots;
 pub mod roles;
 pub mod sweep;
 pub mod sys;
+pub mod tap;
+pub mod tcp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -45,6 +45,16 @@ enum Cmd {
         /// The later one.
         b: PathBuf,
     },
+    /// TCP bulk transfers with real Linux TCP: iperf3 between two network namespaces
+    /// linked only by a netfront/netback pair on TAP devices, per design, with the kernel's
+    /// veth pair for reference. Needs root, iproute2 and iperf3.
+    Tcp(TcpArgs),
+    /// (internal) The TCP experiment's backend.
+    #[command(hide = true)]
+    TcpBackend(experiments::tcp::TcpRoleArgs),
+    /// (internal) The TCP experiment's frontend.
+    #[command(hide = true)]
+    TcpFrontend(experiments::tcp::TcpRoleArgs),
     /// (internal) The raw stream's writer.
     #[command(hide = true)]
     StreamWriter(roles::StreamArgs),
@@ -108,8 +118,54 @@ struct CompareArgs {
     out: Option<PathBuf>,
 }
 
+/// Offload settings of the TCP runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Offload {
+    /// 64 KiB segments with blank checksums cross as netif GSO packets.
+    On,
+    /// The kernel segments and checksums every frame before the TAP.
+    Off,
+    /// Both, interleaved.
+    Both,
+}
+
+#[derive(Debug, clap::Args)]
+struct TcpArgs {
+    /// Designs (comma-separated) [default: grant-copy, grant-map, slots:256, ring:8:greedy,
+    /// ring:8:adaptive].
+    #[arg(long, value_delimiter = ',')]
+    designs: Option<Vec<String>>,
+    /// Directions: tx (the guest sends), rx (the guest receives).
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Dir::Tx, Dir::Rx])]
+    dirs: Vec<Dir>,
+    /// TAP offloads.
+    #[arg(long, value_enum, default_value = "on")]
+    offload: Offload,
+    /// Seconds of iperf3 per run, after one omitted second.
+    #[arg(long, default_value_t = 4)]
+    seconds: u32,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Grant cost mode.
+    #[arg(long, default_value = "kernel")]
+    cost: String,
+    /// Busy-poll the ends' event channels (they share their cores with TCP and iperf3).
+    #[arg(long)]
+    busy: bool,
+    /// Leave out the kernel veth reference.
+    #[arg(long)]
+    no_veth: bool,
+    /// Where to write results [default: results/tcp-<unix time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Tcp(a) => tcp(a),
+        Cmd::TcpBackend(a) => experiments::tcp::tcp_backend(&a),
+        Cmd::TcpFrontend(a) => experiments::tcp::tcp_frontend(&a),
         Cmd::Backend(a) => roles::backend(&a),
         Cmd::StreamWriter(a) => roles::stream_writer(&a),
         Cmd::StreamReader(a) => roles::stream_reader(&a),
@@ -559,4 +615,139 @@ fn plots(r: &Results, dir: &Path) {
         ),
         Err(e) => eprintln!("\nplots not drawn: {e}"),
     }
+}
+
+/// `experiments tcp`: every design (and veth) in each direction and offload setting,
+/// interleaved over rounds; writes tcp.json, tcp.csv, tcp.md and the tcp chart.
+fn tcp(a: TcpArgs) -> anyhow::Result<()> {
+    use experiments::tcp::{self, TcpPlan, TcpResults};
+    if a.dirs.iter().any(|d| d.is_rr()) {
+        bail!("experiments tcp: directions are tx and rx");
+    }
+    if a.seconds == 0 || a.rounds == 0 {
+        bail!("experiments tcp: --seconds and --rounds must be at least 1");
+    }
+    let mut designs = a.designs.clone().unwrap_or_else(|| {
+        [
+            "grant-copy",
+            "grant-map",
+            "slots:256",
+            "ring:8:greedy",
+            "ring:8:adaptive",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    for d in &designs {
+        d.parse::<netstage_fallback::Design>()
+            .map_err(|e| anyhow::anyhow!("--designs: {d:?}: {e}"))?;
+    }
+    tcp::check_prerequisites()?;
+    if !a.no_veth {
+        designs.push("veth".into());
+    }
+    let plan = TcpPlan {
+        designs,
+        dirs: a.dirs.clone(),
+        offloads: match a.offload {
+            Offload::On => vec![true],
+            Offload::Off => vec![false],
+            Offload::Both => vec![true, false],
+        },
+        seconds: a.seconds,
+        rounds: a.rounds,
+        cost: a.cost.clone(),
+        busy: a.busy,
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("results").join(format!("tcp-{t}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // veth is the kernel's path: it runs once per direction, with the kernel's offloads.
+    let mut runs: Vec<(String, Dir, bool)> = Vec::new();
+    for dir in &plan.dirs {
+        for off in &plan.offloads {
+            for d in &plan.designs {
+                if d != "veth" || *off == plan.offloads[0] {
+                    runs.push((d.clone(), *dir, d == "veth" || *off));
+                }
+            }
+        }
+    }
+    let bar = ProgressBar::new(runs.len() as u64 * u64::from(plan.rounds));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let exe = std::env::current_exe()?;
+    let poll = if plan.busy { "busy-poll" } else { "blocking" };
+    let mut results = TcpResults {
+        machine: Machine::detect(&plan.cost, poll),
+        samples: Vec::new(),
+        commands: tcp::commands(&plan),
+    };
+    for round in 1..=plan.rounds {
+        for (d, dir, off) in &runs {
+            bar.set_message(format!("{dir} {d}"));
+            let s = tcp::run_tcp(&exe, &plan, d, *dir, *off, round)
+                .with_context(|| format!("round {round}: tcp {dir} {d}"))?;
+            results.samples.push(s);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    std::fs::write(
+        out.join("tcp.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("tcp.csv"), tcp::tcp_csv(&results))?;
+    let md = tcp::tcp_markdown(&results);
+    std::fs::write(out.join("tcp.md"), &md)?;
+    print!("{md}");
+    let rows = tcp::tcp_rows(&results);
+    let on = |dir: Dir| -> Vec<f64> {
+        plan.designs
+            .iter()
+            .map(|d| {
+                rows.iter()
+                    .find(|r| r.dir == dir && r.offload == plan.offloads[0] && &r.design == d)
+                    .map_or(0.0, |r| r.gbps.median)
+            })
+            .collect()
+    };
+    let series: Vec<(&'static str, Vec<f64>)> = plan
+        .dirs
+        .iter()
+        .map(|d| {
+            (
+                if *d == Dir::Tx {
+                    "tx (guest sends)"
+                } else {
+                    "rx (guest receives)"
+                },
+                on(*d),
+            )
+        })
+        .collect();
+    match experiments::plots::write_bar_chart(
+        &out,
+        "tcp",
+        format!(
+            "TCP goodput through each design (iperf3, offloads {})",
+            if plan.offloads[0] { "on" } else { "off" }
+        ),
+        "Gbit/s",
+        plan.designs.clone(),
+        series,
+    ) {
+        Ok(_) => {}
+        Err(e) => eprintln!("\nplot not drawn: {e}"),
+    }
+    println!("\nresults in {}", out.display());
+    Ok(())
 }

@@ -513,9 +513,34 @@ fn draw_err<E: std::fmt::Debug>(file: &Path, e: E) -> PlotError {
 /// data ring's mean fill per 10 ms at that size) and `rr`
 /// (request/response), each only when the run measured it.
 pub fn write_plots(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    write_charts(charts(r), dir)
+}
+
+/// Draws a grouped bar chart into `dir` as `<name>.svg` and `<name>.png`: one group per
+/// name, one bar per series (each series one value per name). Returns the files written.
+pub fn write_bar_chart(
+    dir: &Path,
+    name: &str,
+    caption: String,
+    y_desc: &'static str,
+    names: Vec<String>,
+    series: Vec<(&'static str, Vec<f64>)>,
+) -> Result<Vec<PathBuf>, PlotError> {
+    let bars = Bars {
+        caption,
+        y_desc,
+        names,
+        series,
+        stacked: false,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    write_charts(vec![(name.to_string(), Chart::Bars(bars))], dir)
+}
+
+fn write_charts(charts: Vec<(String, Chart)>, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     font()?;
     let mut written = Vec::new();
-    for (name, chart) in charts(r) {
+    for (name, chart) in charts {
         let svg = dir.join(format!("{name}.svg"));
         {
             let area = SVGBackend::new(&svg, SIZE).into_drawing_area();

@@ -13,7 +13,7 @@ use netstage_fallback::{Design, Packet, PollMode};
 use netstage_netback_user::{toolstack, Backend, BackendConfig, RxInjector, TxPath, VifHandler};
 use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
-use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+use netstage_platform::sim::{CostMode, DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenstore::XsClient;
 use serde::{Deserialize, Serialize};
 
@@ -177,33 +177,41 @@ impl VifHandler for Sink {
     }
 }
 
-/// Parameters both roles share.
+/// What every end process is given, whatever moves its packets.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RoleArgs {
+pub struct EndArgs {
     /// World directory.
     #[arg(long)]
     pub world: PathBuf,
     /// Design.
     #[arg(long)]
     pub design: String,
-    /// Packet size.
-    #[arg(long)]
-    pub size: usize,
-    /// Direction.
-    #[arg(long, value_enum)]
-    pub dir: Dir,
     /// Busy-poll instead of blocking.
     #[arg(long)]
     pub busy: bool,
     /// Grant cost mode.
     #[arg(long, default_value = "kernel")]
     pub cost: String,
-    /// Measured seconds (frontend).
-    #[arg(long, default_value_t = 1.0)]
-    pub seconds: f64,
     /// Cores to pin this process (and every thread it starts) to, comma-separated.
     #[arg(long = "core", value_delimiter = ',')]
     pub cores: Vec<usize>,
+}
+
+/// Parameters both roles of a scenario share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoleArgs {
+    /// The end's setup.
+    #[command(flatten)]
+    pub end: EndArgs,
+    /// Packet size.
+    #[arg(long)]
+    pub size: usize,
+    /// Direction.
+    #[arg(long, value_enum)]
+    pub dir: Dir,
+    /// Measured seconds (frontend).
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
     /// Queues (frontend: asked for; one sender or receiver per queue).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
@@ -217,15 +225,19 @@ fn poll(busy: bool) -> PollMode {
     }
 }
 
-/// Runs the backend until SIGTERM, then prints its report.
-pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
-    crate::sys::pin_to_cores(&a.cores)?;
-    let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
-    let cost: CostMode = a.cost.parse()?;
+/// The backend end: creates the world, starts the embedded xenstored, creates dom0 and the
+/// vif, and serves the guest with `handler` until SIGTERM; returns its report.
+pub(crate) fn run_backend(
+    e: &EndArgs,
+    handler: Arc<dyn VifHandler>,
+) -> anyhow::Result<BackendReport> {
+    crate::sys::pin_to_cores(&e.cores)?;
+    let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
+    let cost: CostMode = e.cost.parse()?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
-    let world = SimWorld::create(&a.world)?;
-    let xsd = Xenstored::start(XenstoredConfig::in_dir(&a.world.join("xenstore")))?;
+    let world = SimWorld::create(&e.world)?;
+    let xsd = Xenstored::start(XenstoredConfig::in_dir(&e.world.join("xenstore")))?;
     let xs = XsClient::connect(xsd.socket())?;
     let dom0 = world.create_domain(
         0,
@@ -243,37 +255,34 @@ pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
             } else {
                 TxPath::GrantCopy
             },
-            poll: poll(a.busy),
+            poll: poll(e.busy),
             rx_backlog: 1 << 14,
             ..BackendConfig::default()
         },
     );
     xs.introduce(GUEST)?;
     toolstack::create_vif(&xs, 0, GUEST, 0)?;
-    let sink = Arc::new(Sink {
-        size: a.size,
-        generate: a.dir == Dir::Rx,
-        echo: a.dir.is_rr(),
-        generation: Arc::new(AtomicU64::new(0)),
-        rx: Mutex::new(Vec::new()),
-    });
-    backend.serve(GUEST, 0, sink, &stop)?;
+    backend.serve(GUEST, 0, handler, &stop)?;
     let report = BackendReport {
         cpu_seconds: crate::sys::cpu_seconds(),
         metrics: serde_json::to_value(backend.metrics())?,
         grants: serde_json::to_value(dom0.counters())?,
     };
-    println!("{}", serde_json::to_string(&report)?);
     drop(xsd);
-    Ok(())
+    Ok(report)
 }
 
-/// Connects, moves packets for the measured window, prints the report.
-pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
-    crate::sys::pin_to_cores(&a.cores)?;
-    let design: Design = a.design.parse().map_err(anyhow::Error::msg)?;
-    let cost: CostMode = a.cost.parse()?;
-    let world = SimWorld::open(&a.world)?;
+/// The frontend end: pins itself, joins the world as the guest and connects to the
+/// backend's vif with `queues` queues and `handler` receiving.
+pub(crate) fn connect_frontend(
+    e: &EndArgs,
+    queues: u16,
+    handler: Arc<dyn FrontendHandler>,
+) -> anyhow::Result<Frontend<SimDomain>> {
+    crate::sys::pin_to_cores(&e.cores)?;
+    let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
+    let cost: CostMode = e.cost.parse()?;
+    let world = SimWorld::open(&e.world)?;
     let me = world.create_domain(
         GUEST,
         DomainConfig {
@@ -281,9 +290,47 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             ..DomainConfig::default()
         },
     )?;
-    let socket = a.world.join("xenstore").join(format!("dom{GUEST}.sock"));
+    let socket = e.world.join("xenstore").join(format!("dom{GUEST}.sock"));
     let xs = XsClient::connect(&socket)
         .with_context(|| format!("no guest XenStore at {}", socket.display()))?;
+    let front = Frontend::connect(
+        me,
+        xs,
+        0,
+        FrontendConfig {
+            design,
+            poll: poll(e.busy),
+            queues,
+            ..FrontendConfig::default()
+        },
+        handler,
+    )?;
+    if front.queues() != queues {
+        anyhow::bail!(
+            "asked for {} queues, the backend gave {}",
+            queues,
+            front.queues()
+        );
+    }
+    Ok(front)
+}
+
+/// Runs the backend until SIGTERM, then prints its report.
+pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
+    let sink = Arc::new(Sink {
+        size: a.size,
+        generate: a.dir == Dir::Rx,
+        echo: a.dir.is_rr(),
+        generation: Arc::new(AtomicU64::new(0)),
+        rx: Mutex::new(Vec::new()),
+    });
+    let report = run_backend(&a.end, sink)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Connects, moves packets for the measured window, prints the report.
+pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
     struct Count(AtomicU64);
     impl FrontendHandler for Count {
         fn rx_packet(&self, _q: u16, _p: Packet) {
@@ -291,25 +338,11 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         }
     }
     let counter = Arc::new(Count(AtomicU64::new(0)));
-    let front = Frontend::connect(
-        me,
-        xs,
-        0,
-        FrontendConfig {
-            design,
-            poll: poll(a.busy),
-            queues: a.queues,
-            ..FrontendConfig::default()
-        },
+    let front = connect_frontend(
+        &a.end,
+        a.queues,
         Arc::clone(&counter) as Arc<dyn FrontendHandler>,
     )?;
-    if front.queues() != a.queues {
-        anyhow::bail!(
-            "asked for {} queues, the backend gave {}",
-            a.queues,
-            front.queues()
-        );
-    }
     let window = Duration::from_secs_f64(a.seconds);
     // Warm-up: a tenth of the window, not counted.
     let warm = window / 10;

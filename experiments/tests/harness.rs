@@ -268,7 +268,13 @@ fn queue_counts_are_scenarios_of_their_own() {
             .iter()
             .find(|s| s.queues == 2 && s.dir == one.dir && s.design == one.design)
             .unwrap();
-        assert_eq!(granted(two), 2.0 * granted(one), "{} {}", one.dir, one.design);
+        assert_eq!(
+            granted(two),
+            2.0 * granted(one),
+            "{} {}",
+            one.dir,
+            one.design
+        );
     }
     let rows = summarise(&r);
     assert_eq!(rows.len(), 10);
@@ -297,6 +303,10 @@ fn each_queue_thread_gets_a_core_when_there_are_enough() {
     assert_eq!(placement(1, 2), (vec![0], vec![1]));
     assert_eq!(placement(2, 4), (vec![0, 2], vec![1, 3]));
     assert_eq!(placement(2, 8), (vec![0, 2], vec![1, 3]));
-    assert_eq!(placement(2, 3), (vec![0], vec![1]), "not enough: one core each");
+    assert_eq!(
+        placement(2, 3),
+        (vec![0], vec![1]),
+        "not enough: one core each"
+    );
     assert_eq!(placement(1, 1), (vec![0], vec![0]));
 }

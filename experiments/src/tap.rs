@@ -1,0 +1,276 @@
+//! A TAP device as a packet source and sink for the TCP experiments: frames with a
+//! `virtio_net_hdr` in front (`IFF_VNET_HDR`), so that the kernel hands over and takes
+//! TCP segments of up to 64 KiB with their checksum left to fill in, which map onto netif's
+//! GSO extra and `csum_blank` flag.
+//!
+//! The header is the 10-byte legacy `struct virtio_net_hdr` of `linux/virtio_net.h`, in the
+//! host's byte order (a TAP's default). Its checksum offsets are not carried by netif (a
+//! netif packet only says "checksum blank"), so on the way out to the kernel they are found
+//! again by parsing the frame's Ethernet, IP and TCP/UDP headers, as Linux's netback and
+//! netfront do with `skb_checksum_setup`.
+//!
+//! Written on `libc` directly: the tun crates on crates.io do not set `IFF_VNET_HDR` and the
+//! offloads, which are the point here.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use bytes::Bytes;
+use netstage_fallback::{Gso, Packet};
+use netstage_ring::netif::GsoType;
+
+/// Length of `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
+const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_NONE`, `_TCPV4`, `_TCPV6`, and the `_ECN` bit.
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+const GSO_ECN: u8 = 0x80;
+/// The largest frame netif carries (`XEN_NETIF_MAX_TX_SIZE`).
+pub const MAX_FRAME: usize = 0xffff;
+
+/// Why a frame could not cross between the TAP and netif.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// Shorter than the header, or than an Ethernet header after it.
+    #[error("frame of {0} bytes is too short")]
+    Short(usize),
+    /// Larger than netif carries.
+    #[error("frame of {0} bytes is larger than netif's 65535")]
+    TooLarge(usize),
+    /// A segmentation type netif has no extra for (UDP, or an unknown value).
+    #[error("segmentation type {0:#x} has no netif equivalent")]
+    GsoType(u8),
+    /// A checksum to fill in or a segmentation, on a frame whose headers are not
+    /// Ethernet + IPv4/IPv6 + TCP/UDP.
+    #[error("checksum offload on a frame that is not TCP or UDP over IP")]
+    NotTcpUdp,
+}
+
+/// Where a frame's transport header is and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L4 {
+    /// Offset of the TCP or UDP header.
+    pub offset: usize,
+    /// Offset of its checksum field from `offset` (16 for TCP, 6 for UDP).
+    pub csum_offset: usize,
+    /// Length of all headers up to the end of the TCP (or UDP) header.
+    pub headers: usize,
+    /// IPv6 rather than IPv4.
+    pub v6: bool,
+}
+
+/// Finds the transport header of an Ethernet frame carrying TCP or UDP over IPv4 or IPv6
+/// (one optional VLAN tag; IPv6 extension headers are not walked). Every length is checked
+/// against the frame: `None` for anything else or anything cut short.
+pub fn l4(frame: &[u8]) -> Option<L4> {
+    let be16 = |o: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(o)?, *frame.get(o + 1)?]))
+    };
+    let mut l3 = 14;
+    let mut ethertype = be16(12)?;
+    if ethertype == 0x8100 {
+        ethertype = be16(16)?;
+        l3 = 18;
+    }
+    let (proto, offset, v6) = match ethertype {
+        0x0800 => {
+            let vihl = *frame.get(l3)?;
+            let ihl = usize::from(vihl & 0xf) * 4;
+            if vihl >> 4 != 4 || ihl < 20 {
+                return None;
+            }
+            (*frame.get(l3 + 9)?, l3 + ihl, false)
+        }
+        0x86dd => (*frame.get(l3 + 6)?, l3 + 40, true),
+        _ => return None,
+    };
+    let (csum_offset, len) = match proto {
+        6 => (16, usize::from(*frame.get(offset + 12)? >> 4) * 4),
+        17 => (6, 8),
+        _ => return None,
+    };
+    if len < 8 || offset + len > frame.len() {
+        return None;
+    }
+    Some(L4 {
+        offset,
+        csum_offset,
+        headers: offset + len,
+        v6,
+    })
+}
+
+/// A frame read from the TAP (header first) as a netif packet.
+pub fn from_tap(buf: &[u8]) -> Result<Packet, FrameError> {
+    if buf.len() < VNET_HDR_LEN + 14 {
+        return Err(FrameError::Short(buf.len()));
+    }
+    let frame = &buf[VNET_HDR_LEN..];
+    if frame.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(frame.len()));
+    }
+    let flags = buf[0];
+    let gso_size = u16::from_ne_bytes([buf[4], buf[5]]);
+    let gso = match buf[1] & !GSO_ECN {
+        GSO_NONE => None,
+        GSO_TCPV4 => Some(GsoType::TcpV4),
+        GSO_TCPV6 => Some(GsoType::TcpV6),
+        t => return Err(FrameError::GsoType(t)),
+    };
+    Ok(Packet {
+        data: Bytes::copy_from_slice(frame),
+        gso: gso.map(|gso_type| Gso {
+            gso_type,
+            mss: gso_size,
+        }),
+        csum_blank: flags & F_NEEDS_CSUM != 0,
+    })
+}
+
+/// The `virtio_net_hdr` to write in front of a netif packet: checksum offsets found from the
+/// frame's headers when the checksum is blank (a segmented packet always has one).
+pub fn to_tap_header(p: &Packet) -> Result<[u8; VNET_HDR_LEN], FrameError> {
+    let mut h = [0u8; VNET_HDR_LEN];
+    if p.data.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(p.data.len()));
+    }
+    if !p.csum_blank && p.gso.is_none() {
+        return Ok(h);
+    }
+    let l = l4(&p.data).ok_or(FrameError::NotTcpUdp)?;
+    h[0] = F_NEEDS_CSUM;
+    let put = |h: &mut [u8; VNET_HDR_LEN], at: usize, v: usize| {
+        // Every offset here is below the frame length, itself at most 65535.
+        let v = u16::try_from(v).unwrap_or(u16::MAX);
+        h[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+    };
+    put(&mut h, 6, l.offset);
+    put(&mut h, 8, l.csum_offset);
+    if let Some(g) = p.gso {
+        if l.csum_offset != 16 {
+            return Err(FrameError::NotTcpUdp);
+        }
+        h[1] = match g.gso_type {
+            GsoType::TcpV4 => GSO_TCPV4,
+            GsoType::TcpV6 => GSO_TCPV6,
+        };
+        put(&mut h, 2, l.headers);
+        put(&mut h, 4, usize::from(g.mss));
+    }
+    Ok(h)
+}
+
+/// An open TAP device with `virtio_net_hdr` framing. The interface goes away when it is
+/// dropped.
+#[derive(Debug)]
+pub struct Tap {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Tap {
+    /// Creates TAP interface `name` in the calling process's network namespace (needs
+    /// CAP_NET_ADMIN). With `offload`, the kernel may hand over TCP segments of up to 64 KiB
+    /// with blank checksums (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`); without, it segments
+    /// and checksums every frame itself first.
+    pub fn open(name: &str, offload: bool) -> io::Result<Tap> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("interface name {name:?} is empty or too long"),
+            ));
+        }
+        // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
+        let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ifreq is plain data, valid zeroed.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is, for the call only.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, valid for the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let offloads: libc::c_ulong = if offload {
+            (libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6).into()
+        } else {
+            0
+        };
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, offloads) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Tap {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits up to `timeout_ms` for a frame and reads it (header first) into `buf`, which
+    /// should hold `VNET_HDR_LEN + 65550` bytes; returns its length, or `None` on timeout.
+    pub fn read(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(n as usize))
+    }
+
+    /// Writes one frame with its header in one `writev`.
+    pub fn write(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: two iovecs over live buffers that writev only reads, valid for the call.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,811 @@
+//! TCP bulk transfers with real Linux TCP (`experiments tcp`): iperf3 between two network
+//! namespaces whose only link is a netfront/netback pair. The frontend process sits in the
+//! guest's namespace on a TAP device, the backend process in the host's namespace on
+//! another; each end moves what its TAP gives it through the design under test and writes
+//! what it receives to its TAP. With offloads (the default) the kernel hands over TCP
+//! segments of up to 64 KiB with blank checksums, which cross as netif GSO packets — what a
+//! Linux guest's netfront does.
+//!
+//! The ends use the libraries only; the TAP adapter ([`crate::tap`]) is the source and sink.
+//! Needs root (namespaces, TAP), `ip` (iproute2) and `iperf3`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use netstage_fallback::Packet;
+use netstage_netback_user::{RxInjector, VifHandler};
+use netstage_netfront_user::FrontendHandler;
+use serde::{Deserialize, Serialize};
+
+use crate::roles::{self, EndArgs};
+use crate::tap::{self, Tap, VNET_HDR_LEN};
+use crate::{spread, Dir, Machine, Spread};
+
+/// The guest's address (frontend namespace) and the host's (backend namespace).
+const GUEST_IP: &str = "10.211.0.1";
+const HOST_IP: &str = "10.211.0.2";
+/// Segments the kernel builds stay below netif's 65535-byte frame with headers added.
+const GSO_MAX: &str = "65000";
+/// Room for the largest frame a TAP hands over, header included.
+const READ_BUF: usize = VNET_HDR_LEN + 65550;
+
+/// Parameters of the two TCP roles.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TcpRoleArgs {
+    /// The end's setup.
+    #[command(flatten)]
+    pub end: EndArgs,
+    /// TAP interface to create.
+    #[arg(long)]
+    pub tap: String,
+    /// Let the kernel hand over 64 KiB segments with blank checksums.
+    #[arg(long)]
+    pub offload: bool,
+}
+
+/// What a TCP end reports when stopped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TcpEndReport {
+    /// CPU seconds of the process (all threads), whole life.
+    pub cpu_seconds: f64,
+    /// The end's counters.
+    pub metrics: serde_json::Value,
+    /// Frames the TAP gave that netif cannot carry, and received packets the TAP refused.
+    pub tap_drops: u64,
+    /// Why, for the first few distinct reasons.
+    #[serde(default)]
+    pub tap_drop_reasons: Vec<String>,
+}
+
+/// Counts the frames a TAP adapter could not pass on, keeping the first few reasons.
+#[derive(Debug, Default)]
+struct Drops {
+    n: AtomicU64,
+    reasons: Mutex<Vec<String>>,
+}
+
+impl Drops {
+    fn add(&self, why: String) {
+        self.n.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.reasons.lock() {
+            if r.len() < 8 && !r.contains(&why) {
+                r.push(why);
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
+
+    fn reasons(&self) -> Vec<String> {
+        self.reasons.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Writes received packets to the TAP; counts what it cannot write.
+struct ToTap {
+    tap: Arc<Tap>,
+    drops: Arc<Drops>,
+}
+
+impl ToTap {
+    fn deliver(&self, p: &Packet) {
+        let ok = tap::to_tap_header(p)
+            .map_err(|e| format!("to the TAP: {e}"))
+            .and_then(|h| {
+                self.tap
+                    .write(&h, &p.data)
+                    .map_err(|e| format!("TAP write: {e}"))
+            });
+        if let Err(why) = ok {
+            self.drops.add(why);
+        }
+    }
+}
+
+impl FrontendHandler for ToTap {
+    fn rx_packet(&self, _queue: u16, p: Packet) {
+        self.deliver(&p);
+    }
+}
+
+/// The backend's side: transmitted packets to the TAP, the TAP's frames to the guest.
+struct Bridge {
+    out: ToTap,
+    rx: Mutex<Vec<RxInjector>>,
+}
+
+impl VifHandler for Bridge {
+    fn tx_packet(&self, _queue: u16, p: Packet) {
+        self.out.deliver(&p);
+    }
+    fn connected(&self, rx: Vec<RxInjector>) {
+        if let Ok(mut r) = self.rx.lock() {
+            *r = rx;
+        }
+    }
+    fn disconnected(&self, _reason: &str) {
+        if let Ok(mut r) = self.rx.lock() {
+            r.clear();
+        }
+    }
+}
+
+/// Reads the TAP until `stop`, handing each frame that netif can carry to `send`
+/// (false: stop reading); counts the others.
+fn pump(
+    tap: &Tap,
+    stop: &AtomicBool,
+    drops: &Drops,
+    mut send: impl FnMut(Packet) -> bool,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; READ_BUF];
+    while !stop.load(Ordering::Relaxed) {
+        let Some(n) = tap.read(&mut buf, 100)? else {
+            continue;
+        };
+        match tap::from_tap(&buf[..n]) {
+            Ok(p) => {
+                if !send(p) {
+                    break;
+                }
+            }
+            Err(e) => drops.add(format!("from the TAP: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The host end: a backend whose vif is bridged to TAP `--tap`, until SIGTERM.
+pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
+    // Pinned before the TAP reader starts, so that it inherits the placement.
+    crate::sys::pin_to_cores(&a.end.cores)?;
+    let tap = Arc::new(Tap::open(&a.tap, a.offload)?);
+    let drops = Arc::new(Drops::default());
+    let bridge = Arc::new(Bridge {
+        out: ToTap {
+            tap: Arc::clone(&tap),
+            drops: Arc::clone(&drops),
+        },
+        rx: Mutex::new(Vec::new()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let reader = {
+        let (tap, stop, drops, bridge) = (
+            Arc::clone(&tap),
+            Arc::clone(&stop),
+            Arc::clone(&drops),
+            Arc::clone(&bridge),
+        );
+        std::thread::spawn(move || {
+            pump(&tap, &stop, &drops, |p| {
+                let inj = bridge.rx.lock().ok().and_then(|r| r.first().cloned());
+                match inj {
+                    Some(i) => {
+                        i.send_blocking(p);
+                    }
+                    None => drops.add("from the TAP: no guest connected yet".into()),
+                }
+                true
+            })
+        })
+    };
+    let report = roles::run_backend(&a.end, Arc::clone(&bridge) as Arc<dyn VifHandler>)?;
+    stop.store(true, Ordering::Relaxed);
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the TAP reader panicked"))??;
+    let out = TcpEndReport {
+        cpu_seconds: report.cpu_seconds,
+        metrics: report.metrics,
+        tap_drops: drops.count(),
+        tap_drop_reasons: drops.reasons(),
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// The guest end: a frontend whose device is TAP `--tap`, until SIGTERM.
+pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
+    let tap = Arc::new(Tap::open(&a.tap, a.offload)?);
+    let drops = Arc::new(Drops::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let handler = Arc::new(ToTap {
+        tap: Arc::clone(&tap),
+        drops: Arc::clone(&drops),
+    });
+    let front = roles::connect_frontend(&a.end, 1, handler)?;
+    let mut failed = None;
+    pump(&tap, &stop, &drops, |p| match front.send(0, p) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = failed {
+        bail!("the frontend stopped sending: {e}");
+    }
+    let out = TcpEndReport {
+        cpu_seconds: crate::sys::cpu_seconds(),
+        metrics: serde_json::to_value(front.metrics())?,
+        tap_drops: drops.count(),
+        tap_drop_reasons: drops.reasons(),
+    };
+    front.close()?;
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// One iperf3 run through one design (or the kernel's veth pair, design `veth`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TcpSample {
+    /// Round.
+    pub round: u32,
+    /// Design, or `veth` for the kernel-only reference.
+    pub design: String,
+    /// `tx`: the guest sends (iperf3 client in the frontend's namespace); `rx`: it receives.
+    pub dir: Dir,
+    /// TAP offloads on (64 KiB segments, blank checksums).
+    pub offload: bool,
+    /// Goodput the receiver saw, Gbit/s.
+    pub gbps: f64,
+    /// TCP retransmissions the sender counted.
+    pub retransmits: u64,
+    /// Length of the measured part, seconds.
+    pub seconds: f64,
+    /// iperf3's CPU use of the guest side (client), percent of one core.
+    pub guest_cpu_pct: f64,
+    /// iperf3's CPU use of the host side (server), percent of one core.
+    pub host_cpu_pct: f64,
+    /// Frontend process CPU seconds, whole life (0 for veth).
+    pub front_cpu_s: f64,
+    /// Backend process CPU seconds, whole life (0 for veth).
+    pub back_cpu_s: f64,
+    /// The frontend's counters (null for veth).
+    pub front_metrics: serde_json::Value,
+    /// The backend's counters (null for veth).
+    pub back_metrics: serde_json::Value,
+    /// Frames either TAP adapter could not pass on.
+    pub tap_drops: u64,
+    /// Why (the first few distinct reasons of each end).
+    #[serde(default)]
+    pub tap_drop_reasons: Vec<String>,
+    /// Cross-core round trip before and after the run, ns.
+    pub probe_ns: [f64; 2],
+}
+
+impl TcpSample {
+    /// The netif packets of the run in its direction, and their bytes (backend counters).
+    pub fn netif_packets(&self) -> (f64, f64) {
+        let (p, b) = match self.dir {
+            Dir::Rx => ("rx_packets", "rx_bytes"),
+            _ => ("tx_packets", "tx_bytes"),
+        };
+        let g = |k: &str| self.back_metrics[k].as_f64().unwrap_or(0.0);
+        (g(p), g(b))
+    }
+}
+
+/// Everything `experiments tcp` measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TcpResults {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Every run.
+    pub samples: Vec<TcpSample>,
+    /// The iperf3 commands (with the run's seconds), for the record.
+    pub commands: Vec<String>,
+}
+
+/// One row of the TCP table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRow {
+    /// Direction.
+    pub dir: Dir,
+    /// Offloads.
+    pub offload: bool,
+    /// Design.
+    pub design: String,
+    /// Goodput over rounds.
+    pub gbps: Spread,
+    /// Ratio of the median to grant-copy's in the same run.
+    pub ratio: Option<f64>,
+    /// Median retransmissions.
+    pub retransmits: f64,
+    /// Median mean netif packet size, bytes (0 for veth).
+    pub mean_packet: f64,
+    /// Runs.
+    pub n: usize,
+}
+
+/// Summarises per (direction, offload, design), designs in first-seen order.
+pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut keys: Vec<(Dir, bool)> = Vec::new();
+    for s in &r.samples {
+        if !order.contains(&s.design.as_str()) {
+            order.push(&s.design);
+        }
+        if !keys.contains(&(s.dir, s.offload)) {
+            keys.push((s.dir, s.offload));
+        }
+    }
+    let mut rows = Vec::new();
+    for (dir, offload) in keys {
+        let of = |d: &str| -> Vec<&TcpSample> {
+            r.samples
+                .iter()
+                .filter(|s| s.dir == dir && s.offload == offload && s.design == d)
+                .collect()
+        };
+        let med = |v: Vec<f64>| spread(&v).map_or(0.0, |s| s.median);
+        let base = spread(&of("grant-copy").iter().map(|s| s.gbps).collect::<Vec<_>>());
+        for d in &order {
+            let v = of(d);
+            let Some(gbps) = spread(&v.iter().map(|s| s.gbps).collect::<Vec<_>>()) else {
+                continue;
+            };
+            rows.push(TcpRow {
+                dir,
+                offload,
+                design: d.to_string(),
+                ratio: base
+                    .filter(|b| b.median > 0.0)
+                    .map(|b| gbps.median / b.median),
+                gbps,
+                retransmits: med(v.iter().map(|s| s.retransmits as f64).collect()),
+                mean_packet: med(v
+                    .iter()
+                    .map(|s| {
+                        let (p, b) = s.netif_packets();
+                        b / p.max(1.0)
+                    })
+                    .collect()),
+                n: v.len(),
+            });
+        }
+    }
+    rows
+}
+
+/// The TCP report as markdown.
+pub fn tcp_markdown(r: &TcpResults) -> String {
+    use std::fmt::Write as _;
+    let m = &r.machine;
+    let mut out = format!(
+        "# netstage: TCP bulk transfer through each design\n\nMachine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n\n\
+         iperf3 (real Linux TCP, one stream) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds.\n\n",
+        m.cpu, m.cores, m.kernel, m.cost_mode, m.poll
+    );
+    let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | runs |");
+    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|");
+    for row in tcp_rows(r) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | [{:.2}..{:.2}] | {} | {:.0} | {} | {} |",
+            row.dir,
+            if row.offload { "on" } else { "off" },
+            row.design,
+            row.gbps.median,
+            row.gbps.min,
+            row.gbps.max,
+            row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+            row.retransmits,
+            if row.design == "veth" {
+                "-".to_string()
+            } else {
+                format!("{:.0}", row.mean_packet)
+            },
+            row.n
+        );
+    }
+    let drops: u64 = r.samples.iter().map(|s| s.tap_drops).sum();
+    let _ = writeln!(
+        out,
+        "\nFrames the TAP adapters could not pass on, all runs: {drops}.\n\nCommands (iperf3 runs in the namespaces, pinned with `-A`):\n\n```"
+    );
+    for c in &r.commands {
+        let _ = writeln!(out, "{c}");
+    }
+    let _ = writeln!(out, "```\n\n![tcp](tcp.svg)");
+    out
+}
+
+/// Options of `experiments tcp`.
+#[derive(Debug, Clone)]
+pub struct TcpPlan {
+    /// Designs (and `veth`).
+    pub designs: Vec<String>,
+    /// Directions.
+    pub dirs: Vec<Dir>,
+    /// Offload settings to run.
+    pub offloads: Vec<bool>,
+    /// Seconds of iperf3 per run (after one omitted second).
+    pub seconds: u32,
+    /// Rounds.
+    pub rounds: u32,
+    /// Grant cost mode.
+    pub cost: String,
+    /// Busy-poll.
+    pub busy: bool,
+}
+
+/// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
+pub fn check_prerequisites() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("experiments tcp needs root: it creates network namespaces and TAP devices");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = [("ip", "iproute2"), ("iperf3", "iperf3")]
+        .into_iter()
+        .filter(|(bin, _)| !std::env::split_paths(&path).any(|d| d.join(bin).is_file()))
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "experiments tcp needs Debian's {}: apt-get install {}",
+            missing.join(" and "),
+            missing.join(" ")
+        );
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("experiments tcp needs /dev/net/tun (the tun module)");
+    }
+    Ok(())
+}
+
+/// Two network namespaces and the processes in them, all removed on drop.
+struct Netns {
+    guest: String,
+    host: String,
+    children: Vec<Child>,
+}
+
+impl Netns {
+    fn create(tag: &str) -> anyhow::Result<Netns> {
+        let ns = Netns {
+            guest: format!("nsg-{tag}"),
+            host: format!("nsh-{tag}"),
+            children: Vec::new(),
+        };
+        for n in [&ns.guest, &ns.host] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+            run(Command::new("ip").args(["netns", "add", n]))?;
+            run(Command::new("ip").args(["-n", n, "link", "set", "lo", "up"]))?;
+            // IPv4 only: no neighbour discovery or multicast reports crossing (or arriving
+            // at an interface not yet up) besides the measured traffic.
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                n,
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; \
+                 echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+            ]))?;
+        }
+        Ok(ns)
+    }
+
+    /// A command run inside namespace `ns`.
+    fn exec(ns: &str, argv: &[String]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(argv);
+        c
+    }
+
+    /// Gives the interface its address, a frame size limit netif can carry, and brings it up.
+    fn configure(ns: &str, dev: &str, addr: &str) -> anyhow::Result<()> {
+        run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]))?;
+        run(Command::new("ip").args(["-n", ns, "link", "set", dev, "gso_max_size", GSO_MAX]))?;
+        run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))
+    }
+
+    /// Waits until interface `dev` exists in `ns`.
+    fn wait_for(ns: &str, dev: &str, child: &mut Child) -> anyhow::Result<()> {
+        let t = Instant::now();
+        loop {
+            let ok = Command::new("ip")
+                .args(["-n", ns, "link", "show", dev])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if ok {
+                return Ok(());
+            }
+            if let Some(st) = child.try_wait()? {
+                bail!("the process that opens {dev} exited ({st})");
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("{dev} did not appear in {ns} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in [&self.guest, &self.host] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Runs a command, failing with what it printed.
+fn run(c: &mut Command) -> anyhow::Result<()> {
+    let out = c.output().with_context(|| format!("cannot run {c:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{c:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Sends SIGTERM to a child and reads the JSON line it prints on its way out.
+fn stop_and_report(c: &mut Child) -> TcpEndReport {
+    // SAFETY: kill() on a child we have not waited for, with a valid signal.
+    let _ = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    let mut line = String::new();
+    if let Some(out) = c.stdout.take() {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            line = l;
+        }
+    }
+    let _ = c.wait();
+    serde_json::from_str(line.trim()).unwrap_or_default()
+}
+
+/// The iperf3 client's arguments for a run.
+fn client_args(dir: Dir, seconds: u32) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "iperf3",
+        "-c",
+        HOST_IP,
+        "-t",
+        &seconds.to_string(),
+        "-O",
+        "1",
+        "-J",
+        "-A",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    if dir == Dir::Rx {
+        v.push("-R".into());
+    }
+    v
+}
+
+/// One run: namespaces, the two ends (or a veth pair), iperf3, teardown.
+pub fn run_tcp(
+    exe: &Path,
+    plan: &TcpPlan,
+    design: &str,
+    dir: Dir,
+    offload: bool,
+    round: u32,
+) -> anyhow::Result<TcpSample> {
+    let tag = std::process::id().to_string();
+    let mut ns = Netns::create(&tag)?;
+    let world = PathBuf::from(format!("/dev/shm/netstage-tcp-{tag}"));
+    let _ = std::fs::remove_dir_all(&world);
+    let cores = crate::sys::cpus();
+    let veth = design == "veth";
+    if veth {
+        run(Command::new("ip").args([
+            "link", "add", "vg", "netns", &ns.guest, "type", "veth", "peer", "name", "vh", "netns",
+            &ns.host,
+        ]))?;
+        Netns::configure(&ns.guest, "vg", GUEST_IP)?;
+        Netns::configure(&ns.host, "vh", HOST_IP)?;
+    } else {
+        let role = |name: &str, tap: &str, core: usize| -> Vec<String> {
+            let mut v = vec![
+                exe.display().to_string(),
+                name.into(),
+                "--world".into(),
+                world.display().to_string(),
+                "--design".into(),
+                design.into(),
+                "--cost".into(),
+                plan.cost.clone(),
+                "--core".into(),
+                core.to_string(),
+                "--tap".into(),
+                tap.into(),
+            ];
+            if offload {
+                v.push("--offload".into());
+            }
+            if plan.busy {
+                v.push("--busy".into());
+            }
+            v
+        };
+        let back = Netns::exec(&ns.host, &role("tcp-backend", "tapb", 1 % cores))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the backend")?;
+        ns.children.push(back);
+        let ready = roles::ready_marker(&world);
+        let t = Instant::now();
+        while !ready.exists() {
+            if let Some(st) = ns.children[0].try_wait()? {
+                bail!("the backend exited early ({st})");
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("the backend did not come up within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let front = Netns::exec(&ns.guest, &role("tcp-frontend", "tapf", 0))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the frontend")?;
+        ns.children.push(front);
+        Netns::wait_for(&ns.host, "tapb", &mut ns.children[0])?;
+        Netns::wait_for(&ns.guest, "tapf", &mut ns.children[1])?;
+        Netns::configure(&ns.host, "tapb", HOST_IP)?;
+        Netns::configure(&ns.guest, "tapf", GUEST_IP)?;
+    }
+    let server = Netns::exec(
+        &ns.host,
+        &[
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            HOST_IP,
+            "-A",
+            &(1 % cores).to_string(),
+        ]
+        .map(String::from),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .context("cannot start iperf3 -s")?;
+    ns.children.push(server);
+    wait_listening(&ns.host)?;
+    let probe_before = crate::probe(20_000);
+    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds))
+        .output()
+        .context("cannot run iperf3 -c")?;
+    let probe_after = crate::probe(20_000);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(e) = json["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    let end = &json["end"];
+    let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
+    if !veth {
+        // The frontend first: its close is what the backend waits for.
+        front = stop_and_report(&mut ns.children[1]);
+        back = stop_and_report(&mut ns.children[0]);
+    }
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&world);
+    Ok(TcpSample {
+        round,
+        design: design.into(),
+        dir,
+        offload,
+        gbps: end["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        seconds: end["sum_received"]["seconds"].as_f64().unwrap_or(0.0),
+        guest_cpu_pct: end["cpu_utilization_percent"]["host_total"]
+            .as_f64()
+            .unwrap_or(0.0),
+        host_cpu_pct: end["cpu_utilization_percent"]["remote_total"]
+            .as_f64()
+            .unwrap_or(0.0),
+        front_cpu_s: front.cpu_seconds,
+        back_cpu_s: back.cpu_seconds,
+        front_metrics: front.metrics,
+        back_metrics: back.metrics,
+        tap_drops: front.tap_drops + back.tap_drops,
+        tap_drop_reasons: front
+            .tap_drop_reasons
+            .into_iter()
+            .map(|r| format!("frontend: {r}"))
+            .chain(
+                back.tap_drop_reasons
+                    .into_iter()
+                    .map(|r| format!("backend: {r}")),
+            )
+            .collect(),
+        probe_ns: [probe_before, probe_after],
+    })
+}
+
+/// Waits until the iperf3 server listens in `ns`.
+fn wait_listening(ns: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        let ss = Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Hltn", "sport", "=", ":5201"])
+            .output()?;
+        if !ss.stdout.is_empty() {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("iperf3 -s did not listen within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The iperf3 client commands a plan runs, for the record.
+pub fn commands(plan: &TcpPlan) -> Vec<String> {
+    let mut v = vec![format!("iperf3 -s -1 -B {HOST_IP} -A 1   (host namespace)")];
+    for d in &plan.dirs {
+        v.push(format!(
+            "{}   (guest namespace)",
+            client_args(*d, plan.seconds).join(" ")
+        ));
+    }
+    v
+}
+
+/// Every TCP run as CSV.
+pub fn tcp_csv(r: &TcpResults) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "round,design,dir,offload,gbps,retransmits,seconds,guest_cpu_pct,host_cpu_pct,front_cpu_s,back_cpu_s,netif_packets,netif_bytes,tap_drops\n",
+    );
+    for s in &r.samples {
+        let (p, b) = s.netif_packets();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{:.4},{},{:.3},{:.1},{:.1},{:.3},{:.3},{},{},{}",
+            s.round,
+            s.design,
+            s.dir,
+            s.offload,
+            s.gbps,
+            s.retransmits,
+            s.seconds,
+            s.guest_cpu_pct,
+            s.host_cpu_pct,
+            s.front_cpu_s,
+            s.back_cpu_s,
+            p,
+            b,
+            s.tap_drops
+        );
+    }
+    out
+}
