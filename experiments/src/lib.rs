@@ -388,39 +388,44 @@ pub fn markdown(r: &Results) -> String {
     }
     table_head(
         &mut out,
-        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped, system calls the emulation made, notifications sent by the backend, bytes through staging memory, and backend CPU.\n",
-        "| dir | size (B) | design | copy ops | copy calls | maps | kernel crossings | backend notifications | staged bytes | backend CPU us |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU.\n",
+        "| dir | size (B) | design | copy ops | copy calls | maps | unmaps | kernel crossings | backend notifications | staged bytes | granted bytes | backend CPU us |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in summarise(r) {
         let med = |f: &dyn Fn(&Sample) -> f64| {
             scenario_median(r, row.dir, row.size, &row.design, row.queues, f)
         };
-        let staged = match row.dir {
-            Dir::Rx => "rx_staged_bytes",
-            _ => "tx_staged_bytes",
+        let (staged, granted): (&str, &[&str]) = match row.dir {
+            Dir::Rx => ("rx_staged_bytes", &["rx_grant_copy_bytes"]),
+            _ => (
+                "tx_staged_bytes",
+                &["tx_grant_copy_bytes", "tx_grant_map_bytes"],
+            ),
         };
         let c = plots::cost_components(r, row.dir, row.size, &row.design, row.queues);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.0} | {:.3} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} |",
             row.dir,
             row.size,
             row.label(),
             c[0],
             c[1],
             c[2],
+            med(&|s| s.grants_per_packet("unmaps")),
             c[3],
             c[4],
             med(&|s| s.back_per_packet(staged)),
+            med(&|s| granted.iter().map(|k| s.back_per_packet(k)).sum()),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
         );
     }
     table_head(
         &mut out,
-        "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the share that fell back wholly or partly to grant operations because the data ring had no room (on TX a packet can be both: the greedy policy stages what fits), the data ring's mean fill as the frontend sampled it (at each TX staging decision, at each staged RX packet; `-` for designs without a data ring), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
-        "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | ring-full fallback % | ring fill % | granted (KiB) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the fallbacks to grant operations by reason — the packet was larger than the copy limit (a slot's data-len or the policy's limit; TX only: RX counts no such reason) or the data ring had no room (on TX a packet can be both staged and a fallback: the greedy policy stages what fits and grants the rest) — the data ring's mean fill as the frontend sampled it (at each TX staging decision, at each staged RX packet; `-` for designs without a data ring), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
+        "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | over-limit fallback % | ring-full fallback % | ring fill % | granted (KiB) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in summarise(r) {
         let med = |f: &dyn Fn(&Sample) -> f64| {
@@ -441,19 +446,24 @@ pub fn markdown(r: &Results) -> String {
         } else {
             "-".into()
         };
-        let (staged, full) = match row.dir {
+        let (staged, over, full) = match row.dir {
             Dir::Rx => (
                 med(&|s| s.back_per_packet("rx_staged_packets")),
+                "-".to_string(),
                 med(&|s| s.back_per_packet("rx_fallback_ring_full")),
             ),
             _ => (
                 med(&|s| s.back_per_packet("tx_staged_packets")),
+                format!(
+                    "{:.1}",
+                    100.0 * med(&|s| s.front_per_packet("tx_fallback_over_limit"))
+                ),
                 med(&|s| s.front_per_packet("tx_fallback_ring_full")),
             ),
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {} | {:.1} | {} | {:.0} |",
             row.dir,
             row.size,
             row.label(),
@@ -462,6 +472,7 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.front_per_packet("notifications")),
             med(&|s| s.front_per_packet("wakeups")),
             100.0 * staged,
+            over,
             100.0 * full,
             fill,
             med(&|s| s.front_metrics["granted_bytes"].as_f64().unwrap_or(0.0)) / 1024.0,
