@@ -153,9 +153,26 @@ pub struct Machine {
     pub cost_mode: String,
     /// Event-channel waiting.
     pub poll: String,
+    /// Microseconds the frontend's event-channel waits spin before blocking (blocking mode).
+    #[serde(default)]
+    pub front_spin_us: Option<u64>,
+    /// The same for the backend.
+    #[serde(default)]
+    pub back_spin_us: Option<u64>,
 }
 
 impl Machine {
+    /// How the ends wait for events, for a report's header: the polling mode and, when
+    /// recorded, how long each end spins before blocking.
+    pub fn waiting(&self) -> String {
+        match (self.front_spin_us, self.back_spin_us) {
+            (Some(f), Some(b)) if self.poll == "blocking" => format!(
+                "blocking (a wait spins {f} us in the frontend and {b} us in the backend before it sleeps)"
+            ),
+            _ => self.poll.clone(),
+        }
+    }
+
     /// Reads the machine's description.
     pub fn detect(cost_mode: &str, poll: &str) -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -176,6 +193,8 @@ impl Machine {
             kernel,
             cost_mode: cost_mode.into(),
             poll: poll.into(),
+            front_spin_us: None,
+            back_spin_us: None,
         }
     }
 }
@@ -341,7 +360,11 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "Machine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n",
-        m.cpu, m.cores, m.kernel, m.cost_mode, m.poll
+        m.cpu,
+        m.cores,
+        m.kernel,
+        m.cost_mode,
+        m.waiting()
     );
     let _ = writeln!(
         out,

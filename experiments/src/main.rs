@@ -107,9 +107,15 @@ struct CompareArgs {
     /// directory, so `--scenario results/<time>/scenario.toml` repeats it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
+    /// Microseconds the frontend's event-channel waits spin before sleeping [default: 20].
+    #[arg(long)]
+    front_spin_us: Option<u64>,
+    /// Microseconds the backend's waits spin before sleeping [default: 20].
+    #[arg(long)]
+    back_spin_us: Option<u64>,
     /// Peers to measure beside the designs in the same run, interleaved with them: `dpdk`
     /// (DPDK's vhost-user and virtio-user devices under dpdk-testpmd; needs Debian's dpdk-dev,
-    /// librte-net-vhost23, librte-net-virtio23 and librte-mempool-ring23). Adds about 4 s per
+    /// librte-net-vhost23, librte-net-virtio23 and librte-mempool-ring23). Adds about 6 s per
     /// direction, size and round.
     #[arg(long = "peer", value_delimiter = ',', value_enum)]
     peers: Option<Vec<Peer>>,
@@ -156,6 +162,12 @@ struct TcpArgs {
     /// Leave out the kernel veth reference.
     #[arg(long)]
     no_veth: bool,
+    /// Microseconds the frontend's event-channel waits spin before sleeping.
+    #[arg(long, default_value_t = DEFAULT_SPIN_US[0])]
+    front_spin_us: u64,
+    /// The same for the backend.
+    #[arg(long, default_value_t = DEFAULT_SPIN_US[1])]
+    back_spin_us: u64,
     /// Where to write results [default: results/tcp-<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -199,6 +211,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Spin before blocking by default, frontend and backend, microseconds (the platform's
+/// default; the spin yields the CPU to a thread that shares the core).
+const DEFAULT_SPIN_US: [u64; 2] = [20, 20];
+
 struct Scenario {
     design: String,
     dir: Dir,
@@ -217,6 +233,8 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         busy: a.busy.then_some(true),
         cost: a.cost.clone(),
         stream: a.no_stream.then_some(false),
+        front_spin_us: a.front_spin_us,
+        back_spin_us: a.back_spin_us,
         peers: a.peers.clone(),
     };
     cli.check().map_err(anyhow::Error::msg)?;
@@ -274,6 +292,8 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let busy = sweep.busy.unwrap_or(false);
     let cost = sweep.cost.clone().unwrap_or_else(|| "kernel".into());
     let stream = sweep.stream.unwrap_or(true);
+    let front_spin = sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]);
+    let back_spin = sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]);
     let peers = sweep.peers.clone().unwrap_or_default();
     // Found before anything runs: a missing peer fails the run at once, not after minutes.
     let dpdk = if peers.contains(&Peer::Dpdk) {
@@ -302,6 +322,8 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         busy: Some(busy),
         cost: Some(cost.clone()),
         stream: Some(stream),
+        front_spin_us: Some(front_spin),
+        back_spin_us: Some(back_spin),
         peers: (!peers.is_empty()).then(|| peers.clone()),
     };
     std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
@@ -346,8 +368,17 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let exe = std::env::current_exe()?;
+    let cfg = RunCfg {
+        seconds,
+        busy,
+        cost: &cost,
+        spin_us: [front_spin, back_spin],
+    };
+    let mut machine = Machine::detect(&cost, poll);
+    machine.front_spin_us = Some(front_spin);
+    machine.back_spin_us = Some(back_spin);
     let mut results = Results {
-        machine: Machine::detect(&cost, poll),
+        machine,
         samples: Vec::new(),
         stream_gbps: Vec::new(),
         peers: Vec::new(),
@@ -356,7 +387,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         for sc in &scenarios {
             let name = experiments::label(&sc.design, sc.queues);
             bar.set_message(format!("{} {} B {name}", sc.dir, sc.size));
-            let s = run_one(&exe, sc, round, seconds, busy, &cost)
+            let s = run_one(&exe, sc, round, &cfg)
                 .with_context(|| format!("round {round}: {} {} B {name}", sc.dir, sc.size))?;
             results.samples.push(s);
             bar.inc(1);
@@ -486,23 +517,37 @@ fn run_dpdk(
     })
 }
 
-/// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.
-fn run_one(
-    exe: &Path,
-    sc: &Scenario,
-    round: u32,
+/// What every run of a sweep shares.
+#[derive(Debug, Clone, Copy)]
+struct RunCfg<'a> {
+    /// Measured seconds.
     seconds: f64,
+    /// Busy-poll the throughput runs.
     busy: bool,
-    cost: &str,
-) -> anyhow::Result<Sample> {
+    /// Grant cost mode.
+    cost: &'a str,
+    /// Spin before blocking, frontend and backend, microseconds.
+    spin_us: [u64; 2],
+}
+
+/// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.
+fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::Result<Sample> {
+    let RunCfg {
+        seconds,
+        busy,
+        cost,
+        spin_us,
+    } = *cfg;
     let world = PathBuf::from(format!(
         "/dev/shm/netstage-experiments-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&world);
-    let role_args = |cores: &[usize]| -> Vec<String> {
+    let role_args = |cores: &[usize], spin: u64| -> Vec<String> {
         let mut v = vec![
-            "--world".to_string(),
+            "--spin-us".to_string(),
+            spin.to_string(),
+            "--world".into(),
             world.display().to_string(),
             "--design".into(),
             sc.design.clone(),
@@ -532,7 +577,7 @@ fn run_one(
         experiments::sys::placement(sc.queues, experiments::sys::cpus());
     let mut back = Command::new(exe)
         .arg("backend")
-        .args(role_args(&back_cores))
+        .args(role_args(&back_cores, spin_us[1]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -552,7 +597,7 @@ fn run_one(
     let probe_ns = probe(20_000);
     let front = Command::new(exe)
         .arg("frontend")
-        .args(role_args(&front_cores))
+        .args(role_args(&front_cores, spin_us[0]))
         .output()
         .context("cannot run the frontend process")?;
     // Stop the backend: it prints its report on SIGTERM.
@@ -658,6 +703,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         rounds: a.rounds,
         cost: a.cost.clone(),
         busy: a.busy,
+        spin_us: [a.front_spin_us, a.back_spin_us],
     };
     let out = a.out.clone().unwrap_or_else(|| {
         let t = SystemTime::now()
@@ -686,8 +732,11 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     );
     let exe = std::env::current_exe()?;
     let poll = if plan.busy { "busy-poll" } else { "blocking" };
+    let mut machine = Machine::detect(&plan.cost, poll);
+    machine.front_spin_us = Some(plan.spin_us[0]);
+    machine.back_spin_us = Some(plan.spin_us[1]);
     let mut results = TcpResults {
-        machine: Machine::detect(&plan.cost, poll),
+        machine,
         samples: Vec::new(),
         commands: tcp::commands(&plan),
     };

@@ -13,7 +13,7 @@ use netstage_fallback::{Design, Packet, PollMode};
 use netstage_netback_user::{toolstack, Backend, BackendConfig, RxInjector, TxPath, VifHandler};
 use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
-use netstage_platform::sim::{CostMode, DomainConfig, SimDomain, SimWorld};
+use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenstore::XsClient;
 use serde::{Deserialize, Serialize};
 
@@ -195,6 +195,25 @@ pub struct EndArgs {
     /// Cores to pin this process (and every thread it starts) to, comma-separated.
     #[arg(long = "core", value_delimiter = ',')]
     pub cores: Vec<usize>,
+    /// Microseconds an event-channel wait spins before it sleeps [default: the platform's].
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+}
+
+impl EndArgs {
+    /// The emulated domain's configuration this end asks for.
+    fn domain(&self) -> anyhow::Result<DomainConfig> {
+        let d = DomainConfig {
+            cost: self.cost.parse()?,
+            ..DomainConfig::default()
+        };
+        Ok(DomainConfig {
+            spin_before_block: self
+                .spin_us
+                .map_or(d.spin_before_block, Duration::from_micros),
+            ..d
+        })
+    }
 }
 
 /// Parameters both roles of a scenario share.
@@ -233,19 +252,12 @@ pub(crate) fn run_backend(
 ) -> anyhow::Result<BackendReport> {
     crate::sys::pin_to_cores(&e.cores)?;
     let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
-    let cost: CostMode = e.cost.parse()?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     let world = SimWorld::create(&e.world)?;
     let xsd = Xenstored::start(XenstoredConfig::in_dir(&e.world.join("xenstore")))?;
     let xs = XsClient::connect(xsd.socket())?;
-    let dom0 = world.create_domain(
-        0,
-        DomainConfig {
-            cost,
-            ..DomainConfig::default()
-        },
-    )?;
+    let dom0 = world.create_domain(0, e.domain()?)?;
     let backend = Backend::new(
         dom0.clone(),
         xs.clone(),
@@ -281,15 +293,8 @@ pub(crate) fn connect_frontend(
 ) -> anyhow::Result<Frontend<SimDomain>> {
     crate::sys::pin_to_cores(&e.cores)?;
     let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
-    let cost: CostMode = e.cost.parse()?;
     let world = SimWorld::open(&e.world)?;
-    let me = world.create_domain(
-        GUEST,
-        DomainConfig {
-            cost,
-            ..DomainConfig::default()
-        },
-    )?;
+    let me = world.create_domain(GUEST, e.domain()?)?;
     let socket = e.world.join("xenstore").join(format!("dom{GUEST}.sock"));
     let xs = XsClient::connect(&socket)
         .with_context(|| format!("no guest XenStore at {}", socket.display()))?;

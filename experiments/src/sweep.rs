@@ -13,6 +13,8 @@
 //! busy = true
 //! cost = "kernel"
 //! stream = false
+//! front_spin_us = 0
+//! back_spin_us = 20
 //! peers = ["dpdk"]
 //! ```
 
@@ -45,6 +47,12 @@ pub struct Sweep {
     pub cost: Option<String>,
     /// Run the raw data-ring stream (the upper bound) once per round.
     pub stream: Option<bool>,
+    /// Microseconds the frontend's event-channel waits spin before sleeping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_spin_us: Option<u64>,
+    /// The same for the backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_spin_us: Option<u64>,
     /// Peers to measure beside the designs: `dpdk`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<crate::peer::Peer>>,
@@ -139,6 +147,14 @@ impl Sweep {
         if self.rounds == Some(0) {
             return Err("rounds: must be at least 1".into());
         }
+        for (key, v) in [
+            ("front_spin_us", self.front_spin_us),
+            ("back_spin_us", self.back_spin_us),
+        ] {
+            if let Some(us) = v.filter(|us| *us > 1_000_000) {
+                return Err(format!("{key}: {us} is more than a second"));
+            }
+        }
         if let Some(s) = self.seconds {
             if !(s > 0.0 && s <= 3600.0) {
                 return Err(format!("seconds: {s} is not in (0, 3600]"));
@@ -159,6 +175,8 @@ impl Sweep {
             busy: over.busy.or(self.busy),
             cost: over.cost.or(self.cost),
             stream: over.stream.or(self.stream),
+            front_spin_us: over.front_spin_us.or(self.front_spin_us),
+            back_spin_us: over.back_spin_us.or(self.back_spin_us),
             peers: over.peers.or(self.peers),
         }
     }

@@ -384,7 +384,11 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     let mut out = format!(
         "# netstage: TCP bulk transfer through each design\n\nMachine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n\n\
          iperf3 (real Linux TCP, one stream) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds.\n\n",
-        m.cpu, m.cores, m.kernel, m.cost_mode, m.poll
+        m.cpu,
+        m.cores,
+        m.kernel,
+        m.cost_mode,
+        m.waiting()
     );
     let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | runs |");
     let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|");
@@ -437,6 +441,8 @@ pub struct TcpPlan {
     pub cost: String,
     /// Busy-poll.
     pub busy: bool,
+    /// Spin before blocking, frontend and backend, microseconds.
+    pub spin_us: [u64; 2],
 }
 
 /// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
@@ -624,7 +630,7 @@ pub fn run_tcp(
         Netns::configure(&ns.guest, "vg", GUEST_IP)?;
         Netns::configure(&ns.host, "vh", HOST_IP)?;
     } else {
-        let role = |name: &str, tap: &str, core: usize| -> Vec<String> {
+        let role = |name: &str, tap: &str, core: usize, spin: u64| -> Vec<String> {
             let mut v = vec![
                 exe.display().to_string(),
                 name.into(),
@@ -638,6 +644,8 @@ pub fn run_tcp(
                 core.to_string(),
                 "--tap".into(),
                 tap.into(),
+                "--spin-us".into(),
+                spin.to_string(),
             ];
             if offload {
                 v.push("--offload".into());
@@ -647,10 +655,13 @@ pub fn run_tcp(
             }
             v
         };
-        let back = Netns::exec(&ns.host, &role("tcp-backend", "tapb", 1 % cores))
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start the backend")?;
+        let back = Netns::exec(
+            &ns.host,
+            &role("tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the backend")?;
         ns.children.push(back);
         let ready = roles::ready_marker(&world);
         let t = Instant::now();
@@ -663,7 +674,7 @@ pub fn run_tcp(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let front = Netns::exec(&ns.guest, &role("tcp-frontend", "tapf", 0))
+        let front = Netns::exec(&ns.guest, &role("tcp-frontend", "tapf", 0, plan.spin_us[0]))
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot start the frontend")?;

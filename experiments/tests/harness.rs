@@ -60,6 +60,12 @@ fn a_tiny_sweep_writes_consistent_results() {
             .unwrap();
         assert_eq!(row.ratio, Some(row.pps.median / base.pps.median));
     }
+    // How the ends wait is recorded and said.
+    assert_eq!(
+        (r.machine.front_spin_us, r.machine.back_spin_us),
+        (Some(20), Some(20))
+    );
+    assert!(markdown(&r).contains("spins 20 us in the frontend and 20 us in the backend"));
     // The saved report is what `report` renders from the saved samples.
     let saved = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert_eq!(saved, markdown(&r));

@@ -38,6 +38,13 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert!(err("seconds = -1.0").contains("seconds"));
     assert!(err("sizes = []").contains("empty"));
     assert!(err("queues = [0]").contains("queues: 0"));
+    assert!(err("back_spin_us = 2000000").contains("back_spin_us"));
+    assert_eq!(
+        Sweep::parse("front_spin_us = 5", "x.toml")
+            .unwrap()
+            .front_spin_us,
+        Some(5)
+    );
     assert!(err("queues = [9]").contains("queues: 9"));
     assert_eq!(
         Sweep::parse("queues = [1, 2]", "x.toml").unwrap().queues,

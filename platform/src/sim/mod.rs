@@ -134,7 +134,8 @@ pub struct DomainConfig {
     pub ports: u32,
     /// How grant operations and notifications are charged.
     pub cost: CostMode,
-    /// How long [`crate::EventPort::wait`] busy-polls before blocking in the kernel.
+    /// How long [`crate::EventPort::wait`] busy-polls before blocking in the kernel (it
+    /// yields the CPU every 64 polls, so a thread sharing the core is not held up).
     pub spin_before_block: Duration,
 }
 
