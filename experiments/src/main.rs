@@ -312,6 +312,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         PathBuf::from("results").join(t.to_string())
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    experiments::sys::remove_stale_worlds();
     let ran = Sweep {
         designs: Some(designs.clone()),
         sizes: Some(sizes.clone()),
@@ -712,6 +713,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         PathBuf::from("results").join(format!("tcp-{t}"))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    experiments::sys::remove_stale_worlds();
     // veth is the kernel's path: it runs once per direction, with the kernel's offloads.
     let mut runs: Vec<(String, Dir, bool)> = Vec::new();
     for dir in &plan.dirs {

@@ -67,3 +67,34 @@ pub fn placement(queues: u16, cpus: usize) -> (Vec<usize>, Vec<usize>) {
         (vec![0], vec![1 % cpus.max(1)])
     }
 }
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The process id at the end of a name the harness gave something it made (`<prefix><pid>`),
+/// when that process has exited: the thing was left behind by a run that was interrupted.
+pub fn left_behind(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| !alive(pid))
+}
+
+/// Removes the worlds in /dev/shm that interrupted runs of the harness left behind
+/// (`netstage-experiments-<pid>`, `netstage-stream-<pid>`, `netstage-tcp-<pid>` of exited
+/// processes).
+pub fn remove_stale_worlds() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = ["netstage-experiments-", "netstage-stream-", "netstage-tcp-"]
+            .iter()
+            .any(|p| left_behind(&name, p));
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

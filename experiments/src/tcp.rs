@@ -478,7 +478,24 @@ struct Netns {
 }
 
 impl Netns {
+    /// Deletes the namespaces of runs that were interrupted (their process has exited).
+    fn remove_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if crate::sys::left_behind(name, "nsg-") || crate::sys::left_behind(name, "nsh-") {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", name])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     fn create(tag: &str) -> anyhow::Result<Netns> {
+        Netns::remove_stale();
         let ns = Netns {
             guest: format!("nsg-{tag}"),
             host: format!("nsh-{tag}"),

@@ -10,6 +10,18 @@ use experiments::Dir;
 #[test]
 fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     let out = tempfile::tempdir().unwrap();
+    // What an interrupted run leaves behind (its process has exited) is cleared away.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale_ns = format!("nsg-{dead}");
+    let stale_world = std::path::PathBuf::from(format!("/dev/shm/netstage-tcp-{dead}"));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &stale_ns])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir_all(&stale_world).unwrap();
     let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
         .args([
             "tcp",
@@ -90,6 +102,7 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let ns = String::from_utf8_lossy(&ns.stdout);
     assert!(!ns.contains("nsg-") && !ns.contains("nsh-"), "{ns}");
+    assert!(!stale_world.exists());
 }
 
 #[test]
