@@ -32,7 +32,8 @@ enum Cmd {
     /// Compare the designs (default: grant-copy, grant-map, slots:256, slots:4096,
     /// ring:8:greedy, ring:8:adaptive; TX and RX; 64, 256, 1500, 9000 and 65535 bytes).
     Compare(CompareArgs),
-    /// Render the report of a saved run again (reads DIR/results.json).
+    /// Render the report of a saved run again (reads DIR/results.json, or DIR/tcp.json for a
+    /// TCP run).
     Report {
         /// A `results/<time>` directory.
         dir: PathBuf,
@@ -182,6 +183,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::StreamWriter(a) => roles::stream_writer(&a),
         Cmd::StreamReader(a) => roles::stream_reader(&a),
         Cmd::Frontend(a) => roles::frontend(&a),
+        Cmd::Report { dir } if dir.join("tcp.json").exists() => {
+            let r: experiments::tcp::TcpResults =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("tcp.json"))?)
+                    .with_context(|| format!("{} is not a TCP run's results", dir.display()))?;
+            let md = experiments::tcp::tcp_markdown(&r);
+            std::fs::write(dir.join("tcp.md"), &md)?;
+            print!("{md}");
+            tcp_chart(&r, &dir);
+            Ok(())
+        }
         Cmd::Report { dir } => {
             let r: Results = serde_json::from_str(
                 &std::fs::read_to_string(dir.join("results.json"))
@@ -760,45 +771,56 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     let md = tcp::tcp_markdown(&results);
     std::fs::write(out.join("tcp.md"), &md)?;
     print!("{md}");
-    let rows = tcp::tcp_rows(&results);
-    let on = |dir: Dir| -> Vec<f64> {
-        plan.designs
-            .iter()
-            .map(|d| {
-                rows.iter()
-                    .find(|r| r.dir == dir && r.offload == plan.offloads[0] && &r.design == d)
-                    .map_or(0.0, |r| r.gbps.median)
-            })
-            .collect()
-    };
-    let series: Vec<(&'static str, Vec<f64>)> = plan
-        .dirs
-        .iter()
-        .map(|d| {
-            (
-                if *d == Dir::Tx {
-                    "tx (guest sends)"
-                } else {
-                    "rx (guest receives)"
-                },
-                on(*d),
-            )
-        })
-        .collect();
-    match experiments::plots::write_bar_chart(
-        &out,
-        "tcp",
-        format!(
-            "TCP goodput through each design (iperf3, offloads {})",
-            if plan.offloads[0] { "on" } else { "off" }
-        ),
-        "Gbit/s",
-        plan.designs.clone(),
-        series,
-    ) {
-        Ok(_) => {}
-        Err(e) => eprintln!("\nplot not drawn: {e}"),
-    }
+    tcp_chart(&results, &out);
     println!("\nresults in {}", out.display());
     Ok(())
+}
+
+/// Draws the TCP chart next to the TCP report: goodput per design and direction, at the
+/// first offload setting that ran (messages go to stderr).
+fn tcp_chart(r: &experiments::tcp::TcpResults, dir: &Path) {
+    let rows = experiments::tcp::tcp_rows(r);
+    let Some(offload) = r.samples.first().map(|s| s.offload) else {
+        return;
+    };
+    let mut designs: Vec<String> = Vec::new();
+    let mut dirs: Vec<Dir> = Vec::new();
+    for s in &r.samples {
+        if !designs.contains(&s.design) {
+            designs.push(s.design.clone());
+        }
+        if !dirs.contains(&s.dir) {
+            dirs.push(s.dir);
+        }
+    }
+    let series: Vec<(&'static str, Vec<f64>)> = dirs
+        .iter()
+        .map(|d| {
+            let name = if *d == Dir::Tx {
+                "tx (guest sends)"
+            } else {
+                "rx (guest receives)"
+            };
+            let v = designs
+                .iter()
+                .map(|x| {
+                    rows.iter()
+                        .find(|r| {
+                            r.dir == *d && &r.design == x && (r.offload == offload || x == "veth")
+                        })
+                        .map_or(0.0, |r| r.gbps.median)
+                })
+                .collect();
+            (name, v)
+        })
+        .collect();
+    let caption = format!(
+        "TCP goodput through each design (iperf3, offloads {})",
+        if offload { "on" } else { "off" }
+    );
+    if let Err(e) =
+        experiments::plots::write_bar_chart(dir, "tcp", caption, "Gbit/s", designs, series)
+    {
+        eprintln!("\nplot not drawn: {e}");
+    }
 }

@@ -1,8 +1,6 @@
 //! The harness itself: a tiny sweep produces every output file, and the report's numbers are
 //! the medians of the raw samples it saved.
 
-use std::process::Command;
-
 use experiments::{markdown, spread, summarise, Results};
 
 mod common;
@@ -69,13 +67,7 @@ fn a_tiny_sweep_writes_consistent_results() {
     // The saved report is what `report` renders from the saved samples.
     let saved = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert_eq!(saved, markdown(&r));
-    let again = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .arg("report")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    assert_eq!(String::from_utf8(again.stdout).unwrap(), saved);
+    assert_eq!(common::report(out.path()), saved);
 }
 
 #[test]

@@ -7,6 +7,8 @@ use std::process::Command;
 use experiments::tcp::{tcp_rows, TcpResults};
 use experiments::Dir;
 
+mod common;
+
 #[test]
 fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     let out = tempfile::tempdir().unwrap();
@@ -95,6 +97,8 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
             "{row:?}"
         );
     }
+    // `report` renders the saved TCP run again, the same.
+    assert_eq!(common::report(out.path()), md);
     let csv = std::fs::read_to_string(out.path().join("tcp.csv")).unwrap();
     assert_eq!(csv.lines().count(), 7);
     assert!(out.path().join("tcp.svg").exists() && out.path().join("tcp.png").exists());

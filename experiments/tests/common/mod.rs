@@ -1,4 +1,6 @@
 //! What the harness's integration tests share: running `experiments compare`.
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
@@ -20,4 +22,19 @@ pub(crate) fn compare_into(args: &[&str], out: &Path) -> (Results, String) {
     let r: Results =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     (r, stderr)
+}
+
+/// What `experiments report DIR` prints (it must succeed).
+pub(crate) fn report(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .arg("report")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
