@@ -477,3 +477,46 @@ fn kill_9_backend_the_frontend_reports_and_reconnects_to_a_new_one() {
     assert!(stop(b2).status.success());
     stop(xsd);
 }
+
+#[test]
+fn the_backend_on_real_xen_says_what_it_needs() {
+    let _guard = KillOnPanic;
+    // The emulation and real Xen are exclusive.
+    let o = Command::new(bin("netback-user"))
+        .args(["--xen", "--world", "/tmp/x", "--vif", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--world"), "{}", text(&o));
+    // No system xenstored here.
+    let o = Command::new(bin("netback-user"))
+        .args(["--xen", "--xenstore", "/nonexistent/socket", "--vif", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no system xenstored"), "{}", text(&o));
+    // A xenstored, but no Xen devices (this machine has no hypervisor).
+    if !std::path::Path::new("/dev/xen/gntalloc").exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("xs.sock");
+        let mut xsd = spawn(
+            Command::new(bin("netstage-xenstored"))
+                .arg("--socket")
+                .arg(&sock),
+        );
+        wait_path(&sock);
+        let o = Command::new(bin("netback-user"))
+            .args(["--xen", "--vif", "1", "--xenstore"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        let _ = xsd.kill();
+        let _ = xsd.wait();
+        assert!(!o.status.success());
+        assert!(
+            text(&o).contains("/dev/xen/gntalloc") && text(&o).contains("xen-gntalloc"),
+            "{}",
+            text(&o)
+        );
+    }
+}

@@ -27,6 +27,7 @@ use netstage_ring::SharedMem;
 pub mod sim;
 #[allow(unsafe_code)]
 mod sys;
+pub mod xen;
 pub mod xenbus;
 pub mod xenstore;
 

@@ -1,6 +1,7 @@
-//! The system calls of the emulated platform: futex, `process_vm_readv`/`writev`, `mmap` of
-//! guest memory files. The only module of this crate with `unsafe`; every block says why it
-//! is sound.
+//! The system calls of both platforms: futex, `process_vm_readv`/`writev` and `mmap` of guest
+//! memory files for the emulated one, and the ioctls, `mmap`s and reads of Linux's Xen devices
+//! for the real one. The only module of this crate with `unsafe`; every block says why it is
+//! sound.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -169,22 +170,12 @@ pub(crate) fn map_frames(
     };
     let consecutive = frames.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
     if consecutive {
-        // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the
-        // address, so nothing existing is replaced.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                (frames[0] as libc::off_t) * PAGE as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        return NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"));
+        return mmap_shared(
+            fd,
+            len,
+            prot,
+            (frames[0] as libc::off_t) * PAGE as libc::off_t,
+        );
     }
     // Reserve the range, then place each page in it.
     // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address.
@@ -222,6 +213,32 @@ pub(crate) fn map_frames(
         }
     }
     NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// A fresh shared mapping of `len` bytes of `fd` at `offset`, at an address the kernel
+/// picks.
+fn mmap_shared(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    prot: libc::c_int,
+    offset: libc::off_t,
+) -> io::Result<NonNull<u8>> {
+    // SAFETY: a new shared mapping of a file we hold open; the kernel picks the address, so
+    // nothing existing is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
 /// Unmaps a range returned by [`map_frames`]; nothing may use the range afterwards.
@@ -327,4 +344,315 @@ pub(crate) fn map_grant_window(
     // SAFETY: `base` is a live mapping of `len` bytes (writable iff `writable`) owned by
     // `owner`, which unmaps it only when the last window is dropped.
     Ok(unsafe { netstage_ring::SharedMem::from_raw_parts(base, len, writable, owner) })
+}
+
+// ----- Linux's Xen devices (`platform::xen`) -----
+
+use crate::xen::abi;
+
+/// The ioctl request type of this libc.
+fn req(n: u64) -> libc::Ioctl {
+    n as libc::Ioctl
+}
+
+/// Issues an ioctl whose argument is the `u32` words of `buf` (the kernel reads and writes
+/// within them only); returns the ioctl's result.
+fn ioctl_words(fd: BorrowedFd<'_>, request: u64, buf: &mut [u32]) -> io::Result<i32> {
+    // SAFETY: every request passed here (see the callers) is one whose argument the kernel
+    // reads and writes within the header and the `count` entries the caller wrote into
+    // `buf`, and each caller sizes `buf` for exactly that; `buf` is live for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req(request), buf.as_mut_ptr()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Two native-endian `u32` words as the `u64` they hold.
+fn u64_at(w: &[u32]) -> u64 {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+}
+
+/// A `u64` as two native-endian `u32` words.
+fn u64_words(v: u64) -> [u32; 2] {
+    let b = v.to_ne_bytes();
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    ]
+}
+
+/// `IOCTL_GNTALLOC_ALLOC_GREF`: `count` zeroed pages granted to `domid`; returns their
+/// `mmap` offset and grant references.
+pub(crate) fn gntalloc_alloc(
+    fd: BorrowedFd<'_>,
+    domid: u16,
+    writable: bool,
+    count: u32,
+) -> io::Result<(u64, Vec<u32>)> {
+    let flags = if writable {
+        abi::GNTALLOC_FLAG_WRITABLE
+    } else {
+        0
+    };
+    let (d, f) = (domid.to_ne_bytes(), flags.to_ne_bytes());
+    // domid, flags | count | index (2 words) | gref_ids[count]
+    let mut buf = vec![0u32; 4 + (count as usize).max(1)];
+    buf[0] = u32::from_ne_bytes([d[0], d[1], f[0], f[1]]);
+    buf[1] = count;
+    ioctl_words(fd, abi::IOCTL_GNTALLOC_ALLOC_GREF, &mut buf)?;
+    Ok((u64_at(&buf[2..4]), buf[4..4 + count as usize].to_vec()))
+}
+
+/// `IOCTL_GNTALLOC_DEALLOC_GREF`.
+pub(crate) fn gntalloc_dealloc(fd: BorrowedFd<'_>, index: u64, count: u32) -> io::Result<()> {
+    let [lo, hi] = u64_words(index);
+    let mut buf = [lo, hi, count, 0];
+    ioctl_words(fd, abi::IOCTL_GNTALLOC_DEALLOC_GREF, &mut buf).map(|_| ())
+}
+
+/// `IOCTL_GNTDEV_MAP_GRANT_REF` of `(domid, ref)` pairs; returns the `mmap` offset.
+pub(crate) fn gntdev_map(fd: BorrowedFd<'_>, refs: &[(u32, u32)]) -> io::Result<u64> {
+    let count = u32::try_from(refs.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many grants"))?;
+    // count | pad | index (2 words) | refs[count] (domid, ref)
+    let mut buf = vec![0u32; 4 + 2 * refs.len().max(1)];
+    buf[0] = count;
+    for (i, (d, r)) in refs.iter().enumerate() {
+        buf[4 + 2 * i] = *d;
+        buf[5 + 2 * i] = *r;
+    }
+    ioctl_words(fd, abi::IOCTL_GNTDEV_MAP_GRANT_REF, &mut buf)?;
+    Ok(u64_at(&buf[2..4]))
+}
+
+/// `IOCTL_GNTDEV_UNMAP_GRANT_REF`.
+pub(crate) fn gntdev_unmap(fd: BorrowedFd<'_>, index: u64, count: u32) -> io::Result<()> {
+    let [lo, hi] = u64_words(index);
+    let mut buf = [lo, hi, count, 0];
+    ioctl_words(fd, abi::IOCTL_GNTDEV_UNMAP_GRANT_REF, &mut buf).map(|_| ())
+}
+
+/// `IOCTL_GNTDEV_GRANT_COPY` of `ops`, one segment each; returns each segment's `GNTST_*`
+/// status. Ops longer than a page are refused before the call.
+pub(crate) fn gntdev_copy(
+    fd: BorrowedFd<'_>,
+    ops: &mut [crate::CopyOp<'_>],
+) -> io::Result<Vec<i16>> {
+    let mut segs = Vec::with_capacity(ops.len());
+    for op in ops.iter_mut() {
+        let len = u16::try_from(op.len())
+            .ok()
+            .filter(|l| usize::from(*l) <= PAGE)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "copy op over a page"))?;
+        let foreign = |f: crate::ForeignRef| abi::GntdevCopySide {
+            foreign: abi::GntdevCopyForeign {
+                r#ref: f.gref,
+                offset: f.offset,
+                domid: f.dom,
+            },
+        };
+        let seg = match op {
+            crate::CopyOp::FromForeign { src, dst } => abi::GntdevGrantCopySegment {
+                source: foreign(*src),
+                dest: abi::GntdevCopySide {
+                    virt: dst.as_mut_ptr().cast(),
+                },
+                len,
+                flags: abi::GNTCOPY_SOURCE_GREF,
+                status: 0,
+            },
+            crate::CopyOp::ToForeign { src, dst } => abi::GntdevGrantCopySegment {
+                source: abi::GntdevCopySide {
+                    virt: src.as_ptr().cast_mut().cast(),
+                },
+                dest: foreign(*dst),
+                len,
+                flags: abi::GNTCOPY_DEST_GREF,
+                status: 0,
+            },
+        };
+        segs.push(seg);
+    }
+    let mut arg = abi::GntdevGrantCopy {
+        count: u32::try_from(segs.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many copy ops"))?,
+        segments: segs.as_mut_ptr(),
+    };
+    // SAFETY: `arg` points at `count` segments in `segs`, live for the call. Each local side
+    // points into a slice of `ops`, borrowed (mutably for destinations) for the call, of at
+    // least `len` bytes; the kernel writes only to destination slices and the statuses.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            req(abi::IOCTL_GNTDEV_GRANT_COPY),
+            &mut arg as *mut abi::GntdevGrantCopy,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(segs.iter().map(|s| s.status).collect())
+}
+
+/// Maps `pages` pages of a Xen device at `mmap` offset `index` (gntalloc's or gntdev's
+/// pages), returning a window that unmaps and then runs `on_unmap` when its last clone goes.
+pub(crate) fn map_device_window(
+    fd: BorrowedFd<'_>,
+    index: u64,
+    pages: usize,
+    writable: bool,
+    on_unmap: Box<dyn FnOnce() + Send + Sync>,
+) -> io::Result<netstage_ring::SharedMem> {
+    let len = pages * PAGE;
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    let off = libc::off_t::try_from(index)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+    let base = mmap_shared(fd, len, prot, off)?;
+    let owner = std::sync::Arc::new(GrantWindow {
+        base,
+        len,
+        on_unmap: Some(on_unmap),
+    });
+    // SAFETY: `base` is a live mapping of `len` bytes (writable iff `writable`) owned by
+    // `owner`, which unmaps it only when the last window is dropped.
+    Ok(unsafe { netstage_ring::SharedMem::from_raw_parts(base, len, writable, owner) })
+}
+
+/// An evtchn ioctl with a plain structure argument; returns its result (a port number for
+/// the bind requests).
+fn evtchn_ioctl<T>(fd: BorrowedFd<'_>, request: u64, arg: &mut T) -> io::Result<u32> {
+    // SAFETY: the evtchn requests passed here read exactly `size_of::<T>()` bytes (their
+    // numbers encode that size; `platform/tests/xen_abi.rs` checks it), and `arg` is live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req(request), arg as *mut T) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u32)
+    }
+}
+
+/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: the new local port.
+pub(crate) fn evtchn_bind_unbound(fd: BorrowedFd<'_>, remote: u16) -> io::Result<u32> {
+    let mut a = abi::EvtchnBindUnboundPort {
+        remote_domain: remote.into(),
+    };
+    evtchn_ioctl(fd, abi::IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut a)
+}
+
+/// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: the new local port.
+pub(crate) fn evtchn_bind_interdomain(
+    fd: BorrowedFd<'_>,
+    remote: u16,
+    remote_port: u32,
+) -> io::Result<u32> {
+    let mut a = abi::EvtchnBindInterdomain {
+        remote_domain: remote.into(),
+        remote_port,
+    };
+    evtchn_ioctl(fd, abi::IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a)
+}
+
+/// `IOCTL_EVTCHN_NOTIFY`.
+pub(crate) fn evtchn_notify(fd: BorrowedFd<'_>, port: u32) -> io::Result<()> {
+    let mut a = abi::EvtchnPort { port };
+    evtchn_ioctl(fd, abi::IOCTL_EVTCHN_NOTIFY, &mut a).map(|_| ())
+}
+
+/// Reads one pending port from a non-blocking `/dev/xen/evtchn` descriptor; `None` if none
+/// is pending.
+pub(crate) fn evtchn_take(fd: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    let mut v = 0u32;
+    // SAFETY: reads at most 4 bytes into `v`, live for the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u32).cast(), 4) };
+    match n {
+        4 => Ok(Some(v)),
+        n if n < 0 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+        _ => Err(io::Error::other("short read from /dev/xen/evtchn")),
+    }
+}
+
+/// Unmasks `port` again after its event was taken (a write of the port number).
+pub(crate) fn evtchn_unmask(fd: BorrowedFd<'_>, port: u32) -> io::Result<()> {
+    // SAFETY: writes the 4 bytes of `port`, live for the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), (&port as *const u32).cast(), 4) };
+    if n == 4 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A new non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just created and own alone.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of `one`, live for the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Takes an eventfd's counter; whether it was non-zero.
+pub(crate) fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut v = 0u64;
+    // SAFETY: reads at most 8 bytes into `v`, live for the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    if n == 8 {
+        return Ok(v > 0);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (forever if `None`).
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<()> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    // SAFETY: `p` holds `p.len()` pollfds, live for the call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
 }

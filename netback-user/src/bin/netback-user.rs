@@ -1,8 +1,10 @@
-//! `netback-user`: serves vifs of guest domains on the emulated platform.
+//! `netback-user`: serves vifs of guest domains on the emulated platform, or on real Xen.
 //!
 //! Acts as dom0: creates (or joins) a world, optionally runs an embedded xenstored, creates
 //! each vif's XenStore directories as the toolstack does, and serves them until SIGINT or
 //! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
+//! With `--xen` it uses the host's Xen devices and xenstored instead, and the toolstack's
+//! vif directories.
 
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
 // placeholder, not an HTML tag.
@@ -21,15 +23,22 @@ use netstage_netback_user::{
 };
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+use netstage_platform::xen::XenDomain;
 use netstage_platform::xenstore::XsClient;
 
-/// Serve netif vifs to guest domains (user-space netback) on the emulated platform.
+/// Serve netif vifs to guest domains (user-space netback) on the emulated platform, or on
+/// real Xen with --xen.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// World directory of the emulated platform (created if missing).
-    #[arg(long, value_name = "DIR")]
-    world: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "xen")]
+    world: Option<PathBuf>,
+    /// Serve on real Xen, as dom0: Linux's /dev/xen/{gntalloc,gntdev,evtchn} and the system
+    /// xenstored (--xenstore, else XENSTORED_PATH, else /run/xenstored/socket). The toolstack
+    /// must have created each vif's XenStore directories; --world and --cost do not apply.
+    #[arg(long, conflicts_with = "world")]
+    xen: bool,
     /// Guest vif to serve, `DOMID` or `DOMID:DEVID` (repeatable).
     #[arg(long = "vif", value_name = "DOMID[:DEVID]", required = true)]
     vifs: Vec<String>,
@@ -163,15 +172,41 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|v| parse_vif(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let world = SimWorld::create(&args.world)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    let cfg = BackendConfig {
+        max_queues: args.max_queues.max(1),
+        offer: args.offer.parse::<Features>().map_err(anyhow::Error::msg)?,
+        tx_path: match design {
+            Design::GrantMap => TxPath::GrantMap,
+            _ => TxPath::GrantCopy,
+        },
+        slots_max_data_len: (args.max_data_len >= 64).then_some(args.max_data_len.min(65536)),
+        data_ring_max_order: u32::try_from(args.max_ring_order).ok().map(|o| o.min(9)),
+        poll: match args.poll {
+            PollArg::Block => PollMode::Block,
+            PollArg::Busy => PollMode::BusyPoll,
+        },
+        rx_backlog: 1 << 16,
+        ..BackendConfig::default()
+    };
+    let Some(world_dir) = args.world.clone() else {
+        let xs = match &args.xenstore {
+            Some(p) => XsClient::connect(p),
+            None => XsClient::connect_default(),
+        }
+        .context("no system xenstored to talk to (is this dom0 of a Xen host?)")?;
+        let dom0 = XenDomain::open(0, xs.clone())?;
+        let backend = Arc::new(Backend::new(dom0, xs.clone(), cfg));
+        return serve(&args, backend, &xs, None, vifs, &stop);
+    };
+    let world = SimWorld::create(&world_dir)?;
     let (_xsd, socket) = match &args.xenstore {
         Some(p) => (None, p.clone()),
         None => {
-            let d = args.world.join("xenstore");
+            let d = world_dir.join("xenstore");
             let x = Xenstored::start(XenstoredConfig::in_dir(&d)).with_context(|| {
                 format!("cannot start the embedded xenstored in {}", d.display())
             })?;
@@ -194,34 +229,36 @@ fn main() -> anyhow::Result<()> {
             },
         )
         .context("cannot create domain 0 in the world")?;
-    let cfg = BackendConfig {
-        max_queues: args.max_queues.max(1),
-        offer: args.offer.parse::<Features>().map_err(anyhow::Error::msg)?,
-        tx_path: match design {
-            Design::GrantMap => TxPath::GrantMap,
-            _ => TxPath::GrantCopy,
-        },
-        slots_max_data_len: (args.max_data_len >= 64).then_some(args.max_data_len.min(65536)),
-        data_ring_max_order: u32::try_from(args.max_ring_order).ok().map(|o| o.min(9)),
-        poll: match args.poll {
-            PollArg::Block => PollMode::Block,
-            PollArg::Busy => PollMode::BusyPoll,
-        },
-        rx_backlog: 1 << 16,
-        ..BackendConfig::default()
-    };
     let backend = Arc::new(Backend::new(dom0, xs.clone(), cfg));
+    serve(&args, backend, &xs, Some(&socket), vifs, &stop)
+}
+
+/// Serves every vif until a signal, printing counters as asked. With `socket` (the emulated
+/// platform's xenstored), each vif's directories are created first, as the toolstack would.
+fn serve<P: netstage_netback_user::BackendPlatform>(
+    args: &Args,
+    backend: Arc<Backend<P>>,
+    xs: &XsClient,
+    socket: Option<&Path>,
+    vifs: Vec<(u16, u32)>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for (fe, dev) in vifs {
-        xs.introduce(fe)
-            .with_context(|| format!("cannot introduce domain {fe}"))?;
-        toolstack::create_vif(&xs, 0, fe, dev)
-            .with_context(|| format!("cannot create vif {fe}:{dev} in XenStore"))?;
-        println!(
-            "serving vif {fe}:{dev}; guest XenStore socket {}",
-            guest_socket(&socket, fe).display()
-        );
-        let (b, s) = (Arc::clone(&backend), Arc::clone(&stop));
+        match socket {
+            Some(socket) => {
+                xs.introduce(fe)
+                    .with_context(|| format!("cannot introduce domain {fe}"))?;
+                toolstack::create_vif(xs, 0, fe, dev)
+                    .with_context(|| format!("cannot create vif {fe}:{dev} in XenStore"))?;
+                println!(
+                    "serving vif {fe}:{dev}; guest XenStore socket {}",
+                    guest_socket(socket, fe).display()
+                );
+            }
+            None => println!("serving vif {fe}:{dev} (Xen)"),
+        }
+        let (b, s) = (Arc::clone(&backend), Arc::clone(stop));
         let sink = Arc::new(Sink {
             slow_us: args.slow_us,
             echo: matches!(args.sink, SinkArg::Echo),
