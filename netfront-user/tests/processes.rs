@@ -479,7 +479,7 @@ fn kill_9_backend_the_frontend_reports_and_reconnects_to_a_new_one() {
 }
 
 #[test]
-fn the_backend_on_real_xen_says_what_it_needs() {
+fn both_ends_on_real_xen_say_what_they_need() {
     let _guard = KillOnPanic;
     // The emulation and real Xen are exclusive.
     let o = Command::new(bin("netback-user"))
@@ -510,13 +510,33 @@ fn the_backend_on_real_xen_says_what_it_needs() {
             .arg(&sock)
             .output()
             .unwrap();
+        let f = Command::new(bin("netfront-user"))
+            .args(["--xen", "--domid", "1", "--xenstore"])
+            .arg(&sock)
+            .output()
+            .unwrap();
         let _ = xsd.kill();
         let _ = xsd.wait();
-        assert!(!o.status.success());
-        assert!(
-            text(&o).contains("/dev/xen/gntalloc") && text(&o).contains("xen-gntalloc"),
-            "{}",
-            text(&o)
-        );
+        for o in [&o, &f] {
+            assert!(!o.status.success());
+            assert!(
+                text(o).contains("/dev/xen/gntalloc") && text(o).contains("xen-gntalloc"),
+                "{}",
+                text(o)
+            );
+        }
     }
+    // The frontend: no XenStore; the emulation needs a domain id.
+    let o = Command::new(bin("netfront-user"))
+        .args(["--xen", "--xenstore", "/nonexistent/socket"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no XenStore to talk to"), "{}", text(&o));
+    let o = Command::new(bin("netfront-user"))
+        .args(["--world", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--domid"), "{}", text(&o));
 }

@@ -635,8 +635,9 @@ pub(crate) fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes (forever if `None`).
-pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<()> {
+/// Waits until one of `fds` is readable or `timeout` passes (forever if `None`); whether one
+/// is.
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<bool> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|f| libc::pollfd {
@@ -654,5 +655,5 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -
             return Err(e);
         }
     }
-    Ok(())
+    Ok(r > 0)
 }

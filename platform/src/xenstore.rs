@@ -1,6 +1,7 @@
 //! XenStore access: the [`XenStore`] trait front- and backends use, and [`XsClient`], a
 //! blocking client of the XenStore wire protocol over a Unix socket (the embedded
-//! xenstored, or a system xenstored's `/run/xenstored/socket`).
+//! xenstored, or a system xenstored's `/run/xenstored/socket`) or over Linux's
+//! `/dev/xen/xenbus` device (how a guest reaches XenStore).
 //!
 //! One connection serves many threads: requests carry distinct `req_id`s, a reader thread
 //! routes each reply to its caller and each watch event to the [`Watch`] that registered its
@@ -129,7 +130,9 @@ type Watchers = HashMap<String, Sender<String>>;
 
 struct Inner {
     socket: PathBuf,
-    writer: Mutex<UnixStream>,
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// Ends the reader thread (which holds its own handle on the connection).
+    hang_up: Box<dyn Fn() + Send + Sync>,
     pending: Mutex<Pending>,
     watchers: Mutex<Watchers>,
     next_req: AtomicU32,
@@ -139,9 +142,31 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Ends the reader thread, which holds its own handle on the socket.
-        if let Ok(w) = self.writer.lock() {
-            let _ = w.shutdown(std::net::Shutdown::Both);
+        (self.hang_up)();
+    }
+}
+
+/// The xenbus device read with a timeout, so that the reader thread notices a hang-up (a
+/// blocking read on the device cannot be interrupted).
+struct DeviceReader {
+    file: std::fs::File,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Read for DeviceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            let ready = crate::sys::poll_readable(
+                &[self.file.as_fd()],
+                Some(std::time::Duration::from_millis(100)),
+            )?;
+            if ready {
+                return self.file.read(buf);
+            }
         }
     }
 }
@@ -230,9 +255,52 @@ impl XsClient {
         };
         let stream = UnixStream::connect(socket).map_err(io_err)?;
         let reader = stream.try_clone().map_err(io_err)?;
+        let hang = stream.try_clone().map_err(io_err)?;
+        XsClient::start(
+            socket,
+            Box::new(stream),
+            reader,
+            Box::new(move || {
+                let _ = hang.shutdown(std::net::Shutdown::Both);
+            }),
+        )
+    }
+
+    /// Connects through Linux's xenbus device (`/dev/xen/xenbus` in a guest), which carries
+    /// the same messages to the system's xenstored.
+    pub fn connect_device(device: &Path) -> XsResult<XsClient> {
+        let io_err = |source| XsError::Io {
+            socket: device.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device)
+            .map_err(io_err)?;
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = DeviceReader {
+            file: file.try_clone().map_err(io_err)?,
+            closed: Arc::clone(&closed),
+        };
+        XsClient::start(
+            device,
+            Box::new(file),
+            reader,
+            Box::new(move || closed.store(true, Ordering::Release)),
+        )
+    }
+
+    fn start(
+        path: &Path,
+        writer: Box<dyn Write + Send>,
+        reader: impl Read + Send + 'static,
+        hang_up: Box<dyn Fn() + Send + Sync>,
+    ) -> XsResult<XsClient> {
         let inner = Arc::new(Inner {
-            socket: socket.to_path_buf(),
-            writer: Mutex::new(stream),
+            socket: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            hang_up,
             pending: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             next_req: AtomicU32::new(1),
@@ -242,17 +310,27 @@ impl XsClient {
         thread::Builder::new()
             .name("xenstore-reader".into())
             .spawn(move || read_loop(reader, weak))
-            .map_err(io_err)?;
+            .map_err(|source| XsError::Io {
+                socket: path.to_path_buf(),
+                source,
+            })?;
         Ok(XsClient { inner })
     }
 
     /// Connects to the socket named by `XENSTORED_PATH`, else `XENSTORED_RUNDIR/socket`,
-    /// else `/run/xenstored/socket` (libxenstore's order).
+    /// else `/run/xenstored/socket`, and where none of these exists but `/dev/xen/xenbus`
+    /// does (a guest), through that device (libxenstore's order).
     pub fn connect_default() -> XsResult<XsClient> {
-        let p = std::env::var_os("XENSTORED_PATH")
+        let named = std::env::var_os("XENSTORED_PATH")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XENSTORED_RUNDIR").map(|d| Path::new(&d).join("socket")))
+            .or_else(|| std::env::var_os("XENSTORED_RUNDIR").map(|d| Path::new(&d).join("socket")));
+        let p = named
+            .clone()
             .unwrap_or_else(|| PathBuf::from("/run/xenstored/socket"));
+        let device = Path::new("/dev/xen/xenbus");
+        if named.is_none() && !p.exists() && device.exists() {
+            return XsClient::connect_device(device);
+        }
         XsClient::connect(&p)
     }
 
@@ -469,7 +547,7 @@ impl XenStore for XsClient {
 }
 
 /// Routes replies to callers and events to watches until the connection closes.
-fn read_loop(mut s: UnixStream, inner: std::sync::Weak<Inner>) {
+fn read_loop(mut s: impl Read, inner: std::sync::Weak<Inner>) {
     let mut hdr = [0u8; HEADER_LEN];
     loop {
         if s.read_exact(&mut hdr).is_err() {

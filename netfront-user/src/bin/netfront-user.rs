@@ -5,6 +5,8 @@
 //! socket, sends `--count` packets of the `--sizes` given (cycled, optionally at `--rate`),
 //! and with `--expect-echo` waits for every packet to come back and checks each byte and the
 //! order per queue. Prints the achieved rate; exits non-zero with a message on any failure.
+//! With `--xen` it runs in a guest of real Xen instead (Linux's Xen devices, XenStore
+//! through `/dev/xen/xenbus`).
 
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
 // placeholder, not an HTML tag.
@@ -18,10 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use netstage_fallback::{Features, Gso, Packet, PollMode};
-use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
+use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler, FrontendPlatform};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
-use netstage_platform::xenstore::XsClient;
-use netstage_platform::DomainInfo;
+use netstage_platform::xen::XenDomain;
+use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
 use netstage_ring::netif::GsoType;
 
 /// A user-space netif frontend with a packet generator and verifier.
@@ -29,11 +31,16 @@ use netstage_ring::netif::GsoType;
 #[command(version)]
 struct Args {
     /// World directory of the emulated platform (the backend creates it).
-    #[arg(long, value_name = "DIR")]
-    world: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "xen")]
+    world: Option<PathBuf>,
+    /// Run in a guest of real Xen: Linux's /dev/xen/{gntalloc,gntdev,evtchn} and XenStore
+    /// through --xenstore, XENSTORED_PATH or /dev/xen/xenbus; the domain id is read from
+    /// XenStore unless --domid is given. --world and --cost do not apply.
+    #[arg(long, conflicts_with = "world")]
+    xen: bool,
     /// This guest's domain id.
-    #[arg(long)]
-    domid: u16,
+    #[arg(long, required_unless_present = "xen")]
+    domid: Option<u16>,
     /// Vif device id.
     #[arg(long, default_value_t = 0)]
     devid: u32,
@@ -161,29 +168,6 @@ fn main() -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    let world = SimWorld::open(&args.world)?;
-    let me = world
-        .create_domain(
-            args.domid,
-            DomainConfig {
-                cost,
-                ..DomainConfig::default()
-            },
-        )
-        .with_context(|| format!("cannot become domain {}", args.domid))?;
-    let socket = args.xenstore.clone().unwrap_or_else(|| {
-        args.world
-            .join("xenstore")
-            .join(format!("dom{}.sock", args.domid))
-    });
-    let xs = XsClient::connect(&socket).with_context(|| {
-        format!(
-            "no XenStore for domain {} at {} (is netback-user serving --vif {}?)",
-            args.domid,
-            socket.display(),
-            args.domid
-        )
-    })?;
     let cfg = FrontendConfig {
         design: args.design.parse().map_err(anyhow::Error::msg)?,
         forward: args.forward,
@@ -195,8 +179,60 @@ fn main() -> anyhow::Result<()> {
         },
         ..FrontendConfig::default()
     };
+    let (Some(world_dir), Some(domid)) = (args.world.clone(), args.domid) else {
+        let xs = match &args.xenstore {
+            Some(p) => XsClient::connect(p),
+            None => XsClient::connect_default(),
+        }
+        .context("no XenStore to talk to (is this a Xen guest?)")?;
+        let domid = match args.domid {
+            Some(d) => d,
+            None => {
+                let v = xs
+                    .read(NO_TX, "domid")
+                    .context("cannot read this domain's id from XenStore")?;
+                String::from_utf8_lossy(&v)
+                    .trim()
+                    .parse()
+                    .context("XenStore's domid is not a number")?
+            }
+        };
+        let me = XenDomain::open(domid, xs.clone())?;
+        return sessions(&args, &me, &xs, &cfg, &stop);
+    };
+    let world = SimWorld::open(&world_dir)?;
+    let me = world
+        .create_domain(
+            domid,
+            DomainConfig {
+                cost,
+                ..DomainConfig::default()
+            },
+        )
+        .with_context(|| format!("cannot become domain {domid}"))?;
+    let socket = args
+        .xenstore
+        .clone()
+        .unwrap_or_else(|| world_dir.join("xenstore").join(format!("dom{domid}.sock")));
+    let xs = XsClient::connect(&socket).with_context(|| {
+        format!(
+            "no XenStore for domain {domid} at {} (is netback-user serving --vif {domid}?)",
+            socket.display(),
+        )
+    })?;
+    sessions(&args, &me, &xs, &cfg, &stop)
+}
+
+/// Runs a session, and with --reconnect the next ones, until done or stopped.
+fn sessions<P: FrontendPlatform>(
+    args: &Args,
+    me: &P,
+    xs: &XsClient,
+    cfg: &FrontendConfig,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     loop {
-        let r = session(&args, &me, &xs, &cfg, &stop);
+        let r = session(args, me, xs, cfg, stop);
         match r {
             Ok(()) => return Ok(()),
             Err(e) if args.reconnect && !stop.load(Ordering::SeqCst) => {
@@ -210,9 +246,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn session(
+fn session<P: FrontendPlatform>(
     args: &Args,
-    me: &netstage_platform::sim::SimDomain,
+    me: &P,
     xs: &XsClient,
     cfg: &FrontendConfig,
     stop: &AtomicBool,

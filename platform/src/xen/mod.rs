@@ -316,7 +316,7 @@ impl EventPort for XenPort {
                 None => None,
             };
             self.blocked.fetch_add(1, Ordering::Relaxed);
-            sys::poll_readable(&[self.evtchn.as_fd(), self.wake.as_fd()], left)
+            let _ = sys::poll_readable(&[self.evtchn.as_fd(), self.wake.as_fd()], left)
                 .map_err(|e| PlatformError::io("poll on event channel", e))?;
             if self.take()? {
                 return Ok(true);
