@@ -588,17 +588,29 @@ fn run(c: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends SIGTERM to a child and reads the JSON line it prints on its way out.
+/// Sends SIGTERM to a child and reads the JSON line it prints on its way out; a child that
+/// has not exited after 10 s is killed (and reports nothing).
 fn stop_and_report(c: &mut Child) -> TcpEndReport {
     // SAFETY: kill() on a child we have not waited for, with a valid signal.
     let _ = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-    let mut line = String::new();
-    if let Some(out) = c.stdout.take() {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            line = l;
-        }
+    let reader = c.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .last()
+                .unwrap_or_default()
+        })
+    });
+    let t = Instant::now();
+    while matches!(c.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if matches!(c.try_wait(), Ok(None)) {
+        let _ = c.kill();
     }
     let _ = c.wait();
+    let line = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     serde_json::from_str(line.trim()).unwrap_or_default()
 }
 
