@@ -163,6 +163,9 @@ struct TcpArgs {
     /// Leave out the kernel veth reference.
     #[arg(long)]
     no_veth: bool,
+    /// Parallel TCP streams per run (iperf3 -P, 1 to 128).
+    #[arg(long, default_value_t = 1)]
+    streams: u32,
     /// Microseconds the frontend's event-channel waits spin before sleeping.
     #[arg(long, default_value_t = DEFAULT_SPIN_US[0])]
     front_spin_us: u64,
@@ -684,6 +687,9 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     if a.seconds == 0 || a.rounds == 0 {
         bail!("experiments tcp: --seconds and --rounds must be at least 1");
     }
+    if !(1..=128).contains(&a.streams) {
+        bail!("experiments tcp: --streams is 1 to 128 (iperf3's limit)");
+    }
     let mut designs = a.designs.clone().unwrap_or_else(|| {
         [
             "grant-copy",
@@ -716,6 +722,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         cost: a.cost.clone(),
         busy: a.busy,
         spin_us: [a.front_spin_us, a.back_spin_us],
+        streams: a.streams,
     };
     let out = a.out.clone().unwrap_or_else(|| {
         let t = SystemTime::now()
@@ -752,6 +759,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         machine,
         samples: Vec::new(),
         commands: tcp::commands(&plan),
+        streams: plan.streams,
     };
     for round in 1..=plan.rounds {
         for (d, dir, off) in &runs {

@@ -304,6 +304,13 @@ pub struct TcpResults {
     pub samples: Vec<TcpSample>,
     /// The iperf3 commands (with the run's seconds), for the record.
     pub commands: Vec<String>,
+    /// Parallel TCP streams per run (`iperf3 -P`).
+    #[serde(default = "one_stream")]
+    pub streams: u32,
+}
+
+fn one_stream() -> u32 {
+    1
 }
 
 /// One row of the TCP table.
@@ -383,12 +390,17 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     let m = &r.machine;
     let mut out = format!(
         "# netstage: TCP bulk transfer through each design\n\nMachine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n\n\
-         iperf3 (real Linux TCP, one stream) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds.\n\n",
+         iperf3 (real Linux TCP, {}) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds.\n\n",
         m.cpu,
         m.cores,
         m.kernel,
         m.cost_mode,
-        m.waiting()
+        m.waiting(),
+        if r.streams == 1 {
+            "one stream".to_string()
+        } else {
+            format!("{} parallel streams", r.streams)
+        }
     );
     let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | runs |");
     let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|");
@@ -443,6 +455,8 @@ pub struct TcpPlan {
     pub busy: bool,
     /// Spin before blocking, frontend and backend, microseconds.
     pub spin_us: [u64; 2],
+    /// Parallel TCP streams per run.
+    pub streams: u32,
 }
 
 /// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
@@ -615,7 +629,7 @@ fn stop_and_report(c: &mut Child) -> TcpEndReport {
 }
 
 /// The iperf3 client's arguments for a run.
-fn client_args(dir: Dir, seconds: u32) -> Vec<String> {
+fn client_args(dir: Dir, seconds: u32, streams: u32) -> Vec<String> {
     let mut v: Vec<String> = [
         "iperf3",
         "-c",
@@ -630,6 +644,9 @@ fn client_args(dir: Dir, seconds: u32) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    if streams > 1 {
+        v.extend(["-P".to_string(), streams.to_string()]);
+    }
     if dir == Dir::Rx {
         v.push("-R".into());
     }
@@ -733,7 +750,7 @@ pub fn run_tcp(
     ns.children.push(server);
     wait_listening(&ns.host)?;
     let probe_before = crate::probe(20_000);
-    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds))
+    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, plan.streams))
         .output()
         .context("cannot run iperf3 -c")?;
     let probe_after = crate::probe(20_000);
@@ -814,7 +831,7 @@ pub fn commands(plan: &TcpPlan) -> Vec<String> {
     for d in &plan.dirs {
         v.push(format!(
             "{}   (guest namespace)",
-            client_args(*d, plan.seconds).join(" ")
+            client_args(*d, plan.seconds, plan.streams).join(" ")
         ));
     }
     v

@@ -123,6 +123,7 @@ fn bad_tcp_arguments_are_refused() {
     assert!(run(&["--dirs", "rr"]).contains("tx and rx"));
     assert!(run(&["--designs", "slots:0"]).contains("slots:0"));
     assert!(run(&["--seconds", "0"]).contains("at least 1"));
+    assert!(run(&["--streams", "0"]).contains("--streams"));
     let e = run(&["--designs", "grant-copy", "--out", "/proc/nonexistent/x"]);
     assert!(!e.is_empty());
 }
