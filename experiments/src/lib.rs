@@ -4,10 +4,13 @@
 //! This library holds the result model and the report rendering; the binary
 //! (`experiments compare`, `experiments report`) runs the scenarios.
 
+#![deny(unsafe_code)]
+
 pub mod peer;
 pub mod plots;
 pub mod roles;
 pub mod sweep;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;
 pub mod tcp;

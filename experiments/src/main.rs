@@ -4,7 +4,11 @@
 //! emulated platform — a backend process and a frontend process per run, pinned to
 //! different cores — interleaving the scenarios round by round, and writes
 //! `results/<time>/{results.json,results.csv,report.md}` and a table on the terminal.
-//! `experiments report DIR` renders a saved run again.
+//! `experiments report DIR` renders a saved run again, `experiments diff A B` compares two,
+//! and `experiments tcp` runs real Linux TCP (iperf3) through each design between two
+//! network namespaces on TAP devices.
+
+#![deny(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -339,9 +339,8 @@ impl Run {
     /// Stops both processes (SIGINT, as a user would; SIGKILL after 5 s).
     fn stop(&mut self) {
         for c in &self.children {
-            // SAFETY: kill() with a child's pid that we have not yet waited for (so it is
-            // not reused) and a valid signal number has no memory effects.
-            let _ = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
+            // Not waited for yet, so the pid is still the child's.
+            let _ = crate::sys::signal(c.id(), libc::SIGINT);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.children {

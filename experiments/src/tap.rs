@@ -9,11 +9,11 @@
 //! again by parsing the frame's Ethernet, IP and TCP/UDP headers, as Linux's netback and
 //! netfront do with `skb_checksum_setup`.
 //!
-//! Written on `libc` directly: the tun crates on crates.io do not set `IFF_VNET_HDR` and the
-//! offloads, which are the point here.
+//! The device is set up with three ioctls (`crate::sys::tun_attach`) rather than a tun crate:
+//! the ones on crates.io do not set `IFF_VNET_HDR` and the offloads, which are the point here.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
 
 use bytes::Bytes;
 use netstage_fallback::{Gso, Packet};
@@ -167,7 +167,7 @@ pub fn to_tap_header(p: &Packet) -> Result<[u8; VNET_HDR_LEN], FrameError> {
 /// dropped.
 #[derive(Debug)]
 pub struct Tap {
-    fd: OwnedFd,
+    file: std::fs::File,
     name: String,
 }
 
@@ -183,39 +183,13 @@ impl Tap {
                 format!("interface name {name:?} is empty or too long"),
             ));
         }
-        // SAFETY: a NUL-terminated literal path; open returns a new descriptor or -1.
-        let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor we just opened and own alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ifreq is plain data, valid zeroed.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-        // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is, for the call only.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let hdr_len = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, valid for the call.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let offloads: libc::c_ulong = if offload {
-            (libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6).into()
-        } else {
-            0
-        };
-        // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, offloads) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
+        crate::sys::tun_attach(file.as_fd(), name, VNET_HDR_LEN, offload)?;
         Ok(Tap {
-            fd,
+            file,
             name: name.to_string(),
         })
     }
@@ -228,48 +202,20 @@ impl Tap {
     /// Waits up to `timeout_ms` for a frame and reads it (header first) into `buf`, which
     /// should hold `VNET_HDR_LEN + 65550` bytes; returns its length, or `None` on timeout.
     pub fn read(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd, valid for the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        if r == 0 {
+        if !crate::sys::readable(self.file.as_fd(), timeout_ms)? {
             return Ok(None);
         }
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Some(n as usize))
+        (&self.file).read(buf).map(Some)
     }
 
     /// Writes one frame with its header in one `writev`.
     pub fn write(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<()> {
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: two iovecs over live buffers that writev only reads, valid for the call.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        let n = (&self.file).write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])?;
+        if n != hdr.len() + frame.len() {
+            return Err(io::Error::other(format!(
+                "the TAP took {n} of {} bytes",
+                hdr.len() + frame.len()
+            )));
         }
         Ok(())
     }

@@ -461,8 +461,7 @@ pub struct TcpPlan {
 
 /// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
 pub fn check_prerequisites() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         bail!("experiments tcp needs root: it creates network namespaces and TAP devices");
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -605,8 +604,8 @@ fn run(c: &mut Command) -> anyhow::Result<()> {
 /// Sends SIGTERM to a child and reads the JSON line it prints on its way out; a child that
 /// has not exited after 10 s is killed (and reports nothing).
 fn stop_and_report(c: &mut Child) -> TcpEndReport {
-    // SAFETY: kill() on a child we have not waited for, with a valid signal.
-    let _ = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    // The child has not been waited for, so its pid is still its own.
+    let _ = crate::sys::signal(c.id(), libc::SIGTERM);
     let reader = c.stdout.take().map(|out| {
         std::thread::spawn(move || {
             BufReader::new(out)
