@@ -645,11 +645,18 @@ pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
             )
             .collect()
     };
-    let rb = rows(b);
-    rows(a)
-        .into_iter()
+    pair_changes(rows(a), &rows(b))
+}
+
+/// The scenarios of `a` also in `b` (same direction, size and name), with their spreads in
+/// both; a change is beyond the noise when the two min..max ranges do not overlap.
+pub fn pair_changes(
+    a: Vec<(Dir, usize, String, Spread)>,
+    b: &[(Dir, usize, String, Spread)],
+) -> Vec<Change> {
+    a.into_iter()
         .filter_map(|(dir, size, design, before)| {
-            let after = rb
+            let after = b
                 .iter()
                 .find(|y| y.0 == dir && y.1 == size && y.2 == design)?
                 .3;
@@ -665,20 +672,40 @@ pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
         .collect()
 }
 
-/// A diff as a markdown table.
+/// A diff as a markdown table (packets per second).
 pub fn diff_markdown(changes: &[Change]) -> String {
-    let mut out = String::from(
-        "| dir | size (B) | design | pps before | pps after | change | beyond the noise |\n|---|---:|---|---:|---:|---:|---|\n",
+    changes_table(changes, "pps", true, |v| format!("{v:.0}"))
+}
+
+/// A diff as a markdown table of `what` (with the size column when `sizes`), values shown
+/// by `show`.
+pub fn changes_table(
+    changes: &[Change],
+    what: &str,
+    sizes: bool,
+    show: impl Fn(f64) -> String,
+) -> String {
+    let (size_head, size_align) = if sizes {
+        (" size (B) |", "---:|")
+    } else {
+        ("", "")
+    };
+    let mut out = format!(
+        "| dir |{size_head} design | {what} before | {what} after | change | beyond the noise |\n|---|{size_align}---|---:|---:|---:|---|\n"
     );
     for c in changes {
+        let size = if sizes {
+            format!(" {} |", c.size)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.0} | {:+.1} % | {} |",
+            "| {} |{size} {} | {} | {} | {:+.1} % | {} |",
             c.dir,
-            c.size,
             c.design,
-            c.before.median,
-            c.after.median,
+            show(c.before.median),
+            show(c.after.median),
             (c.after.median / c.before.median.max(1e-9) - 1.0) * 100.0,
             if c.significant { "yes" } else { "no" }
         );

@@ -42,8 +42,8 @@ enum Cmd {
         /// A `results/<time>` directory.
         dir: PathBuf,
     },
-    /// Compare two saved runs scenario by scenario; a change is flagged when the two runs'
-    /// min..max ranges do not overlap.
+    /// Compare two saved runs scenario by scenario (two `compare` runs, or two `tcp` runs);
+    /// a change is flagged when the two runs' min..max ranges do not overlap.
     Diff {
         /// The earlier `results/<time>` directory.
         a: PathBuf,
@@ -212,6 +212,22 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Compare(a) => compare(a),
+        Cmd::Diff { a, b } if a.join("tcp.json").exists() && b.join("tcp.json").exists() => {
+            let load = |d: &Path| -> anyhow::Result<experiments::tcp::TcpResults> {
+                Ok(serde_json::from_str(&std::fs::read_to_string(
+                    d.join("tcp.json"),
+                )?)?)
+            };
+            let changes = experiments::tcp::tcp_diff(&load(&a)?, &load(&b)?);
+            if changes.is_empty() {
+                bail!("the two TCP runs have no design in common");
+            }
+            print!(
+                "{}",
+                experiments::changes_table(&changes, "Gbit/s", false, |v| format!("{v:.2}"))
+            );
+            Ok(())
+        }
         Cmd::Diff { a, b } => {
             let load = |d: &Path| -> anyhow::Result<Results> {
                 Ok(serde_json::from_str(

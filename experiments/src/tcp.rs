@@ -384,6 +384,21 @@ pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
     rows
 }
 
+/// Compares two TCP runs design by design (direction, offloads and design in both), in
+/// Gbit/s; designs are named `<design> (offloads on|off)`.
+pub fn tcp_diff(a: &TcpResults, b: &TcpResults) -> Vec<crate::Change> {
+    let rows = |r: &TcpResults| -> Vec<(Dir, usize, String, Spread)> {
+        tcp_rows(r)
+            .into_iter()
+            .map(|x| {
+                let off = if x.offload { "on" } else { "off" };
+                (x.dir, 0, format!("{} (offloads {off})", x.design), x.gbps)
+            })
+            .collect()
+    };
+    crate::pair_changes(rows(a), &rows(b))
+}
+
 /// The TCP report as markdown.
 pub fn tcp_markdown(r: &TcpResults) -> String {
     use std::fmt::Write as _;

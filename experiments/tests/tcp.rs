@@ -99,6 +99,20 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     }
     // `report` renders the saved TCP run again, the same.
     assert_eq!(common::report(out.path()), md);
+    // A diff of the run with itself: every design, in Gbit/s, nothing beyond the noise.
+    let d = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .arg("diff")
+        .args([out.path(), out.path()])
+        .output()
+        .unwrap();
+    assert!(d.status.success());
+    let d = String::from_utf8(d.stdout).unwrap();
+    assert!(d.starts_with("| dir | design | Gbit/s before |"), "{d}");
+    assert_eq!(
+        d.lines().filter(|l| l.ends_with("| +0.0 % | no |")).count(),
+        6,
+        "{d}"
+    );
     let csv = std::fs::read_to_string(out.path().join("tcp.csv")).unwrap();
     assert_eq!(csv.lines().count(), 7);
     assert!(out.path().join("tcp.svg").exists() && out.path().join("tcp.png").exists());
