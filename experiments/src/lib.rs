@@ -216,6 +216,9 @@ pub struct Results {
     /// Peers measured in the same run (`--peer`), interleaved with the designs.
     #[serde(default)]
     pub peers: Vec<peer::PeerSample>,
+    /// Peer runs that failed, and why (the run went on without them).
+    #[serde(default)]
+    pub peer_failures: Vec<String>,
 }
 
 /// Median, min and max of some values.
@@ -759,6 +762,16 @@ pub fn peer_rows(r: &Results) -> Vec<PeerRow> {
 /// and size, and the commands that were run.
 fn peer_section(out: &mut String, r: &Results) {
     let rows = peer_rows(r);
+    if !r.peer_failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Peer runs that failed\n\nThese runs of a peer failed; the sweep went on without them:\n"
+        );
+        for f in &r.peer_failures {
+            let first = f.lines().next().unwrap_or("");
+            let _ = writeln!(out, "- {first}");
+        }
+    }
     if rows.is_empty() {
         return;
     }

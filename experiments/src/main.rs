@@ -417,6 +417,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         samples: Vec::new(),
         stream_gbps: Vec::new(),
         peers: Vec::new(),
+        peer_failures: Vec::new(),
     };
     for round in 1..=rounds {
         for sc in &scenarios {
@@ -430,9 +431,16 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         if let Some(dpdk) = &dpdk {
             for (dir, size) in &peer_runs {
                 bar.set_message(format!("{dir} {size} B dpdk-testpmd"));
-                let p = run_dpdk(dpdk, round, *dir, *size, seconds)
-                    .with_context(|| format!("round {round}: {dir} {size} B dpdk-testpmd"))?;
-                results.peers.push(p);
+                // A peer that fails does not cost the run its designs' results: the failure is
+                // reported (terminal, results.json, report) and the sweep goes on.
+                match run_dpdk(dpdk, round, *dir, *size, seconds) {
+                    Ok(p) => results.peers.push(p),
+                    Err(e) => {
+                        let why = format!("round {round}: {dir} {size} B dpdk-testpmd: {e:#}");
+                        bar.suspend(|| eprintln!("experiments: {why}"));
+                        results.peer_failures.push(why);
+                    }
+                }
                 bar.inc(1);
             }
         }

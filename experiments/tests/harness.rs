@@ -98,6 +98,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     let a = Results {
         stream_gbps: vec![],
         peers: vec![],
+        peer_failures: vec![],
         machine: m.clone(),
         samples: vec![
             sample("grant-copy", 100.0),
@@ -109,6 +110,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     let b = Results {
         stream_gbps: vec![],
         peers: vec![],
+        peer_failures: vec![],
         machine: m,
         samples: vec![
             sample("grant-copy", 105.0),

@@ -186,3 +186,62 @@ fn peers_in_a_scenario_file() {
         .to_string();
     assert!(e.contains("vmware"), "{e}");
 }
+
+/// A peer that fails costs the run nothing but that peer's numbers: the failure is kept in
+/// the results and the report, with what the peer printed, and the designs' samples are all
+/// there.
+#[test]
+fn a_failing_peer_is_reported_and_the_run_goes_on() {
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("dpdk-testpmd");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'EAL: no memory for the test' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .env("PATH", path)
+        .args([
+            "compare",
+            "--designs",
+            "grant-copy",
+            "--sizes",
+            "64",
+            "--dirs",
+            "tx",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.1",
+            "--no-stream",
+            "--peer",
+            "dpdk",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    assert!(stderr.contains("dpdk-testpmd"), "{stderr}");
+    let r: experiments::Results =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.samples.len(), 1);
+    assert!(r.peers.is_empty());
+    assert_eq!(r.peer_failures.len(), 1);
+    assert!(
+        r.peer_failures[0].contains("no memory for the test"),
+        "{:?}",
+        r.peer_failures
+    );
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("## Peer runs that failed") && md.contains("round 1: tx 64 B"));
+}
