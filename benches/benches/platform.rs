@@ -4,6 +4,8 @@
 //!
 //! Run with `cargo bench -p netstage-benches --bench platform`. Nothing here is asserted.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::thread;

@@ -4,6 +4,8 @@
 //! Run with `cargo bench -p netstage-benches --bench ring`. Nothing here is asserted: the
 //! figures go into issue notes, and the harness measures the designs end to end.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

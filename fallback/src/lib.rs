@@ -4,6 +4,8 @@
 //!
 //! The per-packet copy-vs-grant policy of the staging designs will live here too.
 
+#![forbid(unsafe_code)]
+
 use bytes::Bytes;
 use netstage_platform::{
     CopyOp, DomId, ForeignRef, GrantCopyBatch, GrantImport, GrantRef, GrantStatus, PlatformError,

@@ -35,6 +35,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod metrics;
 mod queue;
 pub mod toolstack;

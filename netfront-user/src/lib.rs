@@ -31,6 +31,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod queue;
 
 use std::collections::VecDeque;

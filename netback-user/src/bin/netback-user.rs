@@ -6,6 +6,7 @@
 //! With `--xen` it uses the host's Xen devices and xenstored instead, and the toolstack's
 //! vif directories.
 
+#![forbid(unsafe_code)]
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
 // placeholder, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]

@@ -8,6 +8,7 @@
 //! With `--xen` it runs in a guest of real Xen instead (Linux's Xen devices, XenStore
 //! through `/dev/xen/xenbus`).
 
+#![forbid(unsafe_code)]
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
 // placeholder, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]

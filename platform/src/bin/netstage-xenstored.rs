@@ -5,6 +5,8 @@
 //! or `XS_INTRODUCE` from dom0). Point clients at a socket with `XENSTORED_PATH`. Stops
 //! cleanly on SIGINT or SIGTERM, removing its sockets.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
