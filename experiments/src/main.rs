@@ -182,7 +182,19 @@ struct TcpArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cmd = Cli::parse().cmd;
+    if matches!(
+        cmd,
+        Cmd::Backend(_)
+            | Cmd::Frontend(_)
+            | Cmd::TcpBackend(_)
+            | Cmd::TcpFrontend(_)
+            | Cmd::StreamReader(_)
+            | Cmd::StreamWriter(_)
+    ) {
+        experiments::sys::keep_freed_memory();
+    }
+    match cmd {
         Cmd::Tcp(a) => tcp(a),
         Cmd::TcpBackend(a) => experiments::tcp::tcp_backend(&a),
         Cmd::TcpFrontend(a) => experiments::tcp::tcp_frontend(&a),
