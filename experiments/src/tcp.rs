@@ -284,6 +284,16 @@ pub struct TcpSample {
 }
 
 impl TcpSample {
+    /// CPU milliseconds per GB of data netif carried in the run's direction.
+    pub fn cpu_ms_per_gb(&self, cpu_s: f64) -> f64 {
+        let (_, bytes) = self.netif_packets();
+        if bytes > 0.0 {
+            cpu_s * 1e3 / (bytes / 1e9)
+        } else {
+            0.0
+        }
+    }
+
     /// The netif packets of the run in its direction, and their bytes (backend counters).
     pub fn netif_packets(&self) -> (f64, f64) {
         let (p, b) = match self.dir {
@@ -330,6 +340,9 @@ pub struct TcpRow {
     pub retransmits: f64,
     /// Median mean netif packet size, bytes (0 for veth).
     pub mean_packet: f64,
+    /// Median CPU milliseconds of the frontend and of the backend process per GB of data
+    /// netif carried in the run's direction (both over the processes' lives; 0 for veth).
+    pub cpu_ms_per_gb: [f64; 2],
     /// Runs.
     pub n: usize,
 }
@@ -377,6 +390,10 @@ pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
                         b / p.max(1.0)
                     })
                     .collect()),
+                cpu_ms_per_gb: [
+                    med(v.iter().map(|s| s.cpu_ms_per_gb(s.front_cpu_s)).collect()),
+                    med(v.iter().map(|s| s.cpu_ms_per_gb(s.back_cpu_s)).collect()),
+                ],
                 n: v.len(),
             });
         }
@@ -399,13 +416,22 @@ pub fn tcp_diff(a: &TcpResults, b: &TcpResults) -> Vec<crate::Change> {
     crate::pair_changes(rows(a), &rows(b))
 }
 
+/// A netstage-only number of a row, `-` for the veth reference.
+fn dash_for_veth(row: &TcpRow, v: f64) -> String {
+    if row.design == "veth" {
+        "-".to_string()
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// The TCP report as markdown.
 pub fn tcp_markdown(r: &TcpResults) -> String {
     use std::fmt::Write as _;
     let m = &r.machine;
     let mut out = format!(
         "# netstage: TCP bulk transfer through each design\n\nMachine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n\n\
-         iperf3 (real Linux TCP, {}) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds.\n\n",
+         iperf3 (real Linux TCP, {}) between two network namespaces linked only by a netfront/netback pair on TAP devices: `tx` is the guest sending, `rx` the guest receiving. The frontend and the guest's iperf3 share core 0, the backend and the host's iperf3 core 1. `veth` is the kernel's own veth pair between the same namespaces, no netstage, for reference. With offloads, the TAPs hand over TCP segments of up to 64 KiB with blank checksums, carried as netif GSO packets. Medians over interleaved rounds. The CPU columns are each end process's CPU time over its life per GB that netif carried in the run's direction (the process also carries the other direction's ACKs).\n\n",
         m.cpu,
         m.cores,
         m.kernel,
@@ -417,12 +443,12 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
             format!("{} parallel streams", r.streams)
         }
     );
-    let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | runs |");
-    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | frontend CPU ms/GB | backend CPU ms/GB | runs |");
+    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
     for row in tcp_rows(r) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | [{:.2}..{:.2}] | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {:.2} | [{:.2}..{:.2}] | {} | {:.0} | {} | {} | {} | {} |",
             row.dir,
             if row.offload { "on" } else { "off" },
             row.design,
@@ -431,11 +457,9 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
             row.gbps.max,
             row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
             row.retransmits,
-            if row.design == "veth" {
-                "-".to_string()
-            } else {
-                format!("{:.0}", row.mean_packet)
-            },
+            dash_for_veth(&row, row.mean_packet),
+            dash_for_veth(&row, row.cpu_ms_per_gb[0]),
+            dash_for_veth(&row, row.cpu_ms_per_gb[1]),
             row.n
         );
     }

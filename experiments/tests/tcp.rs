@@ -87,6 +87,17 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     }
     let rows = tcp_rows(&r);
     assert_eq!(rows.len(), 6);
+    // Each end's CPU per GB carried: the sample's CPU over its netif bytes.
+    for row in rows.iter().filter(|x| x.design != "veth") {
+        let s = r
+            .samples
+            .iter()
+            .find(|s| s.dir == row.dir && s.design == row.design)
+            .unwrap();
+        let (_, bytes) = s.netif_packets();
+        assert_eq!(row.cpu_ms_per_gb[1], s.back_cpu_s * 1e3 / (bytes / 1e9));
+        assert!(row.cpu_ms_per_gb[0] > 0.0 && row.cpu_ms_per_gb[1] > 0.0);
+    }
     let md = std::fs::read_to_string(out.path().join("tcp.md")).unwrap();
     for row in &rows {
         assert!(
