@@ -92,7 +92,9 @@ pub fn l4(frame: &[u8]) -> Option<L4> {
         17 => (6, 8),
         _ => return None,
     };
-    if len < 8 || offset + len > frame.len() {
+    // A TCP header is at least 20 bytes (data offset 5): below that, its checksum field
+    // would lie past the header the frame claims.
+    if len < csum_offset + 2 || (proto == 6 && len < 20) || offset + len > frame.len() {
         return None;
     }
     Some(L4 {

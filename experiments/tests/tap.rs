@@ -73,6 +73,12 @@ fn transport_headers_are_found() {
     let mut bad = frame(false, true, false, 0);
     bad[14] = 0x44;
     assert_eq!(l4(&bad), None);
+    // A TCP data offset below 5 words: the checksum field would be past the header.
+    for doff in 0..5u8 {
+        let mut short = frame(false, true, false, 40);
+        short[38 + 12] = doff << 4;
+        assert_eq!(l4(&short), None, "data offset {doff}");
+    }
 }
 
 #[test]
@@ -151,6 +157,9 @@ fn what_netif_cannot_carry_is_refused() {
 }
 
 proptest! {
+    // Cheap cases: many of them (256 once missed a TCP data offset below 5).
+    #![proptest_config(ProptestConfig::with_cases(8192))]
+
     #[test]
     fn any_bytes_are_parsed_without_panic_and_within_the_frame(
         bytes in proptest::collection::vec(any::<u8>(), 0..200),
