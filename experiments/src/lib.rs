@@ -276,6 +276,11 @@ impl Row {
     pub fn label(&self) -> String {
         label(&self.design, self.queues)
     }
+
+    /// The median over rounds of `f` of this scenario's samples in `r`.
+    pub fn median(&self, r: &Results, f: &dyn Fn(&Sample) -> f64) -> f64 {
+        scenario_median(r, self.dir, self.size, &self.design, self.queues, f)
+    }
 }
 
 /// Summarises the samples per (direction, size, queues, design), in first-seen design
@@ -361,6 +366,7 @@ pub fn scenario_median(
 /// The summary as a markdown table.
 pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
+    let rows = summarise(r);
     let m = &r.machine;
     let _ = writeln!(out, "# netstage: designs compared\n");
     let _ = writeln!(
@@ -398,7 +404,7 @@ pub fn markdown(r: &Results) -> String {
         "| dir | size (B) | design | in use | pps (median) | [min..max] | Gbit/s | x grant-copy | frontend CPU us/pkt | runs |"
     );
     let _ = writeln!(out, "|---|---:|---|---|---:|---|---:|---:|---:|---:|");
-    for row in summarise(r) {
+    for row in &rows {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {:.3} | {} |",
@@ -421,10 +427,8 @@ pub fn markdown(r: &Results) -> String {
         "| dir | size (B) | design | copy ops | copy calls | maps | unmaps | kernel crossings | backend notifications | staged bytes | granted bytes | backend CPU us |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
-    for row in summarise(r) {
-        let med = |f: &dyn Fn(&Sample) -> f64| {
-            scenario_median(r, row.dir, row.size, &row.design, row.queues, f)
-        };
+    for row in &rows {
+        let med = |f: &dyn Fn(&Sample) -> f64| row.median(r, f);
         let (staged, granted): (&str, &[&str]) = match row.dir {
             Dir::Rx => ("rx_staged_bytes", &["rx_grant_copy_bytes"]),
             _ => (
@@ -456,10 +460,8 @@ pub fn markdown(r: &Results) -> String {
         "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | over-limit fallback % | ring-full fallback % | ring fill % | granted (KiB) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
-    for row in summarise(r) {
-        let med = |f: &dyn Fn(&Sample) -> f64| {
-            scenario_median(r, row.dir, row.size, &row.design, row.queues, f)
-        };
+    for row in &rows {
+        let med = |f: &dyn Fn(&Sample) -> f64| row.median(r, f);
         let side = if row.dir == Dir::Rx { "rx" } else { "tx" };
         let fill = if row.design.starts_with("ring:") {
             let pct = med(&|s| {
@@ -507,7 +509,7 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.front_metrics["granted_bytes"].as_f64().unwrap_or(0.0)) / 1024.0,
         );
     }
-    let rr: Vec<Row> = summarise(r).into_iter().filter(|x| x.dir.is_rr()).collect();
+    let rr: Vec<&Row> = rows.iter().filter(|x| x.dir.is_rr()).collect();
     if !rr.is_empty() {
         let _ = writeln!(
             out,
@@ -550,8 +552,8 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     if let Some(g) = spread(&r.stream_gbps) {
-        let best = summarise(r)
-            .into_iter()
+        let best = rows
+            .iter()
             .filter(|row| row.design.starts_with("ring:") && row.queues == 1)
             .max_by(|a, b| a.gbps.total_cmp(&b.gbps));
         let _ = writeln!(
@@ -576,7 +578,7 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
-    peer_section(&mut out, r);
+    peer_section(&mut out, r, &rows);
     let before: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
     let after: Vec<f64> = r
         .samples
@@ -760,7 +762,7 @@ pub fn peer_rows(r: &Results) -> Vec<PeerRow> {
 
 /// The report's section on the peers: their rates beside the designs' at the same direction
 /// and size, and the commands that were run.
-fn peer_section(out: &mut String, r: &Results) {
+fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     let rows = peer_rows(r);
     if !r.peer_failures.is_empty() {
         let _ = writeln!(
@@ -775,7 +777,6 @@ fn peer_section(out: &mut String, r: &Results) {
     if rows.is_empty() {
         return;
     }
-    let ours = summarise(r);
     table_head(
         out,
         "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once; a netstage frame starts in the sender's private buffer and is copied into shared memory and out again.\n",
