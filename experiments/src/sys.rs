@@ -20,9 +20,9 @@ pub fn pin_to_cores(cores: &[usize]) -> std::io::Result<()> {
             format!("core {c} is beyond the {max} a CPU set holds"),
         ));
     }
-    // SAFETY: `set` is a zeroed bitmask on our stack; CPU_SET writes the bit of each core,
-    // all checked to be inside it above; sched_setaffinity only reads
-    // `size_of::<cpu_set_t>()` bytes of it.
+    // Every core was checked above to fall inside the set.
+    // SAFETY: `set` is a zeroed bitmask on our stack, CPU_SET writes inside it, and
+    // sched_setaffinity only reads `size_of::<cpu_set_t>()` bytes of it.
     let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cores {

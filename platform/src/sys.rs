@@ -358,9 +358,9 @@ fn req(n: u64) -> libc::Ioctl {
 /// Issues an ioctl whose argument is the `u32` words of `buf` (the kernel reads and writes
 /// within them only); returns the ioctl's result.
 fn ioctl_words(fd: BorrowedFd<'_>, request: u64, buf: &mut [u32]) -> io::Result<i32> {
-    // SAFETY: every request passed here (see the callers) is one whose argument the kernel
-    // reads and writes within the header and the `count` entries the caller wrote into
-    // `buf`, and each caller sizes `buf` for exactly that; `buf` is live for the call.
+    // The callers pass only requests whose argument is a header and `count` entries, and
+    // size `buf` for exactly the header and the `count` they wrote into it.
+    // SAFETY: so the kernel reads and writes within `buf`, which is live for the call.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req(request), buf.as_mut_ptr()) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -481,9 +481,9 @@ pub(crate) fn gntdev_copy(
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many copy ops"))?,
         segments: segs.as_mut_ptr(),
     };
-    // SAFETY: `arg` points at `count` segments in `segs`, live for the call. Each local side
-    // points into a slice of `ops`, borrowed (mutably for destinations) for the call, of at
-    // least `len` bytes; the kernel writes only to destination slices and the statuses.
+    // Each local side points into a slice of `ops` of at least `len` bytes, borrowed
+    // (mutably for destinations) for the call; `arg` points at the `count` segments.
+    // SAFETY: the kernel writes only to destination slices and the statuses, all live.
     let r = unsafe {
         libc::ioctl(
             fd.as_raw_fd(),
