@@ -346,10 +346,20 @@ pub trait GrantImport: Send + Sync {
     /// returned window is dropped.
     fn map(&self, dom: DomId, grefs: &[GrantRef], writable: bool) -> Result<SharedMem>;
 
+    /// Performs every copy of `ops` with one call and writes one status per operation into
+    /// `status` (which must be as long as `ops`; a failed operation does not stop the
+    /// others). Errors only if the call itself fails. Allocates nothing on the emulated
+    /// platform once its per-thread scratch has grown to the batch size.
+    fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()>;
+
     /// Performs every copy of the batch with one call and fills `batch.status`, one status
     /// per operation (a failed operation does not stop the others). Errors only if the call
     /// itself fails.
-    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()>;
+    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()> {
+        batch.status.clear();
+        batch.status.resize(batch.ops.len(), GrantStatus::Okay);
+        self.copy_ops(&mut batch.ops, &mut batch.status)
+    }
 }
 
 /// Counters of one event port.

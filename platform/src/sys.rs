@@ -57,21 +57,21 @@ pub(crate) fn futex_wake(word: &SharedU32, n: u32) {
 
 /// A copy between private buffers and the hypervisor's view of guest memory, performed by
 /// the kernel in one `process_vm_readv` / `process_vm_writev` call on this process.
+#[derive(Default)]
 pub(crate) struct VmCopy {
     local: Vec<libc::iovec>,
     remote: Vec<libc::iovec>,
 }
 
 impl VmCopy {
-    pub(crate) fn new() -> Self {
-        VmCopy {
-            local: Vec::new(),
-            remote: Vec::new(),
-        }
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.local.is_empty()
+    }
+
+    /// Forgets every segment (keeping the vectors' room).
+    pub(crate) fn clear(&mut self) {
+        self.local.clear();
+        self.remote.clear();
     }
 
     /// Adds one segment: `len` bytes between `local` and `remote`.

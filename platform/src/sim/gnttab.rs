@@ -10,7 +10,7 @@ use netstage_ring::{SharedMem, SharedU32};
 use super::{DomInner, Foreign, SimDomain, Stats, FIRST_FREE_GREF, PAGE_SIZE};
 use crate::sim::CostMode;
 use crate::{
-    sys, CopyOp, DomId, GrantCopyBatch, GrantExport, GrantImport, GrantRef, GrantStatus,
+    sys, CopyOp, DomId, GrantExport, GrantImport, GrantRef, GrantStatus,
     PlatformError, Result, SharedPages,
 };
 
@@ -503,28 +503,74 @@ impl GrantImport for SimDomain {
         }
     }
 
-    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()> {
+    fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
+        if status.len() != ops.len() {
+            return Err(PlatformError::Invalid(format!(
+                "{} copy operations but {} status slots",
+                ops.len(),
+                status.len()
+            )));
+        }
+        status.fill(GrantStatus::Okay);
+        COPY_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.copy_with(&mut scratch, ops, status),
+            // Only a copy made from inside a copy (none is) would find it borrowed.
+            Err(_) => self.copy_with(&mut CopyScratch::default(), ops, status),
+        })
+    }
+}
+
+/// What one grant-copy call needs besides its operations, kept per thread so that a call
+/// allocates nothing once the vectors have grown to the batch size.
+#[derive(Default)]
+struct CopyScratch {
+    /// Grants acquired by the call, released at its end: (granter, gref, for writing).
+    held: Vec<(Arc<Foreign>, GrantRef, bool)>,
+    reads: sys::VmCopy,
+    writes: sys::VmCopy,
+    read_ops: Vec<usize>,
+    write_ops: Vec<usize>,
+}
+
+impl CopyScratch {
+    fn clear(&mut self) {
+        self.held.clear();
+        self.reads.clear();
+        self.writes.clear();
+        self.read_ops.clear();
+        self.write_ops.clear();
+    }
+}
+
+thread_local! {
+    static COPY_SCRATCH: std::cell::RefCell<CopyScratch> =
+        std::cell::RefCell::new(CopyScratch::default());
+}
+
+impl SimDomain {
+    /// Checks and acquires the grant of every op, queues the copies (kernel mode) or does
+    /// them (other modes), runs the queued copies, releases the grants and counts.
+    fn copy_with(
+        &self,
+        sc: &mut CopyScratch,
+        ops: &mut [CopyOp<'_>],
+        status: &mut [GrantStatus],
+    ) -> Result<()> {
+        sc.clear();
         let d = &self.inner;
-        let n = batch.ops.len();
-        batch.status.clear();
-        batch.status.resize(n, GrantStatus::Okay);
+        let n = ops.len();
         let kernel = d.cfg.cost == CostMode::Kernel;
-        let mut held: Vec<(std::sync::Arc<Foreign>, GrantRef, bool)> = Vec::with_capacity(n);
-        let mut reads = sys::VmCopy::new();
-        let mut writes = sys::VmCopy::new();
-        let mut read_ops = Vec::new();
-        let mut write_ops = Vec::new();
-        for (i, op) in batch.ops.iter_mut().enumerate() {
+        for (i, op) in ops.iter_mut().enumerate() {
             let fr = op.foreign();
             let len = op.len();
             if len > PAGE_SIZE || usize::from(fr.offset) + len > PAGE_SIZE {
-                batch.status[i] = GrantStatus::BadCopyArg;
+                status[i] = GrantStatus::BadCopyArg;
                 continue;
             }
             let f = match d.foreign(fr.dom) {
                 Ok(f) => f,
                 Err(_) => {
-                    batch.status[i] = GrantStatus::BadDomain;
+                    status[i] = GrantStatus::BadDomain;
                     continue;
                 }
             };
@@ -532,7 +578,7 @@ impl GrantImport for SimDomain {
             let frame = match acquire(&f, d.id, fr.gref, to_foreign) {
                 Ok(frame) => frame,
                 Err(s) => {
-                    batch.status[i] = s;
+                    status[i] = s;
                     continue;
                 }
             };
@@ -543,12 +589,12 @@ impl GrantImport for SimDomain {
                 let remote = f.view.as_ptr().wrapping_add(at);
                 match op {
                     CopyOp::FromForeign { dst, .. } => {
-                        reads.push(dst.as_mut_ptr(), remote, len);
-                        read_ops.push(i);
+                        sc.reads.push(dst.as_mut_ptr(), remote, len);
+                        sc.read_ops.push(i);
                     }
                     CopyOp::ToForeign { src, .. } => {
-                        writes.push(src.as_ptr().cast_mut(), remote, len);
-                        write_ops.push(i);
+                        sc.writes.push(src.as_ptr().cast_mut(), remote, len);
+                        sc.write_ops.push(i);
                     }
                 }
             } else {
@@ -557,35 +603,37 @@ impl GrantImport for SimDomain {
                     CopyOp::ToForeign { src, .. } => f.view.write_at(at, src),
                 };
                 if r.is_err() {
-                    batch.status[i] = GrantStatus::GeneralError;
+                    status[i] = GrantStatus::GeneralError;
                 }
             }
-            held.push((f, fr.gref, to_foreign));
+            sc.held.push((f, fr.gref, to_foreign));
         }
         let mut failure = None;
-        for (vm, ops, read) in [
-            (&mut reads, &read_ops, true),
-            (&mut writes, &write_ops, false),
+        for (vm, idx, read) in [
+            (&mut sc.reads, &sc.read_ops, true),
+            (&mut sc.writes, &sc.write_ops, false),
         ] {
             if vm.is_empty() {
                 continue;
             }
             Stats::add(&d.stats.kernel_crossings, 1);
             if let Err(e) = vm.run(read) {
-                for i in ops {
-                    batch.status[*i] = GrantStatus::GeneralError;
+                for i in idx {
+                    status[*i] = GrantStatus::GeneralError;
                 }
                 failure = Some(e);
             }
         }
-        for (f, g, w) in held {
+        for (f, g, w) in sc.held.drain(..) {
             release(&f, g, w);
         }
+        // No pointer into this call's buffers outlives it.
+        sc.clear();
         d.charge(|m| m.call_ns + m.copy_ns * n as u64);
         Stats::add(&d.stats.copy_ops, n as u64);
         let mut bytes = 0u64;
         let mut failed = 0u64;
-        for (op, s) in batch.ops.iter().zip(&batch.status) {
+        for (op, s) in ops.iter().zip(status.iter()) {
             if *s == GrantStatus::Okay {
                 bytes += op.len() as u64;
             } else {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::xenstore::{XenStore, XsClient, NO_TX};
 use crate::{
-    sys, DomId, DomainInfo, EventChannels, EventPort, EventStats, GrantCopyBatch, GrantExport,
+    sys, DomId, DomainInfo, EventChannels, EventPort, EventStats, CopyOp, GrantExport,
     GrantImport, GrantRef, GrantStatus, PlatformError, Port, Result, SharedPages,
 };
 use netstage_ring::SharedMem;
@@ -209,13 +209,19 @@ impl GrantImport for XenDomain {
         })
     }
 
-    fn copy(&self, batch: &mut GrantCopyBatch<'_>) -> Result<()> {
-        let codes = sys::gntdev_copy(self.dev.gntdev.as_fd(), &mut batch.ops)
+    fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
+        if status.len() != ops.len() {
+            return Err(PlatformError::Invalid(format!(
+                "{} copy operations but {} status slots",
+                ops.len(),
+                status.len()
+            )));
+        }
+        let codes = sys::gntdev_copy(self.dev.gntdev.as_fd(), ops)
             .map_err(|e| PlatformError::io("gntdev: grant copy", e))?;
-        batch.status = codes
-            .into_iter()
-            .map(|c| GrantStatus::from_code(c).unwrap_or(GrantStatus::GeneralError))
-            .collect();
+        for (s, c) in status.iter_mut().zip(codes) {
+            *s = GrantStatus::from_code(c).unwrap_or(GrantStatus::GeneralError);
+        }
         Ok(())
     }
 }
