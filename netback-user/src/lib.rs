@@ -37,21 +37,24 @@
 
 #![forbid(unsafe_code)]
 
+mod driver;
 mod metrics;
 mod queue;
+mod staging;
 pub mod toolstack;
+mod txpath;
 mod xenbus;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use netstage_fallback::Packet;
 use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use netstage_fallback::{Features, PollMode};
+pub use netstage_fallback::{Features, Packet, PacketBuf, PacketRef, PollMode};
+pub use queue::{BackQueue, QueueFault, BURST};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,38 @@ pub trait VifHandler: Send + Sync + 'static {
     fn connected(&self, _rx: Vec<RxInjector>) {}
 
     /// The vif disconnected (the injectors stop working).
+    fn disconnected(&self, _reason: &str) {}
+}
+
+/// What a driver learns of each queue of a new connection.
+#[derive(Clone)]
+pub struct QueueInfo {
+    /// The queue's index.
+    pub index: u16,
+    /// Makes the queue's current or next [`BackQueue::wait`] return.
+    pub waker: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for QueueInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueInfo")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// Drives the queues of a vif, run to completion: [`Backend::serve_queues`] starts one
+/// thread per queue of each connection and calls [`QueueDriver::run`] on it, which loops
+/// over [`BackQueue::recv_burst`], [`BackQueue::send_burst`] and [`BackQueue::wait`] until
+/// [`BackQueue::stopped`] (return `Ok`) or a fault (return it: the vif is disconnected).
+pub trait QueueDriver<P: BackendPlatform>: Send + Sync + 'static {
+    /// A frontend connected with these queues; called before any [`QueueDriver::run`].
+    fn connected(&self, _queues: &[QueueInfo]) {}
+
+    /// Drives one queue on its own thread.
+    fn run(&self, q: &mut BackQueue<P>) -> Result<(), QueueFault>;
+
+    /// The connection ended (every `run` has returned).
     fn disconnected(&self, _reason: &str) {}
 }
 
@@ -223,7 +258,9 @@ impl<P: BackendPlatform> Backend<P> {
 
     /// Serves vif `devid` of guest `fe` (created by [`toolstack::create_vif`]) until `stop`
     /// is set: runs the XenBus state machine, connects every frontend that comes, moves
-    /// packets, and survives frontends that close, misbehave or die.
+    /// packets, and survives frontends that close, misbehave or die. Each queue's thread
+    /// hands the guest's packets to `handler` and feeds the guest from a backlog of
+    /// [`BackendConfig::rx_backlog`] packets that the [`RxInjector`]s fill.
     pub fn serve(
         &self,
         fe: netstage_platform::DomId,
@@ -231,7 +268,22 @@ impl<P: BackendPlatform> Backend<P> {
         handler: Arc<dyn VifHandler>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), BackendError> {
-        xenbus::serve(self, fe, devid, handler, stop)
+        let driver =
+            driver::HandlerDriver::new(handler, self.cfg.rx_backlog, Arc::clone(&self.metrics));
+        xenbus::serve(self, fe, devid, Arc::new(driver), stop)
+    }
+
+    /// Serves vif `devid` of guest `fe` as [`Backend::serve`] does, with `driver` running
+    /// each queue of each connection on a thread of its own (run to completion: no hand-off
+    /// and no allocation per packet unless the driver makes one).
+    pub fn serve_queues(
+        &self,
+        fe: netstage_platform::DomId,
+        devid: u32,
+        driver: Arc<dyn QueueDriver<P>>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), BackendError> {
+        xenbus::serve(self, fe, devid, driver, stop)
     }
 }
 

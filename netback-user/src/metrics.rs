@@ -25,10 +25,29 @@ macro_rules! counters {
             }
 
             $(
+                #[allow(dead_code)]
                 pub(crate) fn $add(&self, n: u64) {
                     self.$name.fetch_add(n, Ordering::Relaxed);
                 }
             )*
+
+            /// Adds a queue's local counts (one atomic add per non-zero counter) and
+            /// clears them.
+            pub(crate) fn absorb(&self, c: &mut Counts) {
+                $(
+                    if c.$name != 0 {
+                        self.$name.fetch_add(c.$name, Ordering::Relaxed);
+                    }
+                )*
+                *c = Counts::default();
+            }
+        }
+
+        /// Counts a queue gathers over one burst before adding them to [`Metrics`]: the
+        /// hot path touches plain integers, not shared atomics, per packet.
+        #[derive(Debug, Default, Clone, Copy)]
+        pub(crate) struct Counts {
+            $(pub(crate) $name: u64,)*
         }
     };
 }

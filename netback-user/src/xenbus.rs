@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
 use netstage_platform::xenbus::{read_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{unique_token, XenStore, NO_TX};
 use netstage_platform::{DomId, GrantImport};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::BackRing;
 
-use crate::queue::{BStaging, Fatal, Queue, QueueParams};
-use crate::{wake_fn, Backend, BackendError, BackendPlatform, RxInjector, VifHandler};
+use crate::queue::{BackQueue, Fatal, QueueParams, QueueParts, BURST};
+use crate::staging::{BackStaging, DataRing, NoStaging, Slots};
+use crate::{wake_fn, Backend, BackendError, BackendPlatform, QueueDriver, QueueInfo};
 use netstage_ring::flex::{self, End};
 use netstage_ring::staging::{distinct_grefs, read_list, SlotArea, SlotLayout};
 use netstage_ring::XEN_PAGE_SIZE;
@@ -80,7 +80,7 @@ pub(crate) fn serve<P: BackendPlatform>(
     b: &Backend<P>,
     fe: DomId,
     devid: u32,
-    handler: Arc<dyn VifHandler>,
+    handler: Arc<dyn QueueDriver<P>>,
     stop: &AtomicBool,
 ) -> Result<(), BackendError> {
     let xs = &b.xs;
@@ -215,12 +215,12 @@ fn connect_staging<P: BackendPlatform>(
     fe: DomId,
     dir: &str,
     slots: u32,
-) -> Result<BStaging, String> {
+) -> Result<Box<dyn BackStaging>, String> {
     let xs = &b.xs;
     let slots_len = read_str(xs, &format!("{dir}/tx-data-len"));
     let ring_ref = read_str(xs, &format!("{dir}/data-ring-ref"));
     match (slots_len, ring_ref) {
-        (None, None) => Ok(BStaging::None),
+        (None, None) => Ok(Box::new(NoStaging)),
         (Some(_), Some(_)) => Err("frontend asks for both staging slots and a data ring".into()),
         (Some(_), None) => {
             let max = b
@@ -264,7 +264,7 @@ fn connect_staging<P: BackendPlatform>(
             }
             let (rx, rx_len) = areas.pop().ok_or("no RX slots")?;
             let (tx, _) = areas.pop().ok_or("no TX slots")?;
-            Ok(BStaging::Slots { tx, rx, rx_len })
+            Ok(Box::new(Slots::new(tx, rx, rx_len)))
         }
         (None, Some(r)) => {
             let max = b
@@ -293,7 +293,7 @@ fn connect_staging<P: BackendPlatform>(
                 .map_err(|e| format!("cannot map the data ring: {e}"))?;
             let (prod, cons) = flex::open(End::Backend, &intf, &data, cfg.order)
                 .map_err(|e| format!("data ring: {e}"))?;
-            Ok(BStaging::Ring { prod, cons })
+            Ok(Box::new(DataRing::new(prod, cons)))
         }
     }
 }
@@ -303,7 +303,7 @@ fn connect_staging<P: BackendPlatform>(
 fn connect<P: BackendPlatform>(
     b: &Backend<P>,
     p: &VifPaths,
-    handler: &Arc<dyn VifHandler>,
+    handler: &Arc<dyn QueueDriver<P>>,
 ) -> Result<Connection, String> {
     let xs = &b.xs;
     // The frontend domain may be a new instance since we last looked (an earlier one
@@ -344,7 +344,7 @@ fn connect<P: BackendPlatform>(
     let fe = p.frontend_dom;
     let stop = Arc::new(AtomicBool::new(false));
     let mut queue_objs = Vec::new();
-    let mut injectors = Vec::new();
+    let mut infos = Vec::new();
     let mut wakers = Vec::new();
     for q in 0..queues {
         let dir = if queues == 1 {
@@ -374,21 +374,17 @@ fn connect<P: BackendPlatform>(
                 .bind_interdomain(fe, evtchn)
                 .map_err(|e| format!("queue {q}: cannot bind event-channel {evtchn}: {e}"))?,
         );
-        let (rtx, rrx) = bounded(b.cfg.rx_backlog.max(1));
         let wake = wake_fn(&port);
-        injectors.push(RxInjector {
-            queue: q as u16,
-            tx: rtx,
-            wake: Arc::clone(&wake),
-            metrics: Arc::clone(&b.metrics),
+        infos.push(QueueInfo {
+            index: q as u16,
+            waker: Arc::clone(&wake),
         });
         wakers.push(wake);
-        queue_objs.push(Queue {
+        queue_objs.push(BackQueue::new(QueueParts {
             platform: b.platform.clone(),
-            p: QueueParams {
+            params: QueueParams {
                 index: q as u16,
                 fe,
-                tx_path: b.cfg.tx_path,
                 poll: b.cfg.poll,
                 sg: asked.sg,
                 gso_tcpv4: asked.gso_tcpv4,
@@ -397,24 +393,23 @@ fn connect<P: BackendPlatform>(
             tx,
             rx,
             port,
-            rx_queue: rrx,
-            handler: Arc::clone(handler),
             metrics: Arc::clone(&b.metrics),
             stop: Arc::clone(&stop),
-            rx_head: None,
             staging,
-        });
+            fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),
+        }));
     }
+    handler.connected(&infos);
     let threads = queue_objs
         .into_iter()
-        .map(|q| {
+        .map(|mut q| {
+            let driver = Arc::clone(handler);
             std::thread::Builder::new()
-                .name(format!("netback-q{}", q.p.index))
-                .spawn(move || q.run())
+                .name(format!("netback-q{}", q.index()))
+                .spawn(move || driver.run(&mut q).err().map(|f| f.0))
                 .map_err(|e| format!("cannot start a queue thread: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    handler.connected(injectors);
     Ok(Connection {
         stop,
         threads,

@@ -1,0 +1,198 @@
+//! One queue of a connected vif, driven by the application's own thread (run to
+//! completion): [`BackQueue::recv_burst`] takes what the guest transmitted,
+//! [`BackQueue::send_burst`] gives packets to the guest, [`BackQueue::wait`] sleeps until
+//! either has work. Completions are made inside those calls; nothing is handed to another
+//! thread and, once the queue's vectors have grown to a burst, nothing is allocated.
+
+mod rx;
+mod tx;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netstage_fallback::{GrantCopier, PacketRef};
+use netstage_platform::{DomId, EventPort};
+use netstage_ring::netif::{GsoType, NetifRxRequest, RxRing, TxChain, TxRing};
+use netstage_ring::sring::BackRing;
+
+use crate::metrics::Counts;
+use crate::staging::BackStaging;
+use crate::txpath::TxFetch;
+use crate::{BackendPlatform, Metrics, PollMode};
+
+/// Most packets one burst call handles (netback's batch); a longer slice is taken in part.
+pub const BURST: usize = 64;
+
+/// Why a queue stopped on its own: the frontend did something impossible.
+pub(crate) type Fatal = String;
+
+/// A queue's failure: the frontend broke the protocol, and the vif is disconnected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the frontend broke the protocol: {0}")]
+pub struct QueueFault(pub String);
+
+/// What the queue negotiated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueParams {
+    pub(crate) index: u16,
+    pub(crate) fe: DomId,
+    pub(crate) poll: PollMode,
+    pub(crate) sg: bool,
+    pub(crate) gso_tcpv4: bool,
+    pub(crate) gso_tcpv6: bool,
+}
+
+impl QueueParams {
+    /// Whether the frontend negotiated GSO of type `t`.
+    fn gso_ok(&self, t: GsoType) -> bool {
+        match t {
+            GsoType::TcpV4 => self.gso_tcpv4,
+            GsoType::TcpV6 => self.gso_tcpv6,
+        }
+    }
+}
+
+/// One planned RX packet of a burst: its index in the caller's slice, its requests (a
+/// range of the queue's request vector) and the bytes staged.
+#[derive(Debug, Clone, Copy)]
+struct RxPlanned {
+    pkt: usize,
+    reqs: (usize, usize),
+    staged: usize,
+}
+
+/// One queue of a connected vif, for one thread to drive.
+pub struct BackQueue<P: BackendPlatform> {
+    platform: P,
+    p: QueueParams,
+    tx: BackRing<TxRing>,
+    rx: BackRing<RxRing>,
+    port: Arc<P::Port>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    staging: Box<dyn BackStaging>,
+    fetch: Box<dyn TxFetch<P>>,
+    counts: Counts,
+    chains: Vec<TxChain>,
+    status: Vec<i16>,
+    rx_reqs: Vec<NetifRxRequest>,
+    rx_plan: Vec<RxPlanned>,
+    rx_failed: Vec<bool>,
+    rx_copier: GrantCopier,
+    /// Requests the packet the last send burst stopped at needs, if it stopped for lack of
+    /// them.
+    rx_need: Option<usize>,
+}
+
+/// Everything a queue is made of, gathered by the XenBus negotiation.
+pub(crate) struct QueueParts<P: BackendPlatform> {
+    pub(crate) platform: P,
+    pub(crate) params: QueueParams,
+    pub(crate) tx: BackRing<TxRing>,
+    pub(crate) rx: BackRing<RxRing>,
+    pub(crate) port: Arc<P::Port>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) staging: Box<dyn BackStaging>,
+    pub(crate) fetch: Box<dyn TxFetch<P>>,
+}
+
+impl<P: BackendPlatform> BackQueue<P> {
+    pub(crate) fn new(parts: QueueParts<P>) -> BackQueue<P> {
+        // Room for a burst of the largest chains, so that no burst grows a vector.
+        let reqs = BURST * netstage_ring::netif::MAX_CHAIN_SLOTS;
+        BackQueue {
+            platform: parts.platform,
+            p: parts.params,
+            tx: parts.tx,
+            rx: parts.rx,
+            port: parts.port,
+            metrics: parts.metrics,
+            stop: parts.stop,
+            staging: parts.staging,
+            fetch: parts.fetch,
+            counts: Counts::default(),
+            chains: Vec::with_capacity(BURST),
+            status: Vec::with_capacity(BURST),
+            rx_reqs: Vec::with_capacity(reqs),
+            rx_plan: Vec::with_capacity(BURST),
+            rx_failed: Vec::with_capacity(BURST),
+            rx_copier: GrantCopier::with_capacity(reqs),
+            rx_need: None,
+        }
+    }
+
+    /// The queue's index.
+    pub fn index(&self) -> u16 {
+        self.p.index
+    }
+
+    /// The guest's domain.
+    pub fn frontend(&self) -> DomId {
+        self.p.fe
+    }
+
+    /// Whether the vif is being disconnected: the driving loop should return.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits until the guest has transmitted or posted what the last send burst lacked, an
+    /// event arrives, [`EventPort::wake`] is called for this queue (by the handle from
+    /// [`BackQueue::waker`]), or `timeout` passes. Arms the rings' event indexes first and
+    /// returns at once if work arrived meanwhile. With busy polling it polls once and
+    /// yields instead of sleeping. Returns whether there may be work.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
+        if self.stopped() {
+            return Ok(false);
+        }
+        let mut work = self.tx.final_check_for_requests().map_err(fault)?;
+        if let Some(need) = self.rx_need {
+            work |= self.rx.final_check_for_requests().map_err(fault)?
+                && self.rx.refresh_requests().map_err(fault)? as usize >= need;
+        }
+        if work {
+            return Ok(true);
+        }
+        let woke = match self.p.poll {
+            PollMode::Block => matches!(self.port.wait(timeout), Ok(true)),
+            PollMode::BusyPoll => {
+                let woke = matches!(self.port.poll(), Ok(true));
+                std::thread::yield_now();
+                woke
+            }
+        };
+        if woke {
+            self.metrics.add_wakeups(1);
+        }
+        Ok(woke)
+    }
+
+    /// A function that makes this queue's current or next [`BackQueue::wait`] return: how
+    /// another thread hands the driving thread new packets for the guest.
+    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        crate::wake_fn(&self.port)
+    }
+
+    /// Whether the frontend can take `p` at all with what it negotiated.
+    fn rx_acceptable(&self, p: &PacketRef<'_>) -> bool {
+        let pages = p.data.len().div_ceil(netstage_ring::XEN_PAGE_SIZE);
+        !p.data.is_empty()
+            && p.data.len() <= netstage_ring::netif::XEN_NETIF_MAX_TX_SIZE
+            && pages <= netstage_ring::netif::XEN_NETIF_NR_SLOTS_MIN
+            && (self.p.sg || pages == 1)
+            && p.gso.is_none_or(|g| self.p.gso_ok(g.gso_type))
+    }
+
+    fn notify(&mut self) {
+        if self.port.notify().is_ok() {
+            self.counts.notifications += 1;
+        }
+    }
+}
+
+/// A ring or staging failure of the frontend's making.
+fn fault(e: impl std::fmt::Display) -> QueueFault {
+    QueueFault(e.to_string())
+}

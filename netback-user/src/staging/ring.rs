@@ -1,0 +1,87 @@
+//! The data ring: the backend consumes the **out** direction (TX) and produces the **in**
+//! direction (RX); staged bytes follow the requests' order.
+
+use netstage_ring::flex::{FlexConsumer, FlexError, FlexProducer};
+use netstage_ring::netif::TxChain;
+
+use super::{staged_len, BackStaging};
+use crate::queue::Fatal;
+
+/// One data ring per direction.
+pub(crate) struct DataRing {
+    prod: FlexProducer,
+    cons: FlexConsumer,
+    tx_used: bool,
+    rx_used: bool,
+}
+
+impl DataRing {
+    /// The rings of one queue.
+    pub(crate) fn new(prod: FlexProducer, cons: FlexConsumer) -> DataRing {
+        DataRing {
+            prod,
+            cons,
+            tx_used: false,
+            rx_used: false,
+        }
+    }
+}
+
+/// A data-ring failure is the frontend's: its indexes overran, or it claimed bytes it never
+/// wrote.
+fn ring_fault(e: FlexError) -> Fatal {
+    format!("data ring: {e}")
+}
+
+impl BackStaging for DataRing {
+    fn tx_read(&mut self, c: &TxChain, dst: &mut [u8]) -> Result<bool, Fatal> {
+        self.tx_used = true;
+        let n = staged_len(c).min(dst.len());
+        self.cons.read_exact(&mut dst[..n]).map_err(ring_fault)?;
+        Ok(true)
+    }
+
+    fn tx_skip(&mut self, c: &TxChain) -> Result<(), Fatal> {
+        // The packet's staged bytes come next on the ring, dropped or not.
+        self.tx_used = true;
+        if c.drop.is_some() && c.staged == 0 {
+            return Err(
+                "TX request stages more bytes than its packet has; the data ring cannot be followed"
+                    .into(),
+            );
+        }
+        self.cons.skip(staged_len(c)).map_err(ring_fault)
+    }
+
+    fn tx_release(&mut self) -> Result<(), Fatal> {
+        if std::mem::take(&mut self.tx_used) {
+            self.cons.release().map_err(ring_fault)?;
+        }
+        Ok(())
+    }
+
+    fn rx_plan(&mut self, len: usize) -> Result<(usize, bool), Fatal> {
+        // Whole packets only: one that does not fit goes by grants.
+        let mut free = self.prod.free() as usize;
+        if free < len {
+            free = self.prod.refresh().map_err(ring_fault)? as usize;
+        }
+        Ok(if free >= len { (len, false) } else { (0, true) })
+    }
+
+    fn rx_stage(&mut self, _first_id: u16, head: &[u8]) -> Result<(), Fatal> {
+        // Room was checked by rx_plan, and only we produce: this cannot fail.
+        if self.prod.stage(head).map_err(ring_fault)?.is_none() {
+            return Err("RX data ring lost room it had".into());
+        }
+        self.rx_used = true;
+        Ok(())
+    }
+
+    fn rx_publish(&mut self) -> Result<(), Fatal> {
+        if std::mem::take(&mut self.rx_used) {
+            self.prod.publish().map_err(ring_fault)?;
+        }
+        Ok(())
+    }
+}

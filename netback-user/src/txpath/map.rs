@@ -1,0 +1,46 @@
+//! Grant map per packet: map its pages read-only, copy out, unmap.
+
+use netstage_fallback::map::MAX_MAP_FRAGMENTS;
+use netstage_fallback::{fetch_by_map, Fragment, PacketBuf};
+use netstage_platform::DomId;
+use netstage_ring::netif::{TxChain, NETIF_RSP_OKAY};
+
+use super::{fragments, grant_failed, TxFetch};
+use crate::metrics::Counts;
+use crate::queue::Fatal;
+use crate::BackendPlatform;
+
+/// The grant-map TX path.
+pub(crate) struct GrantMapFetch;
+
+impl<P: BackendPlatform> TxFetch<P> for GrantMapFetch {
+    fn fetch(
+        &mut self,
+        platform: &P,
+        fe: DomId,
+        chains: &[TxChain],
+        bufs: &mut [PacketBuf],
+        status: &mut [i16],
+        counts: &mut Counts,
+    ) -> Result<(), Fatal> {
+        for (i, (c, buf)) in chains.iter().zip(bufs.iter_mut()).enumerate() {
+            if status[i] != NETIF_RSP_OKAY {
+                continue;
+            }
+            let staged = usize::from(c.staged);
+            let rest = &mut buf
+                .prepare(usize::from(c.total_size))
+                .map_err(|e| e.to_string())?[staged..];
+            let mut frags = arrayvec::ArrayVec::<Fragment, MAX_MAP_FRAGMENTS>::new();
+            frags.extend(fragments(c).take(MAX_MAP_FRAGMENTS));
+            match fetch_by_map(platform, fe, &frags, rest) {
+                Ok(()) => {
+                    counts.grant_maps += frags.len() as u64;
+                    counts.tx_grant_map_bytes += rest.len() as u64;
+                }
+                Err(_) => grant_failed(status, i, counts),
+            }
+        }
+        Ok(())
+    }
+}
