@@ -10,8 +10,8 @@ use netstage_ring::{SharedMem, SharedU32};
 use super::{DomInner, Foreign, SimDomain, Stats, FIRST_FREE_GREF, PAGE_SIZE};
 use crate::sim::CostMode;
 use crate::{
-    sys, CopyOp, DomId, GrantExport, GrantImport, GrantRef, GrantStatus,
-    PlatformError, Result, SharedPages,
+    sys, CopyOp, DomId, GrantExport, GrantImport, GrantRef, GrantStatus, PlatformError, Result,
+    SharedPages,
 };
 
 /// `GTF_permit_access`.

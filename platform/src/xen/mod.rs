@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use crate::xenstore::{XenStore, XsClient, NO_TX};
 use crate::{
-    sys, DomId, DomainInfo, EventChannels, EventPort, EventStats, CopyOp, GrantExport,
-    GrantImport, GrantRef, GrantStatus, PlatformError, Port, Result, SharedPages,
+    sys, CopyOp, DomId, DomainInfo, EventChannels, EventPort, EventStats, GrantExport, GrantImport,
+    GrantRef, GrantStatus, PlatformError, Port, Result, SharedPages,
 };
 use netstage_ring::SharedMem;
 
