@@ -1,0 +1,214 @@
+//! [`FrontendLink`]: the XenStore side of a connected frontend, the monitor of the backend,
+//! and the state its queues share (stop flag, why the device broke, counters).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use netstage_fallback::Design;
+use netstage_platform::xenbus::{read_state, wait_state, write_state, VifPaths, XenbusState};
+use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient};
+use netstage_platform::{DomId, EventPort};
+
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::{FrontendError, FrontendHandler, FrontendPlatform};
+
+/// What a frontend's queues and its link share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    stop: AtomicBool,
+    /// Why the device stopped working, first reason first.
+    broken: Mutex<Option<String>>,
+    /// The first protocol violation a queue found.
+    fault: Mutex<Option<String>>,
+    /// The queues' event ports, woken when the device stops.
+    ports: Mutex<Vec<Arc<dyn EventPort>>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    /// Whether the device was stopped.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Why the device stopped ("closed" if it was closed).
+    pub(crate) fn reason(&self) -> String {
+        self.broken().unwrap_or_else(|| "closed".into())
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.lock().ok().and_then(|b| b.clone())
+    }
+
+    fn fault_reason(&self) -> Option<String> {
+        self.fault.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// Notes a queue's port, to wake it when the device stops.
+    pub(crate) fn add_port(&self, port: Arc<dyn EventPort>) {
+        if let Ok(mut p) = self.ports.lock() {
+            p.push(port);
+        }
+    }
+
+    /// Stops the device (noting `why`, if given, unless a reason is known) and wakes every
+    /// queue.
+    pub(crate) fn stop(&self, why: Option<&str>) {
+        if let (Some(why), Ok(mut b)) = (why, self.broken.lock()) {
+            b.get_or_insert_with(|| why.to_string());
+        }
+        self.stop.store(true, Ordering::Release);
+        if let Ok(ports) = self.ports.lock() {
+            for p in ports.iter() {
+                let _ = p.wake();
+            }
+        }
+    }
+
+    /// A queue found the backend breaking the protocol: the whole device stops.
+    pub(crate) fn fault(&self, why: &str) {
+        if let Ok(mut f) = self.fault.lock() {
+            f.get_or_insert_with(|| why.to_string());
+        }
+        self.stop(Some(why));
+    }
+}
+
+/// The control side of a frontend connected with [`connect_queues`](crate::connect_queues):
+/// its XenStore connection and paths, a monitor thread that stops the device when the
+/// backend dies or leaves the connected state, and the counters of all its queues.
+///
+/// Closing it (or dropping it) stops every queue: a [`FrontQueue`](crate::FrontQueue) the
+/// application still holds then fails with [`FrontendError::Broken`], and its shared pages
+/// are revoked when the application drops it.
+pub struct FrontendLink<P: FrontendPlatform> {
+    pub(crate) platform: P,
+    pub(crate) xs: XsClient,
+    pub(crate) paths: VifPaths,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) monitor: Option<JoinHandle<()>>,
+    pub(crate) design: Design,
+    pub(crate) queues: u16,
+    pub(crate) closed: bool,
+}
+
+impl<P: FrontendPlatform> FrontendLink<P> {
+    /// The design in use (the one asked for, or the baseline if the backend lacks it).
+    pub fn design(&self) -> Design {
+        self.design
+    }
+
+    /// Number of queues negotiated.
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// This domain's id.
+    pub fn domid(&self) -> DomId {
+        self.paths.frontend_dom
+    }
+
+    /// The vif's XenStore paths.
+    pub fn paths(&self) -> &VifPaths {
+        &self.paths
+    }
+
+    /// Counters of all queues (as of their last burst).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Why the device stopped working, if it did.
+    pub fn broken(&self) -> Option<String> {
+        self.shared.broken()
+    }
+
+    /// Starts the thread that watches the backend (`on_stop` hears why it stopped).
+    pub(crate) fn spawn_monitor(
+        &mut self,
+        watch: Watch,
+        on_stop: Option<Arc<dyn FrontendHandler>>,
+    ) -> Result<(), FrontendError> {
+        let xs = self.xs.clone();
+        let bdir = self.paths.backend.clone();
+        let bdom = self.paths.backend_dom;
+        let platform = self.platform.clone();
+        let shared = Arc::clone(&self.shared);
+        let t = std::thread::Builder::new()
+            .name("netfront-monitor".into())
+            .spawn(move || {
+                while !shared.stopped() {
+                    let _ = watch.next(Duration::from_millis(100));
+                    let why = if !platform.domain_alive(bdom) {
+                        format!("backend domain {bdom} died")
+                    } else {
+                        match read_state(&xs, &bdir) {
+                            XenbusState::Connected => continue,
+                            s => format!("backend left the connected state ({s:?})"),
+                        }
+                    };
+                    shared.stop(Some(&why));
+                    if let Some(h) = &on_stop {
+                        h.disconnected(&why);
+                    }
+                    return;
+                }
+            })
+            .map_err(|e| FrontendError::Handshake(format!("cannot start the monitor: {e}")))?;
+        self.monitor = Some(t);
+        Ok(())
+    }
+
+    /// Stops every queue and the monitor.
+    pub(crate) fn halt(&mut self) {
+        self.shared.stop(None);
+        if let Some(m) = self.monitor.take() {
+            let _ = m.join();
+        }
+    }
+
+    /// Closes the device: stops the queues, then Closing, waits for the backend to close,
+    /// Closed. Fails with [`FrontendError::Broken`] if a queue found the backend breaking
+    /// the protocol.
+    pub fn close(mut self) -> Result<(), FrontendError> {
+        self.closed = true;
+        self.halt();
+        let (xs, fdir, bdir) = (&self.xs, &self.paths.frontend, &self.paths.backend);
+        write_state(xs, fdir, XenbusState::Closing)?;
+        let watch = xs.watch(&format!("{bdir}/state"), &unique_token("netfront-close"))?;
+        let bdom = self.paths.backend_dom;
+        let _ = wait_state(
+            xs,
+            &watch,
+            bdir,
+            Duration::from_secs(10),
+            |s| {
+                matches!(
+                    s,
+                    XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+                )
+            },
+            || match self.platform.domain_alive(bdom) {
+                true => Ok(()),
+                false => Err("backend gone".into()),
+            },
+        );
+        write_state(xs, fdir, XenbusState::Closed)?;
+        match self.shared.fault_reason() {
+            Some(f) => Err(FrontendError::Broken(f)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<P: FrontendPlatform> Drop for FrontendLink<P> {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = write_state(&self.xs, &self.paths.frontend, XenbusState::Closing);
+            self.halt();
+            let _ = write_state(&self.xs, &self.paths.frontend, XenbusState::Closed);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! A frontend's counters: shared atomics read by anyone, and a plain tally each queue keeps
+//! during a burst and adds to them once at its end.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        /// Counters of a frontend.
+        #[derive(Debug, Default)]
+        pub struct Metrics { $($name: AtomicU64,)* }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct MetricsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        /// What one queue counted since its last flush (plain integers: no shared cache
+        /// line is touched per packet).
+        #[derive(Debug, Default)]
+        pub(crate) struct Tally { $(pub(crate) $name: u64,)* }
+
+        impl Metrics {
+            /// The current values.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+
+            /// Adds what `t` counted and clears it.
+            pub(crate) fn flush(&self, t: &mut Tally) {
+                $(
+                    if t.$name != 0 {
+                        self.$name.fetch_add(t.$name, Ordering::Relaxed);
+                        t.$name = 0;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Packets put on the TX ring.
+    tx_packets;
+    /// Their bytes.
+    tx_bytes;
+    /// TX slots the backend answered with an error.
+    tx_errors;
+    /// Packets received and delivered.
+    rx_packets;
+    /// Their bytes.
+    rx_bytes;
+    /// RX packets dropped (error status or malformed chain).
+    rx_dropped;
+    /// TX packets whose head went through staging memory.
+    tx_staged_packets;
+    /// Bytes they staged.
+    tx_staged_bytes;
+    /// TX packets (partly) sent by grants because the data ring was full.
+    tx_fallback_ring_full;
+    /// TX packets partly sent by grants because they exceed the copy limit.
+    tx_fallback_over_limit;
+    /// Packets forwarded straight from their RX slot (`NETTXF_staging_buffer`).
+    tx_zerocopy_packets;
+    /// RX packets whose head came through staging memory.
+    rx_staged_packets;
+    /// Bytes they staged.
+    rx_staged_bytes;
+    /// TX data ring: staging decisions at which its fill was sampled (every 16th, after
+    /// reading the backend's consumer index afresh).
+    tx_ring_fill_samples;
+    /// TX data ring: the fill at each sample in millionths of the ring, summed (divide by
+    /// `tx_ring_fill_samples` for the mean fill).
+    tx_ring_fill_ppm;
+    /// RX data ring: staged packets at which its fill was sampled (every 16th, after reading
+    /// the backend's producer index afresh).
+    rx_ring_fill_samples;
+    /// RX data ring: the bytes queued at each sample (this packet's included) in millionths
+    /// of the ring, summed.
+    rx_ring_fill_ppm;
+    /// Memory this frontend keeps granted to the backend (rings, buffers, staging).
+    granted_bytes;
+    /// Notifications sent to the backend.
+    notifications;
+    /// Times a queue woke up from waiting.
+    wakeups;
+}
+
+/// `part` in millionths of `whole` (0 for an empty whole).
+pub(crate) fn ppm(part: usize, whole: usize) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        (part as u64).saturating_mul(1_000_000) / whole as u64
+    }
+}

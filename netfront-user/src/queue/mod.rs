@@ -1,0 +1,194 @@
+//! [`FrontQueue`]: one queue of a connected frontend, driven by one application thread
+//! (run to completion: the bursts reap completions, copy packets in and out of shared
+//! memory and publish, with no thread or channel between the caller and the rings).
+
+mod forward;
+mod rx;
+mod tx;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netstage_fallback::{Features, PacketBuf, PollMode};
+use netstage_platform::{EventChannels, EventPort, SharedPages};
+use netstage_ring::netif::{RxRing, TxRing};
+use netstage_ring::sring::FrontRing;
+
+use crate::link::Shared;
+use crate::metrics::Tally;
+use crate::staging::{err, Broken, Staging};
+use crate::{FrontendError, FrontendPlatform};
+
+/// Buffers per direction: one per ring slot.
+pub(crate) const POOL: usize = 256;
+
+/// The pages one queue shares besides its staging memory.
+pub(crate) struct QueuePages {
+    /// The TX ring's page.
+    pub(crate) tx_ring: SharedPages,
+    /// The RX ring's page.
+    pub(crate) rx_ring: SharedPages,
+    /// One page per TX request id (read-only for the backend).
+    pub(crate) tx_pool: SharedPages,
+    /// One page per RX buffer (written by the backend).
+    pub(crate) rx_pool: SharedPages,
+}
+
+/// One negotiated queue of a frontend: its TX and RX rings, their buffer pools and its
+/// staging memory, driven by exactly one thread of the application.
+///
+/// [`FrontQueue::send_burst`] and [`FrontQueue::recv_burst`] move packets;
+/// [`FrontQueue::wait`] sleeps until the backend has answered or sent something. Neither
+/// allocates once the queue runs: ids, buffers and chains live in memory made at connect.
+/// Dropping the queue revokes its shared pages.
+pub struct FrontQueue<P: FrontendPlatform> {
+    index: u16,
+    poll: PollMode,
+    features: Features,
+    tx: FrontRing<TxRing>,
+    rx: FrontRing<RxRing>,
+    port: Arc<<P as EventChannels>::Port>,
+    /// TX request ids free, and which are in flight.
+    tx_free: Vec<u16>,
+    tx_inflight: Vec<bool>,
+    /// RX buffers in the order they were posted (a response's buffer is the one posted in
+    /// its ring slot: the response id is not trusted to name it).
+    rx_posted: VecDeque<u16>,
+    staging: Box<dyn Staging>,
+    /// The staging decision for a packet that did not fit: `(length, staged bytes)`, used
+    /// again when a burst starts with a packet of that length (decided once per packet).
+    held: Option<(usize, usize)>,
+    /// For each TX id sent from an RX slot, that slot's RX buffer (posted on completion).
+    zc_pending: Vec<Option<u16>>,
+    /// Forwarding: the received packet waiting for room on the TX ring.
+    fwd: Option<forward::Fwd>,
+    /// Forwarding: the buffer copied packets wait in (made at the first copy).
+    fwd_buf: Option<PacketBuf>,
+    tally: Tally,
+    shared: Arc<Shared>,
+    /// Declared last: the pages outlive the rings and staging that point into them.
+    pages: QueuePages,
+}
+
+impl<P: FrontendPlatform> FrontQueue<P> {
+    /// A queue over freshly shared pages, all its RX buffers posted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        index: u16,
+        poll: PollMode,
+        features: Features,
+        pages: QueuePages,
+        staging: Box<dyn Staging>,
+        port: Arc<<P as EventChannels>::Port>,
+        shared: Arc<Shared>,
+    ) -> Result<FrontQueue<P>, FrontendError> {
+        let ring = |e: netstage_ring::sring::RingError| FrontendError::Handshake(e.to_string());
+        let mut q = FrontQueue {
+            index,
+            poll,
+            features,
+            tx: FrontRing::init(pages.tx_ring.mem.clone()).map_err(ring)?,
+            rx: FrontRing::init(pages.rx_ring.mem.clone()).map_err(ring)?,
+            port,
+            tx_free: (0..POOL as u16).rev().collect(),
+            tx_inflight: vec![false; POOL],
+            rx_posted: VecDeque::with_capacity(POOL),
+            staging,
+            held: None,
+            zc_pending: vec![None; POOL],
+            fwd: None,
+            fwd_buf: None,
+            tally: Tally::default(),
+            shared,
+            pages,
+        };
+        q.post_all_rx().map_err(FrontendError::Handshake)?;
+        Ok(q)
+    }
+
+    /// This queue's number.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// TX requests in flight (put on the ring, not yet answered).
+    pub fn tx_pending(&self) -> usize {
+        self.tx.outstanding() as usize
+    }
+
+    /// Waits for work: arms the rings' event indexes and returns `Ok(true)` at once if the
+    /// backend answered or sent something meanwhile; otherwise waits on the event channel
+    /// (up to `timeout` with [`PollMode::Block`]; with [`PollMode::BusyPoll`] it polls once
+    /// and yields the CPU) and returns whether an event came. Fails with
+    /// [`FrontendError::Broken`] once the device is closed or broken.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
+        self.check_open()?;
+        let armed = self.arm();
+        if self.finish(armed)? {
+            return Ok(true);
+        }
+        let woke = match self.poll {
+            PollMode::Block => self.port.wait(timeout)?,
+            PollMode::BusyPoll => {
+                let woke = self.port.poll()?;
+                std::thread::yield_now();
+                woke
+            }
+        };
+        if woke {
+            self.tally.wakeups += 1;
+            self.shared.metrics.flush(&mut self.tally);
+        }
+        self.check_open()?;
+        Ok(woke)
+    }
+
+    /// The final checks before sleeping: whether responses are pending.
+    fn arm(&mut self) -> Result<bool, Broken> {
+        let mut work = false;
+        if self.tx.outstanding() > 0 {
+            work |= self
+                .tx
+                .final_check_for_responses()
+                .map_err(err("TX ring"))?;
+        }
+        work |= self
+            .rx
+            .final_check_for_responses()
+            .map_err(err("RX ring"))?;
+        Ok(work)
+    }
+
+    /// Fails if the device was stopped (closed, backend gone, or broken by any queue).
+    fn check_open(&self) -> Result<(), FrontendError> {
+        if self.shared.stopped() {
+            return Err(FrontendError::Broken(self.shared.reason()));
+        }
+        Ok(())
+    }
+
+    /// Ends a call: publishes the counters and turns a protocol violation into a broken
+    /// device.
+    fn finish<T>(&mut self, r: Result<T, Broken>) -> Result<T, FrontendError> {
+        self.shared.metrics.flush(&mut self.tally);
+        r.map_err(|b| {
+            self.shared.fault(&b);
+            FrontendError::Broken(b)
+        })
+    }
+
+    /// Sends an event to the backend.
+    fn notify(&mut self) {
+        if self.port.notify().is_ok() {
+            self.tally.notifications += 1;
+        }
+    }
+}
+
+impl<P: FrontendPlatform> FrontQueue<P> {
+    /// This queue's event port, for another thread to wake its [`FrontQueue::wait`].
+    pub(crate) fn port_handle(&self) -> Arc<dyn EventPort> {
+        Arc::clone(&self.port) as Arc<dyn EventPort>
+    }
+}

@@ -1,0 +1,158 @@
+//! The RX path: posting buffers, and copying received packets out of shared memory.
+
+use arrayvec::ArrayVec;
+use netstage_fallback::{Gso, PacketBuf};
+use netstage_ring::netif::{parse_rx_chain, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS};
+use netstage_ring::XEN_PAGE_SIZE;
+
+use super::{FrontQueue, POOL};
+use crate::staging::{err, Broken};
+use crate::{FrontendError, FrontendPlatform};
+
+/// The RX buffers of one received chain, in ring order.
+pub(super) type ChainBufs = ArrayVec<u16, MAX_CHAIN_SLOTS>;
+
+impl<P: FrontendPlatform> FrontQueue<P> {
+    /// Receives up to `bufs.len()` packets: copies each out of shared memory into the next
+    /// buffer (with its GSO and checksum metadata), posts the RX buffers again and returns
+    /// how many it filled. Packets the backend marked bad or chained wrongly are dropped and
+    /// counted (`rx_dropped`). TX responses are reaped too, so that a queue that only
+    /// receives never stalls its transmissions. Fails with [`FrontendError::Broken`] once
+    /// the device is closed or broken.
+    pub fn recv_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, FrontendError> {
+        self.check_open()?;
+        let r = self.rx_burst(bufs);
+        self.finish(r)
+    }
+
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, Broken> {
+        self.reap_tx()?;
+        let mut n = 0;
+        let mut reposted = 0;
+        while let Some(buf) = bufs.get_mut(n) {
+            let Some((chain, ids)) = self.next_chain()? else {
+                break;
+            };
+            if self.copy_out(&chain, &ids, buf)? {
+                n += 1;
+            }
+            reposted += self.post_each(&ids)?;
+        }
+        self.push_rx(reposted)?;
+        Ok(n)
+    }
+
+    /// Takes the next complete RX chain, if the backend published one, with the buffers
+    /// posted in its ring slots.
+    pub(super) fn next_chain(&mut self) -> Result<Option<(RxChain, ChainBufs)>, Broken> {
+        if self.rx.pending_responses() == 0
+            && self.rx.refresh_responses().map_err(err("RX ring"))? == 0
+        {
+            return Ok(None);
+        }
+        let rx = &mut self.rx;
+        let chain = parse_rx_chain(|| rx.take_response().ok().flatten())
+            .map_err(|f| format!("RX response chain: {f}"))?;
+        let mut ids = ChainBufs::new();
+        for _ in &chain.slots {
+            let id = self
+                .rx_posted
+                .pop_front()
+                .ok_or("backend answered more RX requests than were posted")?;
+            ids.try_push(id)
+                .map_err(|_| "an RX chain longer than netif allows")?;
+        }
+        Ok(Some((chain, ids)))
+    }
+
+    /// Copies a received packet into `buf` and counts it; `false` if it was dropped.
+    pub(super) fn copy_out(
+        &mut self,
+        chain: &RxChain,
+        ids: &[u16],
+        buf: &mut PacketBuf,
+    ) -> Result<bool, Broken> {
+        let staged = usize::from(chain.staged);
+        if chain.drop.is_some() {
+            self.tally.rx_dropped += 1;
+            if chain.flags.contains(RxFlags::STAGED) {
+                // Keep the data ring in step: the dropped packet's bytes are skipped.
+                self.staging.rx_skip(staged)?;
+            }
+            return Ok(false);
+        }
+        let dst = buf
+            .prepare(chain.total_len as usize)
+            .map_err(err("RX packet"))?;
+        if staged > 0 {
+            let first = ids.first().copied().ok_or("an empty RX chain")?;
+            let head = dst.get_mut(..staged).ok_or("staged past the packet")?;
+            self.staging.rx_head(first, head, &mut self.tally)?;
+            self.tally.rx_staged_packets += 1;
+            self.tally.rx_staged_bytes += staged as u64;
+        }
+        let mut at = staged;
+        for (s, id) in chain.slots.iter().zip(ids) {
+            if s.extra {
+                continue;
+            }
+            let end = at + usize::from(s.len);
+            let part = dst
+                .get_mut(at..end)
+                .ok_or("RX fragments longer than the packet")?;
+            // Copied out of the backend-writable page before anything parses it.
+            let from = usize::from(*id) * XEN_PAGE_SIZE + usize::from(s.offset);
+            self.pages
+                .rx_pool
+                .mem
+                .read_at(from, part)
+                .map_err(err("RX buffer"))?;
+            at = end;
+        }
+        buf.gso = Gso::from_extras(&chain.extras);
+        buf.csum_blank = chain.flags.contains(RxFlags::CSUM_BLANK);
+        self.tally.rx_packets += 1;
+        self.tally.rx_bytes += buf.len() as u64;
+        Ok(true)
+    }
+
+    /// Posts every RX buffer (before the frontend announces itself connected).
+    pub(super) fn post_all_rx(&mut self) -> Result<(), Broken> {
+        for id in 0..POOL as u16 {
+            self.post_rx(id)?;
+        }
+        self.rx.push_requests().map_err(err("RX ring"))
+    }
+
+    /// Posts each of `ids` again (unpublished); returns how many.
+    pub(super) fn post_each(&mut self, ids: &[u16]) -> Result<usize, Broken> {
+        for id in ids {
+            self.post_rx(*id)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Posts RX buffer `id` (unpublished).
+    pub(super) fn post_rx(&mut self, id: u16) -> Result<(), Broken> {
+        let gref = self.pages.rx_pool.grefs[usize::from(id)];
+        self.rx
+            .put_request(&NetifRxRequest { id, pad: 0, gref })
+            .map_err(err("RX ring"))?;
+        self.rx_posted.push_back(id);
+        Ok(())
+    }
+
+    /// Publishes RX requests posted again (`reposted` of them) and notifies the backend if
+    /// it asked to be.
+    pub(super) fn push_rx(&mut self, reposted: usize) -> Result<(), Broken> {
+        if reposted > 0
+            && self
+                .rx
+                .push_requests_and_check_notify()
+                .map_err(err("RX ring"))?
+        {
+            self.notify();
+        }
+        Ok(())
+    }
+}

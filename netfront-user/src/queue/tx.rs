@@ -1,0 +1,239 @@
+//! The TX path: reaping responses, and putting packets on the ring.
+
+use arrayvec::ArrayVec;
+use netstage_fallback::PacketRef;
+use netstage_ring::netif::{
+    encode_staged_tx_chain, encode_tx_chain, Extra, TxFlags, TxFragment, NETIF_RSP_NULL,
+    NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
+};
+use netstage_ring::XEN_PAGE_SIZE;
+
+use super::{FrontQueue, POOL};
+use crate::staging::{err, Broken};
+use crate::{validate, FrontendError, FrontendPlatform};
+
+/// Request ids (data slots) and ring slots a packet of `len` bytes needs with `staged`
+/// bytes staged.
+pub(super) fn needs(len: usize, staged: usize, gso: bool) -> (usize, usize) {
+    let rest = len - staged.min(len);
+    let data = if staged > 0 {
+        1 + rest.div_ceil(XEN_PAGE_SIZE)
+    } else {
+        rest.div_ceil(XEN_PAGE_SIZE).max(1)
+    };
+    (data, data + usize::from(gso))
+}
+
+impl<P: FrontendPlatform> FrontQueue<P> {
+    /// Transmits as many of `pkts`, in order, as there are request ids, ring slots and
+    /// staging room for, and returns how many it took. Every byte taken is copied into
+    /// shared memory before it returns. TX responses are reaped first.
+    ///
+    /// It stops before the first packet the protocol cannot carry (1 to 65535 bytes, more
+    /// than a page only with `feature-sg`, GSO only with its negotiated feature and a
+    /// non-zero MSS); if that is `pkts[0]`, it fails with [`FrontendError::BadPacket`].
+    /// Fails with [`FrontendError::Broken`] once the device is closed or broken.
+    pub fn send_burst(&mut self, pkts: &[PacketRef<'_>]) -> Result<usize, FrontendError> {
+        self.check_open()?;
+        let r = self.tx_burst(pkts);
+        let (n, bad) = self.finish(r)?;
+        match bad {
+            Some(why) if n == 0 => Err(FrontendError::BadPacket {
+                len: pkts.first().map_or(0, |p| p.data.len()),
+                why,
+            }),
+            _ => Ok(n),
+        }
+    }
+
+    /// [`FrontQueue::send_burst`] inside: how many were sent, and why the packet after them
+    /// was refused, if it was.
+    fn tx_burst(
+        &mut self,
+        pkts: &[PacketRef<'_>],
+    ) -> Result<(usize, Option<&'static str>), Broken> {
+        self.reap_tx()?;
+        let mut n = 0;
+        let mut bad = None;
+        for p in pkts {
+            if let Err(why) = validate(&self.features, p) {
+                bad = Some(why);
+                break;
+            }
+            if !self.tx_one(p)? {
+                break;
+            }
+            n += 1;
+        }
+        self.publish_tx(n)?;
+        Ok((n, bad))
+    }
+
+    /// Publishes `n` packets put on the ring (their staged bytes first) and notifies the
+    /// backend if it asked to be.
+    pub(super) fn publish_tx(&mut self, n: usize) -> Result<(), Broken> {
+        if n == 0 {
+            return Ok(());
+        }
+        // The staged bytes must be visible before the requests that refer to them.
+        self.staging.tx_publish()?;
+        if self
+            .tx
+            .push_requests_and_check_notify()
+            .map_err(err("TX ring"))?
+        {
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Puts one valid packet on the ring (unpublished); `false` if it does not fit now.
+    pub(super) fn tx_one(&mut self, p: &PacketRef<'_>) -> Result<bool, Broken> {
+        let len = p.data.len();
+        let staged = match self.held.take() {
+            Some((l, s)) if l == len => s,
+            _ => self.staging.tx_decide(len, &mut self.tally),
+        };
+        let (ids, slots) = needs(len, staged, p.gso.is_some());
+        if self.tx_free.len() < ids || (self.tx.free_requests() as usize) < slots {
+            self.held = Some((len, staged));
+            return Ok(false);
+        }
+        let (head, rest) = p
+            .data
+            .split_at_checked(staged)
+            .ok_or("staged more bytes than the packet has")?;
+        let first_id = if staged > 0 {
+            let id = self.take_id()?;
+            self.staging.tx_stage(id, head)?;
+            self.tally.tx_staged_packets += 1;
+            self.tally.tx_staged_bytes += staged as u64;
+            id
+        } else {
+            0
+        };
+        let frags = self.fill_pages(rest)?;
+        self.encode(p, staged, first_id, &frags)?;
+        self.tally.tx_packets += 1;
+        self.tally.tx_bytes += len as u64;
+        Ok(true)
+    }
+
+    /// Copies `bytes` into TX pool pages, one request id per page.
+    fn fill_pages(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<ArrayVec<TxFragment, XEN_NETIF_NR_SLOTS_MIN>, Broken> {
+        let mut frags = ArrayVec::new();
+        for chunk in bytes.chunks(XEN_PAGE_SIZE) {
+            let id = self.take_id()?;
+            self.pages
+                .tx_pool
+                .mem
+                .write_at(usize::from(id) * XEN_PAGE_SIZE, chunk)
+                .map_err(err("TX buffer"))?;
+            let frag = TxFragment {
+                id,
+                gref: self.pages.tx_pool.grefs[usize::from(id)],
+                offset: 0,
+                // A chunk is at most one page.
+                size: chunk.len() as u16,
+            };
+            frags
+                .try_push(frag)
+                .map_err(|_| "a TX packet needs more slots than netif allows")?;
+        }
+        Ok(frags)
+    }
+
+    /// Puts the requests of packet `p` on the ring.
+    fn encode(
+        &mut self,
+        p: &PacketRef<'_>,
+        staged: usize,
+        first_id: u16,
+        frags: &[TxFragment],
+    ) -> Result<(), Broken> {
+        let gso: Option<[Extra; 1]> = p.gso.map(|g| {
+            [Extra::Gso {
+                size: g.mss,
+                gso_type: g.gso_type,
+                features: 0,
+            }]
+        });
+        let extras: &[Extra] = gso.as_ref().map_or(&[], |e| e.as_slice());
+        let flags = if p.csum_blank {
+            TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
+        } else {
+            TxFlags::empty()
+        };
+        let mut put_err = None;
+        let tx = &mut self.tx;
+        let put = |slot| {
+            if let Err(e) = tx.put_request(&slot) {
+                put_err.get_or_insert(e);
+            }
+        };
+        if staged > 0 {
+            // staged <= packet length <= 65535.
+            encode_staged_tx_chain(
+                flags,
+                staged as u16,
+                first_id,
+                frags,
+                extras,
+                &[0xffff],
+                put,
+            )
+        } else {
+            encode_tx_chain(flags, frags, extras, &[0xffff], put)
+        }
+        .map_err(err("TX packet"))?;
+        match put_err {
+            Some(e) => Err(format!("TX ring: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// A free request id, marked in flight.
+    pub(super) fn take_id(&mut self) -> Result<u16, Broken> {
+        let id = self
+            .tx_free
+            .pop()
+            .ok_or("TX id pool accounting is inconsistent")?;
+        self.tx_inflight[usize::from(id)] = true;
+        Ok(id)
+    }
+
+    /// Takes the TX responses the backend published: frees their ids, counts errors and
+    /// posts again the RX buffers that forwarded packets left from.
+    pub(super) fn reap_tx(&mut self) -> Result<(), Broken> {
+        if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
+            return Ok(());
+        }
+        let mut reposted = 0;
+        while let Some(r) = self.tx.take_response().map_err(err("TX ring"))? {
+            if r.status == NETIF_RSP_NULL {
+                continue;
+            }
+            let id = usize::from(r.id);
+            // Hardened as Linux netfront: the id must name a request in flight.
+            if id >= POOL || !self.tx_inflight[id] {
+                return Err(format!(
+                    "backend answered TX id {id}, which is not in flight"
+                ));
+            }
+            self.tx_inflight[id] = false;
+            self.tx_free.push(r.id);
+            if r.status != NETIF_RSP_OKAY {
+                self.tally.tx_errors += 1;
+            }
+            if let Some(rx_id) = self.zc_pending[id].take() {
+                // The forwarded packet has left its RX slot: post the slot again.
+                self.post_rx(rx_id)?;
+                reposted += 1;
+            }
+        }
+        self.push_rx(reposted)
+    }
+}

@@ -1,0 +1,111 @@
+//! Staging designs, one module each behind [`Staging`]: where the first bytes of a packet go
+//! instead of a granted page. The queue's TX and RX paths call the trait only; the one
+//! place that looks at a [`Design`] is [`module`], which picks the module at connect.
+//!
+//! Adding a design is adding a module here and its line in [`module`].
+
+mod none;
+mod ring;
+mod slots;
+
+use netstage_fallback::Design;
+use netstage_platform::{DomId, GrantExport, SharedPages};
+use netstage_ring::XEN_PAGE_SIZE;
+
+use crate::metrics::Tally;
+use crate::FrontendError;
+
+/// Why a queue stopped: the backend did something impossible.
+pub(crate) type Broken = String;
+
+/// Turns an error into a [`Broken`] reason prefixed with `what`.
+pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Broken {
+    move |e| format!("{what}: {e}")
+}
+
+/// One queue's staging memory, as its TX and RX paths use it.
+pub(crate) trait Staging: Send {
+    /// How many leading bytes of a TX packet of `len` bytes to stage (0: none; counts
+    /// fallbacks and fill samples in `t`). Decided once per packet.
+    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize;
+
+    /// Stages `head`, the first bytes of the packet whose first request has id `id`.
+    fn tx_stage(&mut self, id: u16, head: &[u8]) -> Result<(), Broken>;
+
+    /// Makes the bytes staged so far visible to the backend (before the requests naming
+    /// them are published).
+    fn tx_publish(&mut self) -> Result<(), Broken> {
+        Ok(())
+    }
+
+    /// Copies a received packet's staged head into `dst` (its length is the staged length);
+    /// `slot` is the RX buffer posted in the packet's first ring slot.
+    fn rx_head(&mut self, slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken>;
+
+    /// Skips the `staged` bytes of a dropped packet that claimed them.
+    fn rx_skip(&mut self, _staged: usize) -> Result<(), Broken> {
+        Ok(())
+    }
+
+    /// The `gref` of a `NETTXF_staging_buffer` request that sends a packet straight from RX
+    /// buffer `slot`'s staging memory, if the design lends RX staging memory to TX.
+    fn rx_slot_gref(&self, _slot: u16) -> Option<u32> {
+        None
+    }
+}
+
+/// Sharing one queue's staging memory at connect: with whom, and where it is announced.
+pub(crate) struct Share<'a> {
+    /// This domain's grants.
+    pub(crate) platform: &'a dyn GrantExport,
+    /// The backend's domain.
+    pub(crate) bdom: DomId,
+    /// The queue's XenStore directory (the vif's, with one queue).
+    pub(crate) prefix: &'a str,
+    /// Keys and values to write in the handshake's transaction.
+    pub(crate) keys: &'a mut Vec<(String, String)>,
+    /// Where the bytes granted are counted.
+    pub(crate) tally: &'a mut Tally,
+}
+
+impl Share<'_> {
+    /// Notes `prefix/key = value`.
+    pub(crate) fn key(&mut self, key: &str, value: impl ToString) {
+        self.keys
+            .push((format!("{}/{key}", self.prefix), value.to_string()));
+    }
+
+    /// Shares `count` zeroed pages with the backend, counting them as granted.
+    pub(crate) fn pages(
+        &mut self,
+        count: usize,
+        writable: bool,
+    ) -> Result<SharedPages, FrontendError> {
+        self.tally.granted_bytes += (count * XEN_PAGE_SIZE) as u64;
+        Ok(self.platform.share(self.bdom, count, writable)?)
+    }
+}
+
+/// A design's frontend half at connect time.
+pub(crate) trait Module: Sync {
+    /// The design used when `asked` was requested and the backend's keys read as `backend`
+    /// (a key's value, if present): `asked` within the offered limits, or the baseline.
+    fn negotiate(&self, asked: Design, backend: &dyn Fn(&str) -> Option<String>) -> Design;
+
+    /// Shares one queue's staging memory for `design` (a negotiated one of this module).
+    fn share(&self, design: Design, to: &mut Share<'_>) -> Result<Box<dyn Staging>, FrontendError>;
+}
+
+/// The module of `design`.
+pub(crate) fn module(design: Design) -> &'static dyn Module {
+    match design {
+        Design::GrantCopy | Design::GrantMap => &none::NoStaging,
+        Design::Slots { .. } => &slots::SlotStaging,
+        Design::Ring { .. } => &ring::RingStaging,
+    }
+}
+
+/// A handshake error for staging set-up.
+fn setup<E: std::fmt::Display>(e: E) -> FrontendError {
+    FrontendError::Handshake(e.to_string())
+}

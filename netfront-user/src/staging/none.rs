@@ -1,0 +1,39 @@
+//! The baselines (grant copy, grant map): no staging memory, every byte in granted pages.
+
+use netstage_fallback::Design;
+
+use super::{Broken, Module, Share, Staging};
+use crate::metrics::Tally;
+use crate::FrontendError;
+
+/// The module of the baselines.
+pub(crate) struct NoStaging;
+
+impl Module for NoStaging {
+    fn negotiate(&self, asked: Design, _backend: &dyn Fn(&str) -> Option<String>) -> Design {
+        // The baselines differ only at the backend.
+        asked
+    }
+
+    fn share(
+        &self,
+        _design: Design,
+        _to: &mut Share<'_>,
+    ) -> Result<Box<dyn Staging>, FrontendError> {
+        Ok(Box::new(NoStaging))
+    }
+}
+
+impl Staging for NoStaging {
+    fn tx_decide(&mut self, _len: usize, _t: &mut Tally) -> usize {
+        0
+    }
+
+    fn tx_stage(&mut self, _id: u16, _head: &[u8]) -> Result<(), Broken> {
+        Err("staged bytes without staging memory".into())
+    }
+
+    fn rx_head(&mut self, _slot: u16, _dst: &mut [u8], _t: &mut Tally) -> Result<(), Broken> {
+        Err("backend staged RX bytes that were never negotiated".into())
+    }
+}

@@ -1,0 +1,131 @@
+//! The data ring: one byte ring per direction, staged heads written in packet order; a
+//! copy policy decides how much of each TX packet goes there and what falls back to grants.
+
+use netstage_fallback::{Design, FallbackReason, PolicyState};
+use netstage_platform::SharedPages;
+use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
+
+use super::{err, setup, Broken, Module, Share, Staging};
+use crate::metrics::{ppm, Tally};
+use crate::FrontendError;
+
+/// The data rings' fill is sampled once per this many TX decisions or staged RX packets:
+/// a sample reads the peer's index afresh (a shared cache line), so it is not done for
+/// every packet, and without that read the fill would be as stale as the last refresh.
+const FILL_EVERY: u32 = 16;
+
+/// The module of the data ring.
+pub(crate) struct RingStaging;
+
+/// A queue's data rings.
+struct Ring {
+    prod: FlexProducer,
+    cons: FlexConsumer,
+    policy: PolicyState,
+    /// TX staging decisions and staged RX packets since the fill was last sampled.
+    fill_tick: (u32, u32),
+    /// Bytes staged since the last publish.
+    unpublished: bool,
+    _pages: [SharedPages; 2],
+}
+
+impl Module for RingStaging {
+    fn negotiate(&self, asked: Design, backend: &dyn Fn(&str) -> Option<String>) -> Design {
+        let Design::Ring { order, policy } = asked else {
+            return Design::GrantCopy;
+        };
+        if backend("feature-data-ring").as_deref() != Some("1") {
+            return Design::GrantCopy;
+        }
+        match backend("data-ring-max-order").and_then(|v| v.parse::<u32>().ok()) {
+            Some(max) => Design::Ring {
+                order: order.min(max).min(flex::MAX_RING_ORDER),
+                policy,
+            },
+            None => Design::GrantCopy,
+        }
+    }
+
+    fn share(&self, design: Design, to: &mut Share<'_>) -> Result<Box<dyn Staging>, FrontendError> {
+        let Design::Ring { order, policy } = design else {
+            return Err(setup("data ring set up for another design"));
+        };
+        let intf = to.pages(1, true)?;
+        let data = to.pages(1 << order, true)?;
+        flex::init_intf(&intf.mem, order, &data.grefs).map_err(setup)?;
+        let (prod, cons) = flex::open(End::Frontend, &intf.mem, &data.mem, order).map_err(setup)?;
+        to.key("data-ring-ref", intf.grefs[0]);
+        to.key("data-ring-order", order);
+        let size = prod.size() as usize;
+        Ok(Box::new(Ring {
+            prod,
+            cons,
+            policy: PolicyState::new(policy, size),
+            fill_tick: (0, 0),
+            unpublished: false,
+            _pages: [intf, data],
+        }))
+    }
+}
+
+impl Staging for Ring {
+    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
+        let size = self.prod.size() as usize;
+        let mut free = self.prod.free() as usize;
+        if free < len {
+            free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
+        }
+        self.fill_tick.0 += 1;
+        if self.fill_tick.0 == FILL_EVERY {
+            self.fill_tick.0 = 0;
+            free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
+            t.tx_ring_fill_samples += 1;
+            t.tx_ring_fill_ppm += ppm(size.saturating_sub(free), size);
+        }
+        let (n, why) = self.policy.decide(len, free, size);
+        match why {
+            Some(FallbackReason::RingFull) => t.tx_fallback_ring_full += 1,
+            Some(FallbackReason::OverLimit) => t.tx_fallback_over_limit += 1,
+            None => {}
+        }
+        n
+    }
+
+    fn tx_stage(&mut self, _id: u16, head: &[u8]) -> Result<(), Broken> {
+        if self
+            .prod
+            .stage(head)
+            .map_err(err("TX data ring"))?
+            .is_none()
+        {
+            return Err("TX data ring lost room it had".into());
+        }
+        self.unpublished = true;
+        Ok(())
+    }
+
+    fn tx_publish(&mut self) -> Result<(), Broken> {
+        if std::mem::take(&mut self.unpublished) {
+            self.prod.publish().map_err(err("TX data ring"))?;
+        }
+        Ok(())
+    }
+
+    fn rx_head(&mut self, _slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken> {
+        self.cons.read_exact(dst).map_err(err("RX data ring"))?;
+        self.fill_tick.1 += 1;
+        if self.fill_tick.1 == FILL_EVERY {
+            self.fill_tick.1 = 0;
+            let queued = self.cons.refresh().map_err(err("RX data ring"))?;
+            let fill = queued as usize + dst.len();
+            t.rx_ring_fill_samples += 1;
+            t.rx_ring_fill_ppm += ppm(fill, self.cons.size() as usize);
+        }
+        self.cons.release().map_err(err("RX data ring"))
+    }
+
+    fn rx_skip(&mut self, staged: usize) -> Result<(), Broken> {
+        self.cons.skip(staged).map_err(err("RX data ring"))?;
+        self.cons.release().map_err(err("RX data ring"))
+    }
+}

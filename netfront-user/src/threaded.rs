@@ -1,0 +1,232 @@
+//! [`Frontend`]: the convenience layer on top of [`FrontQueue`]. A thread per queue drives
+//! it: packets handed to [`Frontend::send`] go through a bounded channel into the queue's
+//! bursts, and received packets reach a [`FrontendHandler`] (or, in forwarding mode, are
+//! sent back out).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arrayvec::ArrayVec;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use netstage_fallback::{Design, Features, Packet, PacketBuf, PacketRef};
+use netstage_platform::xenbus::VifPaths;
+use netstage_platform::xenstore::XsClient;
+use netstage_platform::{DomId, EventPort};
+
+use crate::connect::connect_with;
+use crate::link::{FrontendLink, Shared};
+use crate::metrics::MetricsSnapshot;
+use crate::{validate, FrontQueue, FrontendConfig, FrontendError, FrontendPlatform};
+
+/// Packets a queue thread moves per burst.
+const BURST: usize = 32;
+
+/// What a frontend does with received traffic.
+pub trait FrontendHandler: Send + Sync + 'static {
+    /// A packet from the backend, on `queue`, in order per queue.
+    fn rx_packet(&self, queue: u16, pkt: Packet);
+
+    /// The device stopped working (backend gone, closed or misbehaving).
+    fn disconnected(&self, _reason: &str) {}
+}
+
+/// The sending side of one queue thread.
+struct QueueHandle {
+    tx: Sender<Packet>,
+    wake: Arc<dyn EventPort>,
+}
+
+/// A connected frontend whose queues are driven by threads of its own.
+pub struct Frontend<P: FrontendPlatform> {
+    queues: Vec<QueueHandle>,
+    /// Declared before `link`: the threads stop before the link closes.
+    threads: Threads,
+    link: FrontendLink<P>,
+    features: Features,
+}
+
+impl<P: FrontendPlatform> Frontend<P> {
+    /// Connects vif `devid` of this domain (`platform`'s) through XenStore `xs` (the
+    /// domain's own XenStore connection): waits for the backend, negotiates, shares rings
+    /// and buffers, and starts a thread per queue that hands received packets to `handler`.
+    pub fn connect(
+        platform: P,
+        xs: XsClient,
+        devid: u32,
+        cfg: FrontendConfig,
+        handler: Arc<dyn FrontendHandler>,
+    ) -> Result<Frontend<P>, FrontendError> {
+        let (link, fqs) = connect_with(platform, xs, devid, &cfg, Some(Arc::clone(&handler)))?;
+        let mut f = Frontend {
+            queues: Vec::new(),
+            threads: Threads {
+                shared: Arc::clone(&link.shared),
+                handles: Vec::new(),
+            },
+            link,
+            features: cfg.want,
+        };
+        for q in fqs {
+            let (tx, rx) = bounded(cfg.tx_queue_len.max(1));
+            f.queues.push(QueueHandle {
+                tx,
+                wake: q.port_handle(),
+            });
+            let driver = Driver {
+                inbox: rx,
+                handler: Arc::clone(&handler),
+                forward: cfg.forward,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("netfront-q{}", q.index()))
+                .spawn(move || driver.run(q))
+                .map_err(|e| FrontendError::Handshake(format!("cannot start a queue: {e}")))?;
+            f.threads.handles.push(t);
+        }
+        Ok(f)
+    }
+
+    /// The design in use (the one asked for, or the baseline if the backend lacks it).
+    pub fn design(&self) -> Design {
+        self.link.design()
+    }
+
+    /// Number of queues negotiated.
+    pub fn queues(&self) -> u16 {
+        self.link.queues()
+    }
+
+    /// This domain's id.
+    pub fn domid(&self) -> DomId {
+        self.link.domid()
+    }
+
+    /// The vif's XenStore paths.
+    pub fn paths(&self) -> &VifPaths {
+        self.link.paths()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.link.metrics()
+    }
+
+    /// Why the device stopped working, if it did.
+    pub fn broken(&self) -> Option<String> {
+        self.link.broken().or_else(|| {
+            self.threads
+                .handles
+                .iter()
+                .any(|t| t.is_finished())
+                .then(|| "a queue stopped".to_string())
+        })
+    }
+
+    /// Queues `pkt` for transmission on `queue` (blocking while that queue is full).
+    pub fn send(&self, queue: u16, pkt: Packet) -> Result<(), FrontendError> {
+        let len = pkt.data.len();
+        validate(&self.features, &pkt.packet_ref())
+            .map_err(|why| FrontendError::BadPacket { len, why })?;
+        if self.link.shared.stopped() {
+            return Err(FrontendError::Broken(self.link.shared.reason()));
+        }
+        let q = self
+            .queues
+            .get(usize::from(queue))
+            .ok_or(FrontendError::BadPacket {
+                len,
+                why: "no such queue",
+            })?;
+        // Every packet wakes the queue: checking the channel first would race with the queue
+        // thread draining it and lose wake-ups.
+        q.tx.send(pkt)
+            .map_err(|_| FrontendError::Broken("queue stopped".into()))?;
+        let _ = q.wake.wake();
+        Ok(())
+    }
+
+    /// Closes the device: stops the queues, Closing, waits for the backend to close,
+    /// Closed; the shared pages are revoked. Fails with [`FrontendError::Broken`] if a
+    /// queue found the backend breaking the protocol.
+    pub fn close(self) -> Result<(), FrontendError> {
+        let Frontend { link, threads, .. } = self;
+        drop(threads);
+        link.close()
+    }
+}
+
+/// The queue threads, stopped and joined when dropped (before the link closes).
+struct Threads {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.shared.stop(None);
+        for t in self.handles.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a queue thread needs besides its queue.
+struct Driver {
+    inbox: Receiver<Packet>,
+    handler: Arc<dyn FrontendHandler>,
+    forward: bool,
+}
+
+impl Driver {
+    /// Drives `q` until the device stops.
+    fn run<P: FrontendPlatform>(self, mut q: FrontQueue<P>) {
+        let mut out = VecDeque::with_capacity(BURST);
+        let mut bufs = PacketBuf::pool(if self.forward { 0 } else { BURST });
+        loop {
+            let r = match self.pass(&mut q, &mut out, &mut bufs) {
+                Ok(true) => Ok(true),
+                Ok(false) => q.wait(Some(Duration::from_millis(100))),
+                Err(e) => Err(e),
+            };
+            if r.is_err() {
+                // Stopped: closed, or broken (the queue noted why).
+                return;
+            }
+        }
+    }
+
+    /// One round of sending and receiving; whether anything moved.
+    fn pass<P: FrontendPlatform>(
+        &self,
+        q: &mut FrontQueue<P>,
+        out: &mut VecDeque<Packet>,
+        bufs: &mut [PacketBuf],
+    ) -> Result<bool, FrontendError> {
+        while out.len() < BURST {
+            match self.inbox.try_recv() {
+                Ok(p) => out.push_back(p),
+                Err(_) => break,
+            }
+        }
+        let refs: ArrayVec<PacketRef<'_>, BURST> = out.iter().map(Packet::packet_ref).collect();
+        let sent = match q.send_burst(&refs) {
+            // Checked by `Frontend::send`: cannot happen; the packet is dropped.
+            Err(FrontendError::BadPacket { .. }) => 1,
+            r => r?,
+        };
+        drop(refs);
+        out.drain(..sent.min(out.len()));
+        let got = if self.forward {
+            q.forward_burst(BURST)?
+        } else {
+            let n = q.recv_burst(bufs)?;
+            for b in bufs.iter().take(n) {
+                self.handler.rx_packet(q.index(), b.to_packet());
+            }
+            n
+        };
+        Ok(sent > 0 || got > 0)
+    }
+}
