@@ -28,11 +28,13 @@ const TOOLSTACK_KEYS: [&str; 7] = [
 ];
 
 /// What the backend and this frontend agreed on.
-struct Negotiated {
-    queues: u16,
+pub(crate) struct Negotiated {
+    /// Queues.
+    pub(crate) queues: u16,
     /// Whether the backend does multi-queue at all.
-    multi_queue: bool,
-    design: Design,
+    pub(crate) multi_queue: bool,
+    /// The design.
+    pub(crate) design: Design,
 }
 
 /// Connects vif `devid` of this domain (`platform`'s) through XenStore `xs` (the domain's
@@ -210,7 +212,7 @@ fn negotiate(xs: &XsClient, bdir: &str, cfg: &FrontendConfig) -> Result<Negotiat
 
 /// Shares queue `q`'s rings, buffer pools, staging memory and event channel, noting their
 /// keys in `keys`.
-fn share_queue<P: FrontendPlatform>(
+pub(crate) fn share_queue<P: FrontendPlatform>(
     platform: &P,
     paths: &VifPaths,
     neg: &Negotiated,

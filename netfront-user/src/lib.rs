@@ -58,6 +58,8 @@ mod link;
 mod metrics;
 mod queue;
 mod staging;
+#[cfg(test)]
+mod testbed;
 mod threaded;
 
 use std::time::Duration;

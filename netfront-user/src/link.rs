@@ -42,7 +42,7 @@ impl Shared {
         self.broken.lock().ok().and_then(|b| b.clone())
     }
 
-    fn fault_reason(&self) -> Option<String> {
+    pub(crate) fn fault_reason(&self) -> Option<String> {
         self.fault.lock().ok().and_then(|b| b.clone())
     }
 

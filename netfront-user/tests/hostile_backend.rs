@@ -5,23 +5,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{wait, Stage, FE};
 use netstage_fallback::Packet;
-use netstage_netback_user::toolstack;
-use netstage_netfront_user::{
-    CopyPolicy, Design, Frontend, FrontendConfig, FrontendError, FrontendHandler,
-};
-use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
-use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
-use netstage_platform::xenbus::{read_state, write_state, XenbusState};
-use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
+use netstage_netfront_user::{CopyPolicy, Design, Frontend, FrontendError, FrontendHandler};
+use netstage_platform::sim::SimDomain;
+use netstage_platform::xenbus::{write_state, XenbusState};
 use netstage_platform::{EventChannels, EventPort, GrantImport};
 use netstage_ring::flex::{self, IN_PROD_OFFSET};
 use netstage_ring::netif::{NetifRxResponse, NetifTxResponse, RxFlags, RxRing, TxRing};
 use netstage_ring::sring::BackRing;
-
-const FE: u16 = 5;
 
 struct Quiet;
 impl FrontendHandler for Quiet {
@@ -29,11 +24,7 @@ impl FrontendHandler for Quiet {
 }
 
 struct EvilBack {
-    _world: SimWorld,
-    _dir: tempfile::TempDir,
-    _xsd: Xenstored,
-    xs: XsClient,
-    backend_dir: String,
+    stage: Stage,
     front: Option<Frontend<SimDomain>>,
     tx: BackRing<TxRing>,
     rx: BackRing<RxRing>,
@@ -41,72 +32,23 @@ struct EvilBack {
     intf: Option<netstage_ring::SharedMem>,
 }
 
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 impl EvilBack {
     fn connect(design: Design) -> EvilBack {
-        let world = SimWorld::create_temp().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
-        let cfg = DomainConfig {
-            mem_pages: 4096,
-            ..DomainConfig::default()
-        };
-        let dom0 = world.create_domain(0, cfg.clone()).unwrap();
-        let me = world.create_domain(FE, cfg).unwrap();
-        xsd.introduce(FE).unwrap();
-        let xs = XsClient::connect(xsd.socket()).unwrap();
-        let p = toolstack::create_vif(&xs, 0, FE, 0).unwrap();
-        for (k, v) in [
-            ("feature-rx-copy", "1"),
-            ("feature-sg", "1"),
-            ("feature-staging-slots", "1"),
-            ("staging-max-data-len", "4096"),
-            ("feature-data-ring", "1"),
-            ("data-ring-max-order", "4"),
-        ] {
-            xs.write(NO_TX, &format!("{}/{k}", p.backend), v.as_bytes())
-                .unwrap();
-        }
-        write_state(&xs, &p.backend, XenbusState::InitWait).unwrap();
-        let gxs = XsClient::connect(&xsd.domain_socket(FE)).unwrap();
-        let fcfg = FrontendConfig {
-            design,
-            want: netstage_netfront_user::Features {
-                sg: true,
-                ..netstage_netfront_user::Features::NONE
-            },
-            ..FrontendConfig::default()
-        };
+        let (stage, me) = Stage::new();
+        let (gxs, fcfg) = (stage.front_xs(), Stage::config(design));
         let ft = thread::spawn(move || Frontend::connect(me, gxs, 0, fcfg, Arc::new(Quiet)));
-        wait("frontend Connected", || {
-            read_state(&xs, &p.frontend) == XenbusState::Connected
-        });
-        let key = |k: &str| -> u32 {
-            String::from_utf8(xs.read(NO_TX, &format!("{}/{k}", p.frontend)).unwrap())
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        stage.await_front();
+        let key = |k: &str| stage.key(k);
+        let dom0 = &stage.dom0;
         let tx = BackRing::attach(dom0.map(FE, &[key("tx-ring-ref")], true).unwrap()).unwrap();
         let rx = BackRing::attach(dom0.map(FE, &[key("rx-ring-ref")], true).unwrap()).unwrap();
         let port = dom0.bind_interdomain(FE, key("event-channel")).unwrap();
         let intf = matches!(design, Design::Ring { .. })
             .then(|| dom0.map(FE, &[key("data-ring-ref")], true).unwrap());
-        write_state(&xs, &p.backend, XenbusState::Connected).unwrap();
+        stage.connect_back();
         let front = ft.join().unwrap().unwrap();
         EvilBack {
-            _world: world,
-            _dir: dir,
-            _xsd: xsd,
-            xs,
-            backend_dir: p.backend,
+            stage,
             front: Some(front),
             tx,
             rx,
@@ -127,7 +69,12 @@ impl EvilBack {
     fn broken_reason(mut self) -> String {
         let front = self.front.take().unwrap();
         wait("the device to break", || front.broken().is_some());
-        write_state(&self.xs, &self.backend_dir, XenbusState::Closed).unwrap();
+        write_state(
+            &self.stage.xs,
+            &self.stage.paths.backend,
+            XenbusState::Closed,
+        )
+        .unwrap();
         match front.close() {
             Err(FrontendError::Broken(why)) => why,
             other => panic!("expected a broken device, got {other:?}"),

@@ -1,0 +1,259 @@
+//! Unit tests of [`FrontQueue`] against a backend written by hand over the sim platform's
+//! grants (no XenStore, no netback).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netstage_fallback::{Design, Features, Gso, PacketBuf, PacketRef, PollMode};
+use netstage_platform::sim::{DomainConfig, SimDomain, SimPort, SimWorld};
+use netstage_platform::xenbus::VifPaths;
+use netstage_platform::{EventChannels, EventPort, GrantImport};
+use netstage_ring::netif::{
+    GsoType, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags, RxRing, TxRing,
+};
+use netstage_ring::sring::BackRing;
+use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
+
+use crate::connect::{share_queue, Negotiated};
+use crate::link::Shared;
+use crate::{FrontQueue, FrontendConfig, FrontendError};
+
+const FE: u16 = 5;
+
+/// A queue and the backend's view of its rings.
+struct Bed {
+    _world: SimWorld,
+    shared: Arc<Shared>,
+    q: FrontQueue<SimDomain>,
+    tx: BackRing<TxRing>,
+    rx: BackRing<RxRing>,
+    rx_pool: SharedMem,
+    port: SimPort,
+}
+
+fn bed(design: Design, want: Features) -> Bed {
+    let world = SimWorld::create_temp().unwrap();
+    let cfg = DomainConfig {
+        mem_pages: 4096,
+        ..DomainConfig::default()
+    };
+    let back = world.create_domain(0, cfg.clone()).unwrap();
+    let front = world.create_domain(FE, cfg).unwrap();
+    let paths = VifPaths {
+        frontend_dom: FE,
+        backend_dom: 0,
+        devid: 0,
+        frontend: "f".into(),
+        backend: "b".into(),
+    };
+    let neg = Negotiated {
+        queues: 1,
+        multi_queue: false,
+        design,
+    };
+    let fcfg = FrontendConfig {
+        design,
+        want,
+        poll: PollMode::Block,
+        ..FrontendConfig::default()
+    };
+    let shared = Arc::new(Shared::default());
+    let mut keys = Vec::new();
+    let q = share_queue(&front, &paths, &neg, &fcfg, 0, &shared, &mut keys).unwrap();
+    let key = |k: &str| -> u32 {
+        let path = format!("f/{k}");
+        keys.iter()
+            .find(|(p, _)| *p == path)
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let map = |g: &[u32]| back.map(FE, g, true).unwrap();
+    let tx: BackRing<TxRing> = BackRing::attach(map(&[key("tx-ring-ref")])).unwrap();
+    let mut rx: BackRing<RxRing> = BackRing::attach(map(&[key("rx-ring-ref")])).unwrap();
+    rx.refresh_requests().unwrap();
+    let posted: Vec<u32> = (0..crate::queue::POOL)
+        .map(|_| rx.take_request().unwrap().unwrap().gref)
+        .collect();
+    let rx_pool = map(&posted);
+    let port = back.bind_interdomain(FE, key("event-channel")).unwrap();
+    Bed {
+        _world: world,
+        shared,
+        q,
+        tx,
+        rx,
+        rx_pool,
+        port,
+    }
+}
+
+impl Bed {
+    /// Answers every TX request (none with extras) with `status`; returns the requests.
+    fn serve_tx(&mut self, status: i16) -> Vec<NetifTxRequest> {
+        let mut reqs = Vec::new();
+        self.tx.refresh_requests().unwrap();
+        while let Some(r) = self.tx.take_request().unwrap() {
+            reqs.push(r);
+        }
+        for r in &reqs {
+            let rsp = NetifTxResponse { id: r.id, status };
+            self.tx.put_response(&rsp).unwrap();
+        }
+        self.tx.push_responses().unwrap();
+        reqs
+    }
+
+    /// Delivers `data` in RX buffer `slot` (posted in ring slot `slot`) with `status` (the
+    /// length if `None`), and notifies.
+    fn deliver(&mut self, slot: usize, data: &[u8], status: Option<i16>, flags: RxFlags) {
+        self.rx_pool.write_at(slot * XEN_PAGE_SIZE, data).unwrap();
+        let rsp = NetifRxResponse {
+            id: slot as u16,
+            offset: 0,
+            flags: flags.bits(),
+            status: status.unwrap_or(data.len() as i16),
+        };
+        self.rx.put_response(&rsp).unwrap();
+        self.rx.push_responses().unwrap();
+        self.port.notify().unwrap();
+    }
+}
+
+const SG: Features = Features {
+    sg: true,
+    ..Features::NONE
+};
+
+#[test]
+fn a_queue_is_send() {
+    fn send<T: Send>() {}
+    send::<FrontQueue<SimDomain>>();
+}
+
+#[test]
+fn send_burst_stops_at_the_rings_capacity_and_returns_the_count() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let frame = [7u8; 60];
+    let pkts = [PacketRef::new(&frame); 300];
+    assert_eq!(b.q.send_burst(&pkts).unwrap(), 256);
+    assert_eq!(b.q.tx_pending(), 256);
+    assert_eq!(b.q.send_burst(&pkts).unwrap(), 0);
+    let reqs = b.serve_tx(0);
+    assert_eq!(reqs.len(), 256);
+    // The responses are reaped first: the ring takes a full burst again.
+    assert_eq!(b.q.send_burst(&pkts[..100]).unwrap(), 100);
+    let m = b.shared.metrics.snapshot();
+    assert_eq!(m.tx_packets, 356);
+    assert_eq!(m.tx_bytes, 356 * 60);
+    assert_eq!(m.tx_errors, 0);
+}
+
+#[test]
+fn multi_page_packets_take_one_id_per_page() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let big = vec![1u8; 65535];
+    let pkts = [PacketRef::new(&big); 20];
+    // 16 pages each: 16 packets fill the 256 ids.
+    assert_eq!(b.q.send_burst(&pkts).unwrap(), 16);
+    let reqs = b.serve_tx(0);
+    assert_eq!(reqs.len(), 256);
+    assert_eq!(reqs[0].size, 65535);
+}
+
+#[test]
+fn the_first_invalid_packet_stops_the_burst() {
+    let mut b = bed(Design::GrantCopy, Features::NONE);
+    let ok = [1u8; 60];
+    let big = [1u8; 5000];
+    let gso = PacketRef {
+        data: &ok,
+        gso: Some(Gso {
+            gso_type: GsoType::TcpV4,
+            mss: 1400,
+        }),
+        csum_blank: true,
+    };
+    for bad in [PacketRef::new(&[]), PacketRef::new(&big), gso] {
+        let r = b.q.send_burst(&[bad, PacketRef::new(&ok)]);
+        assert!(matches!(r, Err(FrontendError::BadPacket { .. })), "{r:?}");
+        let n =
+            b.q.send_burst(&[PacketRef::new(&ok), bad, PacketRef::new(&ok)]);
+        assert_eq!(n.unwrap(), 1);
+    }
+    assert_eq!(b.serve_tx(0).len(), 3);
+    assert!(b.shared.fault_reason().is_none());
+}
+
+#[test]
+fn recv_burst_copies_packets_out_and_drops_bad_ones() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let mut bufs = PacketBuf::pool(4);
+    assert_eq!(b.q.recv_burst(&mut bufs).unwrap(), 0);
+    b.deliver(0, &[9u8; 100], None, RxFlags::CSUM_BLANK);
+    b.deliver(1, &[0u8; 10], Some(-1), RxFlags::empty());
+    b.deliver(2, &[3u8; 1500], None, RxFlags::empty());
+    assert!(b.q.wait(Some(Duration::ZERO)).unwrap());
+    assert_eq!(b.q.recv_burst(&mut bufs).unwrap(), 2);
+    assert_eq!(bufs[0].data(), &[9u8; 100][..]);
+    assert!(bufs[0].csum_blank);
+    assert_eq!(bufs[1].data(), &[3u8; 1500][..]);
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.rx_packets, m.rx_dropped, m.rx_bytes), (2, 1, 1600));
+    // The three buffers were posted again.
+    b.rx.refresh_requests().unwrap();
+    assert_eq!(b.rx.pending_requests(), 3);
+}
+
+#[test]
+fn wait_returns_at_once_when_work_is_pending_and_fails_once_stopped() {
+    let mut b = bed(Design::GrantCopy, SG);
+    assert!(!b.q.wait(Some(Duration::from_millis(1))).unwrap());
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    b.serve_tx(0);
+    assert!(b.q.wait(None).unwrap());
+    b.shared.stop(None);
+    match b.q.wait(None) {
+        Err(FrontendError::Broken(why)) => assert_eq!(why, "closed"),
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        b.q.send_burst(&[PacketRef::new(&frame)]),
+        Err(FrontendError::Broken(_))
+    ));
+}
+
+#[test]
+fn a_response_for_an_id_not_in_flight_breaks_the_device() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    b.tx.refresh_requests().unwrap();
+    b.tx.take_request().unwrap().unwrap();
+    b.tx.put_response(&NetifTxResponse { id: 200, status: 0 })
+        .unwrap();
+    b.tx.push_responses().unwrap();
+    match b.q.recv_burst(&mut PacketBuf::pool(1)) {
+        Err(FrontendError::Broken(why)) => assert!(why.contains("not in flight"), "{why}"),
+        r => panic!("{r:?}"),
+    }
+    assert!(b.shared.fault_reason().is_some());
+    assert!(b.q.send_burst(&[PacketRef::new(&frame)]).is_err());
+}
+
+#[test]
+fn slots_stage_the_head_and_grant_the_rest() {
+    let mut b = bed(Design::Slots { data_len: 256 }, SG);
+    let frame: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    let reqs = b.serve_tx(0);
+    // A staged first request (offset = staged bytes, size = total), then two pages.
+    assert_eq!(reqs.len(), 3);
+    assert_eq!((reqs[0].offset, reqs[0].size), (256, 5000));
+    assert_eq!(reqs[1].size as usize + reqs[2].size as usize, 5000 - 256);
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.tx_staged_packets, m.tx_staged_bytes), (1, 256));
+    assert_eq!(m.tx_fallback_over_limit, 1);
+}
