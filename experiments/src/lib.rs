@@ -58,6 +58,13 @@ pub struct Sample {
     /// The same probe just after the run (0 in results saved before it was recorded).
     #[serde(default)]
     pub probe_after_ns: f64,
+    /// CPU seconds the whole machine was busy outside the two end processes while the
+    /// frontend process ran (from `/proc/stat`; `None` where it could not be read).
+    #[serde(default)]
+    pub other_busy_s: Option<f64>,
+    /// Wall-clock seconds the frontend process ran (the span `other_busy_s` covers).
+    #[serde(default)]
+    pub span_s: f64,
     /// The frontend's counters at the end of the run.
     pub front_metrics: serde_json::Value,
     /// The backend's counters at the end of the run (whole process life).
@@ -605,6 +612,7 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    outlier_section(&mut out, r);
     let names = plots::chart_names(r);
     if !names.is_empty() {
         let _ = writeln!(
@@ -616,6 +624,79 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     out
+}
+
+/// Why a run fell under a quarter of its scenario's median rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outlier {
+    /// The ends waited with work pending and the machine was idle: a fault of ours.
+    Stall,
+    /// Something outside the two end processes kept the CPUs busy.
+    Contention,
+    /// The machine's busy time was not recorded (older results, or no `/proc/stat`).
+    Unknown,
+}
+
+/// Machine CPU seconds per second, outside the two ends, from which a slow run is put down
+/// to contention rather than to a stall.
+pub const CONTENTION_CPUS: f64 = 0.25;
+
+/// The runs under a quarter of their scenario's median rate, with the reason.
+pub fn outliers(r: &Results) -> Vec<(&Sample, f64, Outlier)> {
+    let mut out = Vec::new();
+    for s in &r.samples {
+        let median = scenario_median(r, s.dir, s.size, &s.design, s.queues, &|x| x.pps);
+        if median <= 0.0 || s.pps * 4.0 >= median {
+            continue;
+        }
+        let why = match s.other_busy_s {
+            Some(b) if s.span_s > 0.0 && b / s.span_s >= CONTENTION_CPUS => Outlier::Contention,
+            Some(_) => Outlier::Stall,
+            None => Outlier::Unknown,
+        };
+        out.push((s, median, why));
+    }
+    out
+}
+
+/// The report's section on slow runs (none: one sentence saying so).
+fn outlier_section(out: &mut String, r: &Results) {
+    let found = outliers(r);
+    let _ = writeln!(out, "\n## Stalls and contention\n");
+    if found.is_empty() {
+        let _ = writeln!(
+            out,
+            "No run fell under a quarter of its scenario's median rate."
+        );
+        return;
+    }
+    table_head(
+        out,
+        &format!(
+            "Runs under a quarter of their scenario's median rate: a *stall* if the machine was otherwise idle (under {CONTENTION_CPUS} CPU busy outside the two end processes), *contention* if it was not.\n"
+        ),
+        "| round | design | dir | size | pps | median pps | frontend CPU/s | other CPU/s | verdict |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
+    );
+    for (s, median, why) in found {
+        let other = match s.other_busy_s {
+            Some(b) if s.span_s > 0.0 => format!("{:.2}", b / s.span_s),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {:?} |",
+            s.round,
+            label(&s.design, s.queues),
+            s.dir,
+            s.size,
+            s.pps,
+            median,
+            s.front_cpu_s / s.seconds.max(1e-9),
+            other,
+            why
+        );
+    }
 }
 
 /// A scenario whose throughput moved between two runs.

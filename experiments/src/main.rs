@@ -650,11 +650,28 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
         std::thread::sleep(Duration::from_millis(5));
     }
     let probe_ns = probe(20_000);
+    let busy0 = experiments::sys::machine_busy_seconds();
+    let back_cpu0 = experiments::sys::process_cpu_seconds(back.id());
+    let children0 = experiments::sys::children_cpu_seconds();
+    let span = Instant::now();
     let front = Command::new(exe)
         .arg("frontend")
         .args(role_args(&front_cores, spin_us[0]))
         .output()
         .context("cannot run the frontend process")?;
+    let span_s = span.elapsed().as_secs_f64();
+    let other_busy_s = match (
+        busy0,
+        experiments::sys::machine_busy_seconds(),
+        back_cpu0,
+        experiments::sys::process_cpu_seconds(back.id()),
+    ) {
+        (Some(m0), Some(m1), Some(b0), Some(b1)) => {
+            let front_cpu = experiments::sys::children_cpu_seconds() - children0;
+            Some((m1 - m0 - front_cpu - (b1 - b0)).max(0.0))
+        }
+        _ => None,
+    };
     // Stop the backend: it prints its report on SIGTERM.
     let _ = Command::new("kill")
         .args(["-TERM", &back.id().to_string()])
@@ -696,6 +713,8 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
         back_cpu_s: br.cpu_seconds,
         probe_ns,
         probe_after_ns,
+        other_busy_s,
+        span_s,
         latency_ns: fr.latency_ns,
         timeline: fr.timeline,
         front_metrics: fr.metrics,

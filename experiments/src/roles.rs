@@ -3,15 +3,17 @@
 //! counted. They use the libraries only; no data path lives here.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
-use netstage_fallback::{Design, Packet, PollMode};
-use netstage_netback_user::{toolstack, Backend, BackendConfig, RxInjector, TxPath, VifHandler};
-use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
+use netstage_fallback::{Design, PollMode};
+use netstage_netback_user::{
+    toolstack, BackQueue, Backend, BackendConfig, BackendError, PacketBuf, PacketRef, QueueDriver,
+    QueueFault, TxPath, BURST,
+};
+use netstage_netfront_user::{FrontQueue, Frontend, FrontendConfig, FrontendHandler, FrontendLink};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenstore::XsClient;
@@ -135,45 +137,69 @@ impl Timeline {
     }
 }
 
-struct Sink {
+/// The backend's side of a scenario, run to completion on each queue's thread: counts what
+/// the guest transmits (TX), generates frames for the guest (RX), or echoes every frame
+/// back (request/response). No thread hand-off and no allocation per packet.
+struct BenchQueues {
+    dir: Dir,
     size: usize,
-    generate: bool,
-    echo: bool,
-    generation: Arc<AtomicU64>,
-    rx: Mutex<Vec<RxInjector>>,
 }
 
-impl VifHandler for Sink {
-    fn tx_packet(&self, queue: u16, pkt: Packet) {
-        if self.echo {
-            if let Ok(rx) = self.rx.lock() {
-                if let Some(i) = rx.get(usize::from(queue)) {
-                    i.send(pkt);
+/// How long an idle queue sleeps before it looks at its stop flag again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+impl BenchQueues {
+    fn generate(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let frame = vec![0x5au8; self.size];
+        let burst = [PacketRef::new(&frame); BURST];
+        while !q.stopped() {
+            if q.send_burst(&burst)? == 0 {
+                q.wait(Some(IDLE_WAIT))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let mut bufs = PacketBuf::pool(BURST);
+        while !q.stopped() {
+            if q.recv_burst(&mut bufs)? == 0 {
+                q.wait(Some(IDLE_WAIT))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn echo(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let mut bufs = PacketBuf::pool(BURST);
+        while !q.stopped() {
+            let got = q.recv_burst(&mut bufs)?;
+            if got == 0 {
+                q.wait(Some(IDLE_WAIT))?;
+                continue;
+            }
+            let echo: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
+                bufs[..got].iter().map(PacketBuf::packet_ref).collect();
+            let mut sent = 0;
+            while sent < got && !q.stopped() {
+                let n = q.send_burst(&echo[sent..])?;
+                if n == 0 {
+                    q.wait(Some(IDLE_WAIT))?;
                 }
+                sent += n;
             }
         }
+        Ok(())
     }
-    fn connected(&self, rx: Vec<RxInjector>) {
-        if self.generate {
-            let gen = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            let data = Bytes::from(vec![0x5au8; self.size]);
-            for inj in rx.clone() {
-                let (cur, data) = (Arc::clone(&self.generation), data.clone());
-                std::thread::spawn(move || {
-                    while cur.load(Ordering::SeqCst) == gen {
-                        if !inj.send_blocking(Packet::new(data.clone())) {
-                            break;
-                        }
-                    }
-                });
-            }
+}
+
+impl QueueDriver<SimDomain> for BenchQueues {
+    fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        match self.dir {
+            Dir::Tx => self.count(q),
+            Dir::Rx => self.generate(q),
+            Dir::Rr | Dir::RrBusy => self.echo(q),
         }
-        if let Ok(mut r) = self.rx.lock() {
-            *r = rx;
-        }
-    }
-    fn disconnected(&self, _reason: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -248,7 +274,7 @@ fn poll(busy: bool) -> PollMode {
 /// vif, and serves the guest with `handler` until SIGTERM; returns its report.
 pub(crate) fn run_backend(
     e: &EndArgs,
-    handler: Arc<dyn VifHandler>,
+    serve: impl FnOnce(&Backend<SimDomain>, &AtomicBool) -> Result<(), BackendError>,
 ) -> anyhow::Result<BackendReport> {
     crate::sys::pin_to_cores(&e.cores)?;
     let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
@@ -274,7 +300,7 @@ pub(crate) fn run_backend(
     );
     xs.introduce(GUEST)?;
     toolstack::create_vif(&xs, 0, GUEST, 0)?;
-    backend.serve(GUEST, 0, handler, &stop)?;
+    serve(&backend, &stop)?;
     let report = BackendReport {
         cpu_seconds: crate::sys::cpu_seconds(),
         metrics: serde_json::to_value(backend.metrics())?,
@@ -284,13 +310,12 @@ pub(crate) fn run_backend(
     Ok(report)
 }
 
-/// The frontend end: pins itself, joins the world as the guest and connects to the
-/// backend's vif with `queues` queues and `handler` receiving.
-pub(crate) fn connect_frontend(
+/// Pins this end, joins the world as the guest and opens its XenStore connection; returns
+/// them with the frontend settings for `queues` queues.
+fn join_as_guest(
     e: &EndArgs,
     queues: u16,
-    handler: Arc<dyn FrontendHandler>,
-) -> anyhow::Result<Frontend<SimDomain>> {
+) -> anyhow::Result<(SimDomain, XsClient, FrontendConfig)> {
     crate::sys::pin_to_cores(&e.cores)?;
     let design: Design = e.design.parse().map_err(anyhow::Error::msg)?;
     let world = SimWorld::open(&e.world)?;
@@ -298,18 +323,24 @@ pub(crate) fn connect_frontend(
     let socket = e.world.join("xenstore").join(format!("dom{GUEST}.sock"));
     let xs = XsClient::connect(&socket)
         .with_context(|| format!("no guest XenStore at {}", socket.display()))?;
-    let front = Frontend::connect(
-        me,
-        xs,
-        0,
-        FrontendConfig {
-            design,
-            poll: poll(e.busy),
-            queues,
-            ..FrontendConfig::default()
-        },
-        handler,
-    )?;
+    let cfg = FrontendConfig {
+        design,
+        poll: poll(e.busy),
+        queues,
+        ..FrontendConfig::default()
+    };
+    Ok((me, xs, cfg))
+}
+
+/// The frontend end: joins as the guest and connects to the backend's vif with `queues`
+/// queues and `handler` receiving (the threaded convenience layer).
+pub(crate) fn connect_frontend(
+    e: &EndArgs,
+    queues: u16,
+    handler: Arc<dyn FrontendHandler>,
+) -> anyhow::Result<Frontend<SimDomain>> {
+    let (me, xs, cfg) = join_as_guest(e, queues)?;
+    let front = Frontend::connect(me, xs, 0, cfg, handler)?;
     if front.queues() != queues {
         anyhow::bail!(
             "asked for {} queues, the backend gave {}",
@@ -322,32 +353,205 @@ pub(crate) fn connect_frontend(
 
 /// Runs the backend until SIGTERM, then prints its report.
 pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
-    let sink = Arc::new(Sink {
+    let queues = Arc::new(BenchQueues {
+        dir: a.dir,
         size: a.size,
-        generate: a.dir == Dir::Rx,
-        echo: a.dir.is_rr(),
-        generation: Arc::new(AtomicU64::new(0)),
-        rx: Mutex::new(Vec::new()),
     });
-    let report = run_backend(&a.end, sink)?;
+    let report = run_backend(&a.end, |b, stop| b.serve_queues(GUEST, 0, queues, stop))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
-/// Connects, moves packets for the measured window, prints the report.
-pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
-    struct Count(AtomicU64);
-    impl FrontendHandler for Count {
-        fn rx_packet(&self, _q: u16, _p: Packet) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
+/// The guest's queues and the link that owns their connection.
+type Queues = (FrontendLink<SimDomain>, Vec<FrontQueue<SimDomain>>);
+
+/// The frontend end for the queue API: pins itself, joins the world as the guest and
+/// connects with `queues` queues for this thread (and its helpers) to drive.
+fn connect_queues(e: &EndArgs, queues: u16) -> anyhow::Result<Queues> {
+    let (me, xs, cfg) = join_as_guest(e, queues)?;
+    let (link, qs) = netstage_netfront_user::connect_queues(me, xs, 0, cfg)?;
+    if qs.len() != usize::from(queues) {
+        anyhow::bail!("asked for {queues} queues, the backend gave {}", qs.len());
     }
-    let counter = Arc::new(Count(AtomicU64::new(0)));
-    let front = connect_frontend(
-        &a.end,
-        a.queues,
-        Arc::clone(&counter) as Arc<dyn FrontendHandler>,
-    )?;
+    Ok((link, qs))
+}
+
+/// How long an idle frontend queue waits before it looks at the clock again.
+const FRONT_WAIT: Duration = Duration::from_millis(10);
+
+/// One step of a stream on `q`: a burst sent (TX) or received (RX, into `bufs`); waits when
+/// nothing moved.
+fn stream_step(
+    q: &mut FrontQueue<SimDomain>,
+    dir: Dir,
+    burst: &[PacketRef<'_>],
+    bufs: &mut [PacketBuf],
+) -> anyhow::Result<()> {
+    let moved = if dir == Dir::Tx {
+        q.send_burst(burst)?
+    } else {
+        q.recv_burst(bufs)?
+    };
+    if moved == 0 {
+        q.wait(Some(FRONT_WAIT))?;
+    }
+    Ok(())
+}
+
+/// One request/response transaction on `q`: sends `pkt`, waits for one frame back.
+fn transact(
+    q: &mut FrontQueue<SimDomain>,
+    pkt: PacketRef<'_>,
+    bufs: &mut [PacketBuf],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while q.send_burst(&[pkt])? == 0 {
+        q.wait(Some(FRONT_WAIT))?;
+    }
+    while q.recv_burst(&mut bufs[..1])? == 0 {
+        if Instant::now() > deadline {
+            anyhow::bail!("no echo within a second");
+        }
+        q.wait(Some(FRONT_WAIT))?;
+    }
+    Ok(())
+}
+
+/// What a measured window produced.
+struct Window {
+    packets: u64,
+    seconds: f64,
+    cpu0: f64,
+    latency_ns: Option<[f64; 3]>,
+    timeline: Vec<crate::Bin>,
+}
+
+fn measure_rr(
+    q: &mut FrontQueue<SimDomain>,
+    pkt: PacketRef<'_>,
+    warm: Duration,
+    window: Duration,
+) -> anyhow::Result<Window> {
+    let mut bufs = PacketBuf::pool(1);
+    let t0 = Instant::now();
+    while t0.elapsed() < warm {
+        transact(q, pkt, &mut bufs)?;
+    }
+    let cpu0 = crate::sys::cpu_seconds();
+    let mut lat: Vec<u64> = Vec::with_capacity(1 << 20);
+    let t = Instant::now();
+    while t.elapsed() < window {
+        let s = Instant::now();
+        transact(q, pkt, &mut bufs)?;
+        lat.push(s.elapsed().as_nanos() as u64);
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let at = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64;
+    let latency_ns = (!lat.is_empty()).then(|| [at(0.50), at(0.99), at(0.999)]);
+    Ok(Window {
+        packets: lat.len() as u64,
+        seconds,
+        cpu0,
+        latency_ns,
+        timeline: Vec::new(),
+    })
+}
+
+/// The counters a direction's timeline follows.
+fn timeline_counts(m: &netstage_netfront_user::MetricsSnapshot, dir: Dir) -> Counts {
+    if dir == Dir::Tx {
+        (
+            m.tx_packets,
+            m.tx_staged_packets,
+            m.tx_ring_fill_samples,
+            m.tx_ring_fill_ppm,
+        )
+    } else {
+        (
+            m.rx_packets,
+            m.rx_staged_packets,
+            m.rx_ring_fill_samples,
+            m.rx_ring_fill_ppm,
+        )
+    }
+}
+
+/// Drives queue 0 on this thread in direction `dir` (TX: sending `burst`; RX: receiving)
+/// through the warm-up and the window, keeping the timeline; the other queues run on
+/// threads of their own for as long.
+fn measure_stream(
+    link: &FrontendLink<SimDomain>,
+    qs: &mut [FrontQueue<SimDomain>],
+    dir: Dir,
+    burst: &[PacketRef<'_>],
+    warm: Duration,
+    window: Duration,
+) -> anyhow::Result<Window> {
+    let stop = AtomicBool::new(false);
+    let (first, others) = qs
+        .split_first_mut()
+        .ok_or_else(|| anyhow::anyhow!("no queue"))?;
+    std::thread::scope(|sc| -> anyhow::Result<Window> {
+        let helpers: Vec<_> = others
+            .iter_mut()
+            .map(|q| {
+                let stop = &stop;
+                sc.spawn(move || -> anyhow::Result<()> {
+                    let mut bufs = PacketBuf::pool(BURST);
+                    while !stop.load(Ordering::Relaxed) {
+                        stream_step(q, dir, burst, &mut bufs)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let run = drive_first(link, first, dir, burst, warm, window);
+        stop.store(true, Ordering::Relaxed);
+        for h in helpers {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a queue thread panicked"))??;
+        }
+        run
+    })
+}
+
+fn drive_first(
+    link: &FrontendLink<SimDomain>,
+    q: &mut FrontQueue<SimDomain>,
+    dir: Dir,
+    burst: &[PacketRef<'_>],
+    warm: Duration,
+    window: Duration,
+) -> anyhow::Result<Window> {
+    let mut bufs = PacketBuf::pool(BURST);
+    let mut step = |q: &mut FrontQueue<SimDomain>| stream_step(q, dir, burst, &mut bufs);
+    let t0 = Instant::now();
+    while t0.elapsed() < warm {
+        step(q)?;
+    }
+    let now = || timeline_counts(&link.metrics(), dir);
+    let base = now().0;
+    let cpu0 = crate::sys::cpu_seconds();
+    let mut tl = Timeline::new(now());
+    let t = Instant::now();
+    while t.elapsed() < window {
+        step(q)?;
+        tl.tick(now());
+    }
+    Ok(Window {
+        packets: now().0 - base,
+        seconds: t.elapsed().as_secs_f64(),
+        cpu0,
+        latency_ns: None,
+        timeline: tl.bins,
+    })
+}
+
+/// Connects, moves packets for the measured window on the queue API (this thread drives
+/// queue 0, a thread each the others), prints the report.
+pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
+    let (link, mut qs) = connect_queues(&a.end, a.queues)?;
     let window = Duration::from_secs_f64(a.seconds);
     // Warm-up: a tenth of the window, not counted.
     let warm = window / 10;
@@ -355,142 +559,31 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         gso_type: netstage_ring::netif::GsoType::TcpV4,
         mss: 1448,
     });
-    let pkt = Packet {
-        data: Bytes::from(vec![0xa5u8; a.size]),
+    let frame = vec![0xa5u8; a.size];
+    let pkt = PacketRef {
+        data: &frame,
         gso,
         csum_blank: false,
     };
-    let cpu0;
-    let mut latency_ns = None;
-    let mut timeline = Vec::new();
-    let (packets, seconds) = match a.dir {
-        Dir::Rr | Dir::RrBusy => {
-            let tick = |deadline: Instant, seen: u64| -> anyhow::Result<()> {
-                while counter.0.load(Ordering::Acquire) == seen {
-                    if Instant::now() > deadline {
-                        anyhow::bail!("no echo within a second");
-                    }
-                    // The queue thread that delivers the echo shares this CPU.
-                    std::thread::yield_now();
-                }
-                Ok(())
-            };
-            let t0 = Instant::now();
-            while t0.elapsed() < warm {
-                let seen = counter.0.load(Ordering::Acquire);
-                front.send(0, pkt.clone())?;
-                tick(Instant::now() + Duration::from_secs(1), seen)?;
-            }
-            cpu0 = crate::sys::cpu_seconds();
-            let mut lat: Vec<u64> = Vec::new();
-            let t = Instant::now();
-            while t.elapsed() < window {
-                let seen = counter.0.load(Ordering::Acquire);
-                let s = Instant::now();
-                front.send(0, pkt.clone())?;
-                tick(s + Duration::from_secs(1), seen)?;
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            let secs = t.elapsed().as_secs_f64();
-            lat.sort_unstable();
-            let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64;
-            if !lat.is_empty() {
-                latency_ns = Some([q(0.50), q(0.99), q(0.999)]);
-            }
-            (lat.len() as u64, secs)
-        }
-        Dir::Tx => {
-            let tx_now = || {
-                let m = front.metrics();
-                (
-                    m.tx_packets,
-                    m.tx_staged_packets,
-                    m.tx_ring_fill_samples,
-                    m.tx_ring_fill_ppm,
-                )
-            };
-            // Queues after the first get a sender thread each, from the warm-up to the end
-            // of the window; this thread sends on queue 0 and keeps the timeline.
-            let stop = AtomicBool::new(false);
-            let (packets, secs, c0, tl) = std::thread::scope(|sc| -> anyhow::Result<_> {
-                let senders: Vec<_> = (1..front.queues())
-                    .map(|q| {
-                        let (front, pkt, stop) = (&front, &pkt, &stop);
-                        sc.spawn(move || {
-                            while !stop.load(Ordering::Relaxed) {
-                                front.send(q, pkt.clone())?;
-                            }
-                            Ok::<(), netstage_netfront_user::FrontendError>(())
-                        })
-                    })
-                    .collect();
-                let run = || -> anyhow::Result<_> {
-                    let t0 = Instant::now();
-                    while t0.elapsed() < warm {
-                        front.send(0, pkt.clone())?;
-                    }
-                    let base = front.metrics().tx_packets;
-                    let c0 = crate::sys::cpu_seconds();
-                    let mut tl = Timeline::new(tx_now());
-                    let t = Instant::now();
-                    while t.elapsed() < window {
-                        for _ in 0..64 {
-                            front.send(0, pkt.clone())?;
-                        }
-                        tl.tick(tx_now());
-                    }
-                    let n = front.metrics().tx_packets - base;
-                    Ok((n, t.elapsed().as_secs_f64(), c0, tl.bins))
-                };
-                let done = run();
-                stop.store(true, Ordering::Relaxed);
-                for s in senders {
-                    s.join()
-                        .map_err(|_| anyhow::anyhow!("a sender thread panicked"))??;
-                }
-                done
-            })?;
-            cpu0 = c0;
-            timeline = tl;
-            (packets, secs)
-        }
-        Dir::Rx => {
-            std::thread::sleep(warm);
-            let rx_now = || {
-                let m = front.metrics();
-                (
-                    m.rx_packets,
-                    m.rx_staged_packets,
-                    m.rx_ring_fill_samples,
-                    m.rx_ring_fill_ppm,
-                )
-            };
-            let base = counter.0.load(Ordering::Relaxed);
-            cpu0 = crate::sys::cpu_seconds();
-            let mut tl = Timeline::new(rx_now());
-            let t = Instant::now();
-            while t.elapsed() < window {
-                std::thread::sleep(BIN.min(window.saturating_sub(t.elapsed())));
-                tl.tick(rx_now());
-            }
-            timeline = tl.bins;
-            (
-                counter.0.load(Ordering::Relaxed) - base,
-                t.elapsed().as_secs_f64(),
-            )
-        }
+    let w = match a.dir {
+        Dir::Rr | Dir::RrBusy => match qs.first_mut() {
+            Some(q) => measure_rr(q, pkt, warm, window)?,
+            None => anyhow::bail!("no queue"),
+        },
+        Dir::Tx | Dir::Rx => measure_stream(&link, &mut qs, a.dir, &[pkt; BURST], warm, window)?,
     };
     let report = FrontendReport {
-        latency_ns,
-        timeline,
-        cpu_seconds: crate::sys::cpu_seconds() - cpu0,
-        packets,
-        bytes: packets * a.size as u64,
-        seconds,
-        design: front.design().to_string(),
-        metrics: serde_json::to_value(front.metrics())?,
+        latency_ns: w.latency_ns,
+        timeline: w.timeline,
+        cpu_seconds: crate::sys::cpu_seconds() - w.cpu0,
+        packets: w.packets,
+        bytes: w.packets * a.size as u64,
+        seconds: w.seconds,
+        design: link.design().to_string(),
+        metrics: serde_json::to_value(link.metrics())?,
     };
-    front.close()?;
+    drop(qs);
+    link.close()?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -39,10 +39,20 @@ pub fn pin_to_cores(cores: &[usize]) -> std::io::Result<()> {
 
 /// CPU time (user + system) this process has used, in seconds, all threads included.
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct we pass; RUSAGE_SELF is always valid.
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) of this process's waited-for children, in seconds.
+pub fn children_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we pass; callers pass RUSAGE_SELF or
+    // RUSAGE_CHILDREN, both always valid.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        libc::getrusage(who, &mut ru);
         ru
     };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
@@ -52,6 +62,47 @@ pub fn cpu_seconds() -> f64 {
 /// Number of online CPUs.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Clock ticks per second of `/proc`'s CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads its argument.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU seconds every CPU of the machine has spent busy (everything but idle and iowait)
+/// since boot, from the first line of `/proc/stat`; `None` where it cannot be read.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| v.get(*i))
+        .sum::<f64>();
+    Some(busy / clock_ticks())
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/<pid>/stat`;
+/// `None` once it has exited or where it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 (index 0 here); utime and stime are fields 14, 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
 }
 
 /// The cores of the frontend and of the backend for a run with `queues` queues on a machine

@@ -197,7 +197,8 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
             })
         })
     };
-    let report = roles::run_backend(&a.end, Arc::clone(&bridge) as Arc<dyn VifHandler>)?;
+    let handler = Arc::clone(&bridge) as Arc<dyn VifHandler>;
+    let report = roles::run_backend(&a.end, |b, stop| b.serve(roles::GUEST, 0, handler, stop))?;
     stop.store(true, Ordering::Relaxed);
     reader
         .join()

@@ -1,7 +1,7 @@
 //! The harness itself: a tiny sweep produces every output file, and the report's numbers are
 //! the medians of the raw samples it saved.
 
-use experiments::{markdown, spread, summarise, Results};
+use experiments::{markdown, outliers, spread, summarise, Outlier, Results};
 
 mod common;
 
@@ -88,6 +88,8 @@ fn diff_flags_only_changes_beyond_the_noise() {
         back_cpu_s: 0.0,
         probe_ns: 0.0,
         probe_after_ns: 0.0,
+        other_busy_s: None,
+        span_s: 0.0,
         front_metrics: serde_json::Value::Null,
         back_metrics: serde_json::Value::Null,
         grants: serde_json::Value::Null,
@@ -309,4 +311,63 @@ fn each_queue_thread_gets_a_core_when_there_are_enough() {
         "not enough: one core each"
     );
     assert_eq!(placement(1, 1), (vec![0], vec![0]));
+}
+
+#[test]
+fn slow_runs_are_told_apart_as_stalls_or_contention() {
+    use experiments::{Dir, Machine, Sample};
+    let run = |pps: f64, other: Option<f64>| Sample {
+        round: 1,
+        design: "ring:8:greedy".into(),
+        design_used: "ring:8:greedy".into(),
+        dir: Dir::Tx,
+        size: 64,
+        queues: 1,
+        pps,
+        gbps: 0.0,
+        packets: 1,
+        seconds: 1.0,
+        front_cpu_s: 0.1,
+        back_cpu_s: 0.1,
+        probe_ns: 0.0,
+        probe_after_ns: 0.0,
+        other_busy_s: other,
+        span_s: 2.0,
+        front_metrics: serde_json::Value::Null,
+        back_metrics: serde_json::Value::Null,
+        grants: serde_json::Value::Null,
+        latency_ns: None,
+        timeline: vec![],
+    };
+    let r = Results {
+        stream_gbps: vec![],
+        peers: vec![],
+        peer_failures: vec![],
+        machine: Machine::detect("kernel", "blocking"),
+        samples: vec![
+            run(1000.0, Some(0.0)),
+            run(1000.0, Some(0.0)),
+            run(1000.0, Some(0.0)),
+            run(1000.0, Some(0.0)),
+            run(1000.0, Some(0.0)),
+            run(1000.0, Some(0.0)),
+            run(260.0, Some(0.0)),
+            run(200.0, Some(0.1)),
+            run(200.0, Some(1.5)),
+            run(200.0, None),
+        ],
+    };
+    let found: Vec<(f64, Outlier)> = outliers(&r).iter().map(|(s, _, w)| (s.pps, *w)).collect();
+    // 260 pps is above a quarter of the median (1000 / 4): not an outlier.
+    assert_eq!(
+        found,
+        vec![
+            (200.0, Outlier::Stall),
+            (200.0, Outlier::Contention),
+            (200.0, Outlier::Unknown)
+        ]
+    );
+    let md = markdown(&r);
+    assert!(md.contains("## Stalls and contention"), "{md}");
+    assert!(md.contains("| Contention |"), "{md}");
 }

@@ -52,4 +52,3 @@ pub fn fetch_by_map<P: GrantImport + ?Sized>(
     }
     Ok(())
 }
-
