@@ -138,6 +138,8 @@ struct Inner {
     next_req: AtomicU32,
     /// Set (under the `pending` lock) when the reader has stopped.
     closed: std::sync::atomic::AtomicBool,
+    /// Why the reader stopped, when the daemon broke the protocol (rather than hung up).
+    broken: Mutex<Option<String>>,
 }
 
 impl Drop for Inner {
@@ -305,6 +307,7 @@ impl XsClient {
             watchers: Mutex::new(HashMap::new()),
             next_req: AtomicU32::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
+            broken: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         thread::Builder::new()
@@ -340,6 +343,9 @@ impl XsClient {
     }
 
     fn gone(&self) -> XsError {
+        if let Some(why) = self.inner.broken.lock().ok().and_then(|b| b.clone()) {
+            return XsError::Protocol(why);
+        }
         XsError::Io {
             socket: self.inner.socket.clone(),
             source: io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed"),
@@ -379,24 +385,7 @@ impl XsClient {
                 })?;
         }
         let (rty, body) = srx.recv().map_err(|_| self.gone())?;
-        if rty == MsgType::Error as u32 {
-            let name =
-                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).to_string();
-            let errno = Errno::from_name(&name)
-                .ok_or_else(|| XsError::Protocol(format!("unknown error name {name:?}")))?;
-            return Err(XsError::Errno {
-                op,
-                path: path.to_string(),
-                errno,
-            });
-        }
-        if rty != ty as u32 {
-            return Err(XsError::Protocol(format!(
-                "reply of type {rty} to a request of type {}",
-                ty as u32
-            )));
-        }
-        Ok(body)
+        reply_payload(ty, rty, body, op, path)
     }
 
     fn call_path(&self, ty: MsgType, tx: TxId, path: &str, op: &'static str) -> XsResult<Vec<u8>> {
@@ -546,34 +535,122 @@ impl XenStore for XsClient {
     }
 }
 
-/// Routes replies to callers and events to watches until the connection closes.
-fn read_loop(mut s: impl Read, inner: std::sync::Weak<Inner>) {
+/// One message from the daemon, as [`XsClient`]'s reader classifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// The answer (or `XS_ERROR`) to the request with this `req_id`.
+    Reply {
+        /// The request it answers.
+        req_id: u32,
+        /// Its type: the request's, or `XS_ERROR`.
+        ty: u32,
+        /// Its payload (at most `XENSTORE_PAYLOAD_MAX` bytes).
+        body: Vec<u8>,
+    },
+    /// A watch event.
+    Event {
+        /// The path that changed (as the watch was given: relative or absolute).
+        path: String,
+        /// The watch's token.
+        token: String,
+    },
+}
+
+/// Reads the next message from the daemon: `Ok(None)` once the stream ends (or ends inside
+/// a message), a [`XsError::Protocol`] for a payload over `XENSTORE_PAYLOAD_MAX` (after
+/// which the stream cannot be trusted to be in step). Watch events without a path and a
+/// token are skipped.
+pub fn read_incoming(r: &mut impl Read) -> XsResult<Option<Incoming>> {
     let mut hdr = [0u8; HEADER_LEN];
     loop {
-        if s.read_exact(&mut hdr).is_err() {
-            break;
+        if r.read_exact(&mut hdr).is_err() {
+            return Ok(None);
         }
         let h = Header::decode(&hdr);
         if h.len as usize > PAYLOAD_MAX {
-            break;
+            return Err(XsError::Protocol(format!(
+                "a message of {} payload bytes (type {}, request {}) exceeds \
+                 XENSTORE_PAYLOAD_MAX ({PAYLOAD_MAX}): the daemon is broken",
+                h.len, h.ty, h.req_id
+            )));
         }
         let mut body = vec![0u8; h.len as usize];
-        if s.read_exact(&mut body).is_err() {
-            break;
+        if r.read_exact(&mut body).is_err() {
+            return Ok(None);
         }
+        if h.ty != MsgType::WatchEvent as u32 {
+            return Ok(Some(Incoming::Reply {
+                req_id: h.req_id,
+                ty: h.ty,
+                body,
+            }));
+        }
+        let mut parts = strings(&body).into_iter();
+        if let (Some(path), Some(token)) = (parts.next(), parts.next()) {
+            return Ok(Some(Incoming::Event { path, token }));
+        }
+    }
+}
+
+/// Interprets the reply of type `rty` with payload `body` to a request of type `ty`: the
+/// payload, or the error the daemon named (a typed error, never a closed connection).
+pub fn reply_payload(
+    ty: MsgType,
+    rty: u32,
+    body: Vec<u8>,
+    op: &'static str,
+    path: &str,
+) -> XsResult<Vec<u8>> {
+    if rty == MsgType::Error as u32 {
+        let name = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).to_string();
+        let errno = Errno::from_name(&name)
+            .ok_or_else(|| XsError::Protocol(format!("unknown error name {name:?}")))?;
+        return Err(XsError::Errno {
+            op,
+            path: path.to_string(),
+            errno,
+        });
+    }
+    if rty != ty as u32 {
+        return Err(XsError::Protocol(format!(
+            "reply of type {rty} to a request of type {}",
+            ty as u32
+        )));
+    }
+    Ok(body)
+}
+
+/// Routes replies to callers and events to watches until the connection closes.
+fn read_loop(mut s: impl Read, inner: std::sync::Weak<Inner>) {
+    loop {
+        let msg = match read_incoming(&mut s) {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(inner) = inner.upgrade() {
+                    if let Ok(mut b) = inner.broken.lock() {
+                        *b = Some(e.to_string());
+                    }
+                    (inner.hang_up)();
+                }
+                break;
+            }
+        };
         let Some(inner) = inner.upgrade() else { break };
-        if h.ty == MsgType::WatchEvent as u32 {
-            let parts = strings(&body);
-            if let [path, token, ..] = &parts[..] {
+        match msg {
+            Incoming::Event { path, token } => {
                 if let Ok(w) = inner.watchers.lock() {
-                    if let Some(tx) = w.get(token) {
-                        let _ = tx.send(path.clone());
+                    if let Some(tx) = w.get(&token) {
+                        let _ = tx.send(path);
                     }
                 }
             }
-        } else if let Ok(mut p) = inner.pending.lock() {
-            if let Some(tx) = p.remove(&h.req_id) {
-                let _ = tx.send((h.ty, body));
+            Incoming::Reply { req_id, ty, body } => {
+                if let Ok(mut p) = inner.pending.lock() {
+                    if let Some(tx) = p.remove(&req_id) {
+                        let _ = tx.send((ty, body));
+                    }
+                }
             }
         }
     }

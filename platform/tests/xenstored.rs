@@ -4,15 +4,17 @@
 //! The clients are required: if they are missing the tests fail and name the package (the
 //! test command `./scripts/test` installs them as root).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+mod xenstore_common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netstage_platform::sim::xenstored::wire::{message, Header, MsgType, HEADER_LEN};
+use netstage_platform::sim::xenstored::wire::{Header, MsgType};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig, MAX_WATCHES};
+use xenstore_common::{err, Raw};
 
 fn daemon() -> (tempfile::TempDir, Xenstored) {
     let dir = tempfile::tempdir().unwrap();
@@ -259,44 +261,6 @@ with pyxs.Client(unix_socket_path=s) as c:
     );
     thread::sleep(Duration::from_millis(50));
     assert!(!dir.path().join("dom9.sock").exists());
-}
-
-/// A raw client for the hostile cases.
-struct Raw(UnixStream);
-
-impl Raw {
-    fn connect(p: &Path) -> Raw {
-        let s = UnixStream::connect(p).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw(s)
-    }
-
-    fn send(&mut self, ty: u32, tx: u32, payload: &[u8]) {
-        self.0.write_all(&message(ty, 77, tx, payload)).unwrap();
-    }
-
-    fn recv(&mut self) -> Option<(u32, Vec<u8>)> {
-        let mut h = [0u8; HEADER_LEN];
-        self.0.read_exact(&mut h).ok()?;
-        let h = Header::decode(&h);
-        let mut p = vec![0u8; h.len as usize];
-        self.0.read_exact(&mut p).ok()?;
-        Some((h.ty, p))
-    }
-
-    fn call(&mut self, ty: MsgType, payload: &[u8]) -> (u32, Vec<u8>) {
-        self.send(ty as u32, 0, payload);
-        self.recv().expect("reply")
-    }
-
-    fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.0.read(&mut b), Ok(0) | Err(_))
-    }
-}
-
-fn err(name: &str) -> (u32, Vec<u8>) {
-    (MsgType::Error as u32, format!("{name}\0").into_bytes())
 }
 
 #[test]

@@ -151,3 +151,45 @@ fn xenstore_rs_interoperates() {
     xs.rm("/from-xenstore-rs").unwrap();
     assert!(xs.read("/from-xenstore-rs").is_err());
 }
+
+/// A broken daemon answers with a payload over XENSTORE_PAYLOAD_MAX: the caller gets a typed
+/// protocol error at once (not a hang, not a plain hang-up), and so does every later call.
+#[test]
+fn an_oversized_reply_is_a_protocol_error() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    use netstage_platform::sim::xenstored::wire::{Header, MsgType, HEADER_LEN};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("broken");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        s.read_exact(&mut h).unwrap();
+        let req = Header::decode(&h);
+        let mut p = vec![0u8; req.len as usize];
+        s.read_exact(&mut p).unwrap();
+        let mut reply = Header {
+            ty: MsgType::Directory as u32,
+            req_id: req.req_id,
+            tx_id: 0,
+            len: 6000,
+        }
+        .encode()
+        .to_vec();
+        reply.extend(vec![b'a'; 6000]);
+        let _ = s.write_all(&reply);
+        // Keep the connection open: the client must not wait for more.
+        thread::sleep(Duration::from_secs(2));
+    });
+    let c = XsClient::connect(&sock).unwrap();
+    let t = std::time::Instant::now();
+    let e = c.directory(NO_TX, "/x").unwrap_err();
+    assert!(matches!(e, XsError::Protocol(_)), "{e}");
+    assert!(e.to_string().contains("6000"), "{e}");
+    assert!(matches!(c.read(NO_TX, "/x"), Err(XsError::Protocol(_))));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    server.join().unwrap();
+}

@@ -388,6 +388,14 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
         let reply = |ty: u32, p: &[u8]| message(ty, h.req_id, h.tx_id, p);
         let result = dispatch(&mut st, id, dom, &h, payload);
         match result {
+            Ok(o) if o.reply.len() > PAYLOAD_MAX => {
+                // As C xenstored's send_reply: an answer that does not fit the wire
+                // protocol's payload limit is E2BIG, and the connection stays usable.
+                out.push(reply(
+                    MsgType::Error as u32,
+                    format!("{}\0", Errno::E2BIG.name()).as_bytes(),
+                ));
+            }
             Ok(Outcome {
                 reply: body,
                 changes,
@@ -819,12 +827,17 @@ fn fire(st: &State, changes: &[Change]) {
                         .unwrap_or(event_path)
                         .to_string()
                 };
-                conn.out.push(message(
-                    MsgType::WatchEvent as u32,
-                    0,
-                    0,
-                    format!("{shown}\0{}\0", w.token).as_bytes(),
-                ));
+                let payload = format!("{shown}\0{}\0", w.token);
+                // As C xenstored's send_event: an event that would not fit the payload
+                // limit is not sent (a deep path under a watch with a long token).
+                if payload.len() <= PAYLOAD_MAX {
+                    conn.out.push(message(
+                        MsgType::WatchEvent as u32,
+                        0,
+                        0,
+                        payload.as_bytes(),
+                    ));
+                }
             }
         }
     }
