@@ -54,7 +54,7 @@ use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::{Features, Packet, PacketBuf, PacketRef, PollMode};
-pub use queue::{BackQueue, QueueFault, BURST};
+pub use queue::{BackQueue, QueueFault, BURST, YIELD_EVERY};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,7 +73,7 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::{CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode};
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
-pub use queue::FrontQueue;
+pub use queue::{FrontQueue, YIELD_EVERY};
 pub use threaded::{Frontend, FrontendHandler};
 
 /// Frontend settings.

@@ -24,6 +24,9 @@ use crate::{BackendPlatform, Metrics, PollMode};
 /// Most packets one burst call handles (netback's batch); a longer slice is taken in part.
 pub const BURST: usize = 64;
 
+/// Idle busy-polling looks between two yields of the CPU.
+pub const YIELD_EVERY: u32 = 64;
+
 /// Why a queue stopped on its own: the frontend did something impossible.
 pub(crate) type Fatal = String;
 
@@ -83,6 +86,8 @@ pub struct BackQueue<P: BackendPlatform> {
     /// Requests the packet the last send burst stopped at needs, if it stopped for lack of
     /// them.
     rx_need: Option<usize>,
+    /// Busy-polling looks in a row that found nothing.
+    idle_polls: u32,
 }
 
 /// Everything a queue is made of, gathered by the XenBus negotiation.
@@ -120,6 +125,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             rx_failed: Vec::with_capacity(BURST),
             rx_copier: GrantCopier::with_capacity(reqs),
             rx_need: None,
+            idle_polls: 0,
         }
     }
 
@@ -140,33 +146,60 @@ impl<P: BackendPlatform> BackQueue<P> {
 
     /// Waits until the guest has transmitted or posted what the last send burst lacked, an
     /// event arrives, [`EventPort::wake`] is called for this queue (by the handle from
-    /// [`BackQueue::waker`]), or `timeout` passes. Arms the rings' event indexes first and
-    /// returns at once if work arrived meanwhile. With busy polling it polls once and
-    /// yields instead of sleeping. Returns whether there may be work.
+    /// [`BackQueue::waker`]), or `timeout` passes. Blocking, it arms the rings' event
+    /// indexes first and returns at once if work arrived meanwhile. Busy-polling, it looks
+    /// at the rings and the port once without arming anything (so the frontend sends no
+    /// notifications while this end polls), and yields the CPU every
+    /// [`YIELD_EVERY`]th idle look. Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
         if self.stopped() {
             return Ok(false);
         }
-        let mut work = self.tx.final_check_for_requests().map_err(fault)?;
-        if let Some(need) = self.rx_need {
-            work |= self.rx.final_check_for_requests().map_err(fault)?
-                && self.rx.refresh_requests().map_err(fault)? as usize >= need;
-        }
-        if work {
-            return Ok(true);
-        }
         let woke = match self.p.poll {
-            PollMode::Block => matches!(self.port.wait(timeout), Ok(true)),
-            PollMode::BusyPoll => {
-                let woke = matches!(self.port.poll(), Ok(true));
-                std::thread::yield_now();
-                woke
+            PollMode::Block => {
+                if self.armed_work()? {
+                    return Ok(true);
+                }
+                matches!(self.port.wait(timeout), Ok(true))
             }
+            PollMode::BusyPoll => return self.poll_once(),
         };
         if woke {
             self.metrics.add_wakeups(1);
         }
         Ok(woke)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS` on TX, and on RX when the last send burst stopped
+    /// for lack of requests: whether work arrived before the event indexes were armed.
+    fn armed_work(&mut self) -> Result<bool, QueueFault> {
+        let mut work = self.tx.final_check_for_requests().map_err(fault)?;
+        if let Some(need) = self.rx_need {
+            work |= self.rx.final_check_for_requests().map_err(fault)?
+                && self.rx.refresh_requests().map_err(fault)? as usize >= need;
+        }
+        Ok(work)
+    }
+
+    /// One busy-polling look at the rings and the port.
+    fn poll_once(&mut self) -> Result<bool, QueueFault> {
+        let mut work = self.tx.refresh_requests().map_err(fault)? > 0;
+        if let Some(need) = self.rx_need {
+            work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
+        }
+        work |= matches!(self.port.poll(), Ok(true));
+        if work {
+            self.idle_polls = 0;
+            return Ok(true);
+        }
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        if self.idle_polls % YIELD_EVERY == 0 {
+            // A thread sharing this core (one that feeds the queue) gets to run.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        Ok(false)
     }
 
     /// A function that makes this queue's current or next [`BackQueue::wait`] return: how

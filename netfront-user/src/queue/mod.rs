@@ -23,6 +23,9 @@ use crate::{FrontendError, FrontendPlatform};
 /// Buffers per direction: one per ring slot.
 pub(crate) const POOL: usize = 256;
 
+/// Idle busy-polling looks between two yields of the CPU.
+pub const YIELD_EVERY: u32 = 64;
+
 /// The pages one queue shares besides its staging memory.
 pub(crate) struct QueuePages {
     /// The TX ring's page.
@@ -66,6 +69,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// Forwarding: the buffer copied packets wait in (made at the first copy).
     fwd_buf: Option<PacketBuf>,
     tally: Tally,
+    /// Busy-polling looks in a row that found nothing.
+    idle_polls: u32,
     shared: Arc<Shared>,
     /// Declared last: the pages outlive the rings and staging that point into them.
     pages: QueuePages,
@@ -100,6 +105,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             fwd: None,
             fwd_buf: None,
             tally: Tally::default(),
+            idle_polls: 0,
             shared,
             pages,
         };
@@ -117,23 +123,26 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.tx.outstanding() as usize
     }
 
-    /// Waits for work: arms the rings' event indexes and returns `Ok(true)` at once if the
-    /// backend answered or sent something meanwhile; otherwise waits on the event channel
-    /// (up to `timeout` with [`PollMode::Block`]; with [`PollMode::BusyPoll`] it polls once
-    /// and yields the CPU) and returns whether an event came. Fails with
-    /// [`FrontendError::Broken`] once the device is closed or broken.
+    /// Waits for work. Blocking ([`PollMode::Block`]), it arms the rings' event indexes,
+    /// returns `Ok(true)` at once if the backend answered or sent something meanwhile, and
+    /// otherwise waits on the event channel up to `timeout`. Busy-polling, it looks at the
+    /// rings and the port once without arming anything (so the backend sends no
+    /// notifications while this end polls) and yields the CPU every [`YIELD_EVERY`]th idle
+    /// look. Returns whether there may be work. Fails with [`FrontendError::Broken`] once the
+    /// device is closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
         self.check_open()?;
-        let armed = self.arm();
-        if self.finish(armed)? {
-            return Ok(true);
-        }
         let woke = match self.poll {
-            PollMode::Block => self.port.wait(timeout)?,
+            PollMode::Block => {
+                let armed = self.arm();
+                if self.finish(armed)? {
+                    return Ok(true);
+                }
+                self.port.wait(timeout)?
+            }
             PollMode::BusyPoll => {
-                let woke = self.port.poll()?;
-                std::thread::yield_now();
-                woke
+                let looked = self.poll_once();
+                return self.finish(looked);
             }
         };
         if woke {
@@ -142,6 +151,27 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         }
         self.check_open()?;
         Ok(woke)
+    }
+
+    /// One busy-polling look at the rings and the port.
+    fn poll_once(&mut self) -> Result<bool, Broken> {
+        let mut work = self.rx.refresh_responses().map_err(err("RX ring"))? > 0;
+        if self.tx.outstanding() > 0 {
+            work |= self.tx.refresh_responses().map_err(err("TX ring"))? > 0;
+        }
+        work |= matches!(self.port.poll(), Ok(true));
+        if work {
+            self.idle_polls = 0;
+            return Ok(true);
+        }
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        if self.idle_polls % YIELD_EVERY == 0 {
+            // A thread sharing this core (one that feeds the queue) gets to run.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        Ok(false)
     }
 
     /// The final checks before sleeping: whether responses are pending.
