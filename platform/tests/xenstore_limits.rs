@@ -5,16 +5,27 @@
 
 mod xenstore_common;
 
-use netstage_platform::sim::xenstored::wire::{Errno, MsgType};
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netstage_platform::sim::xenstored::wire::{message, Errno, MsgType};
+use netstage_platform::sim::xenstored::{Quotas, MAX_TRANSACTIONS, MAX_WATCHES};
 use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
-use xenstore_common::{daemon, err, guest, Raw};
+use xenstore_common::{daemon, daemon_with, err, guest, Raw};
 
 /// Three children with 2,100-character names under a guest's own directory: listing it
 /// would need 6,303 payload bytes. C xenstored answers E2BIG and so does this one; the
 /// connection keeps working.
 #[test]
 fn an_oversized_directory_listing_is_e2big_and_the_connection_lives_on() {
-    let (_t, d) = daemon();
+    // The default `path-max` and `node-size` quotas refuse such names (see below); with them
+    // lifted the reply limit still holds.
+    let (_t, d) = daemon_with(Quotas {
+        path_max: 0,
+        node_size: 0,
+        ..Quotas::default()
+    });
     let g = guest(&d, 5);
     let mut raw = Raw::connect(&g);
     for c in ['a', 'b', 'c'] {
@@ -64,4 +75,246 @@ fn an_oversized_watch_event_is_not_sent() {
     let (ty, body) = w.recv().unwrap();
     assert_eq!(ty, MsgType::WatchEvent as u32);
     assert!(body.starts_with(b"/deep/short\0"), "{:?}", &body[..20]);
+}
+
+/// A guest with a 20-node quota: its home directory and 19 more, then ENOSPC; removing one
+/// makes room again. Dom0 writing into the guest's directory is exempt.
+#[test]
+fn nodes_quota_from_a_guest_socket() {
+    let (_t, d) = daemon_with(Quotas {
+        nodes: 20,
+        ..Quotas::default()
+    });
+    let mut g = Raw::connect(&guest(&d, 5));
+    let mut made = 0;
+    let refusal = loop {
+        let r = g.write(&format!("k{made}"), b"v");
+        if r.0 != MsgType::Write as u32 {
+            break r;
+        }
+        made += 1;
+    };
+    assert_eq!((made, refusal), (19, err("ENOSPC")));
+    assert_eq!(g.call(MsgType::Rm, b"k0\0").0, MsgType::Rm as u32);
+    assert_eq!(g.write("again", b"v").0, MsgType::Write as u32);
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    c0.write(NO_TX, "/local/domain/5/from-dom0", b"v").unwrap();
+}
+
+/// The default `nodes` quota is C xenstored's 1000.
+#[test]
+fn default_quotas_are_c_xenstored_s() {
+    let q = Quotas::default();
+    assert_eq!(
+        (q.nodes, q.watches, q.transactions, q.transaction_nodes),
+        (1000, 128, 10, 1024)
+    );
+    assert_eq!(
+        (q.node_permissions, q.node_size, q.path_max, q.outstanding),
+        (5, 2048, 2048, 20)
+    );
+}
+
+/// Watches count per domain, over all its connections: 128 by default, then ENOSPC.
+/// Dom0 is exempt.
+#[test]
+fn watches_quota_is_per_domain() {
+    let (_t, d) = daemon();
+    let g = guest(&d, 5);
+    let (mut a, mut b) = (Raw::connect(&g), Raw::connect(&g));
+    for i in 0..MAX_WATCHES {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        let (ty, _) = c.call(MsgType::Watch, format!("w{i}\0t\0").as_bytes());
+        assert_eq!(ty, MsgType::Watch as u32, "watch {i}");
+        assert_eq!(c.recv().unwrap().0, MsgType::WatchEvent as u32);
+    }
+    assert_eq!(a.call(MsgType::Watch, b"more\0t\0"), err("ENOSPC"));
+    assert_eq!(b.call(MsgType::Watch, b"more\0t\0"), err("ENOSPC"));
+    // Closing one connection gives its watches back.
+    drop(b);
+    let t = Instant::now();
+    while a.call(MsgType::Watch, b"more\0t\0") == err("ENOSPC") {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut z = Raw::connect(d.socket());
+    for i in 0..MAX_WATCHES + 10 {
+        let (ty, _) = z.call(MsgType::Watch, format!("/w{i}\0t\0").as_bytes());
+        assert_eq!(ty, MsgType::Watch as u32);
+        z.recv().unwrap();
+    }
+}
+
+/// Open transactions count per domain: 10 by default, then ENOSPC; dom0 is exempt.
+#[test]
+fn transactions_quota_is_per_domain() {
+    let (_t, d) = daemon();
+    let g = guest(&d, 5);
+    let (mut a, mut b) = (Raw::connect(&g), Raw::connect(&g));
+    for i in 0..MAX_TRANSACTIONS {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        assert_eq!(
+            c.call(MsgType::TransactionStart, b"\0").0,
+            MsgType::TransactionStart as u32
+        );
+    }
+    assert_eq!(a.call(MsgType::TransactionStart, b"\0"), err("ENOSPC"));
+    let mut z = Raw::connect(d.socket());
+    for _ in 0..MAX_TRANSACTIONS + 5 {
+        assert_eq!(
+            z.call(MsgType::TransactionStart, b"\0").0,
+            MsgType::TransactionStart as u32
+        );
+    }
+}
+
+/// `node-permissions` (5 entries) and `node-size` (2048 bytes): ENOSPC for a guest, not for
+/// dom0.
+#[test]
+fn node_permissions_and_size_quotas() {
+    let (_t, d) = daemon();
+    let mut g = Raw::connect(&guest(&d, 5));
+    assert_eq!(g.write("n", b"v").0, MsgType::Write as u32);
+    assert_eq!(
+        g.call(MsgType::SetPerms, b"n\0n5\0r1\0r2\0r3\0r4\0").0,
+        MsgType::SetPerms as u32
+    );
+    assert_eq!(
+        g.call(MsgType::SetPerms, b"n\0n5\0r1\0r2\0r3\0r4\0r6\0"),
+        err("ENOSPC")
+    );
+    // 16 + 8 + 2000 bytes fit, 16 + 8 + 2100 do not.
+    assert_eq!(g.write("v", &[b'x'; 2000]).0, MsgType::Write as u32);
+    assert_eq!(g.write("v", &[b'x'; 2100]), err("ENOSPC"));
+    // Children's names count toward their parent's size.
+    for i in 0..3 {
+        let (ty, _) = g.write(&format!("dir/{}{i}", "c".repeat(600)), b"");
+        assert_eq!(ty, MsgType::Write as u32);
+    }
+    assert_eq!(
+        g.write(&format!("dir/{}", "c".repeat(600)), b""),
+        err("ENOSPC")
+    );
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    c0.write(NO_TX, "/local/domain/5/v", &[b'x'; 3000]).unwrap();
+}
+
+/// `path-max`: 2048 characters after `/local/domain/<id>/`; a guest's longer path is EINVAL
+/// (C xenstored's answer), dom0's is fine.
+#[test]
+fn path_max_quota() {
+    let (_t, d) = daemon();
+    let mut g = Raw::connect(&guest(&d, 5));
+    let long = format!("/local/domain/5/{}", "p".repeat(2049));
+    assert_eq!(g.write(&long, b""), err("EINVAL"));
+    let ok_len = format!("/local/domain/5/{}", "p".repeat(2000));
+    assert_eq!(g.write(&ok_len, b"").0, MsgType::Write as u32);
+    let mut z = Raw::connect(d.socket());
+    assert_eq!(z.write(&long, b"").0, MsgType::Write as u32);
+}
+
+/// Connections per guest: the 9th of a guest holding 8 is closed at once and counted; the
+/// first 8 keep working, and closing one makes room. Dom0 is not limited.
+#[test]
+fn connections_quota_from_a_guest_socket() {
+    let (_t, d) = daemon();
+    let g = guest(&d, 5);
+    let mut held: Vec<Raw> = (0..8).map(|_| Raw::connect(&g)).collect();
+    for c in &mut held {
+        assert_eq!(c.write("x", b"1").0, MsgType::Write as u32);
+    }
+    let mut extra = Raw::connect(&g);
+    assert!(extra.closed());
+    assert_eq!(d.stats().connections_refused, 1);
+    assert_eq!(held[7].call(MsgType::Read, b"x\0").1, b"1");
+    held.pop();
+    let t = Instant::now();
+    loop {
+        let mut again = Raw::connect(&g);
+        again.send(MsgType::Read as u32, 0, b"x\0");
+        if again.recv().is_some() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no room after a close"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let dom0: Vec<Raw> = (0..20).map(|_| Raw::connect(d.socket())).collect();
+    for mut c in dom0 {
+        assert_eq!(c.write("/y", b"1").0, MsgType::Write as u32);
+    }
+}
+
+/// `outstanding`: a guest that pipelines requests and reads no reply is not read from once
+/// 20 replies wait: it stalls itself only (counted), loses nothing, and everyone else is
+/// served meanwhile.
+#[test]
+fn outstanding_quota_stalls_only_the_guest_that_does_not_read() {
+    let (_t, d) = daemon();
+    let g = guest(&d, 5);
+    let mut w = Raw::connect(&g);
+    assert_eq!(w.write("big", &[b'b'; 2000]).0, MsgType::Write as u32);
+    // About 8 MB of replies: far more than the socket buffers hold.
+    const N: usize = 4000;
+    let mut lazy = Raw::connect(&g);
+    let mut sender = lazy.0.try_clone().unwrap();
+    let pump = thread::spawn(move || {
+        let one = message(MsgType::Read as u32, 1, 0, b"big\0");
+        for _ in 0..N {
+            if sender.write_all(&one).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    let t = Instant::now();
+    while d.stats().outstanding_stalls == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", d.stats());
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Others are served while it stalls; it is not disconnected.
+    let mut other = Raw::connect(&guest(&d, 6));
+    assert_eq!(other.write("z", b"1").0, MsgType::Write as u32);
+    assert_eq!(w.call(MsgType::Read, b"big\0").1.len(), 2000);
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    c0.write(NO_TX, "/ok", b"1").unwrap();
+    // Every reply arrives once it reads.
+    for i in 0..N {
+        let (ty, body) = lazy.recv().unwrap_or_else(|| panic!("reply {i} missing"));
+        assert_eq!((ty, body.len()), (MsgType::Read as u32, 2000));
+    }
+    assert!(pump.join().unwrap());
+    assert_eq!(d.stats().queue_overflows, 0);
+}
+
+/// A guest connection that watches its directory and never reads is closed once its
+/// queued events pass the bound (counted); the daemon and everyone else carry on.
+#[test]
+fn queued_output_bound_closes_a_guest_that_never_reads() {
+    let (_t, d) = daemon_with(Quotas {
+        queued_messages: 300,
+        ..Quotas::default()
+    });
+    let g = guest(&d, 5);
+    let mut lazy = Raw::connect(&g);
+    lazy.send(MsgType::Watch as u32, 0, b"/local/domain/5\0lazy\0");
+    let mut lazy_path = Raw::connect(&g);
+    lazy_path.send(MsgType::Watch as u32, 0, b"data\0lazy\0");
+    thread::sleep(Duration::from_millis(100));
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    let t = Instant::now();
+    let mut i = 0;
+    while d.stats().queue_overflows < 2 {
+        c0.write(NO_TX, &format!("/local/domain/5/data/k{i}"), b"v")
+            .unwrap();
+        i += 1;
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", d.stats());
+    }
+    // The bound plus what the socket buffers took before the writer blocked.
+    assert!(i < 20_000, "{i} writes before the bound");
+    assert!(lazy.closed());
+    let mut other = Raw::connect(&g);
+    assert_eq!(other.call(MsgType::Read, b"data/k0\0").1, b"v");
 }

@@ -9,13 +9,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netstage_platform::sim::xenstored::wire::{message, Header, MsgType, HEADER_LEN};
-use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::xenstored::{Quotas, Xenstored, XenstoredConfig};
 use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
 
-/// A daemon in a temporary directory.
+/// A daemon in a temporary directory, with the default quotas.
 pub fn daemon() -> (tempfile::TempDir, Xenstored) {
     let dir = tempfile::tempdir().unwrap();
     let xs = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
+    (dir, xs)
+}
+
+/// A daemon in a temporary directory holding guests to `quotas`.
+pub fn daemon_with(quotas: Quotas) -> (tempfile::TempDir, Xenstored) {
+    let dir = tempfile::tempdir().unwrap();
+    let xs = Xenstored::start_with_quotas(XenstoredConfig::in_dir(dir.path()), quotas).unwrap();
     (dir, xs)
 }
 
@@ -80,9 +87,21 @@ impl Raw {
         self.call(MsgType::Write, &p)
     }
 
-    /// Whether the daemon closed the connection (reads end or fail).
+    /// Whether the daemon closed the connection: what it had sent is read and discarded,
+    /// then the stream ends or fails (not merely times out).
     pub fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.0.read(&mut b), Ok(0) | Err(_))
+        let mut b = vec![0u8; 1 << 16];
+        loop {
+            match self.0.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
     }
 }

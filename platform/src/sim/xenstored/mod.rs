@@ -13,34 +13,42 @@
 //! standard error name. Node permissions are enforced as xenstored enforces them.
 //!
 //! Hostile clients cannot hurt the daemon or other clients: a payload over 4096 bytes or a
-//! truncated message closes that connection; bad paths and unknown types get `XS_ERROR`;
-//! each connection has bounded watches, transactions and nodes; every connection has its
-//! own writer thread with a bounded queue, so a client that never reads is disconnected
-//! instead of stalling anyone.
+//! truncated message closes that connection; bad paths and unknown types get `XS_ERROR`; a
+//! reply that would exceed 4096 bytes is `E2BIG`; each guest domain is held to C
+//! xenstored's quotas ([`Quotas`]: nodes, watches, transactions, nodes per transaction,
+//! permissions and size of a node, path length, outstanding replies) and to a number of
+//! connections; every connection has its own writer thread with a bounded queue, so a
+//! client that never reads is disconnected instead of stalling anyone.
 
+mod outbox;
+pub mod quota;
 pub mod store;
 pub mod wire;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use outbox::Outbox;
+use quota::{Counters, DEFAULT_QUEUED_BYTES, DEFAULT_TRANSACTIONS, DEFAULT_WATCHES};
+pub use quota::{Quotas, XenstoredStats};
 use store::{Change, Perm, Store, Want};
 use wire::{canonical, message, split_args, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
 
 use crate::DomId;
 
-/// Watches one connection may hold.
-pub const MAX_WATCHES: usize = 128;
-/// Open transactions one connection may hold.
-pub const MAX_TRANSACTIONS: usize = 16;
-/// Bytes queued to a connection that does not read before it is disconnected.
-pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// Watches one guest domain may hold by default ([`Quotas::watches`]).
+pub const MAX_WATCHES: usize = DEFAULT_WATCHES;
+/// Open transactions one guest domain may hold by default ([`Quotas::transactions`]).
+pub const MAX_TRANSACTIONS: usize = DEFAULT_TRANSACTIONS;
+/// Bytes queued to a connection that does not read before it is disconnected, by default
+/// ([`Quotas::queued_bytes`]).
+pub const MAX_QUEUED_BYTES: usize = DEFAULT_QUEUED_BYTES;
 
 /// Where the daemon listens.
 #[derive(Debug, Clone)]
@@ -58,39 +66,6 @@ impl XenstoredConfig {
             socket: dir.join("socket"),
             domain_dir: dir.to_path_buf(),
         }
-    }
-}
-
-struct Outbox {
-    q: Mutex<(VecDeque<Vec<u8>>, usize, bool)>,
-    cv: Condvar,
-    stream: UnixStream,
-}
-
-impl Outbox {
-    /// Queues a message; a connection whose queue overflows is closed.
-    fn push(&self, msg: Vec<u8>) {
-        let Ok(mut g) = self.q.lock() else { return };
-        if g.2 {
-            return;
-        }
-        if g.1 + msg.len() > MAX_QUEUED_BYTES {
-            g.2 = true;
-            g.0.clear();
-            let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        } else {
-            g.1 += msg.len();
-            g.0.push_back(msg);
-        }
-        self.cv.notify_one();
-    }
-
-    fn close(&self) {
-        if let Ok(mut g) = self.q.lock() {
-            g.2 = true;
-        }
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        self.cv.notify_all();
     }
 }
 
@@ -129,6 +104,11 @@ struct State {
 
 struct Shared {
     cfg: XenstoredConfig,
+    quotas: Quotas,
+    stats: Arc<Counters>,
+    /// Thread starts to fail on purpose (tests of that path).
+    #[cfg(test)]
+    fail_spawns: std::sync::atomic::AtomicU32,
     state: Mutex<State>,
     stop: AtomicBool,
     next_conn: AtomicU64,
@@ -151,8 +131,14 @@ impl std::fmt::Debug for Xenstored {
 }
 
 impl Xenstored {
-    /// Starts the daemon: binds dom0's socket (replacing a stale one) and serves it.
+    /// Starts the daemon with the default [`Quotas`]: binds dom0's socket (replacing a
+    /// stale one) and serves it.
     pub fn start(cfg: XenstoredConfig) -> io::Result<Xenstored> {
+        Xenstored::start_with_quotas(cfg, Quotas::default())
+    }
+
+    /// Starts the daemon holding guest domains to `quotas`.
+    pub fn start_with_quotas(cfg: XenstoredConfig, quotas: Quotas) -> io::Result<Xenstored> {
         for d in [cfg.socket.parent(), Some(cfg.domain_dir.as_path())]
             .into_iter()
             .flatten()
@@ -163,8 +149,12 @@ impl Xenstored {
         }
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
+            quotas,
+            stats: Arc::default(),
+            #[cfg(test)]
+            fail_spawns: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State {
-                store: Store::new(),
+                store: Store::with_limits(quotas.tree()),
                 conns: HashMap::new(),
                 domains: BTreeSet::from([0]),
                 next_tx: 1,
@@ -202,6 +192,16 @@ impl Xenstored {
     /// Number of open client connections.
     pub fn connections(&self) -> usize {
         lock(&self.shared).map_or(0, |s| s.conns.len())
+    }
+
+    /// The quotas guests are held to.
+    pub fn quotas(&self) -> &Quotas {
+        &self.shared.quotas
+    }
+
+    /// What the daemon refused or dropped so far to stay within its bounds.
+    pub fn stats(&self) -> XenstoredStats {
+        self.shared.stats.snapshot()
     }
 
     /// Stops serving: closes all connections, joins all threads, removes the sockets.
@@ -246,12 +246,26 @@ fn domain_socket(cfg: &XenstoredConfig, dom: DomId) -> PathBuf {
     cfg.domain_dir.join(format!("dom{dom}.sock"))
 }
 
-fn spawn(shared: &Arc<Shared>, f: impl FnOnce() + Send + 'static) {
-    let h = thread::spawn(f);
+/// Starts a thread the daemon joins at shutdown; an error (the OS refused a thread) is
+/// returned, never a panic.
+fn spawn(shared: &Arc<Shared>, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    #[cfg(test)]
+    if shared
+        .fail_spawns
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "thread refused (test)",
+        ));
+    }
+    let h = thread::Builder::new().name("xenstored".into()).spawn(f)?;
     if let Ok(mut t) = shared.threads.lock() {
         t.retain(|h| !h.is_finished());
         t.push(h);
     }
+    Ok(())
 }
 
 fn listen(shared: &Arc<Shared>, dom: DomId, path: PathBuf) -> io::Result<()> {
@@ -271,8 +285,7 @@ fn listen(shared: &Arc<Shared>, dom: DomId, path: PathBuf) -> io::Result<()> {
         s.insert(dom, path);
     }
     let sh = Arc::clone(shared);
-    spawn(shared, move || accept_loop(sh, dom, listener));
-    Ok(())
+    spawn(shared, move || accept_loop(sh, dom, listener))
 }
 
 fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
@@ -301,63 +314,79 @@ fn domain_live(shared: &Shared, dom: DomId) -> bool {
 fn open_conn(shared: &Arc<Shared>, dom: DomId, stream: UnixStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let out = Arc::new(Outbox {
-        q: Mutex::new((VecDeque::new(), 0, false)),
-        cv: Condvar::new(),
-        stream: stream.try_clone()?,
-    });
-    lock(shared)?.conns.insert(
-        id,
-        Conn {
-            dom,
-            watches: Vec::new(),
-            txs: HashMap::new(),
-            out: Arc::clone(&out),
-        },
-    );
+    let q = &shared.quotas;
+    let out = Arc::new(Outbox::new(
+        stream.try_clone()?,
+        q.queued_bytes,
+        q.queued_messages,
+        Arc::clone(&shared.stats),
+    ));
+    {
+        let mut st = lock(shared)?;
+        let held = st.conns.values().filter(|c| c.dom == dom).count();
+        if dom != 0 && q.connections != 0 && held >= q.connections {
+            // Dropping the stream closes it: the client sees the connection end.
+            Counters::bump(&shared.stats.connections_refused);
+            return Ok(());
+        }
+        st.conns.insert(
+            id,
+            Conn {
+                dom,
+                watches: Vec::new(),
+                txs: HashMap::new(),
+                out: Arc::clone(&out),
+            },
+        );
+    }
+    if let Err(e) = start_threads(shared, id, stream, &out) {
+        if let Ok(mut st) = lock(shared) {
+            st.conns.remove(&id);
+        }
+        Counters::bump(&shared.stats.spawn_failures);
+        out.close();
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The connection's writer and reader threads.
+fn start_threads(
+    shared: &Arc<Shared>,
+    id: u64,
+    stream: UnixStream,
+    out: &Arc<Outbox>,
+) -> io::Result<()> {
     let writer_stream = stream.try_clone()?;
-    let o2 = Arc::clone(&out);
-    spawn(shared, move || writer(o2, writer_stream));
+    let o2 = Arc::clone(out);
+    spawn(shared, move || o2.write_all(writer_stream))?;
     let sh = Arc::clone(shared);
+    let out = Arc::clone(out);
     spawn(shared, move || {
-        reader(&sh, id, stream);
+        reader(&sh, id, stream, &out);
         out.close();
         if let Ok(mut s) = lock(&sh) {
             s.conns.remove(&id);
         }
-    });
-    Ok(())
+    })
 }
 
-fn writer(out: Arc<Outbox>, mut stream: UnixStream) {
-    loop {
-        let msg = {
-            let Ok(mut g) = out.q.lock() else { return };
-            loop {
-                if let Some(m) = g.0.pop_front() {
-                    g.1 -= m.len();
-                    break m;
-                }
-                if g.2 {
-                    return;
-                }
-                g = match out.cv.wait(g) {
-                    Ok(g) => g,
-                    Err(_) => return,
-                };
-            }
-        };
-        if stream.write_all(&msg).is_err() {
-            out.close();
-            return;
-        }
-    }
-}
-
-fn reader(shared: &Arc<Shared>, id: u64, mut stream: UnixStream) {
+fn reader(shared: &Arc<Shared>, id: u64, mut stream: UnixStream, out: &Outbox) {
     let mut hdr = [0u8; HEADER_LEN];
     let mut payload = vec![0u8; PAYLOAD_MAX];
+    let dom = lock(shared)
+        .ok()
+        .and_then(|s| s.conns.get(&id).map(|c| c.dom));
+    let outstanding = match dom {
+        Some(0) => 0,
+        Some(_) => shared.quotas.outstanding,
+        None => return,
+    };
     loop {
+        // The `outstanding` quota: a guest that does not read its replies is not read from.
+        if !out.wait_below(outstanding) {
+            return;
+        }
         if stream.read_exact(&mut hdr).is_err() {
             return; // closed, or a truncated header
         }
@@ -386,12 +415,12 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
         };
         let (dom, out) = (conn.dom, Arc::clone(&conn.out));
         let reply = |ty: u32, p: &[u8]| message(ty, h.req_id, h.tx_id, p);
-        let result = dispatch(&mut st, id, dom, &h, payload);
+        let result = dispatch(&mut st, &shared.quotas, id, dom, &h, payload);
         match result {
             Ok(o) if o.reply.len() > PAYLOAD_MAX => {
                 // As C xenstored's send_reply: an answer that does not fit the wire
                 // protocol's payload limit is E2BIG, and the connection stays usable.
-                out.push(reply(
+                out.reply(reply(
                     MsgType::Error as u32,
                     format!("{}\0", Errno::E2BIG.name()).as_bytes(),
                 ));
@@ -402,9 +431,9 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
                 event,
                 special,
             }) => {
-                out.push(reply(h.ty, &body));
+                out.reply(reply(h.ty, &body));
                 if let Some(ev) = event {
-                    out.push(ev);
+                    out.event(ev);
                 }
                 fire(&st, &changes);
                 if let Some((name, d)) = special {
@@ -415,7 +444,7 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
                     }
                 }
             }
-            Err(e) => out.push(reply(
+            Err(e) => out.reply(reply(
                 MsgType::Error as u32,
                 format!("{}\0", e.name()).as_bytes(),
             )),
@@ -477,6 +506,7 @@ fn parse_dom(s: &str) -> Result<DomId, Errno> {
 /// Executes one request for connection `id` of domain `dom`.
 fn dispatch(
     st: &mut State,
+    q: &Quotas,
     id: u64,
     dom: DomId,
     h: &Header,
@@ -486,18 +516,18 @@ fn dispatch(
     use MsgType::*;
     match ty {
         Read | Directory | DirectoryPart | GetPerms | Write | Mkdir | Rm | SetPerms => {
-            data_op(st, id, dom, ty, h.tx_id, payload)
+            data_op(st, q, id, dom, ty, h.tx_id, payload)
         }
         Watch => {
             let args = split_args(payload)?;
             let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
                 return Err(Errno::EINVAL);
             };
-            let abs = canonical(dom, path, true)?;
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            if conn.watches.len() >= MAX_WATCHES {
-                return Err(Errno::E2BIG);
+            let abs = canonical_for(q, dom, path, true)?;
+            if dom != 0 && quota::over(q.watches, domain_count(st, dom, |c| c.watches.len()) + 1) {
+                return Err(Errno::ENOSPC);
             }
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
             if conn
                 .watches
                 .iter()
@@ -551,10 +581,10 @@ fn dispatch(
             let tx_id = st.next_tx;
             st.next_tx = st.next_tx.wrapping_add(1).max(1);
             let snapshot = st.store.clone();
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            if conn.txs.len() >= MAX_TRANSACTIONS {
+            if dom != 0 && quota::over(q.transactions, domain_count(st, dom, |c| c.txs.len()) + 1) {
                 return Err(Errno::ENOSPC);
             }
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
             conn.txs.insert(
                 tx_id,
                 Tx {
@@ -652,9 +682,34 @@ fn dispatch(
     }
 }
 
+/// What all the connections of domain `dom` hold of something.
+fn domain_count(st: &State, dom: DomId, what: impl Fn(&Conn) -> usize) -> usize {
+    st.conns.values().filter(|c| c.dom == dom).map(what).sum()
+}
+
+/// [`canonical`], and the `path-max` quota for guests: the path's length not counting a
+/// leading `/local/domain/<id>/` (C xenstored's rule).
+fn canonical_for(q: &Quotas, dom: DomId, path: &str, special: bool) -> Result<String, Errno> {
+    let abs = canonical(dom, path, special)?;
+    if dom != 0 && q.path_max != 0 {
+        let local = abs
+            .strip_prefix("/local/domain/")
+            .and_then(|rest| {
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                rest[digits..].strip_prefix('/').filter(|_| digits > 0)
+            })
+            .unwrap_or(&abs);
+        if quota::over(q.path_max, local.len()) {
+            return Err(Errno::EINVAL);
+        }
+    }
+    Ok(abs)
+}
+
 /// Operations on nodes, on the main store or on the transaction's snapshot.
 fn data_op(
     st: &mut State,
+    q: &Quotas,
     id: u64,
     dom: DomId,
     ty: MsgType,
@@ -672,7 +727,7 @@ fn data_op(
         let (first, rest) = args.split_first().ok_or(Errno::EINVAL)?;
         (first, &[][..], rest.to_vec())
     };
-    let path = canonical(dom, path_arg, false)?;
+    let path = canonical_for(q, dom, path_arg, false)?;
     let store: &mut Store = if tx_id == 0 {
         &mut st.store
     } else {
@@ -827,17 +882,12 @@ fn fire(st: &State, changes: &[Change]) {
                         .unwrap_or(event_path)
                         .to_string()
                 };
-                let payload = format!("{shown}\0{}\0", w.token);
-                // As C xenstored's send_event: an event that would not fit the payload
-                // limit is not sent (a deep path under a watch with a long token).
-                if payload.len() <= PAYLOAD_MAX {
-                    conn.out.push(message(
-                        MsgType::WatchEvent as u32,
-                        0,
-                        0,
-                        payload.as_bytes(),
-                    ));
-                }
+                conn.out.event(message(
+                    MsgType::WatchEvent as u32,
+                    0,
+                    0,
+                    format!("{shown}\0{}\0", w.token).as_bytes(),
+                ));
             }
         }
     }
@@ -862,7 +912,7 @@ fn can_see(store: &Store, dom: DomId, path: &str) -> bool {
 fn fire_special(st: &State, name: &str) {
     for conn in st.conns.values() {
         for w in conn.watches.iter().filter(|w| w.abs == name) {
-            conn.out.push(message(
+            conn.out.event(message(
                 MsgType::WatchEvent as u32,
                 0,
                 0,
@@ -912,5 +962,31 @@ fn close_domain(shared: &Arc<Shared>, dom: DomId) {
         if let Some(p) = socks.remove(&dom) {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OS refusing a connection's thread closes that connection (counted), without a
+    /// panic; the daemon serves the next one.
+    #[test]
+    fn a_refused_thread_closes_that_connection_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
+        d.shared.fail_spawns.store(1, Ordering::SeqCst);
+        let mut refused = UnixStream::connect(d.socket()).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(refused.read(&mut b).unwrap(), 0);
+        assert_eq!(d.stats().spawn_failures, 1);
+        assert_eq!(d.connections(), 0);
+        let c = crate::xenstore::XsClient::connect(d.socket()).unwrap();
+        use crate::xenstore::XenStore;
+        c.write(0, "/after", b"1").unwrap();
+        assert_eq!(d.connections(), 1);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::quota::over;
 use super::wire::Errno;
 use crate::DomId;
 
@@ -72,7 +73,16 @@ struct Node {
     value: Vec<u8>,
     perms: Vec<Perm>,
     children: BTreeSet<String>,
+    /// The children's names with their NULs: what a listing costs.
+    child_bytes: usize,
     gen: u64,
+}
+
+impl Node {
+    /// The node's size as C xenstored's `node-size` quota counts it.
+    fn size(&self) -> usize {
+        16 + 8 * self.perms.len() + self.value.len() + self.child_bytes
+    }
 }
 
 /// A node changed by an operation (for watches).
@@ -84,8 +94,28 @@ pub struct Change {
     pub removed: bool,
 }
 
-/// Nodes one unprivileged domain may own.
-pub const NODES_PER_DOMAIN: usize = 2000;
+/// What one unprivileged domain may do to the tree (C xenstored's `nodes`,
+/// `node-permissions` and `node-size` quotas; 0 disables one). Dom0 is exempt, as in C
+/// xenstored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Nodes the domain may own.
+    pub nodes: usize,
+    /// Permission entries of one node, the owner's included.
+    pub node_permissions: usize,
+    /// Bytes of one node as C xenstored counts them: a 16-byte header, 8 bytes per
+    /// permission, the value, and each child's name with its NUL.
+    pub node_size: usize,
+}
+
+impl TreeLimits {
+    /// No limits (what a tree without a daemon's quotas uses).
+    pub const NONE: TreeLimits = TreeLimits {
+        nodes: 0,
+        node_permissions: 0,
+        node_size: 0,
+    };
+}
 
 fn parent(path: &str) -> Option<&str> {
     if path == "/" {
@@ -108,6 +138,7 @@ pub struct Store {
     nodes: HashMap<String, Node>,
     gen: u64,
     owned: HashMap<DomId, usize>,
+    limits: TreeLimits,
 }
 
 impl Default for Store {
@@ -120,10 +151,16 @@ impl Store {
     /// A store with `/`, `/local` and `/local/domain`, owned by dom0 and readable by nobody
     /// else.
     pub fn new() -> Store {
+        Store::with_limits(TreeLimits::NONE)
+    }
+
+    /// A new store whose unprivileged domains are held to `limits`.
+    pub fn with_limits(limits: TreeLimits) -> Store {
         let mut s = Store {
             nodes: HashMap::new(),
             gen: 0,
             owned: HashMap::new(),
+            limits,
         };
         let p0 = vec![Perm {
             dom: 0,
@@ -135,6 +172,7 @@ impl Store {
                 value: Vec::new(),
                 perms: p0.clone(),
                 children: BTreeSet::new(),
+                child_bytes: 0,
                 gen: 0,
             },
         );
@@ -163,7 +201,9 @@ impl Store {
         let g = self.bump();
         let par = parent(path).ok_or(Errno::EINVAL)?;
         let pn = self.nodes.get_mut(par).ok_or(Errno::ENOENT)?;
-        pn.children.insert(basename(path).to_string());
+        if pn.children.insert(basename(path).to_string()) {
+            pn.child_bytes += basename(path).len() + 1;
+        }
         pn.gen = g;
         if let Some(owner) = perms.first() {
             *self.owned.entry(owner.dom).or_default() += 1;
@@ -174,6 +214,7 @@ impl Store {
                 value: Vec::new(),
                 perms,
                 children: BTreeSet::new(),
+                child_bytes: 0,
                 gen: g,
             },
         );
@@ -273,12 +314,6 @@ impl Store {
         if !self.allowed(dom, anc, Want::Write) {
             return Err(Errno::EACCES);
         }
-        if dom != 0 {
-            let have = self.owned.get(&dom).copied().unwrap_or(0);
-            if have + missing.len() > NODES_PER_DOMAIN {
-                return Err(Errno::ENOSPC);
-            }
-        }
         let mut perms = self
             .nodes
             .get(anc)
@@ -302,6 +337,9 @@ impl Store {
                 }
             }
         }
+        if dom != 0 {
+            self.check_growth(dom, anc, &missing, perms.len())?;
+        }
         missing.reverse();
         for p in &missing {
             self.create_one(p, perms.clone())?;
@@ -309,8 +347,45 @@ impl Store {
         Ok(missing)
     }
 
+    /// The `nodes` and `node-size` quotas for creating `missing` (the new path first, then
+    /// its missing ancestors) below the existing `anc`, each new node with `nperms` entries.
+    fn check_growth(
+        &self,
+        dom: DomId,
+        anc: &str,
+        missing: &[String],
+        nperms: usize,
+    ) -> Result<(), Errno> {
+        let have = self.owned.get(&dom).copied().unwrap_or(0);
+        let top = missing.last().map_or("", |t| basename(t));
+        let anc_size = self.nodes.get(anc).map_or(0, |n| n.size()) + top.len() + 1;
+        // Each new node but the leaf has one child: the next component.
+        let inner = missing
+            .windows(2)
+            .map(|w| 16 + 8 * nperms + basename(&w[0]).len() + 1);
+        if over(self.limits.nodes, have + missing.len())
+            || over(self.limits.node_size, anc_size)
+            || inner
+                .chain([16 + 8 * nperms])
+                .any(|size| over(self.limits.node_size, size))
+        {
+            return Err(Errno::ENOSPC);
+        }
+        Ok(())
+    }
+
     /// `XS_WRITE`: sets the value, creating the node and its parents as needed.
     pub fn write(&mut self, dom: DomId, path: &str, value: &[u8]) -> Result<Vec<Change>, Errno> {
+        if dom != 0 {
+            // The node's size with the new value (a new node: one permission, no children).
+            let base = self
+                .nodes
+                .get(path)
+                .map_or(24, |n| n.size() - n.value.len());
+            if over(self.limits.node_size, base + value.len()) {
+                return Err(Errno::ENOSPC);
+            }
+        }
         let created = self.ensure(dom, path)?;
         if created.is_empty() && !self.allowed(dom, path, Want::Write) {
             return Err(Errno::EACCES);
@@ -375,7 +450,9 @@ impl Store {
         }
         let g = self.bump();
         if let Some(pn) = parent(path).and_then(|p| self.nodes.get_mut(p)) {
-            pn.children.remove(basename(path));
+            if pn.children.remove(basename(path)) {
+                pn.child_bytes -= basename(path).len() + 1;
+            }
             pn.gen = g;
         }
         Ok(vec![Change {
@@ -395,6 +472,15 @@ impl Store {
             return Err(Errno::EINVAL);
         }
         let n = self.check(dom, path, Want::Owner)?;
+        if dom != 0
+            && (over(self.limits.node_permissions, perms.len())
+                || over(
+                    self.limits.node_size,
+                    n.size() + 8 * perms.len() - 8 * n.perms.len(),
+                ))
+        {
+            return Err(Errno::ENOSPC);
+        }
         let old_owner = n.perms.first().map(|p| p.dom);
         if dom != 0 && old_owner != Some(perms[0].dom) {
             return Err(Errno::EPERM);
@@ -485,7 +571,10 @@ mod tests {
 
     #[test]
     fn guests_have_a_node_quota() {
-        let mut s = Store::new();
+        let mut s = Store::with_limits(TreeLimits {
+            nodes: 50,
+            ..TreeLimits::NONE
+        });
         s.write(0, "/local/domain/3", b"").unwrap();
         s.set_perms(0, "/local/domain/3", p("n3")).unwrap();
         let mut n = 0;
@@ -496,7 +585,7 @@ mod tests {
             }
         };
         assert_eq!(err, Errno::ENOSPC);
-        assert!(n >= NODES_PER_DOMAIN - 2);
+        assert_eq!(n, 49); // the home directory is the 50th
         s.rm(3, "/local/domain/3/k0").unwrap();
         s.write(3, "/local/domain/3/again", b"v").unwrap();
     }
