@@ -25,7 +25,7 @@ pub mod quota;
 pub mod store;
 pub mod wire;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use std::time::Duration;
 use outbox::Outbox;
 use quota::{Counters, DEFAULT_QUEUED_BYTES, DEFAULT_TRANSACTIONS, DEFAULT_WATCHES};
 pub use quota::{Quotas, XenstoredStats};
-use store::{Change, Perm, Store, Want};
+use store::{Change, Perm, Store, Tree, TxState, TxView, Want};
 use wire::{canonical, message, split_args, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
 
 use crate::DomId;
@@ -75,17 +75,11 @@ struct WatchReg {
     token: String,
 }
 
+/// An open transaction: its view of the tree, and whether it went over the
+/// `transaction-nodes` quota (then it can only be aborted).
 struct Tx {
-    snapshot: Store,
-    deps: HashMap<String, Option<u64>>,
-    ops: Vec<TxOp>,
-}
-
-enum TxOp {
-    Write(String, Vec<u8>),
-    Mkdir(String),
-    Rm(String),
-    SetPerms(String, Vec<Perm>),
+    state: TxState,
+    spoilt: bool,
 }
 
 struct Conn {
@@ -580,7 +574,6 @@ fn dispatch(
             }
             let tx_id = st.next_tx;
             st.next_tx = st.next_tx.wrapping_add(1).max(1);
-            let snapshot = st.store.clone();
             if dom != 0 && quota::over(q.transactions, domain_count(st, dom, |c| c.txs.len()) + 1) {
                 return Err(Errno::ENOSPC);
             }
@@ -588,9 +581,8 @@ fn dispatch(
             conn.txs.insert(
                 tx_id,
                 Tx {
-                    snapshot,
-                    deps: HashMap::new(),
-                    ops: Vec::new(),
+                    state: TxState::default(),
+                    spoilt: false,
                 },
             );
             ok(format!("{tx_id}\0").into_bytes())
@@ -606,25 +598,10 @@ fn dispatch(
             if !commit {
                 return ok(b"OK\0".to_vec());
             }
-            if tx.deps.iter().any(|(p, g)| st.store.generation(p) != *g) {
-                return Err(Errno::EAGAIN);
+            if tx.spoilt {
+                return Err(Errno::ENOSPC);
             }
-            // Replay on the main store; the dependency check makes it succeed as it did on
-            // the snapshot.
-            let mut trial = st.store.clone();
-            let mut changes = Vec::new();
-            for op in &tx.ops {
-                let ch = match op {
-                    TxOp::Write(p, v) => trial.write(dom, p, v),
-                    TxOp::Mkdir(p) => trial.mkdir(dom, p),
-                    TxOp::Rm(p) => trial.rm(dom, p),
-                    TxOp::SetPerms(p, perms) => trial.set_perms(dom, p, perms.clone()),
-                }
-                .map_err(|_| Errno::EAGAIN)?;
-                changes.extend(ch);
-            }
-            st.store = trial;
-            ok_changes(changes)
+            ok_changes(st.store.commit(dom, tx.state)?)
         }
         GetDomainPath => {
             let d = parse_dom(one_arg(payload)?)?;
@@ -706,7 +683,7 @@ fn canonical_for(q: &Quotas, dom: DomId, path: &str, special: bool) -> Result<St
     Ok(abs)
 }
 
-/// Operations on nodes, on the main store or on the transaction's snapshot.
+/// Operations on nodes, on the committed tree or in a transaction's view of it.
 fn data_op(
     st: &mut State,
     q: &Quotas,
@@ -716,136 +693,124 @@ fn data_op(
     tx_id: u32,
     payload: &[u8],
 ) -> Result<Outcome, Errno> {
-    use MsgType::*;
-    // WRITE is `path|value` with a raw value; the others are NUL-terminated arguments.
-    let (path_arg, value, rest): (&str, &[u8], Vec<&str>) = if ty == Write {
-        let nul = payload.iter().position(|b| *b == 0).ok_or(Errno::EINVAL)?;
-        let p = std::str::from_utf8(&payload[..nul]).map_err(|_| Errno::EINVAL)?;
-        (p, &payload[nul + 1..], Vec::new())
-    } else {
+    let req = NodeRequest::parse(ty, payload)?;
+    let path = canonical_for(q, dom, req.path, false)?;
+    if tx_id == 0 {
+        return node_op(&mut st.store, dom, ty, &path, &req);
+    }
+    let State { store, conns, .. } = st;
+    let conn = conns.get_mut(&id).ok_or(Errno::EIO)?;
+    let tx = conn.txs.get_mut(&tx_id).ok_or(Errno::ENOENT)?;
+    if tx.spoilt {
+        return Err(Errno::ENOSPC);
+    }
+    let outcome = node_op(&mut TxView::new(store, &mut tx.state), dom, ty, &path, &req);
+    if dom != 0 && quota::over(q.transaction_nodes, tx.state.nodes()) {
+        // C xenstored's `transaction-nodes`: ENOSPC, and what was done is not trusted.
+        tx.spoilt = true;
+        return Err(Errno::ENOSPC);
+    }
+    let mut outcome = outcome?;
+    // Inside a transaction no watch fires until the commit, once per node changed.
+    tx.state.record(std::mem::take(&mut outcome.changes));
+    Ok(outcome)
+}
+
+/// A node request's arguments: WRITE is `path|value` with a raw value; the others are
+/// NUL-terminated strings.
+struct NodeRequest<'a> {
+    path: &'a str,
+    value: &'a [u8],
+    rest: Vec<&'a str>,
+}
+
+impl<'a> NodeRequest<'a> {
+    fn parse(ty: MsgType, payload: &'a [u8]) -> Result<NodeRequest<'a>, Errno> {
+        if ty == MsgType::Write {
+            let nul = payload.iter().position(|b| *b == 0).ok_or(Errno::EINVAL)?;
+            let path = std::str::from_utf8(&payload[..nul]).map_err(|_| Errno::EINVAL)?;
+            return Ok(NodeRequest {
+                path,
+                value: &payload[nul + 1..],
+                rest: Vec::new(),
+            });
+        }
         let args = split_args(payload)?;
         let (first, rest) = args.split_first().ok_or(Errno::EINVAL)?;
-        (first, &[][..], rest.to_vec())
-    };
-    let path = canonical_for(q, dom, path_arg, false)?;
-    let store: &mut Store = if tx_id == 0 {
-        &mut st.store
-    } else {
-        let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-        let tx = conn.txs.get_mut(&tx_id).ok_or(Errno::ENOENT)?;
-        // Record what this operation depends on, as of the transaction's start.
-        let mut deps = tx.snapshot.dependencies(&path);
-        if ty == Rm {
-            deps.extend(subtree(&tx.snapshot, &path));
-        }
-        for d in deps {
-            let g = tx.snapshot.generation(&d);
-            tx.deps.entry(d).or_insert(g);
-        }
-        &mut tx.snapshot
-    };
-    let outcome = match ty {
-        Read => ok(store.read(dom, &path)?),
-        GetPerms => ok(store
-            .get_perms(dom, &path)?
-            .iter()
-            .map(|p| format!("{p}\0"))
-            .collect::<String>()
-            .into_bytes()),
-        Directory => ok(store
-            .directory(dom, &path)?
-            .iter()
-            .map(|c| format!("{c}\0"))
-            .collect::<String>()
-            .into_bytes()),
+        Ok(NodeRequest {
+            path: first,
+            value: &[],
+            rest: rest.to_vec(),
+        })
+    }
+}
+
+fn zero_terminated<T: std::fmt::Display>(items: &[T]) -> Vec<u8> {
+    items
+        .iter()
+        .map(|c| format!("{c}\0"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Executes one node request on `tree`.
+fn node_op(
+    tree: &mut impl Tree,
+    dom: DomId,
+    ty: MsgType,
+    path: &str,
+    req: &NodeRequest<'_>,
+) -> Result<Outcome, Errno> {
+    use MsgType::*;
+    match ty {
+        Read => ok(tree.read(dom, path)?),
+        GetPerms => ok(zero_terminated(&tree.get_perms(dom, path)?)),
+        Directory => ok(zero_terminated(&tree.directory(dom, path)?)),
         DirectoryPart => {
-            let off: usize = rest
+            let off: usize = req
+                .rest
                 .first()
                 .ok_or(Errno::EINVAL)?
                 .parse()
                 .map_err(|_| Errno::EINVAL)?;
-            let all: String = store
-                .directory(dom, &path)?
-                .iter()
-                .map(|c| format!("{c}\0"))
-                .collect();
-            let gen = store.generation(&path).unwrap_or(0);
-            let mut body = format!("{gen}\0").into_bytes();
-            let tail = all.as_bytes().get(off..).ok_or(Errno::EINVAL)?;
-            // Fill up to the payload limit with whole names, then an empty name if done.
-            let room = PAYLOAD_MAX - body.len() - 1;
-            let mut take = 0;
-            for name in tail.split_inclusive(|b| *b == 0) {
-                if take + name.len() > room {
-                    break;
-                }
-                take += name.len();
-            }
-            body.extend_from_slice(&tail[..take]);
-            if take == tail.len() {
-                body.push(0);
-            }
-            ok(body)
+            let all = zero_terminated(&tree.directory(dom, path)?);
+            let gen = tree.generation(path).unwrap_or(0);
+            ok(directory_part(gen, &all, off)?)
         }
-        Write => ok_changes(store.write(dom, &path, value)?),
-        Mkdir => ok_changes(store.mkdir(dom, &path)?),
-        Rm => ok_changes(store.rm(dom, &path)?),
+        Write => ok_changes(tree.write(dom, path, req.value)?),
+        Mkdir => ok_changes(tree.mkdir(dom, path)?),
+        Rm => ok_changes(tree.rm(dom, path)?),
         SetPerms => {
-            let perms = rest
+            let perms = req
+                .rest
                 .iter()
                 .filter(|s| !s.is_empty())
                 .map(|s| Perm::parse(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            ok_changes(store.set_perms(dom, &path, perms)?)
+            ok_changes(tree.set_perms(dom, path, perms)?)
         }
         _ => Err(Errno::EINVAL),
-    }?;
-    if tx_id != 0 {
-        // Inside a transaction: remember the modification for the commit; no watch fires
-        // until then.
-        let op = match ty {
-            Write => Some(TxOp::Write(path, value.to_vec())),
-            Mkdir => Some(TxOp::Mkdir(path)),
-            Rm => Some(TxOp::Rm(path)),
-            SetPerms => Some(TxOp::SetPerms(
-                path,
-                rest.iter()
-                    .filter(|s| !s.is_empty())
-                    .filter_map(|s| Perm::parse(s).ok())
-                    .collect(),
-            )),
-            _ => None,
-        };
-        if let Some(op) = op {
-            if let Some(tx) = st.conns.get_mut(&id).and_then(|c| c.txs.get_mut(&tx_id)) {
-                tx.ops.push(op);
-            }
-        }
-        return Ok(Outcome {
-            changes: Vec::new(),
-            ..outcome
-        });
     }
-    Ok(outcome)
 }
 
-fn subtree(store: &Store, path: &str) -> Vec<String> {
-    let mut v = Vec::new();
-    let mut stack = vec![path.to_string()];
-    while let Some(p) = stack.pop() {
-        if let Ok(children) = store.directory(0, &p) {
-            for c in children {
-                let cp = if p == "/" {
-                    format!("/{c}")
-                } else {
-                    format!("{p}/{c}")
-                };
-                v.push(cp.clone());
-                stack.push(cp);
-            }
+/// `XS_DIRECTORY_PART`'s answer: the generation, then whole names from byte `off` of the
+/// full list up to the payload limit, then an empty name if the list is done.
+fn directory_part(gen: u64, all: &[u8], off: usize) -> Result<Vec<u8>, Errno> {
+    let mut body = format!("{gen}\0").into_bytes();
+    let tail = all.get(off..).ok_or(Errno::EINVAL)?;
+    let room = PAYLOAD_MAX - body.len() - 1;
+    let mut take = 0;
+    for name in tail.split_inclusive(|b| *b == 0) {
+        if take + name.len() > room {
+            break;
         }
+        take += name.len();
     }
-    v
+    body.extend_from_slice(&tail[..take]);
+    if take == tail.len() {
+        body.push(0);
+    }
+    Ok(body)
 }
 
 fn under(path: &str, dir: &str) -> bool {
@@ -857,30 +822,37 @@ fn under(path: &str, dir: &str) -> bool {
 /// Sends watch events for `changes` to every connection whose watches match and who may
 /// read the node.
 fn fire(st: &State, changes: &[Change]) {
+    // As C xenstored's fire_watches: a changed node fires the watches on it and on its
+    // ancestors; a node removed below the one an XS_RM named fires only watches on itself.
+    // One event per watch and node: the changes come one per node.
+    let exact: HashSet<&str> = changes
+        .iter()
+        .filter(|c| c.exact)
+        .map(|c| c.path.as_str())
+        .collect();
+    let subtree: Vec<&str> = changes
+        .iter()
+        .filter(|c| !c.exact)
+        .map(|c| c.path.as_str())
+        .collect();
     for conn in st.conns.values() {
-        for w in &conn.watches {
-            if w.abs.starts_with('@') {
-                continue;
-            }
-            for ch in changes {
-                let event_path = if under(&ch.path, &w.abs) {
-                    ch.path.as_str()
-                } else if ch.removed && under(&w.abs, &ch.path) {
-                    w.abs.as_str()
-                } else {
-                    continue;
-                };
+        for w in conn.watches.iter().filter(|w| !w.abs.starts_with('@')) {
+            let hits = subtree
+                .iter()
+                .copied()
+                .filter(|p| under(p, &w.abs))
+                .chain(exact.get(w.abs.as_str()).copied());
+            for event_path in hits {
                 if !can_see(&st.store, conn.dom, event_path) {
                     continue;
                 }
                 let shown = if w.given.starts_with('/') {
-                    event_path.to_string()
+                    event_path
                 } else {
                     let prefix = format!("/local/domain/{}/", conn.dom);
                     event_path
-                        .strip_prefix(&prefix)
+                        .strip_prefix(prefix.as_str())
                         .unwrap_or(event_path)
-                        .to_string()
                 };
                 conn.out.event(message(
                     MsgType::WatchEvent as u32,

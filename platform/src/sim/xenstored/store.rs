@@ -1,7 +1,8 @@
 //! The XenStore tree: nodes with values and permissions, xenstored's permission rules,
 //! generation counts for transaction conflict detection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::quota::over;
 use super::wire::Errno;
@@ -68,8 +69,9 @@ pub enum Want {
     Owner,
 }
 
+/// One node: value, permissions, children, generation.
 #[derive(Debug, Clone)]
-struct Node {
+pub struct Node {
     value: Vec<u8>,
     perms: Vec<Perm>,
     children: BTreeSet<String>,
@@ -90,8 +92,11 @@ impl Node {
 pub struct Change {
     /// Absolute path of the node.
     pub path: String,
-    /// Whether the node and its subtree were removed.
+    /// Whether the node (and its subtree) was removed.
     pub removed: bool,
+    /// Whether only watches set on this very node fire (a node removed below the one an
+    /// `XS_RM` named), rather than those on it and its ancestors.
+    pub exact: bool,
 }
 
 /// What one unprivileged domain may do to the tree (C xenstored's `nodes`,
@@ -181,35 +186,92 @@ impl Store {
         }
         s
     }
+}
 
-    fn bump(&mut self) -> u64 {
+impl NodeMap for Store {
+    fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path)
+    }
+
+    fn put(&mut self, path: &str, node: Node) {
+        self.nodes.insert(path.to_string(), node);
+    }
+
+    fn take(&mut self, path: &str) -> Option<Node> {
+        self.nodes.remove(path)
+    }
+
+    fn next_gen(&mut self) -> u64 {
         self.gen += 1;
         self.gen
     }
 
+    fn owned(&self, dom: DomId) -> usize {
+        self.owned.get(&dom).copied().unwrap_or(0)
+    }
+
+    fn add_owned(&mut self, dom: DomId, delta: isize) {
+        let c = self.owned.entry(dom).or_default();
+        *c = c.saturating_add_signed(delta);
+    }
+
+    fn limits(&self) -> TreeLimits {
+        self.limits
+    }
+}
+
+/// Where an operation's nodes live: the committed tree ([`Store`]) or a transaction's view
+/// of it ([`TxView`]). [`Tree`]'s operations are written once over this.
+pub trait NodeMap {
+    /// The node at `path`.
+    fn node(&self, path: &str) -> Option<&Node>;
+    /// The node at `path`, to change it.
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node>;
+    /// Stores a node at `path`.
+    fn put(&mut self, path: &str, node: Node);
+    /// Removes the node at `path`.
+    fn take(&mut self, path: &str) -> Option<Node>;
+    /// A fresh generation count.
+    fn next_gen(&mut self) -> u64;
+    /// Nodes `dom` owns.
+    fn owned(&self, dom: DomId) -> usize;
+    /// Counts `delta` more nodes as owned by `dom`.
+    fn add_owned(&mut self, dom: DomId, delta: isize);
+    /// The limits unprivileged domains are held to.
+    fn limits(&self) -> TreeLimits;
+}
+
+/// The XenStore operations with xenstored's permission rules and quotas, over any
+/// [`NodeMap`].
+pub trait Tree: NodeMap {
     /// The generation of `path` (`None` if absent): what a transaction compares.
-    pub fn generation(&self, path: &str) -> Option<u64> {
-        self.nodes.get(path).map(|n| n.gen)
+    fn generation(&self, path: &str) -> Option<u64> {
+        self.node(path).map(|n| n.gen)
     }
 
     /// Whether `path` exists.
-    pub fn exists(&self, path: &str) -> bool {
-        self.nodes.contains_key(path)
+    fn exists(&self, path: &str) -> bool {
+        self.node(path).is_some()
     }
 
+    #[doc(hidden)]
     fn create_one(&mut self, path: &str, perms: Vec<Perm>) -> Result<(), Errno> {
-        let g = self.bump();
+        let g = self.next_gen();
         let par = parent(path).ok_or(Errno::EINVAL)?;
-        let pn = self.nodes.get_mut(par).ok_or(Errno::ENOENT)?;
+        let pn = self.node_mut(par).ok_or(Errno::ENOENT)?;
         if pn.children.insert(basename(path).to_string()) {
             pn.child_bytes += basename(path).len() + 1;
         }
         pn.gen = g;
         if let Some(owner) = perms.first() {
-            *self.owned.entry(owner.dom).or_default() += 1;
+            self.add_owned(owner.dom, 1);
         }
-        self.nodes.insert(
-            path.to_string(),
+        self.put(
+            path,
             Node {
                 value: Vec::new(),
                 perms,
@@ -221,34 +283,24 @@ impl Store {
         Ok(())
     }
 
-    fn mode_for(perms: &[Perm], dom: DomId) -> Mode {
-        match perms.first() {
-            None => Mode::None,
-            Some(owner) if owner.dom == dom => Mode::Both,
-            Some(owner) => perms[1..]
-                .iter()
-                .find(|p| p.dom == dom)
-                .map_or(owner.mode, |p| p.mode),
-        }
-    }
-
     /// Whether `dom` may access `path` (which must exist) as `want`. Dom0 may do anything.
-    pub fn allowed(&self, dom: DomId, path: &str, want: Want) -> bool {
+    fn allowed(&self, dom: DomId, path: &str, want: Want) -> bool {
         if dom == 0 {
             return true;
         }
-        let Some(n) = self.nodes.get(path) else {
+        let Some(n) = self.node(path) else {
             return false;
         };
         match want {
             Want::Owner => n.perms.first().is_some_and(|o| o.dom == dom),
-            Want::Read => matches!(Self::mode_for(&n.perms, dom), Mode::Read | Mode::Both),
-            Want::Write => matches!(Self::mode_for(&n.perms, dom), Mode::Write | Mode::Both),
+            Want::Read => matches!(mode_for(&n.perms, dom), Mode::Read | Mode::Both),
+            Want::Write => matches!(mode_for(&n.perms, dom), Mode::Write | Mode::Both),
         }
     }
 
+    #[doc(hidden)]
     fn check(&self, dom: DomId, path: &str, want: Want) -> Result<&Node, Errno> {
-        let n = self.nodes.get(path).ok_or(Errno::ENOENT)?;
+        let n = self.node(path).ok_or(Errno::ENOENT)?;
         if self.allowed(dom, path, want) {
             Ok(n)
         } else {
@@ -257,12 +309,12 @@ impl Store {
     }
 
     /// `XS_READ`.
-    pub fn read(&self, dom: DomId, path: &str) -> Result<Vec<u8>, Errno> {
+    fn read(&self, dom: DomId, path: &str) -> Result<Vec<u8>, Errno> {
         Ok(self.check(dom, path, Want::Read)?.value.clone())
     }
 
     /// `XS_DIRECTORY`: child names.
-    pub fn directory(&self, dom: DomId, path: &str) -> Result<Vec<String>, Errno> {
+    fn directory(&self, dom: DomId, path: &str) -> Result<Vec<String>, Errno> {
         Ok(self
             .check(dom, path, Want::Read)?
             .children
@@ -272,35 +324,14 @@ impl Store {
     }
 
     /// `XS_GET_PERMS`.
-    pub fn get_perms(&self, dom: DomId, path: &str) -> Result<Vec<Perm>, Errno> {
+    fn get_perms(&self, dom: DomId, path: &str) -> Result<Vec<Perm>, Errno> {
         Ok(self.check(dom, path, Want::Read)?.perms.clone())
-    }
-
-    /// The paths an operation on `path` depends on: the path and its missing ancestors up to
-    /// and including the nearest existing one.
-    pub fn dependencies(&self, path: &str) -> Vec<String> {
-        let mut v = vec![path.to_string()];
-        let mut p = path;
-        while !self.exists(p) {
-            match parent(p) {
-                Some(q) => {
-                    v.push(q.to_string());
-                    p = q;
-                }
-                None => break,
-            }
-        }
-        if let Some(q) = parent(path) {
-            if !v.iter().any(|x| x == q) {
-                v.push(q.to_string());
-            }
-        }
-        v
     }
 
     /// Creates `path` and any missing ancestors, checking write access on the nearest
     /// existing ancestor. New nodes inherit that ancestor's permissions, owned by the
     /// creator unless it is dom0 (xenstored's rule). Returns the created paths.
+    #[doc(hidden)]
     fn ensure(&mut self, dom: DomId, path: &str) -> Result<Vec<String>, Errno> {
         if self.exists(path) {
             return Ok(Vec::new());
@@ -314,11 +345,7 @@ impl Store {
         if !self.allowed(dom, anc, Want::Write) {
             return Err(Errno::EACCES);
         }
-        let mut perms = self
-            .nodes
-            .get(anc)
-            .map(|n| n.perms.clone())
-            .unwrap_or_default();
+        let mut perms = self.node(anc).map(|n| n.perms.clone()).unwrap_or_default();
         if dom != 0 {
             // The creator owns the new nodes; it needs no entry of its own besides.
             match perms.first_mut() {
@@ -349,6 +376,7 @@ impl Store {
 
     /// The `nodes` and `node-size` quotas for creating `missing` (the new path first, then
     /// its missing ancestors) below the existing `anc`, each new node with `nperms` entries.
+    #[doc(hidden)]
     fn check_growth(
         &self,
         dom: DomId,
@@ -356,18 +384,18 @@ impl Store {
         missing: &[String],
         nperms: usize,
     ) -> Result<(), Errno> {
-        let have = self.owned.get(&dom).copied().unwrap_or(0);
+        let have = self.owned(dom);
         let top = missing.last().map_or("", |t| basename(t));
-        let anc_size = self.nodes.get(anc).map_or(0, |n| n.size()) + top.len() + 1;
+        let anc_size = self.node(anc).map_or(0, |n| n.size()) + top.len() + 1;
         // Each new node but the leaf has one child: the next component.
         let inner = missing
             .windows(2)
             .map(|w| 16 + 8 * nperms + basename(&w[0]).len() + 1);
-        if over(self.limits.nodes, have + missing.len())
-            || over(self.limits.node_size, anc_size)
+        if over(self.limits().nodes, have + missing.len())
+            || over(self.limits().node_size, anc_size)
             || inner
                 .chain([16 + 8 * nperms])
-                .any(|size| over(self.limits.node_size, size))
+                .any(|size| over(self.limits().node_size, size))
         {
             return Err(Errno::ENOSPC);
         }
@@ -375,14 +403,11 @@ impl Store {
     }
 
     /// `XS_WRITE`: sets the value, creating the node and its parents as needed.
-    pub fn write(&mut self, dom: DomId, path: &str, value: &[u8]) -> Result<Vec<Change>, Errno> {
+    fn write(&mut self, dom: DomId, path: &str, value: &[u8]) -> Result<Vec<Change>, Errno> {
         if dom != 0 {
             // The node's size with the new value (a new node: one permission, no children).
-            let base = self
-                .nodes
-                .get(path)
-                .map_or(24, |n| n.size() - n.value.len());
-            if over(self.limits.node_size, base + value.len()) {
+            let base = self.node(path).map_or(24, |n| n.size() - n.value.len());
+            if over(self.limits().node_size, base + value.len()) {
                 return Err(Errno::ENOSPC);
             }
         }
@@ -390,8 +415,8 @@ impl Store {
         if created.is_empty() && !self.allowed(dom, path, Want::Write) {
             return Err(Errno::EACCES);
         }
-        let g = self.bump();
-        let n = self.nodes.get_mut(path).ok_or(Errno::ENOENT)?;
+        let g = self.next_gen();
+        let n = self.node_mut(path).ok_or(Errno::ENOENT)?;
         n.value = value.to_vec();
         n.gen = g;
         // As xenstored: one event for the written node; watchers of the implicitly created
@@ -400,11 +425,12 @@ impl Store {
         Ok(vec![Change {
             path: path.to_string(),
             removed: false,
+            exact: false,
         }])
     }
 
     /// `XS_MKDIR`: creates the node if it does not exist.
-    pub fn mkdir(&mut self, dom: DomId, path: &str) -> Result<Vec<Change>, Errno> {
+    fn mkdir(&mut self, dom: DomId, path: &str) -> Result<Vec<Change>, Errno> {
         if self.exists(path) {
             self.check(dom, path, Want::Read)?;
             return Ok(Vec::new());
@@ -413,12 +439,13 @@ impl Store {
         Ok(vec![Change {
             path: path.to_string(),
             removed: false,
+            exact: false,
         }])
     }
 
     /// `XS_RM`: removes the node and its subtree. Absent is fine unless the parent is absent
     /// too.
-    pub fn rm(&mut self, dom: DomId, path: &str) -> Result<Vec<Change>, Errno> {
+    fn rm(&mut self, dom: DomId, path: &str) -> Result<Vec<Change>, Errno> {
         if path == "/" {
             return Err(Errno::EINVAL);
         }
@@ -431,13 +458,24 @@ impl Store {
         if !self.allowed(dom, path, Want::Write) {
             return Err(Errno::EACCES);
         }
+        let mut removed = vec![Change {
+            path: path.to_string(),
+            removed: true,
+            exact: false,
+        }];
         let mut stack = vec![path.to_string()];
         while let Some(p) = stack.pop() {
-            if let Some(n) = self.nodes.remove(&p) {
+            if let Some(n) = self.take(&p) {
                 if let Some(o) = n.perms.first() {
-                    if let Some(c) = self.owned.get_mut(&o.dom) {
-                        *c = c.saturating_sub(1);
-                    }
+                    self.add_owned(o.dom, -1);
+                }
+                if p != path {
+                    // As C xenstored: each node below fires the watches set on it exactly.
+                    removed.push(Change {
+                        path: p.clone(),
+                        removed: true,
+                        exact: true,
+                    });
                 }
                 for c in n.children {
                     stack.push(if p == "/" {
@@ -448,21 +486,18 @@ impl Store {
                 }
             }
         }
-        let g = self.bump();
-        if let Some(pn) = parent(path).and_then(|p| self.nodes.get_mut(p)) {
+        let g = self.next_gen();
+        if let Some(pn) = parent(path).and_then(|p| self.node_mut(p)) {
             if pn.children.remove(basename(path)) {
                 pn.child_bytes -= basename(path).len() + 1;
             }
             pn.gen = g;
         }
-        Ok(vec![Change {
-            path: path.to_string(),
-            removed: true,
-        }])
+        Ok(removed)
     }
 
     /// `XS_SET_PERMS`: only the owner (or dom0) may, and only dom0 may give a node away.
-    pub fn set_perms(
+    fn set_perms(
         &mut self,
         dom: DomId,
         path: &str,
@@ -473,9 +508,9 @@ impl Store {
         }
         let n = self.check(dom, path, Want::Owner)?;
         if dom != 0
-            && (over(self.limits.node_permissions, perms.len())
+            && (over(self.limits().node_permissions, perms.len())
                 || over(
-                    self.limits.node_size,
+                    self.limits().node_size,
                     n.size() + 8 * perms.len() - 8 * n.perms.len(),
                 ))
         {
@@ -485,21 +520,184 @@ impl Store {
         if dom != 0 && old_owner != Some(perms[0].dom) {
             return Err(Errno::EPERM);
         }
-        let g = self.bump();
-        if let Some(n) = self.nodes.get_mut(path) {
+        let g = self.next_gen();
+        if let Some(n) = self.node_mut(path) {
             n.perms = perms.clone();
             n.gen = g;
         }
         if let Some(o) = old_owner {
-            if let Some(c) = self.owned.get_mut(&o) {
-                *c = c.saturating_sub(1);
-            }
+            self.add_owned(o, -1);
         }
-        *self.owned.entry(perms[0].dom).or_default() += 1;
+        self.add_owned(perms[0].dom, 1);
         Ok(vec![Change {
             path: path.to_string(),
             removed: false,
+            exact: false,
         }])
+    }
+}
+
+impl<T: NodeMap + ?Sized> Tree for T {}
+
+fn mode_for(perms: &[Perm], dom: DomId) -> Mode {
+    match perms.first() {
+        None => Mode::None,
+        Some(owner) if owner.dom == dom => Mode::Both,
+        Some(owner) => perms[1..]
+            .iter()
+            .find(|p| p.dom == dom)
+            .map_or(owner.mode, |p| p.mode),
+    }
+}
+
+/// A transaction's private state: the nodes it changed, and the generation each node it
+/// looked at had in the committed tree when it first did (C xenstored's accessed-node list).
+/// Nothing is copied at its start; at commit, an unchanged generation of every node it
+/// looked at makes its view still the truth, and its changed nodes are put in place.
+#[derive(Debug, Default)]
+pub struct TxState {
+    /// Changed nodes: `None` for removed.
+    overlay: HashMap<String, Option<Node>>,
+    /// First-seen committed generation (`None`: absent) of every node looked at.
+    seen: RefCell<HashMap<String, Option<u64>>>,
+    owned_delta: HashMap<DomId, isize>,
+    /// Nodes changed, one entry per node (what fires watches at commit).
+    changes: BTreeMap<String, (bool, bool)>,
+    gen: u64,
+}
+
+impl TxState {
+    /// Distinct nodes the transaction has touched (C xenstored's `transaction-nodes`).
+    pub fn nodes(&self) -> usize {
+        self.seen.borrow().len()
+    }
+
+    /// Records the changes of one operation, one entry per node: removed if any operation
+    /// removed it, exact only if every change of it was exact.
+    pub fn record(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            let e = self.changes.entry(c.path).or_insert((false, true));
+            e.0 |= c.removed;
+            e.1 &= c.exact;
+        }
+    }
+}
+
+/// A transaction's view: the committed tree under the transaction's changes.
+pub struct TxView<'a> {
+    base: &'a Store,
+    tx: &'a mut TxState,
+}
+
+impl<'a> TxView<'a> {
+    /// The view of `tx` over `base`.
+    pub fn new(base: &'a Store, tx: &'a mut TxState) -> TxView<'a> {
+        TxView { base, tx }
+    }
+
+    fn saw(&self, path: &str) {
+        let mut seen = self.tx.seen.borrow_mut();
+        if !seen.contains_key(path) {
+            seen.insert(path.to_string(), self.base.generation(path));
+        }
+    }
+}
+
+impl NodeMap for TxView<'_> {
+    fn node(&self, path: &str) -> Option<&Node> {
+        if let Some(n) = self.tx.overlay.get(path) {
+            return n.as_ref();
+        }
+        self.saw(path);
+        self.base.nodes.get(path)
+    }
+
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        if !self.tx.overlay.contains_key(path) {
+            self.saw(path);
+            let n = self.base.nodes.get(path)?.clone();
+            self.tx.overlay.insert(path.to_string(), Some(n));
+        }
+        self.tx.overlay.get_mut(path).and_then(Option::as_mut)
+    }
+
+    fn put(&mut self, path: &str, node: Node) {
+        self.saw(path);
+        self.tx.overlay.insert(path.to_string(), Some(node));
+    }
+
+    fn take(&mut self, path: &str) -> Option<Node> {
+        let old = self.node(path).cloned();
+        self.tx.overlay.insert(path.to_string(), None);
+        old
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.tx.gen += 1;
+        self.base.gen + self.tx.gen
+    }
+
+    fn owned(&self, dom: DomId) -> usize {
+        let d = self.tx.owned_delta.get(&dom).copied().unwrap_or(0);
+        self.base.owned(dom).saturating_add_signed(d)
+    }
+
+    fn add_owned(&mut self, dom: DomId, delta: isize) {
+        *self.tx.owned_delta.entry(dom).or_default() += delta;
+    }
+
+    fn limits(&self) -> TreeLimits {
+        self.base.limits
+    }
+}
+
+impl Store {
+    /// Commits transaction `tx` of domain `dom`: `EAGAIN` if a node it looked at changed
+    /// since (the client redoes it), `ENOSPC` if the domain's nodes would now exceed its
+    /// quota; otherwise its changes are put in place, in time proportional to what it
+    /// touched, and the changed nodes are returned (one entry per node).
+    pub fn commit(&mut self, dom: DomId, tx: TxState) -> Result<Vec<Change>, Errno> {
+        if tx
+            .seen
+            .borrow()
+            .iter()
+            .any(|(p, g)| self.generation(p) != *g)
+        {
+            return Err(Errno::EAGAIN);
+        }
+        let grows = tx.owned_delta.get(&dom).copied().unwrap_or(0);
+        if dom != 0
+            && grows > 0
+            && over(
+                self.limits.nodes,
+                self.owned(dom).saturating_add_signed(grows),
+            )
+        {
+            return Err(Errno::ENOSPC);
+        }
+        for (p, n) in tx.overlay {
+            match n {
+                Some(mut n) => {
+                    n.gen = self.next_gen();
+                    self.nodes.insert(p, n);
+                }
+                None => {
+                    self.nodes.remove(&p);
+                }
+            }
+        }
+        for (d, delta) in tx.owned_delta {
+            self.add_owned(d, delta);
+        }
+        Ok(tx
+            .changes
+            .into_iter()
+            .map(|(path, (removed, exact))| Change {
+                path,
+                removed,
+                exact,
+            })
+            .collect())
     }
 }
 
@@ -560,7 +758,12 @@ mod tests {
         s.write(0, "/a/b/c", b"x").unwrap();
         s.write(0, "/a/d", b"y").unwrap();
         assert_eq!(s.directory(0, "/a").unwrap(), vec!["b", "d"]);
-        assert_eq!(s.rm(0, "/a/b").unwrap().len(), 1);
+        let ch = s.rm(0, "/a/b").unwrap();
+        let got: Vec<(&str, bool, bool)> = ch
+            .iter()
+            .map(|c| (c.path.as_str(), c.removed, c.exact))
+            .collect();
+        assert_eq!(got, vec![("/a/b", true, false), ("/a/b/c", true, true)]);
         assert!(!s.exists("/a/b/c"));
         assert_eq!(s.directory(0, "/a").unwrap(), vec!["d"]);
         assert_eq!(s.rm(0, "/a/zz").unwrap(), vec![]);
