@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -126,7 +126,24 @@ pub trait XenStore: Send + Sync {
 }
 
 type Pending = HashMap<u32, Sender<(u32, Vec<u8>)>>;
-type Watchers = HashMap<String, Sender<String>>;
+type Watchers = HashMap<String, WatchSink>;
+
+/// Events one [`Watch`] may have waiting; more are dropped, counted, and reported by the
+/// next [`Watch::next`] as the watched path itself ("look again at everything").
+pub const WATCH_QUEUE: usize = 1024;
+
+/// The reader thread's end of one watch's bounded queue.
+struct WatchSink {
+    tx: SyncSender<String>,
+    lost: Arc<WatchLoss>,
+}
+
+/// Events dropped because the watch's queue was full.
+#[derive(Default)]
+struct WatchLoss {
+    total: AtomicU64,
+    unreported: std::sync::atomic::AtomicBool,
+}
 
 struct Inner {
     socket: PathBuf,
@@ -188,11 +205,18 @@ impl std::fmt::Debug for XsClient {
 }
 
 /// Events of one watch: the paths that changed. Unregistered when dropped.
+///
+/// At most [`WATCH_QUEUE`] events wait; when a watcher falls that far behind, further
+/// events are dropped and counted ([`Watch::lost`]), and the next call of [`Watch::next`]
+/// or [`Watch::try_next`] returns the watched path itself. XenStore allows spurious events,
+/// and a XenBus driver answers any event by reading the state it cares about again, so this
+/// coalesces what was lost into one "look again" without the queue growing with a flood.
 pub struct Watch {
     client: XsClient,
     path: String,
     token: String,
     rx: Receiver<String>,
+    lost: Arc<WatchLoss>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -208,6 +232,9 @@ impl Watch {
     /// The next event's path, waiting at most `timeout`. `Ok(None)` on timeout; an error if
     /// the connection is gone.
     pub fn next(&self, timeout: Duration) -> XsResult<Option<String>> {
+        if let Some(p) = self.lost_event() {
+            return Ok(Some(p));
+        }
         match self.rx.recv_timeout(timeout) {
             Ok(p) => Ok(Some(p)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
@@ -217,7 +244,20 @@ impl Watch {
 
     /// An event if one is queued, without waiting.
     pub fn try_next(&self) -> Option<String> {
-        self.rx.try_recv().ok()
+        self.lost_event().or_else(|| self.rx.try_recv().ok())
+    }
+
+    /// Events dropped so far because this watch's queue was full.
+    pub fn lost(&self) -> u64 {
+        self.lost.total.load(Ordering::Acquire)
+    }
+
+    /// The watched path, once after events were dropped.
+    fn lost_event(&self) -> Option<String> {
+        self.lost
+            .unreported
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.path.clone())
     }
 }
 
@@ -502,12 +542,15 @@ impl XenStore for XsClient {
     }
 
     fn watch(&self, path: &str, token: &str) -> XsResult<Watch> {
-        let (stx, srx) = mpsc::channel();
-        self.inner
-            .watchers
-            .lock()
-            .map_err(|_| self.gone())?
-            .insert(token.to_string(), stx);
+        let (stx, srx) = mpsc::sync_channel(WATCH_QUEUE);
+        let lost = Arc::new(WatchLoss::default());
+        self.inner.watchers.lock().map_err(|_| self.gone())?.insert(
+            token.to_string(),
+            WatchSink {
+                tx: stx,
+                lost: Arc::clone(&lost),
+            },
+        );
         let payload = format!("{path}\0{token}\0");
         if let Err(e) = self.call(MsgType::Watch, NO_TX, payload.as_bytes(), "watch", path) {
             if let Ok(mut w) = self.inner.watchers.lock() {
@@ -520,6 +563,7 @@ impl XenStore for XsClient {
             path: path.to_string(),
             token: token.to_string(),
             rx: srx,
+            lost,
         })
     }
 
@@ -640,8 +684,12 @@ fn read_loop(mut s: impl Read, inner: std::sync::Weak<Inner>) {
         match msg {
             Incoming::Event { path, token } => {
                 if let Ok(w) = inner.watchers.lock() {
-                    if let Some(tx) = w.get(&token) {
-                        let _ = tx.send(path);
+                    if let Some(sink) = w.get(&token) {
+                        // Never block the reader on a slow watcher: count and drop.
+                        if let Err(TrySendError::Full(_)) = sink.tx.try_send(path) {
+                            sink.lost.total.fetch_add(1, Ordering::AcqRel);
+                            sink.lost.unreported.store(true, Ordering::Release);
+                        }
                     }
                 }
             }

@@ -193,3 +193,39 @@ fn an_oversized_reply_is_a_protocol_error() {
     assert!(t.elapsed() < Duration::from_secs(2));
     server.join().unwrap();
 }
+
+/// A watcher that does not keep up: its queue holds WATCH_QUEUE events, the rest are
+/// dropped and counted, and the next event it reads is the watched path itself ("look
+/// again"), then the queued ones. Other watches of the same connection are unaffected.
+#[test]
+fn a_slow_watch_drops_and_counts_events_and_says_so() {
+    use netstage_platform::xenstore::WATCH_QUEUE;
+    let (_d, d) = daemon();
+    let c = XsClient::connect(d.socket()).unwrap();
+    let slow = c.watch("/flood", &unique_token("slow")).unwrap();
+    let calm = c.watch("/calm", &unique_token("calm")).unwrap();
+    let n = WATCH_QUEUE + 500;
+    for i in 0..n {
+        c.write(NO_TX, &format!("/flood/k{i}"), b"v").unwrap();
+    }
+    c.write(NO_TX, "/calm/x", b"v").unwrap();
+    // Replies and events come in order: once this answers, every event above was routed.
+    c.read(NO_TX, "/calm/x").unwrap();
+    // Queued: the initial event and WATCH_QUEUE - 1 writes; the rest dropped.
+    assert_eq!(slow.lost(), (n + 1 - WATCH_QUEUE) as u64);
+    assert_eq!(slow.try_next().as_deref(), Some("/flood"));
+    let mut queued = 0;
+    while slow.try_next().is_some() {
+        queued += 1;
+    }
+    assert_eq!(queued, WATCH_QUEUE);
+    assert_eq!(calm.try_next().as_deref(), Some("/calm"));
+    assert_eq!(calm.try_next().as_deref(), Some("/calm/x"));
+    assert_eq!(calm.lost(), 0);
+    // It keeps working after the flood.
+    c.write(NO_TX, "/flood/after", b"v").unwrap();
+    assert_eq!(
+        slow.next(Duration::from_secs(5)).unwrap().as_deref(),
+        Some("/flood/after")
+    );
+}
