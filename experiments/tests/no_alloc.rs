@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netstage_fallback::{Design, PacketBuf, PacketRef};
-use netstage_netback_user::{
-    toolstack, BackQueue, Backend, BackendConfig, QueueDriver, QueueFault, TxPath, BURST,
-};
-use netstage_netfront_user::{FrontQueue, FrontendConfig};
-use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_fallback::{PacketBuf, PacketRef};
+use netstage_netback_user::{BackQueue, QueueDriver, QueueFault, BURST};
+use netstage_netfront_user::{FrontQueue, PollMode};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
-use netstage_platform::xenstore::XsClient;
+
+mod queue_rig;
+use queue_rig::{Rig, FE};
 
 struct Counting;
 
@@ -62,7 +61,6 @@ fn note() {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const FE: u16 = 3;
 const WARM: u64 = 20_000;
 const MEASURED: u64 = 100_000;
 
@@ -167,40 +165,14 @@ fn front_pump(q: &mut FrontQueue<SimDomain>, guest_tx: bool, room: &mut PumpRoom
 
 /// Allocations of the frontend's and the backend's queue thread over `MEASURED` packets.
 fn allocations(design: &str, guest_tx: bool, size: usize) -> (u64, u64) {
-    let design: Design = design.parse().unwrap();
-    let world = SimWorld::create_temp().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
-    let dom0 = world.create_domain(0, DomainConfig::default()).unwrap();
-    let guest = world.create_domain(FE, DomainConfig::default()).unwrap();
-    xsd.introduce(FE).unwrap();
-    let xs0 = XsClient::connect(xsd.socket()).unwrap();
-    toolstack::create_vif(&xs0, 0, FE, 0).unwrap();
-    let cfg = BackendConfig {
-        tx_path: if design == Design::GrantMap {
-            TxPath::GrantMap
-        } else {
-            TxPath::GrantCopy
-        },
-        ..BackendConfig::default()
-    };
-    let backend = Backend::new(dom0, xs0, cfg);
     let side = Arc::new(BackSide {
         guest_tx,
         size,
         allocations: AtomicU64::new(0),
         done: AtomicBool::new(false),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s2, st2) = (Arc::clone(&side), Arc::clone(&stop));
-    let serving = thread::spawn(move || backend.serve_queues(FE, 0, s2, &st2).unwrap());
-    let xs = XsClient::connect(&xsd.domain_socket(FE)).unwrap();
-    let fcfg = FrontendConfig {
-        design,
-        ..FrontendConfig::default()
-    };
-    let (link, mut qs) = netstage_netfront_user::connect_queues(guest, xs, 0, fcfg).unwrap();
-    let q = &mut qs[0];
+    let mut rig = Rig::new(design, PollMode::Block, Arc::clone(&side) as _);
+    let q = &mut rig.queues[0];
     let mut room = PumpRoom::new(size);
     front_pump(q, guest_tx, &mut room, WARM);
     let front = counted(|| front_pump(q, guest_tx, &mut room, MEASURED));
@@ -213,10 +185,7 @@ fn allocations(design: &str, guest_tx: bool, size: usize) -> (u64, u64) {
         // RX: the backend may still be sending what the frontend already counted.
         thread::sleep(Duration::from_millis(1));
     }
-    drop(qs);
-    link.close().unwrap();
-    stop.store(true, Ordering::Release);
-    serving.join().unwrap();
+    rig.close();
     (front, side.allocations.load(Ordering::Relaxed))
 }
 

@@ -1,7 +1,8 @@
 //! What both ends of netstage share below the protocol: packets and the pooled buffers the
 //! run-to-completion queues fill ([`packet`]), batched grant copy with storage reused from
 //! burst to burst ([`copy`]), fetching a packet by grant map ([`map`]), and the designs and
-//! the per-packet copy-vs-grant policy of the data ring ([`policy`]).
+//! the per-packet copy-vs-grant policy of the data ring ([`policy`]), and received packets
+//! lent in place ([`view`]).
 
 #![forbid(unsafe_code)]
 
@@ -9,11 +10,13 @@ pub mod copy;
 pub mod map;
 pub mod packet;
 pub mod policy;
+pub mod view;
 
 pub use copy::{CopyBurst, CopyDone, GrantCopier, MAX_COPY_OPS};
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
 pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};
+pub use view::{PacketView, ViewPart, MAX_VIEW_PARTS};
 
 /// Optional features of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

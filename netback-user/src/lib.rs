@@ -53,7 +53,9 @@ use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use netstage_fallback::{Features, Packet, PacketBuf, PacketRef, PollMode};
+pub use netstage_fallback::{
+    Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
+};
 pub use queue::{BackQueue, QueueFault, BURST, YIELD_EVERY};
 
 /// How the backend obtains TX packet bytes from the frontend.

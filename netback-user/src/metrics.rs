@@ -85,6 +85,9 @@ counters! {
     rx_grant_copy_bytes, add_rx_grant_copy_bytes;
     /// TX packets taken whole from a staging slot (`NETTXF_staging_buffer`).
     tx_zerocopy_packets, add_tx_zerocopy_packets;
+    /// TX packets whose staged head was lent to the application in place
+    /// ([`crate::BackQueue::recv_burst_in_place`]) instead of copied.
+    tx_in_place_packets, add_tx_in_place_packets;
     /// RX packets whose head went through staging memory.
     rx_staged_packets, add_rx_staged_packets;
     /// Bytes they staged.

@@ -416,6 +416,25 @@ impl FlexConsumer {
         Ok(())
     }
 
+    /// Consumes `n` bytes without copying them and lends them in place: one window, and a
+    /// second when they wrap past the end of the ring. The producer may reuse them only
+    /// after [`FlexConsumer::release`]; until then it can still write them (a hostile peer
+    /// might), so read each byte once, through the windows' checked methods. Fails with
+    /// [`FlexError::Short`] without consuming anything.
+    pub fn take_in_place(&mut self, n: usize) -> Result<(SharedMem, Option<SharedMem>), FlexError> {
+        self.ensure(n)?;
+        let masked = (self.cons_pvt & (self.size - 1)) as usize;
+        let first = n.min(self.size as usize - masked);
+        let a = self.data.sub(masked, first)?;
+        let b = if first < n {
+            Some(self.data.sub(0, n - first)?)
+        } else {
+            None
+        };
+        self.cons_pvt = self.cons_pvt.wrapping_add(n as u32);
+        Ok((a, b))
+    }
+
     fn ensure(&mut self, n: usize) -> Result<(), FlexError> {
         if (self.queued() as usize) < n {
             let q = self.refresh()?;

@@ -406,6 +406,25 @@ impl SlotArea {
         Ok(())
     }
 
+    /// The window of `len` bytes of `slot` at `offset`, lent in place, if they lie in one
+    /// page (always so for slots of at most a page); `None` if they span pages. The peer can
+    /// still write them: read each byte once, through the window's checked methods.
+    pub fn window(
+        &self,
+        slot: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<SharedMem>, StagingError> {
+        let mut found = None;
+        let mut pieces = 0;
+        self.pieces(slot, offset, len, |m, at, _, n| {
+            pieces += 1;
+            found = Some(m.sub(at, n)?);
+            Ok(())
+        })?;
+        Ok(if pieces == 1 { found } else { None })
+    }
+
     /// Copies `bytes` into `slot` at `offset`.
     pub fn write(&self, slot: u32, offset: usize, bytes: &[u8]) -> Result<(), StagingError> {
         self.pieces(slot, offset, bytes.len(), |m, at, pos, n| {

@@ -1,11 +1,13 @@
-//! The guest's transmissions: requests in, packets out to the application, responses back.
+//! The guest's transmissions: requests in, packets out to the application (copied into its
+//! buffers, or lent in place), responses back.
 
-use netstage_fallback::{Gso, PacketBuf};
+use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
 use netstage_ring::netif::{
     parse_tx_chain, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
 };
 
 use super::{fault, BackQueue, QueueFault, BURST};
+use crate::staging::Lent;
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
@@ -14,29 +16,84 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// grant path), answers their requests and returns how many buffers hold a packet, in
     /// the guest's order. Malformed or unacceptable packets are answered with an error and
     /// counted (`tx_dropped`, `tx_grant_errors`), not returned. A frontend that breaks the
-    /// protocol yields [`QueueFault`]: disconnect it.
+    /// protocol yields [`QueueFault`]: disconnect it. The default where the frontend is not
+    /// trusted: what the application gets is a private copy that cannot change under it.
     pub fn recv_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, QueueFault> {
+        self.tx_call(bufs, false, |chains, status, bufs, _| {
+            Ok(keep_delivered(chains, status, bufs))
+        })
+    }
+
+    /// Like [`BackQueue::recv_burst`], but each packet's staged head (slot or data ring) is
+    /// lent in place instead of copied: `deliver` sees every delivered packet as a
+    /// [`PacketView`] and must be done with it when it returns; the staging memory goes back
+    /// to the frontend after the last call. The granted rest of a packet, and a head that
+    /// cannot be lent (a slot spanning pages), are copied into `bufs` as usual. Lent bytes
+    /// lie in memory the frontend can still write: read each byte once, and treat what you
+    /// read as untrusted. Returns how many packets were delivered.
+    pub fn recv_burst_in_place(
+        &mut self,
+        bufs: &mut [PacketBuf],
+        mut deliver: impl FnMut(PacketView<'_>),
+    ) -> Result<usize, QueueFault> {
+        self.tx_call(bufs, true, |chains, status, bufs, lent| {
+            let mut n = 0;
+            for (i, (c, st)) in chains.iter().zip(status).enumerate() {
+                if *st != NETIF_RSP_OKAY {
+                    continue;
+                }
+                deliver(view(c, &bufs[i], lent[i].as_ref())?);
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// One receive call: gathers a burst (lending staged heads when `lend`), lets `take`
+    /// hand the packets over, then releases the staging memory and answers.
+    fn tx_call(
+        &mut self,
+        bufs: &mut [PacketBuf],
+        lend: bool,
+        take: impl FnOnce(
+            &[TxChain],
+            &[i16],
+            &mut [PacketBuf],
+            &[Option<Lent>],
+        ) -> Result<usize, QueueFault>,
+    ) -> Result<usize, QueueFault> {
         let max = bufs.len().min(BURST);
         if max == 0 || self.tx.refresh_requests().map_err(fault)? == 0 {
             return Ok(0);
         }
         let mut chains = std::mem::take(&mut self.chains);
         let mut status = std::mem::take(&mut self.status);
-        let r = self.tx_burst(&mut chains, &mut status, &mut bufs[..max]);
+        let mut lent = std::mem::take(&mut self.lent);
+        let bufs = &mut bufs[..max];
+        let r = self
+            .tx_gather(&mut chains, &mut status, &mut lent, bufs, lend)
+            .and_then(|()| take(&chains, &status, bufs, &lent))
+            .and_then(|n| self.tx_answer(&chains, &status).map(|()| n));
         chains.clear();
         status.clear();
+        lent.clear();
         self.chains = chains;
         self.status = status;
+        self.lent = lent;
         self.metrics.absorb(&mut self.counts);
         r
     }
 
-    fn tx_burst(
+    /// Parses up to `bufs.len()` chains, validates them, reads or lends their staged bytes
+    /// and fetches the granted rest.
+    fn tx_gather(
         &mut self,
         chains: &mut Vec<TxChain>,
         status: &mut Vec<i16>,
+        lent: &mut Vec<Option<Lent>>,
         bufs: &mut [PacketBuf],
-    ) -> Result<usize, QueueFault> {
+        lend: bool,
+    ) -> Result<(), QueueFault> {
         while self.tx.pending_requests() > 0 && chains.len() < bufs.len() {
             let tx = &mut self.tx;
             let chain = parse_tx_chain(|| tx.take_request().ok().flatten())
@@ -45,10 +102,10 @@ impl<P: BackendPlatform> BackQueue<P> {
             chains.push(chain);
         }
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
-            let st = self.tx_stage_one(c, buf)?;
+            let (st, l) = self.tx_stage_one(c, buf, lend)?;
             status.push(st);
+            lent.push(l);
         }
-        self.staging.tx_release().map_err(QueueFault)?;
         self.fetch
             .fetch(
                 &self.platform,
@@ -58,35 +115,49 @@ impl<P: BackendPlatform> BackQueue<P> {
                 status,
                 &mut self.counts,
             )
-            .map_err(QueueFault)?;
-        for (c, st) in chains.iter().zip(status.iter()) {
+            .map_err(QueueFault)
+    }
+
+    /// Gives the staging memory back and answers every chain of the burst.
+    fn tx_answer(&mut self, chains: &[TxChain], status: &[i16]) -> Result<(), QueueFault> {
+        self.staging.tx_release().map_err(QueueFault)?;
+        for (c, st) in chains.iter().zip(status) {
             for r in c.responses(*st) {
                 self.tx.put_response(&r).map_err(fault)?;
+            }
+            if *st == NETIF_RSP_OKAY {
+                self.counts.tx_packets += 1;
+                self.counts.tx_bytes += u64::from(c.total_size);
             }
         }
         if self.tx.push_responses_and_check_notify().map_err(fault)? {
             self.notify();
         }
-        Ok(self.keep_delivered(chains, status, bufs))
+        Ok(())
     }
 
-    /// Validates one chain and reads its staged bytes; returns its status.
-    fn tx_stage_one(&mut self, c: &TxChain, buf: &mut PacketBuf) -> Result<i16, QueueFault> {
+    /// Validates one chain and reads (or, with `lend`, lends) its staged bytes; returns its
+    /// status and what was lent.
+    fn tx_stage_one(
+        &mut self,
+        c: &TxChain,
+        buf: &mut PacketBuf,
+        lend: bool,
+    ) -> Result<(i16, Option<Lent>), QueueFault> {
         let gso_ok = match c.extras.gso {
             Some(Extra::Gso { gso_type, .. }) => self.p.gso_ok(gso_type),
             _ => true,
         };
-        let total = usize::from(c.total_size);
-        let dst = buf.prepare(total).map_err(fault)?;
+        let dst = buf.prepare(usize::from(c.total_size)).map_err(fault)?;
         if let Some(slot) = c.staging_buffer {
             // The whole packet is in a staging slot: a TX slot, or an RX slot the frontend
             // forwards from.
             if c.drop.is_none() && gso_ok && self.staging.tx_read_slot(slot, dst) {
                 self.counts.tx_zerocopy_packets += 1;
-                return Ok(NETIF_RSP_OKAY);
+                return Ok((NETIF_RSP_OKAY, None));
             }
             self.counts.tx_dropped += 1;
-            return Ok(NETIF_RSP_ERROR);
+            return Ok((NETIF_RSP_ERROR, None));
         }
         let staged = c.flags.contains(TxFlags::STAGED);
         if c.drop.is_some() || !gso_ok || (!self.p.sg && c.data_slots() > 1) {
@@ -94,40 +165,63 @@ impl<P: BackendPlatform> BackQueue<P> {
                 self.staging.tx_skip(c).map_err(QueueFault)?;
             }
             self.counts.tx_dropped += 1;
-            return Ok(NETIF_RSP_ERROR);
+            return Ok((NETIF_RSP_ERROR, None));
         }
-        if staged {
-            if !self.staging.tx_read(c, dst).map_err(QueueFault)? {
-                self.counts.tx_dropped += 1;
-                return Ok(NETIF_RSP_ERROR);
-            }
-            self.counts.tx_staged_packets += 1;
-            self.counts.tx_staged_bytes += u64::from(c.staged);
+        if !staged {
+            return Ok((NETIF_RSP_OKAY, None));
         }
-        Ok(NETIF_RSP_OKAY)
+        let lent = if lend {
+            self.staging.tx_lend(c).map_err(QueueFault)?
+        } else {
+            None
+        };
+        if lent.is_none() && !self.staging.tx_read(c, dst).map_err(QueueFault)? {
+            self.counts.tx_dropped += 1;
+            return Ok((NETIF_RSP_ERROR, None));
+        }
+        self.counts.tx_staged_packets += 1;
+        self.counts.tx_staged_bytes += u64::from(c.staged);
+        self.counts.tx_in_place_packets += u64::from(lent.is_some());
+        Ok((NETIF_RSP_OKAY, lent))
     }
+}
 
-    /// Moves the delivered packets' buffers to the front, in order, with their offload
-    /// metadata, and counts them; returns how many.
-    fn keep_delivered(
-        &mut self,
-        chains: &[TxChain],
-        status: &[i16],
-        bufs: &mut [PacketBuf],
-    ) -> usize {
-        let mut kept = 0;
-        for (i, (c, st)) in chains.iter().zip(status).enumerate() {
-            if *st != NETIF_RSP_OKAY {
-                continue;
-            }
-            let buf = &mut bufs[i];
-            buf.gso = Gso::from_extras(&c.extras);
-            buf.csum_blank = c.flags.contains(TxFlags::CSUM_BLANK);
-            self.counts.tx_packets += 1;
-            self.counts.tx_bytes += buf.len() as u64;
-            bufs.swap(i, kept);
-            kept += 1;
+/// Moves the delivered packets' buffers to the front, in order, with their offload
+/// metadata; returns how many.
+fn keep_delivered(chains: &[TxChain], status: &[i16], bufs: &mut [PacketBuf]) -> usize {
+    let mut kept = 0;
+    for (i, (c, st)) in chains.iter().zip(status).enumerate() {
+        if *st != NETIF_RSP_OKAY {
+            continue;
         }
-        kept
+        let buf = &mut bufs[i];
+        buf.gso = Gso::from_extras(&c.extras);
+        buf.csum_blank = c.flags.contains(TxFlags::CSUM_BLANK);
+        bufs.swap(i, kept);
+        kept += 1;
     }
+    kept
+}
+
+/// Packet `c` as lent: its staged head where it lies (if lent), the rest from `buf`.
+fn view<'a>(
+    c: &TxChain,
+    buf: &'a PacketBuf,
+    lent: Option<&Lent>,
+) -> Result<PacketView<'a>, QueueFault> {
+    let mut v = PacketView::new(
+        Gso::from_extras(&c.extras),
+        c.flags.contains(TxFlags::CSUM_BLANK),
+    );
+    let mut skip = 0;
+    if let Some((a, b)) = lent {
+        v.push(ViewPart::Shared(a.clone())).map_err(fault)?;
+        if let Some(b) = b {
+            v.push(ViewPart::Shared(b.clone())).map_err(fault)?;
+        }
+        skip = usize::from(c.staged);
+    }
+    let rest = buf.data().get(skip..).unwrap_or_default();
+    v.push(ViewPart::Private(rest)).map_err(fault)?;
+    Ok(v)
 }

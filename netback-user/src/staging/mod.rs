@@ -12,14 +12,26 @@ pub(crate) use ring::DataRing;
 pub(crate) use slots::Slots;
 
 use netstage_ring::netif::TxChain;
+use netstage_ring::SharedMem;
 
 use crate::queue::Fatal;
+
+/// A staged head lent in place: one window of staging memory, and a second where a data
+/// ring's bytes wrap.
+pub(crate) type Lent = (SharedMem, Option<SharedMem>);
 
 /// One queue's staging memory, as the backend uses it.
 pub(crate) trait BackStaging: Send {
     /// TX: copies the staged head of `c` (`c.staged` bytes) into `dst`. `Ok(false)`: the
     /// packet is to be dropped (its slot cannot be read, or staging was never negotiated).
     fn tx_read(&mut self, c: &TxChain, dst: &mut [u8]) -> Result<bool, Fatal>;
+
+    /// TX: lends the staged head of `c` in place instead of copying it; `None` where this
+    /// design cannot (the caller copies with [`BackStaging::tx_read`]). What is lent stays
+    /// valid until [`BackStaging::tx_release`] and the packet's response.
+    fn tx_lend(&mut self, _c: &TxChain) -> Result<Option<Lent>, Fatal> {
+        Ok(None)
+    }
 
     /// TX: `c` carries `NETTXF_staged` but is dropped for another reason; keeps the staging
     /// memory in step with the requests.

@@ -4,7 +4,7 @@
 use netstage_ring::flex::{FlexConsumer, FlexError, FlexProducer};
 use netstage_ring::netif::TxChain;
 
-use super::{staged_len, BackStaging};
+use super::{staged_len, BackStaging, Lent};
 use crate::queue::Fatal;
 
 /// One data ring per direction.
@@ -39,6 +39,12 @@ impl BackStaging for DataRing {
         let n = staged_len(c).min(dst.len());
         self.cons.read_exact(&mut dst[..n]).map_err(ring_fault)?;
         Ok(true)
+    }
+
+    fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
+        self.tx_used = true;
+        let lent = self.cons.take_in_place(staged_len(c)).map_err(ring_fault)?;
+        Ok(Some(lent))
     }
 
     fn tx_skip(&mut self, c: &TxChain) -> Result<(), Fatal> {

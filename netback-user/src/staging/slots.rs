@@ -4,7 +4,7 @@
 use netstage_ring::netif::TxChain;
 use netstage_ring::staging::SlotArea;
 
-use super::{staged_len, BackStaging};
+use super::{staged_len, BackStaging, Lent};
 use crate::queue::Fatal;
 
 /// The frontend's slots, mapped.
@@ -28,6 +28,17 @@ impl BackStaging for Slots {
             .tx
             .read(u32::from(c.first_id()), 0, &mut dst[..n])
             .is_ok())
+    }
+
+    fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
+        // A slot the frontend cannot name, or one spanning pages, is copied (or dropped)
+        // by `tx_read` instead.
+        Ok(self
+            .tx
+            .window(u32::from(c.first_id()), 0, staged_len(c))
+            .ok()
+            .flatten()
+            .map(|w| (w, None)))
     }
 
     fn tx_skip(&mut self, _c: &TxChain) -> Result<(), Fatal> {
