@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::sim::xenstored::wire::{message, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
+use crate::sim::xenstored::wire::{message, read_frame, Errno, Frame, MsgType, PAYLOAD_MAX};
 use crate::DomId;
 
 /// A transaction id; [`NO_TX`] outside transactions.
@@ -605,31 +605,28 @@ pub enum Incoming {
 /// which the stream cannot be trusted to be in step). Watch events without a path and a
 /// token are skipped.
 pub fn read_incoming(r: &mut impl Read) -> XsResult<Option<Incoming>> {
-    let mut hdr = [0u8; HEADER_LEN];
+    let mut payload = Box::new([0u8; PAYLOAD_MAX]);
     loop {
-        if r.read_exact(&mut hdr).is_err() {
-            return Ok(None);
-        }
-        let h = Header::decode(&hdr);
-        if h.len as usize > PAYLOAD_MAX {
-            return Err(XsError::Protocol(format!(
-                "a message of {} payload bytes (type {}, request {}) exceeds \
-                 XENSTORE_PAYLOAD_MAX ({PAYLOAD_MAX}): the daemon is broken",
-                h.len, h.ty, h.req_id
-            )));
-        }
-        let mut body = vec![0u8; h.len as usize];
-        if r.read_exact(&mut body).is_err() {
-            return Ok(None);
-        }
+        let h = match read_frame(r, &mut payload) {
+            Frame::Message(h) => h,
+            Frame::End => return Ok(None),
+            Frame::Oversized(h) => {
+                return Err(XsError::Protocol(format!(
+                    "a message of {} payload bytes (type {}, request {}) exceeds \
+                     XENSTORE_PAYLOAD_MAX ({PAYLOAD_MAX}): the daemon is broken",
+                    h.len, h.ty, h.req_id
+                )))
+            }
+        };
+        let body = &payload[..h.len as usize];
         if h.ty != MsgType::WatchEvent as u32 {
             return Ok(Some(Incoming::Reply {
                 req_id: h.req_id,
                 ty: h.ty,
-                body,
+                body: body.to_vec(),
             }));
         }
-        let mut parts = strings(&body).into_iter();
+        let mut parts = strings(body).into_iter();
         if let (Some(path), Some(token)) = (parts.next(), parts.next()) {
             return Ok(Some(Incoming::Event { path, token }));
         }

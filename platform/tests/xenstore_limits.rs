@@ -318,3 +318,41 @@ fn queued_output_bound_closes_a_guest_that_never_reads() {
     let mut other = Raw::connect(&g);
     assert_eq!(other.call(MsgType::Read, b"data/k0\0").1, b"v");
 }
+
+/// XSA-115: a guest learns nothing through watches that it could not read: no events for
+/// another guest's nodes (even watching `/`), and no `@introduceDomain`/`@releaseDomain`
+/// events beyond the one every new watch gets; dom0 gets all of them.
+#[test]
+fn watch_events_follow_read_permission() {
+    let (_t, d) = daemon();
+    let g5 = guest(&d, 5);
+    let g6 = guest(&d, 6);
+    let spy = XsClient::connect(&g5).unwrap();
+    let all = spy.watch("/", "all").unwrap();
+    let intro = spy.watch("@introduceDomain", "intro").unwrap();
+    let rel = spy.watch("@releaseDomain", "rel").unwrap();
+    for w in [&all, &intro, &rel] {
+        assert!(w.next(Duration::from_secs(5)).unwrap().is_some()); // the initial event
+    }
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    let dom0_intro = c0.watch("@introduceDomain", "i0").unwrap();
+    assert!(dom0_intro.next(Duration::from_secs(5)).unwrap().is_some());
+    let victim = XsClient::connect(&g6).unwrap();
+    victim.write(NO_TX, "secret", b"s").unwrap();
+    victim.rm(NO_TX, "secret").unwrap();
+    d.introduce(7).unwrap();
+    d.release(7);
+    assert_eq!(
+        dom0_intro.next(Duration::from_secs(5)).unwrap().as_deref(),
+        Some("@introduceDomain")
+    );
+    for w in [&all, &intro, &rel] {
+        assert_eq!(w.next(Duration::from_millis(200)).unwrap(), None);
+    }
+    // Its own nodes it does hear about.
+    spy.write(NO_TX, "mine", b"1").unwrap();
+    assert_eq!(
+        all.next(Duration::from_secs(5)).unwrap().as_deref(),
+        Some("/local/domain/5/mine")
+    );
+}

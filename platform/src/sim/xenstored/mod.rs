@@ -26,7 +26,7 @@ pub mod store;
 pub mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +38,9 @@ use outbox::Outbox;
 use quota::{Counters, DEFAULT_QUEUED_BYTES, DEFAULT_TRANSACTIONS, DEFAULT_WATCHES};
 pub use quota::{Quotas, XenstoredStats};
 use store::{Change, Perm, Store, Tree, TxState, TxView, Want};
-use wire::{canonical, message, split_args, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
+use wire::{
+    canonical, message, read_frame, split_args, Errno, Frame, Header, MsgType, PAYLOAD_MAX,
+};
 
 use crate::DomId;
 
@@ -366,8 +368,7 @@ fn start_threads(
 }
 
 fn reader(shared: &Arc<Shared>, id: u64, mut stream: UnixStream, out: &Outbox) {
-    let mut hdr = [0u8; HEADER_LEN];
-    let mut payload = vec![0u8; PAYLOAD_MAX];
+    let mut payload = Box::new([0u8; PAYLOAD_MAX]);
     let dom = lock(shared)
         .ok()
         .and_then(|s| s.conns.get(&id).map(|c| c.dom));
@@ -381,35 +382,60 @@ fn reader(shared: &Arc<Shared>, id: u64, mut stream: UnixStream, out: &Outbox) {
         if !out.wait_below(outstanding) {
             return;
         }
-        if stream.read_exact(&mut hdr).is_err() {
-            return; // closed, or a truncated header
-        }
-        let h = Header::decode(&hdr);
-        if h.len as usize > PAYLOAD_MAX {
-            return; // as xenstored: an oversized message kills the connection
-        }
-        let body = &mut payload[..h.len as usize];
-        if stream.read_exact(body).is_err() {
+        // Closed, truncated, or (as xenstored) an oversized message: the connection ends.
+        let Frame::Message(h) = read_frame(&mut stream, &mut payload) else {
             return;
-        }
+        };
+        let body = &payload[..h.len as usize];
         if shared.stop.load(Ordering::SeqCst) || handle(shared, id, h, body).is_err() {
             return;
         }
     }
 }
 
-/// Serves one request: replies, fires watches. Errors only if the connection is gone.
+/// Serves one request: replies, fires watches, opens or closes a domain's socket. Errors
+/// only if the connection is gone.
 fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Result<()> {
-    let mut introduce_dom = None;
-    let mut release_dom = None;
-    {
+    let special = {
         let mut st = lock(shared)?;
-        let Some(conn) = st.conns.get(&id) else {
-            return Err(io::Error::other("connection gone"));
-        };
-        let (dom, out) = (conn.dom, Arc::clone(&conn.out));
-        let reply = |ty: u32, p: &[u8]| message(ty, h.req_id, h.tx_id, p);
-        let result = dispatch(&mut st, &shared.quotas, id, dom, &h, payload);
+        apply(&mut st, &shared.quotas, id, h, payload)?
+    };
+    match special {
+        Some(("@introduceDomain", d)) => {
+            let path = domain_socket(&shared.cfg, d);
+            let known = shared
+                .sockets
+                .lock()
+                .map(|s| s.contains_key(&d))
+                .unwrap_or(true);
+            if !known {
+                listen(shared, d, path)?;
+            }
+        }
+        Some((_, d)) => close_domain(shared, d),
+        None => {}
+    }
+    Ok(())
+}
+
+/// Executes one request of connection `id` on the state: queues the reply (`E2BIG` for
+/// one over the payload limit) and the watch events. Returns the domain introduced or
+/// released, if any.
+fn apply(
+    st: &mut State,
+    q: &Quotas,
+    id: u64,
+    h: Header,
+    payload: &[u8],
+) -> io::Result<Option<(&'static str, DomId)>> {
+    let Some(conn) = st.conns.get(&id) else {
+        return Err(io::Error::other("connection gone"));
+    };
+    let (dom, out) = (conn.dom, Arc::clone(&conn.out));
+    let reply = |ty: u32, p: &[u8]| message(ty, h.req_id, h.tx_id, p);
+    let mut done = None;
+    {
+        let result = dispatch(st, q, id, dom, &h, payload);
         match result {
             Ok(o) if o.reply.len() > PAYLOAD_MAX => {
                 // As C xenstored's send_reply: an answer that does not fit the wire
@@ -429,13 +455,10 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
                 if let Some(ev) = event {
                     out.event(ev);
                 }
-                fire(&st, &changes);
+                fire(st, &changes);
                 if let Some((name, d)) = special {
-                    fire_special(&st, name);
-                    match name {
-                        "@introduceDomain" => introduce_dom = Some(d),
-                        _ => release_dom = Some(d),
-                    }
+                    fire_special(st, name);
+                    done = Some((name, d));
                 }
             }
             Err(e) => out.reply(reply(
@@ -444,21 +467,49 @@ fn handle(shared: &Arc<Shared>, id: u64, h: Header, payload: &[u8]) -> io::Resul
             )),
         }
     }
-    if let Some(d) = introduce_dom {
-        let path = domain_socket(&shared.cfg, d);
-        let known = shared
-            .sockets
-            .lock()
-            .map(|s| s.contains_key(&d))
-            .unwrap_or(true);
-        if !known {
-            listen(shared, d, path)?;
-        }
+    Ok(done)
+}
+
+/// Runs `input`, bytes as a client of domain `dom` would send them, through the daemon's
+/// framing, parsing and request handling on a fresh tree, in memory (no sockets, no
+/// threads), and returns every message the daemon would send back, replies and watch
+/// events in order. Stops where the daemon would close the connection. What the fuzz
+/// target and the property test of the wire protocol drive.
+pub fn process_stream(input: &[u8], dom: DomId, quotas: Quotas) -> io::Result<Vec<Vec<u8>>> {
+    let (near, _far) = UnixStream::pair()?;
+    let out = Arc::new(Outbox::new(near, 0, 0, Arc::default()));
+    let mut st = State {
+        store: Store::with_limits(quotas.tree()),
+        conns: HashMap::new(),
+        domains: BTreeSet::from([0, dom]),
+        next_tx: 1,
+    };
+    if dom != 0 {
+        let home = format!("/local/domain/{dom}");
+        let _ = st.store.write(0, &home, b"");
+        let owner = Perm {
+            dom,
+            mode: store::Mode::None,
+        };
+        let _ = st.store.set_perms(0, &home, vec![owner]);
     }
-    if let Some(d) = release_dom {
-        close_domain(shared, d);
+    st.conns.insert(
+        1,
+        Conn {
+            dom,
+            watches: Vec::new(),
+            txs: HashMap::new(),
+            out: Arc::clone(&out),
+        },
+    );
+    let mut payload = Box::new([0u8; PAYLOAD_MAX]);
+    let mut r = input;
+    let mut sent = Vec::new();
+    while let Frame::Message(h) = read_frame(&mut r, &mut payload) {
+        apply(&mut st, &quotas, 1, h, &payload[..h.len as usize])?;
+        sent.extend(out.take_all());
     }
-    Ok(())
+    Ok(sent)
 }
 
 struct Outcome {
@@ -881,8 +932,10 @@ fn can_see(store: &Store, dom: DomId, path: &str) -> bool {
     }
 }
 
+/// `@introduceDomain` / `@releaseDomain` events go to dom0's connections only: they tell
+/// of other domains (XSA-115; C xenstored gives the special nodes dom0-only permissions).
 fn fire_special(st: &State, name: &str) {
-    for conn in st.conns.values() {
+    for conn in st.conns.values().filter(|c| c.dom == 0) {
         for w in conn.watches.iter().filter(|w| w.abs == name) {
             conn.out.event(message(
                 MsgType::WatchEvent as u32,
@@ -940,6 +993,7 @@ fn close_domain(shared: &Arc<Shared>, dom: DomId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     /// The OS refusing a connection's thread closes that connection (counted), without a
     /// panic; the daemon serves the next one.

@@ -95,6 +95,20 @@ impl Outbox {
         self.cv.notify_all();
     }
 
+    /// Takes every queued message (for [`super::process_stream`], which has no writer).
+    pub(crate) fn take_all(&self) -> Vec<Vec<u8>> {
+        let Ok(mut g) = self.q.lock() else {
+            return Vec::new();
+        };
+        let closed = g.closed;
+        let q = std::mem::take(&mut *g);
+        *g = Queue {
+            closed,
+            ..Queue::default()
+        };
+        q.msgs.into_iter().map(|(m, _)| m).collect()
+    }
+
     pub(crate) fn close(&self) {
         if let Ok(mut g) = self.q.lock() {
             g.closed = true;

@@ -189,6 +189,34 @@ pub fn message(ty: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// What [`read_frame`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A message: its header; its payload is the first `len` bytes of the buffer.
+    Message(Header),
+    /// A header announcing more than `XENSTORE_PAYLOAD_MAX` bytes: the stream cannot be
+    /// followed further (xenstored closes such a connection).
+    Oversized(Header),
+    /// The stream ended, possibly inside a message.
+    End,
+}
+
+/// Reads one message from `r` into `payload`, never reading past what the header says.
+pub fn read_frame(r: &mut impl std::io::Read, payload: &mut [u8; PAYLOAD_MAX]) -> Frame {
+    let mut hdr = [0u8; HEADER_LEN];
+    if r.read_exact(&mut hdr).is_err() {
+        return Frame::End;
+    }
+    let h = Header::decode(&hdr);
+    if h.len as usize > PAYLOAD_MAX {
+        return Frame::Oversized(h);
+    }
+    if r.read_exact(&mut payload[..h.len as usize]).is_err() {
+        return Frame::End;
+    }
+    Frame::Message(h)
+}
+
 /// Splits a payload into its NUL-terminated strings (the last one must be terminated).
 pub fn split_args(payload: &[u8]) -> Result<Vec<&str>, Errno> {
     let Some(body) = payload.strip_suffix(&[0]) else {
