@@ -64,6 +64,9 @@ counters! {
     rx_staged_packets;
     /// Bytes they staged.
     rx_staged_bytes;
+    /// RX packets lent to the application in place
+    /// ([`crate::FrontQueue::recv_burst_in_place`]) instead of copied out.
+    rx_in_place_packets;
     /// TX data ring: staging decisions at which its fill was sampled (every 16th, after
     /// reading the backend's consumer index afresh).
     tx_ring_fill_samples;

@@ -406,6 +406,22 @@ impl SlotArea {
         Ok(())
     }
 
+    /// Lends `len` bytes of `slot` at `offset` in place: calls `f` with a window per page
+    /// piece, in order. The peer can still write them: read each byte once, through the
+    /// windows' checked methods.
+    pub fn windows(
+        &self,
+        slot: u32,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(SharedMem),
+    ) -> Result<(), StagingError> {
+        self.pieces(slot, offset, len, |m, at, _, n| {
+            f(m.sub(at, n)?);
+            Ok(())
+        })
+    }
+
     /// The window of `len` bytes of `slot` at `offset`, lent in place, if they lie in one
     /// page (always so for slots of at most a page); `None` if they span pages. The peer can
     /// still write them: read each byte once, through the window's checked methods.

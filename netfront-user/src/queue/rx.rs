@@ -1,7 +1,7 @@
 //! The RX path: posting buffers, and copying received packets out of shared memory.
 
 use arrayvec::ArrayVec;
-use netstage_fallback::{Gso, PacketBuf};
+use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
 use netstage_ring::netif::{parse_rx_chain, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS};
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -23,6 +23,85 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.check_open()?;
         let r = self.rx_burst(bufs);
         self.finish(r)
+    }
+
+    /// Like [`FrontQueue::recv_burst`], but takes up to `max` packets and lends each in
+    /// place: `deliver` sees it as a [`PacketView`] of windows on the staging memory and the
+    /// posted pages, and must be done with it when it returns; the memory then goes back to
+    /// the backend (buffers posted again, data ring released). The backend can still write
+    /// what is lent: read each byte once and treat it as untrusted ([`FrontQueue::recv_burst`]
+    /// copies out first, the default). Returns how many packets were delivered.
+    pub fn recv_burst_in_place(
+        &mut self,
+        max: usize,
+        mut deliver: impl FnMut(PacketView<'_>),
+    ) -> Result<usize, FrontendError> {
+        self.check_open()?;
+        let r = self.rx_in_place(max, &mut deliver);
+        self.finish(r)
+    }
+
+    fn rx_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<usize, Broken> {
+        self.reap_tx()?;
+        let mut n = 0;
+        let mut reposted = 0;
+        while n < max {
+            let Some((chain, ids)) = self.next_chain()? else {
+                break;
+            };
+            if let Some(v) = self.lend(&chain, &ids)? {
+                deliver(v);
+                n += 1;
+            }
+            self.staging.rx_release()?;
+            reposted += self.post_each(&ids)?;
+        }
+        self.push_rx(reposted)?;
+        Ok(n)
+    }
+
+    /// A received packet as windows on shared memory, counted; `None` if it was dropped.
+    fn lend(
+        &mut self,
+        chain: &RxChain,
+        ids: &[u16],
+    ) -> Result<Option<PacketView<'static>>, Broken> {
+        let staged = usize::from(chain.staged);
+        if self.dropped(chain)? {
+            return Ok(None);
+        }
+        let mut v = PacketView::new(
+            Gso::from_extras(&chain.extras),
+            chain.flags.contains(RxFlags::CSUM_BLANK),
+        );
+        if staged > 0 {
+            let first = ids.first().copied().ok_or("an empty RX chain")?;
+            self.staging
+                .rx_lend(first, staged, &mut v, &mut self.tally)?;
+            self.tally.rx_staged_packets += 1;
+            self.tally.rx_staged_bytes += staged as u64;
+        }
+        for (s, id) in chain.slots.iter().zip(ids) {
+            if s.extra {
+                continue;
+            }
+            let from = usize::from(*id) * XEN_PAGE_SIZE + usize::from(s.offset);
+            let w = self
+                .pages
+                .rx_pool
+                .mem
+                .sub(from, usize::from(s.len))
+                .map_err(err("RX buffer"))?;
+            v.push(ViewPart::Shared(w)).map_err(err("RX packet"))?;
+        }
+        self.tally.rx_packets += 1;
+        self.tally.rx_bytes += v.len() as u64;
+        self.tally.rx_in_place_packets += 1;
+        Ok(Some(v))
     }
 
     fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, Broken> {
@@ -65,6 +144,19 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(Some((chain, ids)))
     }
 
+    /// Whether `chain` is to be dropped; if so, counts it and skips its staged bytes (a data
+    /// ring stays in step).
+    fn dropped(&mut self, chain: &RxChain) -> Result<bool, Broken> {
+        if chain.drop.is_none() {
+            return Ok(false);
+        }
+        self.tally.rx_dropped += 1;
+        if chain.flags.contains(RxFlags::STAGED) {
+            self.staging.rx_skip(usize::from(chain.staged))?;
+        }
+        Ok(true)
+    }
+
     /// Copies a received packet into `buf` and counts it; `false` if it was dropped.
     pub(super) fn copy_out(
         &mut self,
@@ -73,12 +165,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         buf: &mut PacketBuf,
     ) -> Result<bool, Broken> {
         let staged = usize::from(chain.staged);
-        if chain.drop.is_some() {
-            self.tally.rx_dropped += 1;
-            if chain.flags.contains(RxFlags::STAGED) {
-                // Keep the data ring in step: the dropped packet's bytes are skipped.
-                self.staging.rx_skip(staged)?;
-            }
+        if self.dropped(chain)? {
             return Ok(false);
         }
         let dst = buf

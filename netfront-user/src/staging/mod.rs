@@ -8,7 +8,7 @@ mod none;
 mod ring;
 mod slots;
 
-use netstage_fallback::Design;
+use netstage_fallback::{Design, PacketView};
 use netstage_platform::{DomId, GrantExport, SharedPages};
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -41,6 +41,22 @@ pub(crate) trait Staging: Send {
     /// Copies a received packet's staged head into `dst` (its length is the staged length);
     /// `slot` is the RX buffer posted in the packet's first ring slot.
     fn rx_head(&mut self, slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken>;
+
+    /// Lends a received packet's staged head (`staged` bytes; `slot` as for
+    /// [`Staging::rx_head`]) in place: appends its windows to `view`. They stay valid until
+    /// [`Staging::rx_release`].
+    fn rx_lend(
+        &mut self,
+        slot: u16,
+        staged: usize,
+        view: &mut PacketView<'_>,
+        t: &mut Tally,
+    ) -> Result<(), Broken>;
+
+    /// Gives staging memory lent by [`Staging::rx_lend`] back to the backend.
+    fn rx_release(&mut self) -> Result<(), Broken> {
+        Ok(())
+    }
 
     /// Skips the `staged` bytes of a dropped packet that claimed them.
     fn rx_skip(&mut self, _staged: usize) -> Result<(), Broken> {

@@ -1,6 +1,9 @@
 //! The baselines (grant copy, grant map): no staging memory, every byte in granted pages.
 
-use netstage_fallback::Design;
+use netstage_fallback::{Design, PacketView};
+
+/// A backend that stages RX bytes without staging memory breaks the protocol.
+const UNNEGOTIATED: &str = "backend staged RX bytes that were never negotiated";
 
 use super::{Broken, Module, Share, Staging};
 use crate::metrics::Tally;
@@ -34,6 +37,16 @@ impl Staging for NoStaging {
     }
 
     fn rx_head(&mut self, _slot: u16, _dst: &mut [u8], _t: &mut Tally) -> Result<(), Broken> {
-        Err("backend staged RX bytes that were never negotiated".into())
+        Err(UNNEGOTIATED.into())
+    }
+
+    fn rx_lend(
+        &mut self,
+        _slot: u16,
+        _staged: usize,
+        _view: &mut PacketView<'_>,
+        _t: &mut Tally,
+    ) -> Result<(), Broken> {
+        Err(UNNEGOTIATED.into())
     }
 }

@@ -1,7 +1,7 @@
 //! The data ring: one byte ring per direction, staged heads written in packet order; a
 //! copy policy decides how much of each TX packet goes there and what falls back to grants.
 
-use netstage_fallback::{Design, FallbackReason, PolicyState};
+use netstage_fallback::{Design, FallbackReason, PacketView, PolicyState, ViewPart};
 use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
 
@@ -68,6 +68,21 @@ impl Module for RingStaging {
     }
 }
 
+impl Ring {
+    /// Every [`FILL_EVERY`]th staged RX packet, samples the ring's fill (this packet's
+    /// `staged` bytes included) after reading the backend's index afresh.
+    fn sample_rx_fill(&mut self, staged: usize, t: &mut Tally) -> Result<(), Broken> {
+        self.fill_tick.1 += 1;
+        if self.fill_tick.1 == FILL_EVERY {
+            self.fill_tick.1 = 0;
+            let queued = self.cons.refresh().map_err(err("RX data ring"))?;
+            t.rx_ring_fill_samples += 1;
+            t.rx_ring_fill_ppm += ppm(queued as usize + staged, self.cons.size() as usize);
+        }
+        Ok(())
+    }
+}
+
 impl Staging for Ring {
     fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
         let size = self.prod.size() as usize;
@@ -113,14 +128,30 @@ impl Staging for Ring {
 
     fn rx_head(&mut self, _slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken> {
         self.cons.read_exact(dst).map_err(err("RX data ring"))?;
-        self.fill_tick.1 += 1;
-        if self.fill_tick.1 == FILL_EVERY {
-            self.fill_tick.1 = 0;
-            let queued = self.cons.refresh().map_err(err("RX data ring"))?;
-            let fill = queued as usize + dst.len();
-            t.rx_ring_fill_samples += 1;
-            t.rx_ring_fill_ppm += ppm(fill, self.cons.size() as usize);
+        self.sample_rx_fill(dst.len(), t)?;
+        self.cons.release().map_err(err("RX data ring"))
+    }
+
+    fn rx_lend(
+        &mut self,
+        _slot: u16,
+        staged: usize,
+        view: &mut PacketView<'_>,
+        t: &mut Tally,
+    ) -> Result<(), Broken> {
+        let (a, b) = self
+            .cons
+            .take_in_place(staged)
+            .map_err(err("RX data ring"))?;
+        self.sample_rx_fill(staged, t)?;
+        for w in std::iter::once(a).chain(b) {
+            view.push(ViewPart::Shared(w))
+                .map_err(err("RX data ring"))?;
         }
+        Ok(())
+    }
+
+    fn rx_release(&mut self) -> Result<(), Broken> {
         self.cons.release().map_err(err("RX data ring"))
     }
 

@@ -1,7 +1,7 @@
 //! Staging slots: one slot of `data_len` bytes per request id and direction, selected by
 //! the id of the packet's first request.
 
-use netstage_fallback::Design;
+use netstage_fallback::{Design, PacketView, ViewPart};
 use netstage_platform::SharedPages;
 use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
 use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
@@ -110,6 +110,25 @@ impl Staging for Slots {
         self.rx
             .read(u32::from(slot), 0, dst)
             .map_err(err("RX slot"))
+    }
+
+    fn rx_lend(
+        &mut self,
+        slot: u16,
+        staged: usize,
+        view: &mut PacketView<'_>,
+        _t: &mut Tally,
+    ) -> Result<(), Broken> {
+        let mut full = false;
+        self.rx
+            .windows(u32::from(slot), 0, staged, |w| {
+                full |= view.push(ViewPart::Shared(w)).is_err();
+            })
+            .map_err(err("RX slot"))?;
+        if full {
+            return Err("an RX packet in more pieces than a view holds".into());
+        }
+        Ok(())
     }
 
     fn rx_slot_gref(&self, slot: u16) -> Option<u32> {
