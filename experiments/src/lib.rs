@@ -937,12 +937,13 @@ pub fn peers_csv(r: &Results) -> String {
 /// Every sample as CSV (one line per run).
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(
-        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns\n",
+        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s\n",
     );
     for s in &r.samples {
+        let other = s.other_busy_s.map_or(String::new(), |b| format!("{b:.4}"));
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1}",
+            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4}",
             s.round,
             s.design,
             s.design_used,
@@ -956,7 +957,9 @@ pub fn csv(r: &Results) -> String {
             s.front_cpu_s,
             s.back_cpu_s,
             s.probe_ns,
-            s.probe_after_ns
+            s.probe_after_ns,
+            other,
+            s.span_s
         );
     }
     out

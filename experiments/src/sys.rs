@@ -236,11 +236,12 @@ pub fn tun_attach(
 }
 
 /// Keeps freed memory in the process instead of handing it back to the kernel: raises
-/// glibc's trim threshold (256 MiB) and mmap threshold (4 MiB). The end processes allocate
-/// and free a buffer per packet; with glibc's defaults, 64 KiB buffers freed by a queue
+/// glibc's trim threshold (256 MiB) and mmap threshold (4 MiB). The TCP ends use the
+/// libraries' convenience layers, which allocate and free a buffer per packet; with glibc's
+/// defaults, 64 KiB buffers freed by a queue
 /// thread shrink its arena again and again, so every next buffer is faulted in page by page
-/// (measured: TCP through any design 18-28 % slower). A long-running backend would set the
-/// same. No effect with other C libraries.
+/// (measured: TCP through any design 18-28 % slower). The queue API needs none of this: it
+/// allocates nothing per packet. No effect with other C libraries.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
