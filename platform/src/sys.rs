@@ -384,6 +384,15 @@ fn u64_words(v: u64) -> [u32; 2] {
     ]
 }
 
+/// Words of an `IOCTL_GNTALLOC_ALLOC_GREF` request for `count` pages: domid and flags |
+/// count | index (2 words) | gref_ids[count]. The kernel copies the whole struct in and out
+/// (`sizeof(struct ioctl_gntalloc_alloc_gref)`, 24 bytes with its one-element array and
+/// padding) before it writes the ids, so the buffer is never shorter than the struct.
+fn gntalloc_alloc_words(count: u32) -> usize {
+    let words = 4 + count as usize;
+    words.max(std::mem::size_of::<abi::GntallocAllocGref>().div_ceil(4))
+}
+
 /// `IOCTL_GNTALLOC_ALLOC_GREF`: `count` zeroed pages granted to `domid`; returns their
 /// `mmap` offset and grant references.
 pub(crate) fn gntalloc_alloc(
@@ -398,8 +407,7 @@ pub(crate) fn gntalloc_alloc(
         0
     };
     let (d, f) = (domid.to_ne_bytes(), flags.to_ne_bytes());
-    // domid, flags | count | index (2 words) | gref_ids[count]
-    let mut buf = vec![0u32; 4 + (count as usize).max(1)];
+    let mut buf = vec![0u32; gntalloc_alloc_words(count)];
     buf[0] = u32::from_ne_bytes([d[0], d[1], f[0], f[1]]);
     buf[1] = count;
     ioctl_words(fd, abi::IOCTL_GNTALLOC_ALLOC_GREF, &mut buf)?;
@@ -656,4 +664,20 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -
         }
     }
     Ok(r > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gntalloc_request_holds_the_whole_struct_and_every_id() {
+        let header = std::mem::size_of::<abi::GntallocAllocGref>();
+        assert_eq!(header, 24, "struct ioctl_gntalloc_alloc_gref on x86-64");
+        for count in 0..=8u32 {
+            let bytes = gntalloc_alloc_words(count) * 4;
+            assert!(bytes >= header, "{count} pages: {bytes} bytes");
+            assert!(bytes >= 16 + 4 * count as usize, "{count} pages: {bytes} bytes");
+        }
+    }
 }
