@@ -7,13 +7,65 @@
 //! grant is checked by the platform, and every failure is either a dropped packet (answered
 //! with an error status and counted) or a disconnect.
 //!
-//! # Example
+//! # The queue API (run to completion)
+//!
+//! Each queue of a connected vif is a [`BackQueue`] that one thread drives:
+//! [`BackQueue::recv_burst`] takes what the guest transmitted (copied into [`PacketBuf`]s
+//! made once), [`BackQueue::recv_burst_in_place`] lends staged bytes where they lie,
+//! [`BackQueue::send_burst`] gives packets to the guest, [`BackQueue::wait`] sleeps until
+//! there is work. [`Backend::serve_queues`] runs the XenBus side and calls a
+//! [`QueueDriver`] on a thread per queue of each connection. Nothing is handed to another
+//! thread and nothing is allocated per packet.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::sync::atomic::AtomicBool;
-//! use netstage_netback_user::{Backend, BackendConfig, VifHandler};
-//! use netstage_fallback::Packet;
+//! use std::time::Duration;
+//! use netstage_netback_user::{
+//!     BackQueue, Backend, BackendConfig, PacketBuf, PacketRef, QueueDriver, QueueFault, BURST,
+//! };
+//! use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
+//! use netstage_platform::xenstore::XsClient;
+//!
+//! /// Sends every frame the guest transmits back to it.
+//! struct Echo;
+//! impl QueueDriver<SimDomain> for Echo {
+//!     fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+//!         let mut bufs = PacketBuf::pool(BURST);
+//!         while !q.stopped() {
+//!             let n = q.recv_burst(&mut bufs)?;
+//!             let refs: Vec<PacketRef<'_>> = bufs[..n].iter().map(PacketBuf::packet_ref).collect();
+//!             // Frames the guest has no room for are dropped here; a real driver keeps them.
+//!             q.send_burst(&refs)?;
+//!             if n == 0 {
+//!                 q.wait(Some(Duration::from_millis(100)))?;
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let world = SimWorld::open(std::path::Path::new("/dev/shm/my-world"))?;
+//! let dom0 = world.create_domain(0, DomainConfig::default())?;
+//! let xs = XsClient::connect(std::path::Path::new("/dev/shm/my-world/socket"))?;
+//! let backend = Backend::new(dom0, xs, BackendConfig::default());
+//! netstage_netback_user::toolstack::create_vif(backend.xenstore(), 0, 1, 0)?;
+//! let stop = AtomicBool::new(false);
+//! backend.serve_queues(1, 0, Arc::new(Echo), &stop)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The convenience layer
+//!
+//! [`Backend::serve`] drives the same queues for a [`VifHandler`]: a thread per queue that
+//! calls the handler with an owned [`Packet`] per packet (an allocation each) and feeds the
+//! guest from a bounded backlog that [`RxInjector`]s fill from any thread.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::sync::atomic::AtomicBool;
+//! use netstage_netback_user::{Backend, BackendConfig, Packet, VifHandler};
 //! use netstage_platform::sim::{DomainConfig, SimWorld};
 //! use netstage_platform::xenstore::XsClient;
 //!
