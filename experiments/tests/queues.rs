@@ -289,3 +289,82 @@ fn no_wait_times_out_while_work_is_pending() {
         t.elapsed()
     );
 }
+
+/// Keeps the injectors of the connection.
+#[derive(Default)]
+struct Injectors(std::sync::Mutex<Vec<netstage_netback_user::RxInjector>>);
+
+impl netstage_netback_user::VifHandler for Injectors {
+    fn tx_packet(&self, _queue: u16, _pkt: netstage_fallback::Packet) {}
+    fn connected(&self, rx: Vec<netstage_netback_user::RxInjector>) {
+        *self.0.lock().unwrap() = rx;
+    }
+}
+
+/// A guest that posts no RX buffers beyond its first 256 can pin no more than the backlog's
+/// bytes in the backend; what waits is dropped after the drain timeout, and every packet
+/// handed to the injector is delivered or counted dropped with its reason, at disconnect
+/// too.
+#[test]
+fn a_guest_that_takes_nothing_pins_a_bounded_backlog_and_every_packet_is_counted() {
+    use netstage_netback_user::BackendConfig;
+    const BOUND: usize = 64 * 1024;
+    let handler = Arc::new(Injectors::default());
+    let h2 = Arc::clone(&handler);
+    let cfg = BackendConfig {
+        rx_backlog_bytes: BOUND,
+        rx_drain_timeout: Duration::from_millis(300),
+        ..BackendConfig::default()
+    };
+    let (metrics_tx, metrics_rx) = std::sync::mpsc::channel();
+    let rig = Rig::build("grant-copy", PollMode::Block, cfg, move |b, stop| {
+        let _ = metrics_tx.send(b.metrics_handle());
+        b.serve(queue_rig::FE, 0, h2, stop)
+    });
+    let metrics = metrics_rx.recv().unwrap();
+    let t = Instant::now();
+    let inj = loop {
+        if let Some(i) = handler.0.lock().unwrap().first().cloned() {
+            break i;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never connected");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let frame = bytes::Bytes::from(vec![0x11u8; 1500]);
+    // Enough to use the guest's 256 posted buffers and leave 34 (51 KB) waiting.
+    for _ in 0..290 {
+        assert!(inj.send_blocking(netstage_fallback::Packet::new(frame.clone())));
+    }
+    let mut most = 0;
+    for _ in 0..3000 {
+        inj.send(netstage_fallback::Packet::new(frame.clone()));
+        most = most.max(inj.backlog_bytes());
+    }
+    assert!(
+        most <= BOUND,
+        "the backlog held {most} bytes, over its {BOUND}"
+    );
+    let waited = Instant::now();
+    while metrics.snapshot().rx_drain_drops == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "the backlog was never drained: {:?}",
+            metrics.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Some more that will wait, then the guest goes away.
+    for _ in 0..10 {
+        inj.send(netstage_fallback::Packet::new(frame.clone()));
+    }
+    rig.close();
+    assert!(!inj.send(netstage_fallback::Packet::new(frame.clone())));
+    let m = metrics.snapshot();
+    assert!(m.rx_packets >= 256, "{m:?}");
+    assert!(m.rx_backlog_drops > 0, "{m:?}");
+    assert_eq!(
+        m.rx_packets + m.rx_backlog_drops + m.rx_drain_drops + m.rx_disconnect_drops,
+        3301,
+        "{m:?}"
+    );
+}

@@ -3,39 +3,276 @@
 //! backlog that [`RxInjector`]s fill from any thread. It allocates an owned [`Packet`] per
 //! packet handed to the handler; applications that must not allocate drive
 //! [`BackQueue`]s themselves through a [`QueueDriver`].
+//!
+//! The backlog is bounded in packets and in bytes (what a guest that posts no RX buffers can
+//! pin here, XSA-392), drained after a timeout when the guest takes nothing, and every packet
+//! an injector accepted is delivered or counted dropped with its reason, at disconnect too.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use netstage_fallback::{Packet, PacketBuf, PacketRef};
 
 use crate::queue::{BackQueue, QueueFault, BURST};
-use crate::{BackendPlatform, Metrics, QueueDriver, QueueInfo, RxInjector, VifHandler};
+use crate::{BackendConfig, BackendPlatform, Metrics, QueueDriver, QueueInfo, VifHandler};
+
+/// The bytes one queue's backlog holds, and whether its queue still takes packets.
+#[derive(Debug)]
+struct Backlog {
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    closed: AtomicBool,
+    /// Injectors between their look at `closed` and the end of their send.
+    active: AtomicUsize,
+}
+
+/// An injector inside the backlog; leaves when dropped.
+struct Entered<'a>(&'a Backlog);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Backlog {
+    fn new(max_bytes: usize) -> Backlog {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            closed: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Enters, unless the queue has closed.
+    fn enter(&self) -> Option<Entered<'_>> {
+        // SeqCst on both sides (here and in `close`): either the closer sees this injector
+        // active, or this injector sees the queue closed.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let e = Entered(self);
+        (!self.closed.load(Ordering::SeqCst)).then_some(e)
+    }
+
+    /// Stops taking packets and waits for the injectors inside to leave: after it, nothing
+    /// more reaches the channel.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Takes room for `len` bytes; false if it would exceed the bound (a packet larger than
+    /// the bound still fits an empty backlog).
+    fn reserve(&self, len: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b == 0 || b + len <= self.max_bytes).then_some(b + len)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
+/// Sends packets to the guest on one queue, from any thread.
+#[derive(Clone)]
+pub struct RxInjector {
+    queue: u16,
+    tx: Sender<Packet>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    metrics: Arc<Metrics>,
+    backlog: Arc<Backlog>,
+}
+
+impl std::fmt::Debug for RxInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxInjector")
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl RxInjector {
+    /// The queue.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Bytes waiting in this queue's backlog (taken by an injector, not yet given to the
+    /// guest).
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog.bytes.load(Ordering::Acquire)
+    }
+
+    /// Queues `pkt` for the guest; if the queue's backlog is full (in packets or bytes) the
+    /// packet is dropped and counted (`rx_backlog_drops`), as netback drops rather than
+    /// buffering without bound; if the vif is gone it is counted in
+    /// `rx_disconnect_drops`. Returns whether it was queued.
+    pub fn send(&self, pkt: Packet) -> bool {
+        match self.try_queue(pkt) {
+            Ok(()) => true,
+            Err(Some(_)) => {
+                self.metrics.add_rx_backlog_drops(1);
+                false
+            }
+            Err(None) => false,
+        }
+    }
+
+    /// Queues `pkt`, waiting while the backlog is full. Returns false (and counts the packet
+    /// in `rx_disconnect_drops`) if the vif is gone.
+    pub fn send_blocking(&self, mut pkt: Packet) -> bool {
+        loop {
+            match self.try_queue(pkt) {
+                Ok(()) => return true,
+                Err(Some(p)) => pkt = p,
+                Err(None) => return false,
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Queues `pkt` if there is room: `Err(Some(pkt))` if there is none, `Err(None)` if the
+    /// vif is gone (the packet counted).
+    fn try_queue(&self, pkt: Packet) -> Result<(), Option<Packet>> {
+        let gone = || {
+            self.metrics.add_rx_disconnect_drops(1);
+            Err(None)
+        };
+        let Some(_inside) = self.backlog.enter() else {
+            return gone();
+        };
+        let len = pkt.data.len();
+        if !self.backlog.reserve(len) {
+            return Err(Some(pkt));
+        }
+        match self.tx.try_send(pkt) {
+            Ok(()) => {
+                (self.wake)();
+                Ok(())
+            }
+            Err(TrySendError::Full(p)) => {
+                self.backlog.release(len);
+                Err(Some(p))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.backlog.release(len);
+                gone()
+            }
+        }
+    }
+}
+
+/// The queue's end of its backlog: the channel and the bound.
+type BacklogEnd = (Receiver<Packet>, Arc<Backlog>);
 
 /// Drives each queue for a [`VifHandler`].
 pub(crate) struct HandlerDriver {
     handler: Arc<dyn VifHandler>,
     backlog: usize,
+    backlog_bytes: usize,
+    drain_timeout: Duration,
     metrics: Arc<Metrics>,
-    /// Per queue, the backlog's receiving end, taken by the queue's thread.
-    backlogs: Mutex<Vec<Option<Receiver<Packet>>>>,
+    /// Per queue, the backlog's receiving end and bound, taken by the queue's thread.
+    backlogs: Mutex<Vec<Option<BacklogEnd>>>,
 }
 
 impl HandlerDriver {
-    pub(crate) fn new(handler: Arc<dyn VifHandler>, backlog: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        handler: Arc<dyn VifHandler>,
+        cfg: &BackendConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         HandlerDriver {
             handler,
-            backlog: backlog.max(1),
+            backlog: cfg.rx_backlog.max(1),
+            backlog_bytes: cfg.rx_backlog_bytes.max(1),
+            drain_timeout: cfg.rx_drain_timeout,
             metrics,
             backlogs: Mutex::new(Vec::new()),
         }
     }
 
-    fn take_backlog(&self, queue: u16) -> Option<Receiver<Packet>> {
+    fn take_backlog(&self, queue: u16) -> Option<BacklogEnd> {
         let mut b = self.backlogs.lock().ok()?;
         b.get_mut(usize::from(queue))?.take()
+    }
+}
+
+/// One queue's packets for the guest: those taken from the channel and not yet sent.
+struct Pending {
+    rx: Receiver<Packet>,
+    backlog: Arc<Backlog>,
+    out: VecDeque<Packet>,
+    /// Since when packets have waited while the guest took none.
+    stalled_since: Option<Instant>,
+}
+
+impl Pending {
+    /// Moves packets from the channel until a burst's worth waits.
+    fn refill(&mut self) {
+        while self.out.len() < BURST {
+            match self.rx.try_recv() {
+                Ok(p) => self.out.push_back(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Forgets the first `n` packets (sent), releasing their bytes.
+    fn sent(&mut self, n: usize) {
+        for p in self.out.drain(..n.min(self.out.len())) {
+            self.backlog.release(p.data.len());
+        }
+    }
+
+    /// Drops everything queued, in the channel too; returns how many packets.
+    fn drop_all(&mut self) -> u64 {
+        let mut n = 0;
+        loop {
+            self.refill();
+            if self.out.is_empty() {
+                return n;
+            }
+            n += self.out.len() as u64;
+            self.sent(self.out.len());
+        }
+    }
+
+    /// Sends a burst; returns how many went.
+    fn send<P: BackendPlatform>(&mut self, q: &mut BackQueue<P>) -> Result<usize, QueueFault> {
+        self.refill();
+        if self.out.is_empty() {
+            return Ok(0);
+        }
+        let refs: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
+            self.out.iter().map(Packet::packet_ref).collect();
+        let sent = q.send_burst(&refs)?;
+        drop(refs);
+        self.sent(sent);
+        Ok(sent)
+    }
+
+    /// Drops the backlog if packets waited `timeout` with the guest taking none; returns
+    /// how many were dropped.
+    fn drain_if_stalled(&mut self, sent: usize, timeout: Duration) -> u64 {
+        if sent > 0 || self.out.is_empty() {
+            self.stalled_since = None;
+            return 0;
+        }
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < timeout {
+            return 0;
+        }
+        self.stalled_since = None;
+        self.drop_all()
     }
 }
 
@@ -45,12 +282,14 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
         let mut injectors = Vec::with_capacity(queues.len());
         for q in queues {
             let (tx, rx) = bounded(self.backlog);
-            receivers.push(Some(rx));
+            let backlog = Arc::new(Backlog::new(self.backlog_bytes));
+            receivers.push(Some((rx, Arc::clone(&backlog))));
             injectors.push(RxInjector {
                 queue: q.index,
                 tx,
                 wake: Arc::clone(&q.waker),
                 metrics: Arc::clone(&self.metrics),
+                backlog,
             });
         }
         if let Ok(mut b) = self.backlogs.lock() {
@@ -64,32 +303,41 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
     }
 
     fn run(&self, q: &mut BackQueue<P>) -> Result<(), QueueFault> {
-        let Some(backlog) = self.take_backlog(q.index()) else {
+        let Some((rx, backlog)) = self.take_backlog(q.index()) else {
             return Err(QueueFault(format!("queue {} has no backlog", q.index())));
         };
+        let mut pending = Pending {
+            rx,
+            backlog,
+            out: VecDeque::with_capacity(BURST),
+            stalled_since: None,
+        };
+        let r = self.drive(q, &mut pending);
+        // Whatever is still queued, or comes now, never reaches the guest: counted.
+        pending.backlog.close();
+        self.metrics.add_rx_disconnect_drops(pending.drop_all());
+        r
+    }
+}
+
+impl HandlerDriver {
+    fn drive<P: BackendPlatform>(
+        &self,
+        q: &mut BackQueue<P>,
+        pending: &mut Pending,
+    ) -> Result<(), QueueFault> {
         let mut bufs = PacketBuf::pool(BURST);
-        let mut pending: VecDeque<Packet> = VecDeque::with_capacity(BURST);
         while !q.stopped() {
             let got = q.recv_burst(&mut bufs)?;
             for b in &bufs[..got] {
                 self.handler.tx_packet(q.index(), b.to_packet());
             }
-            while pending.len() < BURST {
-                match backlog.try_recv() {
-                    Ok(p) => pending.push_back(p),
-                    Err(_) => break,
-                }
-            }
-            let sent = if pending.is_empty() {
-                0
-            } else {
-                let refs: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
-                    pending.iter().map(Packet::packet_ref).collect();
-                q.send_burst(&refs)?
-            };
-            pending.drain(..sent);
+            let sent = pending.send(q)?;
+            let drained = pending.drain_if_stalled(sent, self.drain_timeout);
+            self.metrics.add_rx_drain_drops(drained);
             if got == 0 && sent == 0 {
-                q.wait(Some(Duration::from_millis(100)))?;
+                // With packets waiting, wake in time to drain them.
+                q.wait(Some(self.drain_timeout.min(Duration::from_millis(100))))?;
             }
         }
         Ok(())

@@ -100,10 +100,10 @@ mod xenbus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
 use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
+pub use driver::RxInjector;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
@@ -130,8 +130,17 @@ pub struct BackendConfig {
     pub tx_path: TxPath,
     /// Waiting.
     pub poll: PollMode,
-    /// Packets queued for RX per queue before new ones are dropped (XSA-392).
+    /// Packets queued for RX per queue (by [`RxInjector`]s) before new ones are dropped or
+    /// wait (XSA-392).
     pub rx_backlog: usize,
+    /// Bytes queued for RX per queue before new packets are dropped or wait: what a guest
+    /// that posts no RX buffers can pin in this backend (Linux netback's
+    /// `XENVIF_RX_QUEUE_BYTES`, 512 KiB, by default).
+    pub rx_backlog_bytes: usize,
+    /// How long packets may wait for a guest that posts no RX buffers before the backlog is
+    /// dropped and counted (`rx_drain_drops`; Linux netback's `rx_drain_timeout_msecs`,
+    /// 10 s, by default).
+    pub rx_drain_timeout: Duration,
     /// How long the frontend may take between handshake steps.
     pub handshake_timeout: Duration,
     /// Largest `data-len` of staging slots offered (`None`: slots not offered).
@@ -150,6 +159,8 @@ impl Default for BackendConfig {
             tx_path: TxPath::GrantCopy,
             poll: PollMode::Block,
             rx_backlog: 4096,
+            rx_backlog_bytes: 512 * 1024,
+            rx_drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
         }
     }
@@ -197,54 +208,6 @@ pub trait QueueDriver<P: BackendPlatform>: Send + Sync + 'static {
 
     /// The connection ended (every `run` has returned).
     fn disconnected(&self, _reason: &str) {}
-}
-
-/// Sends packets to the guest on one queue.
-#[derive(Clone)]
-pub struct RxInjector {
-    queue: u16,
-    tx: Sender<Packet>,
-    wake: Arc<dyn Fn() + Send + Sync>,
-    metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for RxInjector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RxInjector")
-            .field("queue", &self.queue)
-            .finish()
-    }
-}
-
-impl RxInjector {
-    /// The queue.
-    pub fn queue(&self) -> u16 {
-        self.queue
-    }
-
-    /// Queues `pkt` for the guest; if the queue's backlog is full the packet is dropped and
-    /// counted, as netback drops rather than buffering without bound. Returns whether it was
-    /// queued.
-    pub fn send(&self, pkt: Packet) -> bool {
-        match self.tx.try_send(pkt) {
-            Ok(()) => {
-                (self.wake)();
-                true
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.add_rx_backlog_drop();
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-
-    /// Queues `pkt`, waiting while the backlog is full. Returns false if the vif is gone.
-    pub fn send_blocking(&self, pkt: Packet) -> bool {
-        let ok = self.tx.send(pkt).is_ok();
-        (self.wake)();
-        ok
-    }
 }
 
 /// A backend failure that ends [`Backend::serve`].
@@ -313,8 +276,10 @@ impl<P: BackendPlatform> Backend<P> {
     /// Serves vif `devid` of guest `fe` (created by [`toolstack::create_vif`]) until `stop`
     /// is set: runs the XenBus state machine, connects every frontend that comes, moves
     /// packets, and survives frontends that close, misbehave or die. Each queue's thread
-    /// hands the guest's packets to `handler` and feeds the guest from a backlog of
-    /// [`BackendConfig::rx_backlog`] packets that the [`RxInjector`]s fill.
+    /// hands the guest's packets to `handler` and feeds the guest from a backlog that the
+    /// [`RxInjector`]s fill, bounded by [`BackendConfig::rx_backlog`] packets and
+    /// [`BackendConfig::rx_backlog_bytes`] bytes and dropped (counted) when the guest posts
+    /// no buffers for [`BackendConfig::rx_drain_timeout`].
     pub fn serve(
         &self,
         fe: netstage_platform::DomId,
@@ -322,8 +287,7 @@ impl<P: BackendPlatform> Backend<P> {
         handler: Arc<dyn VifHandler>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), BackendError> {
-        let driver =
-            driver::HandlerDriver::new(handler, self.cfg.rx_backlog, Arc::clone(&self.metrics));
+        let driver = driver::HandlerDriver::new(handler, &self.cfg, Arc::clone(&self.metrics));
         xenbus::serve(self, fe, devid, Arc::new(driver), stop)
     }
 

@@ -73,6 +73,12 @@ counters! {
     rx_dropped, add_rx_dropped;
     /// RX packets dropped because the queue's backlog was full.
     rx_backlog_drops, add_rx_backlog_drops;
+    /// RX packets dropped from the backlog because the guest posted no buffers for the
+    /// drain timeout.
+    rx_drain_drops, add_rx_drain_drops;
+    /// RX packets handed to an injector that were still queued, or came, when the vif
+    /// disconnected.
+    rx_disconnect_drops, add_rx_disconnect_drops;
     /// TX packets whose head came through staging memory (slots or data ring).
     tx_staged_packets, add_tx_staged_packets;
     /// Bytes they staged.
@@ -108,10 +114,4 @@ counters! {
     connects, add_connects;
     /// Disconnects because the frontend misbehaved (fatal faults).
     fatal_faults, add_fatal_faults;
-}
-
-impl Metrics {
-    pub(crate) fn add_rx_backlog_drop(&self) {
-        self.add_rx_backlog_drops(1);
-    }
 }

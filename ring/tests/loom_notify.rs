@@ -64,8 +64,9 @@
 //! 1. TX, ring full: 3 packets through a 2-slot TX ring with 2 request ids; the frontend
 //!    waits for responses when the ring is full, the backend waits for requests.
 //! 2. RX, the backend stopping for lack of requests (a packet needing 2): the frontend posts
-//!    requests one at a time. The model of today's `armed_work` loses the wake-up (see
-//!    [`rx_stop_todays_armed_work_loses_the_wakeup`]); arming at `req_cons + need` does not.
+//!    requests one at a time. The model of `armed_work` as it was (a final check at
+//!    `req_cons + 1`) loses the wake-up (see [`rx_stop_armed_at_one_loses_the_wakeup`]);
+//!    arming at `req_cons + need`, what the code does now, does not.
 //! 3. TX with the data ring and its fallback: 4 packets of 3 bytes staged on a 4-byte data
 //!    ring, falling back to a granted page when it lacks room (nothing waits for data-ring
 //!    room: docs/protocol.md 4.2, `Ring::tx_decide`).
@@ -1070,8 +1071,9 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
     backend.join().unwrap();
 }
 
-/// Scenario 2, today's `armed_work`: loom finds the lost wake-up. The backend stops for a
-/// packet needing 2 requests with none posted and sets `req_event = req_cons + 2`; in
+/// Scenario 2, `armed_work` as it was (a final check at `req_cons + 1`, fixed since): loom
+/// finds the lost wake-up. The backend stops for a packet needing 2 requests with none
+/// posted and sets `req_event = req_cons + 2`; in
 /// `armed_work`, `final_check_for_requests` sees nothing and re-arms `req_event` at
 /// `req_cons + 1`; the frontend posts its first request between that look and the re-arm,
 /// reads the old `req_event` (`req_cons + 2`), and does not notify; the re-check then sees
@@ -1081,14 +1083,14 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
 ///
 /// When `armed_work` is fixed, mirror the fix in [`RxArm`] and drop this test.
 #[test]
-fn rx_stop_todays_armed_work_loses_the_wakeup() {
-    assert_loom_finds_deadlock("rx_stop_todays_armed_work_model");
+fn rx_stop_armed_at_one_loses_the_wakeup() {
+    assert_loom_finds_deadlock("rx_stop_armed_at_one_model");
 }
 
-/// The model [`rx_stop_todays_armed_work_loses_the_wakeup`] runs in a child process.
+/// The model [`rx_stop_armed_at_one_loses_the_wakeup`] runs in a child process.
 #[test]
-#[ignore = "fails (a lost wake-up): run by rx_stop_todays_armed_work_loses_the_wakeup"]
-fn rx_stop_todays_armed_work_model() {
+#[ignore = "fails (a lost wake-up): run by rx_stop_armed_at_one_loses_the_wakeup"]
+fn rx_stop_armed_at_one_model() {
     check(3, || rx_model(RxArm::FinalCheck, 1, 2));
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use netstage_fallback::Design;
-use netstage_netback_user::{toolstack, Backend, BackendConfig, QueueDriver, TxPath};
+use netstage_netback_user::{toolstack, Backend, BackendConfig, BackendError, QueueDriver, TxPath};
 use netstage_netfront_user::{FrontQueue, FrontendConfig, FrontendLink, PollMode};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
@@ -34,6 +34,21 @@ impl Rig {
     /// Connects one queue of `design` with both ends polling as `poll`, the backend's queue
     /// run by `driver`.
     pub fn new(design: &str, poll: PollMode, driver: Arc<dyn QueueDriver<SimDomain>>) -> Rig {
+        Rig::build(design, poll, BackendConfig::default(), move |b, stop| {
+            b.serve_queues(FE, 0, driver, stop)
+        })
+    }
+
+    /// Connects one queue of `design`, the backend (with `cfg`, its TX path and polling set
+    /// here) served by `serve` on a thread of its own.
+    pub fn build(
+        design: &str,
+        poll: PollMode,
+        cfg: BackendConfig,
+        serve: impl FnOnce(&Backend<SimDomain>, &AtomicBool) -> Result<(), BackendError>
+            + Send
+            + 'static,
+    ) -> Rig {
         let design: Design = design.parse().unwrap();
         let world = SimWorld::create_temp().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -50,12 +65,12 @@ impl Rig {
                 TxPath::GrantCopy
             },
             poll,
-            ..BackendConfig::default()
+            ..cfg
         };
         let backend = Backend::new(dom0, xs0, cfg);
         let stop = Arc::new(AtomicBool::new(false));
         let st2 = Arc::clone(&stop);
-        let serving = thread::spawn(move || backend.serve_queues(FE, 0, driver, &st2).unwrap());
+        let serving = thread::spawn(move || serve(&backend, &st2).unwrap());
         let xs = XsClient::connect(&xsd.domain_socket(FE)).unwrap();
         let fcfg = FrontendConfig {
             design,

@@ -59,6 +59,11 @@ struct Args {
     /// Largest data-ring order offered (-1: do not offer data rings).
     #[arg(long, default_value_t = 9, allow_hyphen_values = true)]
     max_ring_order: i32,
+    /// Bytes that may wait per queue for the guest to post RX buffers before packets are
+    /// dropped (and counted). The echo sink needs room for what the guest has in flight;
+    /// the library's default is Linux netback's 512 KiB.
+    #[arg(long, default_value_t = 64 << 20)]
+    rx_backlog_bytes: usize,
     /// Queues a frontend may use (`multi-queue-max-queues`).
     #[arg(long, default_value_t = 8)]
     max_queues: u16,
@@ -191,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             PollArg::Busy => PollMode::BusyPoll,
         },
         rx_backlog: 1 << 16,
+        rx_backlog_bytes: args.rx_backlog_bytes,
         ..BackendConfig::default()
     };
     let Some(world_dir) = args.world.clone() else {

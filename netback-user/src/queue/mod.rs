@@ -177,8 +177,14 @@ impl<P: BackendPlatform> BackQueue<P> {
     fn armed_work(&mut self) -> Result<bool, QueueFault> {
         let mut work = self.tx.final_check_for_requests().map_err(fault)?;
         if let Some(need) = self.rx_need {
-            work |= self.rx.final_check_for_requests().map_err(fault)?
-                && self.rx.refresh_requests().map_err(fault)? as usize >= need;
+            // Armed for `need` requests, not one (as netback's
+            // xenvif_rx_ring_slots_available): a final check at `req_cons + 1` would be
+            // satisfied by one request while the packet needs more, and the frontend, which
+            // notifies only when crossing the armed index, would not wake us for the rest
+            // (found by the loom model, ring/tests/loom_notify.rs).
+            let ev = self.rx.req_cons().wrapping_add(need as u32);
+            self.rx.set_req_event(ev).map_err(fault)?;
+            work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
         }
         Ok(work)
     }
