@@ -37,7 +37,7 @@ impl QueueDriver<SimDomain> for Checker {
                 let shared = v
                     .parts()
                     .iter()
-                    .filter(|p| matches!(p, ViewPart::Shared(_)))
+                    .filter(|p| matches!(p, ViewPart::Shared { .. }))
                     .count();
                 self.lent_parts.fetch_add(shared as u64, Ordering::Relaxed);
                 let ok = len > 0 && copy[..len] == want[..len];

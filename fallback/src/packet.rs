@@ -76,6 +76,7 @@ pub struct PacketRef<'a> {
 
 impl<'a> PacketRef<'a> {
     /// A plain frame without offloads.
+    #[inline]
     pub fn new(data: &'a [u8]) -> PacketRef<'a> {
         PacketRef {
             data,
@@ -148,6 +149,7 @@ impl PacketBuf {
     }
 
     /// Bytes held.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -158,11 +160,13 @@ impl PacketBuf {
     }
 
     /// The packet's bytes.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.room[..self.len]
     }
 
     /// Makes the buffer hold `len` bytes with no offloads and returns them to be written.
+    #[inline]
     pub fn prepare(&mut self, len: usize) -> Result<&mut [u8], TooLong> {
         if len > MAX_PACKET {
             return Err(TooLong(len));
@@ -182,6 +186,7 @@ impl PacketBuf {
     }
 
     /// The packet held, borrowed for a burst call.
+    #[inline]
     pub fn packet_ref(&self) -> PacketRef<'_> {
         PacketRef {
             data: self.data(),

@@ -1,7 +1,8 @@
 //! A received packet lent to the application in place, for the length of one delivery
 //! callback: the pieces that lie in memory the peer shares (staging slots, a data ring,
-//! posted pages) are lent as windows, the rest as private bytes. Both ends' in-place
-//! receive calls hand these out; nothing here allocates.
+//! posted pages) are lent as ranges of the windows the queue holds, the rest as private
+//! bytes. Both ends' in-place receive calls hand these out by reference; nothing here
+//! allocates or touches a reference count.
 
 use arrayvec::ArrayVec;
 use netstage_ring::netif::MAX_CHAIN_SLOTS;
@@ -14,22 +15,48 @@ use crate::packet::Gso;
 pub const MAX_VIEW_PARTS: usize = MAX_CHAIN_SLOTS + 2;
 
 /// One piece of a lent packet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum ViewPart<'a> {
-    /// Bytes in memory the peer can still write: read them through the window's checked
-    /// methods ([`SharedMem::read_at`]), each byte once, and treat what you read as
-    /// untrusted.
-    Shared(SharedMem),
+    /// `len` bytes at `offset` of memory the peer can still write: read them through the
+    /// window's checked methods ([`SharedMem::read_at`]), each byte once, and treat what you
+    /// read as untrusted.
+    Shared {
+        /// The window.
+        mem: &'a SharedMem,
+        /// Where the piece starts in it.
+        offset: usize,
+        /// Its length.
+        len: usize,
+    },
     /// Bytes already copied into a private buffer.
     Private(&'a [u8]),
 }
 
 impl ViewPart<'_> {
     /// Bytes in this piece.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
-            ViewPart::Shared(m) => m.len(),
+            ViewPart::Shared { len, .. } => *len,
             ViewPart::Private(b) => b.len(),
+        }
+    }
+
+    /// Copies the piece into `dst` (exactly its length), reading each shared byte once.
+    pub fn read(&self, dst: &mut [u8]) -> Result<(), MemError> {
+        if dst.len() != self.len() {
+            return Err(MemError::OutOfBounds {
+                offset: 0,
+                len: self.len(),
+                size: dst.len(),
+            });
+        }
+        match self {
+            ViewPart::Shared { mem, offset, .. } => mem.read_at(*offset, dst),
+            ViewPart::Private(b) => {
+                dst.copy_from_slice(b);
+                Ok(())
+            }
         }
     }
 
@@ -56,6 +83,7 @@ pub struct TooManyParts;
 
 impl<'a> PacketView<'a> {
     /// An empty view with the packet's metadata (for the ends that build views).
+    #[inline]
     pub fn new(gso: Option<Gso>, csum_blank: bool) -> Self {
         PacketView {
             parts: ArrayVec::new(),
@@ -65,6 +93,7 @@ impl<'a> PacketView<'a> {
     }
 
     /// Appends a piece (empty pieces are left out).
+    #[inline]
     pub fn push(&mut self, part: ViewPart<'a>) -> Result<(), TooManyParts> {
         if part.is_empty() {
             return Ok(());
@@ -73,6 +102,7 @@ impl<'a> PacketView<'a> {
     }
 
     /// The pieces in order.
+    #[inline]
     pub fn parts(&self) -> &[ViewPart<'a>] {
         &self.parts
     }
@@ -100,10 +130,7 @@ impl<'a> PacketView<'a> {
                     size: dst.len(),
                 });
             };
-            match p {
-                ViewPart::Shared(m) => m.read_at(0, d)?,
-                ViewPart::Private(b) => d.copy_from_slice(b),
-            }
+            p.read(d)?;
             at += n;
         }
         Ok(at)

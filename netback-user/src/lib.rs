@@ -108,7 +108,7 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
 };
-pub use queue::{BackQueue, QueueFault, BURST, YIELD_EVERY};
+pub use queue::{BackQueue, QueueFault, BURST, LEND_MIN, YIELD_EVERY};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,16 +10,13 @@ use std::time::Duration;
 
 use netstage_platform::xenbus::{read_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{unique_token, XenStore, NO_TX};
-use netstage_platform::{DomId, GrantImport};
+use netstage_platform::{DomId, EventPort, GrantImport};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::BackRing;
 
 use crate::queue::{BackQueue, Fatal, QueueParams, QueueParts, BURST};
-use crate::staging::{BackStaging, DataRing, NoStaging, Slots};
-use crate::{wake_fn, Backend, BackendError, BackendPlatform, QueueDriver, QueueInfo};
-use netstage_ring::flex::{self, End};
-use netstage_ring::staging::{distinct_grefs, read_list, SlotArea, SlotLayout};
-use netstage_ring::XEN_PAGE_SIZE;
+use crate::staging::Negotiation;
+use crate::{wake_fn, Backend, BackendError, BackendPlatform, Features, QueueDriver, QueueInfo};
 
 /// A connected vif: its queue threads.
 struct Connection {
@@ -49,7 +46,7 @@ impl Connection {
     }
 }
 
-fn read_str<X: XenStore>(xs: &X, path: &str) -> Option<String> {
+pub(crate) fn read_str<X: XenStore>(xs: &X, path: &str) -> Option<String> {
     xs.read(NO_TX, path)
         .ok()
         .map(|v| String::from_utf8_lossy(&v).trim().to_string())
@@ -63,7 +60,7 @@ fn read_flag<X: XenStore>(xs: &X, path: &str) -> bool {
     read_str(xs, path).is_some_and(|v| v == "1")
 }
 
-fn read_u32<X: XenStore>(xs: &X, path: &str) -> Result<u32, String> {
+pub(crate) fn read_u32<X: XenStore>(xs: &X, path: &str) -> Result<u32, String> {
     let v = read_str(xs, path).ok_or_else(|| format!("frontend did not write {path}"))?;
     v.parse::<u32>()
         .map_err(|_| format!("frontend wrote {path} = {v:?}, not a number"))
@@ -208,96 +205,6 @@ impl<P: BackendPlatform> Backend<P> {
     }
 }
 
-/// Maps the staging memory the frontend shared for one queue, if it asked for any, after
-/// checking it against what we offered.
-fn connect_staging<P: BackendPlatform>(
-    b: &Backend<P>,
-    fe: DomId,
-    dir: &str,
-    slots: u32,
-) -> Result<Box<dyn BackStaging>, String> {
-    let xs = &b.xs;
-    let slots_len = read_str(xs, &format!("{dir}/tx-data-len"));
-    let ring_ref = read_str(xs, &format!("{dir}/data-ring-ref"));
-    match (slots_len, ring_ref) {
-        (None, None) => Ok(Box::new(NoStaging)),
-        (Some(_), Some(_)) => Err("frontend asks for both staging slots and a data ring".into()),
-        (Some(_), None) => {
-            let max = b
-                .cfg
-                .slots_max_data_len
-                .ok_or("frontend asks for staging slots, which this backend does not offer")?;
-            let mut areas = Vec::new();
-            for (d, writable) in [("tx", false), ("rx", true)] {
-                let len = read_u32(xs, &format!("{dir}/{d}-data-len"))?;
-                if len < 64 || len > max {
-                    return Err(format!("{d}-data-len {len} is outside 64..={max}"));
-                }
-                let layout = SlotLayout::new(len, slots).map_err(|e| e.to_string())?;
-                let mut list = Vec::new();
-                for i in 0..layout.list_pages() {
-                    let r = read_u32(xs, &format!("{dir}/{d}-data-ref{i}"))?;
-                    list.push(
-                        b.platform
-                            .map(fe, &[r], false)
-                            .map_err(|e| format!("cannot map {d}-data-ref{i} {r}: {e}"))?,
-                    );
-                }
-                // Read once, checked, kept private: the frontend cannot change it later.
-                let entries =
-                    read_list(&layout, &list).map_err(|e| format!("{d} data list: {e}"))?;
-                let grefs = distinct_grefs(&entries);
-                let win = b
-                    .platform
-                    .map(fe, &grefs, writable)
-                    .map_err(|e| format!("cannot map the {d} staging pages: {e}"))?;
-                let pages = grefs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| Ok((*g, win.sub(i * XEN_PAGE_SIZE, XEN_PAGE_SIZE)?)))
-                    .collect::<Result<Vec<_>, netstage_ring::MemError>>()
-                    .map_err(|e| e.to_string())?;
-                areas.push((
-                    SlotArea::new(layout, &entries, &pages).map_err(|e| e.to_string())?,
-                    len as usize,
-                ));
-            }
-            let (rx, rx_len) = areas.pop().ok_or("no RX slots")?;
-            let (tx, _) = areas.pop().ok_or("no TX slots")?;
-            Ok(Box::new(Slots::new(tx, rx, rx_len)))
-        }
-        (None, Some(r)) => {
-            let max = b
-                .cfg
-                .data_ring_max_order
-                .ok_or("frontend asks for a data ring, which this backend does not offer")?;
-            let r: u32 = r
-                .parse()
-                .map_err(|_| format!("data-ring-ref {r:?} is not a number"))?;
-            let intf = b
-                .platform
-                .map(fe, &[r], true)
-                .map_err(|e| format!("cannot map data-ring-ref {r}: {e}"))?;
-            // The order is read once from the indexes page, before mapping anything else.
-            let cfg = flex::read_intf_config(&intf, max).map_err(|e| format!("data ring: {e}"))?;
-            let key = read_u32(xs, &format!("{dir}/data-ring-order"))?;
-            if key != cfg.order {
-                return Err(format!(
-                    "data-ring-order {key} disagrees with the indexes page ({})",
-                    cfg.order
-                ));
-            }
-            let data = b
-                .platform
-                .map(fe, &cfg.refs, true)
-                .map_err(|e| format!("cannot map the data ring: {e}"))?;
-            let (prod, cons) = flex::open(End::Backend, &intf, &data, cfg.order)
-                .map_err(|e| format!("data ring: {e}"))?;
-            Ok(Box::new(DataRing::new(prod, cons)))
-        }
-    }
-}
-
 /// Reads and checks the frontend's keys, maps its rings, binds its channels, starts the
 /// queues. An error message describes what the frontend got wrong.
 fn connect<P: BackendPlatform>(
@@ -305,10 +212,44 @@ fn connect<P: BackendPlatform>(
     p: &VifPaths,
     handler: &Arc<dyn QueueDriver<P>>,
 ) -> Result<Connection, String> {
-    let xs = &b.xs;
     // The frontend domain may be a new instance since we last looked (an earlier one
     // closed and exited): map its current memory, not what we cached of the old one.
     b.platform.forget_domain(p.frontend_dom);
+    let asked = negotiated_features(b, p)?;
+    let queues = queue_count(b, p)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut queue_objs = Vec::new();
+    let mut infos = Vec::new();
+    for q in 0..queues {
+        let (queue, info) =
+            connect_queue(b, p, q, queues, asked, &stop).map_err(|e| format!("queue {q}: {e}"))?;
+        queue_objs.push(queue);
+        infos.push(info);
+    }
+    handler.connected(&infos);
+    let threads = queue_objs
+        .into_iter()
+        .map(|mut q| {
+            let driver = Arc::clone(handler);
+            std::thread::Builder::new()
+                .name(format!("netback-q{}", q.index()))
+                .spawn(move || driver.run(&mut q).err().map(|f| f.0))
+                .map_err(|e| format!("cannot start a queue thread: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Connection {
+        stop,
+        threads,
+        wakers: infos.into_iter().map(|i| i.waker).collect(),
+    })
+}
+
+/// The optional features the frontend asked for, each of which must be offered.
+fn negotiated_features<P: BackendPlatform>(
+    b: &Backend<P>,
+    p: &VifPaths,
+) -> Result<Features, String> {
+    let xs = &b.xs;
     let fkey = |k: &str| format!("{}/{k}", p.frontend);
     if !read_flag(xs, &fkey("request-rx-copy")) {
         return Err("frontend does not request rx-copy (request-rx-copy must be 1): only the copy receive path exists".into());
@@ -329,7 +270,13 @@ fn connect<P: BackendPlatform>(
             _ => asked.ipv6_csum_offload = wants,
         }
     }
-    let queues = match read_str(xs, &fkey("multi-queue-num-queues")) {
+    Ok(asked)
+}
+
+/// The number of queues the frontend asked for, within what we allow.
+fn queue_count<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<u32, String> {
+    let key = format!("{}/multi-queue-num-queues", p.frontend);
+    let queues = match read_str(&b.xs, &key) {
         None => 1u32,
         Some(v) => v
             .parse::<u32>()
@@ -341,78 +288,70 @@ fn connect<P: BackendPlatform>(
             b.cfg.max_queues
         ));
     }
+    Ok(queues)
+}
+
+/// Maps queue `q`'s rings and staging memory, binds its event channel and builds it.
+fn connect_queue<P: BackendPlatform>(
+    b: &Backend<P>,
+    p: &VifPaths,
+    q: u32,
+    queues: u32,
+    asked: Features,
+    stop: &Arc<AtomicBool>,
+) -> Result<(BackQueue<P>, QueueInfo), String> {
     let fe = p.frontend_dom;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut queue_objs = Vec::new();
-    let mut infos = Vec::new();
-    let mut wakers = Vec::new();
-    for q in 0..queues {
-        let dir = if queues == 1 {
-            p.frontend.clone()
-        } else {
-            format!("{}/queue-{q}", p.frontend)
-        };
-        let tx_ref = read_u32(xs, &format!("{dir}/tx-ring-ref"))?;
-        let rx_ref = read_u32(xs, &format!("{dir}/rx-ring-ref"))?;
-        let evtchn = read_u32(xs, &format!("{dir}/event-channel"))?;
-        let tx_mem = b
-            .platform
-            .map(fe, &[tx_ref], true)
-            .map_err(|e| format!("queue {q}: cannot map tx-ring-ref {tx_ref}: {e}"))?;
-        let rx_mem = b
-            .platform
-            .map(fe, &[rx_ref], true)
-            .map_err(|e| format!("queue {q}: cannot map rx-ring-ref {rx_ref}: {e}"))?;
-        let tx =
-            BackRing::<TxRing>::attach(tx_mem).map_err(|e| format!("queue {q}: TX ring: {e}"))?;
-        let rx =
-            BackRing::<RxRing>::attach(rx_mem).map_err(|e| format!("queue {q}: RX ring: {e}"))?;
-        let staging =
-            connect_staging(b, fe, &dir, tx.size()).map_err(|e| format!("queue {q}: {e}"))?;
-        let port = Arc::new(
-            b.platform
-                .bind_interdomain(fe, evtchn)
-                .map_err(|e| format!("queue {q}: cannot bind event-channel {evtchn}: {e}"))?,
-        );
-        let wake = wake_fn(&port);
-        infos.push(QueueInfo {
+    let dir = if queues == 1 {
+        p.frontend.clone()
+    } else {
+        format!("{}/queue-{q}", p.frontend)
+    };
+    let n = Negotiation {
+        platform: &b.platform,
+        xs: &b.xs,
+        fe,
+        dir: &dir,
+    };
+    let map = |key: &str| -> Result<netstage_ring::SharedMem, String> {
+        let r = n.read_u32(key)?;
+        b.platform
+            .map(fe, &[r], true)
+            .map_err(|e| format!("cannot map {key} {r}: {e}"))
+    };
+    let tx =
+        BackRing::<TxRing>::attach(map("tx-ring-ref")?).map_err(|e| format!("TX ring: {e}"))?;
+    let rx =
+        BackRing::<RxRing>::attach(map("rx-ring-ref")?).map_err(|e| format!("RX ring: {e}"))?;
+    let staging = crate::staging::negotiate(&n, &b.cfg, tx.size())?;
+    let evtchn = n.read_u32("event-channel")?;
+    let port = Arc::new(
+        b.platform
+            .bind_interdomain(fe, evtchn)
+            .map_err(|e| format!("cannot bind event-channel {evtchn}: {e}"))?,
+    );
+    port.prepare()
+        .map_err(|e| format!("event-channel {evtchn}: {e}"))?;
+    let info = QueueInfo {
+        index: q as u16,
+        waker: wake_fn(&port),
+    };
+    let queue = BackQueue::new(QueueParts {
+        platform: b.platform.clone(),
+        params: QueueParams {
             index: q as u16,
-            waker: Arc::clone(&wake),
-        });
-        wakers.push(wake);
-        queue_objs.push(BackQueue::new(QueueParts {
-            platform: b.platform.clone(),
-            params: QueueParams {
-                index: q as u16,
-                fe,
-                poll: b.cfg.poll,
-                sg: asked.sg,
-                gso_tcpv4: asked.gso_tcpv4,
-                gso_tcpv6: asked.gso_tcpv6,
-            },
-            tx,
-            rx,
-            port,
-            metrics: Arc::clone(&b.metrics),
-            stop: Arc::clone(&stop),
-            staging,
-            fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),
-        }));
-    }
-    handler.connected(&infos);
-    let threads = queue_objs
-        .into_iter()
-        .map(|mut q| {
-            let driver = Arc::clone(handler);
-            std::thread::Builder::new()
-                .name(format!("netback-q{}", q.index()))
-                .spawn(move || driver.run(&mut q).err().map(|f| f.0))
-                .map_err(|e| format!("cannot start a queue thread: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Connection {
-        stop,
-        threads,
-        wakers,
-    })
+            fe,
+            poll: b.cfg.poll,
+            sg: asked.sg,
+            gso_tcpv4: asked.gso_tcpv4,
+            gso_tcpv6: asked.gso_tcpv6,
+        },
+        tx,
+        rx,
+        port,
+        metrics: Arc::clone(&b.metrics),
+        stop: Arc::clone(stop),
+        staging,
+        fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),
+    });
+    Ok((queue, info))
 }

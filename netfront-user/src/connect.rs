@@ -88,6 +88,10 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
         let _ = write_state(&xs, &paths.frontend, XenbusState::Closed);
         return Err(e);
     }
+    // The backend has bound every port: look its ends up now, not at the first notify.
+    for q in &queues {
+        q.prepare_port()?;
+    }
     let mut link = FrontendLink {
         platform,
         xs,
@@ -251,6 +255,7 @@ pub(crate) fn share_queue<P: FrontendPlatform>(
     FrontQueue::new(
         q,
         cfg.poll,
+        cfg.answer_timeout,
         cfg.want,
         pages,
         staging,

@@ -394,6 +394,13 @@ pub trait EventPort: Send + Sync {
     /// Makes a current or the next [`EventPort::wait`] on this port return, without an event
     /// from the peer: how another thread of this domain hands the port's owner new work.
     fn wake(&self) -> Result<()>;
+
+    /// Resolves now what the first [`EventPort::notify`] would otherwise look up (the
+    /// peer's end, once it is bound), so that no notify on a datapath allocates. Call it
+    /// once the peer has bound; before that it does nothing.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Allocating and binding event channels.

@@ -677,7 +677,10 @@ mod tests {
         for count in 0..=8u32 {
             let bytes = gntalloc_alloc_words(count) * 4;
             assert!(bytes >= header, "{count} pages: {bytes} bytes");
-            assert!(bytes >= 16 + 4 * count as usize, "{count} pages: {bytes} bytes");
+            assert!(
+                bytes >= 16 + 4 * count as usize,
+                "{count} pages: {bytes} bytes"
+            );
         }
     }
 }

@@ -416,23 +416,24 @@ impl FlexConsumer {
         Ok(())
     }
 
-    /// Consumes `n` bytes without copying them and lends them in place: one window, and a
-    /// second when they wrap past the end of the ring. The producer may reuse them only
-    /// after [`FlexConsumer::release`]; until then it can still write them (a hostile peer
-    /// might), so read each byte once, through the windows' checked methods. Fails with
+    /// Consumes `n` bytes without copying them and says where they lie in
+    /// [`FlexConsumer::data`]: one `(offset, len)` range, and a second (empty unless they wrap
+    /// past the end of the ring). The producer may reuse them only after
+    /// [`FlexConsumer::release`]; until then it can still write them (a hostile peer might),
+    /// so read each byte once, through the window's checked methods. Fails with
     /// [`FlexError::Short`] without consuming anything.
-    pub fn take_in_place(&mut self, n: usize) -> Result<(SharedMem, Option<SharedMem>), FlexError> {
+    pub fn take_in_place(&mut self, n: usize) -> Result<[(usize, usize); 2], FlexError> {
         self.ensure(n)?;
         let masked = (self.cons_pvt & (self.size - 1)) as usize;
         let first = n.min(self.size as usize - masked);
-        let a = self.data.sub(masked, first)?;
-        let b = if first < n {
-            Some(self.data.sub(0, n - first)?)
-        } else {
-            None
-        };
         self.cons_pvt = self.cons_pvt.wrapping_add(n as u32);
-        Ok((a, b))
+        Ok([(masked, first), (0, n - first)])
+    }
+
+    /// The ring's bytes in this direction, where [`FlexConsumer::take_in_place`]'s ranges
+    /// lie.
+    pub fn data(&self) -> &SharedMem {
+        &self.data
     }
 
     fn ensure(&mut self, n: usize) -> Result<(), FlexError> {

@@ -392,53 +392,45 @@ impl SlotArea {
         len: usize,
         mut f: impl FnMut(&SharedMem, usize, usize, usize) -> Result<(), StagingError>,
     ) -> Result<(), StagingError> {
+        let mut r = Ok(());
+        let mut done = 0;
+        self.in_place(slot, offset, len, |idx, at, n| {
+            if r.is_ok() {
+                r = f(&self.loc[idx].0, at, done, n);
+            }
+            done += n;
+        })?;
+        r
+    }
+
+    /// Says where `len` bytes of `slot` at `offset` lie, to lend them in place: calls `f`
+    /// with `(page, offset in it, length)` per page piece, in order, `page` indexing
+    /// [`SlotArea::page`]. The peer can still write them: read each byte once, through the
+    /// page window's checked methods.
+    pub fn in_place(
+        &self,
+        slot: u32,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(usize, usize, usize),
+    ) -> Result<(), StagingError> {
         self.locate(slot, offset, len)?;
         let eps = self.layout.entries_per_slot();
         let mut done = 0;
         while done < len {
             let p = offset + done;
             let (k, within) = (p / XEN_PAGE_SIZE, p % XEN_PAGE_SIZE);
-            let (page, base) = &self.loc[slot as usize * eps + k];
+            let idx = slot as usize * eps + k;
             let n = (len - done).min(XEN_PAGE_SIZE - within);
-            f(page, usize::from(*base) + within, done, n)?;
+            f(idx, usize::from(self.loc[idx].1) + within, n);
             done += n;
         }
         Ok(())
     }
 
-    /// Lends `len` bytes of `slot` at `offset` in place: calls `f` with a window per page
-    /// piece, in order. The peer can still write them: read each byte once, through the
-    /// windows' checked methods.
-    pub fn windows(
-        &self,
-        slot: u32,
-        offset: usize,
-        len: usize,
-        mut f: impl FnMut(SharedMem),
-    ) -> Result<(), StagingError> {
-        self.pieces(slot, offset, len, |m, at, _, n| {
-            f(m.sub(at, n)?);
-            Ok(())
-        })
-    }
-
-    /// The window of `len` bytes of `slot` at `offset`, lent in place, if they lie in one
-    /// page (always so for slots of at most a page); `None` if they span pages. The peer can
-    /// still write them: read each byte once, through the window's checked methods.
-    pub fn window(
-        &self,
-        slot: u32,
-        offset: usize,
-        len: usize,
-    ) -> Result<Option<SharedMem>, StagingError> {
-        let mut found = None;
-        let mut pieces = 0;
-        self.pieces(slot, offset, len, |m, at, _, n| {
-            pieces += 1;
-            found = Some(m.sub(at, n)?);
-            Ok(())
-        })?;
-        Ok(if pieces == 1 { found } else { None })
+    /// The page window of entry `idx` ([`SlotArea::in_place`]'s `page`).
+    pub fn page(&self, idx: usize) -> Option<&SharedMem> {
+        self.loc.get(idx).map(|(m, _)| m)
     }
 
     /// Copies `bytes` into `slot` at `offset`.

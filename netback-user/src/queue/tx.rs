@@ -6,8 +6,8 @@ use netstage_ring::netif::{
     parse_tx_chain, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
 };
 
-use super::{fault, BackQueue, QueueFault, BURST};
-use crate::staging::Lent;
+use super::{fault, BackQueue, QueueFault, BURST, LEND_MIN};
+use crate::staging::{BackStaging, Lent};
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
@@ -19,7 +19,7 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// protocol yields [`QueueFault`]: disconnect it. The default where the frontend is not
     /// trusted: what the application gets is a private copy that cannot change under it.
     pub fn recv_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, QueueFault> {
-        self.tx_call(bufs, false, |chains, status, bufs, _| {
+        self.tx_call(bufs, false, |chains, status, bufs, _, _| {
             Ok(keep_delivered(chains, status, bufs))
         })
     }
@@ -34,15 +34,20 @@ impl<P: BackendPlatform> BackQueue<P> {
     pub fn recv_burst_in_place(
         &mut self,
         bufs: &mut [PacketBuf],
-        mut deliver: impl FnMut(PacketView<'_>),
+        mut deliver: impl FnMut(&PacketView<'_>),
     ) -> Result<usize, QueueFault> {
-        self.tx_call(bufs, true, |chains, status, bufs, lent| {
+        self.tx_call(bufs, true, |chains, status, bufs, lent, staging| {
             let mut n = 0;
             for (i, (c, st)) in chains.iter().zip(status).enumerate() {
                 if *st != NETIF_RSP_OKAY {
                     continue;
                 }
-                deliver(view(c, &bufs[i], lent[i].as_ref())?);
+                let mut v = PacketView::new(
+                    Gso::from_extras(&c.extras),
+                    c.flags.contains(TxFlags::CSUM_BLANK),
+                );
+                fill_view(&mut v, &bufs[i], lent[i].as_ref(), staging)?;
+                deliver(&v);
                 n += 1;
             }
             Ok(n)
@@ -60,6 +65,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             &[i16],
             &mut [PacketBuf],
             &[Option<Lent>],
+            &dyn BackStaging,
         ) -> Result<usize, QueueFault>,
     ) -> Result<usize, QueueFault> {
         let max = bufs.len().min(BURST);
@@ -72,7 +78,7 @@ impl<P: BackendPlatform> BackQueue<P> {
         let bufs = &mut bufs[..max];
         let r = self
             .tx_gather(&mut chains, &mut status, &mut lent, bufs, lend)
-            .and_then(|()| take(&chains, &status, bufs, &lent))
+            .and_then(|()| take(&chains, &status, bufs, &lent, &*self.staging))
             .and_then(|n| self.tx_answer(&chains, &status).map(|()| n));
         chains.clear();
         status.clear();
@@ -170,7 +176,8 @@ impl<P: BackendPlatform> BackQueue<P> {
         if !staged {
             return Ok((NETIF_RSP_OKAY, None));
         }
-        let lent = if lend {
+        // A small head costs less to copy than to lend.
+        let lent = if lend && usize::from(c.staged) >= LEND_MIN {
             self.staging.tx_lend(c).map_err(QueueFault)?
         } else {
             None
@@ -203,25 +210,23 @@ fn keep_delivered(chains: &[TxChain], status: &[i16], bufs: &mut [PacketBuf]) ->
     kept
 }
 
-/// Packet `c` as lent: its staged head where it lies (if lent), the rest from `buf`.
-fn view<'a>(
-    c: &TxChain,
+/// Fills `v` with a packet as lent: its staged head where it lies (if lent), the rest from
+/// `buf`.
+fn fill_view<'a>(
+    v: &mut PacketView<'a>,
     buf: &'a PacketBuf,
     lent: Option<&Lent>,
-) -> Result<PacketView<'a>, QueueFault> {
-    let mut v = PacketView::new(
-        Gso::from_extras(&c.extras),
-        c.flags.contains(TxFlags::CSUM_BLANK),
-    );
+    staging: &'a dyn BackStaging,
+) -> Result<(), QueueFault> {
     let mut skip = 0;
-    if let Some((a, b)) = lent {
-        v.push(ViewPart::Shared(a.clone())).map_err(fault)?;
-        if let Some(b) = b {
-            v.push(ViewPart::Shared(b.clone())).map_err(fault)?;
-        }
-        skip = usize::from(c.staged);
+    for &(region, offset, len) in lent.into_iter().flatten() {
+        let mem = staging
+            .lent_mem(region)
+            .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
+        v.push(ViewPart::Shared { mem, offset, len })
+            .map_err(fault)?;
+        skip += len;
     }
     let rest = buf.data().get(skip..).unwrap_or_default();
-    v.push(ViewPart::Private(rest)).map_err(fault)?;
-    Ok(v)
+    v.push(ViewPart::Private(rest)).map_err(fault)
 }

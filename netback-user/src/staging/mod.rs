@@ -11,14 +11,18 @@ pub(crate) use none::NoStaging;
 pub(crate) use ring::DataRing;
 pub(crate) use slots::Slots;
 
+use netstage_platform::xenstore::XenStore;
+use netstage_platform::DomId;
 use netstage_ring::netif::TxChain;
 use netstage_ring::SharedMem;
 
 use crate::queue::Fatal;
+use crate::xenbus::{read_str, read_u32};
+use crate::{BackendConfig, BackendPlatform};
 
-/// A staged head lent in place: one window of staging memory, and a second where a data
-/// ring's bytes wrap.
-pub(crate) type Lent = (SharedMem, Option<SharedMem>);
+/// A staged head lent in place: up to two `(region, offset, len)` ranges of the staging
+/// memory ([`BackStaging::lent_mem`] names the regions); an unused range has length 0.
+pub(crate) type Lent = [(u32, usize, usize); 2];
 
 /// One queue's staging memory, as the backend uses it.
 pub(crate) trait BackStaging: Send {
@@ -31,6 +35,11 @@ pub(crate) trait BackStaging: Send {
     /// valid until [`BackStaging::tx_release`] and the packet's response.
     fn tx_lend(&mut self, _c: &TxChain) -> Result<Option<Lent>, Fatal> {
         Ok(None)
+    }
+
+    /// The window a lent range's `region` is in.
+    fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {
+        None
     }
 
     /// TX: `c` carries `NETTXF_staged` but is dropped for another reason; keeps the staging
@@ -64,4 +73,45 @@ pub(crate) trait BackStaging: Send {
 /// The staged bytes a chain claims (the parser makes a claim beyond the packet 0).
 pub(crate) fn staged_len(c: &TxChain) -> usize {
     usize::from(c.staged)
+}
+
+/// Where one queue's design is negotiated: the frontend's queue directory in XenStore and
+/// its memory.
+pub(crate) struct Negotiation<'a, P, X> {
+    pub(crate) platform: &'a P,
+    pub(crate) xs: &'a X,
+    pub(crate) fe: DomId,
+    /// The queue's directory (the vif's, with one queue).
+    pub(crate) dir: &'a str,
+}
+
+impl<P, X: XenStore> Negotiation<'_, P, X> {
+    /// The frontend's `dir/key`, if written.
+    pub(crate) fn read(&self, key: &str) -> Option<String> {
+        read_str(self.xs, &format!("{}/{key}", self.dir))
+    }
+
+    /// The frontend's `dir/key` as a number; an error names the key and what was wrong.
+    pub(crate) fn read_u32(&self, key: &str) -> Result<u32, String> {
+        read_u32(self.xs, &format!("{}/{key}", self.dir))
+    }
+}
+
+/// The design the frontend asked for on a queue of `slots` request ids, told by the key it
+/// wrote, set up with what it wrote: the one place that names the designs.
+pub(crate) fn negotiate<P: BackendPlatform, X: XenStore>(
+    n: &Negotiation<'_, P, X>,
+    cfg: &BackendConfig,
+    slots: u32,
+) -> Result<Box<dyn BackStaging>, String> {
+    match (n.read("tx-data-len"), n.read("data-ring-ref")) {
+        (None, None) => Ok(Box::new(NoStaging)),
+        (Some(_), Some(_)) => Err("frontend asks for both staging slots and a data ring".into()),
+        (Some(_), None) => Ok(Box::new(Slots::negotiate(
+            n,
+            cfg.slots_max_data_len,
+            slots,
+        )?)),
+        (None, Some(_)) => Ok(Box::new(DataRing::negotiate(n, cfg.data_ring_max_order)?)),
+    }
 }

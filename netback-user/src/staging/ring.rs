@@ -1,11 +1,14 @@
 //! The data ring: the backend consumes the **out** direction (TX) and produces the **in**
 //! direction (RX); staged bytes follow the requests' order.
 
-use netstage_ring::flex::{FlexConsumer, FlexError, FlexProducer};
+use netstage_platform::xenstore::XenStore;
+use netstage_ring::flex::{self, End, FlexConsumer, FlexError, FlexProducer};
 use netstage_ring::netif::TxChain;
+use netstage_ring::SharedMem;
 
-use super::{staged_len, BackStaging, Lent};
+use super::{staged_len, BackStaging, Lent, Negotiation};
 use crate::queue::Fatal;
+use crate::BackendPlatform;
 
 /// One data ring per direction.
 pub(crate) struct DataRing {
@@ -16,14 +19,39 @@ pub(crate) struct DataRing {
 }
 
 impl DataRing {
-    /// The rings of one queue.
-    pub(crate) fn new(prod: FlexProducer, cons: FlexConsumer) -> DataRing {
-        DataRing {
+    /// Maps the data ring the frontend shared, if this backend offers rings of at most
+    /// order `max`.
+    pub(crate) fn negotiate<P: BackendPlatform, X: XenStore>(
+        n: &Negotiation<'_, P, X>,
+        max: Option<u32>,
+    ) -> Result<DataRing, String> {
+        let max = max.ok_or("frontend asks for a data ring, which this backend does not offer")?;
+        let r = n.read_u32("data-ring-ref")?;
+        let intf = n
+            .platform
+            .map(n.fe, &[r], true)
+            .map_err(|e| format!("cannot map data-ring-ref {r}: {e}"))?;
+        // The order is read once from the indexes page, before mapping anything else.
+        let cfg = flex::read_intf_config(&intf, max).map_err(|e| format!("data ring: {e}"))?;
+        let key = n.read_u32("data-ring-order")?;
+        if key != cfg.order {
+            return Err(format!(
+                "data-ring-order {key} disagrees with the indexes page ({})",
+                cfg.order
+            ));
+        }
+        let data = n
+            .platform
+            .map(n.fe, &cfg.refs, true)
+            .map_err(|e| format!("cannot map the data ring: {e}"))?;
+        let (prod, cons) = flex::open(End::Backend, &intf, &data, cfg.order)
+            .map_err(|e| format!("data ring: {e}"))?;
+        Ok(DataRing {
             prod,
             cons,
             tx_used: false,
             rx_used: false,
-        }
+        })
     }
 }
 
@@ -43,8 +71,12 @@ impl BackStaging for DataRing {
 
     fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
         self.tx_used = true;
-        let lent = self.cons.take_in_place(staged_len(c)).map_err(ring_fault)?;
-        Ok(Some(lent))
+        let [a, b] = self.cons.take_in_place(staged_len(c)).map_err(ring_fault)?;
+        Ok(Some([(0, a.0, a.1), (0, b.0, b.1)]))
+    }
+
+    fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {
+        Some(self.cons.data())
     }
 
     fn tx_skip(&mut self, c: &TxChain) -> Result<(), Fatal> {

@@ -6,7 +6,7 @@ use netstage_ring::netif::{parse_rx_chain, NetifRxRequest, RxChain, RxFlags, MAX
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
-use crate::staging::{err, Broken};
+use crate::staging::{err, Broken, Lent};
 use crate::{FrontendError, FrontendPlatform};
 
 /// The RX buffers of one received chain, in ring order.
@@ -34,7 +34,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     pub fn recv_burst_in_place(
         &mut self,
         max: usize,
-        mut deliver: impl FnMut(PacketView<'_>),
+        mut deliver: impl FnMut(&PacketView<'_>),
     ) -> Result<usize, FrontendError> {
         self.check_open()?;
         let r = self.rx_in_place(max, &mut deliver);
@@ -44,17 +44,24 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     fn rx_in_place(
         &mut self,
         max: usize,
-        deliver: &mut dyn FnMut(PacketView<'_>),
+        deliver: &mut dyn FnMut(&PacketView<'_>),
     ) -> Result<usize, Broken> {
         self.reap_tx()?;
         let mut n = 0;
         let mut reposted = 0;
+        let mut lent = Lent::new();
         while n < max {
             let Some((chain, ids)) = self.next_chain()? else {
                 break;
             };
-            if let Some(v) = self.lend(&chain, &ids)? {
-                deliver(v);
+            lent.clear();
+            if self.lend(&chain, &ids, &mut lent)? {
+                let mut v = PacketView::new(
+                    Gso::from_extras(&chain.extras),
+                    chain.flags.contains(RxFlags::CSUM_BLANK),
+                );
+                self.fill_view(&mut v, &chain, &ids, &lent)?;
+                deliver(&v);
                 n += 1;
             }
             self.staging.rx_release()?;
@@ -64,44 +71,55 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(n)
     }
 
-    /// A received packet as windows on shared memory, counted; `None` if it was dropped.
-    fn lend(
-        &mut self,
-        chain: &RxChain,
-        ids: &[u16],
-    ) -> Result<Option<PacketView<'static>>, Broken> {
+    /// Takes a received packet's staged head in place (into `lent`) and counts the packet;
+    /// false if it was dropped.
+    fn lend(&mut self, chain: &RxChain, ids: &[u16], lent: &mut Lent) -> Result<bool, Broken> {
         let staged = usize::from(chain.staged);
         if self.dropped(chain)? {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut v = PacketView::new(
-            Gso::from_extras(&chain.extras),
-            chain.flags.contains(RxFlags::CSUM_BLANK),
-        );
         if staged > 0 {
             let first = ids.first().copied().ok_or("an empty RX chain")?;
-            self.staging
-                .rx_lend(first, staged, &mut v, &mut self.tally)?;
+            self.staging.rx_lend(first, staged, lent, &mut self.tally)?;
             self.tally.rx_staged_packets += 1;
             self.tally.rx_staged_bytes += staged as u64;
         }
-        for (s, id) in chain.slots.iter().zip(ids) {
-            if s.extra {
-                continue;
-            }
-            let from = usize::from(*id) * XEN_PAGE_SIZE + usize::from(s.offset);
-            let w = self
-                .pages
-                .rx_pool
-                .mem
-                .sub(from, usize::from(s.len))
-                .map_err(err("RX buffer"))?;
-            v.push(ViewPart::Shared(w)).map_err(err("RX packet"))?;
-        }
         self.tally.rx_packets += 1;
-        self.tally.rx_bytes += v.len() as u64;
+        self.tally.rx_bytes += u64::from(chain.total_len);
         self.tally.rx_in_place_packets += 1;
-        Ok(Some(v))
+        Ok(true)
+    }
+
+    /// Fills `v` with the packet as ranges of the staging memory and the posted pages.
+    fn fill_view<'a>(
+        &'a self,
+        v: &mut PacketView<'a>,
+        chain: &RxChain,
+        ids: &[u16],
+        lent: &Lent,
+    ) -> Result<(), Broken> {
+        for &(region, offset, len) in lent {
+            let mem = self
+                .staging
+                .lent_mem(region)
+                .ok_or("lent staging memory has no window")?;
+            v.push(ViewPart::Shared { mem, offset, len })
+                .map_err(err("RX packet"))?;
+        }
+        let pool = &self.pages.rx_pool.mem;
+        for (s, id) in chain.slots.iter().zip(ids) {
+            if !s.extra {
+                let offset = usize::from(*id) * XEN_PAGE_SIZE + usize::from(s.offset);
+                let len = usize::from(s.len);
+                v.push(ViewPart::Shared {
+                    mem: pool,
+                    offset,
+                    len,
+                })
+                .map_err(err("RX packet"))?;
+            }
+        }
+        Ok(())
     }
 
     fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, Broken> {

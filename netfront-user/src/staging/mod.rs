@@ -8,12 +8,17 @@ mod none;
 mod ring;
 mod slots;
 
-use netstage_fallback::{Design, PacketView};
+use arrayvec::ArrayVec;
+use netstage_fallback::{Design, MAX_VIEW_PARTS};
 use netstage_platform::{DomId, GrantExport, SharedPages};
+use netstage_ring::SharedMem;
 use netstage_ring::XEN_PAGE_SIZE;
 
 use crate::metrics::Tally;
 use crate::FrontendError;
+
+/// Where a staged head lies, lent in place: `(region, offset, len)` ranges.
+pub(crate) type Lent = ArrayVec<(u32, usize, usize), MAX_VIEW_PARTS>;
 
 /// Why a queue stopped: the backend did something impossible.
 pub(crate) type Broken = String;
@@ -43,15 +48,21 @@ pub(crate) trait Staging: Send {
     fn rx_head(&mut self, slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken>;
 
     /// Lends a received packet's staged head (`staged` bytes; `slot` as for
-    /// [`Staging::rx_head`]) in place: appends its windows to `view`. They stay valid until
+    /// [`Staging::rx_head`]) in place: appends where it lies to `out`, as
+    /// `(region, offset, len)` ranges of [`Staging::lent_mem`]. They stay valid until
     /// [`Staging::rx_release`].
     fn rx_lend(
         &mut self,
         slot: u16,
         staged: usize,
-        view: &mut PacketView<'_>,
+        out: &mut Lent,
         t: &mut Tally,
     ) -> Result<(), Broken>;
+
+    /// The window a lent range's `region` is in.
+    fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {
+        None
+    }
 
     /// Gives staging memory lent by [`Staging::rx_lend`] back to the backend.
     fn rx_release(&mut self) -> Result<(), Broken> {

@@ -1,11 +1,11 @@
 //! The baselines (grant copy, grant map): no staging memory, every byte in granted pages.
 
-use netstage_fallback::{Design, PacketView};
+use netstage_fallback::Design;
 
 /// A backend that stages RX bytes without staging memory breaks the protocol.
 const UNNEGOTIATED: &str = "backend staged RX bytes that were never negotiated";
 
-use super::{Broken, Module, Share, Staging};
+use super::{Broken, Lent, Module, Share, Staging};
 use crate::metrics::Tally;
 use crate::FrontendError;
 
@@ -44,7 +44,7 @@ impl Staging for NoStaging {
         &mut self,
         _slot: u16,
         _staged: usize,
-        _view: &mut PacketView<'_>,
+        _out: &mut Lent,
         _t: &mut Tally,
     ) -> Result<(), Broken> {
         Err(UNNEGOTIATED.into())

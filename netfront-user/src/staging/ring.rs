@@ -1,11 +1,12 @@
 //! The data ring: one byte ring per direction, staged heads written in packet order; a
 //! copy policy decides how much of each TX packet goes there and what falls back to grants.
 
-use netstage_fallback::{Design, FallbackReason, PacketView, PolicyState, ViewPart};
+use netstage_fallback::{Design, FallbackReason, PolicyState};
 use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
+use netstage_ring::SharedMem;
 
-use super::{err, setup, Broken, Module, Share, Staging};
+use super::{err, setup, Broken, Lent, Module, Share, Staging};
 use crate::metrics::{ppm, Tally};
 use crate::FrontendError;
 
@@ -136,19 +137,23 @@ impl Staging for Ring {
         &mut self,
         _slot: u16,
         staged: usize,
-        view: &mut PacketView<'_>,
+        out: &mut Lent,
         t: &mut Tally,
     ) -> Result<(), Broken> {
-        let (a, b) = self
+        let ranges = self
             .cons
             .take_in_place(staged)
             .map_err(err("RX data ring"))?;
         self.sample_rx_fill(staged, t)?;
-        for w in std::iter::once(a).chain(b) {
-            view.push(ViewPart::Shared(w))
-                .map_err(err("RX data ring"))?;
+        for (at, n) in ranges.into_iter().filter(|(_, n)| *n > 0) {
+            out.try_push((0, at, n))
+                .map_err(|_| "an RX packet in more pieces than a view holds")?;
         }
         Ok(())
+    }
+
+    fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {
+        Some(self.cons.data())
     }
 
     fn rx_release(&mut self) -> Result<(), Broken> {

@@ -1,12 +1,12 @@
 //! Staging slots: one slot of `data_len` bytes per request id and direction, selected by
 //! the id of the packet's first request.
 
-use netstage_fallback::{Design, PacketView, ViewPart};
+use netstage_fallback::Design;
 use netstage_platform::SharedPages;
 use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
 use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
 
-use super::{err, setup, Broken, Module, Share, Staging};
+use super::{err, setup, Broken, Lent, Module, Share, Staging};
 use crate::metrics::Tally;
 use crate::queue::POOL;
 use crate::FrontendError;
@@ -116,19 +116,23 @@ impl Staging for Slots {
         &mut self,
         slot: u16,
         staged: usize,
-        view: &mut PacketView<'_>,
+        out: &mut Lent,
         _t: &mut Tally,
     ) -> Result<(), Broken> {
         let mut full = false;
         self.rx
-            .windows(u32::from(slot), 0, staged, |w| {
-                full |= view.push(ViewPart::Shared(w)).is_err();
+            .in_place(u32::from(slot), 0, staged, |page, at, n| {
+                full |= out.try_push((page as u32, at, n)).is_err();
             })
             .map_err(err("RX slot"))?;
         if full {
             return Err("an RX packet in more pieces than a view holds".into());
         }
         Ok(())
+    }
+
+    fn lent_mem(&self, region: u32) -> Option<&SharedMem> {
+        self.rx.page(region as usize)
     }
 
     fn rx_slot_gref(&self, slot: u16) -> Option<u32> {

@@ -242,6 +242,10 @@ impl EventPort for SimPort {
         Ok(got)
     }
 
+    fn prepare(&self) -> Result<()> {
+        self.remote().map(|_| ())
+    }
+
     fn wake(&self) -> Result<()> {
         self.words.pending.fetch_or(LOCAL_WAKE, Ordering::SeqCst)?;
         if self.words.waiters.load(Ordering::SeqCst) > 0 {
