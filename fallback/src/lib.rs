@@ -7,12 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod copy;
+pub mod gate;
 pub mod map;
 pub mod packet;
 pub mod policy;
 pub mod view;
 
 pub use copy::{CopyBurst, CopyDone, GrantCopier, MAX_COPY_OPS};
+pub use gate::Gate;
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
 pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};

@@ -9,33 +9,22 @@
 //! an injector accepted is delivered or counted dropped with its reason, at disconnect too.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use netstage_fallback::{Packet, PacketBuf, PacketRef};
+use netstage_fallback::{Gate, Packet, PacketBuf, PacketRef};
 
 use crate::queue::{BackQueue, QueueFault, BURST};
 use crate::{BackendConfig, BackendPlatform, Metrics, QueueDriver, QueueInfo, VifHandler};
 
-/// The bytes one queue's backlog holds, and whether its queue still takes packets.
+/// The bytes one queue's backlog holds, and the gate injectors pass to add to it.
 #[derive(Debug)]
 struct Backlog {
     bytes: AtomicUsize,
     max_bytes: usize,
-    closed: AtomicBool,
-    /// Injectors between their look at `closed` and the end of their send.
-    active: AtomicUsize,
-}
-
-/// An injector inside the backlog; leaves when dropped.
-struct Entered<'a>(&'a Backlog);
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
+    gate: Gate,
 }
 
 impl Backlog {
@@ -43,26 +32,7 @@ impl Backlog {
         Backlog {
             bytes: AtomicUsize::new(0),
             max_bytes,
-            closed: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-        }
-    }
-
-    /// Enters, unless the queue has closed.
-    fn enter(&self) -> Option<Entered<'_>> {
-        // SeqCst on both sides (here and in `close`): either the closer sees this injector
-        // active, or this injector sees the queue closed.
-        self.active.fetch_add(1, Ordering::SeqCst);
-        let e = Entered(self);
-        (!self.closed.load(Ordering::SeqCst)).then_some(e)
-    }
-
-    /// Stops taking packets and waits for the injectors inside to leave: after it, nothing
-    /// more reaches the channel.
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        while self.active.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
+            gate: Gate::new(),
         }
     }
 
@@ -146,7 +116,7 @@ impl RxInjector {
             self.metrics.add_rx_disconnect_drops(1);
             Err(None)
         };
-        let Some(_inside) = self.backlog.enter() else {
+        let Some(_inside) = self.backlog.gate.enter() else {
             return gone();
         };
         let len = pkt.data.len();
@@ -314,7 +284,7 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
         };
         let r = self.drive(q, &mut pending);
         // Whatever is still queued, or comes now, never reaches the guest: counted.
-        pending.backlog.close();
+        pending.backlog.gate.close();
         self.metrics.add_rx_disconnect_drops(pending.drop_all());
         r
     }

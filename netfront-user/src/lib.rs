@@ -89,6 +89,12 @@ pub struct FrontendConfig {
     pub tx_queue_len: usize,
     /// How long the backend may take between handshake steps.
     pub handshake_timeout: Duration,
+    /// How long TX requests may stay unanswered (the backend still connected) before the
+    /// device is declared broken: a backend that stopped answering.
+    pub answer_timeout: Duration,
+    /// How long [`Frontend::send`] waits for room in a full queue before it gives up with
+    /// [`FrontendError::SendTimeout`] (the packet not taken).
+    pub send_timeout: Duration,
     /// Where packet bytes go. `Slots` and `Ring` are used if the backend offers them and
     /// fall back to the baseline otherwise; their sizes are clamped to the backend's
     /// maximum. (`GrantCopy` and `GrantMap` differ only at the backend.)
@@ -109,6 +115,8 @@ impl Default for FrontendConfig {
             poll: PollMode::Block,
             tx_queue_len: 1024,
             handshake_timeout: Duration::from_secs(30),
+            answer_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -151,6 +159,15 @@ pub enum FrontendError {
         len: usize,
         /// Why.
         why: &'static str,
+    },
+    /// [`Frontend::send`] found its queue full for the whole send timeout (the packet was
+    /// not taken).
+    #[error("queue {queue} stayed full for {waited:?}: the backend is not taking packets")]
+    SendTimeout {
+        /// The queue.
+        queue: u16,
+        /// How long it waited.
+        waited: Duration,
     },
 }
 

@@ -60,6 +60,9 @@ counters! {
     tx_fallback_over_limit;
     /// Packets forwarded straight from their RX slot (`NETTXF_staging_buffer`).
     tx_zerocopy_packets;
+    /// Packets [`crate::Frontend::send`] accepted that never reached the TX ring: still
+    /// queued when the device stopped (closed, or the backend gone).
+    tx_unsent;
     /// RX packets whose head came through staging memory.
     rx_staged_packets;
     /// Bytes they staged.

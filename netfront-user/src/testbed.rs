@@ -32,6 +32,11 @@ struct Bed {
 }
 
 fn bed(design: Design, want: Features) -> Bed {
+    bed_answering_within(design, want, Duration::from_secs(30))
+}
+
+/// A bed whose queue declares the backend gone after `answer` without TX responses.
+fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed {
     let world = SimWorld::create_temp().unwrap();
     let cfg = DomainConfig {
         mem_pages: 4096,
@@ -55,6 +60,7 @@ fn bed(design: Design, want: Features) -> Bed {
         design,
         want,
         poll: PollMode::Block,
+        answer_timeout: answer,
         ..FrontendConfig::default()
     };
     let shared = Arc::new(Shared::default());
@@ -256,4 +262,28 @@ fn slots_stage_the_head_and_grant_the_rest() {
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_staged_packets, m.tx_staged_bytes), (1, 256));
     assert_eq!(m.tx_fallback_over_limit, 1);
+}
+
+#[test]
+fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
+    let mut b = bed_answering_within(Design::GrantCopy, SG, Duration::from_millis(50));
+    let frame = [1u8; 64];
+    // Answered in time: no fault.
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    b.serve_tx(0);
+    assert!(b.q.wait(Some(Duration::from_millis(1))).unwrap());
+    assert_eq!(b.q.recv_burst(&mut []).unwrap(), 0);
+    // Never answered: the waits go on for the timeout, then the device is broken.
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    let t = std::time::Instant::now();
+    let why = loop {
+        match b.q.wait(Some(Duration::from_millis(10))) {
+            Ok(_) => assert!(t.elapsed() < Duration::from_secs(5), "never declared gone"),
+            Err(FrontendError::Broken(why)) => break why,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert!(why.contains("answered none of 1 TX requests"), "{why}");
+    assert!(b.shared.stopped());
 }

@@ -6,11 +6,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
-use crossbeam_channel::{bounded, Receiver, Sender};
-use netstage_fallback::{Design, Features, Packet, PacketBuf, PacketRef};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
+use netstage_fallback::{Design, Features, Gate, Packet, PacketBuf, PacketRef};
 use netstage_platform::xenbus::VifPaths;
 use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomId, EventPort};
@@ -36,6 +36,9 @@ pub trait FrontendHandler: Send + Sync + 'static {
 struct QueueHandle {
     tx: Sender<Packet>,
     wake: Arc<dyn EventPort>,
+    /// Passed by every sender; closed by the queue's thread when it stops, which then
+    /// counts what is left.
+    gate: Arc<Gate>,
 }
 
 /// A connected frontend whose queues are driven by threads of its own.
@@ -45,6 +48,7 @@ pub struct Frontend<P: FrontendPlatform> {
     threads: Threads,
     link: FrontendLink<P>,
     features: Features,
+    send_timeout: Duration,
 }
 
 impl<P: FrontendPlatform> Frontend<P> {
@@ -67,15 +71,19 @@ impl<P: FrontendPlatform> Frontend<P> {
             },
             link,
             features: cfg.want,
+            send_timeout: cfg.send_timeout,
         };
         for q in fqs {
             let (tx, rx) = bounded(cfg.tx_queue_len.max(1));
+            let gate = Arc::new(Gate::new());
             f.queues.push(QueueHandle {
                 tx,
                 wake: q.port_handle(),
+                gate: Arc::clone(&gate),
             });
             let driver = Driver {
                 inbox: rx,
+                gate,
                 handler: Arc::clone(&handler),
                 forward: cfg.forward,
             };
@@ -124,7 +132,8 @@ impl<P: FrontendPlatform> Frontend<P> {
         })
     }
 
-    /// Queues `pkt` for transmission on `queue` (blocking while that queue is full).
+    /// Queues `pkt` for transmission on `queue`, waiting while that queue is full, at most
+    /// [`FrontendConfig::send_timeout`].
     pub fn send(&self, queue: u16, pkt: Packet) -> Result<(), FrontendError> {
         let len = pkt.data.len();
         validate(&self.features, &pkt.packet_ref())
@@ -139,12 +148,14 @@ impl<P: FrontendPlatform> Frontend<P> {
                 len,
                 why: "no such queue",
             })?;
-        // Every packet wakes the queue: checking the channel first would race with the queue
-        // thread draining it and lose wake-ups.
-        q.tx.send(pkt)
-            .map_err(|_| FrontendError::Broken("queue stopped".into()))?;
-        let _ = q.wake.wake();
-        Ok(())
+        match q.hand_over(pkt, self.send_timeout) {
+            Ok(()) => Ok(()),
+            Err(Refused::Stopped) => Err(FrontendError::Broken(self.link.shared.reason())),
+            Err(Refused::Full) => Err(FrontendError::SendTimeout {
+                queue,
+                waited: self.send_timeout,
+            }),
+        }
     }
 
     /// Closes the device: stops the queues, Closing, waits for the backend to close,
@@ -154,6 +165,41 @@ impl<P: FrontendPlatform> Frontend<P> {
         let Frontend { link, threads, .. } = self;
         drop(threads);
         link.close()
+    }
+}
+
+/// Why a packet was not taken.
+enum Refused {
+    /// The queue stopped.
+    Stopped,
+    /// It stayed full for the whole timeout.
+    Full,
+}
+
+impl QueueHandle {
+    /// Puts `pkt` in the queue's inbox, waiting up to `timeout` while it is full; fails
+    /// (the packet not taken) once the queue has stopped or when the time is up.
+    fn hand_over(&self, mut pkt: Packet, timeout: Duration) -> Result<(), Refused> {
+        let _inside = self.gate.enter().ok_or(Refused::Stopped)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Every packet wakes the queue: checking the channel first would race with the
+            // queue thread draining it and lose wake-ups.
+            match self.tx.send_timeout(pkt, Duration::from_millis(10)) {
+                Ok(()) => {
+                    let _ = self.wake.wake();
+                    return Ok(());
+                }
+                Err(SendTimeoutError::Timeout(_)) if self.gate.is_closed() => {
+                    return Err(Refused::Stopped)
+                }
+                Err(SendTimeoutError::Timeout(_)) if Instant::now() >= deadline => {
+                    return Err(Refused::Full)
+                }
+                Err(SendTimeoutError::Timeout(p)) => pkt = p,
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Refused::Stopped),
+            }
+        }
     }
 }
 
@@ -175,12 +221,13 @@ impl Drop for Threads {
 /// What a queue thread needs besides its queue.
 struct Driver {
     inbox: Receiver<Packet>,
+    gate: Arc<Gate>,
     handler: Arc<dyn FrontendHandler>,
     forward: bool,
 }
 
 impl Driver {
-    /// Drives `q` until the device stops.
+    /// Drives `q` until the device stops, then counts what was never sent.
     fn run<P: FrontendPlatform>(self, mut q: FrontQueue<P>) {
         let mut out = VecDeque::with_capacity(BURST);
         let mut bufs = PacketBuf::pool(if self.forward { 0 } else { BURST });
@@ -192,9 +239,12 @@ impl Driver {
             };
             if r.is_err() {
                 // Stopped: closed, or broken (the queue noted why).
-                return;
+                break;
             }
         }
+        self.gate.close();
+        let left = out.len() + self.inbox.try_iter().count();
+        q.count_unsent(left as u64);
     }
 
     /// One round of sending and receiving; whether anything moved.
@@ -212,8 +262,11 @@ impl Driver {
         }
         let refs: ArrayVec<PacketRef<'_>, BURST> = out.iter().map(Packet::packet_ref).collect();
         let sent = match q.send_burst(&refs) {
-            // Checked by `Frontend::send`: cannot happen; the packet is dropped.
-            Err(FrontendError::BadPacket { .. }) => 1,
+            // Checked by `Frontend::send`: cannot happen; the packet is counted unsent.
+            Err(FrontendError::BadPacket { .. }) => {
+                q.count_unsent(1);
+                1
+            }
             r => r?,
         };
         drop(refs);

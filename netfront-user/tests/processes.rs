@@ -187,7 +187,9 @@ fn both_ways(design: &str, queues: &str) {
         "{out}"
     );
     assert!(
-        out.contains("sent 3000 packets") && out.contains("received 3000; tx errors 0"),
+        out.contains("handed over 3000 packets")
+            && out.contains("sent 3000 in")
+            && out.contains("unsent 0; received 3000; tx errors 0"),
         "{out}"
     );
     let o = stop(b);

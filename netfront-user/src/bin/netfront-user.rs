@@ -294,6 +294,7 @@ fn session<P: FrontendPlatform>(
         .collect();
     let start = Instant::now();
     let mut bytes = 0u64;
+    let mut handed = 0u64;
     for seq in 0..args.count {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -318,6 +319,7 @@ fn session<P: FrontendPlatform>(
                 },
             )
             .with_context(|| format!("sending packet {seq}"))?;
+        handed += 1;
         bytes += len as u64;
         if args.rate > 0 {
             let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
@@ -342,14 +344,25 @@ fn session<P: FrontendPlatform>(
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    // Every packet handed over is on the ring, or counted unsent, before the tally.
+    let t = Instant::now();
+    while {
+        let m = front.metrics();
+        m.tx_packets + m.tx_unsent < handed && front.broken().is_none()
+    } {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("packets handed over did not reach the TX ring within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let secs = start.elapsed().as_secs_f64();
     let m = front.metrics();
     println!(
-        "netfront-user: sent {} packets ({} bytes) in {:.3} s: {:.0} pps; received {}; tx errors {}",
+        "netfront-user: handed over {handed} packets ({bytes} bytes); sent {} in {:.3} s: {:.0} pps; unsent {}; received {}; tx errors {}",
         m.tx_packets,
-        bytes,
         secs,
         m.tx_packets as f64 / secs.max(1e-9),
+        m.tx_unsent,
         m.rx_packets,
         m.tx_errors
     );

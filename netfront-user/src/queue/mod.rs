@@ -8,7 +8,7 @@ mod tx;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstage_fallback::{Features, PacketBuf, PollMode};
 use netstage_platform::{EventChannels, EventPort, SharedPages};
@@ -48,6 +48,11 @@ pub(crate) struct QueuePages {
 pub struct FrontQueue<P: FrontendPlatform> {
     index: u16,
     poll: PollMode,
+    /// How long TX requests may stay unanswered before the device is broken.
+    answer_timeout: Duration,
+    /// Since when the TX responses have not moved while requests were outstanding (and
+    /// where they stood).
+    unanswered: Option<(u32, Instant)>,
     features: Features,
     tx: FrontRing<TxRing>,
     rx: FrontRing<RxRing>,
@@ -82,6 +87,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     pub(crate) fn new(
         index: u16,
         poll: PollMode,
+        answer_timeout: Duration,
         features: Features,
         pages: QueuePages,
         staging: Box<dyn Staging>,
@@ -92,6 +98,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let mut q = FrontQueue {
             index,
             poll,
+            answer_timeout,
+            unanswered: None,
             features,
             tx: FrontRing::init(pages.tx_ring.mem.clone()).map_err(ring)?,
             rx: FrontRing::init(pages.rx_ring.mem.clone()).map_err(ring)?,
@@ -118,6 +126,13 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.index
     }
 
+    /// Counts `n` packets handed to this queue's owner that will never be sent
+    /// (`tx_unsent`).
+    pub(crate) fn count_unsent(&mut self, n: u64) {
+        self.tally.tx_unsent += n;
+        self.shared.metrics.flush(&mut self.tally);
+    }
+
     /// TX requests in flight (put on the ring, not yet answered).
     pub fn tx_pending(&self) -> usize {
         self.tx.outstanding() as usize
@@ -132,6 +147,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// device is closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
         self.check_open()?;
+        self.check_answering()?;
         let woke = match self.poll {
             PollMode::Block => {
                 let armed = self.arm();
@@ -151,6 +167,31 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         }
         self.check_open()?;
         Ok(woke)
+    }
+
+    /// Breaks the device if TX requests have gone unanswered for the answer timeout (looked
+    /// at only when the caller is about to wait: never on the hot path).
+    fn check_answering(&mut self) -> Result<(), FrontendError> {
+        if self.tx.outstanding() == 0 {
+            self.unanswered = None;
+            return Ok(());
+        }
+        let cons = self.tx.rsp_cons();
+        match self.unanswered {
+            Some((at, since)) if at == cons => {
+                if since.elapsed() >= self.answer_timeout {
+                    let why = format!(
+                        "the backend answered none of {} TX requests for {:?}",
+                        self.tx.outstanding(),
+                        self.answer_timeout
+                    );
+                    self.shared.stop(Some(&why));
+                    return Err(FrontendError::Broken(why));
+                }
+            }
+            _ => self.unanswered = Some((cons, Instant::now())),
+        }
+        Ok(())
     }
 
     /// One busy-polling look at the rings and the port.
@@ -218,6 +259,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
 
 impl<P: FrontendPlatform> FrontQueue<P> {
     /// This queue's event port, for another thread to wake its [`FrontQueue::wait`].
+    /// Resolves the event port's peer (see [`EventPort::prepare`]).
+    pub(crate) fn prepare_port(&self) -> Result<(), FrontendError> {
+        Ok(self.port.prepare()?)
+    }
+
     pub(crate) fn port_handle(&self) -> Arc<dyn EventPort> {
         Arc::clone(&self.port) as Arc<dyn EventPort>
     }
