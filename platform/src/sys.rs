@@ -264,6 +264,10 @@ pub(crate) fn spin_for(ns: u64) {
 
 /// Whether process `pid` exists (used to recover a lock whose holder died).
 pub(crate) fn process_alive(pid: u32) -> bool {
+    // 0 and anything past i32::MAX would address a process group or every process.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
     // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -669,6 +673,14 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_single_positive_pid_can_be_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+        assert!(!process_alive(u32::MAX));
+        assert!(!process_alive(i32::MAX as u32 + 1));
+    }
 
     #[test]
     fn a_gntalloc_request_holds_the_whole_struct_and_every_id() {

@@ -451,3 +451,28 @@ fn grants_held_by_a_dead_domain_are_released() {
     front.forget_domain(BACK);
     front.end_access(&p).unwrap();
 }
+
+/// A granter that holds its own grant-table lock (the word lies in its shared file) cannot
+/// make a grantee spin forever: the operation fails with a general error.
+#[test]
+fn a_granter_that_never_releases_its_lock_gets_a_general_error() {
+    let (w, front, back) = world(CostMode::None);
+    let p = front.share(BACK, 1, false).unwrap();
+    let active = std::fs::OpenOptions::new()
+        .write(true)
+        .open(w.path().join("dom1/active"))
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    // Process 1 lives for as long as the machine: the lock is never taken over.
+    active.write_all_at(&1u32.to_le_bytes(), 0).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let grefs = p.grefs.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(grant_err(back.map(FRONT, &grefs, false)));
+    });
+    let status = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the map spun on the granter's lock");
+    assert_eq!(status, GrantStatus::GeneralError);
+    active.write_all_at(&0u32.to_le_bytes(), 0).unwrap();
+}

@@ -44,6 +44,16 @@ struct GrantLock {
     word: SharedU32,
 }
 
+/// Spins on a granter's lock before giving up with `GNTST_general_error`: the word lies in
+/// the granter's own file, so a hostile granter can hold it forever (about half a second
+/// here; a real holder keeps it for microseconds).
+const LOCK_SPINS: u32 = 1 << 24;
+
+/// Times the check-and-set of a grant entry may find it changed before the operation fails
+/// with `GNTST_general_error`, as Xen's `_set_status_v1` gives up on an entry "unstable" for
+/// four retries.
+const ENTRY_RETRIES: u32 = 4;
+
 impl GrantLock {
     fn take(active: &SharedMem) -> Result<GrantLock> {
         let word = active.word(0)?;
@@ -52,6 +62,11 @@ impl GrantLock {
         loop {
             match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)? {
                 Ok(_) => return Ok(GrantLock { word }),
+                Err(_) if spins >= LOCK_SPINS => {
+                    return Err(PlatformError::Invalid(
+                        "the granter's grant-table lock stayed held".into(),
+                    ))
+                }
                 Err(holder) => {
                     spins = spins.wrapping_add(1);
                     if spins % 4096 == 0 && holder != me && !sys::process_alive(holder) {
@@ -95,7 +110,12 @@ pub(super) fn acquire(
     let _lock = GrantLock::take(&f.active).map_err(internal)?;
     let word = combo(&f.gnttab, gref).map_err(internal)?;
     let set = GTF_READING | if writable { GTF_WRITING } else { 0 };
+    let mut retries = 0;
     loop {
+        if retries > ENTRY_RETRIES {
+            return Err(GrantStatus::GeneralError);
+        }
+        retries += 1;
         let c = word.load(Ordering::Acquire);
         let flags = c as u16;
         let domid = (c >> 16) as u16;
@@ -265,7 +285,8 @@ impl Allocator {
 /// revoked.
 fn try_end(table: &SharedMem, gref: GrantRef) -> Result<bool> {
     let word = combo(table, gref)?;
-    loop {
+    // An entry that keeps changing under us is treated as in use.
+    for _ in 0..=ENTRY_RETRIES {
         let c = word.load(Ordering::Acquire);
         if (c as u16) & (GTF_READING | GTF_WRITING) != 0 {
             return Ok(false);
@@ -277,6 +298,7 @@ fn try_end(table: &SharedMem, gref: GrantRef) -> Result<bool> {
             return Ok(true);
         }
     }
+    Ok(false)
 }
 
 fn restore(table: &SharedMem, gref: GrantRef, flags: u16) -> Result<()> {
