@@ -282,27 +282,21 @@ pub(crate) fn map_file(
 ) -> io::Result<netstage_ring::SharedMem> {
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);
-    if writable {
-        // The file may be changed by other processes, which is why the window is only ever
-        // accessed through `SharedMem`'s volatile and atomic operations.
-        // SAFETY: a shared mapping of a file, never accessed through a Rust reference.
-        let mut m = unsafe { opts.map_mut(file) }?;
-        let base = NonNull::new(m.as_mut_ptr()).ok_or_else(|| io::Error::other("null map"))?;
-        // SAFETY: `m` is a live read-write mapping of `len` bytes, moved into the owner that
-        // keeps it mapped for as long as the window exists.
-        Ok(unsafe {
-            netstage_ring::SharedMem::from_raw_parts(base, len, true, std::sync::Arc::new(m))
-        })
+    // The file may be changed by other processes, which is why the window is only ever
+    // accessed through `SharedMem`'s volatile and atomic operations; `MmapRaw` hands out
+    // the address without ever making a Rust reference to the bytes.
+    let m = if writable {
+        opts.map_raw(file)?
     } else {
-        // SAFETY: as above, read-only.
-        let m = unsafe { opts.map(file) }?;
-        let base =
-            NonNull::new(m.as_ptr().cast_mut()).ok_or_else(|| io::Error::other("null map"))?;
-        // SAFETY: as above; the window is marked read-only so nothing writes through it.
-        Ok(unsafe {
-            netstage_ring::SharedMem::from_raw_parts(base, len, false, std::sync::Arc::new(m))
-        })
-    }
+        opts.map_raw_read_only(file)?
+    };
+    let base = NonNull::new(m.as_mut_ptr()).ok_or_else(|| io::Error::other("null map"))?;
+    // SAFETY: `m` is a live shared mapping of `len` bytes (read-write only if `writable`),
+    // moved into the owner that keeps it mapped for as long as the window exists; the
+    // window is marked read-only when the mapping is.
+    Ok(unsafe {
+        netstage_ring::SharedMem::from_raw_parts(base, len, writable, std::sync::Arc::new(m))
+    })
 }
 
 /// A grant mapping made by [`map_grant_window`]: unmapped, then `on_unmap` run, when the
