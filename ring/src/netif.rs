@@ -532,6 +532,21 @@ pub struct TxChain {
     pub staging_buffer: Option<u32>,
 }
 
+impl Default for TxChain {
+    /// An empty chain, to parse into ([`parse_tx_chain_into`]).
+    fn default() -> Self {
+        TxChain {
+            slots: ArrayVec::new(),
+            total_size: 0,
+            flags: TxFlags::empty(),
+            extras: Extras::default(),
+            drop: None,
+            staged: 0,
+            staging_buffer: None,
+        }
+    }
+}
+
 impl TxChain {
     /// The data fragments in order: `(gref, offset, size)`.
     pub fn fragments(&self) -> impl Iterator<Item = (u32, u16, u16)> + '_ {
@@ -583,10 +598,23 @@ fn check_in_page(offset: u16, size: u32) -> Result<(), Fault> {
 /// [`FATAL_DATA_SLOTS`] fatal; a slot crossing its page, a bad extra and a truncated chain
 /// are fatal; a fragment larger than what the total leaves and a packet shorter than
 /// [`ETH_HLEN`] are drops; zero-length fragments are accepted.
-pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Result<TxChain, Fault> {
+pub fn parse_tx_chain(next: impl FnMut() -> Option<NetifTxRequest>) -> Result<TxChain, Fault> {
+    let mut chain = TxChain::default();
+    parse_tx_chain_into(next, &mut chain)?;
+    Ok(chain)
+}
+
+/// [`parse_tx_chain`] into `out`, which a burst reuses from packet to packet (a chain is a
+/// few hundred bytes: built in place, it is not copied per packet). On an error `out` holds
+/// part of the chain and is not to be used.
+pub fn parse_tx_chain_into(
+    mut next: impl FnMut() -> Option<NetifTxRequest>,
+    out: &mut TxChain,
+) -> Result<(), Fault> {
     let first = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: 0 }))?;
     let flags = TxFlags::from_bits_retain(first.flags);
-    let mut slots: ArrayVec<TxSlot, MAX_CHAIN_SLOTS> = ArrayVec::new();
+    let slots = &mut out.slots;
+    slots.clear();
     let mut extras = Extras::default();
     let mut drop = None;
     // The first slot's size is fixed below, once the fragments are known.
@@ -695,17 +723,15 @@ pub fn parse_tx_chain(mut next: impl FnMut() -> Option<NetifTxRequest>) -> Resul
         // remaining <= total <= u16::MAX.
         *size = u16::try_from(remaining).unwrap_or(u16::MAX);
     }
-    Ok(TxChain {
-        slots,
-        total_size: first.size,
-        flags,
-        extras,
-        drop,
-        // The claimed length when it fits the packet (a consumer of a data ring must skip
-        // it even if the packet is dropped); 0 when it does not.
-        staged: if staged <= total { staged as u16 } else { 0 },
-        staging_buffer: zerocopy.then_some(first.gref),
-    })
+    out.total_size = first.size;
+    out.flags = flags;
+    out.extras = extras;
+    out.drop = drop;
+    // The claimed length when it fits the packet (a consumer of a data ring must skip it
+    // even if the packet is dropped); 0 when it does not.
+    out.staged = if staged <= total { staged as u16 } else { 0 };
+    out.staging_buffer = zerocopy.then_some(first.gref);
+    Ok(())
 }
 
 /// One fragment of a packet to transmit: where its bytes are granted.

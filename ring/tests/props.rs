@@ -213,6 +213,32 @@ proptest! {
         }
     }
 
+    /// Parsing into a chain that held another packet gives what parsing afresh gives: nothing
+    /// of the earlier chain is left behind.
+    #[test]
+    fn a_reused_tx_chain_holds_only_the_new_packet(
+        before in proptest::collection::vec(any::<[u8; 12]>(), 1..40),
+        slots in proptest::collection::vec(any::<[u8; 12]>(), 0..40),
+    ) {
+        let reqs = |v: &[[u8; 12]]| -> Vec<NetifTxRequest> {
+            v.iter().map(|b| zerocopy::transmute!(*b)).collect()
+        };
+        let (earlier, now) = (reqs(&before), reqs(&slots));
+        let mut reused = TxChain::default();
+        let mut it = earlier.iter().copied();
+        let _ = parse_tx_chain_into(|| it.next(), &mut reused);
+        let mut it = now.iter().copied();
+        let into = parse_tx_chain_into(|| it.next(), &mut reused);
+        let mut it = now.iter().copied();
+        match parse_tx_chain(|| it.next()) {
+            Ok(fresh) => {
+                prop_assert!(into.is_ok());
+                prop_assert_eq!(reused, fresh);
+            }
+            Err(e) => prop_assert_eq!(into, Err(e)),
+        }
+    }
+
     /// Same for RX response chains.
     #[test]
     fn rx_chain_parser_is_total(slots in proptest::collection::vec(any::<[u8; 8]>(), 0..40)) {

@@ -82,6 +82,7 @@ pub struct BackQueue<P: BackendPlatform> {
     staging: Box<dyn BackStaging>,
     fetch: Box<dyn TxFetch<P>>,
     counts: Counts,
+    /// A burst's chains, parsed in place burst after burst.
     chains: Vec<TxChain>,
     status: Vec<i16>,
     lent: Vec<Option<crate::staging::Lent>>,
@@ -124,7 +125,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             staging: parts.staging,
             fetch: parts.fetch,
             counts: Counts::default(),
-            chains: Vec::with_capacity(BURST),
+            chains: vec![TxChain::default(); BURST],
             status: Vec::with_capacity(BURST),
             lent: Vec::with_capacity(BURST),
             rx_reqs: Vec::with_capacity(reqs),

@@ -3,7 +3,7 @@
 
 use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
 use netstage_ring::netif::{
-    parse_tx_chain, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
+    parse_tx_chain_into, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
 };
 
 use super::{fault, BackQueue, QueueFault, BURST, LEND_MIN};
@@ -78,9 +78,12 @@ impl<P: BackendPlatform> BackQueue<P> {
         let bufs = &mut bufs[..max];
         let r = self
             .tx_gather(&mut chains, &mut status, &mut lent, bufs, lend)
-            .and_then(|()| take(&chains, &status, bufs, &lent, &*self.staging))
-            .and_then(|n| self.tx_answer(&chains, &status).map(|()| n));
-        chains.clear();
+            .and_then(|got| {
+                let chains = &chains[..got];
+                let n = take(chains, &status, bufs, &lent, &*self.staging)?;
+                self.tx_answer(chains, &status).map(|()| n)
+            });
+        // The chains stay: the next burst parses into them.
         status.clear();
         lent.clear();
         self.chains = chains;
@@ -90,23 +93,26 @@ impl<P: BackendPlatform> BackQueue<P> {
         r
     }
 
-    /// Parses up to `bufs.len()` chains, validates them, reads or lends their staged bytes
-    /// and fetches the granted rest.
+    /// Parses up to `bufs.len()` chains into `chains` (as many as a burst holds, reused),
+    /// validates them, reads or lends their staged bytes and fetches the granted rest;
+    /// returns how many chains it took.
     fn tx_gather(
         &mut self,
-        chains: &mut Vec<TxChain>,
+        chains: &mut [TxChain],
         status: &mut Vec<i16>,
         lent: &mut Vec<Option<Lent>>,
         bufs: &mut [PacketBuf],
         lend: bool,
-    ) -> Result<(), QueueFault> {
-        while self.tx.pending_requests() > 0 && chains.len() < bufs.len() {
+    ) -> Result<usize, QueueFault> {
+        let mut got = 0;
+        while self.tx.pending_requests() > 0 && got < bufs.len().min(chains.len()) {
             let tx = &mut self.tx;
-            let chain = parse_tx_chain(|| tx.take_request().ok().flatten())
+            parse_tx_chain_into(|| tx.take_request().ok().flatten(), &mut chains[got])
                 .map_err(|f| QueueFault(format!("TX request chain: {f}")))?;
-            self.counts.tx_slots += chain.slots.len() as u64;
-            chains.push(chain);
+            self.counts.tx_slots += chains[got].slots.len() as u64;
+            got += 1;
         }
+        let chains = &chains[..got];
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
             let (st, l) = self.tx_stage_one(c, buf, lend)?;
             status.push(st);
@@ -121,7 +127,8 @@ impl<P: BackendPlatform> BackQueue<P> {
                 status,
                 &mut self.counts,
             )
-            .map_err(QueueFault)
+            .map_err(QueueFault)?;
+        Ok(got)
     }
 
     /// Gives the staging memory back and answers every chain of the burst.
