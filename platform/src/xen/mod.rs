@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::sim::xenstored::wire::Errno;
 use crate::xenstore::{XenStore, XsClient, NO_TX};
 use crate::{
     sys, CopyOp, DomId, DomainInfo, EventChannels, EventPort, EventStats, GrantExport, GrantImport,
@@ -42,6 +43,10 @@ use netstage_ring::SharedMem;
 
 /// The device nodes this platform needs.
 pub const DEVICES: [&str; 3] = ["/dev/xen/gntalloc", "/dev/xen/gntdev", "/dev/xen/evtchn"];
+
+/// The instance [`domain_instance_in`] gives a domain that exists but whose directory this
+/// domain may not read.
+pub const UNREADABLE_INSTANCE: u64 = u64::MAX;
 
 /// How long a wait polls before it sleeps, by default.
 const SPIN: Duration = Duration::from_micros(20);
@@ -361,9 +366,17 @@ impl EventChannels for XenDomain {
 /// exists (the toolstack removes it when the domain goes), else a hash of the domain's `vm`
 /// path, which the toolstack makes unique per domain, so that a domain created again under
 /// the same id is another instance.
+///
+/// A guest may not read another domain's directory (dom0's is `n0`: no access for others):
+/// xenstored then answers `EACCES`, which it checks after finding the node, so the domain
+/// exists. Its instance is then the one unreadable instance: a guest cannot tell dom0's
+/// instances apart, and dom0 is not re-created under a running guest. Any other error
+/// (`ENOENT` above all) means the domain is gone.
 pub fn domain_instance_in(xs: &impl XenStore, dom: DomId) -> Option<u64> {
     let base = format!("/local/domain/{dom}");
-    xs.directory(NO_TX, &base).ok()?;
+    if let Err(e) = xs.directory(NO_TX, &base) {
+        return (e.errno() == Some(Errno::EACCES)).then_some(UNREADABLE_INSTANCE);
+    }
     let vm = xs.read(NO_TX, &format!("{base}/vm")).unwrap_or_default();
     let mut h = DefaultHasher::new();
     vm.hash(&mut h);
