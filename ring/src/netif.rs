@@ -928,6 +928,20 @@ pub struct RxChain {
     pub staged: u16,
 }
 
+impl Default for RxChain {
+    /// An empty chain, to parse into ([`parse_rx_chain_into`]).
+    fn default() -> Self {
+        RxChain {
+            slots: ArrayVec::new(),
+            flags: RxFlags::empty(),
+            extras: Extras::default(),
+            total_len: 0,
+            drop: None,
+            staged: 0,
+        }
+    }
+}
+
 impl RxChain {
     /// The data slots in order: `(id, offset, len)`.
     pub fn fragments(&self) -> impl Iterator<Item = (u16, u16, u16)> + '_ {
@@ -944,8 +958,20 @@ impl RxChain {
 /// page drops the packet (the chain is still consumed); more than
 /// [`XEN_NETIF_NR_SLOTS_MIN`] data slots drops it and more than [`FATAL_DATA_SLOTS`] is
 /// fatal; a bad extra and a truncated chain are fatal.
-pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Result<RxChain, Fault> {
-    let mut slots: ArrayVec<RxSlot, MAX_CHAIN_SLOTS> = ArrayVec::new();
+pub fn parse_rx_chain(next: impl FnMut() -> Option<NetifRxResponse>) -> Result<RxChain, Fault> {
+    let mut chain = RxChain::default();
+    parse_rx_chain_into(next, &mut chain)?;
+    Ok(chain)
+}
+
+/// [`parse_rx_chain`] into `out`, reused from packet to packet (built in place, a chain is
+/// not copied per packet). On an error `out` holds part of the chain and is not to be used.
+pub fn parse_rx_chain_into(
+    mut next: impl FnMut() -> Option<NetifRxResponse>,
+    out: &mut RxChain,
+) -> Result<(), Fault> {
+    let slots = &mut out.slots;
+    slots.clear();
     let mut extras = Extras::default();
     let mut drop = None;
     let mut total = 0u32;
@@ -1041,12 +1067,10 @@ pub fn parse_rx_chain(mut next: impl FnMut() -> Option<NetifRxResponse>) -> Resu
             limit: data_slots - 1,
         });
     }
-    Ok(RxChain {
-        slots,
-        flags,
-        extras,
-        total_len: total,
-        drop,
-        staged,
-    })
+    out.flags = flags;
+    out.extras = extras;
+    out.total_len = total;
+    out.drop = drop;
+    out.staged = staged;
+    Ok(())
 }

@@ -239,6 +239,31 @@ proptest! {
         }
     }
 
+    /// The same for RX chains.
+    #[test]
+    fn a_reused_rx_chain_holds_only_the_new_packet(
+        before in proptest::collection::vec(any::<[u8; 8]>(), 1..40),
+        slots in proptest::collection::vec(any::<[u8; 8]>(), 0..40),
+    ) {
+        let rsps = |v: &[[u8; 8]]| -> Vec<NetifRxResponse> {
+            v.iter().map(|b| zerocopy::transmute!(*b)).collect()
+        };
+        let (earlier, now) = (rsps(&before), rsps(&slots));
+        let mut reused = RxChain::default();
+        let mut it = earlier.iter().copied();
+        let _ = parse_rx_chain_into(|| it.next(), &mut reused);
+        let mut it = now.iter().copied();
+        let into = parse_rx_chain_into(|| it.next(), &mut reused);
+        let mut it = now.iter().copied();
+        match parse_rx_chain(|| it.next()) {
+            Ok(fresh) => {
+                prop_assert!(into.is_ok());
+                prop_assert_eq!(reused, fresh);
+            }
+            Err(e) => prop_assert_eq!(into, Err(e)),
+        }
+    }
+
     /// Same for RX response chains.
     #[test]
     fn rx_chain_parser_is_total(slots in proptest::collection::vec(any::<[u8; 8]>(), 0..40)) {

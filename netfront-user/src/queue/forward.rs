@@ -5,6 +5,7 @@
 use netstage_fallback::Gso;
 use netstage_ring::netif::{Extra, NetifExtraInfo, NetifTxRequest, RxChain, TxFlags};
 
+use super::rx::ChainBufs;
 use super::FrontQueue;
 use crate::staging::{err, Broken};
 use crate::{validate, FrontendError, FrontendPlatform};
@@ -35,6 +36,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     fn fwd_burst(&mut self, max: usize) -> Result<usize, Broken> {
         self.reap_tx()?;
         let (mut sent, mut reposted) = (0, 0);
+        let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
         while sent < max {
             if self.fwd.is_some() {
                 if !self.send_fwd()? {
@@ -43,9 +45,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 sent += 1;
                 continue;
             }
-            let Some((chain, ids)) = self.next_chain()? else {
+            if !self.next_chain(&mut chain, &mut ids)? {
                 break;
-            };
+            }
             reposted += self.take_fwd(&chain, &ids)?;
         }
         self.publish_tx(sent)?;

@@ -2,7 +2,9 @@
 
 use arrayvec::ArrayVec;
 use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
-use netstage_ring::netif::{parse_rx_chain, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS};
+use netstage_ring::netif::{
+    parse_rx_chain_into, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS,
+};
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
@@ -50,10 +52,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let mut n = 0;
         let mut reposted = 0;
         let mut lent = Lent::new();
+        let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
         while n < max {
-            let Some((chain, ids)) = self.next_chain()? else {
+            if !self.next_chain(&mut chain, &mut ids)? {
                 break;
-            };
+            }
             lent.clear();
             if self.lend(&chain, &ids, &mut lent)? {
                 let mut v = PacketView::new(
@@ -126,10 +129,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.reap_tx()?;
         let mut n = 0;
         let mut reposted = 0;
+        let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
         while let Some(buf) = bufs.get_mut(n) {
-            let Some((chain, ids)) = self.next_chain()? else {
+            if !self.next_chain(&mut chain, &mut ids)? {
                 break;
-            };
+            }
             if self.copy_out(&chain, &ids, buf)? {
                 n += 1;
             }
@@ -139,18 +143,22 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(n)
     }
 
-    /// Takes the next complete RX chain, if the backend published one, with the buffers
-    /// posted in its ring slots.
-    pub(super) fn next_chain(&mut self) -> Result<Option<(RxChain, ChainBufs)>, Broken> {
+    /// Takes the next complete RX chain into `chain`, if the backend published one, with the
+    /// buffers posted in its ring slots into `ids`; false if there is none.
+    pub(super) fn next_chain(
+        &mut self,
+        chain: &mut RxChain,
+        ids: &mut ChainBufs,
+    ) -> Result<bool, Broken> {
         if self.rx.pending_responses() == 0
             && self.rx.refresh_responses().map_err(err("RX ring"))? == 0
         {
-            return Ok(None);
+            return Ok(false);
         }
         let rx = &mut self.rx;
-        let chain = parse_rx_chain(|| rx.take_response().ok().flatten())
+        parse_rx_chain_into(|| rx.take_response().ok().flatten(), chain)
             .map_err(|f| format!("RX response chain: {f}"))?;
-        let mut ids = ChainBufs::new();
+        ids.clear();
         for _ in &chain.slots {
             let id = self
                 .rx_posted
@@ -159,7 +167,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             ids.try_push(id)
                 .map_err(|_| "an RX chain longer than netif allows")?;
         }
-        Ok(Some((chain, ids)))
+        Ok(true)
     }
 
     /// Whether `chain` is to be dropped; if so, counts it and skips its staged bytes (a data
