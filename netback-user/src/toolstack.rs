@@ -79,15 +79,18 @@ pub fn create_vif<X: XenStore>(xs: &X, be: DomId, fe: DomId, devid: u32) -> XsRe
 }
 
 /// Resets the frontend directory to a fresh state after its domain died, keeping the
-/// toolstack's keys (what re-creating the vif for a new guest would do).
+/// toolstack's keys (what re-creating the vif for a new guest would do). A directory that
+/// is gone stays gone: a real toolstack removed it with the domain, and writing `state`
+/// would leave an orphan node that the next guest's toolstack does not expect.
 pub fn reset_frontend<X: XenStore>(xs: &X, p: &VifPaths) -> XsResult<()> {
     let keep = ["backend", "backend-id", "handle", "mac"];
     let tx = netstage_platform::xenstore::NO_TX;
-    if let Ok(children) = xs.directory(tx, &p.frontend) {
-        for c in children {
-            if !keep.contains(&c.as_str()) {
-                xs.rm(tx, &format!("{}/{c}", p.frontend))?;
-            }
+    let Ok(children) = xs.directory(tx, &p.frontend) else {
+        return Ok(());
+    };
+    for c in children {
+        if !keep.contains(&c.as_str()) {
+            xs.rm(tx, &format!("{}/{c}", p.frontend))?;
         }
     }
     xs.write(

@@ -73,16 +73,10 @@ fn fail<X: XenStore>(xs: &X, p: &VifPaths, msg: &str) {
     let _ = write_state(xs, &p.backend, XenbusState::Closing);
 }
 
-pub(crate) fn serve<P: BackendPlatform>(
-    b: &Backend<P>,
-    fe: DomId,
-    devid: u32,
-    handler: Arc<dyn QueueDriver<P>>,
-    stop: &AtomicBool,
-) -> Result<(), BackendError> {
+/// Writes what we offer into the backend directory and goes to InitWait, as netback does
+/// at probe.
+fn advertise<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<(), BackendError> {
     let xs = &b.xs;
-    let p = VifPaths::new(b.platform_domid(), fe, devid);
-    // Advertise what we offer, as netback does at probe.
     for (k, on) in b.cfg.offer.keys() {
         xs.write(
             NO_TX,
@@ -106,6 +100,65 @@ pub(crate) fn serve<P: BackendPlatform>(
     }
     let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
     write_state(xs, &p.backend, XenbusState::InitWait)?;
+    Ok(())
+}
+
+/// The backend directory's `state` as the toolstack or we left it; `None` while the
+/// directory (or its `state`) does not exist.
+fn backend_state<X: XenStore>(xs: &X, p: &VifPaths) -> Option<XenbusState> {
+    xs.read(NO_TX, &format!("{}/state", p.backend))
+        .ok()
+        .map(|v| XenbusState::parse(&v))
+}
+
+/// Waits until the toolstack has made the vif's backend directory (its `state` exists), or
+/// `stop`. The backend never makes that directory itself: libxl creates it with its own
+/// keys and permissions and replaces one it finds, so a backend that wrote first would be
+/// answering in a directory about to vanish. Returns whether the directory is there.
+fn wait_for_directory<X: XenStore>(
+    xs: &X,
+    p: &VifPaths,
+    stop: &AtomicBool,
+) -> Result<bool, BackendError> {
+    let watch = xs.watch(&p.backend, &unique_token("netback-dir"))?;
+    while !stop.load(Ordering::Acquire) {
+        if backend_state(xs, p).is_some() {
+            return Ok(true);
+        }
+        let _ = watch.next(Duration::from_millis(100));
+    }
+    Ok(false)
+}
+
+/// Serves one vif: for every backend directory the toolstack makes for it (one per guest
+/// instance), advertise, then follow the frontend until the toolstack removes or replaces
+/// the directory or `stop`.
+pub(crate) fn serve<P: BackendPlatform>(
+    b: &Backend<P>,
+    fe: DomId,
+    devid: u32,
+    handler: Arc<dyn QueueDriver<P>>,
+    stop: &AtomicBool,
+) -> Result<(), BackendError> {
+    let p = VifPaths::new(b.platform_domid(), fe, devid);
+    while wait_for_directory(&b.xs, &p, stop)? {
+        advertise(b, &p)?;
+        serve_directory(b, &p, &handler, stop)?;
+    }
+    Ok(())
+}
+
+/// Follows the frontend of one backend directory (already at InitWait). Returns when
+/// `stop` is set, or when the toolstack removed the directory or wrote `Initialising` into
+/// it (a new device to answer); a `Closing` it writes is answered with `Closed`.
+fn serve_directory<P: BackendPlatform>(
+    b: &Backend<P>,
+    p: &VifPaths,
+    handler: &Arc<dyn QueueDriver<P>>,
+    stop: &AtomicBool,
+) -> Result<(), BackendError> {
+    let xs = &b.xs;
+    let fe = p.frontend_dom;
     let watch = xs.watch(&format!("{}/state", p.frontend), &unique_token("netback"))?;
     let mut conn: Option<Connection> = None;
     // The frontend domain instance the connection belongs to.
@@ -118,6 +171,35 @@ pub(crate) fn serve<P: BackendPlatform>(
     };
     while !stop.load(Ordering::Acquire) {
         let _ = watch.next(Duration::from_millis(100));
+        // What the toolstack did to the backend directory comes first.
+        match backend_state(xs, p) {
+            None => {
+                if let Some(c) = conn.take() {
+                    c.shut();
+                    handler.disconnected("the toolstack removed the vif");
+                }
+                return Ok(());
+            }
+            Some(XenbusState::Initialising) => {
+                // A new device in place of the old: answer it afresh.
+                if let Some(c) = conn.take() {
+                    c.shut();
+                    handler.disconnected("the toolstack made the vif again");
+                }
+                return Ok(());
+            }
+            Some(XenbusState::Closing) if state != XenbusState::Closing => {
+                // The toolstack takes the vif down (libxl writes Closing and waits for
+                // Closed).
+                if let Some(c) = conn.take() {
+                    c.shut();
+                    handler.disconnected("the toolstack closed the vif");
+                }
+                set(XenbusState::Closed, &mut state)?;
+                continue;
+            }
+            _ => {}
+        }
         // A frontend domain that died takes its connection with it; the toolstack resets
         // its directory for the next guest.
         let instance = b.platform.domain_instance(fe);
@@ -129,7 +211,7 @@ pub(crate) fn serve<P: BackendPlatform>(
                 if instance.is_none() {
                     // No new instance yet: reset the directory for the next guest. (A new
                     // instance is already using it.)
-                    let _ = crate::toolstack::reset_frontend(xs, &p);
+                    let _ = crate::toolstack::reset_frontend(xs, p);
                 }
                 let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
                 set(XenbusState::InitWait, &mut state)?;
@@ -141,14 +223,14 @@ pub(crate) fn serve<P: BackendPlatform>(
                 let why = c.shut().unwrap_or_else(|| "queue stopped".into());
                 b.metrics.add_fatal_faults(1);
                 handler.disconnected(&why);
-                fail(xs, &p, &format!("frontend misbehaved: {why}"));
+                fail(xs, p, &format!("frontend misbehaved: {why}"));
                 state = XenbusState::Closing;
             }
         }
         let fs = read_state(xs, &p.frontend);
         match fs {
             XenbusState::Connected if conn.is_none() && state == XenbusState::InitWait => {
-                match connect(b, &p, &handler) {
+                match connect(b, p, handler) {
                     Ok(c) => {
                         conn = Some(c);
                         conn_instance = instance;
@@ -156,7 +238,7 @@ pub(crate) fn serve<P: BackendPlatform>(
                         set(XenbusState::Connected, &mut state)?;
                     }
                     Err(msg) => {
-                        fail(xs, &p, &msg);
+                        fail(xs, p, &msg);
                         state = XenbusState::Closing;
                     }
                 }
@@ -195,7 +277,10 @@ pub(crate) fn serve<P: BackendPlatform>(
         c.shut();
         handler.disconnected("backend stopped");
     }
-    let _ = write_state(xs, &p.backend, XenbusState::Closed);
+    // Only into a directory that is still there: never make one the toolstack removed.
+    if backend_state(xs, p).is_some() {
+        let _ = write_state(xs, &p.backend, XenbusState::Closed);
+    }
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 //! Acts as dom0: creates (or joins) a world, optionally runs an embedded xenstored, creates
 //! each vif's XenStore directories as the toolstack does, and serves them until SIGINT or
 //! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
-//! With `--xen` it uses the host's Xen devices and xenstored instead, and the toolstack's
-//! vif directories.
+//! With `--xen` it uses the host's Xen devices and xenstored instead, and waits for the
+//! toolstack's vif directories (never creating them: libxl replaces what it finds).
 
 #![forbid(unsafe_code)]
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
@@ -36,8 +36,10 @@ struct Args {
     #[arg(long, value_name = "DIR", required_unless_present = "xen")]
     world: Option<PathBuf>,
     /// Serve on real Xen, as dom0: Linux's /dev/xen/{gntalloc,gntdev,evtchn} and the system
-    /// xenstored (--xenstore, else XENSTORED_PATH, else /run/xenstored/socket). The toolstack
-    /// must have created each vif's XenStore directories; --world and --cost do not apply.
+    /// xenstored (--xenstore, else XENSTORED_PATH, else /run/xenstored/socket). Each vif is
+    /// served in the directories the toolstack creates (`xl create`), which it waits for and
+    /// answers again for every new guest: start it before or after the toolstack; --world
+    /// and --cost do not apply.
     #[arg(long, conflicts_with = "world")]
     xen: bool,
     /// Guest vif to serve, `DOMID` or `DOMID:DEVID` (repeatable).
@@ -263,7 +265,9 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
                     guest_socket(socket, fe).display()
                 );
             }
-            None => println!("serving vif {fe}:{dev} (Xen)"),
+            None => println!(
+                "serving vif {fe}:{dev} (Xen) as soon as the toolstack creates its directory"
+            ),
         }
         let (b, s) = (Arc::clone(&backend), Arc::clone(stop));
         let sink = Arc::new(Sink {
