@@ -133,6 +133,30 @@ impl XenDomain {
     }
 }
 
+/// Where Linux's gntalloc driver takes its per-process grant limit from.
+pub const GNTALLOC_LIMIT: &str = "/sys/module/xen_gntalloc/parameters/limit";
+
+/// The error for a failed gntalloc allocation. `ENOSPC` is the driver's per-process limit
+/// on granted pages (its `limit` parameter, 1024 by default), which a frontend with several
+/// queues, staging slots or data rings can exceed: the message says how to raise it.
+fn gntalloc_error(count: usize, remote: DomId, e: std::io::Error) -> PlatformError {
+    let what = format!("gntalloc: {count} pages for domain {remote}");
+    if e.raw_os_error() != Some(libc::ENOSPC) {
+        return PlatformError::io(what, e);
+    }
+    let limit = std::fs::read_to_string(GNTALLOC_LIMIT)
+        .map(|l| format!("{} pages", l.trim()))
+        .unwrap_or_else(|_| "1024 pages by default".into());
+    PlatformError::io(
+        format!(
+            "{what}: over xen-gntalloc's limit of grants per process ({limit}); raise it, \
+             e.g. `echo 16384 > {GNTALLOC_LIMIT}` (or load the module with limit=16384), or \
+             use fewer queues or smaller staging"
+        ),
+        e,
+    )
+}
+
 impl GrantExport for XenDomain {
     fn domid(&self) -> DomId {
         self.dev.domid
@@ -144,9 +168,8 @@ impl GrantExport for XenDomain {
             .filter(|n| *n > 0)
             .ok_or_else(|| PlatformError::Invalid(format!("cannot share {count} pages")))?;
         let fd = self.dev.gntalloc.as_fd();
-        let (index, grefs) = sys::gntalloc_alloc(fd, remote, writable, n).map_err(|e| {
-            PlatformError::io(format!("gntalloc: {count} pages for domain {remote}"), e)
-        })?;
+        let (index, grefs) = sys::gntalloc_alloc(fd, remote, writable, n)
+            .map_err(|e| gntalloc_error(count, remote, e))?;
         // Our own view is always writable; `writable` is what the peer may do.
         let mem = match sys::map_device_window(fd, index, count, true, Box::new(|| {})) {
             Ok(m) => m,
@@ -390,5 +413,20 @@ impl DomainInfo for XenDomain {
 
     fn forget_domain(&self, _dom: DomId) {
         // Nothing is cached per peer: the kernel's drivers drop what a dead domain held.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_gntalloc_grants_says_how_to_raise_the_limit() {
+        let e = gntalloc_error(512, 0, std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let m = e.to_string();
+        assert!(m.contains("512 pages for domain 0"), "{m}");
+        assert!(m.contains(GNTALLOC_LIMIT) && m.contains("limit="), "{m}");
+        let other = gntalloc_error(1, 3, std::io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(!other.to_string().contains("limit"), "{other}");
     }
 }
