@@ -11,15 +11,15 @@
 //!   (`IOCTL_GNTDEV_GRANT_COPY`, one hypercall batch per call, a `GNTST_*` status per op).
 //! - [`EventChannels`]: one `/dev/xen/evtchn` descriptor per port, so that each queue thread
 //!   waits on its own; an eventfd beside it carries [`EventPort::wake`].
-//! - [`DomainInfo`]: from XenStore: a domain runs while `/local/domain/<id>` exists, and its
-//!   instance is told apart by its `vm` path, which the toolstack makes unique per domain.
+//! - [`DomainInfo`]: from XenStore: a domain runs while `/local/domain/<id>` exists (or is
+//!   there but unreadable, as dom0's is to a guest), and its instance is told apart by its
+//!   `vm` path, which the toolstack makes unique per domain.
 //! - XenStore itself: [`XsClient::connect_default`] reaches the system xenstored's socket in
-//!   dom0. (A guest reaches XenStore through `/dev/xen/xenbus`, which `XsClient` does not
-//!   speak yet.)
+//!   dom0, and `/dev/xen/xenbus` in a guest.
 //!
-//! The request layouts are checked against Linux's headers (`platform/tests/xen_abi.rs`);
-//! this code has not run on a hypervisor here (the machines have none), which
-//! [`XenDomain::open`] reports clearly.
+//! The request layouts are checked against Linux's headers (`platform/tests/xen_abi.rs`),
+//! and the whole runs on Xen 4.17 inside QEMU (`scripts/xen-vm`, `docs/xen.md`). Where
+//! there is no Xen, [`XenDomain::open`] says what is missing.
 
 pub mod abi;
 
