@@ -11,6 +11,7 @@ pub mod gate;
 pub mod map;
 pub mod packet;
 pub mod policy;
+pub mod storm;
 pub mod view;
 
 pub use copy::{CopyBurst, CopyDone, GrantCopier, MAX_COPY_OPS};
@@ -18,6 +19,7 @@ pub use gate::Gate;
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
 pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};
+pub use storm::StormGuard;
 pub use view::{PacketView, ViewPart, MAX_VIEW_PARTS};
 
 /// Optional features of the protocol.

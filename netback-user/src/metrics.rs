@@ -110,6 +110,9 @@ counters! {
     notifications, add_notifications;
     /// Times a queue woke up from waiting.
     wakeups, add_wakeups;
+    /// Waits that first slept because the frontend's events kept bringing no work (an
+    /// event storm, XSA-391).
+    storm_backoffs, add_storm_backoffs;
     /// Frontends connected.
     connects, add_connects;
     /// Disconnects because the frontend misbehaved (fatal faults).

@@ -406,3 +406,26 @@ fn rx_ring_fallbacks_are_counted_once_per_packet_while_packets_wait_for_requests
     assert_eq!(m.rx_fallback_ring_full, 23, "{m:?}");
     assert_eq!(m.rx_grant_copy_bytes, 23 * 3000);
 }
+
+/// An event storm from the frontend (XSA-391 class): notifications that bring no work make
+/// the backend's waits back off after a few, so the storm costs it a wake-up per
+/// millisecond, not one per notification.
+#[test]
+fn an_event_storm_costs_the_backend_bounded_wakeups() {
+    let e = Evil::connect("none");
+    let before = e.metrics.snapshot();
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while t.elapsed() < Duration::from_millis(300) {
+        e.port.notify().unwrap();
+        sent += 1;
+    }
+    let m = e.metrics.snapshot();
+    let woke = m.wakeups - before.wakeups;
+    assert!(m.storm_backoffs > before.storm_backoffs, "{m:?}");
+    // About one wake-up per millisecond of storm (plus the few before the back-off).
+    assert!(
+        woke < 1_500,
+        "{woke} wake-ups for {sent} notifications in 300 ms"
+    );
+}

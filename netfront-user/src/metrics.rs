@@ -88,6 +88,9 @@ counters! {
     notifications;
     /// Times a queue woke up from waiting.
     wakeups;
+    /// Waits that first slept because the backend's events kept bringing no work (an event
+    /// storm, XSA-391).
+    storm_backoffs;
 }
 
 /// `part` in millionths of `whole` (0 for an empty whole).

@@ -287,3 +287,33 @@ fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
     assert!(why.contains("answered none of 1 TX requests"), "{why}");
     assert!(b.shared.stopped());
 }
+
+#[test]
+fn an_event_storm_costs_the_frontend_bounded_wakeups() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let storm = Duration::from_millis(300);
+    let (mut woke, mut sent) = (0u64, 0u64);
+    std::thread::scope(|sc| {
+        let port = &b.port;
+        let notifier = sc.spawn(move || {
+            let t = std::time::Instant::now();
+            let mut n = 0u64;
+            while t.elapsed() < storm {
+                port.notify().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let t = std::time::Instant::now();
+        while t.elapsed() < storm {
+            if b.q.wait(Some(Duration::from_millis(50))).unwrap() {
+                woke += 1;
+            }
+        }
+        sent = notifier.join().unwrap();
+    });
+    let m = b.shared.metrics.snapshot();
+    assert!(m.storm_backoffs > 0, "{m:?}");
+    // About one wake-up per millisecond of storm (plus the few before the back-off).
+    assert!(woke < 1_500, "{woke} wake-ups for {sent} notifications");
+}

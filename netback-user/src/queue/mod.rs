@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstage_fallback::{GrantCopier, PacketRef};
+use netstage_fallback::{GrantCopier, PacketRef, StormGuard};
 use netstage_platform::{DomId, EventPort};
 use netstage_ring::netif::{GsoType, NetifRxRequest, RxRing, TxChain, TxRing};
 use netstage_ring::sring::BackRing;
@@ -95,6 +95,8 @@ pub struct BackQueue<P: BackendPlatform> {
     rx_need: Option<usize>,
     /// Busy-polling looks in a row that found nothing.
     idle_polls: u32,
+    /// Wake-ups that brought no work (an event storm backs off).
+    storm: StormGuard,
 }
 
 /// Everything a queue is made of, gathered by the XenBus negotiation.
@@ -134,6 +136,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             rx_copier: GrantCopier::with_capacity(reqs),
             rx_need: None,
             idle_polls: 0,
+            storm: StormGuard::default(),
         }
     }
 
@@ -155,7 +158,9 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// Waits until the guest has transmitted or posted what the last send burst lacked, an
     /// event arrives, [`EventPort::wake`] is called for this queue (by the handle from
     /// [`BackQueue::waker`]), or `timeout` passes. Blocking, it arms the rings' event
-    /// indexes first and returns at once if work arrived meanwhile. Busy-polling, it looks
+    /// indexes first and returns at once if work arrived meanwhile; after a run of wake-ups
+    /// that brought no work (a frontend storming events) it first sleeps a millisecond
+    /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks
     /// at the rings and the port once without arming anything (so the frontend sends no
     /// notifications while this end polls), and yields the CPU every
     /// [`YIELD_EVERY`]th idle look. Returns whether there may be work.
@@ -165,10 +170,16 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
         let woke = match self.p.poll {
             PollMode::Block => {
+                if self.storm.before_wait() {
+                    self.metrics.add_storm_backoffs(1);
+                    std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
+                }
                 if self.armed_work()? {
                     return Ok(true);
                 }
-                matches!(self.port.wait(timeout), Ok(true))
+                let woke = matches!(self.port.wait(timeout), Ok(true));
+                self.storm.after_wait(woke);
+                woke
             }
             PollMode::BusyPoll => return self.poll_once(),
         };

@@ -44,6 +44,9 @@ impl<P: BackendPlatform> BackQueue<P> {
             avail -= need;
             taken = i + 1;
         }
+        if taken > 0 {
+            self.storm.moved();
+        }
         let r = self.rx_finish(pkts);
         self.rx_plan.clear();
         self.rx_reqs.clear();

@@ -112,6 +112,9 @@ impl<P: BackendPlatform> BackQueue<P> {
             self.counts.tx_slots += chains[got].slots.len() as u64;
             got += 1;
         }
+        if got > 0 {
+            self.storm.moved();
+        }
         let chains = &chains[..got];
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
             let (st, l) = self.tx_stage_one(c, buf, lend)?;

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netstage_fallback::{Features, PacketBuf, PollMode};
+use netstage_fallback::{Features, PacketBuf, PollMode, StormGuard};
 use netstage_platform::{EventChannels, EventPort, SharedPages};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::FrontRing;
@@ -76,6 +76,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     tally: Tally,
     /// Busy-polling looks in a row that found nothing.
     idle_polls: u32,
+    /// Wake-ups that brought no work (an event storm backs off).
+    storm: StormGuard,
     shared: Arc<Shared>,
     /// Declared last: the pages outlive the rings and staging that point into them.
     pages: QueuePages,
@@ -114,6 +116,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             fwd_buf: None,
             tally: Tally::default(),
             idle_polls: 0,
+            storm: StormGuard::default(),
             shared,
             pages,
         };
@@ -140,7 +143,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
 
     /// Waits for work. Blocking ([`PollMode::Block`]), it arms the rings' event indexes,
     /// returns `Ok(true)` at once if the backend answered or sent something meanwhile, and
-    /// otherwise waits on the event channel up to `timeout`. Busy-polling, it looks at the
+    /// otherwise waits on the event channel up to `timeout`; after a run of wake-ups that
+    /// brought no work (a backend storming events) it first sleeps a millisecond
+    /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at the
     /// rings and the port once without arming anything (so the backend sends no
     /// notifications while this end polls) and yields the CPU every [`YIELD_EVERY`]th idle
     /// look. Returns whether there may be work. Fails with [`FrontendError::Broken`] once the
@@ -150,11 +155,17 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.check_answering()?;
         let woke = match self.poll {
             PollMode::Block => {
+                if self.storm.before_wait() {
+                    self.tally.storm_backoffs += 1;
+                    std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
+                }
                 let armed = self.arm();
                 if self.finish(armed)? {
                     return Ok(true);
                 }
-                self.port.wait(timeout)?
+                let woke = self.port.wait(timeout)?;
+                self.storm.after_wait(woke);
+                woke
             }
             PollMode::BusyPoll => {
                 let looked = self.poll_once();

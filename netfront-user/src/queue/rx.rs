@@ -158,6 +158,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let rx = &mut self.rx;
         parse_rx_chain_into(|| rx.take_response().ok().flatten(), chain)
             .map_err(|f| format!("RX response chain: {f}"))?;
+        self.storm.moved();
         ids.clear();
         for _ in &chain.slots {
             let id = self

@@ -65,6 +65,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
             n += 1;
         }
+        if n > 0 {
+            self.storm.moved();
+        }
         self.publish_tx(n)?;
         Ok((n, bad))
     }
@@ -211,6 +214,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
             return Ok(());
         }
+        self.storm.moved();
         let mut reposted = 0;
         while let Some(r) = self.tx.take_response().map_err(err("TX ring"))? {
             if r.status == NETIF_RSP_NULL {
