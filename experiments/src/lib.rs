@@ -220,6 +220,10 @@ pub struct Results {
     /// between the two processes, no packets (what PVCalls does), in Gbit/s.
     #[serde(default)]
     pub stream_gbps: Vec<f64>,
+    /// The same ring moving 64-byte records, each written and read on its own (the limit of
+    /// a ring that copies 64 B in and out), once per round, in millions of records a second.
+    #[serde(default)]
+    pub stream_64b_mps: Vec<f64>,
     /// Peers measured in the same run (`--peer`), interleaved with the designs.
     #[serde(default)]
     pub peers: Vec<peer::PeerSample>,
@@ -585,6 +589,7 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    small_stream_section(&mut out, r, &rows);
     peer_section(&mut out, r, &rows);
     let before: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
     let after: Vec<f64> = r
@@ -624,6 +629,38 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     out
+}
+
+/// The 64-byte raw stream beside the best 64-byte packet rate of a data-ring design.
+fn small_stream_section(out: &mut String, r: &Results, rows: &[Row]) {
+    let Some(g) = spread(&r.stream_64b_mps) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nThe same ring moving 64-byte records, each written and read on its own (what a ring \
+         that copies 64 B in and out can do): {:.2} M records/s median [{:.2}..{:.2}] over {} \
+         rounds.",
+        g.median,
+        g.min,
+        g.max,
+        r.stream_64b_mps.len()
+    );
+    let best = rows
+        .iter()
+        .filter(|row| row.design.starts_with("ring:") && row.queues == 1 && row.size == 64)
+        .filter(|row| matches!(row.dir, Dir::Tx | Dir::Rx))
+        .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
+    if let Some(b) = best {
+        let _ = writeln!(
+            out,
+            "The best data-ring design at 64 B, {} {}, reaches {:.2} Mpps: {:.0} % of it.",
+            b.design,
+            b.dir,
+            b.pps.median / 1e6,
+            100.0 * b.pps.median / 1e6 / g.median.max(1e-9)
+        );
+    }
 }
 
 /// Why a run fell under a quarter of its scenario's median rate.

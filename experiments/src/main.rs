@@ -422,6 +422,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         machine,
         samples: Vec::new(),
         stream_gbps: Vec::new(),
+        stream_64b_mps: Vec::new(),
         peers: Vec::new(),
         peer_failures: Vec::new(),
     };
@@ -452,9 +453,10 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         }
         if stream {
             bar.set_message("raw data-ring stream");
-            results
-                .stream_gbps
-                .push(run_stream(&exe, seconds).context("the raw data-ring stream")?);
+            let big = run_stream(&exe, seconds, 65536).context("the raw data-ring stream")?;
+            results.stream_gbps.push(big * 8.0 / 1e9);
+            let small = run_stream(&exe, seconds, 64).context("the raw 64-byte stream")?;
+            results.stream_64b_mps.push(small / 64.0 / 1e6);
         }
     }
     bar.finish_and_clear();
@@ -475,8 +477,9 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
 }
 
 /// The upper bound: a byte stream through one order-8 data ring between two processes on
-/// different cores, no packets. Returns Gbit/s.
-fn run_stream(exe: &Path, seconds: f64) -> anyhow::Result<f64> {
+/// different cores, no packets, written and read `chunk` bytes at a time. Returns bytes per
+/// second.
+fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
     let world = PathBuf::from(format!("/dev/shm/netstage-stream-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&world);
     let common = |core: usize| -> Vec<String> {
@@ -487,6 +490,8 @@ fn run_stream(exe: &Path, seconds: f64) -> anyhow::Result<f64> {
             seconds.to_string(),
             "--core".into(),
             core.to_string(),
+            "--chunk".into(),
+            chunk.to_string(),
         ]
     };
     let cores = experiments::sys::cpus();
@@ -528,7 +533,7 @@ fn run_stream(exe: &Path, seconds: f64) -> anyhow::Result<f64> {
             .last()
             .unwrap_or(""),
     )?;
-    Ok(r.bytes as f64 * 8.0 / r.seconds.max(1e-9) / 1e9)
+    Ok(r.bytes as f64 / r.seconds.max(1e-9))
 }
 
 /// One run of DPDK's pair at one direction and size, bracketed by probes: the guest side on

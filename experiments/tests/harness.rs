@@ -32,11 +32,19 @@ fn a_tiny_sweep_writes_consistent_results() {
     }
     // 3 designs x 2 sizes x 2 directions x 2 rounds, every one moved packets.
     assert_eq!(r.samples.len(), 24);
-    assert!(r.samples.iter().all(|s| s.packets > 0 && s.pps > 0.0));
+    let idle: Vec<_> = r
+        .samples
+        .iter()
+        .filter(|s| s.packets == 0 || s.pps <= 0.0)
+        .map(|s| (s.round, &s.design, s.dir, s.size, s.seconds, s.other_busy_s))
+        .collect();
+    assert!(idle.is_empty(), "runs that moved nothing: {idle:?}");
     assert!(r.samples.iter().all(|s| s.design == s.design_used));
     // The upper bound ran once per round and moved bytes.
     assert_eq!(r.stream_gbps.len(), 2);
     assert!(r.stream_gbps.iter().all(|g| *g > 0.0));
+    assert_eq!(r.stream_64b_mps.len(), 2);
+    assert!(r.stream_64b_mps.iter().all(|m| *m > 0.0));
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 25);
     // Each summary row is the median of exactly its samples, and the ratio is to the
@@ -99,6 +107,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
         stream_gbps: vec![],
+        stream_64b_mps: vec![],
         peers: vec![],
         peer_failures: vec![],
         machine: m.clone(),
@@ -111,6 +120,7 @@ fn diff_flags_only_changes_beyond_the_noise() {
     };
     let b = Results {
         stream_gbps: vec![],
+        stream_64b_mps: vec![],
         peers: vec![],
         peer_failures: vec![],
         machine: m,
@@ -341,6 +351,7 @@ fn slow_runs_are_told_apart_as_stalls_or_contention() {
     };
     let r = Results {
         stream_gbps: vec![],
+        stream_64b_mps: vec![],
         peers: vec![],
         peer_failures: vec![],
         machine: Machine::detect("kernel", "blocking"),

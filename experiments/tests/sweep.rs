@@ -74,7 +74,7 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     // 2 designs x 1 size x RX x 2 rounds (the flag), no stream (the file).
     assert_eq!(r.samples.len(), 4);
     assert!(r.samples.iter().all(|s| s.size == 256 && s.dir == Dir::Rx));
-    assert!(r.stream_gbps.is_empty());
+    assert!(r.stream_gbps.is_empty() && r.stream_64b_mps.is_empty());
     // The sweep that ran is saved with every key resolved.
     let ran = Sweep::load(&out.join("scenario.toml")).unwrap();
     assert_eq!(ran.rounds, Some(2));
