@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod peer;
 pub mod plots;
 pub mod roles;
@@ -65,6 +66,10 @@ pub struct Sample {
     /// Wall-clock seconds the frontend process ran (the span `other_busy_s` covers).
     #[serde(default)]
     pub span_s: f64,
+    /// What the receiving end's check of every stamped frame found (TX: the backend's, RX:
+    /// the frontend's; none for request/response).
+    #[serde(default)]
+    pub check: Option<check::Check>,
     /// The frontend's counters at the end of the run.
     pub front_metrics: serde_json::Value,
     /// The backend's counters at the end of the run (whole process life).
@@ -108,6 +113,12 @@ pub struct Bin {
 }
 
 impl Sample {
+    /// Whether the run's check found nothing lost, corrupted or cut short (runs without a
+    /// check count as intact).
+    pub fn intact(&self) -> bool {
+        self.check.is_none_or(|c| c.intact())
+    }
+
     /// The design's name with its queue count (see [`label`]).
     pub fn label(&self) -> String {
         label(&self.design, self.queues)
@@ -304,7 +315,9 @@ pub fn summarise(r: &Results) -> Vec<Row> {
         }
     }
     let mut groups: BTreeMap<(String, u16, usize), Vec<&Sample>> = BTreeMap::new();
-    for s in &r.samples {
+    // A run that lost or damaged packets measured something else: it is left out (and named
+    // in the correctness section).
+    for s in r.samples.iter().filter(|s| s.intact()) {
         groups
             .entry((s.dir.to_string(), s.queues, s.size))
             .or_default()
@@ -617,6 +630,7 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    check_section(&mut out, r);
     outlier_section(&mut out, r);
     let names = plots::chart_names(r);
     if !names.is_empty() {
@@ -629,6 +643,61 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     out
+}
+
+/// The report's section on the receivers' checks: totals, and every run that was not
+/// intact.
+fn check_section(out: &mut String, r: &Results) {
+    let checked: Vec<&Sample> = r.samples.iter().filter(|s| s.check.is_some()).collect();
+    if checked.is_empty() {
+        return;
+    }
+    let mut total = check::Check::default();
+    for s in &checked {
+        if let Some(c) = &s.check {
+            total.add(c);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n## Correctness\n\nEvery throughput frame carries a sequence number and a checksum of its \
+         bytes; the receiving end checks each at full rate. Over {} runs: {} frames delivered \
+         intact, {} lost, {} corrupted, {} reordered, {} of the wrong length.",
+        checked.len(),
+        total.delivered,
+        total.lost,
+        total.corrupted,
+        total.reordered,
+        total.errored
+    );
+    let bad: Vec<&&Sample> = checked.iter().filter(|s| !s.intact()).collect();
+    if bad.is_empty() {
+        let _ = writeln!(out, "No run lost or damaged a frame.");
+        return;
+    }
+    table_head(
+        out,
+        "\nRuns that lost or damaged frames, left out of every median and ratio above:\n",
+        "| round | design | dir | size | delivered | lost | corrupted | reordered | wrong length |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    );
+    for s in bad {
+        if let Some(c) = &s.check {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.round,
+                label(&s.design, s.queues),
+                s.dir,
+                s.size,
+                c.delivered,
+                c.lost,
+                c.corrupted,
+                c.reordered,
+                c.errored
+            );
+        }
+    }
 }
 
 /// The 64-byte raw stream beside the best 64-byte packet rate of a data-ring design.
@@ -974,13 +1043,19 @@ pub fn peers_csv(r: &Results) -> String {
 /// Every sample as CSV (one line per run).
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(
-        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s\n",
+        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s,delivered,lost,corrupted,reordered,wrong_length\n",
     );
     for s in &r.samples {
         let other = s.other_busy_s.map_or(String::new(), |b| format!("{b:.4}"));
+        let check = s.check.map_or(",,,,".to_string(), |c| {
+            format!(
+                "{},{},{},{},{}",
+                c.delivered, c.lost, c.corrupted, c.reordered, c.errored
+            )
+        });
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4}",
+            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4},{}",
             s.round,
             s.design,
             s.design_used,
@@ -996,7 +1071,8 @@ pub fn csv(r: &Results) -> String {
             s.probe_ns,
             s.probe_after_ns,
             other,
-            s.span_s
+            s.span_s,
+            check
         );
     }
     out

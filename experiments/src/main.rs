@@ -714,6 +714,11 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
         probe_after_ns,
         other_busy_s,
         span_s,
+        check: if sc.dir == Dir::Tx {
+            br.check
+        } else {
+            fr.check
+        },
         latency_ns: fr.latency_ns,
         timeline: fr.timeline,
         front_metrics: fr.metrics,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +18,8 @@ use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenstore::XsClient;
 use serde::{Deserialize, Serialize};
+
+use crate::check::{Check, Checker, Stamper};
 
 /// The guest's domain id in every scenario.
 pub const GUEST: u16 = 1;
@@ -66,6 +68,9 @@ pub struct BackendReport {
     pub metrics: serde_json::Value,
     /// The platform's grant counters of dom0.
     pub grants: serde_json::Value,
+    /// TX runs: what the backend's check of every received frame found.
+    #[serde(default)]
+    pub check: Option<Check>,
 }
 
 /// What the frontend process reports.
@@ -89,6 +94,9 @@ pub struct FrontendReport {
     /// Throughput runs: the window in bins of about 10 ms.
     #[serde(default)]
     pub timeline: Vec<crate::Bin>,
+    /// RX runs: what the frontend's check of every received frame found.
+    #[serde(default)]
+    pub check: Option<Check>,
 }
 
 /// Length of one timeline bin.
@@ -143,17 +151,21 @@ impl Timeline {
 struct BenchQueues {
     dir: Dir,
     size: usize,
+    /// What the queues' checks of received frames found, added as each queue stops.
+    found: Mutex<Check>,
 }
 
 /// How long an idle queue sleeps before it looks at its stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 impl BenchQueues {
+    /// Sends stamped frames (numbered, checksummed) as fast as the guest takes them.
     fn generate(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
-        let frame = vec![0x5au8; self.size];
-        let burst = [PacketRef::new(&frame); BURST];
+        let mut frames = Stamper::new(self.size, 0x5a, None);
         while !q.stopped() {
-            if q.send_burst(&burst)? == 0 {
+            let n = q.send_burst(&frames.burst())?;
+            frames.sent(n);
+            if n == 0 {
                 q.wait(Some(IDLE_WAIT))?;
             }
         }
@@ -161,15 +173,23 @@ impl BenchQueues {
     }
 
     /// Takes the guest's packets with their staged heads lent in place (nothing copies
-    /// them a second time; the granted rest is copied into the queue's buffers).
+    /// them a second time; the granted rest is copied into the queue's buffers) and checks
+    /// each: its number in sequence, its checksum over every byte.
     fn count(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
         let mut bufs = PacketBuf::pool(BURST);
-        while !q.stopped() {
-            if q.recv_burst_in_place(&mut bufs, |_| {})? == 0 {
-                q.wait(Some(IDLE_WAIT))?;
+        let mut check = Checker::new(self.size);
+        let r = (|| {
+            while !q.stopped() {
+                if q.recv_burst_in_place(&mut bufs, |v| check.view(v))? == 0 {
+                    q.wait(Some(IDLE_WAIT))?;
+                }
             }
+            Ok(())
+        })();
+        if let Ok(mut f) = self.found.lock() {
+            f.add(&check.found);
         }
-        Ok(())
+        r
     }
 
     fn echo(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
@@ -307,6 +327,7 @@ pub(crate) fn run_backend(
         cpu_seconds: crate::sys::cpu_seconds(),
         metrics: serde_json::to_value(backend.metrics())?,
         grants: serde_json::to_value(dom0.counters())?,
+        check: None,
     };
     drop(xsd);
     Ok(report)
@@ -358,8 +379,13 @@ pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
     let queues = Arc::new(BenchQueues {
         dir: a.dir,
         size: a.size,
+        found: Mutex::new(Check::default()),
     });
-    let report = run_backend(&a.end, |b, stop| b.serve_queues(GUEST, 0, queues, stop))?;
+    let q2 = Arc::clone(&queues);
+    let mut report = run_backend(&a.end, |b, stop| b.serve_queues(GUEST, 0, q2, stop))?;
+    if a.dir == Dir::Tx {
+        report.check = queues.found.lock().ok().map(|f| *f);
+    }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -381,25 +407,61 @@ fn connect_queues(e: &EndArgs, queues: u16) -> anyhow::Result<Queues> {
 /// How long an idle frontend queue waits before it looks at the clock again.
 const FRONT_WAIT: Duration = Duration::from_millis(10);
 
-/// One step of a stream on `q`: a burst sent (TX) or received (RX, into `bufs`); waits when
-/// nothing moved.
-fn stream_step(
-    q: &mut FrontQueue<SimDomain>,
-    dir: Dir,
-    burst: &[PacketRef<'_>],
-    bufs: &mut [PacketBuf],
-) -> anyhow::Result<()> {
-    // Received packets are lent in place and only counted (testpmd's receiver does not
-    // read payload either); what a design stages was still copied once, by the backend.
-    let moved = if dir == Dir::Tx {
-        q.send_burst(burst)?
-    } else {
-        q.recv_burst_in_place(bufs.len(), |_| {})?
-    };
-    if moved == 0 {
-        q.wait(Some(FRONT_WAIT))?;
+/// One queue's end of a stream: stamped frames to send (TX), or the check of every frame
+/// that arrives (RX).
+enum StreamEnd {
+    Send(Stamper),
+    Receive(Checker),
+}
+
+impl StreamEnd {
+    fn new(dir: Dir, size: usize, gso: Option<netstage_fallback::Gso>) -> StreamEnd {
+        if dir == Dir::Tx {
+            StreamEnd::Send(Stamper::new(size, 0xa5, gso))
+        } else {
+            StreamEnd::Receive(Checker::new(size))
+        }
     }
-    Ok(())
+
+    /// One step on `q`: a burst sent, or received in place and checked; waits when nothing
+    /// moved. (Received frames are read once, by the check; nothing copies them, as
+    /// testpmd's receiver does not.)
+    fn step(&mut self, q: &mut FrontQueue<SimDomain>) -> anyhow::Result<()> {
+        let moved = match self {
+            StreamEnd::Send(frames) => {
+                let n = q.send_burst(&frames.burst())?;
+                frames.sent(n);
+                n
+            }
+            StreamEnd::Receive(check) => q.recv_burst_in_place(BURST, |v| check.view(v))?,
+        };
+        if moved == 0 {
+            q.wait(Some(FRONT_WAIT))?;
+        }
+        Ok(())
+    }
+
+    /// After the window, a sending end waits (up to two seconds) for the backend to answer
+    /// everything in flight, so that closing does not revoke grants the backend is still
+    /// copying from (frames it would then fail, and the check would count lost).
+    fn drain(&self, q: &mut FrontQueue<SimDomain>) -> anyhow::Result<()> {
+        if let StreamEnd::Send(_) = self {
+            let t = Instant::now();
+            while q.tx_pending() > 0 && t.elapsed() < Duration::from_secs(2) {
+                q.send_burst(&[])?;
+                q.wait(Some(Duration::from_millis(1)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the receiving end found.
+    fn found(&self) -> Option<Check> {
+        match self {
+            StreamEnd::Receive(c) => Some(c.found),
+            StreamEnd::Send(_) => None,
+        }
+    }
 }
 
 /// One request/response transaction on `q`: sends `pkt`, waits for one frame back.
@@ -428,6 +490,8 @@ struct Window {
     cpu0: f64,
     latency_ns: Option<[f64; 3]>,
     timeline: Vec<crate::Bin>,
+    /// What the receiving ends' checks found (RX).
+    check: Option<Check>,
 }
 
 fn measure_rr(
@@ -459,6 +523,7 @@ fn measure_rr(
         cpu0,
         latency_ns,
         timeline: Vec::new(),
+        check: None,
     })
 }
 
@@ -481,14 +546,21 @@ fn timeline_counts(m: &netstage_netfront_user::MetricsSnapshot, dir: Dir) -> Cou
     }
 }
 
-/// Drives queue 0 on this thread in direction `dir` (TX: sending `burst`; RX: receiving)
-/// through the warm-up and the window, keeping the timeline; the other queues run on
-/// threads of their own for as long.
+/// What a stream's ends are made of.
+#[derive(Clone, Copy)]
+struct StreamSpec {
+    dir: Dir,
+    size: usize,
+    gso: Option<netstage_fallback::Gso>,
+}
+
+/// Drives queue 0 on this thread in direction `dir` (TX: sending; RX: receiving) through
+/// the warm-up and the window, keeping the timeline; the other queues run on threads of
+/// their own for as long. Receiving ends check every frame.
 fn measure_stream(
     link: &FrontendLink<SimDomain>,
     qs: &mut [FrontQueue<SimDomain>],
-    dir: Dir,
-    burst: &[PacketRef<'_>],
+    spec: StreamSpec,
     warm: Duration,
     window: Duration,
 ) -> anyhow::Result<Window> {
@@ -501,38 +573,45 @@ fn measure_stream(
             .iter_mut()
             .map(|q| {
                 let stop = &stop;
-                sc.spawn(move || -> anyhow::Result<()> {
-                    let mut bufs = PacketBuf::pool(BURST);
+                sc.spawn(move || -> anyhow::Result<Option<Check>> {
+                    let mut end = StreamEnd::new(spec.dir, spec.size, spec.gso);
                     while !stop.load(Ordering::Relaxed) {
-                        stream_step(q, dir, burst, &mut bufs)?;
+                        end.step(q)?;
                     }
-                    Ok(())
+                    end.drain(q)?;
+                    Ok(end.found())
                 })
             })
             .collect();
-        let run = drive_first(link, first, dir, burst, warm, window);
+        let mut end = StreamEnd::new(spec.dir, spec.size, spec.gso);
+        let run = drive_first(link, first, &mut end, spec.dir, warm, window);
         stop.store(true, Ordering::Relaxed);
+        let drained = end.drain(first);
+        let mut found = end.found();
         for h in helpers {
-            h.join()
+            let f = h
+                .join()
                 .map_err(|_| anyhow::anyhow!("a queue thread panicked"))??;
+            if let (Some(total), Some(f)) = (found.as_mut(), f) {
+                total.add(&f);
+            }
         }
-        run
+        drained?;
+        run.map(|w| Window { check: found, ..w })
     })
 }
 
 fn drive_first(
     link: &FrontendLink<SimDomain>,
     q: &mut FrontQueue<SimDomain>,
+    end: &mut StreamEnd,
     dir: Dir,
-    burst: &[PacketRef<'_>],
     warm: Duration,
     window: Duration,
 ) -> anyhow::Result<Window> {
-    let mut bufs = PacketBuf::pool(BURST);
-    let mut step = |q: &mut FrontQueue<SimDomain>| stream_step(q, dir, burst, &mut bufs);
     let t0 = Instant::now();
     while t0.elapsed() < warm {
-        step(q)?;
+        end.step(q)?;
     }
     let now = || timeline_counts(&link.metrics(), dir);
     let base = now().0;
@@ -540,7 +619,7 @@ fn drive_first(
     let mut tl = Timeline::new(now());
     let t = Instant::now();
     while t.elapsed() < window {
-        step(q)?;
+        end.step(q)?;
         tl.tick(now());
     }
     Ok(Window {
@@ -549,6 +628,7 @@ fn drive_first(
         cpu0,
         latency_ns: None,
         timeline: tl.bins,
+        check: None,
     })
 }
 
@@ -574,7 +654,14 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             Some(q) => measure_rr(q, pkt, warm, window)?,
             None => anyhow::bail!("no queue"),
         },
-        Dir::Tx | Dir::Rx => measure_stream(&link, &mut qs, a.dir, &[pkt; BURST], warm, window)?,
+        Dir::Tx | Dir::Rx => {
+            let spec = StreamSpec {
+                dir: a.dir,
+                size: a.size,
+                gso,
+            };
+            measure_stream(&link, &mut qs, spec, warm, window)?
+        }
     };
     let report = FrontendReport {
         latency_ns: w.latency_ns,
@@ -585,6 +672,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         seconds: w.seconds,
         design: link.design().to_string(),
         metrics: serde_json::to_value(link.metrics())?,
+        check: w.check,
     };
     drop(qs);
     link.close()?;

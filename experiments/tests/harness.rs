@@ -39,6 +39,16 @@ fn a_tiny_sweep_writes_consistent_results() {
         .map(|s| (s.round, &s.design, s.dir, s.size, s.seconds, s.other_busy_s))
         .collect();
     assert!(idle.is_empty(), "runs that moved nothing: {idle:?}");
+    // The receiving end checked every frame, and each run delivered intact frames only.
+    for s in &r.samples {
+        let c = s.check.expect("a throughput run has a check");
+        assert!(
+            c.delivered >= s.packets / 2,
+            "{c:?} for {} packets",
+            s.packets
+        );
+        assert!(c.intact(), "{} {} {} B: {c:?}", s.design, s.dir, s.size);
+    }
     assert!(r.samples.iter().all(|s| s.design == s.design_used));
     // The upper bound ran once per round and moved bytes.
     assert_eq!(r.stream_gbps.len(), 2);
@@ -80,30 +90,8 @@ fn a_tiny_sweep_writes_consistent_results() {
 
 #[test]
 fn diff_flags_only_changes_beyond_the_noise() {
-    use experiments::{diff, Dir, Machine, Results, Sample};
-    let sample = |design: &str, pps: f64| Sample {
-        round: 1,
-        design: design.into(),
-        design_used: design.into(),
-        dir: Dir::Tx,
-        size: 64,
-        queues: 1,
-        pps,
-        gbps: 0.0,
-        packets: 1,
-        seconds: 1.0,
-        front_cpu_s: 0.0,
-        back_cpu_s: 0.0,
-        probe_ns: 0.0,
-        probe_after_ns: 0.0,
-        other_busy_s: None,
-        span_s: 0.0,
-        front_metrics: serde_json::Value::Null,
-        back_metrics: serde_json::Value::Null,
-        grants: serde_json::Value::Null,
-        latency_ns: None,
-        timeline: vec![],
-    };
+    use experiments::{diff, Machine, Results};
+    let sample = |design: &str, pps: f64| tx_64(design, pps);
     let m = Machine::detect("kernel", "blocking");
     let a = Results {
         stream_gbps: vec![],
@@ -325,29 +313,13 @@ fn each_queue_thread_gets_a_core_when_there_are_enough() {
 
 #[test]
 fn slow_runs_are_told_apart_as_stalls_or_contention() {
-    use experiments::{Dir, Machine, Sample};
+    use experiments::{Machine, Sample};
     let run = |pps: f64, other: Option<f64>| Sample {
-        round: 1,
-        design: "ring:8:greedy".into(),
-        design_used: "ring:8:greedy".into(),
-        dir: Dir::Tx,
-        size: 64,
-        queues: 1,
-        pps,
-        gbps: 0.0,
-        packets: 1,
-        seconds: 1.0,
         front_cpu_s: 0.1,
         back_cpu_s: 0.1,
-        probe_ns: 0.0,
-        probe_after_ns: 0.0,
         other_busy_s: other,
         span_s: 2.0,
-        front_metrics: serde_json::Value::Null,
-        back_metrics: serde_json::Value::Null,
-        grants: serde_json::Value::Null,
-        latency_ns: None,
-        timeline: vec![],
+        ..tx_64("ring:8:greedy", pps)
     };
     let r = Results {
         stream_gbps: vec![],
@@ -381,4 +353,64 @@ fn slow_runs_are_told_apart_as_stalls_or_contention() {
     let md = markdown(&r);
     assert!(md.contains("## Stalls and contention"), "{md}");
     assert!(md.contains("| Contention |"), "{md}");
+}
+
+#[test]
+fn a_run_that_lost_or_damaged_frames_is_left_out_and_named() {
+    use experiments::check::Check;
+    use experiments::{Machine, Sample};
+    let run = |pps: f64, lost: u64| Sample {
+        check: Some(Check {
+            delivered: 100,
+            lost,
+            ..Check::default()
+        }),
+        ..tx_64("grant-copy", pps)
+    };
+    let r = Results {
+        stream_gbps: vec![],
+        stream_64b_mps: vec![],
+        peers: vec![],
+        peer_failures: vec![],
+        machine: Machine::detect("kernel", "blocking"),
+        samples: vec![run(100.0, 0), run(100.0, 0), run(9_999.0, 3)],
+    };
+    let rows = summarise(&r);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].n, 2, "the damaged run is left out");
+    assert_eq!(rows[0].pps.median, 100.0);
+    let md = markdown(&r);
+    assert!(md.contains("## Correctness"), "{md}");
+    assert!(
+        md.contains("| 1 | grant-copy | tx | 64 | 100 | 3 | 0 | 0 | 0 |"),
+        "{md}"
+    );
+}
+
+/// A one-second TX run at 64 B of `design` at `pps`, with nothing else recorded.
+fn tx_64(design: &str, pps: f64) -> experiments::Sample {
+    experiments::Sample {
+        round: 1,
+        design: design.into(),
+        design_used: design.into(),
+        dir: experiments::Dir::Tx,
+        size: 64,
+        queues: 1,
+        pps,
+        gbps: 0.0,
+        packets: 1,
+        seconds: 1.0,
+        front_cpu_s: 0.0,
+        back_cpu_s: 0.0,
+        probe_ns: 0.0,
+        probe_after_ns: 0.0,
+        other_busy_s: None,
+        span_s: 0.0,
+        check: None,
+        front_metrics: serde_json::Value::Null,
+        back_metrics: serde_json::Value::Null,
+        grants: serde_json::Value::Null,
+        latency_ns: None,
+        timeline: vec![],
+    }
 }

@@ -1,0 +1,315 @@
+//! Correctness during measurement: every measured frame carries a sequence number and a
+//! checksum of its payload, written by the sender and checked by the receiver at full rate,
+//! so a run reports what it delivered, lost, corrupted, reordered or cut short, and a run
+//! that lost or damaged packets can be told apart from one that did not.
+//!
+//! The frame after its 14-byte Ethernet header: the sequence number (8 bytes, little
+//! endian), then the checksum (8 bytes) of the sequence number and every byte after the
+//! checksum. Frames shorter than [`HEADER`] (request/response's 15-byte frames) are not
+//! stamped; the echo checks those.
+
+use arrayvec::ArrayVec;
+use netstage_fallback::{Gso, PacketRef, PacketView, ViewPart};
+use netstage_netback_user::BURST;
+use serde::{Deserialize, Serialize};
+
+/// Where the sequence number starts.
+const SEQ_AT: usize = 14;
+/// Where the checksum starts.
+const SUM_AT: usize = 22;
+/// Bytes of header a stamped frame has.
+pub const HEADER: usize = 30;
+
+/// A fold of 64-bit words into four lanes: cheap enough to run over every received byte.
+#[derive(Debug, Clone, Default)]
+struct Fold {
+    lanes: [u64; 4],
+    words: u64,
+    pending: [u8; 8],
+    npending: usize,
+}
+
+impl Fold {
+    fn word(&mut self, w: u64) {
+        let l = (self.words & 3) as usize;
+        self.lanes[l] = self.lanes[l].wrapping_add(w).rotate_left(7);
+        self.words += 1;
+    }
+
+    fn feed(&mut self, mut b: &[u8]) {
+        if self.npending > 0 {
+            let n = (8 - self.npending).min(b.len());
+            self.pending[self.npending..self.npending + n].copy_from_slice(&b[..n]);
+            self.npending += n;
+            b = &b[n..];
+            if self.npending < 8 {
+                return;
+            }
+            self.word(u64::from_le_bytes(self.pending));
+            self.npending = 0;
+        }
+        let mut words = b.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.word(u64::from_le_bytes(a));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.npending = rest.len();
+    }
+
+    fn finish(mut self) -> u64 {
+        let bytes = self.words * 8 + self.npending as u64;
+        if self.npending > 0 {
+            self.pending[self.npending..].fill(0);
+            self.word(u64::from_le_bytes(self.pending));
+        }
+        let [a, b, c, d] = self.lanes;
+        (a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ bytes)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The checksum a frame with payload fold `payload` and sequence number `seq` carries.
+fn checksum(seq: u64, payload: u64) -> u64 {
+    (payload ^ seq).wrapping_mul(0xff51_afd7_ed55_8ccd)
+}
+
+fn fold_of(bytes: &[u8]) -> u64 {
+    let mut f = Fold::default();
+    f.feed(bytes);
+    f.finish()
+}
+
+/// A sender's frames: [`BURST`] frames of one size, sent in ring order, each stamped with
+/// the next sequence number when it goes out again.
+#[derive(Debug)]
+pub struct Stamper {
+    frames: Vec<Vec<u8>>,
+    head: usize,
+    next: u64,
+    payload: u64,
+    gso: Option<Gso>,
+}
+
+impl Stamper {
+    /// Frames of `size` bytes filled with `fill` (stamped if at least [`HEADER`] long).
+    pub fn new(size: usize, fill: u8, gso: Option<Gso>) -> Stamper {
+        let frame = vec![fill; size];
+        let payload = fold_of(frame.get(HEADER..).unwrap_or_default());
+        let mut s = Stamper {
+            frames: vec![frame; BURST],
+            head: 0,
+            next: 0,
+            payload,
+            gso,
+        };
+        for i in 0..BURST {
+            s.stamp(i);
+        }
+        s
+    }
+
+    fn stamp(&mut self, i: usize) {
+        let seq = self.next;
+        self.next += 1;
+        let f = &mut self.frames[i];
+        if f.len() >= HEADER {
+            f[SEQ_AT..SUM_AT].copy_from_slice(&seq.to_le_bytes());
+            f[SUM_AT..HEADER].copy_from_slice(&checksum(seq, self.payload).to_le_bytes());
+        }
+    }
+
+    /// The frames to send next, in order.
+    pub fn burst(&self) -> ArrayVec<PacketRef<'_>, BURST> {
+        (0..BURST)
+            .map(|k| {
+                let mut p = PacketRef::new(&self.frames[(self.head + k) % BURST]);
+                p.gso = self.gso;
+                p
+            })
+            .collect()
+    }
+
+    /// The first `n` frames of the last burst went out: they get the next numbers.
+    pub fn sent(&mut self, n: usize) {
+        for k in 0..n.min(BURST) {
+            self.stamp((self.head + k) % BURST);
+        }
+        self.head = (self.head + n) % BURST;
+    }
+}
+
+/// What a receiver found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Frames that arrived intact.
+    pub delivered: u64,
+    /// Frames whose sequence numbers were skipped (never arrived).
+    pub lost: u64,
+    /// Frames whose checksum did not match.
+    pub corrupted: u64,
+    /// Intact frames that arrived after a later one.
+    pub reordered: u64,
+    /// Frames of the wrong length.
+    pub errored: u64,
+}
+
+impl Check {
+    /// Adds another receiver's findings.
+    pub fn add(&mut self, o: &Check) {
+        self.delivered += o.delivered;
+        self.lost += o.lost;
+        self.corrupted += o.corrupted;
+        self.reordered += o.reordered;
+        self.errored += o.errored;
+    }
+
+    /// Whether nothing was lost, corrupted or cut short.
+    pub fn intact(&self) -> bool {
+        self.lost == 0 && self.corrupted == 0 && self.errored == 0
+    }
+}
+
+/// A receiver of one stream of stamped frames of `size` bytes.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    size: usize,
+    next: u64,
+    /// What it found so far.
+    pub found: Check,
+}
+
+impl Checker {
+    /// A receiver expecting frames of `size` bytes numbered from 0.
+    pub fn new(size: usize) -> Checker {
+        Checker {
+            size,
+            next: 0,
+            found: Check::default(),
+        }
+    }
+
+    /// Checks a frame held in private memory.
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.judge(b.len(), |f| f(b));
+    }
+
+    /// Checks a frame lent in place, reading each shared byte once (through a small
+    /// private window: the fold never holds a reference into shared memory).
+    pub fn view(&mut self, v: &PacketView<'_>) {
+        let mut fault = false;
+        self.judge(v.len(), |f| {
+            let mut chunk = [0u8; 512];
+            for part in v.parts() {
+                match part {
+                    ViewPart::Private(b) => f(b),
+                    ViewPart::Shared { mem, offset, len } => {
+                        let mut at = 0;
+                        while at < *len {
+                            let n = (*len - at).min(chunk.len());
+                            fault |= mem.read_at(offset + at, &mut chunk[..n]).is_err();
+                            f(&chunk[..n]);
+                            at += n;
+                        }
+                    }
+                }
+            }
+        });
+        if fault {
+            self.found.errored += 1;
+        }
+    }
+
+    /// Feeds the frame's bytes (by `feed`) through the header and the fold, and judges it.
+    fn judge(&mut self, len: usize, feed: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+        if len != self.size {
+            self.found.errored += 1;
+            return;
+        }
+        if len < HEADER {
+            self.found.delivered += 1;
+            return;
+        }
+        let mut head = [0u8; HEADER];
+        let mut pos = 0usize;
+        let mut fold = Fold::default();
+        feed(&mut |mut b: &[u8]| {
+            if pos < HEADER {
+                let n = (HEADER - pos).min(b.len());
+                head[pos..pos + n].copy_from_slice(&b[..n]);
+                pos += n;
+                b = &b[n..];
+            }
+            fold.feed(b);
+        });
+        let word = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&head[at..at + 8]);
+            u64::from_le_bytes(a)
+        };
+        let (seq, sum) = (word(SEQ_AT), word(SUM_AT));
+        if checksum(seq, fold.finish()) != sum {
+            self.found.corrupted += 1;
+            return;
+        }
+        self.found.delivered += 1;
+        if seq < self.next {
+            self.found.reordered += 1;
+        } else {
+            self.found.lost += seq - self.next;
+            self.next = seq + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_frames_check_out_and_damage_is_found() {
+        for size in [30, 64, 1500, 9000] {
+            let mut s = Stamper::new(size, 0xa5, None);
+            let mut c = Checker::new(size);
+            for _ in 0..3 {
+                let b = s.burst();
+                for p in &b[..10] {
+                    c.bytes(p.data);
+                }
+                drop(b);
+                s.sent(10);
+            }
+            assert_eq!(
+                c.found,
+                Check {
+                    delivered: 30,
+                    ..Check::default()
+                },
+                "{size}"
+            );
+            // A frame skipped, a frame damaged, a frame again, a frame cut short.
+            let b = s.burst();
+            let skipped = b[1].data.to_vec();
+            c.bytes(&skipped);
+            let mut bad = b[2].data.to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            c.bytes(&bad);
+            c.bytes(&skipped);
+            c.bytes(&skipped[..size - 1]);
+            assert_eq!(
+                c.found,
+                Check {
+                    delivered: 32,
+                    lost: 1,
+                    corrupted: 1,
+                    reordered: 1,
+                    errored: 1,
+                },
+                "{size}"
+            );
+        }
+    }
+}
