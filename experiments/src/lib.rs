@@ -966,7 +966,7 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     }
     table_head(
         out,
-        "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once; a netstage frame starts in the sender's private buffer and is copied into shared memory and out again.\n",
+        "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once and read by nobody; a netstage frame is copied into shared memory by the sender, then lent in place to the receiver (staged bytes) or grant-copied into its buffers (granted bytes), and the receiver reads every byte to check it.\n",
         "| dir | size (B) | testpmd pps (median) | [min..max] | Gbit/s | grant-copy pps | best design | its pps | best / testpmd | runs |",
         "|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
     );

@@ -11,8 +11,9 @@
 //! Caveat for readers of the numbers: the vhost side maps all of the virtio-user process's
 //! memory, testpmd's `txonly` writes only the headers of the mbufs it sends (the payload is
 //! whatever the pool held) and `rxonly` frees what it receives without reading it, so a
-//! frame is copied once, by the vhost library; a netstage frame starts in the sender's
-//! private buffer and is copied into shared memory and out of it again.
+//! frame is copied once, by the vhost library, and read by nobody; a netstage frame is
+//! copied into shared memory by the sender, lent in place or grant-copied to the receiver,
+//! and read in full by the receiver's check.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
