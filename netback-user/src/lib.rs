@@ -273,7 +273,8 @@ impl<P: BackendPlatform> Backend<P> {
         &self.cfg
     }
 
-    /// Serves vif `devid` of guest `fe` (created by [`toolstack::create_vif`]) until `stop`
+    /// Serves vif `devid` of guest `fe` (whose directory the toolstack made: `xl`, or
+    /// [`toolstack::create_vif`] on the emulated platform) until `stop`
     /// is set: runs the XenBus state machine, connects every frontend that comes, moves
     /// packets, and survives frontends that close, misbehave or die. Each queue's thread
     /// hands the guest's packets to `handler` and feeds the guest from a backlog that the
