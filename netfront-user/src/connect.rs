@@ -71,8 +71,10 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
         paths: &paths,
         timeout: cfg.handshake_timeout,
     };
-    // Not Connected: a backend still connected belongs to an earlier frontend.
-    backend.reach(XenbusState::InitWait, &[XenbusState::Closing], "closing")?;
+    // Not Connected: a backend still connected belongs to an earlier frontend. Closing
+    // refuses only with an error node: without one it is the end of an earlier connection
+    // that the backend has not finished, and it answers our Initialising with InitWait.
+    backend.reach_init_wait()?;
     let neg = negotiate(&xs, &paths.backend, cfg)?;
     let shared = Arc::new(Shared::default());
     let mut keys = Vec::new();
@@ -166,6 +168,30 @@ struct BackendState<'a, P> {
 }
 
 impl<P: FrontendPlatform> BackendState<'_, P> {
+    /// Waits for the backend's InitWait; a Closing with an `error` node is a refusal.
+    fn reach_init_wait(&self) -> Result<(), FrontendError> {
+        let error = format!("{}/error", self.paths.backend);
+        let s = wait_state(
+            self.xs,
+            self.watch,
+            &self.paths.backend,
+            self.timeout,
+            |s| {
+                s == XenbusState::InitWait
+                    || (s == XenbusState::Closing && read_str(self.xs, &error).is_some())
+            },
+            || backend_alive(self.platform, self.paths.backend_dom),
+        )
+        .map_err(FrontendError::Handshake)?;
+        if s == XenbusState::InitWait {
+            return Ok(());
+        }
+        let why = read_str(self.xs, &error);
+        Err(FrontendError::Refused(
+            why.unwrap_or_else(|| "closing".into()),
+        ))
+    }
+
     /// Waits for the backend to reach `goal`; reaching one of `refusals` instead means it
     /// refused (its `error` node says why, or else `refused`).
     fn reach(
