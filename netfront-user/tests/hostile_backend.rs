@@ -34,8 +34,13 @@ struct EvilBack {
 
 impl EvilBack {
     fn connect(design: Design) -> EvilBack {
+        EvilBack::connect_with(Stage::config(design))
+    }
+
+    fn connect_with(fcfg: netstage_netfront_user::FrontendConfig) -> EvilBack {
+        let design = fcfg.design;
         let (stage, me) = Stage::new();
-        let (gxs, fcfg) = (stage.front_xs(), Stage::config(design));
+        let gxs = stage.front_xs();
         let ft = thread::spawn(move || Frontend::connect(me, gxs, 0, fcfg, Arc::new(Quiet)));
         stage.await_front();
         let key = |k: &str| stage.key(k);
@@ -152,4 +157,38 @@ fn a_tx_response_for_an_id_not_in_flight_breaks_the_device() {
     e.port.notify().unwrap();
     let why = e.broken_reason();
     assert!(why.contains("impossible response producer"), "{why}");
+}
+
+/// A backend that stays connected but never takes a TX request: once the ring and the
+/// queue are full, `Frontend::send` gives up after the send timeout with `SendTimeout`,
+/// the packet not taken, instead of blocking for ever.
+#[test]
+fn send_gives_up_when_the_backend_takes_nothing() {
+    let cfg = netstage_netfront_user::FrontendConfig {
+        tx_queue_len: 4,
+        send_timeout: std::time::Duration::from_millis(200),
+        ..Stage::config(Design::GrantCopy)
+    };
+    let e = EvilBack::connect_with(cfg);
+    let front = e.front.as_ref().unwrap();
+    let mut accepted = 0;
+    let err = loop {
+        let t = std::time::Instant::now();
+        match front.send(0, Packet::new(vec![7u8; 64])) {
+            Ok(()) => accepted += 1,
+            Err(e) => break (e, t.elapsed()),
+        }
+        assert!(accepted < 2000, "the frontend took {accepted} packets");
+    };
+    match err {
+        (FrontendError::SendTimeout { queue: 0, .. }, waited) => {
+            assert!(
+                waited >= std::time::Duration::from_millis(200),
+                "{waited:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // The ring's 256 requests, a burst in the queue's hands and the 4-packet inbox.
+    assert!(accepted >= 256, "{accepted}");
 }
