@@ -542,3 +542,28 @@ fn both_ends_on_real_xen_say_what_they_need() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--domid"), "{}", text(&o));
 }
+
+/// A value clap cannot parse is refused before anything starts, naming the flag and the
+/// value, for every typed option of both binaries.
+#[test]
+fn bad_option_values_name_their_flag() {
+    for (bin_name, flag, value) in [
+        ("netfront-user", "--design", "ring:99:bogus"),
+        ("netfront-user", "--want", "wings"),
+        ("netfront-user", "--cost", "cheap"),
+        ("netback-user", "--design", "slots:1"),
+        ("netback-user", "--offer", "wings"),
+        ("netback-user", "--cost", "cheap"),
+    ] {
+        let o = Command::new(self::bin(bin_name))
+            .args(["--world", "/nonexistent", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bin_name} {flag} {value}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{bin_name} {flag} {value}: {err}"
+        );
+    }
+}

@@ -54,7 +54,7 @@ struct Args {
     /// designs are offered to every frontend anyway (see --max-data-len, --max-ring-order);
     /// with a staging design here, the remainders go by grant copy.
     #[arg(long, default_value = "grant-copy")]
-    design: String,
+    design: Design,
     /// Largest staging-slot data-len offered (0: do not offer slots).
     #[arg(long, default_value_t = 65536)]
     max_data_len: u32,
@@ -71,13 +71,13 @@ struct Args {
     max_queues: u16,
     /// Features offered: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
     #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
-    offer: String,
+    offer: Features,
     /// How queues wait for work.
     #[arg(long, value_enum, default_value_t = PollArg::Block)]
     poll: PollArg,
     /// Grant-operation cost: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>` (ns).
     #[arg(long, default_value = "kernel")]
-    cost: String,
+    cost: CostMode,
     /// What to do with packets the guest sends.
     #[arg(long, value_enum, default_value_t = SinkArg::Echo)]
     sink: SinkArg,
@@ -173,8 +173,8 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cost: CostMode = args.cost.parse()?;
-    let design: Design = args.design.parse().map_err(anyhow::Error::msg)?;
+    let cost = args.cost;
+    let design = args.design;
     let vifs = args
         .vifs
         .iter()
@@ -186,7 +186,7 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = BackendConfig {
         max_queues: args.max_queues.max(1),
-        offer: args.offer.parse::<Features>().map_err(anyhow::Error::msg)?,
+        offer: args.offer,
         tx_path: match design {
             Design::GrantMap => TxPath::GrantMap,
             _ => TxPath::GrantCopy,

@@ -52,19 +52,19 @@ struct Args {
     /// policy fixed:<bytes>, greedy or adaptive. A staging design the backend does not offer
     /// falls back to grant copy; sizes above the backend's maximum are reduced to it.
     #[arg(long, default_value = "grant-copy")]
-    design: String,
+    design: netstage_netfront_user::Design,
     /// Queues wanted.
     #[arg(long, default_value_t = 1)]
     queues: u16,
     /// Features requested: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
     #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
-    want: String,
+    want: Features,
     /// How queues wait for work.
     #[arg(long, value_enum, default_value_t = PollArg::Block)]
     poll: PollArg,
     /// Grant-operation cost: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>` (ns).
     #[arg(long, default_value = "kernel")]
-    cost: String,
+    cost: CostMode,
     /// Packets to send (spread round-robin over the queues).
     #[arg(long, default_value_t = 1000)]
     count: u64,
@@ -164,16 +164,16 @@ fn main() -> anyhow::Result<()> {
     if args.sizes.iter().any(|s| *s < 14 || *s > 65535) {
         bail!("--sizes: every size must be 14 to 65535 bytes");
     }
-    let cost: CostMode = args.cost.parse()?;
+    let cost = args.cost;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let cfg = FrontendConfig {
-        design: args.design.parse().map_err(anyhow::Error::msg)?,
+        design: args.design,
         forward: args.forward,
         queues: args.queues.max(1),
-        want: args.want.parse::<Features>().map_err(anyhow::Error::msg)?,
+        want: args.want,
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
             PollArg::Busy => PollMode::BusyPoll,
