@@ -111,8 +111,8 @@ impl Sweep {
         Sweep::parse(&text, &name)
     }
 
-    /// The checks the command line applies too: designs parse, sizes fit a frame, the
-    /// lists are not empty, rounds and seconds are positive.
+    /// The checks the command line applies too: designs and the cost mode parse, sizes fit
+    /// a frame, the lists are not empty, rounds and seconds are positive.
     pub fn check(&self) -> Result<(), String> {
         if let Some(ds) = &self.designs {
             if ds.is_empty() {
@@ -146,6 +146,10 @@ impl Sweep {
         }
         if self.rounds == Some(0) {
             return Err("rounds: must be at least 1".into());
+        }
+        if let Some(c) = &self.cost {
+            c.parse::<netstage_platform::sim::CostMode>()
+                .map_err(|e| format!("cost: {c:?}: {e}"))?;
         }
         for (key, v) in [
             ("front_spin_us", self.front_spin_us),

@@ -39,6 +39,10 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert!(err("sizes = []").contains("empty"));
     assert!(err("queues = [0]").contains("queues: 0"));
     assert!(err("back_spin_us = 2000000").contains("back_spin_us"));
+    // The cost mode is checked before any run starts.
+    let e = err("cost = \"cheap\"");
+    assert!(e.contains("cost") && e.contains("cheap"), "{e}");
+    assert!(Sweep::parse("cost = \"model:100,50,800,800\"", "x.toml").is_ok());
     assert_eq!(
         Sweep::parse("front_spin_us = 5", "x.toml")
             .unwrap()
