@@ -181,7 +181,13 @@ struct TcpArgs {
     out: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs; an error is printed once, with its causes (see
+/// [`netstage_platform::exit_code`]).
+fn main() -> std::process::ExitCode {
+    netstage_platform::exit_code("experiments", run())
+}
+
+fn run() -> anyhow::Result<()> {
     let cmd = Cli::parse().cmd;
     // The TCP ends use the libraries' convenience layers, which allocate a buffer per
     // packet; compare's ends drive the queues, which allocate nothing per packet.

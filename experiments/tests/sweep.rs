@@ -96,3 +96,22 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("sizes: 1 is not"));
 }
+
+/// A bad option ends the run at once with one line that names it, and no backtrace even
+/// with `RUST_BACKTRACE` set (`NETSTAGE_BACKTRACE=1` asks for one).
+#[test]
+fn a_bad_cost_is_one_line_before_anything_runs() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["compare", "--quick", "--cost", "cheap"])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("NETSTAGE_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("experiments: error: cost: \"cheap\""),
+        "{err}"
+    );
+}

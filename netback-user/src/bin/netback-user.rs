@@ -171,7 +171,13 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
     Ok((dom, dev))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs; an error is printed once, with its causes (see
+/// [`netstage_platform::exit_code`]).
+fn main() -> std::process::ExitCode {
+    netstage_platform::exit_code("netback-user", run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cost = args.cost;
     let design = args.design;

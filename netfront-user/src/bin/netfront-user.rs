@@ -159,7 +159,13 @@ impl FrontendHandler for Verifier {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs; an error is printed once, with its causes (see
+/// [`netstage_platform::exit_code`]).
+fn main() -> std::process::ExitCode {
+    netstage_platform::exit_code("netfront-user", run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.sizes.iter().any(|s| *s < 14 || *s > 65535) {
         bail!("--sizes: every size must be 14 to 65535 bytes");

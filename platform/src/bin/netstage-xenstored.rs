@@ -31,7 +31,13 @@ struct Args {
     introduce: Vec<u16>,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs; an error is printed once, with its causes (see
+/// [`netstage_platform::exit_code`]).
+fn main() -> std::process::ExitCode {
+    netstage_platform::exit_code("netstage-xenstored", run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let domain_dir = match args.domain_dir {
         Some(d) => d,
