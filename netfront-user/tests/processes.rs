@@ -554,6 +554,9 @@ fn bad_option_values_name_their_flag() {
         ("netback-user", "--design", "slots:1"),
         ("netback-user", "--offer", "wings"),
         ("netback-user", "--cost", "cheap"),
+        // A negative number is a bad value, not an unknown argument.
+        ("netfront-user", "--count", "-5"),
+        ("netback-user", "--max-queues", "-1"),
     ] {
         let o = Command::new(self::bin(bin_name))
             .args(["--world", "/nonexistent", flag, value])

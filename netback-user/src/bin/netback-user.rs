@@ -30,7 +30,7 @@ use netstage_platform::xenstore::XsClient;
 /// Serve netif vifs to guest domains (user-space netback) on the emulated platform, or on
 /// real Xen with --xen.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     /// World directory of the emulated platform (created if missing).
     #[arg(long, value_name = "DIR", required_unless_present = "xen")]

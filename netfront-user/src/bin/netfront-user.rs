@@ -29,7 +29,7 @@ use netstage_ring::netif::GsoType;
 
 /// A user-space netif frontend with a packet generator and verifier.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     /// World directory of the emulated platform (the backend creates it).
     #[arg(long, value_name = "DIR", required_unless_present = "xen")]
