@@ -25,6 +25,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// The netstage comparison harness.
 #[derive(Debug, Parser)]
+// The processes of a run are this binary's hidden `role-*` subcommands; the prefix keeps a
+// mistyped command from being told about them.
 #[command(version)]
 struct Cli {
     #[command(subcommand)]
@@ -55,22 +57,22 @@ enum Cmd {
     /// veth pair for reference. Needs root, iproute2 and iperf3.
     Tcp(TcpArgs),
     /// (internal) The TCP experiment's backend.
-    #[command(hide = true)]
+    #[command(name = "role-tcp-backend", hide = true)]
     TcpBackend(experiments::tcp::TcpRoleArgs),
     /// (internal) The TCP experiment's frontend.
-    #[command(hide = true)]
+    #[command(name = "role-tcp-frontend", hide = true)]
     TcpFrontend(experiments::tcp::TcpRoleArgs),
     /// (internal) The raw stream's writer.
-    #[command(hide = true)]
+    #[command(name = "role-stream-writer", hide = true)]
     StreamWriter(roles::StreamArgs),
     /// (internal) The raw stream's reader.
-    #[command(hide = true)]
+    #[command(name = "role-stream-reader", hide = true)]
     StreamReader(roles::StreamArgs),
     /// (internal) One backend process.
-    #[command(hide = true)]
+    #[command(name = "role-backend", hide = true)]
     Backend(RoleArgs),
     /// (internal) One frontend process.
-    #[command(hide = true)]
+    #[command(name = "role-frontend", hide = true)]
     Frontend(RoleArgs),
 }
 
@@ -502,7 +504,7 @@ fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
     };
     let cores = experiments::sys::cpus();
     let reader = Command::new(exe)
-        .arg("stream-reader")
+        .arg("role-stream-reader")
         .args(common(1 % cores))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -516,7 +518,7 @@ fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
         std::thread::sleep(Duration::from_millis(2));
     }
     let mut writer = Command::new(exe)
-        .arg("stream-writer")
+        .arg("role-stream-writer")
         .args(common(0))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -636,7 +638,7 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
     let (front_cores, back_cores) =
         experiments::sys::placement(sc.queues, experiments::sys::cpus());
     let mut back = Command::new(exe)
-        .arg("backend")
+        .arg("role-backend")
         .args(role_args(&back_cores, spin_us[1]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -660,7 +662,7 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
     let children0 = experiments::sys::children_cpu_seconds();
     let span = Instant::now();
     let front = Command::new(exe)
-        .arg("frontend")
+        .arg("role-frontend")
         .args(role_args(&front_cores, spin_us[0]))
         .output()
         .context("cannot run the frontend process")?;

@@ -742,7 +742,7 @@ pub fn run_tcp(
         };
         let back = Netns::exec(
             &ns.host,
-            &role("tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
+            &role("role-tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
         )
         .stdout(Stdio::piped())
         .spawn()
@@ -759,10 +759,13 @@ pub fn run_tcp(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let front = Netns::exec(&ns.guest, &role("tcp-frontend", "tapf", 0, plan.spin_us[0]))
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start the frontend")?;
+        let front = Netns::exec(
+            &ns.guest,
+            &role("role-tcp-frontend", "tapf", 0, plan.spin_us[0]),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the frontend")?;
         ns.children.push(front);
         Netns::wait_for(&ns.host, "tapb", &mut ns.children[0])?;
         Netns::wait_for(&ns.guest, "tapf", &mut ns.children[1])?;
