@@ -184,9 +184,9 @@ struct TcpArgs {
 }
 
 /// Runs; an error is printed once, with its causes (see
-/// [`netstage_platform::exit_code`]).
+/// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
-    netstage_platform::exit_code("experiments", run())
+    netstage_platform::cli::exit_code("experiments", run())
 }
 
 fn run() -> anyhow::Result<()> {

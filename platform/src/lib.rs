@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use netstage_ring::SharedMem;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod sim;
 #[allow(unsafe_code)]
 mod sys;
@@ -430,25 +432,4 @@ pub trait DomainInfo: Send + Sync {
     /// Drops everything this domain keeps of `dom` (its cached memory and table mappings),
     /// after `dom` was destroyed: a domain created later with the same id is a new one.
     fn forget_domain(&self, dom: DomId);
-}
-
-/// How the project's binaries end: `Ok` is success; an error is printed on one line as
-/// `program: error: ` and its causes (the `{:#}` form, which for `anyhow` errors lists each
-/// cause once) and exits with status 1. The `{:?}` form, with a backtrace where the error
-/// captured one, is printed only when asked for with `NETSTAGE_BACKTRACE=1`: a
-/// `RUST_BACKTRACE` left in the environment does not turn every usage error into a dump.
-pub fn exit_code<E: fmt::Display + fmt::Debug>(
-    program: &str,
-    result: std::result::Result<(), E>,
-) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{program}: error: {e:#}");
-            if std::env::var_os("NETSTAGE_BACKTRACE").is_some() {
-                eprintln!("{e:?}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

@@ -291,12 +291,12 @@ pub(crate) fn map_file(
         opts.map_raw_read_only(file)?
     };
     let base = NonNull::new(m.as_mut_ptr()).ok_or_else(|| io::Error::other("null map"))?;
+    let owner = std::sync::Arc::new(m);
     // SAFETY: `m` is a live shared mapping of `len` bytes (read-write only if `writable`),
     // moved into the owner that keeps it mapped for as long as the window exists; the
     // window is marked read-only when the mapping is.
-    Ok(unsafe {
-        netstage_ring::SharedMem::from_raw_parts(base, len, writable, std::sync::Arc::new(m))
-    })
+    let window = unsafe { netstage_ring::SharedMem::from_raw_parts(base, len, writable, owner) };
+    Ok(window)
 }
 
 /// A grant mapping made by [`map_grant_window`]: unmapped, then `on_unmap` run, when the

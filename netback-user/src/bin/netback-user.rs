@@ -172,9 +172,9 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
 }
 
 /// Runs; an error is printed once, with its causes (see
-/// [`netstage_platform::exit_code`]).
+/// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
-    netstage_platform::exit_code("netback-user", run())
+    netstage_platform::cli::exit_code("netback-user", run())
 }
 
 fn run() -> anyhow::Result<()> {

@@ -160,9 +160,9 @@ impl FrontendHandler for Verifier {
 }
 
 /// Runs; an error is printed once, with its causes (see
-/// [`netstage_platform::exit_code`]).
+/// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
-    netstage_platform::exit_code("netfront-user", run())
+    netstage_platform::cli::exit_code("netfront-user", run())
 }
 
 fn run() -> anyhow::Result<()> {

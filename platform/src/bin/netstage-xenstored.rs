@@ -32,9 +32,9 @@ struct Args {
 }
 
 /// Runs; an error is printed once, with its causes (see
-/// [`netstage_platform::exit_code`]).
+/// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
-    netstage_platform::exit_code("netstage-xenstored", run())
+    netstage_platform::cli::exit_code("netstage-xenstored", run())
 }
 
 fn run() -> anyhow::Result<()> {
