@@ -97,22 +97,30 @@ pub enum PollMode {
     BusyPoll,
 }
 
-impl PollMode {
-    /// What a queue does when a pass found no work: block on `port` for up to 100 ms, or
-    /// poll it once and yield the CPU (never sleeping, but letting a thread that shares this
-    /// CPU — the application feeding the queue — run; spinning through its time slice would
-    /// stall it). Returns whether an event arrived (a wake-up, for the queue's counters).
-    pub fn idle<P: netstage_platform::EventPort + ?Sized>(self, port: &P) -> bool {
-        match self {
-            PollMode::Block => matches!(
-                port.wait(Some(std::time::Duration::from_millis(100))),
-                Ok(true)
-            ),
-            PollMode::BusyPoll => {
-                let woke = matches!(port.poll(), Ok(true));
-                std::thread::yield_now();
-                woke
-            }
+/// Idle busy-polling looks in a row between two yields of the CPU.
+pub const YIELD_EVERY: u32 = 64;
+
+/// A busy-polling queue's idle looks: each spins, and every [`YIELD_EVERY`]th in a row
+/// yields the CPU, so that a thread sharing the core (one that feeds the queue) gets to run
+/// without the queue sleeping.
+#[derive(Debug, Default, Clone)]
+pub struct IdleSpin {
+    in_a_row: u32,
+}
+
+impl IdleSpin {
+    /// Notes one look that found `work` (or none: spins or yields); returns `work`.
+    pub fn look(&mut self, work: bool) -> bool {
+        if work {
+            self.in_a_row = 0;
+            return true;
         }
+        self.in_a_row = self.in_a_row.wrapping_add(1);
+        if self.in_a_row % YIELD_EVERY == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        false
     }
 }

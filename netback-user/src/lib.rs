@@ -105,10 +105,11 @@ use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use driver::RxInjector;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
 };
-pub use queue::{BackQueue, QueueFault, BURST, LEND_MIN, YIELD_EVERY};
+pub use queue::{BackQueue, QueueFault, BURST, LEND_MIN};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,10 +70,11 @@ use netstage_ring::XEN_PAGE_SIZE;
 pub use connect::connect_queues;
 pub use link::FrontendLink;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode};
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
-pub use queue::{FrontQueue, YIELD_EVERY};
+pub use queue::FrontQueue;
 pub use threaded::{Frontend, FrontendHandler};
 
 /// Frontend settings.

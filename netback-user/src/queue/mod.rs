@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstage_fallback::{GrantCopier, PacketRef, StormGuard};
+use netstage_fallback::{GrantCopier, IdleSpin, PacketRef, StormGuard};
 use netstage_platform::{DomId, EventPort};
 use netstage_ring::netif::{GsoType, NetifRxRequest, RxRing, TxChain, TxRing};
 use netstage_ring::sring::BackRing;
@@ -28,9 +28,6 @@ pub const BURST: usize = 64;
 /// is copied, which costs less than describing it (measured: TX at 64 B, data ring, about
 /// 11 Mpps copied against 8 Mpps lent).
 pub const LEND_MIN: usize = 256;
-
-/// Idle busy-polling looks between two yields of the CPU.
-pub const YIELD_EVERY: u32 = 64;
 
 /// Why a queue stopped on its own: the frontend did something impossible.
 pub(crate) type Fatal = String;
@@ -93,8 +90,8 @@ pub struct BackQueue<P: BackendPlatform> {
     /// Requests the packet the last send burst stopped at needs, if it stopped for lack of
     /// them.
     rx_need: Option<usize>,
-    /// Busy-polling looks in a row that found nothing.
-    idle_polls: u32,
+    /// Busy-polling's idle looks.
+    idle: IdleSpin,
     /// Wake-ups that brought no work (an event storm backs off).
     storm: StormGuard,
 }
@@ -135,7 +132,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             rx_failed: Vec::with_capacity(BURST),
             rx_copier: GrantCopier::with_capacity(reqs),
             rx_need: None,
-            idle_polls: 0,
+            idle: IdleSpin::default(),
             storm: StormGuard::default(),
         }
     }
@@ -163,7 +160,7 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks
     /// at the rings and the port once without arming anything (so the frontend sends no
     /// notifications while this end polls), and yields the CPU every
-    /// [`YIELD_EVERY`]th idle look. Returns whether there may be work.
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
         if self.stopped() {
             return Ok(false);
@@ -213,18 +210,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
         }
         work |= matches!(self.port.poll(), Ok(true));
-        if work {
-            self.idle_polls = 0;
-            return Ok(true);
-        }
-        self.idle_polls = self.idle_polls.wrapping_add(1);
-        if self.idle_polls % YIELD_EVERY == 0 {
-            // A thread sharing this core (one that feeds the queue) gets to run.
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-        Ok(false)
+        Ok(self.idle.look(work))
     }
 
     /// A function that makes this queue's current or next [`BackQueue::wait`] return: how

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netstage_fallback::{Features, PacketBuf, PollMode, StormGuard};
+use netstage_fallback::{Features, IdleSpin, PacketBuf, PollMode, StormGuard};
 use netstage_platform::{EventChannels, EventPort, SharedPages};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::FrontRing;
@@ -22,9 +22,6 @@ use crate::{FrontendError, FrontendPlatform};
 
 /// Buffers per direction: one per ring slot.
 pub(crate) const POOL: usize = 256;
-
-/// Idle busy-polling looks between two yields of the CPU.
-pub const YIELD_EVERY: u32 = 64;
 
 /// The pages one queue shares besides its staging memory.
 pub(crate) struct QueuePages {
@@ -74,8 +71,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// Forwarding: the buffer copied packets wait in (made at the first copy).
     fwd_buf: Option<PacketBuf>,
     tally: Tally,
-    /// Busy-polling looks in a row that found nothing.
-    idle_polls: u32,
+    /// Busy-polling's idle looks.
+    idle: IdleSpin,
     /// Wake-ups that brought no work (an event storm backs off).
     storm: StormGuard,
     shared: Arc<Shared>,
@@ -115,7 +112,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             fwd: None,
             fwd_buf: None,
             tally: Tally::default(),
-            idle_polls: 0,
+            idle: IdleSpin::default(),
             storm: StormGuard::default(),
             shared,
             pages,
@@ -147,7 +144,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// brought no work (a backend storming events) it first sleeps a millisecond
     /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at the
     /// rings and the port once without arming anything (so the backend sends no
-    /// notifications while this end polls) and yields the CPU every [`YIELD_EVERY`]th idle
+    /// notifications while this end polls) and yields the CPU every [`netstage_fallback::YIELD_EVERY`]th idle
     /// look. Returns whether there may be work. Fails with [`FrontendError::Broken`] once the
     /// device is closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
@@ -212,18 +209,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             work |= self.tx.refresh_responses().map_err(err("TX ring"))? > 0;
         }
         work |= matches!(self.port.poll(), Ok(true));
-        if work {
-            self.idle_polls = 0;
-            return Ok(true);
-        }
-        self.idle_polls = self.idle_polls.wrapping_add(1);
-        if self.idle_polls % YIELD_EVERY == 0 {
-            // A thread sharing this core (one that feeds the queue) gets to run.
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-        Ok(false)
+        Ok(self.idle.look(work))
     }
 
     /// The final checks before sleeping: whether responses are pending.
