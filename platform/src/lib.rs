@@ -364,6 +364,18 @@ pub trait GrantImport: Send + Sync {
     }
 }
 
+/// The check every [`GrantImport::copy_ops`] makes first: one status slot per operation.
+pub(crate) fn check_copy_batch(ops: &[CopyOp<'_>], status: &[GrantStatus]) -> Result<()> {
+    if status.len() != ops.len() {
+        return Err(PlatformError::Invalid(format!(
+            "{} copy operations but {} status slots",
+            ops.len(),
+            status.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Counters of one event port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventStats {

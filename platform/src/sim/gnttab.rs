@@ -526,13 +526,7 @@ impl GrantImport for SimDomain {
     }
 
     fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
-        if status.len() != ops.len() {
-            return Err(PlatformError::Invalid(format!(
-                "{} copy operations but {} status slots",
-                ops.len(),
-                status.len()
-            )));
-        }
+        crate::check_copy_batch(ops, status)?;
         status.fill(GrantStatus::Okay);
         COPY_SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => self.copy_with(&mut scratch, ops, status),

@@ -238,13 +238,7 @@ impl GrantImport for XenDomain {
     }
 
     fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
-        if status.len() != ops.len() {
-            return Err(PlatformError::Invalid(format!(
-                "{} copy operations but {} status slots",
-                ops.len(),
-                status.len()
-            )));
-        }
+        crate::check_copy_batch(ops, status)?;
         let codes = sys::gntdev_copy(self.dev.gntdev.as_fd(), ops)
             .map_err(|e| PlatformError::io("gntdev: grant copy", e))?;
         for (s, c) in status.iter_mut().zip(codes) {
