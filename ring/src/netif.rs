@@ -615,7 +615,6 @@ pub fn parse_tx_chain_into(
     let flags = TxFlags::from_bits_retain(first.flags);
     let slots = &mut out.slots;
     slots.clear();
-    let mut extras = Extras::default();
     let mut drop = None;
     // The first slot's size is fixed below, once the fragments are known.
     slots.push(TxSlot {
@@ -626,26 +625,11 @@ pub fn parse_tx_chain_into(
             size: 0,
         },
     });
-
-    if flags.contains(TxFlags::EXTRA_INFO) {
-        let mut n = 0;
-        loop {
-            let slot = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
-            n += 1;
-            if n > MAX_EXTRA_SLOTS {
-                return Err(Fault::Fatal(FaultReason::TooManyExtras));
-            }
-            let raw = NetifExtraInfo::from_tx_slot(&slot);
-            extras.set(raw.decode()?);
-            slots.push(TxSlot {
-                id: slot.id,
-                kind: TxSlotKind::Extra,
-            });
-            if !raw.more() {
-                break;
-            }
-        }
-    }
+    let extras = if flags.contains(TxFlags::EXTRA_INFO) {
+        take_tx_extras(&mut next, slots)?
+    } else {
+        Extras::default()
+    };
 
     let total = u32::from(first.size);
     let zerocopy = flags.contains(TxFlags::STAGING_BUFFER);
@@ -732,6 +716,32 @@ pub fn parse_tx_chain_into(
     out.staged = if staged <= total { staged as u16 } else { 0 };
     out.staging_buffer = zerocopy.then_some(first.gref);
     Ok(())
+}
+
+/// Consumes the extra slots that follow a TX chain's first slot (netif.h: each says whether
+/// another follows), noting each in `slots`.
+fn take_tx_extras(
+    next: &mut impl FnMut() -> Option<NetifTxRequest>,
+    slots: &mut ArrayVec<TxSlot, MAX_CHAIN_SLOTS>,
+) -> Result<Extras, Fault> {
+    let mut extras = Extras::default();
+    let mut n = 0;
+    loop {
+        let slot = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+        n += 1;
+        if n > MAX_EXTRA_SLOTS {
+            return Err(Fault::Fatal(FaultReason::TooManyExtras));
+        }
+        let raw = NetifExtraInfo::from_tx_slot(&slot);
+        extras.set(raw.decode()?);
+        slots.push(TxSlot {
+            id: slot.id,
+            kind: TxSlotKind::Extra,
+        });
+        if !raw.more() {
+            return Ok(extras);
+        }
+    }
 }
 
 /// One fragment of a packet to transmit: where its bytes are granted.
