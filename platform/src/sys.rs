@@ -98,7 +98,7 @@ impl VmCopy {
             // a live mapping of guest memory that nothing references through a Rust reference.
             // SAFETY: as just said; the kernel checks each range and writes only inside them.
             let n = unsafe {
-                let pid = libc::getpid();
+                let pid = own_pid() as libc::pid_t;
                 if read {
                     libc::process_vm_readv(
                         pid,
@@ -259,6 +259,33 @@ pub(crate) fn spin_for(ns: u64) {
     let until = Instant::now() + Duration::from_nanos(ns);
     while Instant::now() < until {
         std::hint::spin_loop();
+    }
+}
+
+/// This process's id, read with one `getpid` per process rather than per call (glibc no
+/// longer caches it, and the emulated grant lock stamps it on every grant operation: a system
+/// call each would dominate a 64-byte copy). A forked child reads its own id afresh: the
+/// cache is cleared in the child by a `pthread_atfork` handler installed with the first read.
+pub(crate) fn own_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Once;
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: Once = Once::new();
+    extern "C" fn forget_in_child() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a child handler that only stores to an atomic (async-signal
+        // safe); no prepare or parent handler.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
     }
 }
 
@@ -674,6 +701,30 @@ mod tests {
         assert!(!process_alive(0));
         assert!(!process_alive(u32::MAX));
         assert!(!process_alive(i32::MAX as u32 + 1));
+    }
+
+    #[test]
+    fn the_cached_pid_is_this_process_and_a_forked_child_reads_its_own() {
+        assert_eq!(own_pid(), std::process::id());
+        assert_eq!(own_pid(), std::process::id(), "second read, from the cache");
+        // SAFETY: the child only calls getpid, reads an atomic and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", io::Error::last_os_error());
+        if child == 0 {
+            // SAFETY: getpid and _exit are async-signal safe.
+            let ok = own_pid() == unsafe { libc::getpid() } as u32;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        assert_eq!(r, child);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child read its parent's pid"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ const ENTRY_RETRIES: u32 = 4;
 impl GrantLock {
     fn take(active: &SharedMem) -> Result<GrantLock> {
         let word = active.word(0)?;
-        let me = std::process::id();
+        let me = sys::own_pid();
         let mut spins = 0u32;
         loop {
             match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)? {
