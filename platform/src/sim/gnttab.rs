@@ -576,6 +576,9 @@ impl SimDomain {
         let d = &self.inner;
         let n = ops.len();
         let kernel = d.cfg.cost == CostMode::Kernel;
+        // The last op's domain, kept for the next, as Xen's batched copy keeps the domains
+        // it locked while consecutive ops name the same ones.
+        let mut last: Option<Arc<Foreign>> = None;
         for (i, op) in ops.iter_mut().enumerate() {
             let fr = op.foreign();
             let len = op.len();
@@ -583,12 +586,18 @@ impl SimDomain {
                 status[i] = GrantStatus::BadCopyArg;
                 continue;
             }
-            let f = match d.foreign(fr.dom) {
-                Ok(f) => f,
-                Err(_) => {
-                    status[i] = GrantStatus::BadDomain;
-                    continue;
-                }
+            let f = match last.as_ref().filter(|f| f.id == fr.dom) {
+                Some(f) => Arc::clone(f),
+                None => match d.foreign(fr.dom) {
+                    Ok(f) => {
+                        last = Some(Arc::clone(&f));
+                        f
+                    }
+                    Err(_) => {
+                        status[i] = GrantStatus::BadDomain;
+                        continue;
+                    }
+                },
             };
             let to_foreign = matches!(op, CopyOp::ToForeign { .. });
             let frame = match acquire(&f, d.id, fr.gref, to_foreign) {
