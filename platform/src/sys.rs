@@ -711,8 +711,10 @@ mod tests {
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork: {}", io::Error::last_os_error());
         if child == 0 {
-            // SAFETY: getpid and _exit are async-signal safe.
+            // SAFETY: getpid is async-signal safe and has no preconditions.
             let ok = own_pid() == unsafe { libc::getpid() } as u32;
+            // SAFETY: _exit is async-signal safe; the child leaves without running the test
+            // harness's exit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         let mut status = 0;
