@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod calibrate;
 pub mod check;
 pub mod peer;
 pub mod plots;

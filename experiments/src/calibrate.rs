@@ -1,0 +1,302 @@
+//! The `xen` cost preset: what Xen charges per grant operation, less what the emulation
+//! already costs, measured in the same run.
+//!
+//! `docs/calibration.md` derives the targets ([`ModelCost::XEN`]) from the measurements
+//! posted with the staging-grants RFC. A run with `--cost xen` first measures, under the
+//! `none` mode, what a grant copy and a grant map add per 64-byte packet over the staging
+//! memcpy *in this emulation* (its own checks, locks and copies), then charges only the rest
+//! with the `model` mode's spins. The seed check ([`seed_check`]) then compares what a grant
+//! copy added per packet in the measured sweep with what it added on Xen.
+
+use netstage_platform::sim::{CostMode, ModelCost};
+use serde::{Deserialize, Serialize};
+
+use crate::{Dir, Sample};
+
+/// The staging design the seed measured against grant copy (RFC rev 1, data-len 256).
+pub const SEED_STAGING: &str = "slots:256";
+/// The packet size of the seed's rows.
+pub const SEED_SIZE: usize = 64;
+/// What a grant copy added per 64-byte packet on Xen, in nanoseconds, TX then RX:
+/// 1/1,506,170 - 1/3,759,012 s and 1/1,549,630 - 1/3,285,362 s (one vCPU).
+pub const SEED_ADDED_NS: [(Dir, f64); 2] = [(Dir::Tx, 398.0), (Dir::Rx, 341.0)];
+/// What the seed's staging path cost per 64-byte packet, in nanoseconds: 1/3,759,012 s
+/// (TX) and 1/3,285,362 s (RX).
+pub const SEED_STAGING_NS: [(Dir, f64); 2] = [(Dir::Tx, 266.0), (Dir::Rx, 304.0)];
+/// How close the added cost must come to the seed's to count as reproduced.
+pub const SEED_TOLERANCE: f64 = 0.20;
+
+/// The runs a calibration takes per round, all at [`SEED_SIZE`] bytes in the `none` mode.
+pub const CALIBRATION_RUNS: [(&str, Dir); 5] = [
+    ("grant-copy", Dir::Tx),
+    (SEED_STAGING, Dir::Tx),
+    ("grant-copy", Dir::Rx),
+    (SEED_STAGING, Dir::Rx),
+    ("grant-map", Dir::Tx),
+];
+
+/// Nanoseconds per operation, as [`ModelCost`] but serialisable into results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Costs {
+    /// Per call (hypercall entry and exit, event-channel send).
+    pub call_ns: u64,
+    /// Per grant-copy operation.
+    pub copy_ns: u64,
+    /// Per page mapped.
+    pub map_ns: u64,
+    /// Per page unmapped.
+    pub unmap_ns: u64,
+}
+
+impl From<ModelCost> for Costs {
+    fn from(m: ModelCost) -> Costs {
+        Costs {
+            call_ns: m.call_ns,
+            copy_ns: m.copy_ns,
+            map_ns: m.map_ns,
+            unmap_ns: m.unmap_ns,
+        }
+    }
+}
+
+impl From<Costs> for ModelCost {
+    fn from(c: Costs) -> ModelCost {
+        ModelCost {
+            call_ns: c.call_ns,
+            copy_ns: c.copy_ns,
+            map_ns: c.map_ns,
+            unmap_ns: c.unmap_ns,
+        }
+    }
+}
+
+/// One calibration run: what a design moved in the `none` mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRun {
+    /// Round.
+    pub round: u32,
+    /// Design.
+    pub design: String,
+    /// Direction.
+    pub dir: Dir,
+    /// Packets per second.
+    pub pps: f64,
+}
+
+/// What a `--cost xen` run measured and charged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Xen's costs per operation ([`ModelCost::XEN`]).
+    pub target: Costs,
+    /// What the emulation itself costs per operation, measured by `runs`.
+    pub own: Costs,
+    /// What the sweep's `model` mode charged on top: `target` beyond `own`.
+    pub charged: Costs,
+    /// The calibration runs.
+    pub runs: Vec<CalibrationRun>,
+}
+
+impl Calibration {
+    /// The calibration of `runs` (all of [`CALIBRATION_RUNS`] for one or more rounds).
+    pub fn from_runs(runs: Vec<CalibrationRun>) -> Result<Calibration, String> {
+        let own = own_costs(&runs)?;
+        let target = ModelCost::XEN;
+        Ok(Calibration {
+            target: target.into(),
+            own: own.into(),
+            charged: target.beyond(&own).into(),
+            runs,
+        })
+    }
+
+    /// The cost mode the sweep runs both ends with.
+    pub fn cost_mode(&self) -> CostMode {
+        CostMode::Model(self.charged.into())
+    }
+}
+
+/// Nanoseconds per packet that `with` costs beyond `base`, from their rates.
+pub fn added_ns(base_pps: f64, with_pps: f64) -> f64 {
+    1e9 / with_pps - 1e9 / base_pps
+}
+
+/// The median of `v` (`None` when empty).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Per round, what `design` added per packet over the seed's staging design in `dir`.
+fn added_per_round(runs: &[CalibrationRun], design: &str, dir: Dir) -> Vec<f64> {
+    let pps = |round: u32, d: &str| {
+        runs.iter()
+            .find(|r| r.round == round && r.design == d && r.dir == dir && r.pps > 0.0)
+            .map(|r| r.pps)
+    };
+    let mut rounds: Vec<u32> = runs.iter().map(|r| r.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|round| Some(added_ns(pps(round, SEED_STAGING)?, pps(round, design)?)))
+        .collect()
+}
+
+/// What the emulation costs per operation: a grant copy, the mean of what it adds per
+/// packet on TX and on RX (medians over rounds); a map and its unmap, what grant-map adds
+/// on TX, split evenly. A call costs the `model` mode nothing of its own (no system call
+/// unless the peer sleeps), so none is subtracted.
+pub fn own_costs(runs: &[CalibrationRun]) -> Result<ModelCost, String> {
+    let need = |design: &str, dir: Dir| {
+        median(added_per_round(runs, design, dir)).ok_or_else(|| {
+            format!("the calibration has no paired {design} and {SEED_STAGING} {dir} runs")
+        })
+    };
+    let copy = (need("grant-copy", Dir::Tx)? + need("grant-copy", Dir::Rx)?) / 2.0;
+    let map_unmap = need("grant-map", Dir::Tx)?;
+    let ns = |x: f64| x.max(0.0).round() as u64;
+    Ok(ModelCost {
+        call_ns: 0,
+        copy_ns: ns(copy),
+        map_ns: ns(map_unmap / 2.0),
+        unmap_ns: ns(map_unmap / 2.0),
+    })
+}
+
+/// How a sweep's grant copy compared with the seed's in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedCheck {
+    /// Direction.
+    pub dir: Dir,
+    /// What a grant copy added per 64-byte packet here, per round (ns).
+    pub added_ns: Vec<f64>,
+    /// Its median.
+    pub median_ns: f64,
+    /// What it added on Xen (ns).
+    pub seed_ns: f64,
+    /// What the staging path cost per packet here (ns, median over rounds).
+    pub staging_ns: f64,
+    /// What it cost in the seed (ns).
+    pub seed_staging_ns: f64,
+}
+
+impl SeedCheck {
+    /// The relative difference from the seed's added cost.
+    pub fn error(&self) -> f64 {
+        self.median_ns / self.seed_ns - 1.0
+    }
+
+    /// Whether it came within [`SEED_TOLERANCE`].
+    pub fn reproduced(&self) -> bool {
+        self.error().abs() <= SEED_TOLERANCE
+    }
+}
+
+/// The seed check of a sweep's samples: per direction that has paired grant-copy and
+/// [`SEED_STAGING`] runs at [`SEED_SIZE`] bytes on one queue, what a grant copy added.
+pub fn seed_check(samples: &[Sample]) -> Vec<SeedCheck> {
+    let runs: Vec<CalibrationRun> = samples
+        .iter()
+        .filter(|s| s.size == SEED_SIZE && s.queues == 1 && s.design == s.design_used)
+        .map(|s| CalibrationRun {
+            round: s.round,
+            design: s.design.clone(),
+            dir: s.dir,
+            pps: s.pps,
+        })
+        .collect();
+    let staging = |dir: Dir| {
+        median(
+            runs.iter()
+                .filter(|r| r.design == SEED_STAGING && r.dir == dir && r.pps > 0.0)
+                .map(|r| 1e9 / r.pps)
+                .collect(),
+        )
+    };
+    SEED_ADDED_NS
+        .iter()
+        .zip(SEED_STAGING_NS)
+        .filter_map(|(&(dir, seed_ns), (_, seed_staging_ns))| {
+            let added = added_per_round(&runs, "grant-copy", dir);
+            Some(SeedCheck {
+                dir,
+                median_ns: median(added.clone())?,
+                added_ns: added,
+                seed_ns,
+                staging_ns: staging(dir)?,
+                seed_staging_ns,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: u32, design: &str, dir: Dir, pps: f64) -> CalibrationRun {
+        CalibrationRun {
+            round,
+            design: design.into(),
+            dir,
+            pps,
+        }
+    }
+
+    #[test]
+    fn own_costs_are_what_grant_operations_add_over_the_staging_memcpy() {
+        let mut runs = Vec::new();
+        for round in 1..=3 {
+            // Staging: 125 ns a packet; grant copy 325 ns (TX) and 275 ns (RX); grant map
+            // 1125 ns.
+            runs.push(run(round, SEED_STAGING, Dir::Tx, 8e6));
+            runs.push(run(round, "grant-copy", Dir::Tx, 1e9 / 325.0));
+            runs.push(run(round, SEED_STAGING, Dir::Rx, 8e6));
+            runs.push(run(round, "grant-copy", Dir::Rx, 1e9 / 275.0));
+            runs.push(run(round, "grant-map", Dir::Tx, 1e9 / 1125.0));
+        }
+        let own = own_costs(&runs).unwrap();
+        assert_eq!(own.copy_ns, 175, "the mean of 200 and 150");
+        assert_eq!(own.map_ns + own.unmap_ns, 1000);
+        assert_eq!(own.call_ns, 0);
+        let c = Calibration::from_runs(runs).unwrap();
+        assert_eq!(c.charged.copy_ns, ModelCost::XEN.copy_ns - 175);
+        assert_eq!(c.cost_mode().to_string().split(',').count(), 4);
+    }
+
+    #[test]
+    fn a_calibration_without_its_pairs_says_which_is_missing() {
+        let runs = vec![run(1, "grant-copy", Dir::Tx, 1e6)];
+        let e = own_costs(&runs).unwrap_err();
+        assert!(e.contains("grant-copy") && e.contains("tx"), "{e}");
+    }
+
+    #[test]
+    fn an_added_cost_is_the_difference_of_the_times_per_packet() {
+        assert!((added_ns(4e6, 2e6) - 250.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_seed_check_passes_within_a_fifth_and_fails_beyond() {
+        let check = |median_ns: f64| SeedCheck {
+            dir: Dir::Tx,
+            added_ns: vec![median_ns],
+            median_ns,
+            seed_ns: 398.0,
+            staging_ns: 130.0,
+            seed_staging_ns: 266.0,
+        };
+        assert!(check(398.0 * 1.19).reproduced());
+        assert!(check(398.0 * 0.81).reproduced());
+        assert!(!check(398.0 * 1.21).reproduced());
+        assert!(!check(398.0 * 0.79).reproduced());
+    }
+}
