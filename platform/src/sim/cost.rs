@@ -38,8 +38,9 @@ impl ModelCost {
     /// measurements posted with the staging-grants RFC (Linux netback and netfront, one vCPU,
     /// 64-byte UDP): a grant-copy operation adds 398 ns per packet on TX and 341 ns on RX
     /// over the staging memcpy (370 ns, their mean, per operation); mapping and unmapping
-    /// the page of a 260-byte packet adds 959 ns (split evenly: every map here is followed by
-    /// its unmap); a call (hypercall entry and exit, an event-channel send) is taken as one
+    /// the page of a 260-byte packet adds 959 ns on the grant-copy path and 1,391 ns on the
+    /// staging path (1,175 ns, their mean, split evenly: every map here is followed by its
+    /// unmap); a call (hypercall entry and exit, an event-channel send) is taken as one
     /// system call on the machines the project runs on, 250 ns.
     ///
     /// These are the *targets*. The emulation's own grant checks already cost part of them,
@@ -47,8 +48,8 @@ impl ModelCost {
     pub const XEN: ModelCost = ModelCost {
         call_ns: 250,
         copy_ns: 370,
-        map_ns: 480,
-        unmap_ns: 479,
+        map_ns: 588,
+        unmap_ns: 587,
     };
 
     /// What remains of `self` (a target) once `own` (the emulation's own cost of each
