@@ -472,6 +472,11 @@ pub enum TxSlotKind {
         offset: u16,
         /// Bytes of this fragment.
         size: u16,
+        /// Bytes before `offset` that staging memory holds instead of the grant: the start
+        /// of this request's data, replicated in the staging slot of its id (RFC rev 1's
+        /// encoding, marked by [`TxChain::replicate`]; 0 otherwise). `offset` and `size`
+        /// then describe only the granted rest.
+        staged: u16,
     },
     /// An extra-info slot (answered with `NETIF_RSP_NULL`).
     Extra,
@@ -524,9 +529,10 @@ pub struct TxChain {
     /// Why the packet must be dropped, if it must. Its slots were consumed all the same and
     /// are to be answered with `NETIF_RSP_ERROR`.
     pub drop: Option<FaultReason>,
-    /// Bytes at the start of the packet carried by staging memory (`NETTXF_staged`); the
-    /// fragments hold the rest. Kept when the packet is dropped for another reason (a
-    /// data-ring consumer must still skip them); 0 if it exceeds the packet.
+    /// Bytes at the start of the packet carried by staging memory (`NETTXF_staged`, or the
+    /// replicated requests [`TxChain::replicate`] marked); the fragments hold the rest. Kept
+    /// when the packet is dropped for another reason (a data-ring consumer must still skip
+    /// them); 0 if it exceeds the packet.
     pub staged: u16,
     /// With `NETTXF_staging_buffer`: the global slot id holding the whole packet.
     pub staging_buffer: Option<u32>,
@@ -551,7 +557,9 @@ impl TxChain {
     /// The data fragments in order: `(gref, offset, size)`.
     pub fn fragments(&self) -> impl Iterator<Item = (u32, u16, u16)> + '_ {
         self.slots.iter().filter_map(|s| match s.kind {
-            TxSlotKind::Data { gref, offset, size } if size > 0 => Some((gref, offset, size)),
+            TxSlotKind::Data {
+                gref, offset, size, ..
+            } if size > 0 => Some((gref, offset, size)),
             _ => None,
         })
     }
@@ -567,6 +575,46 @@ impl TxChain {
     /// The id of the first request (which selects the staging slot).
     pub fn first_id(&self) -> u16 {
         self.slots.first().map_or(0, |s| s.id)
+    }
+
+    /// Marks the bytes a design replicates in staging memory where no flag announces them
+    /// (RFC rev 1's encoding): `take(len)` says how many of the first of each data slot's
+    /// `len` bytes, in ring order, the staging slot of its id holds. Each such slot then
+    /// describes only its granted rest ([`TxChain::fragments`]) and `staged` counts them
+    /// all. A chain with `NETTXF_staged` or `NETTXF_staging_buffer`, or one to be dropped,
+    /// is left as it is.
+    pub fn replicate(&mut self, mut take: impl FnMut(usize) -> usize) {
+        let flagged = self.flags.contains(TxFlags::STAGED) || self.staging_buffer.is_some();
+        if self.drop.is_some() || self.staged != 0 || flagged {
+            return;
+        }
+        let mut total = 0u16;
+        for s in &mut self.slots {
+            if let TxSlotKind::Data {
+                offset,
+                size,
+                staged,
+                ..
+            } = &mut s.kind
+            {
+                // At most the slot's size; its offset + size is within its page.
+                let n = u16::try_from(take(usize::from(*size))).map_or(*size, |n| n.min(*size));
+                *staged = n;
+                *offset += n;
+                *size -= n;
+                // Without a drop the slots' sizes add up to the packet's 16-bit total.
+                total = total.saturating_add(n);
+            }
+        }
+        self.staged = total;
+    }
+
+    /// The replicated requests [`TxChain::replicate`] marked, in ring order: `(id, bytes)`.
+    pub fn replicated(&self) -> impl Iterator<Item = (u16, usize)> + '_ {
+        self.slots.iter().filter_map(|s| match s.kind {
+            TxSlotKind::Data { staged, .. } if staged > 0 => Some((s.id, usize::from(staged))),
+            _ => None,
+        })
     }
 
     /// The responses for every slot in ring order: `status` for data slots,
@@ -623,6 +671,7 @@ pub fn parse_tx_chain_into(
             gref: first.gref,
             offset: first.offset,
             size: 0,
+            staged: 0,
         },
     });
     let extras = if flags.contains(TxFlags::EXTRA_INFO) {
@@ -682,6 +731,7 @@ pub fn parse_tx_chain_into(
                 gref: slot.gref,
                 offset: slot.offset,
                 size: slot.size,
+                staged: 0,
             },
         });
     }
@@ -918,6 +968,10 @@ pub struct RxSlot {
     pub len: u16,
     /// Whether this slot carried an extra rather than data.
     pub extra: bool,
+    /// Bytes before `offset` that are in the staging slot of this slot's buffer instead of
+    /// the buffer (RFC rev 1's replicated encoding, marked by [`RxChain::replicate`]; 0
+    /// otherwise). `offset` and `len` then describe only the rest, in the buffer.
+    pub staged: u16,
 }
 
 /// A complete RX chain as the frontend consumed it.
@@ -934,7 +988,8 @@ pub struct RxChain {
     /// Why the packet must be dropped, if it must.
     pub drop: Option<FaultReason>,
     /// Bytes at the start of the packet in staging memory (`NETRXF_staged`, as claimed,
-    /// even when the packet is dropped); the data slots hold the rest.
+    /// even when the packet is dropped; or the replicated slots [`RxChain::replicate`]
+    /// marked); the data slots hold the rest.
     pub staged: u16,
 }
 
@@ -959,6 +1014,28 @@ impl RxChain {
             .iter()
             .filter(|s| !s.extra)
             .map(|s| (s.id, s.offset, s.len))
+    }
+
+    /// Marks the bytes a design replicates in staging memory where no flag announces them
+    /// (RFC rev 1's encoding): `take(len)` says how many of the first of each data slot's
+    /// `len` bytes, in ring order, the staging slot of its buffer holds. Each such slot
+    /// then describes only the rest, in its buffer, and `staged` counts them all. A chain
+    /// with `NETRXF_staged`, or one to be dropped, is left as it is.
+    pub fn replicate(&mut self, mut take: impl FnMut(usize) -> usize) {
+        if self.drop.is_some() || self.staged != 0 || self.flags.contains(RxFlags::STAGED) {
+            return;
+        }
+        let mut total = 0u16;
+        for s in self.slots.iter_mut().filter(|s| !s.extra) {
+            // At most the slot's length; its offset + len is within its page.
+            let n = u16::try_from(take(usize::from(s.len))).map_or(s.len, |n| n.min(s.len));
+            s.staged = n;
+            s.offset += n;
+            s.len -= n;
+            // Without a drop the packet has at most 65535 bytes.
+            total = total.saturating_add(n);
+        }
+        self.staged = total;
     }
 }
 
@@ -1041,6 +1118,7 @@ pub fn parse_rx_chain_into(
             offset: if staged_first { 0 } else { rsp.offset },
             len,
             extra: false,
+            staged: 0,
         });
         if data_slots == 1 {
             flags = f;
@@ -1060,6 +1138,7 @@ pub fn parse_rx_chain_into(
                         offset: 0,
                         len: 0,
                         extra: true,
+                        staged: 0,
                     });
                     if !raw.more() {
                         break;

@@ -21,6 +21,10 @@
 //! A backend reads the list once ([`read_list`]), validates every entry, maps the distinct
 //! grants and addresses slots through a [`SlotArea`], which bounds every access by the
 //! negotiated `data-len`.
+//!
+//! How a packet's bytes meet its slots comes in two encodings: netstage's `slots` moves the
+//! head out of the grants (`NETTXF_staged`, see `netif`), and RFC revision 1's own replicates
+//! it ([`ReplicatedHead`]).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -446,5 +450,87 @@ impl SlotArea {
         self.pieces(slot, offset, len, |m, at, pos, n| {
             Ok(m.read_at(at, &mut dst[pos..pos + n])?)
         })
+    }
+}
+
+/// RFC revision 1's own encoding of a staged head (netstage's `slots-rfc` design): a
+/// packet's requests and responses are those of a packet without staging — the first
+/// request grants its whole buffer and carries the usual size, no flag, no extra request —
+/// and the staging slot selected by a data request's `id` holds a copy of the first bytes of
+/// that request's data, which the receiver takes from the slot and skips in the grant.
+///
+/// - `data-len` <= 4096: slots of `data-len` bytes, and only the packet's first request is
+///   replicated: the first `min(data-len, its length)` bytes.
+/// - `data-len` > 4096: how much of the whole packet is copied (65536: all of it, the RFC's
+///   copy-only interface). The list is the one of `data-len` 4096 (the RFC: "the same data
+///   list size"): a page per slot, one entry each. Every data request of the packet has its
+///   bytes replicated in the slot of its own id, request after request, until `data-len`
+///   bytes are.
+///
+/// Either way the replicated bytes are a prefix of the packet: a request is replicated only
+/// if every request before it was, whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicatedHead {
+    data_len: u32,
+}
+
+impl ReplicatedHead {
+    /// The encoding for a negotiated `data-len` (64..=65536).
+    pub fn new(data_len: u32) -> Result<ReplicatedHead, StagingError> {
+        if !(MIN_DATA_LEN..=MAX_DATA_LEN).contains(&data_len) {
+            return Err(StagingError::BadDataLen(data_len));
+        }
+        Ok(ReplicatedHead { data_len })
+    }
+
+    /// The negotiated `data-len`.
+    pub fn data_len(&self) -> u32 {
+        self.data_len
+    }
+
+    /// Bytes per slot: `data-len`, at most a page.
+    pub fn slot_len(&self) -> u32 {
+        self.data_len.min(XEN_PAGE_SIZE as u32)
+    }
+
+    /// The geometry of `slots` slots (one per request id).
+    pub fn layout(&self, slots: u32) -> Result<SlotLayout, StagingError> {
+        SlotLayout::new(self.slot_len(), slots)
+    }
+
+    /// A packet's walk over its data requests, in ring order.
+    pub fn start(&self) -> ReplicaCursor {
+        ReplicaCursor {
+            // A packet has at most 65535 bytes (`XEN_NETIF_MAX_TX_SIZE`).
+            left: (self.data_len as usize).min(0xFFFF),
+            slot_len: self.slot_len() as usize,
+            every_request: self.data_len as usize > XEN_PAGE_SIZE,
+            more: true,
+        }
+    }
+}
+
+/// Where a packet stands in [`ReplicatedHead`]'s walk: how much of each data request, in
+/// order, its slot holds.
+#[derive(Debug, Clone)]
+pub struct ReplicaCursor {
+    left: usize,
+    slot_len: usize,
+    every_request: bool,
+    more: bool,
+}
+
+impl ReplicaCursor {
+    /// Of the next data request's `len` bytes, how many of the first its slot holds (never
+    /// more than `len` or a slot).
+    pub fn take(&mut self, len: usize) -> usize {
+        if !self.more {
+            return 0;
+        }
+        let n = len.min(self.left).min(self.slot_len);
+        self.left -= n;
+        // Later requests only after this one whole: the replicated bytes stay a prefix.
+        self.more = self.every_request && n == len && self.left > 0;
+        n
     }
 }
