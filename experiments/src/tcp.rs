@@ -33,6 +33,10 @@ const HOST_IP: &str = "10.211.0.2";
 const GSO_MAX: &str = "65000";
 /// Room for the largest frame a TAP hands over, header included.
 const READ_BUF: usize = VNET_HDR_LEN + 65550;
+/// iperf3's port.
+const IPERF3_PORT: u16 = 5201;
+/// sockperf's port (its default).
+const SOCKPERF_PORT: u16 = 11111;
 
 /// Parameters of the two TCP roles.
 #[derive(Debug, Clone, clap::Args)]
@@ -267,6 +271,10 @@ pub struct TcpSample {
     pub guest_cpu_pct: f64,
     /// iperf3's CPU use of the host side (server), percent of one core.
     pub host_cpu_pct: f64,
+    /// Request/response runs (`rr`, `rr-busy`): what sockperf's ping-pong measured (the
+    /// bulk fields above are 0 then).
+    #[serde(default)]
+    pub rr: Option<TcpRr>,
     /// Frontend process CPU seconds, whole life (0 for veth).
     pub front_cpu_s: f64,
     /// Backend process CPU seconds, whole life (0 for veth).
@@ -282,6 +290,84 @@ pub struct TcpSample {
     pub tap_drop_reasons: Vec<String>,
     /// Cross-core round trip before and after the run, ns.
     pub probe_ns: [f64; 2],
+}
+
+/// What one sockperf ping-pong run measured: one 14-byte message in flight over TCP, each
+/// answered before the next.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TcpRr {
+    /// Round trips per second over the measured part (after sockperf's warm-up).
+    pub transactions_per_s: f64,
+    /// Median round-trip time, microseconds.
+    pub p50_us: f64,
+    /// 99th-percentile round-trip time, microseconds.
+    pub p99_us: f64,
+    /// Length of the measured part, seconds.
+    pub seconds: f64,
+}
+
+/// Reads sockperf ping-pong's summary (run with `--full-rtt`): the `[Valid Duration]` line's
+/// run time and received messages, and the 50th and 99th percentile lines. Colour escapes
+/// are ignored. `None` if any of them is missing or the run received nothing.
+pub fn parse_sockperf(out: &str) -> Option<TcpRr> {
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let valid = out.lines().find(|l| l.contains("[Valid Duration]"))?;
+    let seconds = field(valid, "RunTime=")?;
+    let received = field(valid, "ReceivedMessages=")?;
+    let percentile = |p: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!("percentile {p} =")))
+            .and_then(|l| l.rsplit('=').next()?.trim().parse::<f64>().ok())
+    };
+    (seconds > 0.0 && received > 0.0).then_some(())?;
+    Some(TcpRr {
+        transactions_per_s: received / seconds,
+        p50_us: percentile("50.000")?,
+        p99_us: percentile("99.000")?,
+        seconds,
+    })
+}
+
+/// sockperf's server, pinned to `core`.
+fn sockperf_server_args(core: &str) -> Vec<String> {
+    let port = SOCKPERF_PORT.to_string();
+    [
+        "taskset", "-c", core, "sockperf", "server", "--tcp", "-i", HOST_IP, "-p", &port,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// sockperf's ping-pong client for a run of `seconds`, pinned to core 0: as fast as the
+/// answers come (`--mps=max`), round-trip times (`--full-rtt`).
+fn sockperf_client_args(seconds: u32) -> Vec<String> {
+    let (port, t) = (SOCKPERF_PORT.to_string(), seconds.to_string());
+    [
+        "taskset",
+        "-c",
+        "0",
+        "sockperf",
+        "ping-pong",
+        "--tcp",
+        "-i",
+        HOST_IP,
+        "-p",
+        &port,
+        "-t",
+        &t,
+        "-m",
+        "14",
+        "--mps=max",
+        "--full-rtt",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl TcpSample {
@@ -352,7 +438,7 @@ pub struct TcpRow {
 pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
     let mut order: Vec<&str> = Vec::new();
     let mut keys: Vec<(Dir, bool)> = Vec::new();
-    for s in &r.samples {
+    for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
         if !order.contains(&s.design.as_str()) {
             order.push(&s.design);
         }
@@ -464,16 +550,102 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
             row.n
         );
     }
+    rr_section(&mut out, r);
     let drops: u64 = r.samples.iter().map(|s| s.tap_drops).sum();
     let _ = writeln!(
         out,
-        "\nFrames the TAP adapters could not pass on, all runs: {drops}.\n\nCommands (iperf3 runs in the namespaces, pinned with `-A`):\n\n```"
+        "\nFrames the TAP adapters could not pass on, all runs: {drops}.\n\nCommands (each in the namespace it names, pinned to the core it names):\n\n```"
     );
     for c in &r.commands {
         let _ = writeln!(out, "{c}");
     }
     let _ = writeln!(out, "```\n\n![tcp](tcp.svg)");
     out
+}
+
+/// One row of the TCP request/response table: medians over rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRrRow {
+    /// `rr` (the ends block on event channels) or `rr-busy` (they busy-poll).
+    pub dir: Dir,
+    /// Design.
+    pub design: String,
+    /// Transactions per second over rounds.
+    pub tps: Spread,
+    /// Ratio of the median to grant-copy's in the same run.
+    pub ratio: Option<f64>,
+    /// Median of the runs' median round trips, microseconds.
+    pub p50_us: f64,
+    /// Median of the runs' 99th-percentile round trips, microseconds.
+    pub p99_us: f64,
+    /// Runs.
+    pub n: usize,
+}
+
+/// Summarises the request/response runs per (direction, design), designs in first-seen
+/// order.
+pub fn tcp_rr_rows(r: &TcpResults) -> Vec<TcpRrRow> {
+    let rr: Vec<(&TcpSample, TcpRr)> = r.samples.iter().filter_map(|s| Some((s, s.rr?))).collect();
+    let mut keys: Vec<(Dir, &str)> = Vec::new();
+    for (s, _) in &rr {
+        if !keys.contains(&(s.dir, s.design.as_str())) {
+            keys.push((s.dir, &s.design));
+        }
+    }
+    let of = |dir: Dir, design: &str, f: fn(&TcpRr) -> f64| -> Vec<f64> {
+        rr.iter()
+            .filter(|(s, _)| s.dir == dir && s.design == design)
+            .map(|(_, x)| f(x))
+            .collect()
+    };
+    keys.iter()
+        .filter_map(|&(dir, design)| {
+            let tps = spread(&of(dir, design, |x| x.transactions_per_s))?;
+            let base = spread(&of(dir, "grant-copy", |x| x.transactions_per_s));
+            let med = |v: Vec<f64>| spread(&v).map_or(0.0, |s| s.median);
+            Some(TcpRrRow {
+                dir,
+                design: design.to_string(),
+                ratio: base
+                    .filter(|b| b.median > 0.0)
+                    .map(|b| tps.median / b.median),
+                p50_us: med(of(dir, design, |x| x.p50_us)),
+                p99_us: med(of(dir, design, |x| x.p99_us)),
+                n: of(dir, design, |x| x.seconds).len(),
+                tps,
+            })
+        })
+        .collect()
+}
+
+/// The request/response table, if the run had any.
+fn rr_section(out: &mut String, r: &TcpResults) {
+    use std::fmt::Write as _;
+    let rows = tcp_rr_rows(r);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Request/response over TCP\n\nsockperf ping-pong (the seed's netperf TCP_RR with 1-byte requests and responses is not packaged; sockperf's smallest message is 14 bytes): one message in flight over one TCP connection through the same namespaces, server on core 1, client on core 0. `rr`: the netstage ends block on event channels between packets; `rr-busy`: they busy-poll (the seed's kernel busy polling has no equivalent on a TAP device). Medians over rounds; round-trip times are each run's own median and 99th percentile, then the median over runs.\n"
+    );
+    let _ = writeln!(out, "| dir | design | transactions/s (median) | [min..max] | x grant-copy | RTT p50 (us) | RTT p99 (us) | runs |");
+    let _ = writeln!(out, "|---|---|---:|---|---:|---:|---:|---:|");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | [{:.0}..{:.0}] | {} | {:.1} | {:.1} | {} |",
+            row.dir,
+            row.design,
+            row.tps.median,
+            row.tps.min,
+            row.tps.max,
+            row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+            row.p50_us,
+            row.p99_us,
+            row.n
+        );
+    }
 }
 
 /// Options of `experiments tcp`.
@@ -501,15 +673,30 @@ pub struct TcpPlan {
 
 /// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
 pub fn check_prerequisites() -> anyhow::Result<()> {
+    check_prerequisites_for(&[Dir::Tx])
+}
+
+/// Refuses to start unless root, `ip`, and what the directions need (`iperf3` for `tx` and
+/// `rx`, `sockperf` and `taskset` for `rr` and `rr-busy`) are there, naming what is missing.
+pub fn check_prerequisites_for(dirs: &[Dir]) -> anyhow::Result<()> {
     if !crate::sys::is_root() {
         bail!("experiments tcp needs root: it creates network namespaces and TAP devices");
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = [("ip", "iproute2"), ("iperf3", "iperf3")]
-        .into_iter()
-        .filter(|(bin, _)| !std::env::split_paths(&path).any(|d| d.join(bin).is_file()))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let rr = dirs.iter().any(|d| d.is_rr());
+    let bulk = dirs.iter().any(|d| !d.is_rr());
+    let missing: Vec<&str> = [
+        ("ip", "iproute2", true),
+        ("iperf3", "iperf3", bulk),
+        ("sockperf", "sockperf", rr),
+        ("taskset", "util-linux", rr),
+    ]
+    .into_iter()
+    .filter(|(_, _, needed)| *needed)
+    .map(|(bin, pkg, _)| (bin, pkg))
+    .filter(|(bin, _)| !std::env::split_paths(&path).any(|d| d.join(bin).is_file()))
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !missing.is_empty() {
         bail!(
             "experiments tcp needs Debian's {}: apt-get install {}",
@@ -692,7 +879,8 @@ fn client_args(dir: Dir, seconds: u32, streams: u32) -> Vec<String> {
     v
 }
 
-/// One run: namespaces, the two ends (or a veth pair), iperf3, teardown.
+/// One run: namespaces, the two ends (or a veth pair), the workload (iperf3 for `tx`/`rx`,
+/// sockperf ping-pong for `rr`/`rr-busy`), teardown.
 pub fn run_tcp(
     exe: &Path,
     plan: &TcpPlan,
@@ -705,107 +893,21 @@ pub fn run_tcp(
     let mut ns = Netns::create(&tag)?;
     let world = PathBuf::from(format!("/dev/shm/netstage-tcp-{tag}"));
     let _ = std::fs::remove_dir_all(&world);
-    let cores = crate::sys::cpus();
     let veth = design == "veth";
     if veth {
-        run(Command::new("ip").args([
-            "link", "add", "vg", "netns", &ns.guest, "type", "veth", "peer", "name", "vh", "netns",
-            &ns.host,
-        ]))?;
-        Netns::configure(&ns.guest, "vg", GUEST_IP)?;
-        Netns::configure(&ns.host, "vh", HOST_IP)?;
+        link_veth(&ns)?;
     } else {
-        let role = |name: &str, tap: &str, core: usize, spin: u64| -> Vec<String> {
-            let mut v = vec![
-                exe.display().to_string(),
-                name.into(),
-                "--world".into(),
-                world.display().to_string(),
-                "--design".into(),
-                design.into(),
-                "--cost".into(),
-                plan.cost.clone(),
-                "--core".into(),
-                core.to_string(),
-                "--tap".into(),
-                tap.into(),
-                "--spin-us".into(),
-                spin.to_string(),
-            ];
-            if offload {
-                v.push("--offload".into());
-            }
-            if plan.busy {
-                v.push("--busy".into());
-            }
-            v
-        };
-        let back = Netns::exec(
-            &ns.host,
-            &role("role-tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the backend")?;
-        ns.children.push(back);
-        let ready = roles::ready_marker(&world);
-        let t = Instant::now();
-        while !ready.exists() {
-            if let Some(st) = ns.children[0].try_wait()? {
-                bail!("the backend exited early ({st})");
-            }
-            if t.elapsed() > Duration::from_secs(20) {
-                bail!("the backend did not come up within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let front = Netns::exec(
-            &ns.guest,
-            &role("role-tcp-frontend", "tapf", 0, plan.spin_us[0]),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the frontend")?;
-        ns.children.push(front);
-        Netns::wait_for(&ns.host, "tapb", &mut ns.children[0])?;
-        Netns::wait_for(&ns.guest, "tapf", &mut ns.children[1])?;
-        Netns::configure(&ns.host, "tapb", HOST_IP)?;
-        Netns::configure(&ns.guest, "tapf", GUEST_IP)?;
+        // Request/response with busy polling: the ends busy-poll whatever the plan says.
+        let busy = plan.busy || dir == Dir::RrBusy;
+        link_netstage(&mut ns, exe, plan, &world, design, offload, busy)?;
     }
-    let server = Netns::exec(
-        &ns.host,
-        &[
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            HOST_IP,
-            "-A",
-            &(1 % cores).to_string(),
-        ]
-        .map(String::from),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .context("cannot start iperf3 -s")?;
-    ns.children.push(server);
-    wait_listening(&ns.host)?;
     let probe_before = crate::probe(20_000);
-    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, plan.streams))
-        .output()
-        .context("cannot run iperf3 -c")?;
+    let load = if dir.is_rr() {
+        Workload::Rr(sockperf_run(&mut ns, plan.seconds)?)
+    } else {
+        Workload::Bulk(iperf3_run(&mut ns, plan, dir)?)
+    };
     let probe_after = crate::probe(20_000);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 printed no JSON: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(e) = json["error"].as_str() {
-        bail!("iperf3: {e}");
-    }
-    let end = &json["end"];
     let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
     if !veth {
         // The frontend first: its close is what the backend waits for.
@@ -814,23 +916,54 @@ pub fn run_tcp(
     }
     drop(ns);
     let _ = std::fs::remove_dir_all(&world);
-    Ok(TcpSample {
+    Ok(sample(
+        round,
+        design,
+        dir,
+        offload,
+        load,
+        front,
+        back,
+        [probe_before, probe_after],
+    ))
+}
+
+/// What a run's workload measured.
+enum Workload {
+    /// iperf3's end summary.
+    Bulk(serde_json::Value),
+    /// sockperf's ping-pong summary.
+    Rr(TcpRr),
+}
+
+/// The sample of a finished run.
+#[allow(clippy::too_many_arguments)]
+fn sample(
+    round: u32,
+    design: &str,
+    dir: Dir,
+    offload: bool,
+    load: Workload,
+    front: TcpEndReport,
+    back: TcpEndReport,
+    probe_ns: [f64; 2],
+) -> TcpSample {
+    let (end, rr) = match load {
+        Workload::Bulk(end) => (end, None),
+        Workload::Rr(rr) => (serde_json::Value::Null, Some(rr)),
+    };
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    TcpSample {
         round,
         design: design.into(),
         dir,
         offload,
-        gbps: end["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e9,
+        gbps: f(&end["sum_received"]["bits_per_second"]) / 1e9,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
-        seconds: end["sum_received"]["seconds"].as_f64().unwrap_or(0.0),
-        guest_cpu_pct: end["cpu_utilization_percent"]["host_total"]
-            .as_f64()
-            .unwrap_or(0.0),
-        host_cpu_pct: end["cpu_utilization_percent"]["remote_total"]
-            .as_f64()
-            .unwrap_or(0.0),
+        seconds: rr.map_or(f(&end["sum_received"]["seconds"]), |r| r.seconds),
+        guest_cpu_pct: f(&end["cpu_utilization_percent"]["host_total"]),
+        host_cpu_pct: f(&end["cpu_utilization_percent"]["remote_total"]),
+        rr,
         front_cpu_s: front.cpu_seconds,
         back_cpu_s: back.cpu_seconds,
         front_metrics: front.metrics,
@@ -846,22 +979,157 @@ pub fn run_tcp(
                     .map(|r| format!("backend: {r}")),
             )
             .collect(),
-        probe_ns: [probe_before, probe_after],
+        probe_ns,
+    }
+}
+
+/// Links the namespaces with the kernel's veth pair (the reference).
+fn link_veth(ns: &Netns) -> anyhow::Result<()> {
+    run(Command::new("ip").args([
+        "link", "add", "vg", "netns", &ns.guest, "type", "veth", "peer", "name", "vh", "netns",
+        &ns.host,
+    ]))?;
+    Netns::configure(&ns.guest, "vg", GUEST_IP)?;
+    Netns::configure(&ns.host, "vh", HOST_IP)
+}
+
+/// Links the namespaces through a netfront/netback pair of `design` on two TAP devices:
+/// the backend (core 1) in the host's namespace, the frontend (core 0) in the guest's.
+fn link_netstage(
+    ns: &mut Netns,
+    exe: &Path,
+    plan: &TcpPlan,
+    world: &Path,
+    design: &str,
+    offload: bool,
+    busy: bool,
+) -> anyhow::Result<()> {
+    let cores = crate::sys::cpus();
+    let role = |name: &str, tap: &str, core: usize, spin: u64| -> Vec<String> {
+        let mut v = vec![
+            exe.display().to_string(),
+            name.into(),
+            "--world".into(),
+            world.display().to_string(),
+            "--design".into(),
+            design.into(),
+            "--cost".into(),
+            plan.cost.clone(),
+            "--core".into(),
+            core.to_string(),
+            "--tap".into(),
+            tap.into(),
+            "--spin-us".into(),
+            spin.to_string(),
+        ];
+        if offload {
+            v.push("--offload".into());
+        }
+        if busy {
+            v.push("--busy".into());
+        }
+        v
+    };
+    let back = Netns::exec(
+        &ns.host,
+        &role("role-tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .context("cannot start the backend")?;
+    ns.children.push(back);
+    let ready = roles::ready_marker(world);
+    let t = Instant::now();
+    while !ready.exists() {
+        if let Some(st) = ns.children[0].try_wait()? {
+            bail!("the backend exited early ({st})");
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("the backend did not come up within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let front = Netns::exec(
+        &ns.guest,
+        &role("role-tcp-frontend", "tapf", 0, plan.spin_us[0]),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .context("cannot start the frontend")?;
+    ns.children.push(front);
+    Netns::wait_for(&ns.host, "tapb", &mut ns.children[0])?;
+    Netns::wait_for(&ns.guest, "tapf", &mut ns.children[1])?;
+    Netns::configure(&ns.host, "tapb", HOST_IP)?;
+    Netns::configure(&ns.guest, "tapf", GUEST_IP)
+}
+
+/// Bulk transfer: iperf3's server in the host's namespace, its client in the guest's.
+/// Returns iperf3's `end` summary.
+fn iperf3_run(ns: &mut Netns, plan: &TcpPlan, dir: Dir) -> anyhow::Result<serde_json::Value> {
+    let core = (1 % crate::sys::cpus()).to_string();
+    let server = Netns::exec(
+        &ns.host,
+        &["iperf3", "-s", "-1", "-B", HOST_IP, "-A", &core].map(String::from),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .context("cannot start iperf3 -s")?;
+    ns.children.push(server);
+    wait_listening(&ns.host, IPERF3_PORT, "iperf3 -s")?;
+    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, plan.streams))
+        .output()
+        .context("cannot run iperf3 -c")?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(e) = json["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    Ok(json["end"].clone())
+}
+
+/// Request/response over TCP: sockperf's server in the host's namespace (core 1), its
+/// ping-pong client in the guest's (core 0), one 14-byte message in flight.
+fn sockperf_run(ns: &mut Netns, seconds: u32) -> anyhow::Result<TcpRr> {
+    let core = (1 % crate::sys::cpus()).to_string();
+    let server = Netns::exec(&ns.host, &sockperf_server_args(&core))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start sockperf server")?;
+    ns.children.push(server);
+    wait_listening(&ns.host, SOCKPERF_PORT, "sockperf server")?;
+    let out = Netns::exec(&ns.guest, &sockperf_client_args(seconds))
+        .output()
+        .context("cannot run sockperf ping-pong")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    parse_sockperf(&text).with_context(|| {
+        format!(
+            "sockperf ping-pong printed no summary ({}): {}",
+            out.status,
+            text.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+        )
     })
 }
 
-/// Waits until the iperf3 server listens in `ns`.
-fn wait_listening(ns: &str) -> anyhow::Result<()> {
+/// Waits until `what` listens on TCP `port` in `ns`.
+fn wait_listening(ns: &str, port: u16, what: &str) -> anyhow::Result<()> {
     let t = Instant::now();
+    let sport = format!(":{port}");
     loop {
         let ss = Command::new("ip")
-            .args(["netns", "exec", ns, "ss", "-Hltn", "sport", "=", ":5201"])
+            .args(["netns", "exec", ns, "ss", "-Hltn", "sport", "=", &sport])
             .output()?;
         if !ss.stdout.is_empty() {
             return Ok(());
         }
         if t.elapsed() > Duration::from_secs(10) {
-            bail!("iperf3 -s did not listen within 10 s");
+            bail!("{what} did not listen within 10 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -869,8 +1137,21 @@ fn wait_listening(ns: &str) -> anyhow::Result<()> {
 
 /// The iperf3 client commands a plan runs, for the record.
 pub fn commands(plan: &TcpPlan) -> Vec<String> {
-    let mut v = vec![format!("iperf3 -s -1 -B {HOST_IP} -A 1   (host namespace)")];
-    for d in &plan.dirs {
+    let mut v = Vec::new();
+    if plan.dirs.iter().any(|d| !d.is_rr()) {
+        v.push(format!("iperf3 -s -1 -B {HOST_IP} -A 1   (host namespace)"));
+    }
+    if plan.dirs.iter().any(|d| d.is_rr()) {
+        v.push(format!(
+            "{}   (host namespace)",
+            sockperf_server_args("1").join(" ")
+        ));
+        v.push(format!(
+            "{}   (guest namespace)",
+            sockperf_client_args(plan.seconds).join(" ")
+        ));
+    }
+    for d in plan.dirs.iter().filter(|d| !d.is_rr()) {
         v.push(format!(
             "{}   (guest namespace)",
             client_args(*d, plan.seconds, plan.streams).join(" ")
@@ -907,4 +1188,64 @@ pub fn tcp_csv(r: &TcpResults) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What sockperf 3.7 prints for `ping-pong --full-rtt` (colour escapes included).
+    const PING_PONG: &str = "sockperf: [Total Run] RunTime=2.000 sec; Warm up time=400 msec; SentMessages=298069; ReceivedMessages=298068\n\
+sockperf: ========= Printing statistics for Server No: 0\n\
+sockperf: [Valid Duration] RunTime=1.550 sec; SentMessages=237200; ReceivedMessages=237200\n\
+sockperf: \x1b[2;35m====> avg-latency=6.502 (std-dev=7.692)\x1b[0m\n\
+sockperf: \x1b[2;35mTotal 237200 observations\x1b[0m; each percentile contains 2372.00 observations\n\
+sockperf: ---> percentile 99.900 =   33.700\n\
+sockperf: ---> percentile 99.000 =    6.930\n\
+sockperf: ---> percentile 90.000 =    6.698\n\
+sockperf: ---> percentile 50.000 =    6.348\n\
+sockperf: ---> <MIN> observation =    5.740\n";
+
+    #[test]
+    fn sockperf_summary_gives_the_rate_over_the_valid_part_and_two_percentiles() {
+        let rr = parse_sockperf(PING_PONG).unwrap();
+        assert!((rr.transactions_per_s - 237200.0 / 1.55).abs() < 1e-6);
+        assert_eq!(rr.seconds, 1.55);
+        assert_eq!(rr.p50_us, 6.348);
+        assert_eq!(rr.p99_us, 6.93);
+    }
+
+    #[test]
+    fn a_sockperf_run_without_its_summary_or_answers_is_no_result() {
+        assert_eq!(parse_sockperf("sockperf: connection refused"), None);
+        let none_back = PING_PONG.replace("ReceivedMessages=237200", "ReceivedMessages=0");
+        assert_eq!(parse_sockperf(&none_back), None);
+        let no_p99 = PING_PONG.replace("percentile 99.000", "percentile 98.000");
+        assert_eq!(parse_sockperf(&no_p99), None);
+    }
+
+    #[test]
+    fn request_response_commands_are_recorded_only_when_asked_for() {
+        let plan = |dirs: Vec<Dir>| TcpPlan {
+            designs: vec!["grant-copy".into()],
+            dirs,
+            offloads: vec![true],
+            seconds: 3,
+            rounds: 1,
+            cost: "none".into(),
+            busy: false,
+            spin_us: [20, 20],
+            streams: 1,
+        };
+        let bulk = commands(&plan(vec![Dir::Tx])).join("\n");
+        assert!(
+            bulk.contains("iperf3") && !bulk.contains("sockperf"),
+            "{bulk}"
+        );
+        let rr = commands(&plan(vec![Dir::Rr])).join("\n");
+        assert!(
+            rr.contains("sockperf ping-pong") && !rr.contains("iperf3"),
+            "{rr}"
+        );
+    }
 }
