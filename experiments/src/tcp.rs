@@ -1067,16 +1067,8 @@ fn link_netstage(
 /// Returns iperf3's `end` summary.
 fn iperf3_run(ns: &mut Netns, plan: &TcpPlan, dir: Dir) -> anyhow::Result<serde_json::Value> {
     let core = (1 % crate::sys::cpus()).to_string();
-    let server = Netns::exec(
-        &ns.host,
-        &["iperf3", "-s", "-1", "-B", HOST_IP, "-A", &core].map(String::from),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .context("cannot start iperf3 -s")?;
-    ns.children.push(server);
-    wait_listening(&ns.host, IPERF3_PORT, "iperf3 -s")?;
+    let argv = ["iperf3", "-s", "-1", "-B", HOST_IP, "-A", &core].map(String::from);
+    start_server(ns, &argv, IPERF3_PORT, "iperf3 -s")?;
     let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, plan.streams))
         .output()
         .context("cannot run iperf3 -c")?;
@@ -1092,17 +1084,28 @@ fn iperf3_run(ns: &mut Netns, plan: &TcpPlan, dir: Dir) -> anyhow::Result<serde_
     Ok(json["end"].clone())
 }
 
+/// Starts server `what` (`argv`) in the host's namespace and waits until it listens on
+/// TCP `port`; it is killed with the namespaces.
+fn start_server(ns: &mut Netns, argv: &[String], port: u16, what: &str) -> anyhow::Result<()> {
+    let server = Netns::exec(&ns.host, argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    ns.children.push(server);
+    wait_listening(&ns.host, port, what)
+}
+
 /// Request/response over TCP: sockperf's server in the host's namespace (core 1), its
 /// ping-pong client in the guest's (core 0), one 14-byte message in flight.
 fn sockperf_run(ns: &mut Netns, seconds: u32) -> anyhow::Result<TcpRr> {
     let core = (1 % crate::sys::cpus()).to_string();
-    let server = Netns::exec(&ns.host, &sockperf_server_args(&core))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start sockperf server")?;
-    ns.children.push(server);
-    wait_listening(&ns.host, SOCKPERF_PORT, "sockperf server")?;
+    start_server(
+        ns,
+        &sockperf_server_args(&core),
+        SOCKPERF_PORT,
+        "sockperf server",
+    )?;
     let out = Netns::exec(&ns.guest, &sockperf_client_args(seconds))
         .output()
         .context("cannot run sockperf ping-pong")?;
