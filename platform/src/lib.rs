@@ -43,6 +43,18 @@ pub type Port = u32;
 /// The id of the control domain.
 pub const DOM0: DomId = 0;
 
+/// Keys of a vif's frontend directory that the toolstack (libxl) writes; any other key there
+/// is the frontend's own (or one an earlier frontend left behind).
+pub const VIF_TOOLSTACK_FRONTEND_KEYS: [&str; 7] = [
+    "backend",
+    "backend-id",
+    "handle",
+    "mac",
+    "state",
+    "mtu",
+    "trusted",
+];
+
 /// A grant-table status code (`GNTST_*` in `grant_table.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i16)]

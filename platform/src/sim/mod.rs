@@ -40,7 +40,7 @@ pub use cost::{CostMode, ModelCost};
 pub use evtchn::SimPort;
 pub use gnttab::{GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_TYPE_MASK, GTF_WRITING};
 
-use crate::{sys, DomId, PlatformError, Result};
+use crate::{sys, DomId, GrantRef, PlatformError, Result};
 
 /// Bytes of a guest frame.
 pub const PAGE_SIZE: usize = 4096;
@@ -430,4 +430,46 @@ impl SimDomain {
     pub fn memory(&self) -> &SharedMem {
         &self.inner.mem
     }
+
+    /// The entries of this domain's grant table that a peer holds: `GTF_reading` or
+    /// `GTF_writing` set, or a pin count that is not zero (what keeps them from being
+    /// revoked). Empty when no peer maps or copies any of its grants.
+    pub fn grant_pins(&self) -> Result<Vec<GrantPin>> {
+        let d = &self.inner;
+        // `active` is the lock's line, then two pin counts per entry (docs/sim-abi.md).
+        let counts = gnttab::active_len(0);
+        let mut pins = Vec::new();
+        for gref in FIRST_FREE_GREF..d.cfg.grant_entries {
+            let at = gref as usize * 8;
+            let word: u32 = d.gnttab.read_obj(at)?;
+            let readers: u32 = d.active.read_obj(counts + at)?;
+            let writers: u32 = d.active.read_obj(counts + at + 4)?;
+            let flags = word as u16;
+            if flags & (GTF_READING | GTF_WRITING) != 0 || readers != 0 || writers != 0 {
+                pins.push(GrantPin {
+                    gref,
+                    grantee: (word >> 16) as DomId,
+                    flags,
+                    readers,
+                    writers,
+                });
+            }
+        }
+        Ok(pins)
+    }
+}
+
+/// A grant entry that a peer holds (see [`SimDomain::grant_pins`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantPin {
+    /// The grant reference.
+    pub gref: GrantRef,
+    /// The domain it is granted to.
+    pub grantee: DomId,
+    /// The entry's flags (`GTF_*`).
+    pub flags: u16,
+    /// Maps and copies reading it.
+    pub readers: u32,
+    /// Maps and copies writing it.
+    pub writers: u32,
 }
