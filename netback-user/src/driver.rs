@@ -17,7 +17,9 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use netstage_fallback::{Gate, Packet, PacketBuf, PacketRef};
 
 use crate::queue::{BackQueue, QueueFault, BURST};
-use crate::{BackendConfig, BackendPlatform, Metrics, QueueDriver, QueueInfo, VifHandler};
+use crate::{
+    BackendConfig, BackendPlatform, HandshakeFailure, Metrics, QueueDriver, QueueInfo, VifHandler,
+};
 
 /// The bytes one queue's backlog holds, and the gate injectors pass to add to it.
 #[derive(Debug)]
@@ -270,6 +272,10 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
 
     fn disconnected(&self, reason: &str) {
         self.handler.disconnected(reason);
+    }
+
+    fn handshake_failed(&self, why: &HandshakeFailure) {
+        self.handler.handshake_failed(why);
     }
 
     fn run(&self, q: &mut BackQueue<P>) -> Result<(), QueueFault> {

@@ -142,7 +142,11 @@ pub struct BackendConfig {
     /// dropped and counted (`rx_drain_drops`; Linux netback's `rx_drain_timeout_msecs`,
     /// 10 s, by default).
     pub rx_drain_timeout: Duration,
-    /// How long the frontend may take between handshake steps.
+    /// How long a frontend may take from its first handshake step (a key of its own in
+    /// its directory, or a state past Initialising) to Connected. Past it the backend gives
+    /// up on that attempt ([`HandshakeFailure::Timeout`], counted in `handshake_timeouts`):
+    /// an `error` node, Closing, then Closed, until the frontend writes its state again or
+    /// its domain is replaced. A frontend that never starts is never timed out.
     pub handshake_timeout: Duration,
     /// Largest `data-len` of staging slots offered (`None`: slots not offered).
     pub slots_max_data_len: Option<u32>,
@@ -177,6 +181,29 @@ pub trait VifHandler: Send + Sync + 'static {
 
     /// The vif disconnected (the injectors stop working).
     fn disconnected(&self, _reason: &str) {}
+
+    /// A frontend's handshake failed before it connected (the backend waits for a fresh
+    /// attempt).
+    fn handshake_failed(&self, _why: &HandshakeFailure) {}
+}
+
+/// Why the backend gave up on a frontend's handshake before it connected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeFailure {
+    /// The frontend took a first step and did not reach Connected in time.
+    #[error(
+        "frontend stalled: not Connected {limit:?} after its first handshake step (still \
+         {state:?}); a slow guest needs a longer BackendConfig::handshake_timeout"
+    )]
+    Timeout {
+        /// [`BackendConfig::handshake_timeout`].
+        limit: Duration,
+        /// The frontend's state when the backend gave up.
+        state: netstage_platform::xenbus::XenbusState,
+    },
+    /// The frontend's keys could not be used (the message says what it got wrong).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What a driver learns of each queue of a new connection.
@@ -209,6 +236,9 @@ pub trait QueueDriver<P: BackendPlatform>: Send + Sync + 'static {
 
     /// The connection ended (every `run` has returned).
     fn disconnected(&self, _reason: &str) {}
+
+    /// A frontend's handshake failed before it connected.
+    fn handshake_failed(&self, _why: &HandshakeFailure) {}
 }
 
 /// A backend failure that ends [`Backend::serve`].
@@ -307,9 +337,14 @@ impl<P: BackendPlatform> Backend<P> {
     }
 }
 
+/// Wakes the queue that owns `port`. It holds the port weakly: an [`RxInjector`] or a
+/// waker the application keeps after the vif went must not keep the port, and with it the
+/// peer's event-channel table, mapped.
 fn wake_fn<Pt: EventPort + 'static>(port: &Arc<Pt>) -> Arc<dyn Fn() + Send + Sync> {
-    let p = Arc::clone(port);
+    let p = Arc::downgrade(port);
     Arc::new(move || {
-        let _ = p.wake();
+        if let Some(p) = p.upgrade() {
+            let _ = p.wake();
+        }
     })
 }

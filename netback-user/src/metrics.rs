@@ -117,4 +117,7 @@ counters! {
     connects, add_connects;
     /// Disconnects because the frontend misbehaved (fatal faults).
     fatal_faults, add_fatal_faults;
+    /// Handshakes given up because the frontend did not reach Connected within
+    /// `handshake_timeout` of its first step.
+    handshake_timeouts, add_handshake_timeouts;
 }

@@ -6,17 +6,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstage_platform::xenbus::{read_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{unique_token, XenStore, NO_TX};
-use netstage_platform::{DomId, EventPort, GrantImport};
+use netstage_platform::{DomId, EventPort, GrantImport, VIF_TOOLSTACK_FRONTEND_KEYS};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::BackRing;
 
 use crate::queue::{BackQueue, Fatal, QueueParams, QueueParts, BURST};
 use crate::staging::Negotiation;
-use crate::{wake_fn, Backend, BackendError, BackendPlatform, Features, QueueDriver, QueueInfo};
+use crate::{
+    wake_fn, Backend, BackendError, BackendPlatform, Features, HandshakeFailure, QueueDriver,
+    QueueInfo,
+};
 
 /// A connected vif: its queue threads.
 struct Connection {
@@ -157,131 +160,265 @@ fn serve_directory<P: BackendPlatform>(
     handler: &Arc<dyn QueueDriver<P>>,
     stop: &AtomicBool,
 ) -> Result<(), BackendError> {
-    let xs = &b.xs;
-    let fe = p.frontend_dom;
-    let watch = xs.watch(&format!("{}/state", p.frontend), &unique_token("netback"))?;
-    let mut conn: Option<Connection> = None;
-    // The frontend domain instance the connection belongs to.
-    let mut conn_instance: Option<u64> = None;
-    let mut state = XenbusState::InitWait;
-    let set = |s: XenbusState, state: &mut XenbusState| -> Result<(), BackendError> {
-        write_state(xs, &p.backend, s)?;
-        *state = s;
-        Ok(())
+    let watch =
+        b.xs.watch(&format!("{}/state", p.frontend), &unique_token("netback"))?;
+    let mut f = Follower {
+        b,
+        p,
+        handler,
+        conn: None,
+        state: XenbusState::InitWait,
+        peer: None,
+        started: None,
+        gave_up: false,
     };
     while !stop.load(Ordering::Acquire) {
-        let _ = watch.next(Duration::from_millis(100));
-        // What the toolstack did to the backend directory comes first.
-        match backend_state(xs, p) {
+        // An event is a write of the frontend's state (or the first event of the watch).
+        let wrote = matches!(watch.next(Duration::from_millis(100)), Ok(Some(_)));
+        match f.toolstack_step()? {
+            Step::Leave => return Ok(()),
+            Step::Done => continue,
+            Step::Go => {}
+        }
+        let instance = b.platform.domain_instance(p.frontend_dom);
+        if f.peer.is_some() && instance != f.peer {
+            f.frontend_died(instance)?;
+            continue;
+        }
+        f.queue_check();
+        let fs = read_state(&b.xs, &p.frontend);
+        if f.gave_up {
+            if !wrote {
+                continue;
+            }
+            // The frontend wrote its state again: a fresh attempt.
+            f.gave_up = false;
+        }
+        if f.handshake_clock(fs, instance)? {
+            continue;
+        }
+        f.frontend_step(fs, instance)?;
+    }
+    f.end();
+    Ok(())
+}
+
+/// What the toolstack's step left to do.
+enum Step {
+    /// The directory is gone or made again: leave it.
+    Leave,
+    /// Handled: look again at the next event.
+    Done,
+    /// Nothing from the toolstack: follow the frontend.
+    Go,
+}
+
+/// The backend's side of one backend directory while it follows the frontend.
+struct Follower<'a, P: BackendPlatform> {
+    b: &'a Backend<P>,
+    p: &'a VifPaths,
+    handler: &'a Arc<dyn QueueDriver<P>>,
+    conn: Option<Connection>,
+    /// Our state, as last written.
+    state: XenbusState,
+    /// The frontend domain instance we dealt with (it started a handshake, or connected):
+    /// when it dies, what we hold of it goes.
+    peer: Option<u64>,
+    /// When the frontend took its first handshake step, while it is not connected.
+    started: Option<Instant>,
+    /// We gave up on a stalled handshake; only a fresh write of the frontend's state (or
+    /// a new instance of its domain) starts over.
+    gave_up: bool,
+}
+
+impl<P: BackendPlatform> Follower<'_, P> {
+    fn set(&mut self, s: XenbusState) -> Result<(), BackendError> {
+        write_state(&self.b.xs, &self.p.backend, s)?;
+        self.state = s;
+        Ok(())
+    }
+
+    /// Stops the connection, if any; returns its first fatal fault.
+    fn take_conn(&mut self) -> Option<Option<Fatal>> {
+        Some(self.conn.take()?.shut())
+    }
+
+    /// Stops the connection, if any, telling the handler why.
+    fn drop_conn(&mut self, why: &str) {
+        if self.take_conn().is_some() {
+            self.handler.disconnected(why);
+        }
+    }
+
+    /// What the toolstack did to the backend directory comes first.
+    fn toolstack_step(&mut self) -> Result<Step, BackendError> {
+        match backend_state(&self.b.xs, self.p) {
             None => {
-                if let Some(c) = conn.take() {
-                    c.shut();
-                    handler.disconnected("the toolstack removed the vif");
-                }
-                return Ok(());
+                self.drop_conn("the toolstack removed the vif");
+                Ok(Step::Leave)
             }
             Some(XenbusState::Initialising) => {
                 // A new device in place of the old: answer it afresh.
-                if let Some(c) = conn.take() {
-                    c.shut();
-                    handler.disconnected("the toolstack made the vif again");
-                }
-                return Ok(());
+                self.drop_conn("the toolstack made the vif again");
+                Ok(Step::Leave)
             }
-            Some(XenbusState::Closing) if state != XenbusState::Closing => {
+            Some(XenbusState::Closing) if self.state != XenbusState::Closing => {
                 // The toolstack takes the vif down (libxl writes Closing and waits for
                 // Closed).
-                if let Some(c) = conn.take() {
-                    c.shut();
-                    handler.disconnected("the toolstack closed the vif");
-                }
-                set(XenbusState::Closed, &mut state)?;
-                continue;
+                self.drop_conn("the toolstack closed the vif");
+                self.started = None;
+                self.set(XenbusState::Closed)?;
+                Ok(Step::Done)
             }
-            _ => {}
+            _ => Ok(Step::Go),
         }
-        // A frontend domain that died takes its connection with it; the toolstack resets
-        // its directory for the next guest.
-        let instance = b.platform.domain_instance(fe);
-        if conn.is_some() && instance != conn_instance {
-            if let Some(c) = conn.take() {
-                c.shut();
-                handler.disconnected("frontend domain died");
-                b.platform.forget_domain(fe);
-                if instance.is_none() {
-                    // No new instance yet: reset the directory for the next guest. (A new
-                    // instance is already using it.)
-                    let _ = crate::toolstack::reset_frontend(xs, p);
-                }
-                let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
-                set(XenbusState::InitWait, &mut state)?;
-            }
-            continue;
+    }
+
+    /// The frontend domain we dealt with died (`instance`: the one running now, if any).
+    /// As Xen does for a dead domain: its connection goes, and with it our maps of its
+    /// grants; then everything we cached of it ([`netstage_platform::DomainInfo::forget_domain`]), so that its
+    /// memory is not kept alive by us. The toolstack resets its directory for the next guest.
+    fn frontend_died(&mut self, instance: Option<u64>) -> Result<(), BackendError> {
+        let (xs, p) = (&self.b.xs, self.p);
+        self.drop_conn("frontend domain died");
+        self.b.platform.forget_domain(p.frontend_dom);
+        if instance.is_none() {
+            // No new instance yet: reset the directory for the next guest. (A new instance
+            // is already using it.)
+            let _ = crate::toolstack::reset_frontend(xs, p);
         }
-        if conn.as_ref().is_some_and(|c| c.broken()) {
-            if let Some(c) = conn.take() {
-                let why = c.shut().unwrap_or_else(|| "queue stopped".into());
-                b.metrics.add_fatal_faults(1);
-                handler.disconnected(&why);
-                fail(xs, p, &format!("frontend misbehaved: {why}"));
-                state = XenbusState::Closing;
-            }
+        let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
+        self.peer = None;
+        self.started = None;
+        self.gave_up = false;
+        self.set(XenbusState::InitWait)
+    }
+
+    /// A queue that stopped on its own found the frontend breaking the protocol.
+    fn queue_check(&mut self) {
+        if !self.conn.as_ref().is_some_and(|c| c.broken()) {
+            return;
         }
-        let fs = read_state(xs, &p.frontend);
+        let Some(fault) = self.take_conn() else {
+            return;
+        };
+        let why = fault.unwrap_or_else(|| "queue stopped".into());
+        self.b.metrics.add_fatal_faults(1);
+        self.handler.disconnected(&why);
+        fail(&self.b.xs, self.p, &format!("frontend misbehaved: {why}"));
+        self.state = XenbusState::Closing;
+    }
+
+    /// Whether the frontend has taken a step of its handshake: a state past Initialising
+    /// (and not closing), or a key of its own next to the toolstack's.
+    fn handshake_started(&self, fs: XenbusState) -> bool {
         match fs {
-            XenbusState::Connected if conn.is_none() && state == XenbusState::InitWait => {
-                match connect(b, p, handler) {
+            XenbusState::Initialising => {
+                self.b
+                    .xs
+                    .directory(NO_TX, &self.p.frontend)
+                    .is_ok_and(|keys| {
+                        keys.iter()
+                            .any(|k| !VIF_TOOLSTACK_FRONTEND_KEYS.contains(&k.as_str()))
+                    })
+            }
+            XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown => false,
+            _ => true,
+        }
+    }
+
+    /// Runs the handshake clock: from the frontend's first step until it connects, at most
+    /// [`crate::BackendConfig::handshake_timeout`]. A frontend that never starts is never
+    /// timed out. Returns whether it gave up (error node, Closing, then Closed, as a
+    /// backend that cannot go on and holds nothing).
+    fn handshake_clock(
+        &mut self,
+        fs: XenbusState,
+        instance: Option<u64>,
+    ) -> Result<bool, BackendError> {
+        let waiting = self.conn.is_none()
+            && self.state == XenbusState::InitWait
+            && self.handshake_started(fs);
+        if !waiting {
+            self.started = None;
+            return Ok(false);
+        }
+        self.peer = instance;
+        let since = *self.started.get_or_insert_with(Instant::now);
+        let limit = self.b.cfg.handshake_timeout;
+        if since.elapsed() < limit {
+            return Ok(false);
+        }
+        self.started = None;
+        self.gave_up = true;
+        self.b.metrics.add_handshake_timeouts(1);
+        let why = HandshakeFailure::Timeout { limit, state: fs };
+        self.handler.handshake_failed(&why);
+        fail(&self.b.xs, self.p, &why.to_string());
+        self.set(XenbusState::Closed)?;
+        Ok(true)
+    }
+
+    /// Answers the frontend's state.
+    fn frontend_step(
+        &mut self,
+        fs: XenbusState,
+        instance: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let (b, p) = (self.b, self.p);
+        match fs {
+            XenbusState::Connected
+                if self.conn.is_none() && self.state == XenbusState::InitWait =>
+            {
+                self.peer = instance;
+                match connect(b, p, self.handler) {
                     Ok(c) => {
-                        conn = Some(c);
-                        conn_instance = instance;
+                        self.conn = Some(c);
                         b.metrics.add_connects(1);
-                        set(XenbusState::Connected, &mut state)?;
+                        self.set(XenbusState::Connected)?;
                     }
                     Err(msg) => {
-                        fail(xs, p, &msg);
-                        state = XenbusState::Closing;
+                        self.handler
+                            .handshake_failed(&HandshakeFailure::Refused(msg.clone()));
+                        fail(&b.xs, p, &msg);
+                        self.state = XenbusState::Closing;
                     }
                 }
             }
             XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown => {
-                if let Some(c) = conn.take() {
-                    c.shut();
-                    handler.disconnected("frontend closed");
+                self.drop_conn("frontend closed");
+                if fs == XenbusState::Closing && self.state != XenbusState::Closing {
+                    self.set(XenbusState::Closing)?;
                 }
-                if fs == XenbusState::Closing && state != XenbusState::Closing {
-                    set(XenbusState::Closing, &mut state)?;
-                }
-                if fs == XenbusState::Closed && state != XenbusState::Closed {
-                    set(XenbusState::Closed, &mut state)?;
+                if fs == XenbusState::Closed && self.state != XenbusState::Closed {
+                    self.set(XenbusState::Closed)?;
                 }
             }
-            XenbusState::Initialising if conn.is_some() => {
+            XenbusState::Initialising if self.conn.is_some() => {
                 // The frontend started over without closing: drop the old connection.
-                if let Some(c) = conn.take() {
-                    c.shut();
-                    handler.disconnected("frontend restarted");
-                }
-                set(XenbusState::InitWait, &mut state)?;
+                self.drop_conn("frontend restarted");
+                self.set(XenbusState::InitWait)?;
             }
             XenbusState::Initialising | XenbusState::InitWait
-                if matches!(state, XenbusState::Closed | XenbusState::Closing) =>
+                if matches!(self.state, XenbusState::Closed | XenbusState::Closing) =>
             {
                 // A new frontend: start over.
-                let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
-                set(XenbusState::InitWait, &mut state)?;
+                let _ = b.xs.rm(NO_TX, &format!("{}/error", p.backend));
+                self.set(XenbusState::InitWait)?;
             }
             _ => {}
         }
+        Ok(())
     }
-    if let Some(c) = conn.take() {
-        c.shut();
-        handler.disconnected("backend stopped");
+
+    /// `stop` was set: the connection goes, and the directory says Closed.
+    fn end(&mut self) {
+        self.drop_conn("backend stopped");
+        // Only into a directory that is still there: never make one the toolstack removed.
+        if backend_state(&self.b.xs, self.p).is_some() {
+            let _ = write_state(&self.b.xs, &self.p.backend, XenbusState::Closed);
+        }
     }
-    // Only into a directory that is still there: never make one the toolstack removed.
-    if backend_state(xs, p).is_some() {
-        let _ = write_state(xs, &p.backend, XenbusState::Closed);
-    }
-    Ok(())
 }
 
 impl<P: BackendPlatform> Backend<P> {

@@ -20,7 +20,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use netstage_fallback::{Design, Packet};
 use netstage_netback_user::{
-    toolstack, Backend, BackendConfig, Features, PollMode, RxInjector, TxPath, VifHandler,
+    toolstack, Backend, BackendConfig, Features, HandshakeFailure, PollMode, RxInjector, TxPath,
+    VifHandler,
 };
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
@@ -154,6 +155,9 @@ impl VifHandler for Sink {
     fn disconnected(&self, reason: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         eprintln!("netback-user: vif disconnected: {reason}");
+    }
+    fn handshake_failed(&self, why: &HandshakeFailure) {
+        eprintln!("netback-user: vif handshake failed: {why}");
     }
 }
 
