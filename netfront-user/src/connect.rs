@@ -7,25 +7,13 @@ use std::time::{Duration, Instant};
 use netstage_fallback::Design;
 use netstage_platform::xenbus::{wait_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient, NO_TX};
-use netstage_platform::{DomId, EventPort, GrantExport};
+use netstage_platform::{DomId, EventPort, GrantExport, VIF_TOOLSTACK_FRONTEND_KEYS};
 
-use crate::link::{FrontendLink, Shared};
+use crate::link::{forget_if_dead, FrontendLink, Shared};
 use crate::metrics::Tally;
 use crate::queue::{FrontQueue, QueuePages, POOL};
 use crate::staging::{self, Share};
 use crate::{FrontendConfig, FrontendError, FrontendHandler, FrontendPlatform};
-
-/// Keys of a vif's frontend directory that the toolstack wrote (the rest an earlier
-/// frontend may have left behind).
-const TOOLSTACK_KEYS: [&str; 7] = [
-    "backend",
-    "backend-id",
-    "handle",
-    "mac",
-    "state",
-    "mtu",
-    "trusted",
-];
 
 /// What the backend and this frontend agreed on.
 pub(crate) struct Negotiated {
@@ -86,6 +74,8 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
     let refusals = [XenbusState::Closing, XenbusState::Closed];
     if let Err(e) = backend.reach(XenbusState::Connected, &refusals, "backend closed") {
         shared.stop(None);
+        // A backend that died after mapping our rings leaves pins only forgetting it ends.
+        forget_if_dead(&platform, paths.backend_dom);
         drop(queues);
         let _ = write_state(&xs, &paths.frontend, XenbusState::Closed);
         return Err(e);
@@ -315,7 +305,7 @@ fn announce(
     }
     xs.transaction(10, |tx| {
         for child in xs.directory(tx, fdir)? {
-            if !TOOLSTACK_KEYS.contains(&child.as_str()) {
+            if !VIF_TOOLSTACK_FRONTEND_KEYS.contains(&child.as_str()) {
                 xs.rm(tx, &format!("{fdir}/{child}"))?;
             }
         }

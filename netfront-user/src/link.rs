@@ -76,6 +76,17 @@ impl Shared {
     }
 }
 
+/// If domain `dom` (the backend's) is dead, forgets it as Xen does a dead domain: the maps
+/// and copies it held of our grants are gone, so their pins are released and our pages can
+/// be revoked and used again; what we cached of it goes too. Returns whether it was dead.
+pub(crate) fn forget_if_dead<P: FrontendPlatform>(platform: &P, dom: DomId) -> bool {
+    if platform.domain_alive(dom) {
+        return false;
+    }
+    platform.forget_domain(dom);
+    true
+}
+
 /// The control side of a frontend connected with [`connect_queues`](crate::connect_queues):
 /// its XenStore connection and paths, a monitor thread that stops the device when the
 /// backend dies or leaves the connected state, and the counters of all its queues.
@@ -141,7 +152,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
             .spawn(move || {
                 while !shared.stopped() {
                     let _ = watch.next(Duration::from_millis(100));
-                    let why = if !platform.domain_alive(bdom) {
+                    let why = if forget_if_dead(&platform, bdom) {
                         format!("backend domain {bdom} died")
                     } else {
                         match read_state(&xs, &bdir) {
@@ -167,6 +178,8 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         if let Some(m) = self.monitor.take() {
             let _ = m.join();
         }
+        // The monitor may have stopped before it saw the backend die.
+        forget_if_dead(&self.platform, self.paths.backend_dom);
     }
 
     /// Closes the device: stops the queues, then Closing, waits for the backend to close,
