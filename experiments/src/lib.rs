@@ -11,6 +11,7 @@ pub mod check;
 pub mod peer;
 pub mod plots;
 pub mod roles;
+pub mod stats;
 pub mod sweep;
 #[allow(unsafe_code)]
 pub mod sys;
@@ -26,12 +27,19 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use roles::Dir;
+pub use stats::{spread, Interval, Spread};
+
+use stats::{per_round_ratios, Bootstrap, Placement};
 
 /// One measured run of one scenario.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sample {
     /// Round (the scenarios are interleaved round by round).
     pub round: u32,
+    /// The run's place in its round's shuffled order, from 0 (none in results saved before
+    /// the order was shuffled).
+    #[serde(default)]
+    pub position: Option<u32>,
     /// Design asked for.
     pub design: String,
     /// Design the frontend ended up using.
@@ -242,35 +250,77 @@ pub struct Results {
     /// Peer runs that failed, and why (the run went on without them).
     #[serde(default)]
     pub peer_failures: Vec<String>,
+    /// The seed the runs' order was shuffled with and the intervals are drawn from
+    /// (`compare --seed` repeats it; none in results saved before it was recorded).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
-/// Median, min and max of some values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    /// Median (the lower middle value for an even count).
-    pub median: f64,
-    /// Smallest.
-    pub min: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-/// The spread of `v` (`None` if empty).
-pub fn spread(v: &[f64]) -> Option<Spread> {
-    if v.is_empty() {
-        return None;
+impl Results {
+    /// The far-placement rule of this run, from every probe it took (designs and peers,
+    /// before and after each run).
+    pub fn placement(&self) -> Placement {
+        Placement::from_probes(
+            self.samples
+                .iter()
+                .flat_map(|s| [s.probe_ns, s.probe_after_ns])
+                .chain(
+                    self.peers
+                        .iter()
+                        .flat_map(|p| [p.probe_ns, p.probe_after_ns]),
+                ),
+        )
     }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    Some(Spread {
-        median: s[(s.len() - 1) / 2],
-        min: s[0],
-        max: s[s.len() - 1],
-    })
+
+    /// Rounds run (the highest round of any sample or peer run).
+    pub fn rounds(&self) -> u32 {
+        let peers = self.peers.iter().map(|p| p.round);
+        self.samples
+            .iter()
+            .map(|s| s.round)
+            .chain(peers)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The (round, pps) of every run of one scenario that the summary keeps: intact and not
+    /// taken during a far placement.
+    pub fn kept_runs(
+        &self,
+        place: &Placement,
+        dir: Dir,
+        size: usize,
+        design: &str,
+        queues: u16,
+    ) -> Vec<(u32, f64)> {
+        self.samples
+            .iter()
+            .filter(|s| s.dir == dir && s.size == size && s.design == design && s.queues == queues)
+            .filter(|s| s.intact() && !place.far(s.probe_ns, s.probe_after_ns))
+            .map(|s| (s.round, s.pps))
+            .collect()
+    }
+
+    /// The (round, pps) of every run of one peer at one direction and size that was not
+    /// taken during a far placement.
+    pub fn kept_peer_runs(
+        &self,
+        place: &Placement,
+        peer: &str,
+        dir: Dir,
+        size: usize,
+    ) -> Vec<(u32, f64)> {
+        self.peers
+            .iter()
+            .filter(|p| p.peer == peer && p.dir == dir && p.size == size)
+            .filter(|p| !place.far(p.probe_ns, p.probe_after_ns))
+            .map(|p| (p.round, p.pps))
+            .collect()
+    }
 }
 
 /// One row of the summary: a scenario over all rounds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     /// Direction.
     pub dir: Dir,
@@ -282,16 +332,20 @@ pub struct Row {
     pub queues: u16,
     /// Design in use.
     pub design_used: String,
-    /// Packets per second.
-    pub pps: Spread,
+    /// Packets per second: the median over the runs kept, with its 95 % interval.
+    pub pps: Interval,
     /// Gbit/s at the median.
     pub gbps: f64,
-    /// Ratio of the median to grant-copy's median in the same run.
-    pub ratio: Option<f64>,
+    /// The ratio to grant-copy at the same direction, size and queue count, taken round by
+    /// round (this design's run over grant-copy's run of the same round): their median and
+    /// its 95 % interval.
+    pub ratio: Option<Interval>,
     /// Frontend CPU microseconds per packet (median).
     pub front_us_per_pkt: f64,
-    /// Samples.
+    /// Runs kept (intact, not taken during a far placement).
     pub n: usize,
+    /// Intact runs set aside because they were taken during a far placement.
+    pub far: usize,
 }
 
 impl Row {
@@ -304,10 +358,24 @@ impl Row {
     pub fn median(&self, r: &Results, f: &dyn Fn(&Sample) -> f64) -> f64 {
         scenario_median(r, self.dir, self.size, &self.design, self.queues, f)
     }
+
+    /// The interval that says how well the row is known: its ratio's, or for the baseline
+    /// (whose ratio is 1 by construction) and rows without one, its rate's.
+    pub fn headline(&self) -> Interval {
+        match self.ratio {
+            Some(x) if self.design != BASELINE => x,
+            _ => self.pps,
+        }
+    }
 }
 
+/// The design every ratio is to.
+pub const BASELINE: &str = "grant-copy";
+
 /// Summarises the samples per (direction, size, queues, design), in first-seen design
-/// order; ratios are to grant-copy at the same direction, size and queue count.
+/// order. Runs that lost or damaged frames, and runs taken during a far placement, are
+/// left out; ratios are to grant-copy at the same direction, size and queue count, paired
+/// round by round. Intervals are drawn from the run's seed.
 pub fn summarise(r: &Results) -> Vec<Row> {
     let mut order: Vec<String> = Vec::new();
     for s in &r.samples {
@@ -315,6 +383,8 @@ pub fn summarise(r: &Results) -> Vec<Row> {
             order.push(s.design.clone());
         }
     }
+    let place = r.placement();
+    let mut boot = Bootstrap::new(r.seed.unwrap_or(0));
     let mut groups: BTreeMap<(String, u16, usize), Vec<&Sample>> = BTreeMap::new();
     // A run that lost or damaged packets measured something else: it is left out (and named
     // in the correctness section).
@@ -326,37 +396,37 @@ pub fn summarise(r: &Results) -> Vec<Row> {
     }
     let mut rows = Vec::new();
     for ((_, queues, size), samples) in groups {
-        let med = |d: &str| -> Option<Spread> {
-            spread(
-                &samples
-                    .iter()
-                    .filter(|s| s.design == d)
-                    .map(|s| s.pps)
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let base = med("grant-copy").map(|s| s.median);
+        let dir = samples[0].dir;
+        let base = r.kept_runs(&place, dir, size, BASELINE, queues);
         for d in &order {
             let of: Vec<&&Sample> = samples.iter().filter(|s| &s.design == d).collect();
-            let Some(pps) = med(d) else { continue };
+            let (kept, far): (Vec<&&Sample>, Vec<&&Sample>) = of
+                .iter()
+                .partition(|s| !place.far(s.probe_ns, s.probe_after_ns));
+            let runs: Vec<(u32, f64)> = kept.iter().map(|s| (s.round, s.pps)).collect();
+            let Some(pps) = boot.interval(&runs.iter().map(|x| x.1).collect::<Vec<_>>()) else {
+                continue;
+            };
             let us = spread(
-                &of.iter()
+                &kept
+                    .iter()
                     .filter(|s| s.packets > 0)
                     .map(|s| s.front_cpu_s * 1e6 / s.packets as f64)
                     .collect::<Vec<_>>(),
             )
             .map_or(0.0, |s| s.median);
             rows.push(Row {
-                dir: of[0].dir,
+                dir,
                 size,
                 design: d.clone(),
                 queues,
                 design_used: of[0].design_used.clone(),
                 pps,
                 gbps: pps.median * size as f64 * 8.0 / 1e9,
-                ratio: base.filter(|b| *b > 0.0).map(|b| pps.median / b),
+                ratio: boot.interval(&per_round_ratios(&runs, &base)),
                 front_us_per_pkt: us,
-                n: of.len(),
+                n: kept.len(),
+                far: far.len(),
             });
         }
     }
@@ -368,6 +438,71 @@ fn table_head(out: &mut String, intro: &str, header: &str, align: &str) {
     let _ = writeln!(out, "{intro}");
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{align}");
+}
+
+/// A median and its interval: `2.85x [2.71..2.97]` with `digits` decimals and `unit`.
+fn with_interval(i: &Interval, digits: usize, unit: &str) -> String {
+    format!(
+        "{:.digits$}{unit} [{:.digits$}..{:.digits$}]",
+        i.median, i.lo, i.hi
+    )
+}
+
+/// A ratio with its interval, `-` for none.
+fn ratio_cell(i: Option<Interval>) -> String {
+    i.map_or("-".into(), |x| with_interval(&x, 2, "x"))
+}
+
+/// The main table: rate and ratio with their intervals, each row's half-width (bold when
+/// wider than +-10 %), and a line on how many rows are that wide.
+fn throughput_table(out: &mut String, r: &Results, rows: &[Row]) {
+    let _ = writeln!(
+        out,
+        "| dir | size (B) | design | in use | pps (median) [95 % interval] | Gbit/s | x grant-copy [95 % interval] | +- % | frontend CPU us/pkt | runs |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let pm = 100.0 * row.headline().half_width();
+        let pm = if row.headline().wide() {
+            format!("**{pm:.1}**")
+        } else {
+            format!("{pm:.1}")
+        };
+        let runs = if row.far > 0 {
+            format!("{} (+{} far)", row.n, row.far)
+        } else {
+            row.n.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {pm} | {:.3} | {runs} |",
+            row.dir,
+            row.size,
+            row.label(),
+            row.design_used,
+            with_interval(&row.pps, 0, ""),
+            row.gbps,
+            ratio_cell(row.ratio),
+            row.front_us_per_pkt,
+        );
+    }
+    let wide = rows.iter().filter(|x| x.headline().wide()).count();
+    let what = "`+- %` is half the 95 % interval's width over the median: the ratio's, or the \
+                rate's for grant-copy and rows without a ratio";
+    if wide == 0 {
+        let _ = writeln!(
+            out,
+            "\nEvery row's interval is within +-10 % of its median ({what})."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{wide} of {} rows have an interval wider than +-10 % of the median (bold; \
+             {what}): more rounds narrow it (`--rounds`; {} here).",
+            rows.len(),
+            r.rounds()
+        );
+    }
 }
 
 /// The median over rounds of `f` of one scenario's samples (0 when it has none).
@@ -403,11 +538,22 @@ pub fn markdown(r: &Results) -> String {
         m.cost_mode,
         m.waiting()
     );
+    let set_aside = far_runs(r).len();
+    let seed = r.seed.map_or("not recorded".into(), |x| {
+        format!("{x}: `compare --seed {x}` repeats it")
+    });
     let _ = writeln!(
         out,
-        "Medians over interleaved rounds (min..max in brackets); ratios are to grant-copy \
-         at the same direction, size and queue count, measured in the same run. Frontend and backend are separate processes pinned to \
-         different cores.\n"
+        "Medians over {} rounds; each round runs every scenario once, in an order shuffled \
+         afresh for each round (seed {seed}). Brackets are 95 % intervals: the percentile \
+         bootstrap of the median, {} resamples of the rounds. `x grant-copy` is taken round \
+         by round, each run over grant-copy's run of the same round at the same direction, \
+         size and queue count, and the median of those ratios shown. Left out: runs that lost \
+         or damaged frames (see Correctness) and {set_aside} runs taken during a far \
+         placement (see Far placements). Frontend and backend are separate processes pinned \
+         to different cores.\n",
+        r.rounds(),
+        stats::RESAMPLES
     );
     if let Some(q) = r
         .samples
@@ -424,28 +570,7 @@ pub fn markdown(r: &Results) -> String {
             m.cores
         );
     }
-    let _ = writeln!(
-        out,
-        "| dir | size (B) | design | in use | pps (median) | [min..max] | Gbit/s | x grant-copy | frontend CPU us/pkt | runs |"
-    );
-    let _ = writeln!(out, "|---|---:|---|---|---:|---|---:|---:|---:|---:|");
-    for row in &rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {:.3} | {} |",
-            row.dir,
-            row.size,
-            row.label(),
-            row.design_used,
-            row.pps.median,
-            row.pps.min,
-            row.pps.max,
-            row.gbps,
-            row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
-            row.front_us_per_pkt,
-            row.n
-        );
-    }
+    throughput_table(&mut out, r, &rows);
     table_head(
         &mut out,
         "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU.\n",
@@ -569,7 +694,7 @@ pub fn markdown(r: &Results) -> String {
                 },
                 row.label(),
                 row.pps.median,
-                row.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+                ratio_cell(row.ratio),
                 pct(0),
                 pct(1),
                 pct(2)
@@ -605,39 +730,14 @@ pub fn markdown(r: &Results) -> String {
     }
     small_stream_section(&mut out, r, &rows);
     peer_section(&mut out, r, &rows);
-    let before: Vec<f64> = r.samples.iter().map(|s| s.probe_ns).collect();
-    let after: Vec<f64> = r
-        .samples
-        .iter()
-        .map(|s| s.probe_after_ns)
-        .filter(|p| *p > 0.0)
-        .collect();
-    if let Some(p) = spread(&before) {
-        let _ = write!(
-            out,
-            "\nCross-core cache-line round trip before each run: median {:.0} ns, range {:.0}..{:.0} ns",
-            p.median, p.min, p.max
-        );
-        match spread(&after) {
-            Some(q) => {
-                let _ = writeln!(
-                    out,
-                    "; after each run: median {:.0} ns, range {:.0}..{:.0} ns.",
-                    q.median, q.min, q.max
-                );
-            }
-            None => {
-                let _ = writeln!(out, ".");
-            }
-        }
-    }
     check_section(&mut out, r);
+    placement_section(&mut out, r);
     outlier_section(&mut out, r);
     let names = plots::chart_names(r);
     if !names.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Plots\n\nThroughput by packet size (bars: min..max over rounds), backend operations per packet stacked by component, the share of packets staged and the data ring's mean fill per 10 ms through the first round's run of each staging design, and request/response rates; each also as PNG.\n"
+            "\n## Plots\n\nThroughput by packet size (bars: the 95 % interval of the median), backend operations per packet stacked by component, the share of packets staged and the data ring's mean fill per 10 ms through the first round's run of each staging design, and request/response rates; each also as PNG.\n"
         );
         for n in names {
             let _ = writeln!(out, "![{n}]({n}.svg)");
@@ -698,6 +798,124 @@ fn check_section(out: &mut String, r: &Results) {
                 c.errored
             );
         }
+    }
+}
+
+/// A run taken during a far placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FarRun {
+    /// Round.
+    pub round: u32,
+    /// What ran: a design with its queue count, or `peer:<name>`.
+    pub what: String,
+    /// Direction.
+    pub dir: Dir,
+    /// Size.
+    pub size: usize,
+    /// Packets per second.
+    pub pps: f64,
+    /// The probes before and after the run, nanoseconds.
+    pub probes: [f64; 2],
+    /// CPUs the machine kept busy outside the two ends during the run (designs' runs,
+    /// where recorded).
+    pub other_cpus: Option<f64>,
+}
+
+/// Every run, of a design or a peer, taken during a far placement (see
+/// [`Results::placement`]).
+pub fn far_runs(r: &Results) -> Vec<FarRun> {
+    let place = r.placement();
+    let designs = r.samples.iter().map(|s| FarRun {
+        round: s.round,
+        what: label(&s.design, s.queues),
+        dir: s.dir,
+        size: s.size,
+        pps: s.pps,
+        probes: [s.probe_ns, s.probe_after_ns],
+        other_cpus: s
+            .other_busy_s
+            .filter(|_| s.span_s > 0.0)
+            .map(|b| b / s.span_s),
+    });
+    let peers = r.peers.iter().map(|p| FarRun {
+        round: p.round,
+        what: format!("peer:{}", p.peer),
+        dir: p.dir,
+        size: p.size,
+        pps: p.pps,
+        probes: [p.probe_ns, p.probe_after_ns],
+        other_cpus: None,
+    });
+    designs
+        .chain(peers)
+        .filter(|x| place.far(x.probes[0], x.probes[1]))
+        .collect()
+}
+
+/// The report's section on the probes and the runs set aside as taken during a far
+/// placement.
+fn placement_section(out: &mut String, r: &Results) {
+    let place = r.placement();
+    let probes = |f: &dyn Fn(&Sample) -> f64| {
+        spread(
+            &r.samples
+                .iter()
+                .map(f)
+                .filter(|p| *p > 0.0)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let Some(before) = probes(&|s| s.probe_ns) else {
+        return;
+    };
+    let after = probes(&|s| s.probe_after_ns).map_or(String::new(), |q| {
+        format!(
+            "; after each run: median {:.0} ns, range {:.0}..{:.0} ns",
+            q.median, q.min, q.max
+        )
+    });
+    let _ = writeln!(
+        out,
+        "\n## Far placements\n\nBefore and after each run a cache line is bounced between the \
+         frontend's core and the backend's, and the round trip timed: how far apart the two \
+         vCPUs sat. Before each run: median {:.0} ns, range {:.0}..{:.0} ns{after}. On the \
+         machine the notes describe, round trips fall in three groups: about 30 ns (SMT \
+         siblings), 55-145 ns (cores sharing an L3) and 260-570 ns (far apart). A run is set \
+         aside as taken during a far placement when the larger of its two probes is above \
+         {:.0} ns: above {:.0} ns and above {} x the median of all this run's probes ({:.0} \
+         ns), so that a machine whose every pair of cores reads about 230 ns does not have \
+         every run flagged. A probe of microseconds is no placement: the probe's threads were \
+         kept off their cores by other work (see the machine's load beside it, and Stalls and \
+         contention); such a run is set aside all the same.",
+        before.median,
+        before.min,
+        before.max,
+        place.threshold_ns,
+        stats::FAR_NS,
+        stats::FAR_FACTOR,
+        place.median_ns
+    );
+    let far = far_runs(r);
+    if far.is_empty() {
+        let _ = writeln!(out, "No run was set aside.");
+        return;
+    }
+    table_head(
+        out,
+        &format!(
+            "{} runs were set aside, left out of the medians, intervals and ratios above:\n",
+            far.len()
+        ),
+        "| round | run | dir | size | pps | probe before (ns) | probe after (ns) | other CPU/s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    );
+    for f in far {
+        let other = f.other_cpus.map_or("-".into(), |c| format!("{c:.2}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {other} |",
+            f.round, f.what, f.dir, f.size, f.pps, f.probes[0], f.probes[1]
+        );
     }
 }
 
@@ -815,19 +1033,18 @@ pub struct Change {
     pub size: usize,
     /// Design.
     pub design: String,
-    /// Median pps in the first run.
-    pub before: Spread,
-    /// Median pps in the second run.
-    pub after: Spread,
-    /// Whether the change is beyond the noise: the two runs' ranges (min..max over rounds)
-    /// do not overlap.
+    /// The median in the first run, with its interval (a TCP run's: its min..max).
+    pub before: Interval,
+    /// The same in the second run.
+    pub after: Interval,
+    /// Whether the change is beyond the noise: the two intervals do not overlap.
     pub significant: bool,
 }
 
-/// Compares two runs scenario by scenario (those present in both); peers appear as designs
-/// named `peer:<name>`.
+/// Compares two runs' rates scenario by scenario (those present in both), by their 95 %
+/// intervals; peers appear as designs named `peer:<name>`.
 pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
-    let rows = |r: &Results| -> Vec<(Dir, usize, String, Spread)> {
+    let rows = |r: &Results| -> Vec<(Dir, usize, String, Interval)> {
         summarise(r)
             .into_iter()
             .map(|x| (x.dir, x.size, x.label(), x.pps))
@@ -841,42 +1058,97 @@ pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
     pair_changes(rows(a), &rows(b))
 }
 
-/// The scenarios of `a` also in `b` (same direction, size and name), with their spreads in
-/// both; a change is beyond the noise when the two min..max ranges do not overlap.
-pub fn pair_changes(
-    a: Vec<(Dir, usize, String, Spread)>,
-    b: &[(Dir, usize, String, Spread)],
+/// Compares two runs' ratios to grant-copy scenario by scenario (those with a ratio in
+/// both, grant-copy itself left out), by their 95 % intervals.
+pub fn diff_ratios(a: &Results, b: &Results) -> Vec<Change> {
+    let rows = |r: &Results| -> Vec<(Dir, usize, String, Interval)> {
+        summarise(r)
+            .into_iter()
+            .filter(|x| x.design != BASELINE)
+            .filter_map(|x| Some((x.dir, x.size, x.label(), x.ratio?)))
+            .collect()
+    };
+    pair_changes(rows(a), &rows(b))
+}
+
+/// The scenarios of `a` also in `b` (same direction, size and name), with their medians
+/// and intervals in both (a [`Spread`] is taken as its min..max); a change is beyond the
+/// noise when the two intervals do not overlap.
+pub fn pair_changes<T: Into<Interval> + Copy>(
+    a: Vec<(Dir, usize, String, T)>,
+    b: &[(Dir, usize, String, T)],
 ) -> Vec<Change> {
     a.into_iter()
         .filter_map(|(dir, size, design, before)| {
-            let after = b
+            let after: Interval = b
                 .iter()
                 .find(|y| y.0 == dir && y.1 == size && y.2 == design)?
-                .3;
+                .3
+                .into();
+            let before: Interval = before.into();
             Some(Change {
                 dir,
                 size,
                 design,
                 before,
                 after,
-                significant: before.max < after.min || after.max < before.min,
+                significant: !before.overlaps(&after),
             })
         })
         .collect()
 }
 
-/// A diff as a markdown table (packets per second).
+/// A diff of rates as a markdown table: packets per second before and after with their
+/// 95 % intervals, and `change` or `within noise`.
 pub fn diff_markdown(changes: &[Change]) -> String {
-    changes_table(changes, "pps", true, |v| format!("{v:.0}"))
+    let cell = |i: &Interval| with_interval(i, 0, "");
+    changes_rows(
+        changes,
+        "pps",
+        true,
+        &cell,
+        ("verdict", "change", "within noise"),
+    )
 }
 
-/// A diff as a markdown table of `what` (with the size column when `sizes`), values shown
-/// by `show`.
+/// A diff of ratios to grant-copy as a markdown table, like [`diff_markdown`].
+pub fn diff_ratios_markdown(changes: &[Change]) -> String {
+    let cell = |i: &Interval| with_interval(i, 2, "x");
+    changes_rows(
+        changes,
+        "x grant-copy",
+        true,
+        &cell,
+        ("verdict", "change", "within noise"),
+    )
+}
+
+/// A diff as a markdown table of `what` (with the size column when `sizes`), medians shown
+/// by `show`, and whether each change is beyond the noise (`yes`, `no`).
 pub fn changes_table(
     changes: &[Change],
     what: &str,
     sizes: bool,
     show: impl Fn(f64) -> String,
+) -> String {
+    let cell = |i: &Interval| show(i.median);
+    changes_rows(
+        changes,
+        what,
+        sizes,
+        &cell,
+        ("beyond the noise", "yes", "no"),
+    )
+}
+
+/// A diff as a markdown table: `cell` shows a value, `verdict` is the last column's
+/// heading and its words for a change and for noise.
+fn changes_rows(
+    changes: &[Change],
+    what: &str,
+    sizes: bool,
+    cell: &dyn Fn(&Interval) -> String,
+    verdict: (&str, &str, &str),
 ) -> String {
     let (size_head, size_align) = if sizes {
         (" size (B) |", "---:|")
@@ -884,7 +1156,8 @@ pub fn changes_table(
         ("", "")
     };
     let mut out = format!(
-        "| dir |{size_head} design | {what} before | {what} after | change | beyond the noise |\n|---|{size_align}---|---:|---:|---:|---|\n"
+        "| dir |{size_head} design | {what} before | {what} after | change | {} |\n|---|{size_align}---|---:|---:|---:|---|\n",
+        verdict.0
     );
     for c in changes {
         let size = if sizes {
@@ -897,17 +1170,17 @@ pub fn changes_table(
             "| {} |{size} {} | {} | {} | {:+.1} % | {} |",
             c.dir,
             c.design,
-            show(c.before.median),
-            show(c.after.median),
+            cell(&c.before),
+            cell(&c.after),
             (c.after.median / c.before.median.max(1e-9) - 1.0) * 100.0,
-            if c.significant { "yes" } else { "no" }
+            if c.significant { verdict.1 } else { verdict.2 }
         );
     }
     out
 }
 
 /// One peer at one direction and size over all rounds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerRow {
     /// Which peer.
     pub peer: String,
@@ -915,34 +1188,41 @@ pub struct PeerRow {
     pub dir: Dir,
     /// Frame size.
     pub size: usize,
-    /// Packets per second over the rounds.
-    pub pps: Spread,
+    /// Packets per second: the median over the runs kept, with its 95 % interval.
+    pub pps: Interval,
     /// Gbit/s at the median.
     pub gbps: f64,
-    /// Runs.
+    /// Runs kept (not taken during a far placement).
     pub n: usize,
+    /// Runs set aside as taken during a far placement.
+    pub far: usize,
 }
 
-/// Summarises the peers' samples per (peer, direction, size).
+/// Summarises the peers' samples per (peer, direction, size), leaving out runs taken
+/// during a far placement.
 pub fn peer_rows(r: &Results) -> Vec<PeerRow> {
-    let mut groups: BTreeMap<(String, String, usize), Vec<&peer::PeerSample>> = BTreeMap::new();
+    let place = r.placement();
+    let mut boot = Bootstrap::new(r.seed.unwrap_or(0));
+    let mut groups: BTreeMap<(String, String, usize), (Dir, usize)> = BTreeMap::new();
     for p in &r.peers {
         groups
             .entry((p.peer.clone(), p.dir.to_string(), p.size))
-            .or_default()
-            .push(p);
+            .or_insert((p.dir, 0))
+            .1 += 1;
     }
     groups
         .into_iter()
-        .filter_map(|((peer, _, size), v)| {
-            let pps = spread(&v.iter().map(|p| p.pps).collect::<Vec<_>>())?;
+        .filter_map(|((peer, _, size), (dir, all))| {
+            let kept = r.kept_peer_runs(&place, &peer, dir, size);
+            let pps = boot.interval(&kept.iter().map(|x| x.1).collect::<Vec<_>>())?;
             Some(PeerRow {
                 peer,
-                dir: v[0].dir,
+                dir,
                 size,
                 gbps: pps.median * size as f64 * 8.0 / 1e9,
                 pps,
-                n: v.len(),
+                n: kept.len(),
+                far: all - kept.len(),
             })
         })
         .collect()
@@ -967,10 +1247,12 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     }
     table_head(
         out,
-        "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once and read by nobody; a netstage frame is copied into shared memory by the sender, then lent in place to the receiver (staged bytes) or grant-copied into its buffers (granted bytes), and the receiver reads every byte to check it.\n",
-        "| dir | size (B) | testpmd pps (median) | [min..max] | Gbit/s | grant-copy pps | best design | its pps | best / testpmd | runs |",
+        "\n## Beside DPDK vhost-user / virtio-user\n\nThe KVM world's user-space paravirtual NIC measured in the same run, interleaved with the designs: two `dpdk-testpmd` processes (`net_virtio_user` on the frontend's core, `net_vhost` on the backend's; TX is guest to host, RX host to guest), the receiver's per-second rate after a warm-up period, medians over rounds with 95 % intervals; `best / testpmd` is taken round by round, the best design's run over testpmd's run of the same round. All of the guest's memory is mapped by the host side, testpmd's generator writes only frame headers and its receiver never reads the payload, so a testpmd frame is copied once and read by nobody; a netstage frame is copied into shared memory by the sender, then lent in place to the receiver (staged bytes) or grant-copied into its buffers (granted bytes), and the receiver reads every byte to check it.\n",
+        "| dir | size (B) | testpmd pps (median) | [95 % interval] | Gbit/s | grant-copy pps | best design | its pps | best / testpmd [95 % interval] | runs |",
         "|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
     );
+    let place = r.placement();
+    let mut boot = Bootstrap::new(r.seed.unwrap_or(0));
     for p in &rows {
         let here: Vec<&Row> = ours
             .iter()
@@ -978,27 +1260,29 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
             .collect();
         let gc = here
             .iter()
-            .find(|x| x.design == "grant-copy")
+            .find(|x| x.design == BASELINE)
             .map_or("-".into(), |x| format!("{:.0}", x.pps.median));
         let best = here
             .iter()
             .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
+        let ratio = best.and_then(|b| {
+            let theirs = r.kept_peer_runs(&place, &p.peer, p.dir, p.size);
+            let mine = r.kept_runs(&place, p.dir, p.size, &b.design, 1);
+            boot.interval(&per_round_ratios(&mine, &theirs))
+        });
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | [{:.0}..{:.0}] | {:.2} | {} | {} | {} | {} | {} |",
             p.dir,
             p.size,
             p.pps.median,
-            p.pps.min,
-            p.pps.max,
+            p.pps.lo,
+            p.pps.hi,
             p.gbps,
             gc,
             best.map_or("-".into(), |b| b.design.clone()),
             best.map_or("-".into(), |b| format!("{:.0}", b.pps.median)),
-            best.map_or("-".into(), |b| format!(
-                "{:.2}x",
-                b.pps.median / p.pps.median.max(1e-9)
-            )),
+            ratio_cell(ratio),
             p.n
         );
     }
@@ -1020,13 +1304,16 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     }
 }
 
-/// Every peer sample as CSV (one line per run).
+/// Every peer sample as CSV (one line per run; `far` is 1 for a run set aside as taken
+/// during a far placement).
 pub fn peers_csv(r: &Results) -> String {
-    let mut out = String::from("round,peer,dir,size,pps,gbps,periods,probe_ns,probe_after_ns\n");
+    let place = r.placement();
+    let mut out =
+        String::from("round,peer,dir,size,pps,gbps,periods,probe_ns,probe_after_ns,far\n");
     for p in &r.peers {
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.1},{:.4},{},{:.1},{:.1}",
+            "{},{},{},{},{:.1},{:.4},{},{:.1},{:.1},{}",
             p.round,
             p.peer,
             p.dir,
@@ -1035,16 +1322,19 @@ pub fn peers_csv(r: &Results) -> String {
             p.gbps,
             p.periods.len(),
             p.probe_ns,
-            p.probe_after_ns
+            p.probe_after_ns,
+            u8::from(place.far(p.probe_ns, p.probe_after_ns))
         );
     }
     out
 }
 
-/// Every sample as CSV (one line per run).
+/// Every sample as CSV (one line per run; `position` is its place in its round's shuffled
+/// order, `far` is 1 for a run set aside as taken during a far placement).
 pub fn csv(r: &Results) -> String {
+    let place = r.placement();
     let mut out = String::from(
-        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s,delivered,lost,corrupted,reordered,wrong_length\n",
+        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s,delivered,lost,corrupted,reordered,wrong_length,position,far\n",
     );
     for s in &r.samples {
         let other = s.other_busy_s.map_or(String::new(), |b| format!("{b:.4}"));
@@ -1054,9 +1344,10 @@ pub fn csv(r: &Results) -> String {
                 c.delivered, c.lost, c.corrupted, c.reordered, c.errored
             )
         });
+        let position = s.position.map_or(String::new(), |p| p.to_string());
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4},{}",
+            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4},{},{position},{}",
             s.round,
             s.design,
             s.design_used,
@@ -1073,14 +1364,66 @@ pub fn csv(r: &Results) -> String {
             s.probe_after_ns,
             other,
             s.span_s,
-            check
+            check,
+            u8::from(place.far(s.probe_ns, s.probe_after_ns))
         );
     }
     out
 }
 
-/// Cross-core ping-pong: the mean round trip of a cache line between cores 0 and 1 over
-/// `trips` trips, in nanoseconds (what placement the next sample gets).
+/// The summary as CSV: one line per row of the report's main table, with the 95 %
+/// intervals.
+pub fn summary_csv(r: &Results) -> String {
+    let mut out = String::from(
+        "dir,size,design,queues,design_used,runs,far_runs,pps_median,pps_lo,pps_hi,gbps,ratio_median,ratio_lo,ratio_hi,half_width_pct,wide\n",
+    );
+    for row in summarise(r) {
+        let ratio = row.ratio.map_or(",,".into(), |x| {
+            format!("{:.4},{:.4},{:.4}", x.median, x.lo, x.hi)
+        });
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.4},{ratio},{:.2},{}",
+            row.dir,
+            row.size,
+            row.design,
+            row.queues,
+            row.design_used,
+            row.n,
+            row.far,
+            row.pps.median,
+            row.pps.lo,
+            row.pps.hi,
+            row.gbps,
+            100.0 * row.headline().half_width(),
+            u8::from(row.headline().wide())
+        );
+    }
+    out
+}
+
+/// The summary as JSON: the seed, the far-placement rule, the runs set aside, and every
+/// row of the main table and of the peers' with their 95 % intervals.
+pub fn summary_json(r: &Results) -> serde_json::Value {
+    let place = r.placement();
+    serde_json::json!({
+        "seed": r.seed,
+        "rounds": r.rounds(),
+        "resamples": stats::RESAMPLES,
+        "interval": "95 % percentile bootstrap of the median, resampling rounds",
+        "far_threshold_ns": place.threshold_ns,
+        "median_probe_ns": place.median_ns,
+        "far_runs": far_runs(r).len(),
+        "rows": summarise(r),
+        "peers": peer_rows(r),
+    })
+}
+
+/// Cross-core ping-pong: the round trip of a cache line between cores 0 and 1 over
+/// `trips` trips, in nanoseconds (what placement the next sample gets). The trips are timed
+/// in batches of [`PROBE_BATCH`] and the median batch's mean trip returned, so that a probe
+/// thread preempted for a few milliseconds on a busy machine reads as the placement it
+/// had, not as a far one.
 pub fn probe(trips: u64) -> f64 {
     let flag = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -1103,22 +1446,31 @@ pub fn probe(trips: u64) -> f64 {
     ns
 }
 
+/// Round trips timed together in [`probe`].
+pub const PROBE_BATCH: u64 = 100;
+
 fn ping(flag: Arc<AtomicU64>, trips: u64) -> f64 {
     let _ = sys::pin_to_core(0);
-    let t = Instant::now();
     let mut v = 0;
-    let deadline = t + std::time::Duration::from_millis(200);
-    let mut n = 0;
-    while n < trips && Instant::now() < deadline {
-        flag.store(v + 1, Ordering::Release);
-        while flag.load(Ordering::Acquire) != v + 2 {
-            std::hint::spin_loop();
-            if Instant::now() > deadline {
-                break;
+    let deadline = Instant::now() + std::time::Duration::from_millis(200);
+    let mut done = 0;
+    let mut batches = Vec::with_capacity((trips / PROBE_BATCH + 1) as usize);
+    while done < trips && Instant::now() < deadline {
+        let t = Instant::now();
+        let mut n = 0;
+        while n < PROBE_BATCH && done + n < trips {
+            flag.store(v + 1, Ordering::Release);
+            while flag.load(Ordering::Acquire) != v + 2 {
+                std::hint::spin_loop();
+                if Instant::now() > deadline {
+                    break;
+                }
             }
+            v += 2;
+            n += 1;
         }
-        v += 2;
-        n += 1;
+        batches.push(t.elapsed().as_nanos() as f64 / n.max(1) as f64);
+        done += n;
     }
-    t.elapsed().as_nanos() as f64 / n.max(1) as f64
+    spread(&batches).map_or(f64::NAN, |s| s.median)
 }

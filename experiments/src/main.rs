@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use experiments::peer::{Dpdk, Peer, PeerSample};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
-use experiments::sweep::Sweep;
+use experiments::sweep::{run_order, Sweep};
 use experiments::{csv, markdown, probe, Machine, Results, Sample};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,8 +44,9 @@ enum Cmd {
         /// A `results/<time>` directory.
         dir: PathBuf,
     },
-    /// Compare two saved runs scenario by scenario (two `compare` runs, or two `tcp` runs);
-    /// a change is flagged when the two runs' min..max ranges do not overlap.
+    /// Compare two saved runs scenario by scenario (two `compare` runs, or two `tcp` runs):
+    /// a change is reported only where the two runs' 95 % intervals (a TCP run's min..max
+    /// ranges) do not overlap, otherwise it is within noise.
     Diff {
         /// The earlier `results/<time>` directory.
         a: PathBuf,
@@ -78,15 +79,21 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
-    /// A short sweep (under a minute): 64 and 1500 bytes, three designs, two rounds.
+    /// A short sweep (under a minute): 64 and 1500 bytes, three designs, four rounds of
+    /// 0.2 s runs.
     #[arg(long)]
     quick: bool,
-    /// Interleaved rounds.
+    /// Interleaved rounds, each in its own shuffled order [default: 7; --quick: 4].
     #[arg(long)]
     rounds: Option<u32>,
-    /// Measured seconds per run.
+    /// Measured seconds per run [default: 0.3; --quick: 0.2].
     #[arg(long)]
     seconds: Option<f64>,
+    /// The seed of the run order (shuffled afresh each round) and of the report's
+    /// bootstrap intervals; the same seed repeats the order [default: drawn from the clock,
+    /// and written to results.json, scenario.toml and the report].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
+    seed: Option<u64>,
     /// Designs (comma-separated).
     #[arg(long, value_delimiter = ',')]
     designs: Option<Vec<String>>,
@@ -221,6 +228,7 @@ fn run() -> anyhow::Result<()> {
             )?;
             let md = markdown(&r);
             std::fs::write(dir.join("report.md"), &md)?;
+            write_summary(&r, &dir)?;
             print!("{md}");
             plots(&r, &dir);
             Ok(())
@@ -249,11 +257,20 @@ fn run() -> anyhow::Result<()> {
                         .with_context(|| format!("no results.json in {}", d.display()))?,
                 )?)
             };
-            let changes = experiments::diff(&load(&a)?, &load(&b)?);
+            let (a, b) = (load(&a)?, load(&b)?);
+            let changes = experiments::diff(&a, &b);
             if changes.is_empty() {
                 bail!("the two runs have no scenario in common");
             }
             print!("{}", experiments::diff_markdown(&changes));
+            let ratios = experiments::diff_ratios(&a, &b);
+            if !ratios.is_empty() {
+                print!("\n{}", experiments::diff_ratios_markdown(&ratios));
+            }
+            println!(
+                "\nBrackets: 95 % intervals; a change only where the two runs' intervals do not \
+                 overlap."
+            );
             Ok(())
         }
     }
@@ -262,6 +279,35 @@ fn run() -> anyhow::Result<()> {
 /// Spin before blocking by default, frontend and backend, microseconds (the platform's
 /// default; the spin yields the CPU to a thread that shares the core).
 const DEFAULT_SPIN_US: [u64; 2] = [20, 20];
+
+/// One run of a round, shuffled with the others.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    /// The scenario of this index.
+    Design(usize),
+    /// The peer run (direction, size) of this index.
+    Peer(usize),
+    /// The raw data-ring stream, written and read this many bytes at a time.
+    Stream(usize),
+}
+
+/// A seed from the clock, for a run not given one (kept within TOML's integers).
+fn clock_seed() -> u64 {
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (ns % 1_000_000_000_000) as u64
+}
+
+/// Writes the summary with its intervals: summary.csv and summary.json.
+fn write_summary(r: &Results, out: &Path) -> anyhow::Result<()> {
+    std::fs::write(out.join("summary.csv"), experiments::summary_csv(r))?;
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&experiments::summary_json(r))?,
+    )?;
+    Ok(())
+}
 
 struct Scenario {
     design: String,
@@ -284,6 +330,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         front_spin_us: a.front_spin_us,
         back_spin_us: a.back_spin_us,
         peers: a.peers.clone(),
+        seed: a.seed,
     };
     cli.check().map_err(anyhow::Error::msg)?;
     let sweep = match &a.scenario {
@@ -335,8 +382,11 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
              (the report says so)"
         );
     }
-    let rounds = sweep.rounds.unwrap_or(if a.quick { 2 } else { 3 });
-    let seconds = sweep.seconds.unwrap_or(if a.quick { 0.5 } else { 0.6 });
+    // Defaults: see docs/harness.md, "Rounds and seconds" (seven rounds of 0.3 s take about
+    // five minutes on two cores; --quick about 40 s).
+    let rounds = sweep.rounds.unwrap_or(if a.quick { 4 } else { 7 });
+    let seconds = sweep.seconds.unwrap_or(if a.quick { 0.2 } else { 0.3 });
+    let seed = sweep.seed.unwrap_or_else(clock_seed);
     let busy = sweep.busy.unwrap_or(false);
     let cost = sweep.cost.clone().unwrap_or_else(|| "kernel".into());
     let stream = sweep.stream.unwrap_or(true);
@@ -374,6 +424,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         front_spin_us: Some(front_spin),
         back_spin_us: Some(back_spin),
         peers: (!peers.is_empty()).then(|| peers.clone()),
+        seed: Some(seed),
     };
     std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
     let mut scenarios = Vec::new();
@@ -408,8 +459,16 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let total = (scenarios.len() + peer_runs.len()) as u64 * u64::from(rounds);
-    let bar = ProgressBar::new(total);
+    // Every run of a round, designs, peers and the raw streams alike, goes in an order
+    // shuffled afresh for each round from the seed.
+    let mut runs: Vec<Run> = (0..scenarios.len()).map(Run::Design).collect();
+    if dpdk.is_some() {
+        runs.extend((0..peer_runs.len()).map(Run::Peer));
+    }
+    if stream {
+        runs.extend([Run::Stream(65536), Run::Stream(64)]);
+    }
+    let bar = ProgressBar::new(runs.len() as u64 * u64::from(rounds));
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
@@ -433,39 +492,58 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         stream_64b_mps: Vec::new(),
         peers: Vec::new(),
         peer_failures: Vec::new(),
+        seed: Some(seed),
     };
-    for round in 1..=rounds {
-        for sc in &scenarios {
-            let name = experiments::label(&sc.design, sc.queues);
-            bar.set_message(format!("{} {} B {name}", sc.dir, sc.size));
-            let s = run_one(&exe, sc, round, &cfg)
-                .with_context(|| format!("round {round}: {} {} B {name}", sc.dir, sc.size))?;
-            results.samples.push(s);
-            bar.inc(1);
-        }
-        if let Some(dpdk) = &dpdk {
-            for (dir, size) in &peer_runs {
-                bar.set_message(format!("{dir} {size} B dpdk-testpmd"));
-                // A peer that fails does not cost the run its designs' results: the failure is
-                // reported (terminal, results.json, report) and the sweep goes on.
-                match run_dpdk(dpdk, round, *dir, *size, seconds) {
-                    Ok(p) => results.peers.push(p),
-                    Err(e) => {
-                        let why = format!("round {round}: {dir} {size} B dpdk-testpmd: {e:#}");
-                        bar.suspend(|| eprintln!("experiments: {why}"));
-                        results.peer_failures.push(why);
+    for (round, order) in (1..=rounds).zip(run_order(runs.len(), rounds, seed)) {
+        // Saved in the sweep's order (the report lists designs as first seen); each
+        // sample records its place in the shuffled order.
+        let mut designs_done: Vec<Option<Sample>> = vec![None; scenarios.len()];
+        let mut peers_done: Vec<Option<PeerSample>> = vec![None; peer_runs.len()];
+        for (position, k) in (0u32..).zip(order) {
+            match runs[k] {
+                Run::Design(i) => {
+                    let sc = &scenarios[i];
+                    let name = experiments::label(&sc.design, sc.queues);
+                    bar.set_message(format!("{} {} B {name}", sc.dir, sc.size));
+                    let s = run_one(&exe, sc, round, &cfg).with_context(|| {
+                        format!("round {round}: {} {} B {name}", sc.dir, sc.size)
+                    })?;
+                    designs_done[i] = Some(Sample {
+                        position: Some(position),
+                        ..s
+                    });
+                }
+                Run::Peer(i) => {
+                    let (dir, size) = peer_runs[i];
+                    bar.set_message(format!("{dir} {size} B dpdk-testpmd"));
+                    let Some(dpdk) = &dpdk else { continue };
+                    // A peer that fails does not cost the run its designs' results: the
+                    // failure is reported (terminal, results.json, report) and the sweep
+                    // goes on.
+                    match run_dpdk(dpdk, round, dir, size, seconds) {
+                        Ok(p) => peers_done[i] = Some(p),
+                        Err(e) => {
+                            let why = format!("round {round}: {dir} {size} B dpdk-testpmd: {e:#}");
+                            bar.suspend(|| eprintln!("experiments: {why}"));
+                            results.peer_failures.push(why);
+                        }
                     }
                 }
-                bar.inc(1);
+                Run::Stream(chunk) => {
+                    bar.set_message(format!("raw data-ring stream, {chunk} B writes"));
+                    let rate = run_stream(&exe, seconds, chunk)
+                        .with_context(|| format!("the raw data-ring stream, {chunk} B writes"))?;
+                    if chunk == 64 {
+                        results.stream_64b_mps.push(rate / 64.0 / 1e6);
+                    } else {
+                        results.stream_gbps.push(rate * 8.0 / 1e9);
+                    }
+                }
             }
+            bar.inc(1);
         }
-        if stream {
-            bar.set_message("raw data-ring stream");
-            let big = run_stream(&exe, seconds, 65536).context("the raw data-ring stream")?;
-            results.stream_gbps.push(big * 8.0 / 1e9);
-            let small = run_stream(&exe, seconds, 64).context("the raw 64-byte stream")?;
-            results.stream_64b_mps.push(small / 64.0 / 1e6);
-        }
+        results.samples.extend(designs_done.into_iter().flatten());
+        results.peers.extend(peers_done.into_iter().flatten());
     }
     bar.finish_and_clear();
     std::fs::write(
@@ -473,6 +551,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     std::fs::write(out.join("results.csv"), csv(&results))?;
+    write_summary(&results, &out)?;
     if !results.peers.is_empty() {
         std::fs::write(out.join("peers.csv"), experiments::peers_csv(&results))?;
     }
@@ -707,6 +786,7 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
     let pps = fr.packets as f64 / fr.seconds.max(1e-9);
     Ok(Sample {
         round,
+        position: None,
         design: sc.design.clone(),
         design_used: fr.design,
         dir: sc.dir,

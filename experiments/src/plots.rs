@@ -1,5 +1,5 @@
 //! Plots of a run, each written as SVG and PNG: packets per second against packet size per
-//! design (one chart per direction, min..max bars over the rounds), operations per packet
+//! design (one chart per direction, bars the 95 % interval of the median over the rounds), operations per packet
 //! stacked by component, the request/response rate, and for the staging designs the share
 //! of packets staged bin by bin through a run (its complement is the fallback rate) and the
 //! data ring's fill.
@@ -76,7 +76,7 @@ fn font() -> Result<(), PlotError> {
     r.clone().map_err(|searched| PlotError::NoFont { searched })
 }
 
-/// One design's line on a pps-vs-size chart: (size, median, min, max) per size.
+/// One design's line on a pps-vs-size chart: (size, median, interval low, interval high) per size.
 type Line = (String, Vec<(f64, f64, f64, f64)>);
 
 /// A bar chart: one group per design; each series holds one value per design and is drawn
@@ -179,7 +179,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         }
         let mut lines: Vec<Line> = Vec::new();
         for row in &of {
-            let point = (row.size as f64, row.pps.median, row.pps.min, row.pps.max);
+            let point = (row.size as f64, row.pps.median, row.pps.lo, row.pps.hi);
             match lines.iter_mut().find(|(d, _)| *d == row.label()) {
                 Some((_, pts)) => pts.push(point),
                 None => lines.push((row.label(), vec![point])),
@@ -187,7 +187,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         }
         for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
             let name = format!("{} (testpmd)", p.peer);
-            let point = (p.size as f64, p.pps.median, p.pps.min, p.pps.max);
+            let point = (p.size as f64, p.pps.median, p.pps.lo, p.pps.hi);
             match lines.iter_mut().find(|(d, _)| *d == name) {
                 Some((_, pts)) => pts.push(point),
                 None => lines.push((name, vec![point])),

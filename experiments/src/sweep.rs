@@ -16,6 +16,7 @@
 //! front_spin_us = 0
 //! back_spin_us = 20
 //! peers = ["dpdk"]
+//! seed = 1234
 //! ```
 
 use std::path::Path;
@@ -56,6 +57,10 @@ pub struct Sweep {
     /// Peers to measure beside the designs: `dpdk`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<crate::peer::Peer>>,
+    /// The seed of the run order and of the report's intervals (a run left without one
+    /// draws it from the clock and writes it down here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Why a scenario file was refused.
@@ -182,6 +187,21 @@ impl Sweep {
             front_spin_us: over.front_spin_us.or(self.front_spin_us),
             back_spin_us: over.back_spin_us.or(self.back_spin_us),
             peers: over.peers.or(self.peers),
+            seed: over.seed.or(self.seed),
         }
     }
+}
+
+/// The order of a sweep's runs, round by round: for each of `rounds` rounds a shuffle of
+/// the run indexes `0..runs`, drawn from `seed` (the same seed, the same orders).
+pub fn run_order(runs: usize, rounds: u32, seed: u64) -> Vec<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    let mut rng = crate::stats::seeded(seed, crate::stats::RngStream::Order);
+    (0..rounds)
+        .map(|_| {
+            let mut order: Vec<usize> = (0..runs).collect();
+            order.shuffle(&mut rng);
+            order
+        })
+        .collect()
 }

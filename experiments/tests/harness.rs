@@ -57,25 +57,59 @@ fn a_tiny_sweep_writes_consistent_results() {
     assert!(r.stream_64b_mps.iter().all(|m| *m > 0.0));
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 25);
-    // Each summary row is the median of exactly its samples, and the ratio is to the
-    // grant-copy median of the same size and direction.
+    // Each summary row is the median of exactly the runs it keeps (those not taken during a
+    // far placement), and the ratio the median of the per-round ratios to grant-copy's run
+    // of the same round, size and direction.
+    let place = r.placement();
     let rows = summarise(&r);
     assert_eq!(rows.len(), 12);
     for row in &rows {
-        let pps: Vec<f64> = r
+        let of = |design: &str| r.kept_runs(&place, row.dir, row.size, design, 1);
+        let kept = of(&row.design);
+        assert_eq!(kept.len() + row.far, 2);
+        assert_eq!(row.n, kept.len());
+        let pps: Vec<f64> = kept.iter().map(|x| x.1).collect();
+        assert_eq!(spread(&pps).unwrap().median, row.pps.median);
+        assert!(row.pps.lo <= row.pps.median && row.pps.median <= row.pps.hi);
+        let ratios = experiments::stats::per_round_ratios(&kept, &of("grant-copy"));
+        assert_eq!(
+            row.ratio.map(|x| x.median),
+            spread(&ratios).map(|x| x.median)
+        );
+    }
+    // Each round ran every run once, in a shuffled order drawn from the recorded seed, and
+    // the samples are saved in the sweep's order.
+    let seed = r.seed.expect("the seed is recorded");
+    for round in 1..=2 {
+        let mut at: Vec<u32> = r
             .samples
             .iter()
-            .filter(|s| s.dir == row.dir && s.size == row.size && s.design == row.design)
-            .map(|s| s.pps)
+            .filter(|s| s.round == round)
+            .map(|s| s.position.expect("a position"))
             .collect();
-        assert_eq!(pps.len(), 2);
-        assert_eq!(spread(&pps).unwrap().median, row.pps.median);
-        let base = rows
-            .iter()
-            .find(|b| b.dir == row.dir && b.size == row.size && b.design == "grant-copy")
-            .unwrap();
-        assert_eq!(row.ratio, Some(row.pps.median / base.pps.median));
+        at.sort_unstable();
+        // 12 scenarios and the two raw streams.
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]) && at.len() == 12,
+            "{at:?}"
+        );
+        assert!(at.iter().all(|p| *p < 14));
     }
+    assert_eq!(r.samples[0].design, "grant-copy");
+    let scenario = std::fs::read_to_string(out.path().join("scenario.toml")).unwrap();
+    assert!(scenario.contains(&format!("seed = {seed}")), "{scenario}");
+    assert!(markdown(&r).contains(&format!("`compare --seed {seed}`")));
+    // The summary files carry the intervals.
+    let summary = std::fs::read_to_string(out.path().join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 13);
+    assert!(summary
+        .starts_with("dir,size,design,queues,design_used,runs,far_runs,pps_median,pps_lo,pps_hi,"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["seed"], seed);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 12);
+    assert!(json["rows"][0]["pps"]["lo"].is_number());
     // How the ends wait is recorded and said.
     assert_eq!(
         (r.machine.front_spin_us, r.machine.back_spin_us),
@@ -90,41 +124,39 @@ fn a_tiny_sweep_writes_consistent_results() {
 
 #[test]
 fn diff_flags_only_changes_beyond_the_noise() {
-    use experiments::{diff, Machine, Results};
-    let sample = |design: &str, pps: f64| tx_64(design, pps);
-    let m = Machine::detect("kernel", "blocking");
-    let a = Results {
-        stream_gbps: vec![],
-        stream_64b_mps: vec![],
-        peers: vec![],
-        peer_failures: vec![],
-        machine: m.clone(),
-        samples: vec![
-            sample("grant-copy", 100.0),
-            sample("grant-copy", 110.0),
-            sample("slots:256", 200.0),
-            sample("slots:256", 210.0),
-        ],
-    };
-    let b = Results {
-        stream_gbps: vec![],
-        stream_64b_mps: vec![],
-        peers: vec![],
-        peer_failures: vec![],
-        machine: m,
-        samples: vec![
-            sample("grant-copy", 105.0),
-            sample("grant-copy", 120.0),
-            sample("slots:256", 300.0),
-            sample("slots:256", 320.0),
-        ],
-    };
+    use experiments::{diff, diff_ratios, Sample};
+    let a: Vec<Sample> = [
+        rounds("grant-copy", &[100.0, 110.0, 105.0]),
+        rounds("slots:256", &[200.0, 220.0, 210.0]),
+    ]
+    .concat();
+    let b: Vec<Sample> = [
+        rounds("grant-copy", &[105.0, 120.0, 112.0]),
+        rounds("slots:256", &[300.0, 320.0, 310.0]),
+    ]
+    .concat();
+    let (a, b) = (results(a), results(b));
     let d = diff(&a, &b);
     assert_eq!(d.len(), 2);
-    assert!(!d[0].significant, "overlapping ranges are noise");
-    assert!(d[1].significant, "disjoint ranges are a change");
-    assert!(experiments::diff_markdown(&d)
-        .contains("| tx | 64 | slots:256 | 200 | 300 | +50.0 % | yes |"));
+    assert!(!d[0].significant, "overlapping intervals are noise");
+    assert!(d[1].significant, "disjoint intervals are a change");
+    let md = experiments::diff_markdown(&d);
+    assert!(
+        md.contains(
+            "| tx | 64 | grant-copy | 105 [100..110] | 112 [105..120] | +6.7 % | within noise |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| tx | 64 | slots:256 | 210 [200..220] | 310 [300..320] | +47.6 % | change |"),
+        "{md}"
+    );
+    // The ratios, paired round by round: 2.00x every round before, 2.67x..2.86x after.
+    let d = diff_ratios(&a, &b);
+    assert_eq!(d.len(), 1, "grant-copy's own ratio is left out");
+    assert_eq!((d[0].before.lo, d[0].before.hi), (2.0, 2.0));
+    assert!(d[0].significant);
+    assert!(experiments::diff_ratios_markdown(&d).contains("| 2.00x [2.00..2.00] |"));
 }
 
 #[test]
@@ -276,18 +308,25 @@ fn queue_counts_are_scenarios_of_their_own() {
             one.design
         );
     }
+    // One round: a run taken during a far placement takes its row with it.
     let rows = summarise(&r);
-    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.len() + experiments::far_runs(&r).len(), 10);
     for row in rows.iter().filter(|x| x.queues == 2) {
-        let base = rows
+        assert_eq!(row.label(), format!("{} (2 queues)", row.design));
+        // The ratio is to grant-copy's run with two queues.
+        if let Some(base) = rows
             .iter()
             .find(|b| b.dir == row.dir && b.queues == 2 && b.design == "grant-copy")
-            .unwrap();
-        assert_eq!(row.ratio, Some(row.pps.median / base.pps.median));
-        assert_eq!(row.label(), format!("{} (2 queues)", row.design));
+        {
+            assert_eq!(row.ratio.unwrap().median, row.pps.median / base.pps.median);
+        }
     }
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    assert!(md.contains("| tx | 64 | ring:2:greedy (2 queues) | ring:2:greedy |"));
+    assert_eq!(
+        md.contains("| tx | 64 | ring:2:greedy (2 queues) | ring:2:greedy |"),
+        rows.iter()
+            .any(|x| x.queues == 2 && x.dir == experiments::Dir::Tx && x.design != "grant-copy")
+    );
     // On fewer than four cores the two queue threads of each end share a core: said.
     let shared = r.machine.cores < 4;
     assert_eq!(md.contains("shared one core"), shared, "{md}");
@@ -313,7 +352,7 @@ fn each_queue_thread_gets_a_core_when_there_are_enough() {
 
 #[test]
 fn slow_runs_are_told_apart_as_stalls_or_contention() {
-    use experiments::{Machine, Sample};
+    use experiments::Sample;
     let run = |pps: f64, other: Option<f64>| Sample {
         front_cpu_s: 0.1,
         back_cpu_s: 0.1,
@@ -321,25 +360,18 @@ fn slow_runs_are_told_apart_as_stalls_or_contention() {
         span_s: 2.0,
         ..tx_64("ring:8:greedy", pps)
     };
-    let r = Results {
-        stream_gbps: vec![],
-        stream_64b_mps: vec![],
-        peers: vec![],
-        peer_failures: vec![],
-        machine: Machine::detect("kernel", "blocking"),
-        samples: vec![
-            run(1000.0, Some(0.0)),
-            run(1000.0, Some(0.0)),
-            run(1000.0, Some(0.0)),
-            run(1000.0, Some(0.0)),
-            run(1000.0, Some(0.0)),
-            run(1000.0, Some(0.0)),
-            run(260.0, Some(0.0)),
-            run(200.0, Some(0.1)),
-            run(200.0, Some(1.5)),
-            run(200.0, None),
-        ],
-    };
+    let r = results(vec![
+        run(1000.0, Some(0.0)),
+        run(1000.0, Some(0.0)),
+        run(1000.0, Some(0.0)),
+        run(1000.0, Some(0.0)),
+        run(1000.0, Some(0.0)),
+        run(1000.0, Some(0.0)),
+        run(260.0, Some(0.0)),
+        run(200.0, Some(0.1)),
+        run(200.0, Some(1.5)),
+        run(200.0, None),
+    ]);
     let found: Vec<(f64, Outlier)> = outliers(&r).iter().map(|(s, _, w)| (s.pps, *w)).collect();
     // 260 pps is above a quarter of the median (1000 / 4): not an outlier.
     assert_eq!(
@@ -358,7 +390,7 @@ fn slow_runs_are_told_apart_as_stalls_or_contention() {
 #[test]
 fn a_run_that_lost_or_damaged_frames_is_left_out_and_named() {
     use experiments::check::Check;
-    use experiments::{Machine, Sample};
+    use experiments::Sample;
     let run = |pps: f64, lost: u64| Sample {
         check: Some(Check {
             delivered: 100,
@@ -367,14 +399,7 @@ fn a_run_that_lost_or_damaged_frames_is_left_out_and_named() {
         }),
         ..tx_64("grant-copy", pps)
     };
-    let r = Results {
-        stream_gbps: vec![],
-        stream_64b_mps: vec![],
-        peers: vec![],
-        peer_failures: vec![],
-        machine: Machine::detect("kernel", "blocking"),
-        samples: vec![run(100.0, 0), run(100.0, 0), run(9_999.0, 3)],
-    };
+    let r = results(vec![run(100.0, 0), run(100.0, 0), run(9_999.0, 3)]);
     let rows = summarise(&r);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].n, 2, "the damaged run is left out");
@@ -387,10 +412,115 @@ fn a_run_that_lost_or_damaged_frames_is_left_out_and_named() {
     );
 }
 
+/// A report rendered from synthetic results: every row carries its 95 % interval, a row
+/// wider than +-10 % is marked and counted, the run taken during a far placement is left
+/// out and listed, and the seed is said.
+#[test]
+fn the_report_carries_intervals_far_runs_and_the_seed() {
+    use experiments::Sample;
+    let probed = |s: Sample, before: f64| Sample {
+        probe_ns: before,
+        probe_after_ns: 100.0,
+        ..s
+    };
+    // Six rounds; slots:256 is 2x grant-copy in every round though the rounds' rates drift
+    // by 2x; ring:8:greedy is noisy; round 6's grant-copy ran on far cores (480 ns).
+    let drift = [100.0, 150.0, 200.0, 120.0, 180.0, 160.0];
+    let mut samples = Vec::new();
+    for (i, base) in drift.iter().enumerate() {
+        let far = if i == 5 { 480.0 } else { 90.0 + i as f64 };
+        let noisy = [1.0, 3.0, 1.5, 2.6, 1.2, 2.2][i];
+        for (design, x) in [
+            ("grant-copy", 1.0),
+            ("slots:256", 2.0),
+            ("ring:8:greedy", noisy),
+        ] {
+            let s = Sample {
+                round: i as u32 + 1,
+                ..tx_64(design, base * x)
+            };
+            let p = if design == "grant-copy" { far } else { 95.0 };
+            samples.push(probed(s, p));
+        }
+    }
+    let r = results(samples);
+    let rows = summarise(&r);
+    let slots = &rows[1];
+    assert_eq!((slots.n, slots.far), (6, 0));
+    assert_eq!(
+        (rows[0].n, rows[0].far),
+        (5, 1),
+        "grant-copy's far run is set aside"
+    );
+    let ratio = slots.ratio.unwrap();
+    assert_eq!((ratio.median, ratio.lo, ratio.hi), (2.0, 2.0, 2.0));
+    assert!(!slots.headline().wide() && rows[2].headline().wide());
+    let md = markdown(&r);
+    // The seed, and how to repeat the order.
+    assert!(
+        md.contains("seed 1234: `compare --seed 1234` repeats it"),
+        "{md}"
+    );
+    // Rate and ratio with their intervals; the paired ratio is exact although the rates
+    // drift; the +- column; runs kept.
+    let p = slots.pps;
+    assert!(
+        md.contains(&format!(
+            "| tx | 64 | slots:256 | slots:256 | {:.0} [{:.0}..{:.0}] | 0.00 | 2.00x [2.00..2.00] | 0.0 | 0.000 | 6 |",
+            p.median, p.lo, p.hi
+        )),
+        "{md}"
+    );
+    assert!(
+        p.hi - p.lo > 50.0,
+        "the rates alone are far less certain: {p:?}"
+    );
+    assert!(md.contains("| 5 (+1 far) |"), "{md}");
+    // The wide rows (ring:8:greedy's ratio, grant-copy's drifting rate) are bold and
+    // counted, with the way to narrow them.
+    let wide = rows.iter().filter(|x| x.headline().wide()).count();
+    assert!(md.contains("| **"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "{wide} of 3 rows have an interval wider than +-10 % of the median"
+        )) && md.contains("`--rounds`; 6 here"),
+        "{md}"
+    );
+    // The far run: the rule and the run, in a section of its own.
+    assert!(md.contains("## Far placements"), "{md}");
+    assert!(
+        md.contains("above 200 ns and above 1.5 x the median"),
+        "{md}"
+    );
+    assert!(md.contains("1 runs were set aside"), "{md}");
+    assert!(
+        md.contains("| 6 | grant-copy | tx | 64 | 160 | 480 | 100 | - |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("and 1 runs taken during a far placement"),
+        "{md}"
+    );
+    // The CSVs: the far flag per run, the intervals per row.
+    let csv = experiments::csv(&r);
+    assert!(csv.lines().next().unwrap().ends_with(",position,far"));
+    assert_eq!(csv.lines().filter(|l| l.ends_with(",1")).count(), 1);
+    let summary = experiments::summary_csv(&r);
+    assert!(
+        summary.contains("tx,64,slots:256,1,slots:256,6,0,"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(",2.0000,2.0000,2.0000,0.00,0\n"),
+        "{summary}"
+    );
+}
+
 /// A one-second TX run at 64 B of `design` at `pps`, with nothing else recorded.
 fn tx_64(design: &str, pps: f64) -> experiments::Sample {
     experiments::Sample {
         round: 1,
+        position: None,
         design: design.into(),
         design_used: design.into(),
         dir: experiments::Dir::Tx,
@@ -412,5 +542,29 @@ fn tx_64(design: &str, pps: f64) -> experiments::Sample {
         grants: serde_json::Value::Null,
         latency_ns: None,
         timeline: vec![],
+    }
+}
+
+/// `design`'s TX runs at 64 B, one per round from round 1, at these rates.
+fn rounds(design: &str, pps: &[f64]) -> Vec<experiments::Sample> {
+    (1..)
+        .zip(pps)
+        .map(|(round, pps)| experiments::Sample {
+            round,
+            ..tx_64(design, *pps)
+        })
+        .collect()
+}
+
+/// Results of these samples on this machine, with seed 1234.
+fn results(samples: Vec<experiments::Sample>) -> Results {
+    Results {
+        stream_gbps: vec![],
+        stream_64b_mps: vec![],
+        peers: vec![],
+        peer_failures: vec![],
+        machine: experiments::Machine::detect("kernel", "blocking"),
+        samples,
+        seed: Some(1234),
     }
 }

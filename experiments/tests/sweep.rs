@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use experiments::sweep::{Sweep, SweepError};
+use experiments::sweep::{run_order, Sweep, SweepError};
 use experiments::Dir;
 
 mod common;
@@ -23,6 +23,30 @@ fn the_shipped_scenario_files_parse() {
     assert!(n >= 2, "the examples are there");
 }
 
+/// The run order: each round a shuffle of every run, the same for the same seed and another
+/// for another seed.
+#[test]
+fn the_run_order_follows_the_seed() {
+    let a = run_order(20, 5, 7);
+    assert_eq!(a, run_order(20, 5, 7), "the same seed, the same order");
+    assert_ne!(a, run_order(20, 5, 8), "another seed, another order");
+    assert_eq!(a.len(), 5);
+    for round in &a {
+        let mut sorted = round.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>(), "every run once");
+    }
+    // Shuffled afresh each round, and not left in the sweep's order.
+    assert!(a.windows(2).all(|w| w[0] != w[1]), "{a:?}");
+    assert!(a.iter().all(|r| *r != (0..20).collect::<Vec<_>>()));
+    // Different seeds give different first rounds (not only different later ones).
+    let firsts: std::collections::BTreeSet<Vec<usize>> = (0..10)
+        .map(|seed| run_order(20, 1, seed).remove(0))
+        .collect();
+    assert_eq!(firsts.len(), 10);
+    assert_eq!(run_order(0, 2, 1), vec![Vec::<usize>::new(); 2]);
+}
+
 #[test]
 fn bad_scenario_files_are_refused_with_the_reason() {
     let err = |text: &str| Sweep::parse(text, "x.toml").unwrap_err().to_string();
@@ -39,6 +63,7 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert!(err("sizes = []").contains("empty"));
     assert!(err("queues = [0]").contains("queues: 0"));
     assert!(err("back_spin_us = 2000000").contains("back_spin_us"));
+    assert!(err("seed = -1").contains("seed"));
     // The cost mode is checked before any run starts.
     let e = err("cost = \"cheap\"");
     assert!(e.contains("cost") && e.contains("cheap"), "{e}");
@@ -69,7 +94,7 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     std::fs::write(
         &file,
         "designs = [\"grant-copy\", \"ring:2:greedy\"]\nsizes = [256]\ndirs = [\"rx\"]\n\
-         rounds = 1\nseconds = 0.1\nstream = false\n",
+         rounds = 1\nseconds = 0.1\nstream = false\nseed = 77\n",
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -86,6 +111,8 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     assert_eq!(ran.busy, Some(false));
     assert_eq!(ran.cost.as_deref(), Some("kernel"));
     assert_eq!(ran.stream, Some(false));
+    // The seed came from the file and is recorded with the results.
+    assert_eq!((ran.seed, r.seed), (Some(77), Some(77)));
     // A bad file stops the run before anything is measured.
     std::fs::write(&file, "sizes = [1]\n").unwrap();
     let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
