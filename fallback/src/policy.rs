@@ -95,16 +95,26 @@ impl PolicyState {
     }
 }
 
-/// Where packet bytes go: the two baselines and the two staging designs.
+/// Where packet bytes go: the two baselines and the staging designs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Design {
     /// Grants for every packet; the backend copies them.
     GrantCopy,
     /// Grants for every packet; the backend maps them.
     GrantMap,
-    /// Staging slots of `data_len` bytes per request id (the RFC's data list).
+    /// Staging slots of `data_len` bytes per request id (the RFC's data list), in
+    /// netstage's encoding: the staged head leaves the grants, announced by
+    /// `NETTXF_staged` / `NETRXF_staged` and an extra request.
     Slots {
         /// Bytes per slot, 64 to 65536.
+        data_len: u32,
+    },
+    /// Staging slots in RFC revision 1's own encoding: requests and responses as without
+    /// staging, the start of a request's data replicated in the slot of its id.
+    SlotsRfc {
+        /// 64 to 65536. Up to 4096, the slot size: the first request's first `data_len`
+        /// bytes are replicated. Above, how much of the packet is, a page per request
+        /// (65536: all of it); slots are then a page each.
         data_len: u32,
     },
     /// A data ring of `2^order` pages per queue, split in two directions.
@@ -122,6 +132,7 @@ impl std::fmt::Display for Design {
             Design::GrantCopy => write!(f, "grant-copy"),
             Design::GrantMap => write!(f, "grant-map"),
             Design::Slots { data_len } => write!(f, "slots:{data_len}"),
+            Design::SlotsRfc { data_len } => write!(f, "slots-rfc:{data_len}"),
             Design::Ring { order, policy } => write!(f, "ring:{order}:{policy}"),
         }
     }
@@ -130,26 +141,31 @@ impl std::fmt::Display for Design {
 impl std::str::FromStr for Design {
     type Err = String;
 
-    /// `grant-copy`, `grant-map`, `slots:<data-len>` or `ring:<order>:<policy>` with policy
-    /// `fixed:<bytes>`, `greedy` or `adaptive`.
+    /// `grant-copy`, `grant-map`, `slots:<data-len>`, `slots-rfc:<data-len>` or
+    /// `ring:<order>:<policy>` with policy `fixed:<bytes>`, `greedy` or `adaptive`.
     fn from_str(s: &str) -> Result<Design, String> {
         let bad = || {
             format!(
-                "design `{s}`: expected grant-copy, grant-map, slots:<data-len 64..65536> or \
-                 ring:<order 0..9>:<fixed:N|greedy|adaptive>"
+                "design `{s}`: expected grant-copy, grant-map, slots:<data-len 64..65536>, \
+                 slots-rfc:<data-len 64..65536> or ring:<order 0..9>:<fixed:N|greedy|adaptive>"
             )
+        };
+        let data_len = |n: &str| match n.parse::<u32>() {
+            Ok(v) if (64..=65536).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "design `{s}`: data-len `{n}` is not a number from 64 to 65536"
+            )),
         };
         let parts: Vec<&str> = s.split(':').collect();
         match parts[..] {
             ["grant-copy"] => Ok(Design::GrantCopy),
             ["grant-map"] => Ok(Design::GrantMap),
-            ["slots", n] => {
-                let data_len: u32 = n.parse().map_err(|_| bad())?;
-                if !(64..=65536).contains(&data_len) {
-                    return Err(bad());
-                }
-                Ok(Design::Slots { data_len })
-            }
+            ["slots", n] => Ok(Design::Slots {
+                data_len: data_len(n)?,
+            }),
+            ["slots-rfc", n] => Ok(Design::SlotsRfc {
+                data_len: data_len(n)?,
+            }),
             ["ring", o, p, ref rest @ ..] => {
                 let order: u32 = o.parse().map_err(|_| bad())?;
                 if order > 9 {
@@ -178,6 +194,10 @@ mod tests {
             "grant-copy",
             "grant-map",
             "slots:256",
+            "slots-rfc:64",
+            "slots-rfc:256",
+            "slots-rfc:4096",
+            "slots-rfc:65536",
             "ring:4:greedy",
             "ring:0:fixed:128",
             "ring:9:adaptive",
@@ -188,6 +208,13 @@ mod tests {
             "",
             "slots:63",
             "slots:65537",
+            "slots-rfc",
+            "slots-rfc:",
+            "slots-rfc:63",
+            "slots-rfc:65537",
+            "slots-rfc:-1",
+            "slots-rfc:256:1",
+            "slots_rfc:256",
             "ring:10:greedy",
             "ring:4",
             "ring:4:fixed",
@@ -195,6 +222,38 @@ mod tests {
         ] {
             assert!(s.parse::<Design>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn every_data_len_parses_exactly_in_range_and_errors_name_the_input() {
+        for n in (0..=70_000u32).chain([u32::MAX, u32::MAX - 1]) {
+            for (name, make) in [
+                (
+                    "slots",
+                    (|d| Design::Slots { data_len: d }) as fn(u32) -> Design,
+                ),
+                ("slots-rfc", |d| Design::SlotsRfc { data_len: d }),
+            ] {
+                let s = format!("{name}:{n}");
+                match s.parse::<Design>() {
+                    Ok(d) => {
+                        assert!((64..=65536).contains(&n), "{s}");
+                        assert_eq!(d, make(n));
+                        assert_eq!(d.to_string(), s);
+                    }
+                    Err(e) => {
+                        assert!(!(64..=65536).contains(&n), "{s}: {e}");
+                        assert!(e.contains(&format!("`{s}`")) && e.contains(&format!("`{n}`")));
+                    }
+                }
+            }
+        }
+        for s in ["slots-rfc:0x100", "slots-rfc: 256", "slots-rfc:2.5"] {
+            let e = s.parse::<Design>().unwrap_err();
+            assert!(e.contains(&format!("`{s}`")), "{e}");
+        }
+        let e = "slots-rfc".parse::<Design>().unwrap_err();
+        assert!(e.contains("slots-rfc:<data-len 64..65536>"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A hostile frontend, written by hand against the rings and the staging memory, shows that
 //! the backend turns every bad staging claim into a typed fault: a dropped packet answered
-//! with an error, or a disconnect with the reason in XenStore — never a crash.
+//! with an error, or a disconnect with the reason in XenStore — never a crash. For every
+//! staging encoding: netstage's flags on slots and the data ring, and RFC rev 1's own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,8 +70,19 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 impl Evil {
-    /// Connects by hand: `design` is "none", "slots" (256-byte slots) or "ring" (order 1).
+    /// Connects by hand: `design` is "none", "slots" (256-byte slots, netstage's flags),
+    /// "slots-rfc" (the same slots in RFC rev 1's encoding) or "ring" (order 1).
     fn connect(design: &str) -> Evil {
+        let e = Evil::offer(design, &[]);
+        wait("backend Connected", || {
+            read_state(&e.xs, &e.backend_dir()) == XenbusState::Connected
+        });
+        e
+    }
+
+    /// Writes the keys of `design`, with `keys` written over them, and says Connected
+    /// without waiting for the backend.
+    fn offer(design: &str, overrides: &[(&str, &str)]) -> Evil {
         let world = SimWorld::create_temp().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
@@ -123,7 +135,7 @@ impl Evil {
         let mut keep = vec![tx_page, rx_page, rx_pool];
         let mut ring_intf = None;
         let staging = match design {
-            "slots" => {
+            "slots" | "slots-rfc" => {
                 let mut tx_area = None;
                 for (d, w) in [("tx", false), ("rx", true)] {
                     let layout = SlotLayout::new(256, 256).unwrap();
@@ -141,6 +153,9 @@ impl Evil {
                     keys.push((format!("{d}-data-len"), "256".into()));
                     keep.push(data);
                     keep.push(list);
+                }
+                if design == "slots" {
+                    keys.push(("request-staged-flags".into(), "1".into()));
                 }
                 Staging::Slots(tx_area.unwrap())
             }
@@ -160,10 +175,10 @@ impl Evil {
         for (k, v) in &keys {
             xs.write(NO_TX, &format!("{f}/{k}"), v.as_bytes()).unwrap();
         }
+        for (k, v) in overrides {
+            xs.write(NO_TX, &format!("{f}/{k}"), v.as_bytes()).unwrap();
+        }
         write_state(&xs, f, XenbusState::Connected).unwrap();
-        wait("backend Connected", || {
-            read_state(&xs, &p.backend) == XenbusState::Connected
-        });
         Evil {
             _world: world,
             _dir: dir,
@@ -192,6 +207,22 @@ impl Evil {
         self.port.notify().unwrap();
     }
 
+    /// Sends `reqs`, which make a good packet: it is answered with success and delivered as
+    /// `want`.
+    fn delivers(&mut self, reqs: &[NetifTxRequest], want: &[u8]) {
+        self.send(reqs);
+        assert_eq!(self.response(), NETIF_RSP_OKAY);
+        assert_eq!(self.sink.0.lock().unwrap().last().unwrap().data, want);
+    }
+
+    /// The backend's RX injector, once connected.
+    fn injector(&self) -> RxInjector {
+        wait("the RX injector", || {
+            !self.sink.1.lock().unwrap().is_empty()
+        });
+        self.sink.1.lock().unwrap()[0].clone()
+    }
+
     /// The status of the next TX response.
     fn response(&mut self) -> i16 {
         let mut st = None;
@@ -205,8 +236,12 @@ impl Evil {
         st.unwrap()
     }
 
+    fn backend_dir(&self) -> String {
+        format!("/local/domain/0/backend/vif/{FE}/0")
+    }
+
     fn backend_error(&self) -> String {
-        let be = format!("/local/domain/0/backend/vif/{FE}/0");
+        let be = self.backend_dir();
         wait("backend Closing", || {
             read_state(&self.xs, &be) == XenbusState::Closing
         });
@@ -263,9 +298,7 @@ fn a_slot_id_out_of_range_is_dropped_and_the_device_goes_on() {
         a.write(5, 0, &[7u8; 60]).unwrap();
     }
     let r = e.staged(60, &[], 5);
-    e.send(&r);
-    assert_eq!(e.response(), NETIF_RSP_OKAY);
-    assert_eq!(e.sink.0.lock().unwrap()[0].data, vec![7u8; 60]);
+    e.delivers(&r, &[7u8; 60]);
     let m = e.metrics.snapshot();
     assert_eq!(
         (m.tx_dropped, m.tx_staged_packets, m.fatal_faults),
@@ -359,9 +392,7 @@ fn staging_buffer_requests_are_checked() {
     if let Staging::Slots(a) = &e.staging {
         a.write(5, 0, &[3u8; 60]).unwrap();
     }
-    e.send(&[NetifTxRequest { gref: 5, ..zc }]);
-    assert_eq!(e.response(), NETIF_RSP_OKAY);
-    assert_eq!(e.sink.0.lock().unwrap()[0].data, vec![3u8; 60]);
+    e.delivers(&[NetifTxRequest { gref: 5, ..zc }], &[3u8; 60]);
     let m = e.metrics.snapshot();
     assert_eq!(
         (m.tx_dropped, m.tx_zerocopy_packets, m.fatal_faults),
@@ -375,8 +406,7 @@ fn rx_ring_fallbacks_are_counted_once_per_packet_while_packets_wait_for_requests
     // RX requests: 1 packet of 3000 B fits the ring, 15 fall back to grant copy, and 8 wait
     // for requests while the backend is woken again and again.
     let mut e = Evil::connect("ring");
-    wait("the RX injector", || !e.sink.1.lock().unwrap().is_empty());
-    let inj = e.sink.1.lock().unwrap()[0].clone();
+    let inj = e.injector();
     for i in 0..24u8 {
         assert!(inj.send(Packet {
             data: vec![i; 3000].into(),
@@ -405,6 +435,114 @@ fn rx_ring_fallbacks_are_counted_once_per_packet_while_packets_wait_for_requests
     assert_eq!(m.rx_staged_packets, 1, "{m:?}");
     assert_eq!(m.rx_fallback_ring_full, 23, "{m:?}");
     assert_eq!(m.rx_grant_copy_bytes, 23 * 3000);
+}
+
+/// One request carrying a whole `size`-byte packet granted in pool page 0, as RFC rev 1's
+/// encoding sends it (no flag: the slot of `id` replicates the head).
+fn plain(e: &Evil, id: u16, size: u16) -> NetifTxRequest {
+    NetifTxRequest {
+        gref: e.pool.grefs[0],
+        offset: 0,
+        flags: 0,
+        id,
+        size,
+    }
+}
+
+#[test]
+fn slots_rfc_takes_the_head_from_the_slot_and_drops_an_id_that_names_none() {
+    let mut e = Evil::connect("slots-rfc");
+    // The grant holds 300 bytes; its first 256 are replicated in slot 5, and the slot's
+    // copy is what counts: the grant's are skipped.
+    let mut granted = vec![9u8; 256];
+    granted.extend([1u8; 44]);
+    e.pool.mem.write_at(0, &granted).unwrap();
+    if let Staging::Slots(a) = &e.staging {
+        a.write(5, 0, &[7u8; 256]).unwrap();
+    }
+    // A request id past the 256 slots names no slot: dropped, and the device goes on.
+    e.send(&[plain(&e, 300, 300)]);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    let mut want = vec![7u8; 256];
+    want.extend([1u8; 44]);
+    e.delivers(&[plain(&e, 5, 300)], &want);
+    let m = e.metrics.snapshot();
+    assert_eq!(
+        (m.tx_dropped, m.tx_staged_packets, m.tx_staged_bytes),
+        (1, 1, 256)
+    );
+    assert_eq!((m.tx_grant_copy_bytes, m.fatal_faults), (44, 0));
+}
+
+#[test]
+fn slots_rfc_drops_requests_of_the_other_encodings() {
+    let mut e = Evil::connect("slots-rfc");
+    if let Staging::Slots(a) = &e.staging {
+        a.write(5, 0, &[3u8; 60]).unwrap();
+    }
+    // netstage's NETTXF_staged and NETTXF_staging_buffer are not RFC rev 1's.
+    let flagged = e.staged(60, &[], 5);
+    e.send(&flagged);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    let zc = NetifTxRequest {
+        gref: 5,
+        flags: TxFlags::STAGING_BUFFER.bits(),
+        ..plain(&e, 6, 60)
+    };
+    e.send(&[zc]);
+    assert_eq!(e.response(), NETIF_RSP_ERROR);
+    e.delivers(&[plain(&e, 5, 60)], &[3u8; 60]);
+    let m = e.metrics.snapshot();
+    let counts = [m.tx_dropped, m.tx_staged_packets, m.tx_zerocopy_packets];
+    assert_eq!((counts, m.fatal_faults), ([2, 1, 0], 0));
+}
+
+#[test]
+fn slots_rfc_disconnects_an_rx_request_whose_id_names_no_slot() {
+    let mut e = Evil::connect("slots-rfc");
+    let inj = e.injector();
+    // The 16 buffers posted at connect take 16 packets, their heads in slots 0..16.
+    for i in 0..16u8 {
+        assert!(inj.send(Packet::new(vec![i; 100])));
+    }
+    wait("16 RX packets", || e.metrics.snapshot().rx_packets == 16);
+    let m = e.metrics.snapshot();
+    assert_eq!((m.rx_staged_bytes, m.rx_grant_copy_bytes), (16 * 100, 0));
+    e.rx.put_request(&netstage_ring::netif::NetifRxRequest {
+        id: 300,
+        pad: 0,
+        gref: e.rx_pool[0],
+    })
+    .unwrap();
+    e.rx.push_requests().unwrap();
+    assert!(inj.send(Packet::new(vec![9u8; 100])));
+    e.port.notify().unwrap();
+    let err = e.backend_error();
+    assert!(
+        err.contains("RX request id 300 names no staging slot"),
+        "{err}"
+    );
+    assert_eq!(e.metrics.snapshot().fatal_faults, 1);
+}
+
+#[test]
+fn slots_rfc_keys_out_of_range_refuse_the_connection() {
+    for (keys, why) in [
+        (
+            &[("tx-data-len", "65537")][..],
+            "tx-data-len 65537 is outside 64..=65536",
+        ),
+        (
+            &[("rx-data-len", "63")][..],
+            "rx-data-len 63 is outside 64..=65536",
+        ),
+        (&[("tx-data-len", "lots")][..], "not a number"),
+        (&[("request-staged-flags", "2")][..], "request-staged-flags"),
+    ] {
+        let e = Evil::offer("slots-rfc", keys);
+        let err = e.backend_error();
+        assert!(err.contains(why), "{keys:?}: {err}");
+    }
 }
 
 /// An event storm from the frontend (XSA-391 class): notifications that bring no work make

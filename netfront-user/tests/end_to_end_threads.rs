@@ -1,6 +1,8 @@
 //! Frontend and backend as two domains run by threads of this process, over the emulated
 //! platform and the embedded xenstored: every byte of every packet arrives, in order, both
-//! ways, for grant copy and grant map, one and two queues; negotiation failures are clear.
+//! ways, for grant copy and grant map, one and two queues, and every staging design
+//! (RFC rev 1's own slot encoding with exactly the requests, staged bytes and grant
+//! operations it implies); negotiation failures are clear.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -9,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use netstage_fallback::{Gso, Packet};
 use netstage_netback_user::{
-    toolstack, Backend, BackendConfig, Features, RxInjector, TxPath, VifHandler,
+    toolstack, Backend, BackendConfig, Features, MetricsSnapshot, RxInjector, TxPath, VifHandler,
 };
 use netstage_netfront_user::{
     CopyPolicy, Design, Frontend, FrontendConfig, FrontendError, FrontendHandler,
 };
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimWorld};
-use netstage_platform::xenstore::XsClient;
+use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
 use netstage_ring::netif::GsoType;
+use netstage_ring::staging::ReplicatedHead;
 
 const FE: u16 = 7;
 
@@ -157,6 +160,23 @@ fn exchange(tx_path: TxPath, queues: u16) {
 }
 
 fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
+    exchange_sizes(tx_path, queues, design, &sizes());
+}
+
+/// What one exchange moved, and what each end counted.
+struct Exchanged {
+    /// Lengths of the packets the frontend sent.
+    sent: Vec<usize>,
+    /// Lengths of the packets the backend injected.
+    injected: Vec<usize>,
+    front: netstage_netfront_user::MetricsSnapshot,
+    back: MetricsSnapshot,
+}
+
+/// Packets of each of `sizes`, 20 rounds, both ways over `queues` queues of `design`:
+/// checks every byte, the order, the counters both ends agree on and, for the baselines,
+/// the grant operations.
+fn exchange_sizes(tx_path: TxPath, queues: u16, design: Design, sizes: &[usize]) -> Exchanged {
     let rig = Rig::new(BackendConfig {
         tx_path,
         max_queues: 4,
@@ -182,7 +202,7 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
     // 14 B..64 KiB, every size several times, round-robin over the queues.
     let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
     for round in 0..20u32 {
-        for (k, len) in sizes().into_iter().enumerate() {
+        for (k, &len) in sizes.iter().enumerate() {
             if len < 14 {
                 continue;
             }
@@ -205,7 +225,7 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
     let injectors = rig.back.injectors.lock().unwrap().clone();
     let mut injected: Vec<(u16, Vec<u8>)> = Vec::new();
     for round in 0..20u32 {
-        for (k, len) in sizes().into_iter().enumerate() {
+        for (k, &len) in sizes.iter().enumerate() {
             let q = ((round as usize + k) % queues as usize) as u16;
             let data = payload(len, 7 + round * 100 + k as u32);
             assert!(injectors[q as usize].send_blocking(Packet {
@@ -269,6 +289,12 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
     drop(got);
     let fm = front.metrics();
     let bm = rig.metrics.snapshot();
+    let exchanged = Exchanged {
+        sent: sent.iter().map(|(_, d)| d.len()).collect(),
+        injected: injected.iter().map(|(_, d)| d.len()).collect(),
+        front: fm,
+        back: bm,
+    };
     let tx_bytes: u64 = sent.iter().map(|(_, d)| d.len() as u64).sum();
     let rx_bytes: u64 = injected.iter().map(|(_, d)| d.len() as u64).sum();
     assert_eq!((fm.tx_packets, fm.tx_bytes), (sent.len() as u64, tx_bytes));
@@ -330,7 +356,7 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
         }
         assert!(fm.granted_bytes > 0);
         front.close().unwrap();
-        return;
+        return exchanged;
     }
     // Grant operations: one per page of every packet, by the path chosen (RX always copies).
     let pages = |v: &Vec<(u16, Vec<u8>)>| -> u64 {
@@ -356,6 +382,7 @@ fn exchange_design(tx_path: TxPath, queues: u16, design: Design) {
     wait_for("backend to see the close", || {
         !rig.back.disconnects.lock().unwrap().is_empty()
     });
+    exchanged
 }
 
 #[test]
@@ -391,6 +418,128 @@ fn slots_4096_two_queues() {
 #[test]
 fn slots_65536_copy_only() {
     exchange_design(TxPath::GrantMap, 1, Design::Slots { data_len: 65536 });
+}
+
+/// A packet of `len` bytes put in requests of a page each, in RFC rev 1's encoding with
+/// `data_len`: per request, the bytes its staging slot replicates and the granted rest.
+fn rfc_split(data_len: u32, len: usize) -> Vec<(usize, usize)> {
+    let mut cur = ReplicatedHead::new(data_len).unwrap().start();
+    (0..len.max(1))
+        .step_by(4096)
+        .map(|at| {
+            let page = (len - at).min(4096);
+            let r = cur.take(page);
+            (r, page - r)
+        })
+        .collect()
+}
+
+/// `slots-rfc:<data_len>` both ways, with packets below, at and above `data_len`: every
+/// byte arrives, and the wire is RFC rev 1's: the requests of a packet without staging
+/// (no flag, no request more), exactly what the encoding replicates counted as staged by
+/// both ends, and a grant operation only for a request's granted rest.
+fn slots_rfc(tx_path: TxPath, queues: u16, data_len: u32) {
+    let d = data_len as usize;
+    let mut sizes = vec![14, 60, 1500, 4096, 9000, 65535];
+    sizes.extend([d - 1, d, d + 1].into_iter().filter(|n| *n <= 65535));
+    let x = exchange_sizes(tx_path, queues, Design::SlotsRfc { data_len }, &sizes);
+    let (fm, bm) = (x.front, x.back);
+    let sum = |lens: &[usize], f: &dyn Fn(usize) -> usize| -> u64 {
+        lens.iter().map(|&l| f(l) as u64).sum()
+    };
+    let replicated = |l| rfc_split(data_len, l).iter().map(|p| p.0).sum();
+    let granted_parts = |l| rfc_split(data_len, l).iter().filter(|p| p.1 > 0).count();
+    let requests = |l: usize| l.div_ceil(4096).max(1) + usize::from(gso_for(l).is_some());
+    assert_eq!(bm.tx_staged_bytes, sum(&x.sent, &replicated), "{bm:?}");
+    assert_eq!(bm.rx_staged_bytes, sum(&x.injected, &replicated), "{bm:?}");
+    assert_eq!(fm.rx_staged_bytes, bm.rx_staged_bytes);
+    assert_eq!(bm.tx_slots, sum(&x.sent, &requests), "{bm:?}");
+    let (tx_ops, rx_ops) = (
+        sum(&x.sent, &granted_parts),
+        sum(&x.injected, &granted_parts),
+    );
+    match tx_path {
+        TxPath::GrantCopy => assert_eq!((bm.grant_copy_ops, bm.grant_maps), (tx_ops + rx_ops, 0)),
+        TxPath::GrantMap => assert_eq!((bm.grant_copy_ops, bm.grant_maps), (rx_ops, tx_ops)),
+    }
+    if data_len == 65536 {
+        // Copy-only: no packet byte goes by a grant operation, either way.
+        assert_eq!((tx_ops, rx_ops), (0, 0));
+        assert_eq!(bm.tx_staged_bytes, bm.tx_bytes);
+        assert_eq!(bm.rx_staged_bytes, bm.rx_bytes);
+    }
+}
+
+#[test]
+fn slots_rfc_below_at_and_above_data_len() {
+    for (tx_path, queues, data_len) in [
+        (TxPath::GrantCopy, 1, 256),
+        (TxPath::GrantCopy, 2, 4096),
+        (TxPath::GrantMap, 1, 6000),
+    ] {
+        slots_rfc(tx_path, queues, data_len);
+    }
+}
+
+#[test]
+fn slots_rfc_65536_copy_only() {
+    slots_rfc(TxPath::GrantMap, 1, 65536);
+}
+
+/// The frontend's directory: `key`'s value, if written.
+fn front_key(rig: &Rig, key: &str) -> Option<String> {
+    let xs = XsClient::connect(rig.xsd.socket()).unwrap();
+    let path = format!("/local/domain/{FE}/device/vif/0/{key}");
+    xs.read(NO_TX, &path)
+        .ok()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+#[test]
+fn slots_rfc_is_negotiated_with_the_rfc_keys_and_falls_back_to_grant_copy() {
+    let connect = |rig: &Rig, design| {
+        let cfg = FrontendConfig {
+            design,
+            ..FrontendConfig::default()
+        };
+        rig.front(cfg, Arc::new(FrontSide::default())).unwrap()
+    };
+    // Offered up to 4096: 65536 is reduced to it; the frontend writes the RFC's keys and
+    // not the flags' key, which the other slot encoding writes.
+    let rig = Rig::new(BackendConfig {
+        slots_max_data_len: Some(4096),
+        ..BackendConfig::default()
+    });
+    let f = connect(&rig, Design::SlotsRfc { data_len: 65536 });
+    assert_eq!(f.design(), Design::SlotsRfc { data_len: 4096 });
+    for k in ["tx-data-len", "rx-data-len"] {
+        assert_eq!(front_key(&rig, k).as_deref(), Some("4096"), "{k}");
+    }
+    assert!(front_key(&rig, "tx-data-ref0").is_some());
+    assert_eq!(front_key(&rig, "request-staged-flags"), None);
+    f.send(0, Packet::new(payload(1500, 1))).unwrap();
+    wait_for("TX", || rig.back.got.lock().unwrap().len() == 1);
+    assert_eq!(rig.back.got.lock().unwrap()[0].1.data, payload(1500, 1));
+    f.close().unwrap();
+    let f = connect(&rig, Design::Slots { data_len: 256 });
+    assert_eq!(
+        front_key(&rig, "request-staged-flags").as_deref(),
+        Some("1")
+    );
+    f.close().unwrap();
+    drop(rig);
+    // Not offered: grant copy, and packets still go.
+    let rig = Rig::new(BackendConfig {
+        slots_max_data_len: None,
+        ..BackendConfig::default()
+    });
+    let f = connect(&rig, Design::SlotsRfc { data_len: 256 });
+    assert_eq!(f.design(), Design::GrantCopy);
+    assert_eq!(front_key(&rig, "tx-data-len"), None);
+    f.send(0, Packet::new(payload(300, 2))).unwrap();
+    wait_for("TX", || rig.back.got.lock().unwrap().len() == 1);
+    assert_eq!(f.metrics().tx_staged_packets, 0);
+    f.close().unwrap();
 }
 
 #[test]

@@ -59,12 +59,14 @@ impl QueueParams {
 }
 
 /// One planned RX packet of a burst: its index in the caller's slice, its requests (a
-/// range of the queue's request vector) and the bytes staged.
+/// range of the queue's request vector), the bytes staged apart and the first bytes of the
+/// rest that staging memory replicates (the grant copy skips them).
 #[derive(Debug, Clone, Copy)]
 struct RxPlanned {
     pkt: usize,
     reqs: (usize, usize),
     staged: usize,
+    replicated: usize,
 }
 
 /// One queue of a connected vif, for one thread to drive.

@@ -82,13 +82,22 @@ impl<P: BackendPlatform> BackQueue<P> {
             self.staging
                 .rx_stage(first, &p.data[..staged])
                 .map_err(QueueFault)?;
+        }
+        let reqs = &self.rx_reqs[start..start + need];
+        let mut data_ids = data_reqs(reqs, p.gso.is_some(), staged).map(|r| r.id);
+        let replicated = self
+            .staging
+            .rx_replicate(&mut data_ids, &p.data[staged..])
+            .map_err(QueueFault)?;
+        if staged + replicated > 0 {
             self.counts.rx_staged_packets += 1;
-            self.counts.rx_staged_bytes += staged as u64;
+            self.counts.rx_staged_bytes += (staged + replicated) as u64;
         }
         self.rx_plan.push(RxPlanned {
             pkt: i,
             reqs: (start, need),
             staged,
+            replicated,
         });
         Ok(())
     }
@@ -104,17 +113,32 @@ impl<P: BackendPlatform> BackQueue<P> {
         for (k, pl) in self.rx_plan.iter().enumerate() {
             let p = &pkts[pl.pkt];
             let reqs = &self.rx_reqs[pl.reqs.0..pl.reqs.0 + pl.reqs.1];
-            for (chunk, r) in p.data[pl.staged..].chunks(XEN_PAGE_SIZE).zip(data_reqs(
-                reqs,
-                p.gso.is_some(),
-                pl.staged,
-            )) {
-                let dst = ForeignRef {
-                    dom: fe,
-                    gref: r.gref,
-                    offset: 0,
-                };
-                burst.push(k, CopyOp::ToForeign { src: chunk, dst });
+            let data = data_reqs(reqs, p.gso.is_some(), pl.staged);
+            for (j, (chunk, r)) in p.data[pl.staged..]
+                .chunks(XEN_PAGE_SIZE)
+                .zip(data)
+                .enumerate()
+            {
+                // The replicated prefix is in staging memory: not copied into the buffer.
+                let skip = pl
+                    .replicated
+                    .saturating_sub(j * XEN_PAGE_SIZE)
+                    .min(chunk.len());
+                if skip < chunk.len() {
+                    let dst = ForeignRef {
+                        dom: fe,
+                        gref: r.gref,
+                        // At most a page.
+                        offset: skip as u16,
+                    };
+                    burst.push(
+                        k,
+                        CopyOp::ToForeign {
+                            src: &chunk[skip..],
+                            dst,
+                        },
+                    );
+                }
             }
         }
         self.rx_failed.clear();
@@ -136,7 +160,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             } else {
                 self.counts.rx_packets += 1;
                 self.counts.rx_bytes += len;
-                self.counts.rx_grant_copy_bytes += len - pl.staged as u64;
+                self.counts.rx_grant_copy_bytes += len - (pl.staged + pl.replicated) as u64;
             }
         }
         if self.rx.push_responses_and_check_notify().map_err(fault)? {

@@ -109,6 +109,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             let tx = &mut self.tx;
             parse_tx_chain_into(|| tx.take_request().ok().flatten(), &mut chains[got])
                 .map_err(|f| QueueFault(format!("TX request chain: {f}")))?;
+            self.staging.tx_claim(&mut chains[got]);
             self.counts.tx_slots += chains[got].slots.len() as u64;
             got += 1;
         }
@@ -175,7 +176,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             self.counts.tx_dropped += 1;
             return Ok((NETIF_RSP_ERROR, None));
         }
-        let staged = c.flags.contains(TxFlags::STAGED);
+        let staged = c.staged > 0 || c.flags.contains(TxFlags::STAGED);
         if c.drop.is_some() || !gso_ok || (!self.p.sg && c.data_slots() > 1) {
             if staged {
                 self.staging.tx_skip(c).map_err(QueueFault)?;

@@ -6,10 +6,14 @@
 mod none;
 mod ring;
 mod slots;
+mod slots_rfc;
 
 pub(crate) use none::NoStaging;
 pub(crate) use ring::DataRing;
 pub(crate) use slots::Slots;
+pub(crate) use slots_rfc::SlotsRfc;
+
+use slots::map_slots;
 
 use netstage_platform::xenstore::XenStore;
 use netstage_platform::DomId;
@@ -26,6 +30,11 @@ pub(crate) type Lent = [(u32, usize, usize); 2];
 
 /// One queue's staging memory, as the backend uses it.
 pub(crate) trait BackStaging: Send {
+    /// TX: marks in a parsed chain the bytes staging memory holds where no flag announces
+    /// them (RFC rev 1's replicated head; [`TxChain::replicate`]), before anything else
+    /// looks at it.
+    fn tx_claim(&mut self, _c: &mut TxChain) {}
+
     /// TX: copies the staged head of `c` (`c.staged` bytes) into `dst`. `Ok(false)`: the
     /// packet is to be dropped (its slot cannot be read, or staging was never negotiated).
     fn tx_read(&mut self, c: &TxChain, dst: &mut [u8]) -> Result<bool, Fatal>;
@@ -42,9 +51,11 @@ pub(crate) trait BackStaging: Send {
         None
     }
 
-    /// TX: `c` carries `NETTXF_staged` but is dropped for another reason; keeps the staging
-    /// memory in step with the requests.
-    fn tx_skip(&mut self, c: &TxChain) -> Result<(), Fatal>;
+    /// TX: `c` carries staged bytes but is dropped for another reason; keeps the staging
+    /// memory in step with the requests (slots, tied to requests, need nothing).
+    fn tx_skip(&mut self, _c: &TxChain) -> Result<(), Fatal> {
+        Ok(())
+    }
 
     /// TX: copies the whole packet held in global slot `slot` (`NETTXF_staging_buffer`)
     /// into `dst`; false if this design has no such slot.
@@ -57,12 +68,30 @@ pub(crate) trait BackStaging: Send {
         Ok(())
     }
 
-    /// RX: how many bytes of a `len`-byte packet to stage, and whether the rest goes by
-    /// grant copy because the data ring lacks room (counted when the packet is committed).
-    fn rx_plan(&mut self, len: usize) -> Result<(usize, bool), Fatal>;
+    /// RX: how many bytes of a `len`-byte packet to stage apart (announced by
+    /// `NETRXF_staged`; none by default), and whether the rest goes by grant copy because
+    /// the data ring lacks room (counted when the packet is committed).
+    fn rx_plan(&mut self, _len: usize) -> Result<(usize, bool), Fatal> {
+        Ok((0, false))
+    }
 
-    /// RX: writes the staged head of a packet whose first request has id `first_id`.
-    fn rx_stage(&mut self, first_id: u16, head: &[u8]) -> Result<(), Fatal>;
+    /// RX: writes the staged head of a packet whose first request has id `first_id` (never
+    /// called where [`BackStaging::rx_plan`] stages nothing apart).
+    fn rx_stage(&mut self, _first_id: u16, _head: &[u8]) -> Result<(), Fatal> {
+        Err("staged an RX head apart, which this design does not do".into())
+    }
+
+    /// RX: copies into staging memory what the design replicates of `data`, the bytes a
+    /// packet's data requests (ids `data_ids`, in order) receive a page each; returns how
+    /// many of the first bytes it replicated (a prefix: request after request), which the
+    /// grant copy skips and the responses still count.
+    fn rx_replicate(
+        &mut self,
+        _data_ids: &mut dyn Iterator<Item = u16>,
+        _data: &[u8],
+    ) -> Result<usize, Fatal> {
+        Ok(0)
+    }
 
     /// RX: makes the burst's staged bytes visible before the responses that announce them.
     fn rx_publish(&mut self) -> Result<(), Fatal> {
@@ -97,21 +126,31 @@ impl<P, X: XenStore> Negotiation<'_, P, X> {
     }
 }
 
-/// The design the frontend asked for on a queue of `slots` request ids, told by the key it
-/// wrote, set up with what it wrote: the one place that names the designs.
+/// The design the frontend asked for on a queue of `slots` request ids, told by the keys
+/// it wrote, set up with what it wrote: the one place that names the designs. A data list
+/// alone is RFC rev 1's encoding; `request-staged-flags` = 1 asks for netstage's flags.
 pub(crate) fn negotiate<P: BackendPlatform, X: XenStore>(
     n: &Negotiation<'_, P, X>,
     cfg: &BackendConfig,
     slots: u32,
 ) -> Result<Box<dyn BackStaging>, String> {
+    let max = cfg.slots_max_data_len;
     match (n.read("tx-data-len"), n.read("data-ring-ref")) {
         (None, None) => Ok(Box::new(NoStaging)),
         (Some(_), Some(_)) => Err("frontend asks for both staging slots and a data ring".into()),
-        (Some(_), None) => Ok(Box::new(Slots::negotiate(
-            n,
-            cfg.slots_max_data_len,
-            slots,
-        )?)),
+        (Some(_), None) => match n.read("request-staged-flags").as_deref() {
+            Some("1") => Ok(Box::new(Slots::new(map_slots(
+                n,
+                max,
+                Slots::geometry(slots),
+            )?))),
+            None | Some("0") => Ok(Box::new(SlotsRfc::new(map_slots(
+                n,
+                max,
+                SlotsRfc::geometry(slots),
+            )?)?)),
+            Some(v) => Err(format!("request-staged-flags = {v:?}: expected 0 or 1")),
+        },
         (None, Some(_)) => Ok(Box::new(DataRing::negotiate(n, cfg.data_ring_max_order)?)),
     }
 }

@@ -8,7 +8,7 @@ use netstage_ring::netif::{
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
-use crate::staging::{err, Broken, Lent};
+use crate::staging::{err, Broken, Lent, RxPacket};
 use crate::{FrontendError, FrontendPlatform};
 
 /// The RX buffers of one received chain, in ring order.
@@ -82,8 +82,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return Ok(false);
         }
         if staged > 0 {
-            let first = ids.first().copied().ok_or("an empty RX chain")?;
-            self.staging.rx_lend(first, staged, lent, &mut self.tally)?;
+            let rx = RxPacket { chain, bufs: ids };
+            self.staging.rx_lend(rx, lent, &mut self.tally)?;
             self.tally.rx_staged_packets += 1;
             self.tally.rx_staged_bytes += staged as u64;
         }
@@ -158,6 +158,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let rx = &mut self.rx;
         parse_rx_chain_into(|| rx.take_response().ok().flatten(), chain)
             .map_err(|f| format!("RX response chain: {f}"))?;
+        self.staging.rx_claim(chain)?;
         self.storm.moved();
         ids.clear();
         for _ in &chain.slots {
@@ -199,9 +200,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .prepare(chain.total_len as usize)
             .map_err(err("RX packet"))?;
         if staged > 0 {
-            let first = ids.first().copied().ok_or("an empty RX chain")?;
             let head = dst.get_mut(..staged).ok_or("staged past the packet")?;
-            self.staging.rx_head(first, head, &mut self.tally)?;
+            let rx = RxPacket { chain, bufs: ids };
+            self.staging.rx_head(rx, head, &mut self.tally)?;
             self.tally.rx_staged_packets += 1;
             self.tally.rx_staged_bytes += staged as u64;
         }

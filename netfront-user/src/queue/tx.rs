@@ -116,6 +116,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             0
         };
         let frags = self.fill_pages(rest)?;
+        self.staging.tx_replicate(&frags, rest, &mut self.tally)?;
         self.encode(p, staged, first_id, &frags)?;
         self.tally.tx_packets += 1;
         self.tally.tx_bytes += len as u64;

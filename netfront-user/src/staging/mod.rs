@@ -7,10 +7,12 @@
 mod none;
 mod ring;
 mod slots;
+mod slots_rfc;
 
 use arrayvec::ArrayVec;
 use netstage_fallback::{Design, MAX_VIEW_PARTS};
 use netstage_platform::{DomId, GrantExport, SharedPages};
+use netstage_ring::netif::{RxChain, TxFragment};
 use netstage_ring::SharedMem;
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -19,6 +21,16 @@ use crate::FrontendError;
 
 /// Where a staged head lies, lent in place: `(region, offset, len)` ranges.
 pub(crate) type Lent = ArrayVec<(u32, usize, usize), MAX_VIEW_PARTS>;
+
+/// A received packet as its staging sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxPacket<'a> {
+    /// The parsed chain.
+    pub(crate) chain: &'a RxChain,
+    /// The RX buffers posted in the chain's ring slots, in order: the buffer of a slot
+    /// selects its staging slot (the response's id is not trusted to).
+    pub(crate) bufs: &'a [u16],
+}
 
 /// Why a queue stopped: the backend did something impossible.
 pub(crate) type Broken = String;
@@ -30,12 +42,33 @@ pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) ->
 
 /// One queue's staging memory, as its TX and RX paths use it.
 pub(crate) trait Staging: Send {
-    /// How many leading bytes of a TX packet of `len` bytes to stage (0: none; counts
-    /// fallbacks and fill samples in `t`). Decided once per packet.
+    /// How many leading bytes of a TX packet of `len` bytes to move out of the grants into
+    /// staging memory (0: none; counts fallbacks and fill samples in `t`). Decided once per
+    /// packet. A design that replicates the head instead (RFC rev 1) says 0 here and copies
+    /// it in [`Staging::tx_replicate`].
     fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize;
 
     /// Stages `head`, the first bytes of the packet whose first request has id `id`.
     fn tx_stage(&mut self, id: u16, head: &[u8]) -> Result<(), Broken>;
+
+    /// Replicates in staging memory what the design copies of a packet put whole in
+    /// granted pages: `frags` are its data requests in order, `data` their bytes (counted
+    /// in `t`). The requests stay those of a packet without staging.
+    fn tx_replicate(
+        &mut self,
+        _frags: &[TxFragment],
+        _data: &[u8],
+        _t: &mut Tally,
+    ) -> Result<(), Broken> {
+        Ok(())
+    }
+
+    /// Marks in a received chain the bytes staging memory holds where no flag announces
+    /// them (RFC rev 1's replicated head; [`RxChain::replicate`]), before anything reads
+    /// the packet.
+    fn rx_claim(&mut self, _chain: &mut RxChain) -> Result<(), Broken> {
+        Ok(())
+    }
 
     /// Makes the bytes staged so far visible to the backend (before the requests naming
     /// them are published).
@@ -43,21 +76,14 @@ pub(crate) trait Staging: Send {
         Ok(())
     }
 
-    /// Copies a received packet's staged head into `dst` (its length is the staged length);
-    /// `slot` is the RX buffer posted in the packet's first ring slot.
-    fn rx_head(&mut self, slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken>;
+    /// Copies the staged head of a received packet into `dst` (its length is the staged
+    /// length, `rx.chain.staged`).
+    fn rx_head(&mut self, rx: RxPacket<'_>, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken>;
 
-    /// Lends a received packet's staged head (`staged` bytes; `slot` as for
-    /// [`Staging::rx_head`]) in place: appends where it lies to `out`, as
-    /// `(region, offset, len)` ranges of [`Staging::lent_mem`]. They stay valid until
+    /// Lends the staged head of a received packet in place: appends where it lies to `out`,
+    /// as `(region, offset, len)` ranges of [`Staging::lent_mem`]. They stay valid until
     /// [`Staging::rx_release`].
-    fn rx_lend(
-        &mut self,
-        slot: u16,
-        staged: usize,
-        out: &mut Lent,
-        t: &mut Tally,
-    ) -> Result<(), Broken>;
+    fn rx_lend(&mut self, rx: RxPacket<'_>, out: &mut Lent, t: &mut Tally) -> Result<(), Broken>;
 
     /// The window a lent range's `region` is in.
     fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {
@@ -128,6 +154,7 @@ pub(crate) fn module(design: Design) -> &'static dyn Module {
     match design {
         Design::GrantCopy | Design::GrantMap => &none::NoStaging,
         Design::Slots { .. } => &slots::SlotStaging,
+        Design::SlotsRfc { .. } => &slots_rfc::SlotsRfcStaging,
         Design::Ring { .. } => &ring::RingStaging,
     }
 }

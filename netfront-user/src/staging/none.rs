@@ -5,7 +5,7 @@ use netstage_fallback::Design;
 /// A backend that stages RX bytes without staging memory breaks the protocol.
 const UNNEGOTIATED: &str = "backend staged RX bytes that were never negotiated";
 
-use super::{Broken, Lent, Module, Share, Staging};
+use super::{Broken, Lent, Module, RxPacket, Share, Staging};
 use crate::metrics::Tally;
 use crate::FrontendError;
 
@@ -36,17 +36,11 @@ impl Staging for NoStaging {
         Err("staged bytes without staging memory".into())
     }
 
-    fn rx_head(&mut self, _slot: u16, _dst: &mut [u8], _t: &mut Tally) -> Result<(), Broken> {
+    fn rx_head(&mut self, _: RxPacket<'_>, _: &mut [u8], _: &mut Tally) -> Result<(), Broken> {
         Err(UNNEGOTIATED.into())
     }
 
-    fn rx_lend(
-        &mut self,
-        _slot: u16,
-        _staged: usize,
-        _out: &mut Lent,
-        _t: &mut Tally,
-    ) -> Result<(), Broken> {
+    fn rx_lend(&mut self, _: RxPacket<'_>, _: &mut Lent, _: &mut Tally) -> Result<(), Broken> {
         Err(UNNEGOTIATED.into())
     }
 }

@@ -6,7 +6,7 @@ use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
 use netstage_ring::SharedMem;
 
-use super::{err, setup, Broken, Lent, Module, Share, Staging};
+use super::{err, setup, Broken, Lent, Module, RxPacket, Share, Staging};
 use crate::metrics::{ppm, Tally};
 use crate::FrontendError;
 
@@ -127,19 +127,14 @@ impl Staging for Ring {
         Ok(())
     }
 
-    fn rx_head(&mut self, _slot: u16, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken> {
+    fn rx_head(&mut self, _: RxPacket<'_>, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken> {
         self.cons.read_exact(dst).map_err(err("RX data ring"))?;
         self.sample_rx_fill(dst.len(), t)?;
         self.cons.release().map_err(err("RX data ring"))
     }
 
-    fn rx_lend(
-        &mut self,
-        _slot: u16,
-        staged: usize,
-        out: &mut Lent,
-        t: &mut Tally,
-    ) -> Result<(), Broken> {
+    fn rx_lend(&mut self, rx: RxPacket<'_>, out: &mut Lent, t: &mut Tally) -> Result<(), Broken> {
+        let staged = usize::from(rx.chain.staged);
         let ranges = self
             .cons
             .take_in_place(staged)
