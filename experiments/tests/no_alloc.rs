@@ -254,6 +254,12 @@ fn slots_allocate_nothing_per_packet() {
 }
 
 #[test]
+fn rfc_slots_allocate_nothing_per_packet() {
+    check("slots-rfc:256", 0);
+    check("slots-rfc:65536", 0);
+}
+
+#[test]
 fn the_data_ring_allocates_nothing_per_packet() {
     check("ring:8:greedy", 0);
 }

@@ -87,6 +87,8 @@ fn packets_lent_in_place_arrive_intact() {
         "grant-copy",
         "slots:256",
         "slots:4096",
+        "slots-rfc:256",
+        "slots-rfc:65536",
         "ring:4:greedy",
         "ring:8:greedy",
     ] {
@@ -182,7 +184,14 @@ fn receive_checked(design: &str, count: u32) -> (u32, u32, u64) {
 
 #[test]
 fn packets_received_in_place_arrive_intact() {
-    for design in ["grant-copy", "slots:256", "slots:4096", "ring:4:greedy"] {
+    for design in [
+        "grant-copy",
+        "slots:256",
+        "slots:4096",
+        "slots-rfc:256",
+        "slots-rfc:65536",
+        "ring:4:greedy",
+    ] {
         let (good, bad, windows) = receive_checked(design, 2000);
         assert_eq!((good, bad), (2000, 0), "{design}: (intact, corrupted)");
         assert!(
@@ -264,6 +273,7 @@ fn no_wait_times_out_while_work_is_pending() {
         "grant-copy",
         "grant-map",
         "slots:256",
+        "slots-rfc:256",
         "ring:2:greedy",
         "ring:8:adaptive",
     ];
