@@ -300,6 +300,42 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The seals a domain's files carry: they can neither shrink nor grow, and no seal can be
+/// added (or, as always, removed) later.
+const DOMAIN_FILE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A file of `len` zero bytes in memory (`memfd_create`) named `name`, sealed with
+/// [`DOMAIN_FILE_SEALS`]: no process, its creator included, can truncate it under another
+/// that mapped it (which would take `SIGBUS` on its next access).
+pub(crate) fn sealed_memfd(name: &str, len: u64) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create; nothing else owns or closes it.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.set_len(len)?;
+    // SAFETY: F_ADD_SEALS takes an int argument; `f` keeps the descriptor open for the call.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, DOMAIN_FILE_SEALS) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// Whether `file` carries [`DOMAIN_FILE_SEALS`] (a file that is not a memfd carries none
+/// that matter: tmpfs files are born with `F_SEAL_SEAL` alone).
+pub(crate) fn sealed_as_domain_file(file: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: F_GET_SEALS takes no argument; `file` keeps the descriptor open for the call.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(seals & DOMAIN_FILE_SEALS == DOMAIN_FILE_SEALS)
+}
+
 /// Maps `len` bytes of `file` shared (read-write if `writable`) as a [`SharedMem`] window
 /// that unmaps when its last clone is dropped.
 pub(crate) fn map_file(

@@ -90,6 +90,10 @@ struct Args {
     /// backend, for tests of full data rings).
     #[arg(long, default_value_t = 0)]
     slow_us: u64,
+    /// Refuse a guest whose domain files are plain files rather than sealed memfds
+    /// (docs/sim-abi.md): it could truncate them under this backend's mappings.
+    #[arg(long)]
+    sealed_guests_only: bool,
     /// Print counters every SECS seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
     stats: u64,
@@ -244,6 +248,7 @@ fn run() -> anyhow::Result<()> {
             0,
             DomainConfig {
                 cost,
+                sealed_peers_only: args.sealed_guests_only,
                 ..DomainConfig::default()
             },
         )

@@ -2,7 +2,10 @@
 //!
 //! A *world* is a directory (under `/dev/shm` by default) holding one sub-directory per
 //! domain, `dom<ID>/`, with four files that any process can map (`docs/sim-abi.md` has the
-//! byte layouts):
+//! byte layouts). Each is a link to a memfd that the domain's process holds open
+//! (`/proc/<pid>/fd/<n>`), sealed so that it can neither shrink nor grow: a participant
+//! cannot truncate its files under a peer that mapped them (which would take `SIGBUS`), and
+//! a peer refuses files that are not sealed so. The files of a domain go with its process.
 //!
 //! | file | content |
 //! |---|---|
@@ -29,6 +32,7 @@ pub mod xenstored;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +65,12 @@ pub struct DomainConfig {
     /// How long [`crate::EventPort::wait`] busy-polls before blocking in the kernel (it
     /// yields the CPU every 64 polls, so a thread sharing the core is not held up).
     pub spin_before_block: Duration,
+    /// Refuse peer domains whose files are plain files rather than sealed memfds
+    /// (`docs/sim-abi.md`): such a peer can truncate them under this domain's mappings,
+    /// which then take `SIGBUS`. Off by default while participants written against the
+    /// earlier ABI (`examples/c-netfront`) make plain files; a link into `/proc` that does
+    /// not lead to the domain's sealed memfd is refused either way.
+    pub sealed_peers_only: bool,
 }
 
 impl Default for DomainConfig {
@@ -71,6 +81,7 @@ impl Default for DomainConfig {
             ports: 256,
             cost: CostMode::Kernel,
             spin_before_block: Duration::from_micros(20),
+            sealed_peers_only: false,
         }
     }
 }
@@ -202,16 +213,16 @@ impl SimWorld {
                 e,
             )
         })?;
+        let pid = std::process::id();
         let create = |name: &str, len: usize| -> Result<(File, SharedMem)> {
             let path = ddir.join(name);
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
+            let f = sys::sealed_memfd(&memfd_name(&path), len as u64)
                 .map_err(|e| PlatformError::io(format!("create {}", path.display()), e))?;
-            f.set_len(len as u64)
-                .map_err(|e| PlatformError::io(format!("size {}", path.display()), e))?;
+            // The name in the world links to our descriptor, which peers open through /proc
+            // (the file lives as long as this domain keeps it open or a peer maps it).
+            let link = format!("/proc/{pid}/fd/{}", f.as_raw_fd());
+            std::os::unix::fs::symlink(&link, &path)
+                .map_err(|e| PlatformError::io(format!("link {}", path.display()), e))?;
             let m = sys::map_file(&f, len, true)
                 .map_err(|e| PlatformError::io(format!("map {}", path.display()), e))?;
             Ok((f, m))
@@ -224,16 +235,17 @@ impl SimWorld {
         }
         fs::write(ddir.join("pid"), std::process::id().to_string())
             .map_err(|e| PlatformError::io(format!("write {}/pid", ddir.display()), e))?;
-        let (mem_file, mem) = create("mem", cfg.mem_pages as usize * PAGE_SIZE)?;
-        let (_, gnttab) = create("gnttab", cfg.grant_entries as usize * 8)?;
-        let (_, active) = create("active", gnttab::active_len(cfg.grant_entries))?;
-        let (_, evtchn) = create("evtchn", evtchn::table_len(cfg.ports))?;
+        let [mem_name, gnttab_name, active_name, evtchn_name] = FILE_NAMES;
+        let (mem_file, mem) = create(mem_name, cfg.mem_pages as usize * PAGE_SIZE)?;
+        let (gnttab_file, gnttab) = create(gnttab_name, cfg.grant_entries as usize * 8)?;
+        let (active_file, active) = create(active_name, gnttab::active_len(cfg.grant_entries))?;
+        let (evtchn_file, evtchn) = create(evtchn_name, evtchn::table_len(cfg.ports))?;
         evtchn::init_table(&evtchn, cfg.ports)?;
         let inner = DomInner {
             id,
             world: self.dir.clone(),
             cfg: cfg.clone(),
-            _mem_file: mem_file,
+            files: [mem_file, gnttab_file, active_file, evtchn_file],
             mem,
             gnttab,
             evtchn,
@@ -256,8 +268,44 @@ impl Drop for SimWorld {
     }
 }
 
+/// A domain's mapped files, in the order [`DomInner`] keeps them.
+const FILE_NAMES: [&str; 4] = ["mem", "gnttab", "active", "evtchn"];
+
 fn domain_dir(world: &Path, id: DomId) -> PathBuf {
     world.join(format!("dom{id}"))
+}
+
+/// The name a domain file's memfd carries: its path in the world (the last 240 bytes of it,
+/// within the kernel's 249), so that a descriptor number reused by another file is told
+/// apart.
+fn memfd_name(path: &Path) -> String {
+    let p = path.to_string_lossy();
+    let mut from = p.len().saturating_sub(240);
+    while !p.is_char_boundary(from) {
+        from += 1;
+    }
+    p[from..].to_string()
+}
+
+/// Whether `f`, opened at `path`, may serve as a domain file: the memfd of that name, sealed
+/// so that it can never shrink (a participant could otherwise truncate its own files under
+/// a peer that mapped them, and the peer would take `SIGBUS` on its next access); or, unless
+/// `sealed_only`, a plain file. A link into `/proc` must always lead to the sealed memfd: a
+/// descriptor number the domain's process closed may have been reused for another file.
+fn acceptable(f: &File, path: &Path, sealed_only: bool) -> bool {
+    let Ok(target) = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) else {
+        return false;
+    };
+    let named = format!("/memfd:{}", memfd_name(path));
+    let target = target.to_string_lossy();
+    let ours = target
+        .strip_prefix(named.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest == " (deleted)");
+    if ours {
+        return sys::sealed_as_domain_file(f).unwrap_or(false);
+    }
+    let linked = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    !sealed_only && !linked && !target.starts_with("/memfd:")
 }
 
 /// The process recorded in a domain directory's `pid` file, if it runs.
@@ -294,7 +342,7 @@ impl fmt::Debug for Foreign {
 }
 
 impl Foreign {
-    fn open(world: &Path, id: DomId) -> Result<Foreign> {
+    fn open(world: &Path, id: DomId, sealed_only: bool) -> Result<Foreign> {
         let ddir = domain_dir(world, id);
         let open = |name: &str| -> Result<(File, SharedMem)> {
             let path = ddir.join(name);
@@ -306,6 +354,17 @@ impl Foreign {
                     dom: id,
                     detail: format!("cannot open {}: {e}", path.display()),
                 })?;
+            if !acceptable(&f, &path, sealed_only) {
+                return Err(PlatformError::NoDomain {
+                    dom: id,
+                    detail: format!(
+                        "{} is not a sealed memory file of this world's domain {id} (a \
+                         domain's files are memfds sealed against shrinking, named after \
+                         their path: docs/sim-abi.md)",
+                        path.display()
+                    ),
+                });
+            }
             let len = f
                 .metadata()
                 .map_err(|e| PlatformError::io(format!("stat {}", path.display()), e))?
@@ -337,7 +396,9 @@ pub(crate) struct DomInner {
     id: DomId,
     world: PathBuf,
     cfg: DomainConfig,
-    _mem_file: File,
+    /// The domain's files ([`FILE_NAMES`]), open for as long as it runs: peers reach them
+    /// through `/proc/<pid>/fd`.
+    files: [File; 4],
     mem: SharedMem,
     gnttab: SharedMem,
     active: SharedMem,
@@ -345,6 +406,22 @@ pub(crate) struct DomInner {
     alloc: Mutex<gnttab::Allocator>,
     foreign: Mutex<HashMap<DomId, Arc<Foreign>>>,
     stats: Stats,
+}
+
+impl Drop for DomInner {
+    fn drop(&mut self) {
+        // The links lead to our descriptors, which close now: a number reused for another
+        // file must not be found through them.
+        let ddir = domain_dir(&self.world, self.id);
+        let pid = std::process::id();
+        for (name, f) in FILE_NAMES.iter().zip(&self.files) {
+            let link = ddir.join(name);
+            let ours = PathBuf::from(format!("/proc/{pid}/fd/{}", f.as_raw_fd()));
+            if fs::read_link(&link).is_ok_and(|t| t == ours) {
+                let _ = fs::remove_file(&link);
+            }
+        }
+    }
 }
 
 impl DomInner {
@@ -357,7 +434,7 @@ impl DomInner {
         if let Some(f) = map.get(&id) {
             return Ok(Arc::clone(f));
         }
-        let f = Arc::new(Foreign::open(&self.world, id)?);
+        let f = Arc::new(Foreign::open(&self.world, id, self.cfg.sealed_peers_only)?);
         map.insert(id, Arc::clone(&f));
         Ok(f)
     }
