@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use roles::Dir;
 pub use stats::{spread, Interval, Spread};
 
-use stats::{per_round_ratios, Bootstrap, Placement};
+use stats::{per_round_ratios, set_aside_far, Bootstrap, Placement};
 
 /// One measured run of one scenario.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -283,8 +283,9 @@ impl Results {
             .unwrap_or(0)
     }
 
-    /// The (round, pps) of every run of one scenario that the summary keeps: intact and not
-    /// taken during a far placement.
+    /// The (round, pps) of the runs of one scenario that the summary uses: the intact ones
+    /// not taken during a far placement, or every intact one when all were far (see
+    /// [`stats::set_aside_far`]).
     pub fn kept_runs(
         &self,
         place: &Placement,
@@ -293,16 +294,19 @@ impl Results {
         design: &str,
         queues: u16,
     ) -> Vec<(u32, f64)> {
-        self.samples
+        let runs: Vec<&Sample> = self
+            .samples
             .iter()
             .filter(|s| s.dir == dir && s.size == size && s.design == design && s.queues == queues)
-            .filter(|s| s.intact() && !place.far(s.probe_ns, s.probe_after_ns))
-            .map(|s| (s.round, s.pps))
-            .collect()
+            .filter(|s| s.intact())
+            .collect();
+        let far = |s: &&Sample| place.far(s.probe_ns, s.probe_after_ns);
+        let (kept, _) = set_aside_far(runs, far);
+        kept.iter().map(|s| (s.round, s.pps)).collect()
     }
 
-    /// The (round, pps) of every run of one peer at one direction and size that was not
-    /// taken during a far placement.
+    /// The (round, pps) of the runs of one peer at one direction and size that the summary
+    /// uses: those not taken during a far placement, or all when all were far.
     pub fn kept_peer_runs(
         &self,
         place: &Placement,
@@ -310,12 +314,14 @@ impl Results {
         dir: Dir,
         size: usize,
     ) -> Vec<(u32, f64)> {
-        self.peers
+        let runs: Vec<&peer::PeerSample> = self
+            .peers
             .iter()
             .filter(|p| p.peer == peer && p.dir == dir && p.size == size)
-            .filter(|p| !place.far(p.probe_ns, p.probe_after_ns))
-            .map(|p| (p.round, p.pps))
-            .collect()
+            .collect();
+        let far = |p: &&peer::PeerSample| place.far(p.probe_ns, p.probe_after_ns);
+        let (kept, _) = set_aside_far(runs, far);
+        kept.iter().map(|p| (p.round, p.pps)).collect()
     }
 }
 
@@ -346,6 +352,8 @@ pub struct Row {
     pub n: usize,
     /// Intact runs set aside because they were taken during a far placement.
     pub far: usize,
+    /// Every run of the scenario was far, so the row is made of far runs (none set aside).
+    pub far_only: bool,
 }
 
 impl Row {
@@ -400,9 +408,8 @@ pub fn summarise(r: &Results) -> Vec<Row> {
         let base = r.kept_runs(&place, dir, size, BASELINE, queues);
         for d in &order {
             let of: Vec<&&Sample> = samples.iter().filter(|s| &s.design == d).collect();
-            let (kept, far): (Vec<&&Sample>, Vec<&&Sample>) = of
-                .iter()
-                .partition(|s| !place.far(s.probe_ns, s.probe_after_ns));
+            let far = |s: &&&Sample| place.far(s.probe_ns, s.probe_after_ns);
+            let (kept, set_aside) = set_aside_far(of.clone(), far);
             let runs: Vec<(u32, f64)> = kept.iter().map(|s| (s.round, s.pps)).collect();
             let Some(pps) = boot.interval(&runs.iter().map(|x| x.1).collect::<Vec<_>>()) else {
                 continue;
@@ -426,7 +433,8 @@ pub fn summarise(r: &Results) -> Vec<Row> {
                 ratio: boot.interval(&per_round_ratios(&runs, &base)),
                 front_us_per_pkt: us,
                 n: kept.len(),
-                far: far.len(),
+                far: set_aside,
+                far_only: kept.iter().any(far),
             });
         }
     }
@@ -468,10 +476,10 @@ fn throughput_table(out: &mut String, r: &Results, rows: &[Row]) {
         } else {
             format!("{pm:.1}")
         };
-        let runs = if row.far > 0 {
-            format!("{} (+{} far)", row.n, row.far)
-        } else {
-            row.n.to_string()
+        let runs = match (row.far, row.far_only) {
+            (_, true) => format!("{} (far only)", row.n),
+            (0, _) => row.n.to_string(),
+            (far, _) => format!("{} (+{far} far)", row.n),
         };
         let _ = writeln!(
             out,
@@ -538,7 +546,7 @@ pub fn markdown(r: &Results) -> String {
         m.cost_mode,
         m.waiting()
     );
-    let set_aside = far_runs(r).len();
+    let set_aside = runs(set_aside(&far_runs(r)));
     let seed = r.seed.map_or("not recorded".into(), |x| {
         format!("{x}: `compare --seed {x}` repeats it")
     });
@@ -549,7 +557,7 @@ pub fn markdown(r: &Results) -> String {
          bootstrap of the median, {} resamples of the rounds. `x grant-copy` is taken round \
          by round, each run over grant-copy's run of the same round at the same direction, \
          size and queue count, and the median of those ratios shown. Left out: runs that lost \
-         or damaged frames (see Correctness) and {set_aside} runs taken during a far \
+         or damaged frames (see Correctness) and {set_aside} taken during a far \
          placement (see Far placements). Frontend and backend are separate processes pinned \
          to different cores.\n",
         r.rounds(),
@@ -819,6 +827,8 @@ pub struct FarRun {
     /// CPUs the machine kept busy outside the two ends during the run (designs' runs,
     /// where recorded).
     pub other_cpus: Option<f64>,
+    /// Kept all the same: every run of its scenario was far.
+    pub kept: bool,
 }
 
 /// Every run, of a design or a peer, taken during a far placement (see
@@ -836,6 +846,9 @@ pub fn far_runs(r: &Results) -> Vec<FarRun> {
             .other_busy_s
             .filter(|_| s.span_s > 0.0)
             .map(|b| b / s.span_s),
+        kept: r
+            .kept_runs(&place, s.dir, s.size, &s.design, s.queues)
+            .contains(&(s.round, s.pps)),
     });
     let peers = r.peers.iter().map(|p| FarRun {
         round: p.round,
@@ -845,11 +858,23 @@ pub fn far_runs(r: &Results) -> Vec<FarRun> {
         pps: p.pps,
         probes: [p.probe_ns, p.probe_after_ns],
         other_cpus: None,
+        kept: r
+            .kept_peer_runs(&place, &p.peer, p.dir, p.size)
+            .contains(&(p.round, p.pps)),
     });
     designs
         .chain(peers)
         .filter(|x| place.far(x.probes[0], x.probes[1]))
         .collect()
+}
+
+/// `n runs`, or `1 run`.
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
+    }
 }
 
 /// The report's section on the probes and the runs set aside as taken during a far
@@ -900,23 +925,45 @@ fn placement_section(out: &mut String, r: &Results) {
         let _ = writeln!(out, "No run was set aside.");
         return;
     }
+    let kept = far.iter().filter(|f| f.kept).count();
+    let kept = if kept > 0 {
+        format!(
+            " ({} kept all the same, `no` below: every run of its scenario was far, and its row \
+             says `far only`)",
+            runs(kept)
+        )
+    } else {
+        String::new()
+    };
     table_head(
         out,
         &format!(
-            "{} runs were set aside, left out of the medians, intervals and ratios above:\n",
-            far.len()
+            "{} set aside, left out of the medians, intervals and ratios above{kept}:\n",
+            runs(set_aside(&far))
         ),
-        "| round | run | dir | size | pps | probe before (ns) | probe after (ns) | other CPU/s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
+        "| round | run | dir | size | pps | probe before (ns) | probe after (ns) | other CPU/s | set aside |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
     );
     for f in far {
         let other = f.other_cpus.map_or("-".into(), |c| format!("{c:.2}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {other} |",
-            f.round, f.what, f.dir, f.size, f.pps, f.probes[0], f.probes[1]
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {other} | {} |",
+            f.round,
+            f.what,
+            f.dir,
+            f.size,
+            f.pps,
+            f.probes[0],
+            f.probes[1],
+            if f.kept { "no" } else { "yes" }
         );
     }
+}
+
+/// How many of these far runs were set aside (not kept for want of others).
+fn set_aside(far: &[FarRun]) -> usize {
+    far.iter().filter(|f| !f.kept).count()
 }
 
 /// The 64-byte raw stream beside the best 64-byte packet rate of a data-ring design.
@@ -1375,7 +1422,7 @@ pub fn csv(r: &Results) -> String {
 /// intervals.
 pub fn summary_csv(r: &Results) -> String {
     let mut out = String::from(
-        "dir,size,design,queues,design_used,runs,far_runs,pps_median,pps_lo,pps_hi,gbps,ratio_median,ratio_lo,ratio_hi,half_width_pct,wide\n",
+        "dir,size,design,queues,design_used,runs,far_runs,far_only,pps_median,pps_lo,pps_hi,gbps,ratio_median,ratio_lo,ratio_hi,half_width_pct,wide\n",
     );
     for row in summarise(r) {
         let ratio = row.ratio.map_or(",,".into(), |x| {
@@ -1383,7 +1430,7 @@ pub fn summary_csv(r: &Results) -> String {
         });
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.4},{ratio},{:.2},{}",
+            "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.4},{ratio},{:.2},{}",
             row.dir,
             row.size,
             row.design,
@@ -1391,6 +1438,7 @@ pub fn summary_csv(r: &Results) -> String {
             row.design_used,
             row.n,
             row.far,
+            u8::from(row.far_only),
             row.pps.median,
             row.pps.lo,
             row.pps.hi,
@@ -1413,7 +1461,7 @@ pub fn summary_json(r: &Results) -> serde_json::Value {
         "interval": "95 % percentile bootstrap of the median, resampling rounds",
         "far_threshold_ns": place.threshold_ns,
         "median_probe_ns": place.median_ns,
-        "far_runs": far_runs(r).len(),
+        "far_runs_set_aside": set_aside(&far_runs(r)),
         "rows": summarise(r),
         "peers": peer_rows(r),
     })

@@ -177,6 +177,19 @@ pub fn per_round_ratios(runs: &[(u32, f64)], base: &[(u32, f64)]) -> Vec<f64> {
         .collect()
 }
 
+/// The runs to summarise: those not `far`, or all of them when every one was far (a
+/// scenario is never left without a number; its row says so). Returns them and how many
+/// far runs were set aside.
+pub fn set_aside_far<T>(runs: Vec<T>, far: impl Fn(&T) -> bool) -> (Vec<T>, usize) {
+    let (near, far): (Vec<T>, Vec<T>) = runs.into_iter().partition(|x| !far(x));
+    if near.is_empty() {
+        (far, 0)
+    } else {
+        let n = far.len();
+        (near, n)
+    }
+}
+
 /// Which runs were taken while the frontend's and backend's cores were far apart.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Placement {
@@ -299,6 +312,14 @@ mod tests {
         assert!(flat.far(230.0, 520.0));
         // No probes (synthetic results): nothing is far.
         assert!(!Placement::from_probes([0.0, 0.0]).far(0.0, 0.0));
+    }
+
+    #[test]
+    fn far_runs_are_set_aside_unless_there_is_no_other() {
+        let far = |x: &u32| *x > 200;
+        assert_eq!(set_aside_far(vec![100, 300, 120], far), (vec![100, 120], 1));
+        assert_eq!(set_aside_far(vec![300, 400], far), (vec![300, 400], 0));
+        assert_eq!(set_aside_far(Vec::<u32>::new(), far), (vec![], 0));
     }
 
     #[test]
