@@ -231,6 +231,14 @@ struct Follower<'a, P: BackendPlatform> {
     gave_up: bool,
 }
 
+impl<P: BackendPlatform> Drop for Follower<'_, P> {
+    /// Leaving on an error (XenStore failed) must not leave the queues running with the
+    /// frontend's pages mapped.
+    fn drop(&mut self) {
+        self.drop_conn("the backend stopped serving the vif");
+    }
+}
+
 impl<P: BackendPlatform> Follower<'_, P> {
     fn set(&mut self, s: XenbusState) -> Result<(), BackendError> {
         write_state(&self.b.xs, &self.p.backend, s)?;

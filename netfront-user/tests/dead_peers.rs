@@ -17,7 +17,7 @@ use netstage_netback_user::{Backend, BackendConfig, HandshakeFailure, TxPath};
 use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler};
 use netstage_platform::xenbus::{read_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
-use netstage_platform::{EventChannels, EventPort, GrantExport, VIF_TOOLSTACK_FRONTEND_KEYS};
+use netstage_platform::{EventChannels, EventPort, GrantExport};
 use peers::{guest_config, helper_world, maps_of, shared, until, Echo, Received, Site};
 
 const FE: u16 = 9;
@@ -198,19 +198,7 @@ fn a_dead_frontend_is_forgotten_by_the_backend_itself() {
             "{mode}: the backend maps the guest"
         );
         kill(fe);
-        until(&format!("{mode}: the dead guest forgotten"), WAIT, || {
-            maps_of(&site.world, FE).is_empty() && state(&paths) == XenbusState::InitWait
-        });
-        let keys = site.keys(&paths.frontend);
-        assert!(
-            keys.iter()
-                .all(|k| VIF_TOOLSTACK_FRONTEND_KEYS.contains(&k.as_str())),
-            "{mode}: the dead guest's keys are gone: {keys:?}"
-        );
-        assert_eq!(
-            read_state(&site.xs0, &paths.frontend),
-            XenbusState::Initialising
-        );
+        site.assert_forgotten(&paths, mode);
     }
     assert_eq!(backend.metrics().connects, 1);
     assert!(matches!(

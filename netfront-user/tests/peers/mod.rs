@@ -17,9 +17,12 @@ use netstage_netback_user::{toolstack, HandshakeFailure, RxInjector, VifHandler}
 use netstage_netfront_user::FrontendHandler;
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
-use netstage_platform::xenbus::VifPaths;
+use netstage_platform::xenbus::{read_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
-use netstage_platform::DomId;
+use netstage_platform::{DomId, VIF_TOOLSTACK_FRONTEND_KEYS};
+
+/// How long a test waits for something that takes milliseconds.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// The environment variable that tells a helper process where its world is.
 pub(crate) const WORLD_ENV: &str = "NETSTAGE_TEST_WORLD";
@@ -89,6 +92,26 @@ impl Site {
     /// The keys of a directory (empty if it is gone).
     pub(crate) fn keys(&self, dir: &str) -> Vec<String> {
         self.xs0.directory(NO_TX, dir).unwrap_or_default()
+    }
+
+    /// The backend (this process) let go of the dead guest of vif `p`: nothing of it
+    /// mapped, its frontend directory back to the toolstack's keys at Initialising, nothing
+    /// else of it in XenStore, the backend in InitWait without an error.
+    pub(crate) fn assert_forgotten(&self, p: &VifPaths, why: &str) {
+        until(&format!("{why}: the dead guest forgotten"), WAIT, || {
+            maps_of(&self.world, p.frontend_dom).is_empty()
+                && read_state(&self.xs0, &p.backend) == XenbusState::InitWait
+                && read_state(&self.xs0, &p.frontend) == XenbusState::Initialising
+        });
+        let keys = self.keys(&p.frontend);
+        assert!(
+            keys.iter()
+                .all(|k| VIF_TOOLSTACK_FRONTEND_KEYS.contains(&k.as_str())),
+            "{why}: the dead guest's keys are left: {keys:?}"
+        );
+        let dom = format!("/local/domain/{}", p.frontend_dom);
+        assert_eq!(self.keys(&dom), ["device"], "{why}");
+        assert_eq!(self.read(&format!("{}/error", p.backend)), None, "{why}");
     }
 
     /// Runs test `name` of this test binary (an ignored helper) as a process of its own in
