@@ -254,6 +254,10 @@ pub struct Results {
     /// (`compare --seed` repeats it; none in results saved before it was recorded).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// With the `xen` cost preset: what the emulation's grant operations cost of their own,
+    /// measured before the sweep, and what the sweep charged on top.
+    #[serde(default)]
+    pub calibration: Option<calibrate::Calibration>,
 }
 
 impl Results {
@@ -579,6 +583,7 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     throughput_table(&mut out, r, &rows);
+    calibrate::report_section(&mut out, r);
     table_head(
         &mut out,
         "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU.\n",

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use experiments::calibrate;
 use experiments::peer::{Dpdk, Peer, PeerSample};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
 use experiments::sweep::{run_order, Sweep};
@@ -110,7 +111,9 @@ struct CompareArgs {
     /// Busy-poll instead of blocking on event channels.
     #[arg(long)]
     busy: bool,
-    /// Grant cost mode: kernel, none or model:<call>,<copy>,<map>,<unmap> [default: kernel].
+    /// Grant cost mode: xen (Xen's costs per grant operation, less the emulation's own,
+    /// measured first: docs/calibration.md), kernel, none or
+    /// model:<call>,<copy>,<map>,<unmap> in nanoseconds [default: xen].
     #[arg(long)]
     cost: Option<String>,
     /// Skip the raw data-ring stream (the upper bound) run once per round.
@@ -155,20 +158,22 @@ struct TcpArgs {
     /// ring:8:adaptive].
     #[arg(long, value_delimiter = ',')]
     designs: Option<Vec<String>>,
-    /// Directions: tx (the guest sends), rx (the guest receives).
+    /// Directions: tx (the guest sends), rx (the guest receives), rr (request/response with
+    /// sockperf ping-pong, the ends blocking), rr-busy (the same, the ends busy-polling).
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Dir::Tx, Dir::Rx])]
     dirs: Vec<Dir>,
     /// TAP offloads.
     #[arg(long, value_enum, default_value = "on")]
     offload: Offload,
-    /// Seconds of iperf3 per run, after one omitted second.
+    /// Seconds of iperf3 (after one omitted second) or sockperf per run.
     #[arg(long, default_value_t = 4)]
     seconds: u32,
     /// Interleaved rounds.
     #[arg(long, default_value_t = 2)]
     rounds: u32,
-    /// Grant cost mode.
-    #[arg(long, default_value = "kernel")]
+    /// Grant cost mode: xen (calibrated first, as for compare), kernel, none or
+    /// model:<call>,<copy>,<map>,<unmap>.
+    #[arg(long, default_value = "xen")]
     cost: String,
     /// Busy-poll the ends' event channels (they share their cores with TCP and iperf3).
     #[arg(long)]
@@ -388,7 +393,10 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let seconds = sweep.seconds.unwrap_or(if a.quick { 0.2 } else { 0.3 });
     let seed = sweep.seed.unwrap_or_else(clock_seed);
     let busy = sweep.busy.unwrap_or(false);
-    let cost = sweep.cost.clone().unwrap_or_else(|| "kernel".into());
+    let cost = sweep
+        .cost
+        .clone()
+        .unwrap_or_else(|| calibrate::XEN_PRESET.into());
     let stream = sweep.stream.unwrap_or(true);
     let front_spin = sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]);
     let back_spin = sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]);
@@ -476,11 +484,13 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let exe = std::env::current_exe()?;
+    let spin_us = [front_spin, back_spin];
+    let (role_cost, calibration) = resolve_cost(&exe, &cost, seconds, spin_us, &bar)?;
     let cfg = RunCfg {
         seconds,
         busy,
-        cost: &cost,
-        spin_us: [front_spin, back_spin],
+        cost: &role_cost,
+        spin_us,
     };
     let mut machine = Machine::detect(&cost, poll);
     machine.front_spin_us = Some(front_spin);
@@ -493,6 +503,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         peers: Vec::new(),
         peer_failures: Vec::new(),
         seed: Some(seed),
+        calibration,
     };
     for (round, order) in (1..=rounds).zip(run_order(runs.len(), rounds, seed)) {
         // Saved in the sweep's order (the report lists designs as first seen); each
@@ -561,6 +572,49 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     plots(&results, &out);
     println!("\nresults in {}", out.display());
     Ok(())
+}
+
+/// The cost mode the roles run with, and the calibration behind it: the `xen` preset is
+/// measured here (a few interleaved rounds of [`calibrate::CALIBRATION_RUNS`] in the `none`
+/// mode, `seconds` each) and becomes a `model:` string; any other mode passes as it is.
+fn resolve_cost(
+    exe: &Path,
+    cost: &str,
+    seconds: f64,
+    spin_us: [u64; 2],
+    bar: &ProgressBar,
+) -> anyhow::Result<(String, Option<calibrate::Calibration>)> {
+    if cost != calibrate::XEN_PRESET {
+        return Ok((cost.to_string(), None));
+    }
+    let cfg = RunCfg {
+        seconds,
+        busy: false,
+        cost: "none",
+        spin_us,
+    };
+    let mut runs = Vec::new();
+    for round in 1..=calibrate::CALIBRATION_ROUNDS {
+        for (design, dir) in calibrate::CALIBRATION_RUNS {
+            bar.set_message(format!("calibrating the xen preset: {dir} {design}"));
+            let sc = Scenario {
+                design: design.to_string(),
+                dir,
+                size: calibrate::SEED_SIZE,
+                queues: 1,
+            };
+            let s = run_one(exe, &sc, round, &cfg)
+                .with_context(|| format!("calibrating the xen preset: {dir} {design}"))?;
+            runs.push(calibrate::CalibrationRun {
+                round,
+                design: s.design,
+                dir,
+                pps: s.pps,
+            });
+        }
+    }
+    let c = calibrate::Calibration::from_runs(runs).map_err(anyhow::Error::msg)?;
+    Ok((c.cost_mode().to_string(), Some(c)))
 }
 
 /// The upper bound: a byte stream through one order-8 data ring between two processes on
@@ -832,9 +886,6 @@ fn plots(r: &Results, dir: &Path) {
 /// interleaved over rounds; writes tcp.json, tcp.csv, tcp.md and the tcp chart.
 fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     use experiments::tcp::{self, TcpPlan, TcpResults};
-    if a.dirs.iter().any(|d| d.is_rr()) {
-        bail!("experiments tcp: directions are tx and rx");
-    }
     if a.seconds == 0 || a.rounds == 0 {
         bail!("experiments tcp: --seconds and --rounds must be at least 1");
     }
@@ -856,7 +907,12 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         d.parse::<netstage_fallback::Design>()
             .map_err(|e| anyhow::anyhow!("--designs: {d:?}: {e}"))?;
     }
-    tcp::check_prerequisites()?;
+    if a.cost != calibrate::XEN_PRESET {
+        a.cost
+            .parse::<netstage_platform::sim::CostMode>()
+            .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
+    }
+    tcp::check_prerequisites_for(&a.dirs)?;
     if !a.no_veth {
         designs.push("veth".into());
     }
@@ -904,6 +960,14 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let poll = if plan.busy { "busy-poll" } else { "blocking" };
     let mut machine = Machine::detect(&plan.cost, poll);
+    let (role_cost, calibration) = resolve_cost(&exe, &plan.cost, 0.3, plan.spin_us, &bar)?;
+    if let Some(c) = &calibration {
+        machine.cost_mode = format!("{} ({})", plan.cost, c.cost_mode());
+    }
+    let plan = TcpPlan {
+        cost: role_cost,
+        ..plan
+    };
     machine.front_spin_us = Some(plan.spin_us[0]);
     machine.back_spin_us = Some(plan.spin_us[1]);
     let mut results = TcpResults {
@@ -944,13 +1008,17 @@ fn tcp_chart(r: &experiments::tcp::TcpResults, dir: &Path) {
     };
     let mut designs: Vec<String> = Vec::new();
     let mut dirs: Vec<Dir> = Vec::new();
-    for s in &r.samples {
+    // Bulk directions only: request/response has its own table.
+    for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
         if !designs.contains(&s.design) {
             designs.push(s.design.clone());
         }
         if !dirs.contains(&s.dir) {
             dirs.push(s.dir);
         }
+    }
+    if dirs.is_empty() {
+        return;
     }
     let series: Vec<(&'static str, Vec<f64>)> = dirs
         .iter()

@@ -44,7 +44,8 @@ pub struct Sweep {
     pub seconds: Option<f64>,
     /// Busy-poll instead of blocking on event channels (throughput runs).
     pub busy: Option<bool>,
-    /// Grant cost mode: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>`.
+    /// Grant cost mode: `xen` (the calibrated preset), `kernel`, `none` or
+    /// `model:<call>,<copy>,<map>,<unmap>`.
     pub cost: Option<String>,
     /// Run the raw data-ring stream (the upper bound) once per round.
     pub stream: Option<bool>,
@@ -152,7 +153,11 @@ impl Sweep {
         if self.rounds == Some(0) {
             return Err("rounds: must be at least 1".into());
         }
-        if let Some(c) = &self.cost {
+        if let Some(c) = self
+            .cost
+            .as_deref()
+            .filter(|c| *c != crate::calibrate::XEN_PRESET)
+        {
             c.parse::<netstage_platform::sim::CostMode>()
                 .map_err(|e| format!("cost: {c:?}: {e}"))?;
         }

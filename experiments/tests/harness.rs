@@ -32,6 +32,27 @@ fn a_tiny_sweep_writes_consistent_results() {
     }
     // 3 designs x 2 sizes x 2 directions x 2 rounds, every one moved packets.
     assert_eq!(r.samples.len(), 24);
+    // The default cost mode is the calibrated xen preset: its calibration runs came first,
+    // and the report compares the grant copy's added cost with the seed's.
+    let cal = r
+        .calibration
+        .as_ref()
+        .expect("the xen preset's calibration");
+    assert_eq!(
+        cal.runs.len(),
+        experiments::calibrate::CALIBRATION_RUNS.len()
+            * experiments::calibrate::CALIBRATION_ROUNDS as usize
+    );
+    assert!(cal.runs.iter().all(|c| c.pps > 0.0), "{:?}", cal.runs);
+    assert_eq!(
+        cal.charged,
+        netstage_platform::sim::ModelCost::XEN
+            .beyond(&cal.own.into())
+            .into()
+    );
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("## Grant costs and the seed"), "{md}");
+    assert!(md.contains("| tx | ") && md.contains("| 398 |"), "{md}");
     let idle: Vec<_> = r
         .samples
         .iter()
@@ -582,5 +603,6 @@ fn results(samples: Vec<experiments::Sample>) -> Results {
         machine: experiments::Machine::detect("kernel", "blocking"),
         samples,
         seed: Some(1234),
+        calibration: None,
     }
 }

@@ -109,7 +109,7 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     assert_eq!(ran.rounds, Some(2));
     assert_eq!(ran.sizes, Some(vec![256]));
     assert_eq!(ran.busy, Some(false));
-    assert_eq!(ran.cost.as_deref(), Some("kernel"));
+    assert_eq!(ran.cost.as_deref(), Some("xen"), "the default cost mode");
     assert_eq!(ran.stream, Some(false));
     // The seed came from the file and is recorded with the results.
     assert_eq!((ran.seed, r.seed), (Some(77), Some(77)));
