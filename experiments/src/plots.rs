@@ -11,6 +11,7 @@
 //! usual places of Debian's `fonts-dejavu-core` and `fonts-liberation`; without one the
 //! plots fail with [`PlotError::NoFont`], which names the package to install.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -85,7 +86,7 @@ struct Bars {
     caption: String,
     y_desc: &'static str,
     names: Vec<String>,
-    series: Vec<(&'static str, Vec<f64>)>,
+    series: Vec<(Cow<'static, str>, Vec<f64>)>,
     stacked: bool,
     legend: SeriesLabelPosition,
 }
@@ -209,7 +210,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         let series = COST_COMPONENTS
             .iter()
             .enumerate()
-            .map(|(k, name)| (*name, costs.iter().map(|c| c[k]).collect()))
+            .map(|(k, name)| (Cow::Borrowed(*name), costs.iter().map(|c| c[k]).collect()))
             .collect();
         let bars = Bars {
             caption: format!(
@@ -252,6 +253,9 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             ));
         }
     }
+    for dir in [Dir::Tx, Dir::Rx] {
+        out.extend(axis_charts(&rows, dir));
+    }
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
     for row in rows.iter().filter(|x| x.dir.is_rr()) {
         let i = match rr.iter().position(|(d, _, _)| *d == row.design) {
@@ -273,13 +277,109 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             y_desc: "transactions per second",
             names: rr.iter().map(|x| x.0.clone()).collect(),
             series: vec![
-                ("blocking", rr.iter().map(|x| x.1).collect()),
-                ("busy-poll", rr.iter().map(|x| x.2).collect()),
+                ("blocking".into(), rr.iter().map(|x| x.1).collect()),
+                ("busy-poll".into(), rr.iter().map(|x| x.2).collect()),
             ],
             stacked: false,
             legend: SeriesLabelPosition::UpperLeft,
         };
         out.push(("rr".into(), Chart::Bars(bars)));
+    }
+    out
+}
+
+/// A design's place on a sizing axis.
+struct AxisPoint {
+    /// The family (ring designs of one policy, slots in one encoding), as the caption says it.
+    family: String,
+    /// The chart's file name.
+    chart: String,
+    /// What the parameter is.
+    what: &'static str,
+    /// The parameter: ring order or slot data-len.
+    param: u32,
+}
+
+/// Where `design` lies on a sizing axis, if it does.
+fn axis_of(design: &str) -> Option<AxisPoint> {
+    use netstage_fallback::Design;
+    let (family, chart, what, param) = match design.parse::<Design>().ok()? {
+        Design::Ring { order, policy } => (
+            format!("ring:<order>:{policy}"),
+            format!("axis-ring-order-{policy}"),
+            "ring order",
+            order,
+        ),
+        Design::Slots { data_len } => (
+            "slots:<data-len>".into(),
+            "axis-slots-data-len".into(),
+            "slot data-len (B)",
+            data_len,
+        ),
+        Design::SlotsRfc { data_len } => (
+            "slots-rfc:<data-len>".into(),
+            "axis-slots-rfc-data-len".into(),
+            "slot data-len (B)",
+            data_len,
+        ),
+        _ => return None,
+    };
+    Some(AxisPoint {
+        family,
+        chart: chart.replace(':', "-"),
+        what,
+        param,
+    })
+}
+
+/// One chart per sizing axis the run swept (three or more designs of one family: ring
+/// orders, slot data-lens): packets per second against the parameter, a bar per size.
+fn axis_charts(rows: &[crate::Row], dir: Dir) -> Vec<(String, Chart)> {
+    let of: Vec<(AxisPoint, &crate::Row)> = rows
+        .iter()
+        .filter(|x| x.dir == dir && x.queues == 1)
+        .filter_map(|x| Some((axis_of(&x.design)?, x)))
+        .collect();
+    let mut charts: Vec<&AxisPoint> = Vec::new();
+    for (a, _) in &of {
+        if !charts.iter().any(|c| c.chart == a.chart) {
+            charts.push(a);
+        }
+    }
+    let mut sizes: Vec<usize> = of.iter().map(|(_, x)| x.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut out = Vec::new();
+    for axis in charts {
+        let members = || of.iter().filter(|(a, _)| a.chart == axis.chart);
+        let mut params: Vec<u32> = members().map(|(a, _)| a.param).collect();
+        params.sort_unstable();
+        params.dedup();
+        if params.len() < 3 {
+            continue;
+        }
+        let pps = |p: u32, size: usize| {
+            members()
+                .find(|(a, x)| a.param == p && x.size == size)
+                .map_or(0.0, |(_, x)| x.pps.median)
+        };
+        let series = sizes
+            .iter()
+            .map(|&size| {
+                let v = params.iter().map(|&p| pps(p, size)).collect();
+                (Cow::Owned(format!("{size} B")), v)
+            })
+            .collect();
+        let d = dir.to_string().to_uppercase();
+        let bars = Bars {
+            caption: format!("{d}: packets per second by {}, {}", axis.what, axis.family),
+            y_desc: "packets per second",
+            names: params.iter().map(u32::to_string).collect(),
+            series,
+            stacked: false,
+            legend: SeriesLabelPosition::UpperRight,
+        };
+        out.push((format!("{}-{dir}", axis.chart), Chart::Bars(bars)));
     }
     out
 }
@@ -469,7 +569,7 @@ fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Dra
                 }
                 bar
             }))?
-            .label(*label)
+            .label(label.as_ref())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
     }
     legend(&mut chart, b.legend.clone())
@@ -530,7 +630,7 @@ pub fn write_bar_chart(
         caption,
         y_desc,
         names,
-        series,
+        series: series.into_iter().map(|(l, v)| (l.into(), v)).collect(),
         stacked: false,
         legend: SeriesLabelPosition::UpperRight,
     };

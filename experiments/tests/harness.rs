@@ -606,3 +606,53 @@ fn results(samples: Vec<experiments::Sample>) -> Results {
         calibration: None,
     }
 }
+
+/// A sweep over ring orders or slot data-lens gets a chart per axis; designs off any axis
+/// (or an axis with fewer than three points) do not.
+#[test]
+fn swept_ring_orders_and_slot_data_lens_get_a_chart_each() {
+    let mut samples = Vec::new();
+    for d in [
+        "grant-copy",
+        "ring:3:greedy",
+        "ring:5:greedy",
+        "ring:7:greedy",
+        "ring:5:adaptive",
+        "slots:64",
+        "slots:256",
+        "slots:4096",
+        "slots-rfc:256",
+        "slots-rfc:4096",
+    ] {
+        samples.extend(rounds(d, &[1e6, 1.1e6, 0.9e6]));
+    }
+    let names = experiments::plots::chart_names(&results(samples));
+    assert!(
+        names.contains(&"axis-ring-order-greedy-tx".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"axis-slots-data-len-tx".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("adaptive")), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("slots-rfc")), "{names:?}");
+}
+
+/// The report's seed check: what a grant copy added per 64-byte packet over slots:256,
+/// round by round, against the RFC's 398 ns on TX.
+#[test]
+fn the_seed_check_reports_the_added_cost_per_packet_against_the_rfc() {
+    // 1/2.5e6 - 1/5e6 s = 200 ns added, every round: half the seed's 398 ns.
+    let mut samples = rounds("grant-copy", &[2.5e6, 2.5e6, 2.5e6]);
+    samples.extend(rounds("slots:256", &[5e6, 5e6, 5e6]));
+    let checks = experiments::calibrate::seed_check(&samples);
+    assert_eq!(checks.len(), 1, "TX only: {checks:?}");
+    assert!((checks[0].median_ns - 200.0).abs() < 1e-6, "{checks:?}");
+    assert!(!checks[0].reproduced());
+    let md = experiments::markdown(&results(samples));
+    assert!(
+        md.contains("| tx | 200 [200..200] | 398 | -50 % | **no** |"),
+        "{md}"
+    );
+}
