@@ -586,9 +586,9 @@ pub fn markdown(r: &Results) -> String {
     calibrate::report_section(&mut out, r);
     table_head(
         &mut out,
-        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU.\n",
-        "| dir | size (B) | design | copy ops | copy calls | maps | unmaps | kernel crossings | backend notifications | staged bytes | granted bytes | backend CPU us |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU per packet and per byte of packet data.\n",
+        "| dir | size (B) | design | copy ops | copy calls | maps | unmaps | kernel crossings | backend notifications | staged bytes | granted bytes | backend CPU us | backend CPU ns/B |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for row in &rows {
         let med = |f: &dyn Fn(&Sample) -> f64| row.median(r, f);
@@ -602,7 +602,7 @@ pub fn markdown(r: &Results) -> String {
         let c = plots::cost_components(r, row.dir, row.size, &row.design, row.queues);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} |",
             row.dir,
             row.size,
             row.label(),
@@ -615,6 +615,7 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.back_per_packet(staged)),
             med(&|s| granted.iter().map(|k| s.back_per_packet(k)).sum()),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
+            med(&|s| s.back_cpu_s * 1e9 / (s.backend_packets() * s.size as f64).max(1.0)),
         );
     }
     table_head(
