@@ -202,6 +202,9 @@ pub enum PlatformError {
     /// A shared-memory access failed.
     #[error(transparent)]
     Mem(#[from] netstage_ring::MemError),
+    /// The platform cannot do this (the message says why and what to use instead).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl PlatformError {
@@ -260,6 +263,20 @@ pub trait GrantExport: Send + Sync {
     /// Revokes the grants of `pages` now. Fails with [`PlatformError::GrantInUse`] (and
     /// revokes none) while the peer maps or copies any of them, as on Xen.
     fn end_access(&self, pages: &SharedPages) -> Result<()>;
+
+    /// Grants page `i` of `pages` (shared by this domain, its access ended by
+    /// [`GrantExport::end_page_access`]) to domain `to` again under its reference
+    /// `pages.grefs[i]`, writable if `rw`, and returns that reference: Linux's
+    /// `gnttab_grant_foreign_access_ref`, one write of the entry (frame, domid, then flags)
+    /// in this domain's own table and no hypercall. What a frontend that grants a page per
+    /// packet does (Linux netfront without persistent grants).
+    fn grant_page(&self, pages: &SharedPages, i: usize, to: DomId, rw: bool) -> Result<GrantRef>;
+
+    /// Ends the access of page `index` of `pages` to its grantee: Linux's
+    /// `gnttab_end_foreign_access_ref`, one check-and-clear of the entry. Fails with
+    /// [`PlatformError::GrantInUse`] (and leaves the page granted) while the peer maps or
+    /// copies it; the caller must not reuse the page until a later call succeeds.
+    fn end_page_access(&self, pages: &SharedPages, index: usize) -> Result<()>;
 }
 
 /// One side of a grant copy that lives in another domain.

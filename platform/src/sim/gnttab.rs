@@ -440,6 +440,54 @@ impl GrantExport for SimDomain {
         pages.ended.store(true, Ordering::Release);
         Ok(())
     }
+
+    fn grant_page(&self, pages: &SharedPages, i: usize, to: DomId, rw: bool) -> Result<GrantRef> {
+        let (gref, frame) = self.inner.page_of(pages, i)?;
+        let table = &self.inner.gnttab;
+        let flags = GTF_PERMIT_ACCESS | if rw { 0 } else { GTF_READONLY };
+        // As gnttab_grant_foreign_access_ref: frame and domid first, then the flags that
+        // make the entry valid, so the peer never sees a valid entry with a stale frame.
+        // The frame comes from our own bookkeeping, never from the table a peer can write.
+        table.write_obj(gref as usize * 8 + 4, &frame)?;
+        combo(table, gref)?.store((u32::from(to) << 16) | u32::from(flags), Ordering::Release)?;
+        Ok(gref)
+    }
+
+    fn end_page_access(&self, pages: &SharedPages, index: usize) -> Result<()> {
+        let (gref, _) = self.inner.page_of(pages, index)?;
+        let table = &self.inner.gnttab;
+        if try_end(table, gref)? {
+            return Ok(());
+        }
+        let dom = (combo(table, gref)?.load(Ordering::Acquire) >> 16) as DomId;
+        Err(PlatformError::GrantInUse { dom, gref })
+    }
+}
+
+impl DomInner {
+    /// The reference and frame of page `index` of `pages`, which must be a live share of
+    /// this domain's memory.
+    fn page_of(&self, pages: &SharedPages, index: usize) -> Result<(GrantRef, u32)> {
+        if pages.ended.load(Ordering::Acquire) {
+            return Err(PlatformError::Invalid(
+                "the share's grants were all revoked (end_access); share new pages".into(),
+            ));
+        }
+        let Some(gref) = pages.grefs.get(index).copied() else {
+            return Err(PlatformError::Invalid(format!(
+                "page {index} of a share of {} pages",
+                pages.grefs.len()
+            )));
+        };
+        let at = (pages.mem.as_ptr() as usize).wrapping_sub(self.mem.as_ptr() as usize);
+        let end = at.checked_add(pages.mem.len());
+        if gref >= self.cfg.grant_entries || end.is_none_or(|e| e > self.mem.len()) {
+            return Err(PlatformError::Invalid(
+                "pages not shared by this domain".into(),
+            ));
+        }
+        Ok((gref, (at / PAGE_SIZE + index) as u32))
+    }
 }
 
 /// Runs `f` when dropped (the unmap of a window that needs no `munmap`).

@@ -208,7 +208,28 @@ impl GrantExport for XenDomain {
             None => Ok(()),
         }
     }
+
+    fn grant_page(
+        &self,
+        _pages: &SharedPages,
+        _i: usize,
+        _to: DomId,
+        _rw: bool,
+    ) -> Result<GrantRef> {
+        Err(PlatformError::Unsupported(REGRANT.into()))
+    }
+
+    fn end_page_access(&self, _pages: &SharedPages, _index: usize) -> Result<()> {
+        Err(PlatformError::Unsupported(REGRANT.into()))
+    }
 }
+
+/// Why a page cannot be granted and revoked one at a time from user space.
+const REGRANT: &str = "granting and revoking one page per packet is not possible through \
+    /dev/xen/gntalloc, which grants a page when it allocates it and revokes it when it frees \
+    it (ALLOC_GREF / DEALLOC_GREF: a system call and a page allocation each, not the entry \
+    write of Linux's gnttab_grant_foreign_access_ref); run the `linux` design on the \
+    emulated platform, or a pooled-grant design (grant-copy, grant-map) on Xen";
 
 impl GrantImport for XenDomain {
     fn domid(&self) -> DomId {
