@@ -278,6 +278,32 @@ fn a_copy_in_flight_blocks_revocation() {
     assert_eq!(flags, GTF_PERMIT_ACCESS);
 }
 
+/// Closing a port whose connection is already gone must not touch the port number's next
+/// connection: Xen's EVTCHNOP_close leaves the remote end alone unless it is still bound to
+/// the port being closed.
+#[test]
+fn closing_a_stale_port_leaves_the_next_connection_bound() {
+    let (_w, front, back) = world(CostMode::None);
+    let fp = front.alloc_unbound(BACK).unwrap();
+    let stale = back.bind_interdomain(FRONT, fp.port()).unwrap();
+    // The frontend closes and opens again: the freed port number is reused.
+    let first = fp.port();
+    drop(fp);
+    let fp = front.alloc_unbound(BACK).unwrap();
+    assert_eq!(fp.port(), first, "the port number is reused");
+    let fresh = back.bind_interdomain(FRONT, fp.port()).unwrap();
+    assert_ne!(fresh.port(), stale.port());
+    // The backend now drops its stale port of the first connection.
+    drop(stale);
+    fp.notify().unwrap();
+    assert!(
+        fresh.wait(Some(Duration::from_secs(1))).unwrap(),
+        "the new connection lost its binding"
+    );
+    fresh.notify().unwrap();
+    assert!(fp.wait(Some(Duration::from_secs(1))).unwrap());
+}
+
 #[test]
 fn events_between_threads() {
     for cost in modes() {

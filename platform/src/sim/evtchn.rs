@@ -266,14 +266,21 @@ impl EventPort for SimPort {
 impl Drop for SimPort {
     fn drop(&mut self) {
         // Closing an interdomain port leaves the remote end unbound (ECS_UNBOUND), as
-        // EVTCHNOP_close does; its notifications are then dropped.
-        if let Ok(Some((_, r))) = self.remote() {
-            let _ = r.state.compare_exchange(
-                ECS_INTERDOMAIN,
-                ECS_UNBOUND,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        // EVTCHNOP_close does; its notifications are then dropped. Only while this port is
+        // still bound and the remote end still names it: a port whose connection the peer
+        // already closed must not unbind the next connection made on the same numbers.
+        let bound = self.words.state.load(Ordering::Acquire) == ECS_INTERDOMAIN;
+        if let (true, Ok(Some((_, r)))) = (bound, self.remote()) {
+            let ours = r.remote_dom.load(Ordering::Acquire) == u32::from(self.dom.id)
+                && r.remote_port.load(Ordering::Acquire) == self.port;
+            if ours {
+                let _ = r.state.compare_exchange(
+                    ECS_INTERDOMAIN,
+                    ECS_UNBOUND,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
         }
         let _ = self.words.state.store(ECS_FREE, Ordering::Release);
     }
