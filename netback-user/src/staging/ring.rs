@@ -1,6 +1,10 @@
 //! The data ring: the backend consumes the **out** direction (TX) and produces the **in**
-//! direction (RX); staged bytes follow the requests' order.
+//! direction (RX); staged bytes follow the requests' order. How much of each RX packet goes
+//! on the ring is decided per packet by the copy policy the frontend asked for
+//! (`data-ring-policy`), the rest grant-copied into the posted buffers.
 
+use netstage_fallback::policy::CostModel;
+use netstage_fallback::{CopyPolicy, FallbackReason, PolicyState};
 use netstage_platform::xenstore::XenStore;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexError, FlexProducer};
 use netstage_ring::netif::TxChain;
@@ -14,6 +18,8 @@ use crate::BackendPlatform;
 pub(crate) struct DataRing {
     prod: FlexProducer,
     cons: FlexConsumer,
+    /// The RX copy policy.
+    policy: PolicyState,
     tx_used: bool,
     rx_used: bool,
 }
@@ -49,10 +55,23 @@ impl DataRing {
         Ok(DataRing {
             prod,
             cons,
+            policy: PolicyState::with_costs(
+                rx_policy(n.read("data-ring-policy"))?,
+                CostModel::measured(),
+            ),
             tx_used: false,
             rx_used: false,
         })
     }
+}
+
+/// The RX copy policy a frontend's `data-ring-policy` asks for: greedy where it says
+/// nothing (a frontend older than the key); a value that is not a policy refuses the
+/// connection.
+fn rx_policy(key: Option<String>) -> Result<CopyPolicy, String> {
+    key.map_or(Ok(CopyPolicy::Greedy), |v| {
+        v.parse().map_err(|e| format!("data-ring-policy: {e}"))
+    })
 }
 
 /// A data-ring failure is the frontend's: its indexes overran, or it claimed bytes it never
@@ -99,12 +118,14 @@ impl BackStaging for DataRing {
     }
 
     fn rx_plan(&mut self, len: usize) -> Result<(usize, bool), Fatal> {
-        // Whole packets only: one that does not fit goes by grants.
+        // The copy policy decides per packet; what it does not stage is grant-copied.
         let mut free = self.prod.free() as usize;
-        if free < len {
+        if free < len || self.policy.wants_fresh_fill() {
             free = self.prod.refresh().map_err(ring_fault)? as usize;
         }
-        Ok(if free >= len { (len, false) } else { (0, true) })
+        let size = self.prod.size() as usize;
+        let (n, why) = self.policy.decide(len, free, size);
+        Ok((n, why == Some(FallbackReason::RingFull)))
     }
 
     fn rx_stage(&mut self, _first_id: u16, head: &[u8]) -> Result<(), Fatal> {

@@ -1,6 +1,8 @@
 //! The data ring: one byte ring per direction, staged heads written in packet order; a
-//! copy policy decides how much of each TX packet goes there and what falls back to grants.
+//! copy policy decides how much of each TX packet goes there and what falls back to grants
+//! (the backend decides RX packets with the same policy, which this end asks for).
 
+use netstage_fallback::policy::CostModel;
 use netstage_fallback::{Design, FallbackReason, PolicyState};
 use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
@@ -57,11 +59,12 @@ impl Module for RingStaging {
         let (prod, cons) = flex::open(End::Frontend, &intf.mem, &data.mem, order).map_err(setup)?;
         to.key("data-ring-ref", intf.grefs[0]);
         to.key("data-ring-order", order);
-        let size = prod.size() as usize;
+        // The backend's RX decisions follow the same policy (docs/protocol.md 3.2).
+        to.key("data-ring-policy", policy);
         Ok(Box::new(Ring {
             prod,
             cons,
-            policy: PolicyState::new(policy, size),
+            policy: PolicyState::with_costs(policy, CostModel::measured()),
             fill_tick: (0, 0),
             unpublished: false,
             _pages: [intf, data],
@@ -88,13 +91,15 @@ impl Staging for Ring {
     fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
         let size = self.prod.size() as usize;
         let mut free = self.prod.free() as usize;
-        if free < len {
+        self.fill_tick.0 += 1;
+        let sample = self.fill_tick.0 == FILL_EVERY;
+        // The adaptive policy reads the backend's index for every decision; the others
+        // when the room they know of is short.
+        if sample || free < len || self.policy.wants_fresh_fill() {
             free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
         }
-        self.fill_tick.0 += 1;
-        if self.fill_tick.0 == FILL_EVERY {
+        if sample {
             self.fill_tick.0 = 0;
-            free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
             t.tx_ring_fill_samples += 1;
             t.tx_ring_fill_ppm += ppm(size.saturating_sub(free), size);
         }
