@@ -142,3 +142,36 @@ fn a_bad_cost_is_one_line_before_anything_runs() {
         "{err}"
     );
 }
+
+/// A short soak runs, writes every step's outcome as it goes and passes; a bad duration is
+/// refused at once.
+#[test]
+fn a_short_soak_checks_every_run_and_survives_its_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("soak");
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["soak", "--minutes", "0.15", "--seed", "5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    let steps: Vec<experiments::soak::Outcome> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soak.json")).unwrap()).unwrap();
+    assert!(
+        steps.len() >= experiments::soak::FAULT_EVERY as usize,
+        "{stderr}"
+    );
+    assert!(steps.iter().all(|o| o.ok), "{steps:#?}");
+    assert!(steps.iter().any(|o| o.step.fault.is_some()), "{steps:#?}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains(": ok ")).count(),
+        steps.len()
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["soak", "--minutes", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--minutes"));
+}

@@ -145,10 +145,59 @@ fn bad_tcp_arguments_are_refused() {
         assert!(!o.status.success());
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    assert!(run(&["--dirs", "rr"]).contains("tx and rx"));
+    assert!(run(&["--dirs", "up"]).contains("'up'"));
+    assert!(run(&["--cost", "cheap"]).contains("--cost"));
     assert!(run(&["--designs", "slots:0"]).contains("slots:0"));
     assert!(run(&["--seconds", "0"]).contains("at least 1"));
     assert!(run(&["--streams", "0"]).contains("--streams"));
     let e = run(&["--designs", "grant-copy", "--out", "/proc/nonexistent/x"]);
     assert!(!e.is_empty());
+}
+
+#[test]
+fn tcp_request_response_runs_through_a_design_with_sockperf() {
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "tcp",
+            "--designs",
+            "slots:256",
+            "--dirs",
+            "rr,rr-busy",
+            "--no-veth",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--cost",
+            "none",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r: TcpResults =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("tcp.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.samples.len(), 2);
+    for s in &r.samples {
+        let rr = s.rr.expect("a request/response run has sockperf's summary");
+        assert!(
+            rr.transactions_per_s > 100.0,
+            "{} {}: {rr:?}",
+            s.design,
+            s.dir
+        );
+        assert!(rr.p50_us > 0.0 && rr.p99_us >= rr.p50_us, "{rr:?}");
+        assert_eq!(s.tap_drops, 0, "{:?}", s.tap_drop_reasons);
+    }
+    let md = std::fs::read_to_string(out.path().join("tcp.md")).unwrap();
+    assert!(md.contains("## Request/response over TCP"), "{md}");
+    assert!(md.contains("| rr-busy | slots:256 |"), "{md}");
+    assert!(md.contains("sockperf ping-pong"), "{md}");
 }
