@@ -9,6 +9,23 @@ use experiments::Dir;
 
 mod common;
 
+/// Runs `experiments tcp` with `args` into `out`, which must succeed, and reads its results.
+fn tcp_into(args: &[&str], out: &std::path::Path) -> TcpResults {
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .arg("tcp")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("tcp.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     let out = tempfile::tempdir().unwrap();
@@ -24,28 +41,17 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
         .unwrap()
         .success());
     std::fs::create_dir_all(&stale_world).unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args([
-            "tcp",
+    let r = tcp_into(
+        &[
             "--designs",
             "grant-copy,ring:8:greedy",
             "--rounds",
             "1",
             "--seconds",
             "1",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+        ],
+        out.path(),
     );
-    let r: TcpResults =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("tcp.json")).unwrap())
-            .unwrap();
     // Two designs and the veth reference, both directions.
     assert_eq!(r.samples.len(), 6);
     for s in &r.samples {
@@ -157,9 +163,8 @@ fn bad_tcp_arguments_are_refused() {
 #[test]
 fn tcp_request_response_runs_through_a_design_with_sockperf() {
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args([
-            "tcp",
+    let r = tcp_into(
+        &[
             "--designs",
             "slots:256",
             "--dirs",
@@ -171,19 +176,9 @@ fn tcp_request_response_runs_through_a_design_with_sockperf() {
             "1",
             "--cost",
             "none",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+        ],
+        out.path(),
     );
-    let r: TcpResults =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("tcp.json")).unwrap())
-            .unwrap();
     assert_eq!(r.samples.len(), 2);
     for s in &r.samples {
         let rr = s.rr.expect("a request/response run has sockperf's summary");
