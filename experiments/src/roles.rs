@@ -310,11 +310,7 @@ pub(crate) fn run_backend(
         dom0.clone(),
         xs.clone(),
         BackendConfig {
-            tx_path: if design == Design::GrantMap {
-                TxPath::GrantMap
-            } else {
-                TxPath::GrantCopy
-            },
+            tx_path: TxPath::for_design(design),
             poll: poll(e.busy),
             rx_backlog: 1 << 14,
             ..BackendConfig::default()

@@ -254,6 +254,11 @@ pub enum Design {
     GrantCopy,
     /// Grants for every packet; the backend maps them.
     GrantMap,
+    /// Linux netback and netfront without persistent grants: the frontend grants a page
+    /// per request and revokes it at the response; the backend grant-copies the first
+    /// `XEN_NETBACK_TX_COPY_LEN` (128) bytes of a TX packet and grant-maps the rest, in
+    /// batches; RX by grant copy.
+    Linux,
     /// Staging slots of `data_len` bytes per request id (the RFC's data list), in
     /// netstage's encoding: the staged head leaves the grants, announced by
     /// `NETTXF_staged` / `NETRXF_staged` and an extra request.
@@ -283,6 +288,7 @@ impl std::fmt::Display for Design {
         match self {
             Design::GrantCopy => write!(f, "grant-copy"),
             Design::GrantMap => write!(f, "grant-map"),
+            Design::Linux => write!(f, "linux"),
             Design::Slots { data_len } => write!(f, "slots:{data_len}"),
             Design::SlotsRfc { data_len } => write!(f, "slots-rfc:{data_len}"),
             Design::Ring { order, policy } => write!(f, "ring:{order}:{policy}"),
@@ -293,12 +299,12 @@ impl std::fmt::Display for Design {
 impl std::str::FromStr for Design {
     type Err = String;
 
-    /// `grant-copy`, `grant-map`, `slots:<data-len>`, `slots-rfc:<data-len>` or
+    /// `grant-copy`, `grant-map`, `linux`, `slots:<data-len>`, `slots-rfc:<data-len>` or
     /// `ring:<order>:<policy>` with policy `fixed:<bytes>`, `greedy` or `adaptive`.
     fn from_str(s: &str) -> Result<Design, String> {
         let bad = || {
             format!(
-                "design `{s}`: expected grant-copy, grant-map, slots:<data-len 64..65536>, \
+                "design `{s}`: expected grant-copy, grant-map, linux, slots:<data-len 64..65536>, \
                  slots-rfc:<data-len 64..65536> or ring:<order 0..9>:<fixed:N|greedy|adaptive>"
             )
         };
@@ -312,6 +318,7 @@ impl std::str::FromStr for Design {
         match parts[..] {
             ["grant-copy"] => Ok(Design::GrantCopy),
             ["grant-map"] => Ok(Design::GrantMap),
+            ["linux"] => Ok(Design::Linux),
             ["slots", n] => Ok(Design::Slots {
                 data_len: data_len(n)?,
             }),
@@ -340,6 +347,7 @@ mod tests {
         for s in [
             "grant-copy",
             "grant-map",
+            "linux",
             "slots:256",
             "slots-rfc:64",
             "slots-rfc:256",
@@ -366,6 +374,8 @@ mod tests {
             "ring:4",
             "ring:4:fixed",
             "copy",
+            "linux:128",
+            "Linux",
         ] {
             assert!(s.parse::<Design>().is_err(), "{s}");
         }

@@ -118,6 +118,9 @@ pub enum TxPath {
     GrantCopy,
     /// Map the packet's pages, copy out, unmap, per packet.
     GrantMap,
+    /// As Linux netback: grant-copy the first 128 bytes of each packet, grant-map the rest
+    /// in one batch per burst, copy out, unmap the batch.
+    Linux,
 }
 
 /// Backend settings.

@@ -91,6 +91,20 @@ counters! {
     /// Waits that first slept because the backend's events kept bringing no work (an event
     /// storm, XSA-391).
     storm_backoffs;
+    /// TX buffer pages granted for a request, by a design that grants per packet (`linux`;
+    /// the others grant their pools once at connect).
+    tx_grants;
+    /// Their grants ended when the request was answered (or later, once the backend let go).
+    tx_revokes;
+    /// RX buffer pages granted as they were posted (those posted at connect included), by a
+    /// design that grants per packet.
+    rx_grants;
+    /// Their grants ended when a response used them.
+    rx_revokes;
+    /// Grants the backend still held (mapped or copying) when their response came: a TX
+    /// page stays out of use until a later revoke succeeds; an RX one breaks the device,
+    /// as Linux netfront does.
+    revokes_refused;
 }
 
 /// `part` in millionths of `whole` (0 for an empty whole).

@@ -371,6 +371,16 @@ fn exchange_sizes(tx_path: TxPath, queues: u16, design: Design, sizes: &[usize])
         TxPath::GrantMap => {
             assert_eq!((bm.grant_copy_ops, bm.grant_maps), (rx_pages, tx_pages));
         }
+        TxPath::Linux => {
+            // A head copy per packet, a map per page past the first 128 bytes.
+            let maps: u64 = sent
+                .iter()
+                .filter(|(_, d)| d.len() > 128)
+                .map(|(_, d)| d.len().div_ceil(4096) as u64)
+                .sum();
+            let heads = sent.len() as u64;
+            assert_eq!((bm.grant_copy_ops, bm.grant_maps), (heads + rx_pages, maps));
+        }
     }
     // Batches of at most 64 operations per call.
     assert!(bm.grant_copy_calls >= bm.grant_copy_ops.div_ceil(64));
@@ -462,6 +472,7 @@ fn slots_rfc(tx_path: TxPath, queues: u16, data_len: u32) {
     match tx_path {
         TxPath::GrantCopy => assert_eq!((bm.grant_copy_ops, bm.grant_maps), (tx_ops + rx_ops, 0)),
         TxPath::GrantMap => assert_eq!((bm.grant_copy_ops, bm.grant_maps), (rx_ops, tx_ops)),
+        TxPath::Linux => unreachable!("slots-rfc is checked over grant copy and grant map"),
     }
     if data_len == 65536 {
         // Copy-only: no packet byte goes by a grant operation, either way.

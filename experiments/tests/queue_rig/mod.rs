@@ -23,6 +23,10 @@ pub const FE: u16 = 3;
 pub struct Rig {
     pub link: Option<FrontendLink<SimDomain>>,
     pub queues: Vec<FrontQueue<SimDomain>>,
+    /// The backend's domain (its grant counters).
+    pub dom0: SimDomain,
+    /// The backend's counters.
+    pub back: Arc<netstage_netback_user::Metrics>,
     stop: Arc<AtomicBool>,
     serving: Option<JoinHandle<()>>,
     _xsd: Xenstored,
@@ -59,15 +63,12 @@ impl Rig {
         let xs0 = XsClient::connect(xsd.socket()).unwrap();
         toolstack::create_vif(&xs0, 0, FE, 0).unwrap();
         let cfg = BackendConfig {
-            tx_path: if design == Design::GrantMap {
-                TxPath::GrantMap
-            } else {
-                TxPath::GrantCopy
-            },
+            tx_path: TxPath::for_design(design),
             poll,
             ..cfg
         };
-        let backend = Backend::new(dom0, xs0, cfg);
+        let backend = Backend::new(dom0.clone(), xs0, cfg);
+        let back = backend.metrics_handle();
         let stop = Arc::new(AtomicBool::new(false));
         let st2 = Arc::clone(&stop);
         let serving = thread::spawn(move || serve(&backend, &st2).unwrap());
@@ -81,6 +82,8 @@ impl Rig {
         Rig {
             link: Some(link),
             queues,
+            dom0,
+            back,
             stop,
             serving: Some(serving),
             _xsd: xsd,

@@ -8,6 +8,7 @@ use netstage_ring::netif::{
 
 use super::{fault, BackQueue, QueueFault, BURST, LEND_MIN};
 use crate::staging::{BackStaging, Lent};
+use crate::txpath::TxBurst;
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
@@ -122,15 +123,15 @@ impl<P: BackendPlatform> BackQueue<P> {
             status.push(st);
             lent.push(l);
         }
+        let mut burst = TxBurst {
+            fe: self.p.fe,
+            chains,
+            bufs,
+            status,
+            counts: &mut self.counts,
+        };
         self.fetch
-            .fetch(
-                &self.platform,
-                self.p.fe,
-                chains,
-                bufs,
-                status,
-                &mut self.counts,
-            )
+            .fetch(&self.platform, &mut burst)
             .map_err(QueueFault)?;
         Ok(got)
     }

@@ -1,11 +1,9 @@
 //! Batched grant copy of every packet of a burst (at most 64 operations per call).
 
-use netstage_fallback::{GrantCopier, PacketBuf};
-use netstage_platform::DomId;
+use netstage_fallback::{Fragment, GrantCopier};
 use netstage_ring::netif::{TxChain, NETIF_RSP_OKAY};
 
-use super::{fragments, grant_failed, TxFetch};
-use crate::metrics::Counts;
+use super::{fragments, grant_failed, TxBurst, TxFetch};
 use crate::queue::Fatal;
 use crate::BackendPlatform;
 
@@ -21,36 +19,33 @@ impl GrantCopyFetch {
             copier: GrantCopier::with_capacity(burst),
         }
     }
-}
 
-impl<P: BackendPlatform> TxFetch<P> for GrantCopyFetch {
-    fn fetch(
+    /// Grant-copies the first `limit` granted bytes of every okay packet of the burst (all
+    /// of them with `usize::MAX`), in calls of at most 64 operations.
+    pub(crate) fn copy_prefix<P: BackendPlatform>(
         &mut self,
         platform: &P,
-        fe: DomId,
-        chains: &[TxChain],
-        bufs: &mut [PacketBuf],
-        status: &mut [i16],
-        counts: &mut Counts,
+        b: &mut TxBurst<'_>,
+        limit: usize,
     ) -> Result<(), Fatal> {
         let mut burst = self.copier.begin();
-        for (i, (c, buf)) in chains.iter().zip(bufs.iter_mut()).enumerate() {
-            if status[i] != NETIF_RSP_OKAY {
+        for (i, (c, buf)) in b.chains.iter().zip(b.bufs.iter_mut()).enumerate() {
+            if b.status[i] != NETIF_RSP_OKAY {
                 continue;
             }
-            let staged = usize::from(c.staged);
             let rest = &mut buf
                 .prepare(usize::from(c.total_size))
-                .map_err(|e| e.to_string())?[staged..];
-            let bytes = rest.len() as u64;
+                .map_err(|e| e.to_string())?[usize::from(c.staged)..];
+            let n = limit.min(rest.len());
             burst
-                .fetch(i, fe, fragments(c), rest)
+                .fetch(i, b.fe, prefix(c, n), &mut rest[..n])
                 .map_err(|e| format!("TX request chain: {e}"))?;
-            counts.tx_grant_copy_bytes += bytes;
+            b.counts.tx_grant_copy_bytes += n as u64;
         }
         if burst.is_empty() {
             return Ok(());
         }
+        let (status, counts) = (&mut *b.status, &mut *b.counts);
         let done = self
             .copier
             .finish(platform, burst, |i| grant_failed(status, i, counts))
@@ -58,5 +53,24 @@ impl<P: BackendPlatform> TxFetch<P> for GrantCopyFetch {
         counts.grant_copy_calls += done.calls;
         counts.grant_copy_ops += done.ops;
         Ok(())
+    }
+}
+
+/// The fragments of a chain's first `n` granted bytes.
+fn prefix(c: &TxChain, mut n: usize) -> impl Iterator<Item = Fragment> + '_ {
+    fragments(c).map_while(move |f| {
+        let len = usize::from(f.len).min(n);
+        n -= len;
+        (len > 0).then_some(Fragment {
+            // At most a fragment's length.
+            len: len as u16,
+            ..f
+        })
+    })
+}
+
+impl<P: BackendPlatform> TxFetch<P> for GrantCopyFetch {
+    fn fetch(&mut self, platform: &P, b: &mut TxBurst<'_>) -> Result<(), Fatal> {
+        self.copy_prefix(platform, b, usize::MAX)
     }
 }

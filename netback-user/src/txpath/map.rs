@@ -1,12 +1,10 @@
 //! Grant map per packet: map its pages read-only, copy out, unmap.
 
 use netstage_fallback::map::MAX_MAP_FRAGMENTS;
-use netstage_fallback::{fetch_by_map, Fragment, PacketBuf};
-use netstage_platform::DomId;
-use netstage_ring::netif::{TxChain, NETIF_RSP_OKAY};
+use netstage_fallback::{fetch_by_map, Fragment};
+use netstage_ring::netif::NETIF_RSP_OKAY;
 
-use super::{fragments, grant_failed, TxFetch};
-use crate::metrics::Counts;
+use super::{fragments, grant_failed, TxBurst, TxFetch};
 use crate::queue::Fatal;
 use crate::BackendPlatform;
 
@@ -14,16 +12,9 @@ use crate::BackendPlatform;
 pub(crate) struct GrantMapFetch;
 
 impl<P: BackendPlatform> TxFetch<P> for GrantMapFetch {
-    fn fetch(
-        &mut self,
-        platform: &P,
-        fe: DomId,
-        chains: &[TxChain],
-        bufs: &mut [PacketBuf],
-        status: &mut [i16],
-        counts: &mut Counts,
-    ) -> Result<(), Fatal> {
-        for (i, (c, buf)) in chains.iter().zip(bufs.iter_mut()).enumerate() {
+    fn fetch(&mut self, platform: &P, b: &mut TxBurst<'_>) -> Result<(), Fatal> {
+        let (fe, status, counts) = (b.fe, &mut *b.status, &mut *b.counts);
+        for (i, (c, buf)) in b.chains.iter().zip(b.bufs.iter_mut()).enumerate() {
             if status[i] != NETIF_RSP_OKAY {
                 continue;
             }

@@ -57,6 +57,9 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// TX request ids free, and which are in flight.
     tx_free: Vec<u16>,
     tx_inflight: Vec<bool>,
+    /// TX ids answered whose page the backend still held when its grant was revoked: out
+    /// of use until a later revoke succeeds.
+    tx_held: Vec<u16>,
     /// RX buffers in the order they were posted (a response's buffer is the one posted in
     /// its ring slot: the response id is not trusted to name it).
     rx_posted: VecDeque<u16>,
@@ -105,6 +108,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             port,
             tx_free: (0..POOL as u16).rev().collect(),
             tx_inflight: vec![false; POOL],
+            tx_held: Vec::with_capacity(POOL),
             rx_posted: VecDeque::with_capacity(POOL),
             staging,
             held: None,
@@ -117,6 +121,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             shared,
             pages,
         };
+        q.staging
+            .pools_shared(&q.pages.tx_pool, &q.pages.rx_pool)
+            .map_err(FrontendError::Handshake)?;
         q.post_all_rx().map_err(FrontendError::Handshake)?;
         Ok(q)
     }

@@ -8,7 +8,7 @@ use netstage_ring::netif::{
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
-use crate::staging::{err, Broken, Lent, RxPacket};
+use crate::staging::{err, Broken, Lent, Pool, RxPacket};
 use crate::{FrontendError, FrontendPlatform};
 
 /// The RX buffers of one received chain, in ring order.
@@ -168,6 +168,18 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 .ok_or("backend answered more RX requests than were posted")?;
             ids.try_push(id)
                 .map_err(|_| "an RX chain longer than netif allows")?;
+            // Revoked before anything reads the page, as netfront does; a backend that
+            // still holds it could change it under the reader.
+            if !self
+                .staging
+                .revoke(Pool::Rx, &self.pages.rx_pool, id, &mut self.tally)?
+            {
+                self.tally.revokes_refused += 1;
+                return Err(format!(
+                    "the backend still holds RX buffer {id} after answering it (grant in \
+                     use); the device is disabled, as Linux netfront does"
+                ));
+            }
         }
         Ok(true)
     }
@@ -249,7 +261,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
 
     /// Posts RX buffer `id` (unpublished).
     pub(super) fn post_rx(&mut self, id: u16) -> Result<(), Broken> {
-        let gref = self.pages.rx_pool.grefs[usize::from(id)];
+        let gref = self
+            .staging
+            .grant(Pool::Rx, &self.pages.rx_pool, id, &mut self.tally)?;
         self.rx
             .put_request(&NetifRxRequest { id, pad: 0, gref })
             .map_err(err("RX ring"))?;

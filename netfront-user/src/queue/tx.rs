@@ -9,7 +9,7 @@ use netstage_ring::netif::{
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
-use crate::staging::{err, Broken};
+use crate::staging::{err, Broken, Pool};
 use crate::{validate, FrontendError, FrontendPlatform};
 
 /// Request ids (data slots) and ring slots a packet of `len` bytes needs with `staged`
@@ -136,9 +136,13 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 .mem
                 .write_at(usize::from(id) * XEN_PAGE_SIZE, chunk)
                 .map_err(err("TX buffer"))?;
+            // Granted before the request that names it is published.
+            let gref = self
+                .staging
+                .grant(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?;
             let frag = TxFragment {
                 id,
-                gref: self.pages.tx_pool.grefs[usize::from(id)],
+                gref,
                 offset: 0,
                 // A chunk is at most one page.
                 size: chunk.len() as u16,
@@ -212,6 +216,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Takes the TX responses the backend published: frees their ids, counts errors and
     /// posts again the RX buffers that forwarded packets left from.
     pub(super) fn reap_tx(&mut self) -> Result<(), Broken> {
+        if !self.tx_held.is_empty() {
+            self.revoke_held()?;
+        }
         if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
             return Ok(());
         }
@@ -229,7 +236,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 ));
             }
             self.tx_inflight[id] = false;
-            self.tx_free.push(r.id);
+            self.free_id(r.id)?;
             if r.status != NETIF_RSP_OKAY {
                 self.tally.tx_errors += 1;
             }
@@ -240,5 +247,38 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
         }
         self.push_rx(reposted)
+    }
+
+    /// Ends the backend's access to answered id `id`'s page and frees the id, or, while
+    /// the backend still holds the page, keeps it out of use (counted).
+    fn free_id(&mut self, id: u16) -> Result<(), Broken> {
+        if self
+            .staging
+            .revoke(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?
+        {
+            self.tx_free.push(id);
+        } else {
+            self.tally.revokes_refused += 1;
+            self.tx_held.push(id);
+        }
+        Ok(())
+    }
+
+    /// Tries again to revoke the pages the backend held when they were answered; frees the
+    /// ids of those it let go.
+    fn revoke_held(&mut self) -> Result<(), Broken> {
+        let mut i = 0;
+        while let Some(&id) = self.tx_held.get(i) {
+            if self
+                .staging
+                .revoke(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?
+            {
+                self.tx_held.swap_remove(i);
+                self.tx_free.push(id);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
     }
 }

@@ -5,13 +5,14 @@
 //! Adding a design is adding a module here and its line in [`module`].
 
 mod none;
+mod regrant;
 mod ring;
 mod slots;
 mod slots_rfc;
 
 use arrayvec::ArrayVec;
 use netstage_fallback::{Design, MAX_VIEW_PARTS};
-use netstage_platform::{DomId, GrantExport, SharedPages};
+use netstage_platform::{DomId, GrantExport, GrantRef, SharedPages};
 use netstage_ring::netif::{RxChain, TxFragment};
 use netstage_ring::SharedMem;
 use netstage_ring::XEN_PAGE_SIZE;
@@ -34,6 +35,15 @@ pub(crate) struct RxPacket<'a> {
 
 /// Why a queue stopped: the backend did something impossible.
 pub(crate) type Broken = String;
+
+/// Which of a queue's buffer pools a page is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// The TX pool (one page per request id, read-only for the backend).
+    Tx,
+    /// The RX pool (one page per RX buffer, written by the backend).
+    Rx,
+}
 
 /// Turns an error into a [`Broken`] reason prefixed with `what`.
 pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Broken {
@@ -105,12 +115,61 @@ pub(crate) trait Staging: Send {
     fn rx_slot_gref(&self, _slot: u16) -> Option<u32> {
         None
     }
+
+    /// Called once with the queue's buffer pools, as shared at connect (all granted),
+    /// before any buffer is posted.
+    fn pools_shared(&mut self, _tx: &SharedPages, _rx: &SharedPages) -> Result<(), Broken> {
+        Ok(())
+    }
+
+    /// The reference of page `id` of `pages` (the `pool` pool) for a request about to be
+    /// published: the pool's own (granted once at connect), or, in a design that grants
+    /// per packet, a grant made now (counted in `t`).
+    fn grant(
+        &mut self,
+        _pool: Pool,
+        pages: &SharedPages,
+        id: u16,
+        _t: &mut Tally,
+    ) -> Result<GrantRef, Broken> {
+        pages
+            .grefs
+            .get(usize::from(id))
+            .copied()
+            .ok_or_else(|| format!("buffer {id} is not in the pool"))
+    }
+
+    /// Ends the backend's access to page `id` of `pages` once its response came: true if
+    /// the page may be used again, false if the backend still holds it (counted in `t`;
+    /// retry later, never reuse it meanwhile).
+    fn revoke(
+        &mut self,
+        _pool: Pool,
+        _pages: &SharedPages,
+        _id: u16,
+        _t: &mut Tally,
+    ) -> Result<bool, Broken> {
+        Ok(true)
+    }
+}
+
+/// What stages memory and grants pages at connect: this domain's grants, and an owned
+/// handle to them for a design that keeps granting per packet.
+pub(crate) trait Exporter: GrantExport {
+    /// An owned handle to the same grants.
+    fn owned(&self) -> std::sync::Arc<dyn GrantExport>;
+}
+
+impl<T: GrantExport + Clone + 'static> Exporter for T {
+    fn owned(&self) -> std::sync::Arc<dyn GrantExport> {
+        std::sync::Arc::new(self.clone())
+    }
 }
 
 /// Sharing one queue's staging memory at connect: with whom, and where it is announced.
 pub(crate) struct Share<'a> {
     /// This domain's grants.
-    pub(crate) platform: &'a dyn GrantExport,
+    pub(crate) platform: &'a dyn Exporter,
     /// The backend's domain.
     pub(crate) bdom: DomId,
     /// The queue's XenStore directory (the vif's, with one queue).
@@ -153,6 +212,7 @@ pub(crate) trait Module: Sync {
 pub(crate) fn module(design: Design) -> &'static dyn Module {
     match design {
         Design::GrantCopy | Design::GrantMap => &none::NoStaging,
+        Design::Linux => &regrant::PerPacketGrants,
         Design::Slots { .. } => &slots::SlotStaging,
         Design::SlotsRfc { .. } => &slots_rfc::SlotsRfcStaging,
         Design::Ring { .. } => &ring::RingStaging,

@@ -1,0 +1,177 @@
+//! Linux netback's TX path (`xenvif_tx_build_gops`, `xenvif_tx_check_gop`): the first
+//! [`TX_COPY_LEN`] bytes of each packet are grant-copied (the protocol headers, which the
+//! backend must own before it parses them), the rest of its pages are grant-mapped. One
+//! batched copy call and one batched map call per burst (at most [`MAX_MAP_OPS`] pages per
+//! map call, Linux's `MAX_PENDING_REQS`), then the mapped bytes are copied out and the
+//! whole batch unmapped at once.
+//!
+//! The platform maps many grants of one domain with one call into one window
+//! ([`GrantImport::map`]); it fails the whole call on the first bad grant, where Xen
+//! reports a status per operation, so a failed call is made again without the packets of
+//! the bad grant (each retry drops at least one packet: a hostile frontend costs calls,
+//! never a loop).
+
+use netstage_fallback::PacketBuf;
+use netstage_platform::{GrantRef, PlatformError};
+use netstage_ring::netif::{TxChain, NETIF_RSP_OKAY};
+use netstage_ring::SharedMem;
+use netstage_ring::XEN_PAGE_SIZE;
+
+use super::{fragments, grant_failed, GrantCopyFetch, TxBurst, TxFetch};
+use crate::metrics::Counts;
+use crate::queue::Fatal;
+use crate::BackendPlatform;
+
+/// Bytes of a TX packet grant-copied rather than mapped (`XEN_NETBACK_TX_COPY_LEN`).
+pub(crate) const TX_COPY_LEN: usize = 128;
+
+/// Pages one map call takes at most (Linux's `MAX_PENDING_REQS` map operations).
+pub(crate) const MAX_MAP_OPS: usize = 256;
+
+/// One mapped fragment: where it is in the grant and where it goes in the packet.
+#[derive(Debug, Clone, Copy)]
+struct MapPart {
+    packet: u32,
+    gref: GrantRef,
+    offset: u16,
+    len: u16,
+    /// Offset in the packet's buffer.
+    at: u32,
+    /// In the current map call.
+    mapped: bool,
+}
+
+/// The Linux TX path, with the room of its last bursts.
+pub(crate) struct LinuxFetch {
+    heads: GrantCopyFetch,
+    parts: Vec<MapPart>,
+    grefs: Vec<GrantRef>,
+}
+
+impl LinuxFetch {
+    /// Room for a burst of `burst` single-page packets before the vectors first grow.
+    pub(crate) fn new(burst: usize) -> LinuxFetch {
+        LinuxFetch {
+            heads: GrantCopyFetch::new(burst),
+            parts: Vec::with_capacity(burst),
+            grefs: Vec::with_capacity(burst),
+        }
+    }
+
+    /// Notes the pages past each okay packet's head to be mapped.
+    fn plan_maps(&mut self, chains: &[TxChain], status: &[i16]) {
+        self.parts.clear();
+        for (i, c) in chains.iter().enumerate() {
+            if status[i] != NETIF_RSP_OKAY {
+                continue;
+            }
+            let mut skip = TX_COPY_LEN;
+            let mut at = usize::from(c.staged);
+            for f in fragments(c) {
+                let len = usize::from(f.len);
+                let copied = skip.min(len);
+                skip -= copied;
+                if len > copied {
+                    self.parts.push(MapPart {
+                        packet: i as u32,
+                        gref: f.gref,
+                        // Both within a fragment of at most a page.
+                        offset: f.offset + copied as u16,
+                        len: (len - copied) as u16,
+                        at: (at + copied) as u32,
+                        mapped: false,
+                    });
+                }
+                at += len;
+            }
+        }
+    }
+
+    /// Maps the parts `range` of packets still okay with one call (again without the
+    /// packets of a grant that failed), copies them out and unmaps them with one call.
+    fn map_batch<P: BackendPlatform>(
+        &mut self,
+        platform: &P,
+        range: std::ops::Range<usize>,
+        b: &mut TxBurst<'_>,
+    ) {
+        let (fe, status, counts) = (b.fe, &mut *b.status, &mut *b.counts);
+        loop {
+            self.grefs.clear();
+            for p in &mut self.parts[range.clone()] {
+                p.mapped = status[p.packet as usize] == NETIF_RSP_OKAY;
+                if p.mapped {
+                    self.grefs.push(p.gref);
+                }
+            }
+            if self.grefs.is_empty() {
+                return;
+            }
+            match platform.map(fe, &self.grefs, false) {
+                Ok(window) => {
+                    counts.grant_maps += self.grefs.len() as u64;
+                    let mapped = self.parts[range].iter().filter(|p| p.mapped);
+                    for (page, p) in mapped.enumerate() {
+                        copy_out(&window, page, p, b.bufs, status, counts);
+                    }
+                    // Dropping the window unmaps the whole batch.
+                    return;
+                }
+                Err(e) => {
+                    let bad = match e {
+                        PlatformError::Grant { gref, .. } => Some(gref),
+                        _ => None,
+                    };
+                    let parts = &self.parts[range.clone()];
+                    let hit = |p: &&MapPart| p.mapped && bad.is_none_or(|g| g == p.gref);
+                    // Not a grant of this batch: fail the batch rather than retry.
+                    let fail_all = !parts.iter().any(|p| hit(&p));
+                    for p in parts.iter().filter(|p| fail_all || hit(p)) {
+                        grant_failed(status, p.packet as usize, counts);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies part `p`, mapped as page `page` of `window`, into its packet (if still okay).
+fn copy_out(
+    window: &SharedMem,
+    page: usize,
+    p: &MapPart,
+    bufs: &mut [PacketBuf],
+    status: &mut [i16],
+    counts: &mut Counts,
+) {
+    let i = p.packet as usize;
+    if status[i] != NETIF_RSP_OKAY {
+        return;
+    }
+    let (at, len) = (p.at as usize, usize::from(p.len));
+    let from = page * XEN_PAGE_SIZE + usize::from(p.offset);
+    let n = bufs[i].len();
+    let copied = bufs[i]
+        .prepare(n)
+        .ok()
+        .and_then(|data| data.get_mut(at..at + len))
+        .map(|d| window.read_at(from, d));
+    match copied {
+        Some(Ok(())) => counts.tx_grant_map_bytes += len as u64,
+        _ => grant_failed(status, i, counts),
+    }
+}
+
+impl<P: BackendPlatform> TxFetch<P> for LinuxFetch {
+    fn fetch(&mut self, platform: &P, b: &mut TxBurst<'_>) -> Result<(), Fatal> {
+        self.heads.copy_prefix(platform, b, TX_COPY_LEN)?;
+        self.plan_maps(b.chains, b.status);
+        let mut start = 0;
+        while start < self.parts.len() {
+            let end = (start + MAX_MAP_OPS).min(self.parts.len());
+            self.map_batch(platform, start..end, b);
+            start = end;
+        }
+        Ok(())
+    }
+}
