@@ -267,6 +267,7 @@ fn no_wait_times_out_while_work_is_pending() {
     let designs = [
         "grant-copy",
         "grant-map",
+        "linux",
         "slots:256",
         "slots-rfc:256",
         "ring:2:greedy",
