@@ -7,11 +7,19 @@
 //! endian), then the checksum (8 bytes) of the sequence number and every byte after the
 //! checksum. Frames shorter than [`HEADER`] (request/response's 15-byte frames) are not
 //! stamped; the echo checks those.
+//!
+//! Sizes may be mixed ([`SizeSpec`]): frame `seq` has the size the spec's cycle gives it,
+//! which the receiver checks against the sequence number it reads.
 
 use arrayvec::ArrayVec;
 use netstage_fallback::{Gso, PacketRef, PacketView, ViewPart};
 use netstage_netback_user::BURST;
 use serde::{Deserialize, Serialize};
+
+// The spec's own file; `lib.rs` does not name it yet, so it lives under this module.
+#[path = "sizes.rs"]
+pub mod sizes;
+pub use sizes::SizeSpec;
 
 /// Where the sequence number starts.
 const SEQ_AT: usize = 14;
@@ -102,27 +110,42 @@ fn fold_of(bytes: &[u8]) -> u64 {
     f.finish()
 }
 
-/// A sender's frames: [`BURST`] frames of one size, sent in ring order, each stamped with
-/// the next sequence number when it goes out again.
+/// Frames longer than an Ethernet frame carry the sender's GSO metadata.
+const GSO_ABOVE: usize = 1514;
+
+/// A sender's frames: [`BURST`] frames sized as the spec's cycle says, sent in ring order,
+/// each stamped (and sized) for the next sequence number when it goes out again. Nothing
+/// is allocated after [`Stamper::new`].
 #[derive(Debug)]
 pub struct Stamper {
+    /// [`BURST`] buffers of the largest size; `lens` says how much of each is the frame.
     frames: Vec<Vec<u8>>,
+    lens: Vec<usize>,
     head: usize,
     next: u64,
-    payload: u64,
+    /// Size and payload fold of each packet of a cycle.
+    cycle: Vec<(usize, u64)>,
     gso: Option<Gso>,
 }
 
 impl Stamper {
-    /// Frames of `size` bytes filled with `fill` (stamped if at least [`HEADER`] long).
-    pub fn new(size: usize, fill: u8, gso: Option<Gso>) -> Stamper {
-        let frame = vec![fill; size];
-        let payload = fold_of(frame.get(HEADER..).unwrap_or_default());
+    /// Frames of `sizes` filled with `fill` (stamped if at least [`HEADER`] long); those
+    /// longer than 1514 bytes carry `gso`.
+    pub fn new(sizes: impl Into<SizeSpec>, fill: u8, gso: Option<Gso>) -> Stamper {
+        let spec = sizes.into();
+        let frame = vec![fill; spec.max()];
+        let folds: Vec<(usize, u64)> = spec
+            .weights()
+            .iter()
+            .map(|&(n, _)| (n, fold_of(frame.get(HEADER..n).unwrap_or_default())))
+            .collect();
+        let fold = |n: usize| folds.iter().find(|f| f.0 == n).map_or(0, |f| f.1);
         let mut s = Stamper {
             frames: vec![frame; BURST],
+            lens: vec![0; BURST],
             head: 0,
             next: 0,
-            payload,
+            cycle: spec.cycle().into_iter().map(|n| (n, fold(n))).collect(),
             gso,
         };
         for i in 0..BURST {
@@ -134,10 +157,12 @@ impl Stamper {
     fn stamp(&mut self, i: usize) {
         let seq = self.next;
         self.next += 1;
+        let (len, payload) = self.cycle[(seq % self.cycle.len() as u64) as usize];
+        self.lens[i] = len;
         let f = &mut self.frames[i];
-        if f.len() >= HEADER {
+        if len >= HEADER {
             f[SEQ_AT..SUM_AT].copy_from_slice(&seq.to_le_bytes());
-            f[SUM_AT..HEADER].copy_from_slice(&checksum(seq, self.payload).to_le_bytes());
+            f[SUM_AT..HEADER].copy_from_slice(&checksum(seq, payload).to_le_bytes());
         }
     }
 
@@ -145,8 +170,9 @@ impl Stamper {
     pub fn burst(&self) -> ArrayVec<PacketRef<'_>, BURST> {
         (0..BURST)
             .map(|k| {
-                let mut p = PacketRef::new(&self.frames[(self.head + k) % BURST]);
-                p.gso = self.gso;
+                let i = (self.head + k) % BURST;
+                let mut p = PacketRef::new(&self.frames[i][..self.lens[i]]);
+                p.gso = self.gso.filter(|_| self.lens[i] > GSO_ABOVE);
                 p
             })
             .collect()
@@ -192,20 +218,25 @@ impl Check {
     }
 }
 
-/// A receiver of one stream of stamped frames of `size` bytes.
+/// A receiver of one stream of stamped frames sized by a [`SizeSpec`].
 #[derive(Debug, Clone)]
 pub struct Checker {
-    size: usize,
+    /// The size of each packet of a cycle.
+    cycle: Vec<usize>,
+    /// The spec's sizes, each once.
+    sizes: Vec<usize>,
     next: u64,
     /// What it found so far.
     pub found: Check,
 }
 
 impl Checker {
-    /// A receiver expecting frames of `size` bytes numbered from 0.
-    pub fn new(size: usize) -> Checker {
+    /// A receiver expecting frames of `sizes` numbered from 0.
+    pub fn new(sizes: impl Into<SizeSpec>) -> Checker {
+        let spec = sizes.into();
         Checker {
-            size,
+            cycle: spec.cycle(),
+            sizes: spec.weights().iter().map(|w| w.0).collect(),
             next: 0,
             found: Check::default(),
         }
@@ -244,7 +275,7 @@ impl Checker {
 
     /// Feeds the frame's bytes (by `feed`) through the header and the fold, and judges it.
     fn judge(&mut self, len: usize, feed: impl FnOnce(&mut dyn FnMut(&[u8]))) {
-        if len != self.size {
+        if !self.sizes.contains(&len) {
             self.found.errored += 1;
             return;
         }
@@ -272,6 +303,11 @@ impl Checker {
         let (seq, sum) = (word(SEQ_AT), word(SUM_AT));
         if checksum(seq, fold.finish()) != sum {
             self.found.corrupted += 1;
+            return;
+        }
+        if len != self.cycle[(seq % self.cycle.len() as u64) as usize] {
+            // Intact, but another packet's size: cut or padded to it.
+            self.found.errored += 1;
             return;
         }
         self.found.delivered += 1;
@@ -344,6 +380,39 @@ mod tests {
                 },
                 "{size}"
             );
+        }
+    }
+
+    #[test]
+    fn mixed_sizes_check_out_by_sequence_number() {
+        for spec in ["imix", "mix:64+65535", "mix:64x3+9000"] {
+            let spec: SizeSpec = spec.parse().unwrap();
+            let gso = Some(Gso {
+                gso_type: netstage_ring::netif::GsoType::TcpV4,
+                mss: 1448,
+            });
+            let mut s = Stamper::new(&spec, 0x5a, gso);
+            let mut c = Checker::new(&spec);
+            let cycle = spec.cycle();
+            let mut seq = 0;
+            for burst in [1, 7, BURST, 13, BURST] {
+                let b = s.burst();
+                for p in &b[..burst] {
+                    assert_eq!(p.data.len(), cycle[seq % cycle.len()], "{spec} #{seq}");
+                    assert_eq!(p.gso.is_some(), p.data.len() > 1514, "{spec} #{seq}");
+                    c.bytes(p.data);
+                    seq += 1;
+                }
+                drop(b);
+                s.sent(burst);
+            }
+            assert_eq!(c.found.delivered, seq as u64, "{spec}: {:?}", c.found);
+            assert!(c.found.intact() && c.found.reordered == 0, "{spec}");
+            // A frame of a size the mix does not have, and one lost.
+            let b = s.burst();
+            c.bytes(&b[0].data[..b[0].data.len() - 1]);
+            c.bytes(b[2].data);
+            assert_eq!((c.found.errored, c.found.lost), (1, 2), "{spec}");
         }
     }
 }

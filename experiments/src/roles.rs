@@ -19,7 +19,7 @@ use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
 use netstage_platform::xenstore::XsClient;
 use serde::{Deserialize, Serialize};
 
-use crate::check::{Check, Checker, Stamper};
+use crate::check::{Check, Checker, SizeSpec, Stamper};
 
 /// The guest's domain id in every scenario.
 pub const GUEST: u16 = 1;
@@ -150,9 +150,84 @@ impl Timeline {
 /// back (request/response). No thread hand-off and no allocation per packet.
 struct BenchQueues {
     dir: Dir,
-    size: usize,
+    size: SizeSpec,
+    /// What the sending end (the backend on RX) and a slow backend do.
+    load: Load,
     /// What the queues' checks of received frames found, added as each queue stops.
     found: Mutex<Check>,
+}
+
+/// How a stream is loaded beyond its sizes: the sender's bursts, the backend's speed.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Load {
+    /// Packets per burst: the sender sends this many, then pauses `--gap-us` (0: no
+    /// pauses).
+    #[arg(long, default_value_t = 0)]
+    pub burst: usize,
+    /// Microseconds the sender pauses between bursts.
+    #[arg(long, default_value_t = 0)]
+    pub gap_us: u64,
+    /// Nanoseconds the backend spends on each packet it sends or receives (a slow
+    /// backend; it spins).
+    #[arg(long, default_value_t = 0)]
+    pub backend_ns: u64,
+}
+
+/// Spins for `ns` nanoseconds.
+fn spin(ns: u64) {
+    if ns > 0 {
+        let t = Instant::now();
+        while t.elapsed().as_nanos() < u128::from(ns) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// A sender's bursts and pauses ([`Load::burst`], [`Load::gap_us`]).
+#[derive(Debug)]
+struct Pacer {
+    burst: usize,
+    gap: Duration,
+    /// Packets left in this burst.
+    left: usize,
+    /// The end of the pause under way.
+    until: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(l: &Load) -> Pacer {
+        Pacer {
+            burst: l.burst,
+            gap: Duration::from_micros(l.gap_us),
+            left: l.burst,
+            until: None,
+        }
+    }
+
+    /// How many of `n` packets may go now (0 during a pause).
+    fn allow(&mut self, n: usize) -> usize {
+        if self.burst == 0 {
+            return n;
+        }
+        if let Some(t) = self.until {
+            if Instant::now() < t {
+                return 0;
+            }
+            self.until = None;
+            self.left = self.burst;
+        }
+        n.min(self.left)
+    }
+
+    /// `n` packets went; a burst that is done starts its pause.
+    fn sent(&mut self, n: usize) {
+        if self.burst > 0 && n > 0 {
+            self.left -= n.min(self.left);
+            if self.left == 0 {
+                self.until = Some(Instant::now() + self.gap);
+            }
+        }
+    }
 }
 
 /// How long an idle queue sleeps before it looks at its stop flag again.
@@ -161,10 +236,18 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 impl BenchQueues {
     /// Sends stamped frames (numbered, checksummed) as fast as the guest takes them.
     fn generate(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
-        let mut frames = Stamper::new(self.size, 0x5a, None);
+        let mut frames = Stamper::new(&self.size, 0x5a, None);
+        let mut pace = Pacer::new(&self.load);
         while !q.stopped() {
-            let n = q.send_burst(&frames.burst())?;
+            let k = pace.allow(BURST);
+            if k == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let n = q.send_burst(&frames.burst()[..k])?;
             frames.sent(n);
+            pace.sent(n);
+            spin(self.load.backend_ns * n as u64);
             if n == 0 {
                 q.wait(Some(IDLE_WAIT))?;
             }
@@ -177,10 +260,15 @@ impl BenchQueues {
     /// each: its number in sequence, its checksum over every byte.
     fn count(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
         let mut bufs = PacketBuf::pool(BURST);
-        let mut check = Checker::new(self.size);
+        let mut check = Checker::new(&self.size);
+        let slow = self.load.backend_ns;
         let r = (|| {
             while !q.stopped() {
-                if q.recv_burst_in_place(&mut bufs, |v| check.view(v))? == 0 {
+                let each = |v: &netstage_fallback::PacketView<'_>| {
+                    check.view(v);
+                    spin(slow);
+                };
+                if q.recv_burst_in_place(&mut bufs, each)? == 0 {
                     q.wait(Some(IDLE_WAIT))?;
                 }
             }
@@ -270,9 +358,13 @@ pub struct RoleArgs {
     /// The end's setup.
     #[command(flatten)]
     pub end: EndArgs,
-    /// Packet size.
+    /// Packet sizes: bytes (`1500`), `imix` (64, 576, 1500 B 7:4:1) or a mix
+    /// (`mix:64+65535`, weights as `64x7`).
     #[arg(long)]
-    pub size: usize,
+    pub size: SizeSpec,
+    /// Bursts and a slow backend.
+    #[command(flatten)]
+    pub load: Load,
     /// Direction.
     #[arg(long, value_enum)]
     pub dir: Dir,
@@ -374,7 +466,8 @@ pub(crate) fn connect_frontend(
 pub fn backend(a: &RoleArgs) -> anyhow::Result<()> {
     let queues = Arc::new(BenchQueues {
         dir: a.dir,
-        size: a.size,
+        size: a.size.clone(),
+        load: a.load,
         found: Mutex::new(Check::default()),
     });
     let q2 = Arc::clone(&queues);
@@ -406,16 +499,19 @@ const FRONT_WAIT: Duration = Duration::from_millis(10);
 /// One queue's end of a stream: stamped frames to send (TX), or the check of every frame
 /// that arrives (RX).
 enum StreamEnd {
-    Send(Stamper),
+    Send(Stamper, Pacer),
     Receive(Checker),
 }
 
 impl StreamEnd {
-    fn new(dir: Dir, size: usize, gso: Option<netstage_fallback::Gso>) -> StreamEnd {
-        if dir == Dir::Tx {
-            StreamEnd::Send(Stamper::new(size, 0xa5, gso))
+    fn new(spec: &StreamSpec<'_>) -> StreamEnd {
+        if spec.dir == Dir::Tx {
+            StreamEnd::Send(
+                Stamper::new(spec.size, 0xa5, spec.gso),
+                Pacer::new(&spec.load),
+            )
         } else {
-            StreamEnd::Receive(Checker::new(size))
+            StreamEnd::Receive(Checker::new(spec.size))
         }
     }
 
@@ -424,9 +520,16 @@ impl StreamEnd {
     /// testpmd's receiver does not.)
     fn step(&mut self, q: &mut FrontQueue<SimDomain>) -> anyhow::Result<()> {
         let moved = match self {
-            StreamEnd::Send(frames) => {
-                let n = q.send_burst(&frames.burst())?;
+            StreamEnd::Send(frames, pace) => {
+                let k = pace.allow(BURST);
+                if k == 0 {
+                    // A pause: nothing is owed, so nothing to wait for.
+                    std::hint::spin_loop();
+                    return Ok(());
+                }
+                let n = q.send_burst(&frames.burst()[..k])?;
                 frames.sent(n);
+                pace.sent(n);
                 n
             }
             StreamEnd::Receive(check) => q.recv_burst_in_place(BURST, |v| check.view(v))?,
@@ -441,7 +544,7 @@ impl StreamEnd {
     /// everything in flight, so that closing does not revoke grants the backend is still
     /// copying from (frames it would then fail, and the check would count lost).
     fn drain(&self, q: &mut FrontQueue<SimDomain>) -> anyhow::Result<()> {
-        if let StreamEnd::Send(_) = self {
+        if let StreamEnd::Send(..) = self {
             let t = Instant::now();
             while q.tx_pending() > 0 && t.elapsed() < Duration::from_secs(2) {
                 q.send_burst(&[])?;
@@ -455,7 +558,7 @@ impl StreamEnd {
     fn found(&self) -> Option<Check> {
         match self {
             StreamEnd::Receive(c) => Some(c.found),
-            StreamEnd::Send(_) => None,
+            StreamEnd::Send(..) => None,
         }
     }
 }
@@ -482,6 +585,8 @@ fn transact(
 /// What a measured window produced.
 struct Window {
     packets: u64,
+    /// Their bytes (the frontend's count).
+    bytes: u64,
     seconds: f64,
     cpu0: f64,
     latency_ns: Option<[f64; 3]>,
@@ -515,6 +620,7 @@ fn measure_rr(
     let latency_ns = (!lat.is_empty()).then(|| [at(0.50), at(0.99), at(0.999)]);
     Ok(Window {
         packets: lat.len() as u64,
+        bytes: 0,
         seconds,
         cpu0,
         latency_ns,
@@ -544,10 +650,12 @@ fn timeline_counts(m: &netstage_netfront_user::MetricsSnapshot, dir: Dir) -> Cou
 
 /// What a stream's ends are made of.
 #[derive(Clone, Copy)]
-struct StreamSpec {
+struct StreamSpec<'a> {
     dir: Dir,
-    size: usize,
+    size: &'a SizeSpec,
+    /// GSO metadata of the frames longer than an Ethernet frame.
     gso: Option<netstage_fallback::Gso>,
+    load: Load,
 }
 
 /// Drives queue 0 on this thread in direction `dir` (TX: sending; RX: receiving) through
@@ -556,7 +664,7 @@ struct StreamSpec {
 fn measure_stream(
     link: &FrontendLink<SimDomain>,
     qs: &mut [FrontQueue<SimDomain>],
-    spec: StreamSpec,
+    spec: StreamSpec<'_>,
     warm: Duration,
     window: Duration,
 ) -> anyhow::Result<Window> {
@@ -570,7 +678,7 @@ fn measure_stream(
             .map(|q| {
                 let stop = &stop;
                 sc.spawn(move || -> anyhow::Result<Option<Check>> {
-                    let mut end = StreamEnd::new(spec.dir, spec.size, spec.gso);
+                    let mut end = StreamEnd::new(&spec);
                     while !stop.load(Ordering::Relaxed) {
                         end.step(q)?;
                     }
@@ -579,7 +687,7 @@ fn measure_stream(
                 })
             })
             .collect();
-        let mut end = StreamEnd::new(spec.dir, spec.size, spec.gso);
+        let mut end = StreamEnd::new(&spec);
         let run = drive_first(link, first, &mut end, spec.dir, warm, window);
         stop.store(true, Ordering::Relaxed);
         let drained = end.drain(first);
@@ -610,7 +718,15 @@ fn drive_first(
         end.step(q)?;
     }
     let now = || timeline_counts(&link.metrics(), dir);
-    let base = now().0;
+    let bytes = || {
+        let m = link.metrics();
+        if dir == Dir::Tx {
+            m.tx_bytes
+        } else {
+            m.rx_bytes
+        }
+    };
+    let (base, base_bytes) = (now().0, bytes());
     let cpu0 = crate::sys::cpu_seconds();
     let mut tl = Timeline::new(now());
     let t = Instant::now();
@@ -620,6 +736,7 @@ fn drive_first(
     }
     Ok(Window {
         packets: now().0 - base,
+        bytes: bytes() - base_bytes,
         seconds: t.elapsed().as_secs_f64(),
         cpu0,
         latency_ns: None,
@@ -635,11 +752,12 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
     let window = Duration::from_secs_f64(a.seconds);
     // Warm-up: a tenth of the window, not counted.
     let warm = window / 10;
-    let gso = (a.size > 1514).then_some(netstage_fallback::Gso {
+    let gso = (a.size.max() > 1514).then_some(netstage_fallback::Gso {
         gso_type: netstage_ring::netif::GsoType::TcpV4,
         mss: 1448,
     });
-    let frame = vec![0xa5u8; a.size];
+    // Request/response sends one frame size: the largest.
+    let frame = vec![0xa5u8; a.size.max()];
     let pkt = PacketRef {
         data: &frame,
         gso,
@@ -653,8 +771,9 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         Dir::Tx | Dir::Rx => {
             let spec = StreamSpec {
                 dir: a.dir,
-                size: a.size,
+                size: &a.size,
                 gso,
+                load: a.load,
             };
             measure_stream(&link, &mut qs, spec, warm, window)?
         }
@@ -664,7 +783,11 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         timeline: w.timeline,
         cpu_seconds: crate::sys::cpu_seconds() - w.cpu0,
         packets: w.packets,
-        bytes: w.packets * a.size as u64,
+        bytes: if a.dir.is_rr() {
+            w.packets * frame.len() as u64
+        } else {
+            w.bytes
+        },
         seconds: w.seconds,
         design: link.design().to_string(),
         metrics: serde_json::to_value(link.metrics())?,
