@@ -171,6 +171,47 @@ impl Sample {
     }
 }
 
+/// The version of the results' layout: raised when a field changes meaning or goes.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What produced a run's results: the tool, its source, the command and when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RunRecord {
+    /// [`SCHEMA_VERSION`] of the files written.
+    pub schema: u32,
+    /// The harness's version.
+    pub tool_version: String,
+    /// The git commit it was built from (`+changes` when the tree had uncommitted
+    /// changes), if built from a checkout.
+    pub git_commit: Option<String>,
+    /// The command line.
+    pub command: Vec<String>,
+    /// Start, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// Whether the run stopped early (Ctrl-C, or a failing run: see `stopped_by`), so the
+    /// results hold the runs finished before.
+    pub partial: bool,
+    /// Why it stopped early.
+    pub stopped_by: Option<String>,
+}
+
+impl RunRecord {
+    /// The record of this process's run, started now.
+    pub fn now() -> RunRecord {
+        RunRecord {
+            schema: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: option_env!("NETSTAGE_GIT_COMMIT").map(String::from),
+            command: std::env::args().collect(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            partial: false,
+            stopped_by: None,
+        }
+    }
+}
+
 /// The machine the run was on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Machine {
@@ -259,6 +300,9 @@ pub struct Results {
     /// measured before the sweep, and what the sweep charged on top.
     #[serde(default)]
     pub calibration: Option<calibrate::Calibration>,
+    /// What produced these results (none in results saved before it was recorded).
+    #[serde(default)]
+    pub record: Option<RunRecord>,
 }
 
 impl Results {
@@ -468,6 +512,27 @@ fn ratio_cell(i: Option<Interval>) -> String {
 
 /// The main table: rate and ratio with their intervals, each row's half-width (bold when
 /// wider than +-10 %), and a line on how many rows are that wide.
+/// The report's lines on what produced it, and a warning when the run stopped early.
+fn record_lines(out: &mut String, rec: &RunRecord) {
+    let _ = writeln!(
+        out,
+        "Produced by experiments {} ({}), results schema {}: `{}`.\n",
+        rec.tool_version,
+        rec.git_commit
+            .as_deref()
+            .map_or("commit unknown".to_string(), |c| format!("commit {c}")),
+        rec.schema,
+        rec.command.join(" ")
+    );
+    if rec.partial {
+        let _ = writeln!(
+            out,
+            "**This run stopped early ({}): the tables hold only the runs finished before.**\n",
+            rec.stopped_by.as_deref().unwrap_or("reason not recorded")
+        );
+    }
+}
+
 fn throughput_table(out: &mut String, r: &Results, rows: &[Row]) {
     let _ = writeln!(
         out,
@@ -551,6 +616,9 @@ pub fn markdown(r: &Results) -> String {
         m.cost_mode,
         m.waiting()
     );
+    if let Some(rec) = &r.record {
+        record_lines(&mut out, rec);
+    }
     let set_aside = runs(set_aside(&far_runs(r)));
     let seed = r.seed.map_or("not recorded".into(), |x| {
         format!("{x}: `compare --seed {x}` repeats it")

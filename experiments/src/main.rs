@@ -10,9 +10,11 @@
 
 #![deny(unsafe_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -526,74 +528,217 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         peer_failures: Vec::new(),
         seed: Some(seed),
         calibration,
+        record: Some(experiments::RunRecord::now()),
     };
-    for (round, order) in (1..=rounds).zip(run_order(runs.len(), rounds, seed)) {
+    let stop = interrupt_flag()?;
+    let mut log = std::fs::File::create(out.join("samples.jsonl"))
+        .with_context(|| format!("cannot create {}", out.join("samples.jsonl").display()))?;
+    let sweep_ctx = SweepCtx {
+        exe: &exe,
+        cfg: &cfg,
+        scenarios: &scenarios,
+        peer_runs: &peer_runs,
+        dpdk: dpdk.as_ref(),
+        seconds,
+        bar: &bar,
+        total: runs.len() as u64 * u64::from(rounds),
+    };
+    let mut failure = None;
+    'rounds: for (round, order) in (1..=rounds).zip(run_order(runs.len(), rounds, seed)) {
         // Saved in the sweep's order (the report lists designs as first seen); each
         // sample records its place in the shuffled order.
-        let mut designs_done: Vec<Option<Sample>> = vec![None; scenarios.len()];
-        let mut peers_done: Vec<Option<PeerSample>> = vec![None; peer_runs.len()];
+        let mut done = RoundDone {
+            designs: vec![None; scenarios.len()],
+            peers: vec![None; peer_runs.len()],
+        };
         for (position, k) in (0u32..).zip(order) {
-            match runs[k] {
-                Run::Design(i) => {
-                    let sc = &scenarios[i];
-                    let name = experiments::label(&sc.design, sc.queues);
-                    bar.set_message(format!("{} {} B {name}", sc.dir, sc.size));
-                    let s = run_one(&exe, sc, round, &cfg).with_context(|| {
-                        format!("round {round}: {} {} B {name}", sc.dir, sc.size)
-                    })?;
-                    designs_done[i] = Some(Sample {
-                        position: Some(position),
-                        ..s
-                    });
+            let step = sweep_ctx.step(runs[k], round, position, &mut done, &mut results, &mut log);
+            let stopped_by = if stop.load(Ordering::Relaxed) {
+                Some("interrupted (Ctrl-C or SIGTERM)".to_string())
+            } else {
+                step.as_ref().err().map(|e| format!("{e:#}"))
+            };
+            if let Some(why) = stopped_by {
+                if let Some(rec) = results.record.as_mut() {
+                    rec.stopped_by = Some(why);
                 }
-                Run::Peer(i) => {
-                    let (dir, size) = peer_runs[i];
-                    bar.set_message(format!("{dir} {size} B dpdk-testpmd"));
-                    let Some(dpdk) = &dpdk else { continue };
-                    // A peer that fails does not cost the run its designs' results: the
-                    // failure is reported (terminal, results.json, report) and the sweep
-                    // goes on.
-                    match run_dpdk(dpdk, round, dir, size, seconds) {
-                        Ok(p) => peers_done[i] = Some(p),
-                        Err(e) => {
-                            let why = format!("round {round}: {dir} {size} B dpdk-testpmd: {e:#}");
-                            bar.suspend(|| eprintln!("experiments: {why}"));
-                            results.peer_failures.push(why);
-                        }
+                failure = step.err().filter(|_| !stop.load(Ordering::Relaxed));
+                done.move_into(&mut results);
+                break 'rounds;
+            }
+        }
+        done.move_into(&mut results);
+        // Each finished round is on disk: `report` renders it if the run stops later.
+        save_json(&out.join("results.json"), &results)?;
+    }
+    bar.finish_and_clear();
+    if let Some(rec) = results.record.as_mut() {
+        rec.partial = rec.stopped_by.is_some();
+    }
+    write_outputs(&results, &out)?;
+    match failure {
+        Some(e) => Err(e.context(format!(
+            "the sweep stopped; the runs before are in {}",
+            out.display()
+        ))),
+        None if stop.load(Ordering::Relaxed) => bail!(
+            "interrupted; the runs finished before are in {}",
+            out.display()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Writes every output of a `compare` run into `out` and prints the report.
+fn write_outputs(results: &Results, out: &Path) -> anyhow::Result<()> {
+    save_json(&out.join("results.json"), results)?;
+    std::fs::write(out.join("results.csv"), csv(results))?;
+    write_summary(results, out)?;
+    if !results.peers.is_empty() {
+        std::fs::write(out.join("peers.csv"), experiments::peers_csv(results))?;
+    }
+    let md = markdown(results);
+    std::fs::write(out.join("report.md"), &md)?;
+    print!("{md}");
+    plots(results, out);
+    println!("\nresults in {}", out.display());
+    Ok(())
+}
+
+/// Writes `v` as pretty JSON to `path`, through a temporary file so a reader never sees
+/// half of it.
+fn save_json(path: &Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(v)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Set by Ctrl-C (SIGINT) or SIGTERM: the sweep stops after the run in progress and writes
+/// what it has. A second Ctrl-C ends the process at once (the default action).
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_default(sig, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// What one round has finished, by index in the sweep's order.
+struct RoundDone {
+    designs: Vec<Option<Sample>>,
+    peers: Vec<Option<PeerSample>>,
+}
+
+impl RoundDone {
+    /// Moves the finished runs into the results (in the sweep's order).
+    fn move_into(&mut self, results: &mut Results) {
+        results
+            .samples
+            .extend(self.designs.iter_mut().filter_map(Option::take));
+        results
+            .peers
+            .extend(self.peers.iter_mut().filter_map(Option::take));
+    }
+}
+
+/// What the runs of a sweep share.
+struct SweepCtx<'a> {
+    exe: &'a Path,
+    cfg: &'a RunCfg<'a>,
+    scenarios: &'a [Scenario],
+    peer_runs: &'a [(Dir, usize)],
+    dpdk: Option<&'a Dpdk>,
+    seconds: f64,
+    bar: &'a ProgressBar,
+    total: u64,
+}
+
+impl SweepCtx<'_> {
+    /// Runs one step of a round; a finished design or peer run is also appended to the
+    /// sweep's log (`samples.jsonl`) at once, and a line goes to stderr when it is not a
+    /// terminal (where the progress bar is hidden).
+    fn step(
+        &self,
+        run: Run,
+        round: u32,
+        position: u32,
+        done: &mut RoundDone,
+        results: &mut Results,
+        log: &mut std::fs::File,
+    ) -> anyhow::Result<()> {
+        let what = match run {
+            Run::Design(i) => {
+                let sc = &self.scenarios[i];
+                let name = experiments::label(&sc.design, sc.queues);
+                let what = format!("{} {} B {name}", sc.dir, sc.size);
+                self.bar.set_message(what.clone());
+                let s = run_one(self.exe, sc, round, self.cfg)
+                    .with_context(|| format!("round {round}: {what}"))?;
+                let s = Sample {
+                    position: Some(position),
+                    ..s
+                };
+                writeln!(log, "{}", serde_json::json!({ "sample": &s }))?;
+                let rate = format!("{what}: {:.0} pps", s.pps);
+                done.designs[i] = Some(s);
+                rate
+            }
+            Run::Peer(i) => {
+                let (dir, size) = self.peer_runs[i];
+                let what = format!("{dir} {size} B dpdk-testpmd");
+                self.bar.set_message(what.clone());
+                let Some(dpdk) = self.dpdk else {
+                    return Ok(());
+                };
+                // A peer that fails does not cost the run its designs' results: the
+                // failure is reported (terminal, results.json, report) and the sweep
+                // goes on.
+                match run_dpdk(dpdk, round, dir, size, self.seconds) {
+                    Ok(p) => {
+                        writeln!(log, "{}", serde_json::json!({ "peer": &p }))?;
+                        let rate = format!("{what}: {:.0} pps", p.pps);
+                        done.peers[i] = Some(p);
+                        rate
                     }
-                }
-                Run::Stream(chunk) => {
-                    bar.set_message(format!("raw data-ring stream, {chunk} B writes"));
-                    let rate = run_stream(&exe, seconds, chunk)
-                        .with_context(|| format!("the raw data-ring stream, {chunk} B writes"))?;
-                    if chunk == 64 {
-                        results.stream_64b_mps.push(rate / 64.0 / 1e6);
-                    } else {
-                        results.stream_gbps.push(rate * 8.0 / 1e9);
+                    Err(e) => {
+                        let why = format!("round {round}: {what}: {e:#}");
+                        self.bar.suspend(|| eprintln!("experiments: {why}"));
+                        results.peer_failures.push(why.clone());
+                        why
                     }
                 }
             }
-            bar.inc(1);
+            Run::Stream(chunk) => {
+                self.bar
+                    .set_message(format!("raw data-ring stream, {chunk} B writes"));
+                let rate = run_stream(self.exe, self.seconds, chunk)
+                    .with_context(|| format!("the raw data-ring stream, {chunk} B writes"))?;
+                if chunk == 64 {
+                    results.stream_64b_mps.push(rate / 64.0 / 1e6);
+                } else {
+                    results.stream_gbps.push(rate * 8.0 / 1e9);
+                }
+                writeln!(
+                    log,
+                    "{}",
+                    serde_json::json!({ "stream": { "chunk": chunk, "bytes_per_s": rate } })
+                )?;
+                format!("raw stream, {chunk} B writes: {rate:.0} B/s")
+            }
+        };
+        self.bar.inc(1);
+        if !std::io::stderr().is_terminal() {
+            eprintln!(
+                "experiments: run {}/{} (round {round}): {what}",
+                self.bar.position(),
+                self.total
+            );
         }
-        results.samples.extend(designs_done.into_iter().flatten());
-        results.peers.extend(peers_done.into_iter().flatten());
+        Ok(())
     }
-    bar.finish_and_clear();
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    std::fs::write(out.join("results.csv"), csv(&results))?;
-    write_summary(&results, &out)?;
-    if !results.peers.is_empty() {
-        std::fs::write(out.join("peers.csv"), experiments::peers_csv(&results))?;
-    }
-    let md = markdown(&results);
-    std::fs::write(out.join("report.md"), &md)?;
-    print!("{md}");
-    plots(&results, &out);
-    println!("\nresults in {}", out.display());
-    Ok(())
 }
 
 /// The cost mode the roles run with, and the calibration behind it: the `xen` preset is

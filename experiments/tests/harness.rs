@@ -604,6 +604,7 @@ fn results(samples: Vec<experiments::Sample>) -> Results {
         samples,
         seed: Some(1234),
         calibration: None,
+        record: None,
     }
 }
 

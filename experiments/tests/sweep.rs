@@ -175,3 +175,50 @@ fn a_short_soak_checks_every_run_and_survives_its_faults() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--minutes"));
 }
+
+/// A sweep told to stop (SIGTERM, as Ctrl-C's SIGINT) finishes the run in progress, writes
+/// what it has as a valid partial result that `report` renders, and exits non-zero; every
+/// finished run was already in samples.jsonl.
+#[test]
+fn a_stopped_sweep_keeps_every_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["compare", "--quick", "--cost", "none", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few finished runs, then ask it to stop.
+    let log = out.join("samples.jsonl");
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(t.elapsed().as_secs() < 120, "no runs finished");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    experiments::sys::signal(child.id(), libc::SIGTERM).unwrap();
+    let st = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let r: experiments::Results =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rec = r.record.as_ref().expect("the run's record");
+    assert!(rec.partial && rec.stopped_by.is_some(), "{rec:?}");
+    assert_eq!(rec.schema, experiments::SCHEMA_VERSION);
+    assert!(rec.command.iter().any(|a| a == "--quick"), "{rec:?}");
+    let logged = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        r.samples.len() >= 3 && logged >= r.samples.len(),
+        "{logged} logged"
+    );
+    // Not a terminal: one line per finished run on stderr.
+    assert!(
+        stderr.lines().filter(|l| l.contains(": run ")).count() >= 3,
+        "{stderr}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("stopped early"), "{md}");
+    assert_eq!(common::report(&out), md);
+}
