@@ -38,7 +38,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Compare the designs (default: grant-copy, grant-map, slots:256, slots-rfc:256,
+    /// Compare the designs (default: grant-copy, grant-map, linux, slots:256, slots-rfc:256,
     /// ring:8:greedy, ring:8:adaptive; TX, RX and request/response; 64, 256, 1500 and 65535
     /// bytes; grant costs from the calibrated xen preset).
     Compare(CompareArgs),
@@ -377,6 +377,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             [
                 "grant-copy",
                 "grant-map",
+                "linux",
                 "slots:256",
                 "slots-rfc:256",
                 "ring:8:greedy",
