@@ -33,7 +33,7 @@ pub const SEED_STAGING_NS: [(Dir, f64); 2] = [(Dir::Tx, 266.0), (Dir::Rx, 304.0)
 pub const SEED_TOLERANCE: f64 = 0.20;
 
 /// Interleaved rounds of the calibration runs.
-pub const CALIBRATION_ROUNDS: u32 = 3;
+pub const CALIBRATION_ROUNDS: u32 = 5;
 
 /// The runs a calibration takes per round, all at [`SEED_SIZE`] bytes in the `none` mode.
 pub const CALIBRATION_RUNS: [(&str, Dir); 5] = [
@@ -49,8 +49,11 @@ pub const CALIBRATION_RUNS: [(&str, Dir); 5] = [
 pub struct Costs {
     /// Per call (hypercall entry and exit, event-channel send).
     pub call_ns: u64,
-    /// Per grant-copy operation.
+    /// Per grant-copy operation reading a granted page (TX).
     pub copy_ns: u64,
+    /// Per grant-copy operation writing a granted page (RX).
+    #[serde(default)]
+    pub copy_to_ns: u64,
     /// Per page mapped.
     pub map_ns: u64,
     /// Per page unmapped.
@@ -62,6 +65,7 @@ impl From<ModelCost> for Costs {
         Costs {
             call_ns: m.call_ns,
             copy_ns: m.copy_ns,
+            copy_to_ns: m.copy_to_ns,
             map_ns: m.map_ns,
             unmap_ns: m.unmap_ns,
         }
@@ -73,6 +77,7 @@ impl From<Costs> for ModelCost {
         ModelCost {
             call_ns: c.call_ns,
             copy_ns: c.copy_ns,
+            copy_to_ns: c.copy_to_ns,
             map_ns: c.map_ns,
             unmap_ns: c.unmap_ns,
         }
@@ -159,22 +164,25 @@ fn added_per_round(runs: &[CalibrationRun], design: &str, dir: Dir) -> Vec<f64> 
         .collect()
 }
 
-/// What the emulation costs per operation: a grant copy, the mean of what it adds per
-/// packet on TX and on RX (medians over rounds); a map and its unmap, what grant-map adds
-/// on TX, split evenly. A call costs the `model` mode nothing of its own (no system call
-/// unless the peer sleeps), so none is subtracted.
+/// What the emulation costs per operation: a grant copy reading a granted page, what it
+/// adds per packet on TX, and one writing a granted page, what it adds on RX (medians over
+/// rounds); a map and its unmap, what grant-map adds on TX, split evenly. A call costs the
+/// `model` mode nothing of its own (no system call unless the peer sleeps), so none is
+/// subtracted.
 pub fn own_costs(runs: &[CalibrationRun]) -> Result<ModelCost, String> {
     let need = |design: &str, dir: Dir| {
         median(added_per_round(runs, design, dir)).ok_or_else(|| {
             format!("the calibration has no paired {design} and {SEED_STAGING} {dir} runs")
         })
     };
-    let copy = (need("grant-copy", Dir::Tx)? + need("grant-copy", Dir::Rx)?) / 2.0;
+    let copy = need("grant-copy", Dir::Tx)?;
+    let copy_to = need("grant-copy", Dir::Rx)?;
     let map_unmap = need("grant-map", Dir::Tx)?;
     let ns = |x: f64| x.max(0.0).round() as u64;
     Ok(ModelCost {
         call_ns: 0,
         copy_ns: ns(copy),
+        copy_to_ns: ns(copy_to),
         map_ns: ns(map_unmap / 2.0),
         unmap_ns: ns(map_unmap / 2.0),
     })
@@ -294,9 +302,14 @@ fn calibration_table(out: &mut String, c: &Calibration) {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|");
     type Field = fn(&Costs) -> u64;
-    let rows: [(&str, Field); 4] = [
+    let rows: [(&str, Field); 5] = [
         ("call (hypercall, event-channel send)", |c| c.call_ns),
-        ("grant-copy operation", |c| c.copy_ns),
+        ("grant-copy operation reading a granted page (TX)", |c| {
+            c.copy_ns
+        }),
+        ("grant-copy operation writing a granted page (RX)", |c| {
+            c.copy_to_ns
+        }),
         ("page mapped", |c| c.map_ns),
         ("page unmapped", |c| c.unmap_ns),
     ];
@@ -377,12 +390,13 @@ mod tests {
             runs.push(run(round, "grant-map", Dir::Tx, 1e9 / 1125.0));
         }
         let own = own_costs(&runs).unwrap();
-        assert_eq!(own.copy_ns, 175, "the mean of 200 and 150");
+        assert_eq!((own.copy_ns, own.copy_to_ns), (200, 150), "TX and RX");
         assert_eq!(own.map_ns + own.unmap_ns, 1000);
         assert_eq!(own.call_ns, 0);
         let c = Calibration::from_runs(runs).unwrap();
-        assert_eq!(c.charged.copy_ns, ModelCost::XEN.copy_ns - 175);
-        assert_eq!(c.cost_mode().to_string().split(',').count(), 4);
+        assert_eq!(c.charged.copy_ns, ModelCost::XEN.copy_ns - 200);
+        assert_eq!(c.charged.copy_to_ns, ModelCost::XEN.copy_to_ns - 150);
+        assert_eq!(c.cost_mode().to_string().split(',').count(), 5);
     }
 
     #[test]

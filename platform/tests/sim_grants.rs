@@ -22,6 +22,7 @@ fn modes() -> Vec<CostMode> {
         CostMode::Model(ModelCost {
             call_ns: 100,
             copy_ns: 50,
+            copy_to_ns: 60,
             map_ns: 200,
             unmap_ns: 300,
         }),

@@ -702,7 +702,12 @@ impl SimDomain {
         }
         // No pointer into this call's buffers outlives it.
         sc.clear();
-        d.charge(|m| m.call_ns + m.copy_ns * n as u64);
+        let to_foreign = ops
+            .iter()
+            .filter(|op| matches!(op, CopyOp::ToForeign { .. }))
+            .count() as u64;
+        let from_foreign = n as u64 - to_foreign;
+        d.charge(|m| m.call_ns + m.copy_ns * from_foreign + m.copy_to_ns * to_foreign);
         Stats::add(&d.stats.copy_ops, n as u64);
         let mut bytes = 0u64;
         let mut failed = 0u64;
