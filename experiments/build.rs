@@ -20,8 +20,10 @@ fn main() {
         let c = if dirty { format!("{c}+changes") } else { c };
         println!("cargo:rustc-env=NETSTAGE_GIT_COMMIT={c}");
     }
-    // Rebuilt when HEAD moves; a working-tree change shows at the next rebuild.
-    for p in ["../.git/HEAD", "../.git/index"] {
+    // Rebuilt when HEAD moves (checkout: HEAD; a commit on the branch: the reflog, which
+    // every commit appends to) or the index changes; a working-tree change shows at the
+    // next rebuild.
+    for p in ["../.git/HEAD", "../.git/logs/HEAD", "../.git/index"] {
         println!("cargo:rerun-if-changed={p}");
     }
 }

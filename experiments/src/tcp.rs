@@ -559,7 +559,10 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     for c in &r.commands {
         let _ = writeln!(out, "{c}");
     }
-    let _ = writeln!(out, "```\n\n![tcp](tcp.svg)");
+    let _ = writeln!(out, "```");
+    if r.samples.iter().any(|s| !s.dir.is_rr()) {
+        let _ = writeln!(out, "\n![tcp](tcp.svg)");
+    }
     out
 }
 
