@@ -16,10 +16,7 @@ use netstage_fallback::{Gso, PacketRef, PacketView, ViewPart};
 use netstage_netback_user::BURST;
 use serde::{Deserialize, Serialize};
 
-// The spec's own file; `lib.rs` does not name it yet, so it lives under this module.
-#[path = "sizes.rs"]
-pub mod sizes;
-pub use sizes::SizeSpec;
+pub use crate::sizes::SizeSpec;
 
 /// Where the sequence number starts.
 const SEQ_AT: usize = 14;

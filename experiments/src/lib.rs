@@ -11,6 +11,7 @@ pub mod check;
 pub mod peer;
 pub mod plots;
 pub mod roles;
+pub mod sizes;
 pub mod soak;
 pub mod stats;
 pub mod sweep;

@@ -5,8 +5,12 @@
 //! `mix:<size>[x<weight>]+...` (`mix:64+65535`: the two sizes in turn; `mix:64x7+576x4+1500`
 //! is IMIX). A mix's sizes are joined by `+` so that a comma-separated list of specs (the
 //! sweep's `--sizes`) can hold it; `,` is accepted too where a single spec is given.
+//!
+//! In JSON and TOML a fixed size is a number (`1500`, as results and scenario files wrote
+//! sizes before mixes existed) and any other spec a string (`"imix"`); either form is read.
+//! Specs sort fixed sizes first, by size, then `imix`, then the mixes.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The smallest and largest packet a spec may name (an Ethernet header; netif's limit).
 pub const SIZE_RANGE: std::ops::RangeInclusive<usize> = 14..=65535;
@@ -19,8 +23,7 @@ pub const MAX_CYCLE: u32 = 4096;
 const IMIX: [(usize, u32); 3] = [(64, 7), (576, 4), (1500, 1)];
 
 /// The packet sizes of a workload.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SizeSpec {
     /// Every packet this many bytes.
     Fixed(usize),
@@ -76,6 +79,32 @@ impl SizeSpec {
     /// Whether packets come in more than one size.
     pub fn is_mixed(&self) -> bool {
         !matches!(self, SizeSpec::Fixed(_))
+    }
+
+    /// The one size of a fixed spec.
+    pub fn fixed(&self) -> Option<usize> {
+        match self {
+            SizeSpec::Fixed(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The order specs are listed in: fixed sizes first, by size, then `imix`, then the
+    /// mixes (not `Ord`, whose `max` would hide [`SizeSpec::max`]).
+    pub fn sort_key(&self) -> (u8, Vec<(usize, u32)>) {
+        match self {
+            SizeSpec::Fixed(n) => (0, vec![(*n, 1)]),
+            SizeSpec::Imix => (1, Vec::new()),
+            SizeSpec::Mix(m) => (2, m.clone()),
+        }
+    }
+
+    /// The spec for prose: `1500 B`, or the spec as written (`imix`).
+    pub fn with_unit(&self) -> String {
+        match self {
+            SizeSpec::Fixed(n) => format!("{n} B"),
+            _ => self.to_string(),
+        }
     }
 }
 
@@ -163,6 +192,45 @@ impl From<SizeSpec> for String {
     }
 }
 
+impl Serialize for SizeSpec {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SizeSpec::Fixed(n) => ser.serialize_u64(*n as u64),
+            _ => ser.collect_str(self),
+        }
+    }
+}
+
+/// Reads a spec from a number (a fixed size) or a string, checked as [`str::parse`] checks
+/// it.
+struct SpecVisitor;
+
+impl serde::de::Visitor<'_> for SpecVisitor {
+    type Value = SizeSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a packet size in bytes, `imix` or `mix:<size>[x<weight>]+...`")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeSpec, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeSpec, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeSpec, E> {
+        v.parse().map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeSpec {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<SizeSpec, D::Error> {
+        de.deserialize_any(SpecVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +258,39 @@ mod tests {
             SizeSpec::Mix(vec![(64, 1), (65535, 1)])
         );
         assert!(serde_json::from_str::<SizeSpec>("\"mix:1\"").is_err());
+        // A fixed size is a number, as sizes were before mixes; a string is read too.
+        assert_eq!(
+            serde_json::to_string(&SizeSpec::Fixed(1500)).unwrap(),
+            "1500"
+        );
+        for json in ["1500", "\"1500\""] {
+            assert_eq!(
+                serde_json::from_str::<SizeSpec>(json).unwrap(),
+                SizeSpec::Fixed(1500)
+            );
+        }
+        let e = serde_json::from_str::<SizeSpec>("13")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`13`"), "{e}");
+        assert!(serde_json::from_str::<SizeSpec>("-1").is_err());
+    }
+
+    #[test]
+    fn fixed_sizes_sort_first_then_imix_then_mixes() {
+        let mut v: Vec<SizeSpec> = ["mix:64+65535", "imix", "1500", "64", "mix:64+1500"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        v.sort_by_key(SizeSpec::sort_key);
+        let shown: Vec<String> = v.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["64", "1500", "imix", "mix:64+1500", "mix:64+65535"]);
+        assert_eq!(SizeSpec::Fixed(64).with_unit(), "64 B");
+        assert_eq!(SizeSpec::Imix.with_unit(), "imix");
+        assert_eq!(
+            (SizeSpec::Fixed(64).fixed(), SizeSpec::Imix.fixed()),
+            (Some(64), None)
+        );
     }
 
     #[test]
