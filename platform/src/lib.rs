@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | share pages with a peer | [`GrantExport`] | `/dev/xen/gntalloc` (`ALLOC_GREF`, `DEALLOC_GREF`), `gnttab_end_foreign_access` |
 //! | map a peer's grants | [`GrantImport::map`] | `/dev/xen/gntdev` `MAP_GRANT_REF` + `mmap`; unmapped on drop |
+//! | map a peer's pages each on its own, one call | [`GrantImport::map_each`] into [`MappedPages`] | `GNTTABOP_map_grant_ref` of N ops, a status each |
 //! | copy to / from a peer's grants | [`GrantImport::copy`] | `GNTTABOP_copy` / `IOCTL_GNTDEV_GRANT_COPY` |
 //! | event channels | [`EventChannels`], [`EventPort`] | `/dev/xen/evtchn` |
 //! | XenStore | [`xenstore::XenStore`] ([`xenstore::XsClient`]) | libxenstore over xenstored's socket |
@@ -377,6 +378,16 @@ pub trait GrantImport: Send + Sync {
     /// returned window is dropped.
     fn map(&self, dom: DomId, grefs: &[GrantRef], writable: bool) -> Result<SharedMem>;
 
+    /// Maps each of the grants `refs` of domain `dom` as a page of its own, read-only or
+    /// writable (`rw`), with one call, into `p` (first unmapping what `p` held): Xen's
+    /// `GNTTABOP_map_grant_ref` of one operation per page, each with its own status. A grant
+    /// that fails fails only its page ([`MappedPages::status`]); the others are mapped.
+    /// Charged as one call and a map per page mapped; [`MappedPages::unmap`] (or the next
+    /// map into `p`, or dropping it) unmaps them all with one call. Errors only if the
+    /// call itself fails. `p` keeps its storage, so that maps into the same `p` allocate
+    /// nothing once it has grown to the batch size (on the emulated platform).
+    fn map_each(&self, dom: DomId, refs: &[GrantRef], rw: bool, p: &mut MappedPages) -> Result<()>;
+
     /// Performs every copy of `ops` with one call and writes one status per operation into
     /// `status` (which must be as long as `ops`; a failed operation does not stop the
     /// others). Errors only if the call itself fails. Allocates nothing on the emulated
@@ -390,6 +401,182 @@ pub trait GrantImport: Send + Sync {
         batch.status.clear();
         batch.status.resize(batch.ops.len(), GrantStatus::Okay);
         self.copy_ops(&mut batch.ops, &mut batch.status)
+    }
+}
+
+/// What a platform keeps of the pages a [`MappedPages`] holds, to unmap them.
+pub(crate) trait MapHold: std::any::Any + Send + Sync {
+    /// Unmaps the pages of the last map whose status is okay (their windows are gone),
+    /// with one call; does nothing if none is.
+    fn unmap(&mut self, grefs: &[GrantRef], status: &[GrantStatus], writable: bool);
+
+    /// Itself, to be told apart from another platform's.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// Pages of one domain mapped by one [`GrantImport::map_each`] call, each with its own
+/// window and status. Unmapped together, with one call, by [`MappedPages::unmap`], by the
+/// next map into it or when dropped. Its storage stays from map to map: keep one per queue.
+#[derive(Debug, Default)]
+pub struct MappedPages {
+    pub(crate) dom: DomId,
+    pub(crate) writable: bool,
+    pub(crate) grefs: Vec<GrantRef>,
+    pub(crate) status: Vec<GrantStatus>,
+    /// One per page; `None` where the page failed.
+    pub(crate) windows: Vec<Option<SharedMem>>,
+    pub(crate) hold: Hold,
+}
+
+/// The platform's [`MapHold`] of a [`MappedPages`], once it has mapped.
+#[derive(Default)]
+pub(crate) struct Hold(pub(crate) Option<Box<dyn MapHold>>);
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Hold" } else { "None" })
+    }
+}
+
+impl MappedPages {
+    /// Room for maps of `pages` pages before the storage first grows.
+    pub fn with_capacity(pages: usize) -> MappedPages {
+        MappedPages {
+            grefs: Vec::with_capacity(pages),
+            status: Vec::with_capacity(pages),
+            windows: Vec::with_capacity(pages),
+            dom: 0,
+            writable: false,
+            hold: Hold::default(),
+        }
+    }
+
+    /// Pages of the last map (mapped or failed); 0 once unmapped.
+    pub fn len(&self) -> usize {
+        self.grefs.len()
+    }
+
+    /// Whether it holds no map.
+    pub fn is_empty(&self) -> bool {
+        self.grefs.is_empty()
+    }
+
+    /// The status of page `i` of the last map (`GNTST_okay`: mapped).
+    pub fn status(&self, i: usize) -> Option<GrantStatus> {
+        self.status.get(i).copied()
+    }
+
+    /// Pages of the last map that are mapped.
+    pub fn mapped(&self) -> usize {
+        self.status
+            .iter()
+            .filter(|s| **s == GrantStatus::Okay)
+            .count()
+    }
+
+    /// Page `i` of the last map, or the reason it is not mapped.
+    pub fn page(&self, i: usize) -> Result<MappedPage<'_>> {
+        let (Some(gref), Some(status)) = (self.grefs.get(i), self.status.get(i)) else {
+            return Err(PlatformError::Invalid(format!(
+                "page {i} of a map of {} pages",
+                self.grefs.len()
+            )));
+        };
+        match self.windows.get(i).and_then(Option::as_ref) {
+            Some(mem) if *status == GrantStatus::Okay => Ok(MappedPage { mem }),
+            _ => Err(PlatformError::Grant {
+                dom: self.dom,
+                gref: *gref,
+                status: *status,
+            }),
+        }
+    }
+
+    /// Unmaps every page of the last map with one call (nothing if none is mapped).
+    pub fn unmap(&mut self) {
+        // The windows go first: nothing may reach a page once it is unmapped.
+        self.windows.clear();
+        if let Some(hold) = self.hold.0.as_mut() {
+            hold.unmap(&self.grefs, &self.status, self.writable);
+        }
+        self.grefs.clear();
+        self.status.clear();
+    }
+
+    /// Unmaps what it held and starts a map of `grefs`: every page failed
+    /// (`GNTST_general_error`) and without a window until the platform maps it.
+    pub(crate) fn begin(&mut self, dom: DomId, grefs: &[GrantRef], writable: bool) -> Result<()> {
+        self.unmap();
+        if grefs.is_empty() {
+            return Err(PlatformError::Invalid("map of zero grants".into()));
+        }
+        self.dom = dom;
+        self.writable = writable;
+        self.grefs.extend_from_slice(grefs);
+        self.status.resize(grefs.len(), GrantStatus::GeneralError);
+        self.windows.resize(grefs.len(), None);
+        Ok(())
+    }
+}
+
+impl Drop for MappedPages {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// The platform's hold of type `H` in `hold` (made by `make` unless it is an `H` that
+/// `same` accepts; its pages must be unmapped).
+pub(crate) fn hold_as<H: MapHold>(
+    hold: &mut Hold,
+    make: impl FnOnce() -> H,
+    same: impl Fn(&H) -> bool,
+) -> Result<&mut H> {
+    let reuse = hold
+        .0
+        .as_mut()
+        .and_then(|h| h.as_any_mut().downcast_mut::<H>())
+        .is_some_and(|h| same(h));
+    if !reuse {
+        hold.0 = Some(Box::new(make()));
+    }
+    hold.0
+        .as_mut()
+        .and_then(|h| h.as_any_mut().downcast_mut::<H>())
+        .ok_or_else(|| PlatformError::Invalid("map hold of another platform".into()))
+}
+
+/// One page mapped by [`GrantImport::map_each`], borrowed from its [`MappedPages`] (so
+/// that nothing reaches it after the unmap).
+#[derive(Debug, Clone, Copy)]
+pub struct MappedPage<'a> {
+    mem: &'a SharedMem,
+}
+
+impl MappedPage<'_> {
+    /// Copies `dst.len()` bytes at `offset` of the page out.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        Ok(self.mem.read_at(offset, dst)?)
+    }
+
+    /// Copies `src` into the page at `offset` (a writable map only).
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<()> {
+        Ok(self.mem.write_at(offset, src)?)
+    }
+
+    /// Whether writes are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.mem.is_writable()
+    }
+
+    /// Bytes of the page.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether the page is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
     }
 }
 

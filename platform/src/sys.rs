@@ -362,8 +362,8 @@ pub(crate) fn map_file(
     Ok(window)
 }
 
-/// A grant mapping made by [`map_grant_window`]: unmapped, then `on_unmap` run, when the
-/// last window over it is dropped.
+/// A grant mapping made by [`map_grant_window`] or [`map_device_window`], or the range of a
+/// [`PageRange`]: unmapped, then `on_unmap` run, when the last window over it is dropped.
 struct GrantWindow {
     base: NonNull<u8>,
     len: usize,
@@ -378,8 +378,8 @@ unsafe impl Sync for GrantWindow {}
 
 impl Drop for GrantWindow {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` came from `map_frames` in `map_grant_window`, and this owner
-        // is dropped only after the last window over the range is gone.
+        // SAFETY: `base`/`len` came from `map_frames`, `mmap_shared` or `reserve_at` and
+        // are this owner's alone, dropped only after the last window over the range.
         unsafe { unmap(self.base, self.len) };
         if let Some(f) = self.on_unmap.take() {
             f();
@@ -592,6 +592,139 @@ pub(crate) fn map_device_window(
     // SAFETY: `base` is a live mapping of `len` bytes (writable iff `writable`) owned by
     // `owner`, which unmaps it only when the last window is dropped.
     Ok(unsafe { netstage_ring::SharedMem::from_raw_parts(base, len, writable, owner) })
+}
+
+/// An address range reserved once (`PROT_NONE`), into which pages of a file are mapped in
+/// place (`MAP_FIXED`) and cleared again: a stream of maps (`GrantImport::map_each`) reuses
+/// one range, so it makes the system calls of mapping and unmapping and allocates nothing.
+pub(crate) struct PageRange {
+    /// The reserved range (unmapped when the last window over it goes).
+    owner: std::sync::Arc<GrantWindow>,
+    /// Per page: 0 not mapped, 1 mapped read-only, 2 mapped writable.
+    mapped: Vec<u8>,
+}
+
+/// An anonymous `PROT_NONE` mapping of `len` bytes at `at` (`MAP_FIXED`) or anywhere.
+fn reserve_at(at: Option<NonNull<u8>>, len: usize) -> io::Result<NonNull<u8>> {
+    let (addr, fixed) = match at {
+        Some(a) => (a.as_ptr().cast(), libc::MAP_FIXED),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: an anonymous mapping; with MAP_FIXED it replaces only a range of a
+    // reservation of ours that no window reaches (`PageRange::clear` checks).
+    let p = unsafe {
+        libc::mmap(
+            addr,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+impl PageRange {
+    /// Reserves room for `pages` pages.
+    pub(crate) fn reserve(pages: usize) -> io::Result<PageRange> {
+        let len = pages.max(1) * PAGE;
+        let base = reserve_at(None, len)?;
+        Ok(PageRange {
+            owner: std::sync::Arc::new(GrantWindow {
+                base,
+                len,
+                on_unmap: None,
+            }),
+            mapped: vec![0; pages.max(1)],
+        })
+    }
+
+    /// Pages the range holds.
+    pub(crate) fn pages(&self) -> usize {
+        self.mapped.len()
+    }
+
+    /// Maps `count` pages of `fd` from byte `offset` at pages `at..at + count` of the range
+    /// with one `mmap`.
+    pub(crate) fn map(
+        &mut self,
+        at: usize,
+        count: usize,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        writable: bool,
+    ) -> io::Result<()> {
+        let end = at
+            .checked_add(count)
+            .filter(|e| *e <= self.mapped.len() && count > 0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside the range"))?;
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: `at + count` pages lie inside the reservation (checked above), so
+        // MAP_FIXED replaces only pages of it; a window onto one of them sees the new page,
+        // which stays valid memory.
+        let p = unsafe {
+            libc::mmap(
+                self.owner.base.as_ptr().add(at * PAGE).cast(),
+                count * PAGE,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.mapped[at..end].fill(if writable { 2 } else { 1 });
+        Ok(())
+    }
+
+    /// A window onto page `at`, if it is mapped. The caller drops it before
+    /// [`PageRange::clear`].
+    pub(crate) fn window(&self, at: usize) -> Option<netstage_ring::SharedMem> {
+        let writable = match self.mapped.get(at)? {
+            0 => return None,
+            m => *m == 2,
+        };
+        // SAFETY: page `at` is mapped (readable, writable iff `writable`), and stays so
+        // while any window holds `owner`: `clear` leaves a range that windows still reach
+        // as it is, and the reservation is unmapped only when its owner goes.
+        Some(unsafe {
+            netstage_ring::SharedMem::from_raw_parts(
+                self.owner.base.add(at * PAGE),
+                PAGE,
+                writable,
+                std::sync::Arc::clone(&self.owner) as _,
+            )
+        })
+    }
+
+    /// Unmaps every mapped page with one `mmap` of `PROT_NONE` over them (the `munmap` and
+    /// its TLB shootdown, keeping the range reserved). Returns whether it made that call.
+    /// If a window still reaches the range, the range is left to it (unmapped when it
+    /// goes) and a new one reserved.
+    pub(crate) fn clear(&mut self) -> io::Result<bool> {
+        let Some(end) = self.mapped.iter().rposition(|m| *m != 0).map(|e| e + 1) else {
+            return Ok(false);
+        };
+        if std::sync::Arc::strong_count(&self.owner) > 1 {
+            *self = PageRange::reserve(self.mapped.len())?;
+            return Ok(true);
+        }
+        reserve_at(Some(self.owner.base), end * PAGE)?;
+        self.mapped[..end].fill(0);
+        Ok(true)
+    }
 }
 
 /// An evtchn ioctl with a plain structure argument; returns its result (a port number for

@@ -10,8 +10,8 @@ use netstage_ring::{SharedMem, SharedU32};
 use super::{DomInner, Foreign, SimDomain, Stats, FIRST_FREE_GREF, PAGE_SIZE};
 use crate::sim::CostMode;
 use crate::{
-    sys, CopyOp, DomId, GrantExport, GrantImport, GrantRef, GrantStatus, PlatformError, Result,
-    SharedPages,
+    sys, CopyOp, DomId, GrantExport, GrantImport, GrantRef, GrantStatus, MapHold, MappedPages,
+    PlatformError, Result, SharedPages,
 };
 
 /// `GTF_permit_access`.
@@ -573,6 +573,67 @@ impl GrantImport for SimDomain {
         }
     }
 
+    fn map_each(&self, dom: DomId, refs: &[GrantRef], rw: bool, p: &mut MappedPages) -> Result<()> {
+        p.begin(dom, refs, rw)?;
+        let d = &self.inner;
+        let kernel = d.cfg.cost == CostMode::Kernel;
+        let hold = crate::hold_as(&mut p.hold, || SimHold::new(d), |h| h.of(d))?;
+        if kernel && hold.range.as_ref().is_none_or(|r| r.pages() < refs.len()) {
+            let range = sys::PageRange::reserve(refs.len())
+                .map_err(|e| PlatformError::io("reserving room for grant maps", e))?;
+            hold.range = Some(range);
+        }
+        let f = match d.foreign(dom) {
+            Ok(f) => f,
+            Err(_) => {
+                p.status.fill(GrantStatus::BadDomain);
+                d.charge(|m| m.call_ns);
+                return Ok(());
+            }
+        };
+        let mut run = MapRun::default();
+        for (i, g) in refs.iter().enumerate() {
+            let frame = match acquire(&f, d.id, *g, rw) {
+                Ok(frame) => frame,
+                Err(s) => {
+                    p.status[i] = s;
+                    continue;
+                }
+            };
+            p.status[i] = GrantStatus::Okay;
+            if let Some(range) = hold.range.as_mut().filter(|_| kernel) {
+                // Consecutive frames at consecutive p go in with one mmap.
+                if !run.extends(i, frame) {
+                    run.flush(range, &f, refs, &mut p.status, rw);
+                    run.start(i, frame);
+                }
+                continue;
+            }
+            let window = f.view.sub(frame as usize * PAGE_SIZE, PAGE_SIZE);
+            match window {
+                Ok(w) => p.windows[i] = Some(if rw { w } else { w.read_only() }),
+                Err(_) => {
+                    release(&f, *g, rw);
+                    p.status[i] = GrantStatus::GeneralError;
+                }
+            }
+        }
+        if let Some(range) = hold.range.as_mut().filter(|_| kernel) {
+            run.flush(range, &f, refs, &mut p.status, rw);
+            Stats::add(&d.stats.kernel_crossings, run.mmaps);
+            for (i, w) in p.windows.iter_mut().enumerate() {
+                if p.status[i] == GrantStatus::Okay {
+                    *w = range.window(i);
+                }
+            }
+        }
+        let ok = p.status.iter().filter(|s| **s == GrantStatus::Okay).count() as u64;
+        d.charge(|m| m.call_ns + m.map_ns * ok);
+        Stats::add(&d.stats.maps, ok);
+        hold.granter = Some(f);
+        Ok(())
+    }
+
     fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
         crate::check_copy_batch(ops, status)?;
         status.fill(GrantStatus::Okay);
@@ -581,6 +642,112 @@ impl GrantImport for SimDomain {
             // Only a copy made from inside a copy (none is) would find it borrowed.
             Err(_) => self.copy_with(&mut CopyScratch::default(), ops, status),
         })
+    }
+}
+
+/// What the emulation keeps of a [`MappedPages`]: the mapping domain, the granter of its
+/// last map, and (`kernel` mode) the address range the pages are mapped into.
+struct SimHold {
+    dom: Arc<DomInner>,
+    granter: Option<Arc<Foreign>>,
+    range: Option<sys::PageRange>,
+}
+
+impl SimHold {
+    fn new(dom: &Arc<DomInner>) -> SimHold {
+        SimHold {
+            dom: Arc::clone(dom),
+            granter: None,
+            range: None,
+        }
+    }
+
+    /// Whether it is the hold of domain `dom`.
+    fn of(&self, dom: &Arc<DomInner>) -> bool {
+        Arc::ptr_eq(&self.dom, dom)
+    }
+}
+
+impl MapHold for SimHold {
+    fn unmap(&mut self, grefs: &[GrantRef], status: &[GrantStatus], writable: bool) {
+        let Some(f) = self.granter.take() else {
+            return;
+        };
+        let ok = status.iter().filter(|s| **s == GrantStatus::Okay).count() as u64;
+        if ok == 0 {
+            return;
+        }
+        if let Some(range) = self.range.as_mut() {
+            if matches!(range.clear(), Ok(true)) {
+                Stats::add(&self.dom.stats.kernel_crossings, 1);
+            }
+        }
+        self.dom.charge(|m| m.call_ns + m.unmap_ns * ok);
+        Stats::add(&self.dom.stats.unmaps, ok);
+        for (g, _) in grefs
+            .iter()
+            .zip(status)
+            .filter(|(_, s)| **s == GrantStatus::Okay)
+        {
+            release(&f, *g, writable);
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// Pages of one `map_each` call at consecutive places with consecutive frames (`kernel`
+/// mode maps them with one mmap).
+#[derive(Default)]
+struct MapRun {
+    at: usize,
+    frame: u32,
+    len: usize,
+    /// mmap calls made so far.
+    mmaps: u64,
+}
+
+impl MapRun {
+    /// Starts a run at page `at` of `frame` (the last one flushed).
+    fn start(&mut self, at: usize, frame: u32) {
+        (self.at, self.frame, self.len) = (at, frame, 1);
+    }
+
+    /// Takes page `at` of `frame` if it continues the run.
+    fn extends(&mut self, at: usize, frame: u32) -> bool {
+        let next = self.len > 0
+            && at == self.at + self.len
+            && Some(frame) == self.frame.checked_add(self.len as u32);
+        if next {
+            self.len += 1;
+        }
+        next
+    }
+
+    /// Maps the run into `range`; its pages fail (unpinned) if the mmap does.
+    fn flush(
+        &mut self,
+        range: &mut sys::PageRange,
+        f: &Foreign,
+        grefs: &[GrantRef],
+        status: &mut [GrantStatus],
+        writable: bool,
+    ) {
+        if self.len == 0 {
+            return;
+        }
+        let offset = u64::from(self.frame) * PAGE_SIZE as u64;
+        self.mmaps += 1;
+        let fd = f.mem_file.as_fd();
+        if range.map(self.at, self.len, fd, offset, writable).is_err() {
+            for i in self.at..self.at + self.len {
+                release(f, grefs[i], writable);
+                status[i] = GrantStatus::GeneralError;
+            }
+        }
+        self.len = 0;
     }
 }
 

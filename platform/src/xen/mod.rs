@@ -7,7 +7,9 @@
 //!   circulation until the peer lets go, so [`GrantExport::end_access`] never fails with
 //!   [`PlatformError::GrantInUse`] here.
 //! - [`GrantImport`]: `/dev/xen/gntdev` maps foreign grants (one `IOCTL_GNTDEV_MAP_GRANT_REF`
-//!   and one `mmap` per window, unmapped with the window) and performs batched grant copies
+//!   and one `mmap` per window, unmapped with the window; [`GrantImport::map_each`]: one
+//!   ioctl and one `mmap` of all the pages, again page by page if that `mmap` fails, since
+//!   gntdev fails it whole on one bad grant) and performs batched grant copies
 //!   (`IOCTL_GNTDEV_GRANT_COPY`, one hypercall batch per call, a `GNTST_*` status per op).
 //! - [`EventChannels`]: one `/dev/xen/evtchn` descriptor per port, so that each queue thread
 //!   waits on its own; an eventfd beside it carries [`EventPort::wake`].
@@ -37,7 +39,7 @@ use crate::sim::xenstored::wire::Errno;
 use crate::xenstore::{XenStore, XsClient, NO_TX};
 use crate::{
     sys, CopyOp, DomId, DomainInfo, EventChannels, EventPort, EventStats, GrantExport, GrantImport,
-    GrantRef, GrantStatus, PlatformError, Port, Result, SharedPages,
+    GrantRef, GrantStatus, MapHold, MappedPages, PlatformError, Port, Result, SharedPages,
 };
 use netstage_ring::SharedMem;
 
@@ -241,9 +243,7 @@ impl GrantImport for XenDomain {
             return Err(PlatformError::Invalid("nothing to map".into()));
         }
         let fd = self.dev.gntdev.as_fd();
-        let refs: Vec<(u32, u32)> = grefs.iter().map(|g| (u32::from(dom), *g)).collect();
-        let index = sys::gntdev_map(fd, &refs)
-            .map_err(|e| PlatformError::io(format!("gntdev: map {grefs:?} of domain {dom}"), e))?;
+        let index = gntdev_map_pages(fd, dom, grefs)?;
         let n = grefs.len() as u32;
         let unmap = {
             let dev = Arc::clone(&self.dev);
@@ -258,6 +258,44 @@ impl GrantImport for XenDomain {
         })
     }
 
+    fn map_each(&self, dom: DomId, refs: &[GrantRef], rw: bool, p: &mut MappedPages) -> Result<()> {
+        p.begin(dom, refs, rw)?;
+        let hold = crate::hold_as(&mut p.hold, || XenHold::new(&self.dev), |h| h.of(&self.dev))?;
+        let n = refs.len();
+        let range = match hold.range.take() {
+            Some(r) if r.pages() >= n => r,
+            _ => sys::PageRange::reserve(n)
+                .map_err(|e| PlatformError::io("reserving room for grant maps", e))?,
+        };
+        let range = hold.range.insert(range);
+        let fd = self.dev.gntdev.as_fd();
+        // One MAP_GRANT_REF of every page and one mmap: gntdev maps the grants at the mmap
+        // and fails it whole if one fails, so then each page is mapped on its own p find
+        // which (its status is GNTST_general_error: gntdev does not say which GNTST_*).
+        let index = gntdev_map_pages(fd, dom, refs)?;
+        if range.map(0, n, fd, index, rw).is_ok() {
+            hold.maps.push((index, n as u32));
+            p.status.fill(GrantStatus::Okay);
+        } else {
+            let _ = sys::gntdev_unmap(fd, index, n as u32);
+            for (i, g) in refs.iter().enumerate() {
+                let index = gntdev_map_pages(fd, dom, std::slice::from_ref(g))?;
+                if range.map(i, 1, fd, index, rw).is_ok() {
+                    hold.maps.push((index, 1));
+                    p.status[i] = GrantStatus::Okay;
+                } else {
+                    let _ = sys::gntdev_unmap(fd, index, 1);
+                }
+            }
+        }
+        for (i, (w, s)) in p.windows.iter_mut().zip(&p.status).enumerate() {
+            if *s == GrantStatus::Okay {
+                *w = range.window(i);
+            }
+        }
+        Ok(())
+    }
+
     fn copy_ops(&self, ops: &mut [CopyOp<'_>], status: &mut [GrantStatus]) -> Result<()> {
         crate::check_copy_batch(ops, status)?;
         let codes = sys::gntdev_copy(self.dev.gntdev.as_fd(), ops)
@@ -266,6 +304,57 @@ impl GrantImport for XenDomain {
             *s = GrantStatus::from_code(c).unwrap_or(GrantStatus::GeneralError);
         }
         Ok(())
+    }
+}
+
+/// `IOCTL_GNTDEV_MAP_GRANT_REF` of `grefs` of `dom`; returns the `mmap` offset.
+fn gntdev_map_pages(
+    fd: std::os::fd::BorrowedFd<'_>,
+    dom: DomId,
+    grefs: &[GrantRef],
+) -> Result<u64> {
+    let refs: Vec<(u32, u32)> = grefs.iter().map(|g| (u32::from(dom), *g)).collect();
+    sys::gntdev_map(fd, &refs)
+        .map_err(|e| PlatformError::io(format!("gntdev: map {grefs:?} of domain {dom}"), e))
+}
+
+/// What a [`MappedPages`] keeps on Xen: the gntdev maps of its last map (offset, pages) and
+/// the address range they are mapped into.
+struct XenHold {
+    dev: Arc<Devices>,
+    range: Option<sys::PageRange>,
+    maps: Vec<(u64, u32)>,
+}
+
+impl XenHold {
+    fn new(dev: &Arc<Devices>) -> XenHold {
+        XenHold {
+            dev: Arc::clone(dev),
+            range: None,
+            maps: Vec::new(),
+        }
+    }
+
+    /// Whether it is the hold of the devices `dev`.
+    fn of(&self, dev: &Arc<Devices>) -> bool {
+        Arc::ptr_eq(&self.dev, dev)
+    }
+}
+
+impl MapHold for XenHold {
+    fn unmap(&mut self, _grefs: &[GrantRef], _status: &[GrantStatus], _writable: bool) {
+        // The pages leave the address space first (gntdev unmaps the grants then), and
+        // then their gntdev maps are freed.
+        if let Some(range) = self.range.as_mut() {
+            let _ = range.clear();
+        }
+        for (index, n) in self.maps.drain(..) {
+            let _ = sys::gntdev_unmap(self.dev.gntdev.as_fd(), index, n);
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 
