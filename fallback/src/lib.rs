@@ -2,12 +2,14 @@
 //! run-to-completion queues fill ([`packet`]), batched grant copy with storage reused from
 //! burst to burst ([`copy`]), fetching a packet by grant map ([`map`]), and the designs and
 //! the per-packet copy-vs-grant policy of the data ring ([`policy`]), and received packets
-//! lent in place ([`view`]).
+//! lent in place ([`view`]), and rate-limited logging of what a peer causes
+//! ([`log_limit`]).
 
 #![forbid(unsafe_code)]
 
 pub mod copy;
 pub mod gate;
+pub mod log_limit;
 pub mod map;
 pub mod packet;
 pub mod policy;
@@ -16,11 +18,16 @@ pub mod view;
 
 pub use copy::{CopyBurst, CopyDone, GrantCopier, MAX_COPY_OPS};
 pub use gate::Gate;
+pub use log_limit::LogLimit;
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
 pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};
 pub use storm::StormGuard;
 pub use view::{PacketView, ViewPart, MAX_VIEW_PARTS};
+
+// For `warn_limited!`: callers need not name `log` themselves.
+#[doc(hidden)]
+pub use log as __log;
 
 /// Optional features of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -104,7 +104,7 @@ use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use driver::RxInjector;
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{Metrics, MetricsSnapshot, VifMetricsSnapshot};
 pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
@@ -274,6 +274,8 @@ pub struct Backend<P: BackendPlatform> {
     xs: XsClient,
     cfg: BackendConfig,
     metrics: Arc<Metrics>,
+    /// Each vif's counters, in the order first served.
+    vifs: std::sync::Mutex<Vec<Arc<Metrics>>>,
 }
 
 impl<P: BackendPlatform> Backend<P> {
@@ -284,6 +286,7 @@ impl<P: BackendPlatform> Backend<P> {
             xs,
             cfg,
             metrics: Arc::new(Metrics::default()),
+            vifs: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -300,6 +303,35 @@ impl<P: BackendPlatform> Backend<P> {
     /// Shared handle to the counters.
     pub fn metrics_handle(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Counters of each vif this backend served (or serves), in the order first served;
+    /// [`Backend::metrics`] is their sum.
+    pub fn vif_metrics(&self) -> Vec<VifMetricsSnapshot> {
+        let vifs = self.vifs.lock().map(|v| v.clone()).unwrap_or_default();
+        vifs.iter()
+            .map(|m| {
+                let (domid, devid) = m.vif();
+                VifMetricsSnapshot {
+                    domid,
+                    devid,
+                    counters: m.snapshot(),
+                }
+            })
+            .collect()
+    }
+
+    /// The counters of vif `devid` of domain `fe`, made on first use.
+    fn metrics_of_vif(&self, fe: netstage_platform::DomId, devid: u32) -> Arc<Metrics> {
+        let Ok(mut vifs) = self.vifs.lock() else {
+            return Arc::new(Metrics::for_vif(Arc::clone(&self.metrics), fe, devid));
+        };
+        if let Some(m) = vifs.iter().find(|m| m.vif() == (fe, devid)) {
+            return Arc::clone(m);
+        }
+        let m = Arc::new(Metrics::for_vif(Arc::clone(&self.metrics), fe, devid));
+        vifs.push(Arc::clone(&m));
+        m
     }
 
     /// The settings.
@@ -322,8 +354,9 @@ impl<P: BackendPlatform> Backend<P> {
         handler: Arc<dyn VifHandler>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), BackendError> {
-        let driver = driver::HandlerDriver::new(handler, &self.cfg, Arc::clone(&self.metrics));
-        xenbus::serve(self, fe, devid, Arc::new(driver), stop)
+        let metrics = self.metrics_of_vif(fe, devid);
+        let driver = driver::HandlerDriver::new(handler, &self.cfg, Arc::clone(&metrics));
+        xenbus::serve(self, fe, devid, Arc::new(driver), &metrics, stop)
     }
 
     /// Serves vif `devid` of guest `fe` as [`Backend::serve`] does, with `driver` running
@@ -336,7 +369,8 @@ impl<P: BackendPlatform> Backend<P> {
         driver: Arc<dyn QueueDriver<P>>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), BackendError> {
-        xenbus::serve(self, fe, devid, driver, stop)
+        let metrics = self.metrics_of_vif(fe, devid);
+        xenbus::serve(self, fe, devid, driver, &metrics, stop)
     }
 }
 

@@ -1,13 +1,25 @@
-//! Per-backend counters: plain atomics, snapshotted for reports.
+//! Counters: plain atomics, snapshotted for reports. A backend has one [`Metrics`] for all
+//! its vifs and one per vif ([`crate::Backend::vif_metrics`]); a vif's counters are added to
+//! the backend's too. A vif's counters also log its frontend's faults, rate-limited.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use netstage_fallback::LogLimit;
+use netstage_platform::DomId;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident, $add:ident;)*) => {
-        /// Counters of a backend (all its vifs and queues).
+        /// Counters of a backend (all its vifs and queues), or of one vif.
         #[derive(Debug, Default)]
         pub struct Metrics {
             $($name: AtomicU64,)*
+            /// A vif's: the backend's counters, which every add goes to as well.
+            parent: Option<Arc<Metrics>>,
+            /// A vif's: its frontend's domain and device id, for the log.
+            vif: Option<(DomId, u32)>,
+            /// Warnings of the frontend's faults, at most a burst per period.
+            faults_log: LogLimit,
         }
 
         /// A copy of the counters at one moment.
@@ -28,15 +40,20 @@ macro_rules! counters {
                 #[allow(dead_code)]
                 pub(crate) fn $add(&self, n: u64) {
                     self.$name.fetch_add(n, Ordering::Relaxed);
+                    if let Some(p) = &self.parent {
+                        p.$add(n);
+                    }
                 }
             )*
 
-            /// Adds a queue's local counts (one atomic add per non-zero counter) and
-            /// clears them.
+            /// Adds a queue's local counts (one atomic add per non-zero counter, and one
+            /// to the backend's) and clears them; warns of the frontend's faults among
+            /// them, rate-limited.
             pub(crate) fn absorb(&self, c: &mut Counts) {
+                self.warn_faults(c);
                 $(
                     if c.$name != 0 {
-                        self.$name.fetch_add(c.$name, Ordering::Relaxed);
+                        self.$add(c.$name);
                     }
                 )*
                 *c = Counts::default();
@@ -120,4 +137,58 @@ counters! {
     /// Handshakes given up because the frontend did not reach Connected within
     /// `handshake_timeout` of its first step.
     handshake_timeouts, add_handshake_timeouts;
+    /// TX packets held past the toolstack's `rate` credit until the next interval (each
+    /// counted once, however long it waits).
+    tx_credit_waits, add_tx_credit_waits;
+}
+
+impl Metrics {
+    /// The counters of vif `devid` of domain `fe`, added to `backend`'s as well.
+    pub(crate) fn for_vif(backend: Arc<Metrics>, fe: DomId, devid: u32) -> Metrics {
+        Metrics {
+            parent: Some(backend),
+            vif: Some((fe, devid)),
+            ..Metrics::default()
+        }
+    }
+
+    /// The rate limit of this vif's warnings of its frontend.
+    pub(crate) fn faults_log(&self) -> &LogLimit {
+        &self.faults_log
+    }
+
+    /// The vif's frontend domain and device id (0, 0 for a backend's own counters).
+    pub(crate) fn vif(&self) -> (DomId, u32) {
+        self.vif.unwrap_or((0, 0))
+    }
+
+    /// Warns (rate-limited) of the frontend's faults counted in a burst: requests dropped
+    /// and grants that failed. Per burst, never per packet; nothing is formatted unless
+    /// warnings are enabled.
+    fn warn_faults(&self, c: &Counts) {
+        if c.tx_dropped == 0 && c.tx_grant_errors == 0 && c.rx_grant_errors == 0 {
+            return;
+        }
+        let (fe, devid) = self.vif();
+        netstage_fallback::warn_limited!(
+            self.faults_log,
+            "vif {fe}/{devid}: frontend faults: {} TX requests dropped (malformed, or \
+             features not negotiated), {} TX and {} RX grant operations failed (bad grant \
+             from domain {fe}); answered NETIF_RSP_ERROR",
+            c.tx_dropped,
+            c.tx_grant_errors,
+            c.rx_grant_errors
+        );
+    }
+}
+
+/// One vif's counters at one moment (`--stats` prints these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VifMetricsSnapshot {
+    /// The frontend's domain.
+    pub domid: DomId,
+    /// The vif's device id.
+    pub devid: u32,
+    /// Its counters.
+    pub counters: MetricsSnapshot,
 }

@@ -2,6 +2,11 @@
 //! features, wait for the frontend, read and check its keys, map its rings, bind its event
 //! channels, start the queues; tear down when it closes, misbehaves or dies, and wait for
 //! the next one.
+//!
+//! Logged (target `netstage_netback_user::xenbus`): each handshake step at debug, each
+//! connection with its queues, design and features at info, disconnects at info, and the
+//! frontend's faults (a refused handshake, a stalled one, a broken protocol) at warn,
+//! rate-limited per vif.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,8 +22,8 @@ use netstage_ring::sring::BackRing;
 use crate::queue::{BackQueue, Fatal, QueueParams, QueueParts, BURST};
 use crate::staging::Negotiation;
 use crate::{
-    wake_fn, Backend, BackendError, BackendPlatform, Features, HandshakeFailure, QueueDriver,
-    QueueInfo,
+    wake_fn, Backend, BackendError, BackendPlatform, Features, HandshakeFailure, Metrics,
+    QueueDriver, QueueInfo, TxPath,
 };
 
 /// A connected vif: its queue threads.
@@ -103,7 +108,32 @@ fn advertise<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<(), Bac
     }
     let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
     write_state(xs, &p.backend, XenbusState::InitWait)?;
+    log::debug!(
+        "vif {}/{}: offered {} (data-len up to {:?}, data-ring order up to {:?}, {} queues); \
+         InitWait",
+        p.frontend_dom,
+        p.devid,
+        feature_list(b.cfg.offer),
+        offer_slots,
+        offer_ring,
+        b.cfg.max_queues
+    );
     Ok(())
+}
+
+/// The features in `f`, as `--offer` takes them (`sg,gso-tcpv4`), or `none`.
+fn feature_list(f: Features) -> String {
+    let on: Vec<&str> = f
+        .keys()
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(k, _)| k.trim_start_matches("feature-"))
+        .collect();
+    if on.is_empty() {
+        "none".into()
+    } else {
+        on.join(",")
+    }
 }
 
 /// The backend directory's `state` as the toolstack or we left it; `None` while the
@@ -141,13 +171,17 @@ pub(crate) fn serve<P: BackendPlatform>(
     fe: DomId,
     devid: u32,
     handler: Arc<dyn QueueDriver<P>>,
+    metrics: &Arc<Metrics>,
     stop: &AtomicBool,
 ) -> Result<(), BackendError> {
     let p = VifPaths::new(b.platform_domid(), fe, devid);
+    log::debug!("vif {fe}/{devid}: waiting for {}", p.backend);
     while wait_for_directory(&b.xs, &p, stop)? {
+        log::debug!("vif {fe}/{devid}: the toolstack made {}", p.backend);
         advertise(b, &p)?;
-        serve_directory(b, &p, &handler, stop)?;
+        serve_directory(b, &p, &handler, metrics, stop)?;
     }
+    log::debug!("vif {fe}/{devid}: no longer served");
     Ok(())
 }
 
@@ -158,6 +192,7 @@ fn serve_directory<P: BackendPlatform>(
     b: &Backend<P>,
     p: &VifPaths,
     handler: &Arc<dyn QueueDriver<P>>,
+    metrics: &Arc<Metrics>,
     stop: &AtomicBool,
 ) -> Result<(), BackendError> {
     let watch =
@@ -166,6 +201,7 @@ fn serve_directory<P: BackendPlatform>(
         b,
         p,
         handler,
+        metrics: Arc::clone(metrics),
         conn: None,
         state: XenbusState::InitWait,
         peer: None,
@@ -218,6 +254,8 @@ struct Follower<'a, P: BackendPlatform> {
     b: &'a Backend<P>,
     p: &'a VifPaths,
     handler: &'a Arc<dyn QueueDriver<P>>,
+    /// The vif's counters (and its rate limit of warnings).
+    metrics: Arc<Metrics>,
     conn: Option<Connection>,
     /// Our state, as last written.
     state: XenbusState,
@@ -242,8 +280,14 @@ impl<P: BackendPlatform> Drop for Follower<'_, P> {
 impl<P: BackendPlatform> Follower<'_, P> {
     fn set(&mut self, s: XenbusState) -> Result<(), BackendError> {
         write_state(&self.b.xs, &self.p.backend, s)?;
+        log::debug!("vif {}: backend {s:?}", self.vif());
         self.state = s;
         Ok(())
+    }
+
+    /// The vif, as the log names it: `<frontend domain>/<devid>`.
+    fn vif(&self) -> String {
+        format!("{}/{}", self.p.frontend_dom, self.p.devid)
     }
 
     /// Stops the connection, if any; returns its first fatal fault.
@@ -254,6 +298,7 @@ impl<P: BackendPlatform> Follower<'_, P> {
     /// Stops the connection, if any, telling the handler why.
     fn drop_conn(&mut self, why: &str) {
         if self.take_conn().is_some() {
+            log::info!("vif {} disconnected: {why}", self.vif());
             self.handler.disconnected(why);
         }
     }
@@ -288,6 +333,16 @@ impl<P: BackendPlatform> Follower<'_, P> {
     /// memory is not kept alive by us. The toolstack resets its directory for the next guest.
     fn frontend_died(&mut self, instance: Option<u64>) -> Result<(), BackendError> {
         let (xs, p) = (&self.b.xs, self.p);
+        log::info!(
+            "vif {}: frontend domain {} died{}",
+            self.vif(),
+            p.frontend_dom,
+            if instance.is_some() {
+                " and runs again"
+            } else {
+                ""
+            }
+        );
         self.drop_conn("frontend domain died");
         self.b.platform.forget_domain(p.frontend_dom);
         if instance.is_none() {
@@ -311,7 +366,13 @@ impl<P: BackendPlatform> Follower<'_, P> {
             return;
         };
         let why = fault.unwrap_or_else(|| "queue stopped".into());
-        self.b.metrics.add_fatal_faults(1);
+        self.metrics.add_fatal_faults(1);
+        netstage_fallback::warn_limited!(
+            self.metrics.faults_log(),
+            "vif {}: frontend domain {} broke the protocol, disconnected (Closing): {why}",
+            self.vif(),
+            self.p.frontend_dom
+        );
         self.handler.disconnected(&why);
         fail(&self.b.xs, self.p, &format!("frontend misbehaved: {why}"));
         self.state = XenbusState::Closing;
@@ -359,8 +420,14 @@ impl<P: BackendPlatform> Follower<'_, P> {
         }
         self.started = None;
         self.gave_up = true;
-        self.b.metrics.add_handshake_timeouts(1);
+        self.metrics.add_handshake_timeouts(1);
         let why = HandshakeFailure::Timeout { limit, state: fs };
+        netstage_fallback::warn_limited!(
+            self.metrics.faults_log(),
+            "vif {}: frontend domain {} gave up on: {why}",
+            self.vif(),
+            self.p.frontend_dom
+        );
         self.handler.handshake_failed(&why);
         fail(&self.b.xs, self.p, &why.to_string());
         self.set(XenbusState::Closed)?;
@@ -379,13 +446,20 @@ impl<P: BackendPlatform> Follower<'_, P> {
                 if self.conn.is_none() && self.state == XenbusState::InitWait =>
             {
                 self.peer = instance;
-                match connect(b, p, self.handler) {
+                log::debug!("vif {}: frontend Connected; connecting", self.vif());
+                match connect(b, p, self.handler, &self.metrics) {
                     Ok(c) => {
                         self.conn = Some(c);
-                        b.metrics.add_connects(1);
+                        self.metrics.add_connects(1);
                         self.set(XenbusState::Connected)?;
                     }
                     Err(msg) => {
+                        netstage_fallback::warn_limited!(
+                            self.metrics.faults_log(),
+                            "vif {}: refused frontend domain {} (Closing): {msg}",
+                            self.vif(),
+                            p.frontend_dom
+                        );
                         self.handler
                             .handshake_failed(&HandshakeFailure::Refused(msg.clone()));
                         fail(&b.xs, p, &msg);
@@ -394,6 +468,9 @@ impl<P: BackendPlatform> Follower<'_, P> {
                 }
             }
             XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown => {
+                if fs != self.state {
+                    log::debug!("vif {}: frontend {fs:?}", self.vif());
+                }
                 self.drop_conn("frontend closed");
                 if fs == XenbusState::Closing && self.state != XenbusState::Closing {
                     self.set(XenbusState::Closing)?;
@@ -411,6 +488,7 @@ impl<P: BackendPlatform> Follower<'_, P> {
                 if matches!(self.state, XenbusState::Closed | XenbusState::Closing) =>
             {
                 // A new frontend: start over.
+                log::debug!("vif {}: frontend {fs:?}: a new attempt", self.vif());
                 let _ = b.xs.rm(NO_TX, &format!("{}/error", p.backend));
                 self.set(XenbusState::InitWait)?;
             }
@@ -441,6 +519,7 @@ fn connect<P: BackendPlatform>(
     b: &Backend<P>,
     p: &VifPaths,
     handler: &Arc<dyn QueueDriver<P>>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Connection, String> {
     // The frontend domain may be a new instance since we last looked (an earlier one
     // closed and exited): map its current memory, not what we cached of the old one.
@@ -451,11 +530,19 @@ fn connect<P: BackendPlatform>(
     let mut queue_objs = Vec::new();
     let mut infos = Vec::new();
     for q in 0..queues {
-        let (queue, info) =
-            connect_queue(b, p, q, queues, asked, &stop).map_err(|e| format!("queue {q}: {e}"))?;
+        let (queue, info) = connect_queue(b, p, q, queues, asked, metrics, &stop)
+            .map_err(|e| format!("queue {q}: {e}"))?;
         queue_objs.push(queue);
         infos.push(info);
     }
+    log::info!(
+        "vif {}/{} connected: frontend domain {}, {queues} queue(s), design {}, features {}",
+        p.frontend_dom,
+        p.devid,
+        p.frontend_dom,
+        design_of(b, p, queues),
+        feature_list(asked)
+    );
     handler.connected(&infos);
     let threads = queue_objs
         .into_iter()
@@ -472,6 +559,33 @@ fn connect<P: BackendPlatform>(
         threads,
         wakers: infos.into_iter().map(|i| i.waker).collect(),
     })
+}
+
+/// The design the frontend chose, from its keys (of queue 0: every queue has the same):
+/// `slots:<data-len>`, `slots-rfc:<data-len>`, `ring:<order>` or the baseline's TX path.
+fn design_of<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths, queues: u32) -> String {
+    let dir = if queues == 1 {
+        p.frontend.clone()
+    } else {
+        format!("{}/queue-0", p.frontend)
+    };
+    let key = |k: &str| read_str(&b.xs, &format!("{dir}/{k}"));
+    if let Some(len) = key("tx-data-len") {
+        return match key("request-staged-flags").as_deref() {
+            Some("1") => format!("slots:{len}"),
+            _ => format!("slots-rfc:{len}"),
+        };
+    }
+    if key("data-ring-ref").is_some() {
+        let order = key("data-ring-order").unwrap_or_default();
+        let policy = key("data-ring-policy").unwrap_or_else(|| "greedy".into());
+        return format!("ring:{order} (RX policy {policy})");
+    }
+    match b.cfg.tx_path {
+        TxPath::GrantCopy => "grant-copy (baseline)".into(),
+        TxPath::GrantMap => "grant-map (baseline)".into(),
+        TxPath::Linux => "linux (baseline)".into(),
+    }
 }
 
 /// The optional features the frontend asked for, each of which must be offered.
@@ -528,6 +642,7 @@ fn connect_queue<P: BackendPlatform>(
     q: u32,
     queues: u32,
     asked: Features,
+    metrics: &Arc<Metrics>,
     stop: &Arc<AtomicBool>,
 ) -> Result<(BackQueue<P>, QueueInfo), String> {
     let fe = p.frontend_dom;
@@ -578,7 +693,7 @@ fn connect_queue<P: BackendPlatform>(
         tx,
         rx,
         port,
-        metrics: Arc::clone(&b.metrics),
+        metrics: Arc::clone(metrics),
         stop: Arc::clone(stop),
         staging,
         fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),

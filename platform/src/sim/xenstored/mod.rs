@@ -292,7 +292,7 @@ fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
         match listener.accept() {
             Ok((stream, _)) => {
                 if let Err(e) = open_conn(&shared, dom, stream) {
-                    eprintln!("xenstored: cannot serve a connection of domain {dom}: {e}");
+                    log::warn!("cannot serve a connection of domain {dom}: {e}");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
