@@ -14,6 +14,9 @@ use netstage_platform::{DomId, EventPort};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::{FrontendError, FrontendHandler, FrontendPlatform};
 
+/// How long closing waits for each of the backend's steps (Closing, then Closed).
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// What a frontend's queues and its link share.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -183,36 +186,49 @@ impl<P: FrontendPlatform> FrontendLink<P> {
     }
 
     /// Closes the device: stops the queues, then Closing, waits for the backend to close,
-    /// Closed. Fails with [`FrontendError::Broken`] if a queue found the backend breaking
-    /// the protocol.
+    /// Closed, and waits (at most 10 s per step) for the backend to say Closed
+    /// too, or to die: after that it maps none of our pages, so they can all be revoked.
+    /// Fails with [`FrontendError::Broken`] if a queue found the backend breaking the
+    /// protocol.
     pub fn close(mut self) -> Result<(), FrontendError> {
         self.closed = true;
         self.halt();
         let (xs, fdir, bdir) = (&self.xs, &self.paths.frontend, &self.paths.backend);
-        write_state(xs, fdir, XenbusState::Closing)?;
         let watch = xs.watch(&format!("{bdir}/state"), &unique_token("netfront-close"))?;
+        write_state(xs, fdir, XenbusState::Closing)?;
+        self.wait_backend(&watch, |s| {
+            matches!(
+                s,
+                XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+            )
+        });
+        write_state(xs, fdir, XenbusState::Closed)?;
+        self.wait_backend(&watch, |s| {
+            matches!(s, XenbusState::Closed | XenbusState::Unknown)
+        });
+        // A backend that died while we waited: its pins go as Xen would release them.
+        forget_if_dead(&self.platform, self.paths.backend_dom);
+        match self.shared.fault_reason() {
+            Some(f) => Err(FrontendError::Broken(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits at most `CLOSE_WAIT` for the backend's state to satisfy `done`, or for its
+    /// domain to die.
+    fn wait_backend(&self, watch: &Watch, done: impl Fn(XenbusState) -> bool) {
         let bdom = self.paths.backend_dom;
         let _ = wait_state(
-            xs,
-            &watch,
-            bdir,
-            Duration::from_secs(10),
-            |s| {
-                matches!(
-                    s,
-                    XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
-                )
-            },
+            &self.xs,
+            watch,
+            &self.paths.backend,
+            CLOSE_WAIT,
+            done,
             || match self.platform.domain_alive(bdom) {
                 true => Ok(()),
                 false => Err("backend gone".into()),
             },
         );
-        write_state(xs, fdir, XenbusState::Closed)?;
-        match self.shared.fault_reason() {
-            Some(f) => Err(FrontendError::Broken(f)),
-            None => Ok(()),
-        }
     }
 }
 

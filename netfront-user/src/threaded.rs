@@ -45,7 +45,7 @@ struct QueueHandle {
 pub struct Frontend<P: FrontendPlatform> {
     queues: Vec<QueueHandle>,
     /// Declared before `link`: the threads stop before the link closes.
-    threads: Threads,
+    threads: Threads<P>,
     link: FrontendLink<P>,
     features: Features,
     send_timeout: Duration,
@@ -159,12 +159,19 @@ impl<P: FrontendPlatform> Frontend<P> {
     }
 
     /// Closes the device: stops the queues, Closing, waits for the backend to close,
-    /// Closed; the shared pages are revoked. Fails with [`FrontendError::Broken`] if a
+    /// Closed; then the shared pages are revoked. Fails with [`FrontendError::Broken`] if a
     /// queue found the backend breaking the protocol.
     pub fn close(self) -> Result<(), FrontendError> {
-        let Frontend { link, threads, .. } = self;
-        drop(threads);
-        link.close()
+        let Frontend {
+            link, mut threads, ..
+        } = self;
+        // The queues' pages stay granted until the backend has let go of them: dropped
+        // earlier, the ones it still maps could not be revoked (netfront frees its rings
+        // only after the backend closed, too).
+        let queues = threads.stop();
+        let closed = link.close();
+        drop(queues);
+        closed
     }
 }
 
@@ -204,17 +211,25 @@ impl QueueHandle {
 }
 
 /// The queue threads, stopped and joined when dropped (before the link closes).
-struct Threads {
+struct Threads<P: FrontendPlatform> {
     shared: Arc<Shared>,
-    handles: Vec<JoinHandle<()>>,
+    handles: Vec<JoinHandle<FrontQueue<P>>>,
 }
 
-impl Drop for Threads {
-    fn drop(&mut self) {
+impl<P: FrontendPlatform> Threads<P> {
+    /// Stops and joins the threads; returns their queues (with the shared pages).
+    fn stop(&mut self) -> Vec<FrontQueue<P>> {
         self.shared.stop(None);
-        for t in self.handles.drain(..) {
-            let _ = t.join();
-        }
+        self.handles
+            .drain(..)
+            .filter_map(|t| t.join().ok())
+            .collect()
+    }
+}
+
+impl<P: FrontendPlatform> Drop for Threads<P> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -227,8 +242,9 @@ struct Driver {
 }
 
 impl Driver {
-    /// Drives `q` until the device stops, then counts what was never sent.
-    fn run<P: FrontendPlatform>(self, mut q: FrontQueue<P>) {
+    /// Drives `q` until the device stops, then counts what was never sent; returns the
+    /// queue, whose pages the backend may still map.
+    fn run<P: FrontendPlatform>(self, mut q: FrontQueue<P>) -> FrontQueue<P> {
         let mut out = VecDeque::with_capacity(BURST);
         let mut bufs = PacketBuf::pool(if self.forward { 0 } else { BURST });
         loop {
@@ -245,6 +261,7 @@ impl Driver {
         self.gate.close();
         let left = out.len() + self.inbox.try_iter().count();
         q.count_unsent(left as u64);
+        q
     }
 
     /// One round of sending and receiving; whether anything moved.

@@ -207,3 +207,56 @@ impl Received {
 pub(crate) fn shared<T: Default>() -> Arc<T> {
     Arc::new(T::default())
 }
+
+/// A backend in this process serving vif 0 of one guest with an [`Echo`] handler; stopped
+/// and joined when dropped.
+pub(crate) struct ServedVif {
+    pub(crate) site: Site,
+    pub(crate) paths: VifPaths,
+    pub(crate) backend: Arc<netstage_netback_user::Backend<SimDomain>>,
+    pub(crate) echo: Arc<Echo>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    server: Option<thread::JoinHandle<()>>,
+}
+
+impl ServedVif {
+    /// Makes the vif of guest `fe` (then lets `toolstack` add keys to it, as a toolstack
+    /// would before the backend reads them) and serves it with `cfg`.
+    pub(crate) fn start(
+        fe: DomId,
+        cfg: netstage_netback_user::BackendConfig,
+        toolstack: impl FnOnce(&Site, &VifPaths),
+    ) -> ServedVif {
+        let site = Site::new();
+        let paths = site.vif(fe);
+        toolstack(&site, &paths);
+        let backend = Arc::new(netstage_netback_user::Backend::new(
+            site.domain(0),
+            site.xs0.clone(),
+            cfg,
+        ));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let echo = shared::<Echo>();
+        let server = {
+            let (b, s, h) = (Arc::clone(&backend), Arc::clone(&stop), Arc::clone(&echo));
+            thread::spawn(move || b.serve(fe, 0, h, &s).expect("serve"))
+        };
+        ServedVif {
+            site,
+            paths,
+            backend,
+            echo,
+            stop,
+            server: Some(server),
+        }
+    }
+}
+
+impl Drop for ServedVif {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+    }
+}
