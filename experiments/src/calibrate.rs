@@ -224,7 +224,11 @@ impl SeedCheck {
 pub fn seed_check<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<SeedCheck> {
     let runs: Vec<CalibrationRun> = samples
         .into_iter()
-        .filter(|s| s.size == SEED_SIZE && s.queues == 1 && s.design == s.design_used)
+        .filter(|s| {
+            s.size == crate::SizeSpec::Fixed(SEED_SIZE)
+                && s.queues == 1
+                && s.design == s.design_used
+        })
         .map(|s| CalibrationRun {
             round: s.round,
             design: s.design.clone(),

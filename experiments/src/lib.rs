@@ -29,6 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use roles::Dir;
+pub use sizes::SizeSpec;
 pub use stats::{spread, Interval, Spread};
 
 use stats::{per_round_ratios, set_aside_far, Bootstrap, Placement};
@@ -48,8 +49,9 @@ pub struct Sample {
     pub design_used: String,
     /// Direction.
     pub dir: Dir,
-    /// Packet size in bytes.
-    pub size: usize,
+    /// Packet sizes: a fixed size in bytes (a number in JSON, as before mixes existed) or a
+    /// mix (`"imix"`, `"mix:64+65535"`; schema 3).
+    pub size: SizeSpec,
     /// Queues (each end runs one thread per queue).
     #[serde(default = "one_queue")]
     pub queues: u16,
@@ -172,8 +174,9 @@ impl Sample {
     }
 }
 
-/// The version of the results' layout: raised when a field changes meaning or goes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The version of the results' layout: raised when a field changes meaning or goes. 3: a
+/// sample's `size` may be a mix, written as a string (`"imix"`); fixed sizes stay numbers.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What produced a run's results: the tool, its source, the command and when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -340,14 +343,14 @@ impl Results {
         &self,
         place: &Placement,
         dir: Dir,
-        size: usize,
+        size: &SizeSpec,
         design: &str,
         queues: u16,
     ) -> Vec<(u32, f64)> {
         let runs: Vec<&Sample> = self
             .samples
             .iter()
-            .filter(|s| s.dir == dir && s.size == size && s.design == design && s.queues == queues)
+            .filter(|s| s.dir == dir && &s.size == size && s.design == design && s.queues == queues)
             .filter(|s| s.intact())
             .collect();
         let far = |s: &&Sample| place.far(s.probe_ns, s.probe_after_ns);
@@ -381,7 +384,7 @@ pub struct Row {
     /// Direction.
     pub dir: Dir,
     /// Size.
-    pub size: usize,
+    pub size: SizeSpec,
     /// Design asked for.
     pub design: String,
     /// Queues.
@@ -390,7 +393,7 @@ pub struct Row {
     pub design_used: String,
     /// Packets per second: the median over the runs kept, with its 95 % interval.
     pub pps: Interval,
-    /// Gbit/s at the median.
+    /// Gbit/s at the median (a mix: at its mean size).
     pub gbps: f64,
     /// The ratio to grant-copy at the same direction, size and queue count, taken round by
     /// round (this design's run over grant-copy's run of the same round): their median and
@@ -414,7 +417,7 @@ impl Row {
 
     /// The median over rounds of `f` of this scenario's samples in `r`.
     pub fn median(&self, r: &Results, f: &dyn Fn(&Sample) -> f64) -> f64 {
-        scenario_median(r, self.dir, self.size, &self.design, self.queues, f)
+        scenario_median(r, self.dir, &self.size, &self.design, self.queues, f)
     }
 
     /// The interval that says how well the row is known: its ratio's, or for the baseline
@@ -431,7 +434,7 @@ impl Row {
 pub const BASELINE: &str = "grant-copy";
 
 /// Summarises the samples per (direction, size, queues, design), in first-seen design
-/// order. Runs that lost or damaged frames, and runs taken during a far placement, are
+/// order, fixed sizes before mixes (see [`SizeSpec::sort_key`]). Runs that lost or damaged frames, and runs taken during a far placement, are
 /// left out; ratios are to grant-copy at the same direction, size and queue count, paired
 /// round by round. Intervals are drawn from the run's seed.
 pub fn summarise(r: &Results) -> Vec<Row> {
@@ -443,19 +446,20 @@ pub fn summarise(r: &Results) -> Vec<Row> {
     }
     let place = r.placement();
     let mut boot = Bootstrap::new(r.seed.unwrap_or(0));
-    let mut groups: BTreeMap<(String, u16, usize), Vec<&Sample>> = BTreeMap::new();
+    type SizeKey = (u8, Vec<(usize, u32)>);
+    let mut groups: BTreeMap<(String, u16, SizeKey), Vec<&Sample>> = BTreeMap::new();
     // A run that lost or damaged packets measured something else: it is left out (and named
     // in the correctness section).
     for s in r.samples.iter().filter(|s| s.intact()) {
         groups
-            .entry((s.dir.to_string(), s.queues, s.size))
+            .entry((s.dir.to_string(), s.queues, s.size.sort_key()))
             .or_default()
             .push(s);
     }
     let mut rows = Vec::new();
-    for ((_, queues, size), samples) in groups {
-        let dir = samples[0].dir;
-        let base = r.kept_runs(&place, dir, size, BASELINE, queues);
+    for ((_, queues, _), samples) in groups {
+        let (dir, size) = (samples[0].dir, samples[0].size.clone());
+        let base = r.kept_runs(&place, dir, &size, BASELINE, queues);
         for d in &order {
             let of: Vec<&&Sample> = samples.iter().filter(|s| &s.design == d).collect();
             let far = |s: &&&Sample| place.far(s.probe_ns, s.probe_after_ns);
@@ -474,12 +478,12 @@ pub fn summarise(r: &Results) -> Vec<Row> {
             .map_or(0.0, |s| s.median);
             rows.push(Row {
                 dir,
-                size,
+                size: size.clone(),
                 design: d.clone(),
                 queues,
                 design_used: of[0].design_used.clone(),
                 pps,
-                gbps: pps.median * size as f64 * 8.0 / 1e9,
+                gbps: pps.median * size.mean() * 8.0 / 1e9,
                 ratio: boot.interval(&per_round_ratios(&runs, &base)),
                 front_us_per_pkt: us,
                 n: kept.len(),
@@ -588,7 +592,7 @@ fn throughput_table(out: &mut String, r: &Results, rows: &[Row]) {
 pub fn scenario_median(
     r: &Results,
     dir: Dir,
-    size: usize,
+    size: &SizeSpec,
     design: &str,
     queues: u16,
     f: &dyn Fn(&Sample) -> f64,
@@ -596,7 +600,7 @@ pub fn scenario_median(
     let v: Vec<f64> = r
         .samples
         .iter()
-        .filter(|s| s.dir == dir && s.size == size && s.design == design && s.queues == queues)
+        .filter(|s| s.dir == dir && &s.size == size && s.design == design && s.queues == queues)
         .map(f)
         .collect();
     spread(&v).map_or(0.0, |s| s.median)
@@ -669,7 +673,7 @@ pub fn markdown(r: &Results) -> String {
                 &["tx_grant_copy_bytes", "tx_grant_map_bytes"],
             ),
         };
-        let c = plots::cost_components(r, row.dir, row.size, &row.design, row.queues);
+        let c = plots::cost_components(r, row.dir, &row.size, &row.design, row.queues);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} |",
@@ -685,7 +689,7 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.back_per_packet(staged)),
             med(&|s| granted.iter().map(|k| s.back_per_packet(k)).sum()),
             med(&|s| s.back_cpu_s * 1e6 / s.backend_packets().max(1.0)),
-            med(&|s| s.back_cpu_s * 1e9 / (s.backend_packets() * s.size as f64).max(1.0)),
+            med(&|s| s.back_cpu_s * 1e9 / (s.backend_packets() * s.size.mean()).max(1.0)),
         );
     }
     table_head(
@@ -803,9 +807,9 @@ pub fn markdown(r: &Results) -> String {
         if let Some(b) = best {
             let _ = writeln!(
                 out,
-                "The best data-ring design here, {} at {} B {}, reaches {:.2} Gbit/s: {:.0} % of it.",
+                "The best data-ring design here, {} at {} {}, reaches {:.2} Gbit/s: {:.0} % of it.",
                 b.design,
-                b.size,
+                b.size.with_unit(),
                 b.dir,
                 b.gbps,
                 100.0 * b.gbps / g.median.max(1e-9)
@@ -895,7 +899,7 @@ pub struct FarRun {
     /// Direction.
     pub dir: Dir,
     /// Size.
-    pub size: usize,
+    pub size: SizeSpec,
     /// Packets per second.
     pub pps: f64,
     /// The probes before and after the run, nanoseconds.
@@ -915,7 +919,7 @@ pub fn far_runs(r: &Results) -> Vec<FarRun> {
         round: s.round,
         what: label(&s.design, s.queues),
         dir: s.dir,
-        size: s.size,
+        size: s.size.clone(),
         pps: s.pps,
         probes: [s.probe_ns, s.probe_after_ns],
         other_cpus: s
@@ -923,14 +927,14 @@ pub fn far_runs(r: &Results) -> Vec<FarRun> {
             .filter(|_| s.span_s > 0.0)
             .map(|b| b / s.span_s),
         kept: r
-            .kept_runs(&place, s.dir, s.size, &s.design, s.queues)
+            .kept_runs(&place, s.dir, &s.size, &s.design, s.queues)
             .contains(&(s.round, s.pps)),
     });
     let peers = r.peers.iter().map(|p| FarRun {
         round: p.round,
         what: format!("peer:{}", p.peer),
         dir: p.dir,
-        size: p.size,
+        size: SizeSpec::Fixed(p.size),
         pps: p.pps,
         probes: [p.probe_ns, p.probe_after_ns],
         other_cpus: None,
@@ -1059,7 +1063,9 @@ fn small_stream_section(out: &mut String, r: &Results, rows: &[Row]) {
     );
     let best = rows
         .iter()
-        .filter(|row| row.design.starts_with("ring:") && row.queues == 1 && row.size == 64)
+        .filter(|row| {
+            row.design.starts_with("ring:") && row.queues == 1 && row.size == SizeSpec::Fixed(64)
+        })
         .filter(|row| matches!(row.dir, Dir::Tx | Dir::Rx))
         .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
     if let Some(b) = best {
@@ -1093,7 +1099,7 @@ pub const CONTENTION_CPUS: f64 = 0.25;
 pub fn outliers(r: &Results) -> Vec<(&Sample, f64, Outlier)> {
     let mut out = Vec::new();
     for s in &r.samples {
-        let median = scenario_median(r, s.dir, s.size, &s.design, s.queues, &|x| x.pps);
+        let median = scenario_median(r, s.dir, &s.size, &s.design, s.queues, &|x| x.pps);
         if median <= 0.0 || s.pps * 4.0 >= median {
             continue;
         }
@@ -1153,7 +1159,7 @@ pub struct Change {
     /// Direction.
     pub dir: Dir,
     /// Size.
-    pub size: usize,
+    pub size: SizeSpec,
     /// Design.
     pub design: String,
     /// The median in the first run, with its interval (a TCP run's: its min..max).
@@ -1167,14 +1173,14 @@ pub struct Change {
 /// Compares two runs' rates scenario by scenario (those present in both), by their 95 %
 /// intervals; peers appear as designs named `peer:<name>`.
 pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
-    let rows = |r: &Results| -> Vec<(Dir, usize, String, Interval)> {
+    let rows = |r: &Results| -> Vec<(Dir, SizeSpec, String, Interval)> {
         summarise(r)
             .into_iter()
-            .map(|x| (x.dir, x.size, x.label(), x.pps))
+            .map(|x| (x.dir, x.size.clone(), x.label(), x.pps))
             .chain(
                 peer_rows(r)
                     .into_iter()
-                    .map(|p| (p.dir, p.size, format!("peer:{}", p.peer), p.pps)),
+                    .map(|p| (p.dir, p.size.into(), format!("peer:{}", p.peer), p.pps)),
             )
             .collect()
     };
@@ -1184,11 +1190,11 @@ pub fn diff(a: &Results, b: &Results) -> Vec<Change> {
 /// Compares two runs' ratios to grant-copy scenario by scenario (those with a ratio in
 /// both, grant-copy itself left out), by their 95 % intervals.
 pub fn diff_ratios(a: &Results, b: &Results) -> Vec<Change> {
-    let rows = |r: &Results| -> Vec<(Dir, usize, String, Interval)> {
+    let rows = |r: &Results| -> Vec<(Dir, SizeSpec, String, Interval)> {
         summarise(r)
             .into_iter()
             .filter(|x| x.design != BASELINE)
-            .filter_map(|x| Some((x.dir, x.size, x.label(), x.ratio?)))
+            .filter_map(|x| Some((x.dir, x.size.clone(), x.label(), x.ratio?)))
             .collect()
     };
     pair_changes(rows(a), &rows(b))
@@ -1196,10 +1202,10 @@ pub fn diff_ratios(a: &Results, b: &Results) -> Vec<Change> {
 
 /// The scenarios of `a` also in `b` (same direction, size and name), with their medians
 /// and intervals in both (a [`Spread`] is taken as its min..max); a change is beyond the
-/// noise when the two intervals do not overlap.
-pub fn pair_changes<T: Into<Interval> + Copy>(
-    a: Vec<(Dir, usize, String, T)>,
-    b: &[(Dir, usize, String, T)],
+/// noise when the two intervals do not overlap. Sizes are specs or plain byte counts.
+pub fn pair_changes<S: PartialEq + Into<SizeSpec>, T: Into<Interval> + Copy>(
+    a: Vec<(Dir, S, String, T)>,
+    b: &[(Dir, S, String, T)],
 ) -> Vec<Change> {
     a.into_iter()
         .filter_map(|(dir, size, design, before)| {
@@ -1211,7 +1217,7 @@ pub fn pair_changes<T: Into<Interval> + Copy>(
             let before: Interval = before.into();
             Some(Change {
                 dir,
-                size,
+                size: size.into(),
                 design,
                 before,
                 after,
@@ -1379,7 +1385,7 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     for p in &rows {
         let here: Vec<&Row> = ours
             .iter()
-            .filter(|x| x.dir == p.dir && x.size == p.size && x.queues == 1)
+            .filter(|x| x.dir == p.dir && x.size == SizeSpec::Fixed(p.size) && x.queues == 1)
             .collect();
         let gc = here
             .iter()
@@ -1390,7 +1396,7 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
             .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
         let ratio = best.and_then(|b| {
             let theirs = r.kept_peer_runs(&place, &p.peer, p.dir, p.size);
-            let mine = r.kept_runs(&place, p.dir, p.size, &b.design, 1);
+            let mine = r.kept_runs(&place, p.dir, &SizeSpec::Fixed(p.size), &b.design, 1);
             boot.interval(&per_round_ratios(&mine, &theirs))
         });
         let _ = writeln!(
@@ -1407,6 +1413,19 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
             best.map_or("-".into(), |b| format!("{:.0}", b.pps.median)),
             ratio_cell(ratio),
             p.n
+        );
+    }
+    let mut mixes: Vec<String> = Vec::new();
+    for s in r.samples.iter().filter(|s| s.size.is_mixed()) {
+        if !mixes.contains(&s.size.to_string()) {
+            mixes.push(s.size.to_string());
+        }
+    }
+    if !mixes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ntestpmd sends frames of one size: the mixed sizes ({}) ran without it.",
+            mixes.join(", ")
         );
     }
     let _ = writeln!(

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{scenario_median, summarise, Dir, Results, Sample};
+use crate::{scenario_median, summarise, Dir, Results, Sample, SizeSpec};
 
 /// Why the plots could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,10 @@ fn font() -> Result<(), PlotError> {
 /// One design's line on a pps-vs-size chart: (size, median, interval low, interval high) per size.
 type Line = (String, Vec<(f64, f64, f64, f64)>);
 
+/// A mix on a pps-vs-size chart, drawn as a point at its mean size, not on the lines: the
+/// line it takes its colour from, the spec, and (mean size, median, low, high).
+type MixPoint = (usize, String, (f64, f64, f64, f64));
+
 /// A bar chart: one group per design; each series holds one value per design and is drawn
 /// stacked on the series before it or beside it.
 struct Bars {
@@ -93,8 +97,13 @@ struct Bars {
 
 /// The charts drawn from one run.
 enum Chart {
-    /// Packets per second against packet size, one line per design.
-    Pps { dir: Dir, lines: Vec<Line> },
+    /// Packets per second against packet size, one line per design through the fixed
+    /// sizes, a labelled point per design and mix.
+    Pps {
+        dir: Dir,
+        lines: Vec<Line>,
+        mixes: Vec<MixPoint>,
+    },
     /// Operations per packet by component, or request/response rates.
     Bars(Bars),
     /// A percentage bin by bin through one run, one line per design: the share of packets
@@ -108,7 +117,7 @@ enum Chart {
 
 /// Per staging design at `dir` and `size`: the first round's timeline as (milliseconds,
 /// percent of the bin's packets staged), bins without packets left out.
-pub fn staged_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+pub fn staged_timelines(r: &Results, dir: Dir, size: &SizeSpec) -> Vec<(String, Vec<(f64, f64)>)> {
     timelines(r, dir, size, &["slots:", "ring:"], |b| {
         (b.packets > 0.0).then(|| 100.0 * b.staged / b.packets)
     })
@@ -116,7 +125,7 @@ pub fn staged_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<
 
 /// Per data-ring design at `dir` and `size`: the first round's timeline as (milliseconds,
 /// mean fill of the data ring in percent), bins without a sample left out.
-pub fn fill_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+pub fn fill_timelines(r: &Results, dir: Dir, size: &SizeSpec) -> Vec<(String, Vec<(f64, f64)>)> {
     timelines(r, dir, size, &["ring:"], |b| b.fill_pct)
 }
 
@@ -125,14 +134,14 @@ pub fn fill_timelines(r: &Results, dir: Dir, size: usize) -> Vec<(String, Vec<(f
 fn timelines(
     r: &Results,
     dir: Dir,
-    size: usize,
+    size: &SizeSpec,
     prefixes: &[&str],
     value: impl Fn(&crate::Bin) -> Option<f64>,
 ) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for s in &r.samples {
         let wanted = prefixes.iter().any(|p| s.design.starts_with(p));
-        if s.dir != dir || s.size != size || !wanted || s.timeline.is_empty() {
+        if s.dir != dir || &s.size != size || !wanted || s.timeline.is_empty() {
             continue;
         }
         if out.iter().any(|(d, _)| *d == s.label()) {
@@ -159,7 +168,13 @@ pub const COST_COMPONENTS: [&str; 5] = [
 
 /// The operations per packet of one design in one scenario, in [`COST_COMPONENTS`] order
 /// (medians over the rounds; the same numbers as the report's cost table).
-pub fn cost_components(r: &Results, dir: Dir, size: usize, design: &str, queues: u16) -> Vec<f64> {
+pub fn cost_components(
+    r: &Results,
+    dir: Dir,
+    size: &SizeSpec,
+    design: &str,
+    queues: u16,
+) -> Vec<f64> {
     let med = |f: &dyn Fn(&Sample) -> f64| scenario_median(r, dir, size, design, queues, f);
     vec![
         med(&|s| s.back_per_packet("grant_copy_ops")),
@@ -179,11 +194,20 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             continue;
         }
         let mut lines: Vec<Line> = Vec::new();
+        let mut mixes: Vec<MixPoint> = Vec::new();
         for row in &of {
-            let point = (row.size as f64, row.pps.median, row.pps.lo, row.pps.hi);
-            match lines.iter_mut().find(|(d, _)| *d == row.label()) {
-                Some((_, pts)) => pts.push(point),
-                None => lines.push((row.label(), vec![point])),
+            let point = (row.size.mean(), row.pps.median, row.pps.lo, row.pps.hi);
+            let i = match lines.iter().position(|(d, _)| *d == row.label()) {
+                Some(i) => i,
+                None => {
+                    lines.push((row.label(), Vec::new()));
+                    lines.len() - 1
+                }
+            };
+            if row.size.is_mixed() {
+                mixes.push((i, row.size.to_string(), point));
+            } else {
+                lines[i].1.push(point);
             }
         }
         for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
@@ -194,18 +218,21 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
                 None => lines.push((name, vec![point])),
             }
         }
-        out.push((format!("pps-{dir}"), Chart::Pps { dir, lines }));
-        // The cost chart is drawn at 1500 B when measured, else at the largest size.
-        let sizes: Vec<usize> = of.iter().map(|x| x.size).collect();
-        let size = if sizes.contains(&1500) {
-            1500
+        out.push((format!("pps-{dir}"), Chart::Pps { dir, lines, mixes }));
+        // The cost chart is drawn at 1500 B when measured, else at the largest fixed size,
+        // else at the first mix.
+        let fixed = of.iter().filter_map(|x| x.size.fixed());
+        let size = if fixed.clone().any(|n| n == 1500) {
+            SizeSpec::Fixed(1500)
         } else {
-            sizes.iter().copied().max().unwrap_or(0)
+            fixed
+                .max()
+                .map_or_else(|| of[0].size.clone(), SizeSpec::Fixed)
         };
         let at: Vec<_> = of.iter().filter(|x| x.size == size).collect();
         let costs: Vec<Vec<f64>> = at
             .iter()
-            .map(|x| cost_components(r, dir, size, &x.design, x.queues))
+            .map(|x| cost_components(r, dir, &size, &x.design, x.queues))
             .collect();
         let series = COST_COMPONENTS
             .iter()
@@ -214,8 +241,9 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             .collect();
         let bars = Bars {
             caption: format!(
-                "{} {size} B: backend operations per packet",
-                dir.to_string().to_uppercase()
+                "{} {}: backend operations per packet",
+                dir.to_string().to_uppercase(),
+                size.with_unit()
             ),
             y_desc: "operations per packet",
             names: at.iter().map(|x| x.label()).collect(),
@@ -225,10 +253,11 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
         };
         out.push((format!("cost-{dir}"), Chart::Bars(bars)));
         let d = dir.to_string().to_uppercase();
-        let lines = staged_timelines(r, dir, size);
+        let at_size = size.with_unit();
+        let lines = staged_timelines(r, dir, &size);
         if !lines.is_empty() {
             let caption =
-                format!("{d} {size} B: packets staged, wholly or in part, per 10 ms (round 1)");
+                format!("{d} {at_size}: packets staged, wholly or in part, per 10 ms (round 1)");
             let y_desc = "packets staged (%)";
             out.push((
                 format!("staged-{dir}"),
@@ -239,9 +268,9 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
                 },
             ));
         }
-        let lines = fill_timelines(r, dir, size);
+        let lines = fill_timelines(r, dir, &size);
         if !lines.is_empty() {
-            let caption = format!("{d} {size} B: mean data-ring fill per 10 ms (round 1)");
+            let caption = format!("{d} {at_size}: mean data-ring fill per 10 ms (round 1)");
             let y_desc = "data ring in use (%)";
             out.push((
                 format!("fill-{dir}"),
@@ -346,8 +375,8 @@ fn axis_charts(rows: &[crate::Row], dir: Dir) -> Vec<(String, Chart)> {
             charts.push(a);
         }
     }
-    let mut sizes: Vec<usize> = of.iter().map(|(_, x)| x.size).collect();
-    sizes.sort_unstable();
+    let mut sizes: Vec<&SizeSpec> = of.iter().map(|(_, x)| &x.size).collect();
+    sizes.sort_by_key(|s| s.sort_key());
     sizes.dedup();
     let mut out = Vec::new();
     for axis in charts {
@@ -358,16 +387,16 @@ fn axis_charts(rows: &[crate::Row], dir: Dir) -> Vec<(String, Chart)> {
         if params.len() < 3 {
             continue;
         }
-        let pps = |p: u32, size: usize| {
+        let pps = |p: u32, size: &SizeSpec| {
             members()
-                .find(|(a, x)| a.param == p && x.size == size)
+                .find(|(a, x)| a.param == p && &x.size == size)
                 .map_or(0.0, |(_, x)| x.pps.median)
         };
         let series = sizes
             .iter()
             .map(|&size| {
                 let v = params.iter().map(|&p| pps(p, size)).collect();
-                (Cow::Owned(format!("{size} B")), v)
+                (Cow::Owned(size.with_unit()), v)
             })
             .collect();
         let d = dir.to_string().to_uppercase();
@@ -411,7 +440,7 @@ impl Chart {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         area.fill(&WHITE)?;
         match self {
-            Chart::Pps { dir, lines } => draw_pps(area, *dir, lines),
+            Chart::Pps { dir, lines, mixes } => draw_pps(area, *dir, lines, mixes),
             Chart::Bars(b) => draw_bars(area, b),
             Chart::Timeline {
                 caption,
@@ -426,8 +455,12 @@ fn draw_pps<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     dir: Dir,
     lines: &[Line],
+    mixes: &[MixPoint],
 ) -> DrawResult<DB> {
-    let pts = lines.iter().flat_map(|(_, p)| p.iter());
+    let pts = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .chain(mixes.iter().map(|(_, _, p)| p));
     let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, 0.0f64, f64::MAX, 0.0f64);
     for &(x, _, lo, hi) in pts {
         xlo = xlo.min(x);
@@ -452,7 +485,11 @@ fn draw_pps<DB: DrawingBackend>(
         )?;
     chart
         .configure_mesh()
-        .x_desc("packet size (bytes)")
+        .x_desc(if mixes.is_empty() {
+            "packet size (bytes)"
+        } else {
+            "packet size (bytes; a mix, circled, at its mean size)"
+        })
         .y_desc("packets per second")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0e}"))
@@ -471,6 +508,16 @@ fn draw_pps<DB: DrawingBackend>(
             p.iter()
                 .map(|&(x, m, lo, hi)| ErrorBar::new_vertical(x, lo, m, hi, colour.filled(), 8)),
         )?;
+    }
+    for (i, spec, (x, m, lo, hi)) in mixes {
+        let colour = palette(*i);
+        chart.draw_series([ErrorBar::new_vertical(*x, *lo, *m, *hi, colour.filled(), 8)])?;
+        chart.draw_series([Circle::new((*x, *m), 6, colour.stroke_width(2))])?;
+        chart.draw_series([Text::new(
+            spec.clone(),
+            (*x, *m),
+            (FAMILY, 13).into_font().color(&colour),
+        )])?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }

@@ -5,7 +5,7 @@
 //! ```toml
 //! # Slots against the data ring at small sizes, busy-polling, five rounds.
 //! designs = ["grant-copy", "slots:256", "ring:8:greedy"]
-//! sizes = [64, 128, 256]
+//! sizes = [64, 128, 256, "imix", "mix:64+65535"]
 //! dirs = ["tx", "rx", "rr-busy"]
 //! queues = [1, 2]
 //! rounds = 5
@@ -23,6 +23,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sizes::SizeSpec;
 use crate::Dir;
 
 /// One sweep as a scenario file describes it.
@@ -31,8 +32,9 @@ use crate::Dir;
 pub struct Sweep {
     /// Designs, as `--design` spells them (`grant-copy`, `slots:256`, `ring:8:greedy`...).
     pub designs: Option<Vec<String>>,
-    /// Packet sizes in bytes (14 to 65535).
-    pub sizes: Option<Vec<usize>>,
+    /// Packet sizes: bytes (14 to 65535, a number), `"imix"` or a mix (`"mix:64+65535"`,
+    /// weights as `64x7`), as `--size` spells them.
+    pub sizes: Option<Vec<SizeSpec>>,
     /// Directions: `tx`, `rx`, `rr`, `rr-busy`.
     pub dirs: Option<Vec<Dir>>,
     /// Queue counts of the throughput runs (1 to 8; request/response runs use one queue).
@@ -117,8 +119,8 @@ impl Sweep {
         Sweep::parse(&text, &name)
     }
 
-    /// The checks the command line applies too: designs and the cost mode parse, sizes fit
-    /// a frame, the lists are not empty, rounds and seconds are positive.
+    /// The checks the command line applies too: designs and the cost mode parse, sizes are
+    /// specs of frames of 14 to 65535 bytes, the lists are not empty, rounds and seconds are positive.
     pub fn check(&self) -> Result<(), String> {
         if let Some(ds) = &self.designs {
             if ds.is_empty() {
@@ -133,8 +135,12 @@ impl Sweep {
             if sz.is_empty() {
                 return Err("sizes: the list is empty".into());
             }
-            if let Some(bad) = sz.iter().find(|s| !(14..=65535).contains(*s)) {
-                return Err(format!("sizes: {bad} is not 14 to 65535 bytes"));
+            // What a file or the command line gave is checked as it is read; a sweep built
+            // in code is checked here.
+            for spec in sz {
+                spec.to_string()
+                    .parse::<SizeSpec>()
+                    .map_err(|e| format!("sizes: {e}"))?;
             }
         }
         if self.dirs.as_ref().is_some_and(Vec::is_empty) {

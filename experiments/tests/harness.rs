@@ -57,7 +57,16 @@ fn a_tiny_sweep_writes_consistent_results() {
         .samples
         .iter()
         .filter(|s| s.packets == 0 || s.pps <= 0.0)
-        .map(|s| (s.round, &s.design, s.dir, s.size, s.seconds, s.other_busy_s))
+        .map(|s| {
+            (
+                s.round,
+                &s.design,
+                s.dir,
+                &s.size,
+                s.seconds,
+                s.other_busy_s,
+            )
+        })
         .collect();
     assert!(idle.is_empty(), "runs that moved nothing: {idle:?}");
     // The receiving end checked every frame, and each run delivered intact frames only.
@@ -85,7 +94,7 @@ fn a_tiny_sweep_writes_consistent_results() {
     let rows = summarise(&r);
     assert_eq!(rows.len(), 12);
     for row in &rows {
-        let of = |design: &str| r.kept_runs(&place, row.dir, row.size, design, 1);
+        let of = |design: &str| r.kept_runs(&place, row.dir, &row.size, design, 1);
         let kept = of(&row.design);
         assert_eq!(kept.len() + row.far, 2);
         assert_eq!(row.n, kept.len());
@@ -196,7 +205,7 @@ fn request_response_runs_report_latency_percentiles() {
     ]);
     assert_eq!(r.samples.len(), 4);
     for s in &r.samples {
-        assert_eq!(s.size, 15, "a 1-byte payload");
+        assert_eq!(s.size, 15.into(), "a 1-byte payload");
         let l = s.latency_ns.expect("percentiles");
         assert!(l[0] > 0.0 && l[0] <= l[1] && l[1] <= l[2], "{l:?}");
         assert!(s.packets > 0);
@@ -257,7 +266,7 @@ fn plots_are_drawn_from_the_results() {
             s.packets
         );
     }
-    let ring = experiments::plots::staged_timelines(&r, experiments::Dir::Tx, 1500);
+    let ring = experiments::plots::staged_timelines(&r, experiments::Dir::Tx, &1500.into());
     assert_eq!(ring.len(), 1, "only ring:2:greedy stages");
     assert!(ring[0]
         .1
@@ -278,7 +287,13 @@ fn plots_are_drawn_from_the_results() {
     }
     assert!(!out.path().join("pps-rx.svg").exists());
     // The cost chart's numbers are the report's cost table's.
-    let c = experiments::plots::cost_components(&r, experiments::Dir::Tx, 1500, "grant-copy", 1);
+    let c = experiments::plots::cost_components(
+        &r,
+        experiments::Dir::Tx,
+        &1500.into(),
+        "grant-copy",
+        1,
+    );
     assert!(
         c[0] >= 1.0,
         "a 1500-byte grant-copy packet is at least one copy op: {c:?}"
@@ -287,6 +302,98 @@ fn plots_are_drawn_from_the_results() {
         "| tx | 1500 | grant-copy | {:.2} | {:.3} |",
         c[0], c[1]
     )));
+}
+
+/// A mixed size is a scenario like a fixed one: the sweep runs IMIX, the receiving end
+/// checks every frame at the size its sequence number has, the rate in Gbit/s is the bytes
+/// the frontend counted, and results, report, CSV, scenario file and plots name the spec as
+/// written.
+#[test]
+fn a_sweep_runs_imix_and_checks_every_frame() {
+    let (out, r, stderr) = compare(&[
+        "--sizes",
+        "imix",
+        "--designs",
+        "grant-copy,ring:4:adaptive",
+        "--dirs",
+        "tx",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.1",
+    ]);
+    assert_eq!(r.samples.len(), 2);
+    for s in &r.samples {
+        assert_eq!(s.size, experiments::SizeSpec::Imix);
+        let c = s.check.expect("a throughput run has a check");
+        assert!(
+            c.intact() && c.delivered >= s.packets / 2,
+            "{}: {c:?}",
+            s.design
+        );
+        // The bytes counted, not packets x one size: within a cycle of IMIX's mean.
+        let mean = experiments::SizeSpec::Imix.mean();
+        let bytes = s.gbps * 1e9 / 8.0 * s.seconds;
+        assert!(
+            (bytes - s.packets as f64 * mean).abs() <= 12.0 * 1500.0,
+            "{} bytes for {} packets",
+            bytes,
+            s.packets
+        );
+    }
+    let json = std::fs::read_to_string(out.path().join("results.json")).unwrap();
+    assert!(json.contains("\"size\": \"imix\""), "{json}");
+    assert_eq!(
+        r.record.as_ref().map(|x| x.schema),
+        Some(experiments::SCHEMA_VERSION)
+    );
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("| tx | imix | grant-copy | grant-copy |"),
+        "{md}"
+    );
+    assert!(md.contains("| tx | imix | ring:4:adaptive |"), "{md}");
+    assert!(md.contains("No run lost or damaged a frame."), "{md}");
+    assert_eq!(common::report(out.path()), md);
+    let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.contains(",tx,imix,1,")).count(), 2);
+    let ran = experiments::sweep::Sweep::load(&out.path().join("scenario.toml")).unwrap();
+    assert_eq!(ran.sizes, Some(vec![experiments::SizeSpec::Imix]));
+    assert!(stderr.contains("tx imix grant-copy"), "{stderr}");
+    if !stderr.contains("plots not drawn") {
+        let svg = std::fs::read_to_string(out.path().join("pps-tx.svg")).unwrap();
+        assert!(svg.contains("imix"), "the mix is named on the chart");
+    }
+}
+
+/// Fixed sizes sort before mixes in the summary, and a fixed size is still a number in a
+/// sample's JSON (results saved before mixes read as they did).
+#[test]
+fn mixes_sort_after_fixed_sizes_and_fixed_sizes_stay_numbers() {
+    let mix = |size: &str, pps: f64| experiments::Sample {
+        size: size.parse().unwrap(),
+        ..tx_64("grant-copy", pps)
+    };
+    let r = results(vec![
+        mix("mix:64+65535", 1.0),
+        mix("imix", 2.0),
+        mix("1500", 3.0),
+        tx_64("grant-copy", 4.0),
+    ]);
+    let sizes: Vec<String> = summarise(&r).iter().map(|x| x.size.to_string()).collect();
+    assert_eq!(sizes, ["64", "1500", "imix", "mix:64+65535"]);
+    let json = serde_json::to_value(tx_64("grant-copy", 1.0)).unwrap();
+    assert_eq!(json["size"], 64);
+    let back: experiments::Sample = serde_json::from_value(json).unwrap();
+    assert_eq!(back.size, 64.into());
+    let imix = summarise(&r)
+        .into_iter()
+        .find(|x| x.size.is_mixed())
+        .unwrap();
+    assert_eq!(
+        imix.gbps,
+        2.0 * experiments::SizeSpec::Imix.mean() * 8.0 / 1e9
+    );
 }
 
 /// Two queues: every throughput scenario runs with each queue count, request/response with
@@ -561,7 +668,7 @@ fn tx_64(design: &str, pps: f64) -> experiments::Sample {
         design: design.into(),
         design_used: design.into(),
         dir: experiments::Dir::Tx,
-        size: 64,
+        size: 64.into(),
         queues: 1,
         pps,
         gbps: 0.0,

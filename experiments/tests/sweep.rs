@@ -87,6 +87,77 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert_eq!(Sweep::parse("", "x.toml").unwrap(), Sweep::default());
 }
 
+/// Sizes in a scenario file: numbers as before, specs as strings, in one list; a sweep
+/// with mixes is written back as it was read.
+#[test]
+fn scenario_files_take_mixed_sizes_and_old_integer_lists() {
+    use experiments::SizeSpec;
+    let old = Sweep::parse("sizes = [64, 128]", "x.toml").unwrap();
+    assert_eq!(
+        old.sizes,
+        Some(vec![SizeSpec::Fixed(64), SizeSpec::Fixed(128)])
+    );
+    let s = Sweep::parse(
+        "sizes = [64, \"1500\", \"imix\", \"mix:64+65535\", \"mix:64x7+576x4+1500\"]",
+        "x.toml",
+    )
+    .unwrap();
+    let want: Vec<SizeSpec> = ["64", "1500", "imix", "mix:64+65535", "imix"]
+        .iter()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // `mix:64x7+576x4+1500` is IMIX's sizes and weights, but as a mix of its own.
+    assert_eq!(s.sizes.as_ref().unwrap()[..4], want[..4]);
+    assert_eq!(
+        s.sizes.as_ref().unwrap()[4],
+        SizeSpec::Mix(vec![(64, 7), (576, 4), (1500, 1)])
+    );
+    let text = toml::to_string(&s).unwrap();
+    assert!(
+        text.contains("sizes = [64, 1500, \"imix\", \"mix:64+65535\""),
+        "{text}"
+    );
+    assert_eq!(Sweep::parse(&text, "y.toml").unwrap(), s);
+    let err = |text: &str| Sweep::parse(text, "x.toml").unwrap_err().to_string();
+    for bad in [
+        "sizes = [\"mix:64\"]",
+        "sizes = [\"IMIX\"]",
+        "sizes = [-1]",
+        "sizes = [1.5]",
+    ] {
+        let e = err(bad);
+        assert!(e.contains("sizes") || e.contains("size `"), "{bad}: {e}");
+    }
+    // A sweep built in code is checked as well.
+    let built = Sweep {
+        sizes: Some(vec![SizeSpec::Fixed(13)]),
+        ..Sweep::default()
+    };
+    assert!(built.check().unwrap_err().contains("`13`"));
+}
+
+/// `--sizes` takes specs, comma-separated, a mix's sizes joined by `+`; a bad one is
+/// refused by name before anything runs.
+#[test]
+fn the_command_line_takes_mixed_sizes() {
+    let run = |sizes: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args(["compare", "--sizes", sizes, "--cost", "cheap"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Parsed: the run stops at the next check, the cost mode.
+    let e = run("imix,mix:64+65535,1500,mix:64x7+1500");
+    assert!(e.contains("cost: \"cheap\""), "{e}");
+    // `,` separates specs, so a mix written with one is cut in two and refused.
+    let e = run("imix,mix:64,65535");
+    assert!(e.contains("mix:64") && !e.contains("cheap"), "{e}");
+    let e = run("64,70000");
+    assert!(e.contains("70000") && !e.contains("cheap"), "{e}");
+}
+
 #[test]
 fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,12 +173,15 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     let (r, _) = common::compare_into(&["--scenario", &file_arg, "--rounds", "2"], &out);
     // 2 designs x 1 size x RX x 2 rounds (the flag), no stream (the file).
     assert_eq!(r.samples.len(), 4);
-    assert!(r.samples.iter().all(|s| s.size == 256 && s.dir == Dir::Rx));
+    assert!(r
+        .samples
+        .iter()
+        .all(|s| s.size == 256.into() && s.dir == Dir::Rx));
     assert!(r.stream_gbps.is_empty() && r.stream_64b_mps.is_empty());
     // The sweep that ran is saved with every key resolved.
     let ran = Sweep::load(&out.join("scenario.toml")).unwrap();
     assert_eq!(ran.rounds, Some(2));
-    assert_eq!(ran.sizes, Some(vec![256]));
+    assert_eq!(ran.sizes, Some(vec![256.into()]));
     assert_eq!(ran.busy, Some(false));
     assert_eq!(ran.cost.as_deref(), Some("xen"), "the default cost mode");
     assert_eq!(ran.stream, Some(false));
@@ -121,7 +195,11 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
         .output()
         .unwrap();
     assert!(!st.status.success());
-    assert!(String::from_utf8_lossy(&st.stderr).contains("sizes: 1 is not"));
+    let e = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        e.contains("sizes") && e.contains("`1` is not a packet size"),
+        "{e}"
+    );
 }
 
 /// A bad option ends the run at once with one line that names it, and no backtrace even
