@@ -19,6 +19,7 @@ pub mod sweep;
 pub mod sys;
 pub mod tap;
 pub mod tcp;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -657,6 +658,7 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     throughput_table(&mut out, r, &rows);
+    verdict::report_section(&mut out, &rows);
     calibrate::report_section(&mut out, r);
     table_head(
         &mut out,
