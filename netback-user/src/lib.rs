@@ -109,7 +109,7 @@ pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
 };
-pub use queue::{BackQueue, QueueFault, BURST, LEND_MIN};
+pub use queue::{BackQueue, BadRate, QueueFault, Rate, BURST, LEND_MIN};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

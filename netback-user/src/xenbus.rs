@@ -697,6 +697,8 @@ fn connect_queue<P: BackendPlatform>(
         stop: Arc::clone(stop),
         staging,
         fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),
+        // The vif's `rate`, each queue with all of it (as Linux netback).
+        rate: crate::queue::read_rate(&b.xs, &p.backend)?,
     });
     Ok((queue, info))
 }

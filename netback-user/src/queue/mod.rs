@@ -4,12 +4,16 @@
 //! either has work. Completions are made inside those calls; nothing is handed to another
 //! thread and, once the queue's vectors have grown to a burst, nothing is allocated.
 
+mod credit;
 mod rx;
 mod tx;
 
+pub(crate) use credit::read_rate;
+pub use credit::{BadRate, Rate};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstage_fallback::{GrantCopier, IdleSpin, PacketRef, StormGuard};
 use netstage_platform::{DomId, EventPort};
@@ -20,6 +24,7 @@ use crate::metrics::Counts;
 use crate::staging::BackStaging;
 use crate::txpath::TxFetch;
 use crate::{BackendPlatform, Metrics, PollMode};
+use credit::TxCredit;
 
 /// Most packets one burst call handles (netback's batch); a longer slice is taken in part.
 pub const BURST: usize = 64;
@@ -83,6 +88,10 @@ pub struct BackQueue<P: BackendPlatform> {
     counts: Counts,
     /// A burst's chains, parsed in place burst after burst.
     chains: Vec<TxChain>,
+    /// The toolstack's `rate` limit on TX.
+    credit: TxCredit,
+    /// `chains[0]` is a packet parsed and held for credit: the next burst starts with it.
+    tx_held: bool,
     status: Vec<i16>,
     lent: Vec<Option<crate::staging::Lent>>,
     rx_reqs: Vec<NetifRxRequest>,
@@ -109,6 +118,8 @@ pub(crate) struct QueueParts<P: BackendPlatform> {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) staging: Box<dyn BackStaging>,
     pub(crate) fetch: Box<dyn TxFetch<P>>,
+    /// The vif's `rate`, if the toolstack set one.
+    pub(crate) rate: Option<Rate>,
 }
 
 impl<P: BackendPlatform> BackQueue<P> {
@@ -126,7 +137,10 @@ impl<P: BackendPlatform> BackQueue<P> {
             staging: parts.staging,
             fetch: parts.fetch,
             counts: Counts::default(),
-            chains: vec![TxChain::default(); BURST],
+            credit: TxCredit::new(parts.rate),
+            tx_held: false,
+            // One more than a burst: a chain held for credit waits after the burst's.
+            chains: vec![TxChain::default(); BURST + 1],
             status: Vec::with_capacity(BURST),
             lent: Vec::with_capacity(BURST),
             rx_reqs: Vec::with_capacity(reqs),
@@ -173,11 +187,20 @@ impl<P: BackendPlatform> BackQueue<P> {
                     self.metrics.add_storm_backoffs(1);
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
-                if self.armed_work()? {
+                let credit = self.credit_wait();
+                if self.armed_work(credit.is_some())? {
                     return Ok(true);
                 }
+                let timeout = match (timeout, credit) {
+                    (Some(t), Some(c)) => Some(t.min(c)),
+                    (t, c) => t.or(c),
+                };
                 let woke = matches!(self.port.wait(timeout), Ok(true));
                 self.storm.after_wait(woke);
+                if !woke && credit.is_some() && self.credit_wait().is_none() {
+                    // The next interval began: the held packet may go.
+                    return Ok(true);
+                }
                 woke
             }
             PollMode::BusyPoll => return self.poll_once(),
@@ -188,10 +211,27 @@ impl<P: BackendPlatform> BackQueue<P> {
         Ok(woke)
     }
 
-    /// `RING_FINAL_CHECK_FOR_REQUESTS` on TX, and on RX when the last send burst stopped
-    /// for lack of requests: whether work arrived before the event indexes were armed.
-    fn armed_work(&mut self) -> Result<bool, QueueFault> {
-        let mut work = self.tx.final_check_for_requests().map_err(fault)?;
+    /// How long a packet held for credit still waits for its interval, if one waits (TX
+    /// has no work until then).
+    fn credit_wait(&self) -> Option<Duration> {
+        if !self.tx_held {
+            return None;
+        }
+        let left = self
+            .credit
+            .next_credit()?
+            .saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS` on TX (unless TX waits for credit, when the queue
+    /// wakes at the next interval instead), and on RX when the last send burst stopped for
+    /// lack of requests: whether work arrived before the event indexes were armed.
+    fn armed_work(&mut self, credit_wait: bool) -> Result<bool, QueueFault> {
+        let mut work = self.tx_held && !credit_wait;
+        if !credit_wait {
+            work |= self.tx.final_check_for_requests().map_err(fault)?;
+        }
         if let Some(need) = self.rx_need {
             // Armed for `need` requests, not one (as netback's
             // xenvif_rx_ring_slots_available): a final check at `req_cons + 1` would be
@@ -207,7 +247,10 @@ impl<P: BackendPlatform> BackQueue<P> {
 
     /// One busy-polling look at the rings and the port.
     fn poll_once(&mut self) -> Result<bool, QueueFault> {
-        let mut work = self.tx.refresh_requests().map_err(fault)? > 0;
+        let mut work = match self.credit_wait() {
+            Some(_) => false,
+            None => self.tx_held || self.tx.refresh_requests().map_err(fault)? > 0,
+        };
         if let Some(need) = self.rx_need {
             work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
         }

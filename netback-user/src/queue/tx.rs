@@ -70,7 +70,7 @@ impl<P: BackendPlatform> BackQueue<P> {
         ) -> Result<usize, QueueFault>,
     ) -> Result<usize, QueueFault> {
         let max = bufs.len().min(BURST);
-        if max == 0 || self.tx.refresh_requests().map_err(fault)? == 0 {
+        if max == 0 || (self.tx.refresh_requests().map_err(fault)? == 0 && !self.tx_held) {
             return Ok(0);
         }
         let mut chains = std::mem::take(&mut self.chains);
@@ -80,9 +80,18 @@ impl<P: BackendPlatform> BackQueue<P> {
         let r = self
             .tx_gather(&mut chains, &mut status, &mut lent, bufs, lend)
             .and_then(|got| {
-                let chains = &chains[..got];
-                let n = take(chains, &status, bufs, &lent, &*self.staging)?;
-                self.tx_answer(chains, &status).map(|()| n)
+                if got == 0 {
+                    return Ok(0);
+                }
+                let taken = &chains[..got];
+                let n = take(taken, &status, bufs, &lent, &*self.staging)?;
+                self.tx_answer(taken, &status)?;
+                // A chain held for credit, parsed after the burst's, is the next burst's
+                // first.
+                if self.tx_held {
+                    chains.swap(0, got);
+                }
+                Ok(n)
             });
         // The chains stay: the next burst parses into them.
         status.clear();
@@ -106,17 +115,30 @@ impl<P: BackendPlatform> BackQueue<P> {
         lend: bool,
     ) -> Result<usize, QueueFault> {
         let mut got = 0;
-        while self.tx.pending_requests() > 0 && got < bufs.len().min(chains.len()) {
-            let tx = &mut self.tx;
-            parse_tx_chain_into(|| tx.take_request().ok().flatten(), &mut chains[got])
-                .map_err(|f| QueueFault(format!("TX request chain: {f}")))?;
+        // `chains.len() - 1`: room for one chain held for credit after the burst's.
+        let max = bufs.len().min(chains.len() - 1);
+        while got < max && (self.tx_held || self.tx.pending_requests() > 0) {
+            if !self.tx_held {
+                let tx = &mut self.tx;
+                parse_tx_chain_into(|| tx.take_request().ok().flatten(), &mut chains[got])
+                    .map_err(|f| QueueFault(format!("TX request chain: {f}")))?;
+            }
+            // The toolstack's `rate`: past the credit the packet waits, parsed and
+            // unanswered, for the next interval (netback's tx_credit_exceeded).
+            if !self.credit.admit(u64::from(chains[got].total_size)) {
+                self.counts.tx_credit_waits += u64::from(!self.tx_held);
+                self.tx_held = true;
+                break;
+            }
+            self.tx_held = false;
             self.staging.tx_claim(&mut chains[got]);
             self.counts.tx_slots += chains[got].slots.len() as u64;
             got += 1;
         }
-        if got > 0 {
-            self.storm.moved();
+        if got == 0 {
+            return Ok(0);
         }
+        self.storm.moved();
         let chains = &chains[..got];
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
             let (st, l) = self.tx_stage_one(c, buf, lend)?;
