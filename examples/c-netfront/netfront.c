@@ -114,23 +114,46 @@ static int64_t now_ms(void)
 
 /* ---- The world: domain files (sim-abi.md sections 1-4) ---- */
 
-/* Creates (len > 0) or opens (len == 0) <domain dir>/name and maps all of it shared. */
+/* Creates <domain dir>/name (sim-abi.md section 1): a memfd named after that path (its last
+ * 240 bytes), sized, then sealed so that no process, this one included, can ever shrink or
+ * grow it (a peer that mapped it would take SIGBUS), and a link to the descriptor in /proc.
+ * The descriptor stays open for as long as the domain runs: the link leads to it. Returns
+ * the descriptor. */
+static int create_sealed(const char *p, size_t len)
+{
+    size_t n = strlen(p);
+    int fd = memfd_create(n > 240 ? p + n - 240 : p, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        die("cannot create a memfd for %s: %m", p);
+    if (ftruncate(fd, (off_t)len) < 0)
+        die("cannot size %s to %zu bytes: %m", p, len);
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        die("cannot seal %s: %m", p);
+    char link[64];
+    fmt(link, sizeof link, "/proc/%d/fd/%d", (int)getpid(), fd);
+    if (symlink(link, p) < 0)
+        die("cannot link %s to %s: %m", p, link);
+    return fd;
+}
+
+/* Creates (len > 0, a sealed memfd kept open) or opens (len == 0, a peer's file through its
+ * link) <domain dir>/name and maps all of it shared. */
 static void *map_file(const char *dir, const char *name, size_t len, size_t *size)
 {
     char p[PATH_MAX];
     fmt(p, sizeof p, "%s/%s", dir, name);
-    int fd = open(p, O_RDWR | O_CLOEXEC | (len ? O_CREAT | O_EXCL : 0), 0666);
+    int ours = len > 0;
+    int fd = ours ? create_sealed(p, len) : open(p, O_RDWR | O_CLOEXEC);
     if (fd < 0)
-        die("cannot %s %s: %m", len ? "create" : "open", p);
+        die("cannot open %s: %m", p);
     struct stat st;
-    if (len && ftruncate(fd, (off_t)len) < 0)
-        die("cannot size %s to %zu bytes: %m", p, len);
-    if (!len && fstat(fd, &st) == 0)
+    if (!ours && fstat(fd, &st) == 0)
         len = (size_t)st.st_size;
     void *m = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
     if (m == MAP_FAILED)
         die("cannot map %s (%zu bytes): %m", p, len);
-    close(fd);
+    if (!ours) /* ours stay open: their links lead to the descriptors */
+        close(fd);
     if (size)
         *size = len;
     return m;

@@ -91,8 +91,23 @@ fn a_peer_that_asks_for_sealed_files_refuses_plain_ones() {
         .unwrap();
     let detail = refused(strict.map(HAND_MADE, &[8], false), HAND_MADE);
     assert!(detail.contains("sealed"), "{detail}");
-    // The default still takes them (the grant itself is then checked as ever).
-    let lenient = w.create_domain(2, config()).unwrap();
+    // So does the default, naming the file.
+    let default = w.create_domain(3, config()).unwrap();
+    let detail = refused(default.map(HAND_MADE, &[8], false), HAND_MADE);
+    assert!(
+        detail.contains(&format!("dom{HAND_MADE}/mem is a plain file")),
+        "{detail}"
+    );
+    // The opt-out still takes them (the grant itself is then checked as ever).
+    let lenient = w
+        .create_domain(
+            2,
+            DomainConfig {
+                sealed_peers_only: false,
+                ..config()
+            },
+        )
+        .unwrap();
     let r = lenient.map(HAND_MADE, &[8], false);
     assert!(
         matches!(r, Err(PlatformError::Grant { .. })),

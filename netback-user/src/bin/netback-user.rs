@@ -90,9 +90,14 @@ struct Args {
     /// backend, for tests of full data rings).
     #[arg(long, default_value_t = 0)]
     slow_us: u64,
-    /// Refuse a guest whose domain files are plain files rather than sealed memfds
-    /// (docs/sim-abi.md): it could truncate them under this backend's mappings.
+    /// Accept a guest whose domain files are plain files rather than sealed memfds, as
+    /// participants written against the earlier ABI made them (docs/sim-abi.md). Such a
+    /// guest can truncate them under this backend's mappings and kill it with SIGBUS;
+    /// refused by default.
     #[arg(long)]
+    allow_plain_guests: bool,
+    /// Refuse plain files (the default now; kept so that older command lines still work).
+    #[arg(long, hide = true, conflicts_with = "allow_plain_guests")]
     sealed_guests_only: bool,
     /// Print counters every SECS seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
@@ -248,7 +253,7 @@ fn run() -> anyhow::Result<()> {
             0,
             DomainConfig {
                 cost,
-                sealed_peers_only: args.sealed_guests_only,
+                sealed_peers_only: args.sealed_guests_only || !args.allow_plain_guests,
                 ..DomainConfig::default()
             },
         )

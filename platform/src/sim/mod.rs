@@ -67,9 +67,10 @@ pub struct DomainConfig {
     pub spin_before_block: Duration,
     /// Refuse peer domains whose files are plain files rather than sealed memfds
     /// (`docs/sim-abi.md`): such a peer can truncate them under this domain's mappings,
-    /// which then take `SIGBUS`. Off by default while participants written against the
-    /// earlier ABI (`examples/c-netfront`) make plain files; a link into `/proc` that does
-    /// not lead to the domain's sealed memfd is refused either way.
+    /// which then take `SIGBUS`. On by default; turn it off only for participants written
+    /// against the earlier ABI, which made plain files (`netback-user
+    /// --allow-plain-guests`). A link into `/proc` that does not lead to the domain's sealed
+    /// memfd is refused either way.
     pub sealed_peers_only: bool,
 }
 
@@ -81,7 +82,7 @@ impl Default for DomainConfig {
             ports: 256,
             cost: CostMode::Kernel,
             spin_before_block: Duration::from_micros(20),
-            sealed_peers_only: false,
+            sealed_peers_only: true,
         }
     }
 }
@@ -355,6 +356,20 @@ impl Foreign {
                     detail: format!("cannot open {}: {e}", path.display()),
                 })?;
             if !acceptable(&f, &path, sealed_only) {
+                let plain = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+                if plain {
+                    return Err(PlatformError::NoDomain {
+                        dom: id,
+                        detail: format!(
+                            "{} is a plain file, which domain {id} could truncate under our \
+                             mappings: its files must be sealed memfds linked from the world \
+                             (docs/sim-abi.md, section 1); a participant written against the \
+                             earlier ABI is accepted only with DomainConfig::sealed_peers_only \
+                             off (netback-user --allow-plain-guests)",
+                            path.display()
+                        ),
+                    });
+                }
                 return Err(PlatformError::NoDomain {
                     dom: id,
                     detail: format!(
