@@ -1,6 +1,6 @@
 //! Fetching a packet by grant map: map its pages read-only, copy out, unmap.
 
-use netstage_platform::{DomId, GrantImport, GrantRef, PlatformError};
+use netstage_platform::{DomId, GrantImport, GrantRef, MappedPages, PlatformError};
 
 /// Most fragments one packet is fetched from (a chain's slots are fewer).
 pub const MAX_MAP_FRAGMENTS: usize = 32;
@@ -16,13 +16,15 @@ pub struct Fragment {
     pub len: u16,
 }
 
-/// Fetches the fragments of one packet granted by `dom` by mapping their pages read-only,
-/// copying out, and unmapping. Fails with the first failing grant's status.
+/// Fetches the fragments of one packet granted by `dom` by mapping their pages read-only
+/// into `pages` (one call), copying out, and unmapping them (one call). Fails with the first
+/// failing grant's status. `pages` is storage kept from packet to packet.
 pub fn fetch_by_map<P: GrantImport + ?Sized>(
     platform: &P,
     dom: DomId,
     frags: &[Fragment],
     dst: &mut [u8],
+    pages: &mut MappedPages,
 ) -> Result<(), PlatformError> {
     if frags.is_empty() {
         return Ok(());
@@ -36,7 +38,14 @@ pub fn fetch_by_map<P: GrantImport + ?Sized>(
             ))
         })?;
     }
-    let window = platform.map(dom, &grefs, false)?;
+    platform.map_each(dom, &grefs, false, pages)?;
+    let copied = copy_out(pages, frags, dst);
+    pages.unmap();
+    copied
+}
+
+/// Copies fragment `i` of `frags` out of page `i` of `pages`, one after another into `dst`.
+fn copy_out(pages: &MappedPages, frags: &[Fragment], dst: &mut [u8]) -> Result<(), PlatformError> {
     let mut at = 0usize;
     for (i, f) in frags.iter().enumerate() {
         let len = usize::from(f.len);
@@ -47,7 +56,7 @@ pub fn fetch_by_map<P: GrantImport + ?Sized>(
                 dst.len()
             )));
         };
-        window.read_at(i * 4096 + usize::from(f.offset), d)?;
+        pages.page(i)?.read_at(usize::from(f.offset), d)?;
         at = end;
     }
     Ok(())

@@ -5,17 +5,15 @@
 //! map call, Linux's `MAX_PENDING_REQS`), then the mapped bytes are copied out and the
 //! whole batch unmapped at once.
 //!
-//! The platform maps many grants of one domain with one call into one window
-//! ([`GrantImport::map`]); it fails the whole call on the first bad grant, where Xen
-//! reports a status per operation, so a failed call is made again without the packets of
-//! the bad grant (each retry drops at least one packet: a hostile frontend costs calls,
-//! never a loop).
+//! The pages are mapped each on its own with one call ([`GrantImport::map_each`]), a status
+//! per page as Xen's `GNTTABOP_map_grant_ref` gives: a grant that fails fails its packet
+//! (`xenvif_tx_check_gop`), and the other packets of the burst go on.
+//!
+//! [`GrantImport::map_each`]: netstage_platform::GrantImport::map_each
 
 use netstage_fallback::PacketBuf;
-use netstage_platform::{GrantRef, PlatformError};
+use netstage_platform::{GrantRef, MappedPage, MappedPages};
 use netstage_ring::netif::{TxChain, NETIF_RSP_OKAY};
-use netstage_ring::SharedMem;
-use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{fragments, grant_failed, GrantCopyFetch, TxBurst, TxFetch};
 use crate::metrics::Counts;
@@ -46,6 +44,7 @@ pub(crate) struct LinuxFetch {
     heads: GrantCopyFetch,
     parts: Vec<MapPart>,
     grefs: Vec<GrantRef>,
+    pages: MappedPages,
 }
 
 impl LinuxFetch {
@@ -55,6 +54,7 @@ impl LinuxFetch {
             heads: GrantCopyFetch::new(burst),
             parts: Vec::with_capacity(burst),
             grefs: Vec::with_capacity(burst),
+            pages: MappedPages::with_capacity(burst),
         }
     }
 
@@ -87,8 +87,8 @@ impl LinuxFetch {
         }
     }
 
-    /// Maps the parts `range` of packets still okay with one call (again without the
-    /// packets of a grant that failed), copies them out and unmaps them with one call.
+    /// Maps the parts `range` of packets still okay with one call, copies them out and
+    /// unmaps them with one call. A packet with a page that failed to map fails.
     fn map_batch<P: BackendPlatform>(
         &mut self,
         platform: &P,
@@ -96,49 +96,40 @@ impl LinuxFetch {
         b: &mut TxBurst<'_>,
     ) {
         let (fe, status, counts) = (b.fe, &mut *b.status, &mut *b.counts);
-        loop {
-            self.grefs.clear();
-            for p in &mut self.parts[range.clone()] {
-                p.mapped = status[p.packet as usize] == NETIF_RSP_OKAY;
-                if p.mapped {
-                    self.grefs.push(p.gref);
-                }
-            }
-            if self.grefs.is_empty() {
-                return;
-            }
-            match platform.map(fe, &self.grefs, false) {
-                Ok(window) => {
-                    counts.grant_maps += self.grefs.len() as u64;
-                    let mapped = self.parts[range].iter().filter(|p| p.mapped);
-                    for (page, p) in mapped.enumerate() {
-                        copy_out(&window, page, p, b.bufs, status, counts);
-                    }
-                    // Dropping the window unmaps the whole batch.
-                    return;
-                }
-                Err(e) => {
-                    let bad = match e {
-                        PlatformError::Grant { gref, .. } => Some(gref),
-                        _ => None,
-                    };
-                    let parts = &self.parts[range.clone()];
-                    let hit = |p: &&MapPart| p.mapped && bad.is_none_or(|g| g == p.gref);
-                    // Not a grant of this batch: fail the batch rather than retry.
-                    let fail_all = !parts.iter().any(|p| hit(&p));
-                    for p in parts.iter().filter(|p| fail_all || hit(p)) {
-                        grant_failed(status, p.packet as usize, counts);
-                    }
-                }
+        self.grefs.clear();
+        for p in &mut self.parts[range.clone()] {
+            p.mapped = status[p.packet as usize] == NETIF_RSP_OKAY;
+            if p.mapped {
+                self.grefs.push(p.gref);
             }
         }
+        if self.grefs.is_empty() {
+            return;
+        }
+        let mapped = self.parts[range].iter().filter(|p| p.mapped);
+        // Only the call itself failing is an error: then no page is mapped.
+        if platform
+            .map_each(fe, &self.grefs, false, &mut self.pages)
+            .is_err()
+        {
+            mapped.for_each(|p| grant_failed(status, p.packet as usize, counts));
+            return;
+        }
+        counts.grant_maps += self.pages.mapped() as u64;
+        for (page, p) in mapped.enumerate() {
+            match self.pages.page(page) {
+                Ok(window) => copy_out(window, p, b.bufs, status, counts),
+                Err(_) => grant_failed(status, p.packet as usize, counts),
+            }
+        }
+        // The whole batch at once.
+        self.pages.unmap();
     }
 }
 
-/// Copies part `p`, mapped as page `page` of `window`, into its packet (if still okay).
+/// Copies part `p`, mapped as `page`, into its packet (if still okay).
 fn copy_out(
-    window: &SharedMem,
-    page: usize,
+    page: MappedPage<'_>,
     p: &MapPart,
     bufs: &mut [PacketBuf],
     status: &mut [i16],
@@ -149,13 +140,12 @@ fn copy_out(
         return;
     }
     let (at, len) = (p.at as usize, usize::from(p.len));
-    let from = page * XEN_PAGE_SIZE + usize::from(p.offset);
     let n = bufs[i].len();
     let copied = bufs[i]
         .prepare(n)
         .ok()
         .and_then(|data| data.get_mut(at..at + len))
-        .map(|d| window.read_at(from, d));
+        .map(|d| page.read_at(usize::from(p.offset), d));
     match copied {
         Some(Ok(())) => counts.tx_grant_map_bytes += len as u64,
         _ => grant_failed(status, i, counts),

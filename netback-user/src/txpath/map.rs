@@ -1,15 +1,20 @@
-//! Grant map per packet: map its pages read-only, copy out, unmap.
+//! Grant map per packet: map its pages read-only (one call per packet), copy out, unmap
+//! (one call per packet).
 
 use netstage_fallback::map::MAX_MAP_FRAGMENTS;
 use netstage_fallback::{fetch_by_map, Fragment};
+use netstage_platform::MappedPages;
 use netstage_ring::netif::NETIF_RSP_OKAY;
 
 use super::{fragments, grant_failed, TxBurst, TxFetch};
 use crate::queue::Fatal;
 use crate::BackendPlatform;
 
-/// The grant-map TX path.
-pub(crate) struct GrantMapFetch;
+/// The grant-map TX path, with the map storage it keeps from packet to packet.
+#[derive(Default)]
+pub(crate) struct GrantMapFetch {
+    pages: MappedPages,
+}
 
 impl<P: BackendPlatform> TxFetch<P> for GrantMapFetch {
     fn fetch(&mut self, platform: &P, b: &mut TxBurst<'_>) -> Result<(), Fatal> {
@@ -24,7 +29,7 @@ impl<P: BackendPlatform> TxFetch<P> for GrantMapFetch {
                 .map_err(|e| e.to_string())?[staged..];
             let mut frags = arrayvec::ArrayVec::<Fragment, MAX_MAP_FRAGMENTS>::new();
             frags.extend(fragments(c).take(MAX_MAP_FRAGMENTS));
-            match fetch_by_map(platform, fe, &frags, rest) {
+            match fetch_by_map(platform, fe, &frags, rest, &mut self.pages) {
                 Ok(()) => {
                     counts.grant_maps += frags.len() as u64;
                     counts.tx_grant_map_bytes += rest.len() as u64;

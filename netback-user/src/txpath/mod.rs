@@ -55,7 +55,7 @@ impl TxPath {
 pub(crate) fn for_path<P: BackendPlatform>(path: TxPath, burst: usize) -> Box<dyn TxFetch<P>> {
     match path {
         TxPath::GrantCopy => Box::new(GrantCopyFetch::new(burst)),
-        TxPath::GrantMap => Box::new(GrantMapFetch),
+        TxPath::GrantMap => Box::new(GrantMapFetch::default()),
         TxPath::Linux => Box::new(LinuxFetch::new(burst)),
     }
 }

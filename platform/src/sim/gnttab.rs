@@ -579,7 +579,8 @@ impl GrantImport for SimDomain {
         let kernel = d.cfg.cost == CostMode::Kernel;
         let hold = crate::hold_as(&mut p.hold, || SimHold::new(d), |h| h.of(d))?;
         if kernel && hold.range.as_ref().is_none_or(|r| r.pages() < refs.len()) {
-            let range = sys::PageRange::reserve(refs.len())
+            // Room for as many pages as `p` has room for: it grows as seldom as `p` does.
+            let range = sys::PageRange::reserve(p.grefs.capacity())
                 .map_err(|e| PlatformError::io("reserving room for grant maps", e))?;
             hold.range = Some(range);
         }
