@@ -95,6 +95,28 @@ impl std::str::FromStr for Features {
     }
 }
 
+impl std::fmt::Display for Features {
+    /// As [`Features::from_str`](std::str::FromStr) reads them: `sg,gso-tcpv4`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (self.sg, "sg"),
+            (self.gso_tcpv4, "gso-tcpv4"),
+            (self.gso_tcpv6, "gso-tcpv6"),
+            (self.ipv6_csum_offload, "ipv6-csum"),
+        ];
+        let mut first = true;
+        for (_, name) in names.iter().filter(|(on, _)| *on) {
+            f.write_str(if first { "" } else { "," })?;
+            f.write_str(name)?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
 /// How a queue waits for work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollMode {

@@ -113,27 +113,12 @@ fn advertise<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<(), Bac
          InitWait",
         p.frontend_dom,
         p.devid,
-        feature_list(b.cfg.offer),
+        b.cfg.offer,
         offer_slots,
         offer_ring,
         b.cfg.max_queues
     );
     Ok(())
-}
-
-/// The features in `f`, as `--offer` takes them (`sg,gso-tcpv4`), or `none`.
-fn feature_list(f: Features) -> String {
-    let on: Vec<&str> = f
-        .keys()
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(k, _)| k.trim_start_matches("feature-"))
-        .collect();
-    if on.is_empty() {
-        "none".into()
-    } else {
-        on.join(",")
-    }
 }
 
 /// The backend directory's `state` as the toolstack or we left it; `None` while the
@@ -541,7 +526,7 @@ fn connect<P: BackendPlatform>(
         p.devid,
         p.frontend_dom,
         design_of(b, p, queues),
-        feature_list(asked)
+        asked
     );
     handler.connected(&infos);
     let threads = queue_objs

@@ -1,5 +1,8 @@
 //! The XenBus handshake, as Linux netfront does it: find the backend, wait for it, negotiate,
 //! share rings, buffers and staging memory, announce them in one transaction, connect.
+//!
+//! Logged: each step at debug, the connection (queues, design, features) and a fallback to
+//! the baseline at info.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +50,12 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
     on_stop: Option<Arc<dyn FrontendHandler>>,
 ) -> Result<(FrontendLink<P>, Vec<FrontQueue<P>>), FrontendError> {
     let paths = find_vif(&platform, &xs, devid, cfg.handshake_timeout)?;
+    let vif = format!("{}/{devid}", paths.frontend_dom);
+    log::debug!(
+        "vif {vif}: backend {} in domain {}; Initialising",
+        paths.backend,
+        paths.backend_dom
+    );
     write_state(&xs, &paths.frontend, XenbusState::Initialising)?;
     let watch = xs.watch(
         &format!("{}/state", paths.backend),
@@ -63,16 +72,26 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
     // refuses only with an error node: without one it is the end of an earlier connection
     // that the backend has not finished, and it answers our Initialising with InitWait.
     backend.reach_init_wait()?;
+    log::debug!("vif {vif}: backend InitWait; negotiating");
     let neg = negotiate(&xs, &paths.backend, cfg)?;
+    if neg.design != cfg.design {
+        log::info!(
+            "vif {vif}: the backend does not offer {} in full: using {}",
+            cfg.design,
+            neg.design
+        );
+    }
     let shared = Arc::new(Shared::default());
     let mut keys = Vec::new();
     let queues = (0..neg.queues)
         .map(|q| share_queue(&platform, &paths, &neg, cfg, q, &shared, &mut keys))
         .collect::<Result<Vec<_>, _>>()?;
     announce(&xs, &paths.frontend, cfg, &neg, &keys)?;
+    log::debug!("vif {vif}: rings and buffers announced; Connected");
     write_state(&xs, &paths.frontend, XenbusState::Connected)?;
     let refusals = [XenbusState::Closing, XenbusState::Closed];
     if let Err(e) = backend.reach(XenbusState::Connected, &refusals, "backend closed") {
+        log::debug!("vif {vif}: the backend did not connect: {e}");
         shared.stop(None);
         // A backend that died after mapping our rings leaves pins only forgetting it ends.
         forget_if_dead(&platform, paths.backend_dom);
@@ -84,6 +103,13 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
     for q in &queues {
         q.prepare_port()?;
     }
+    log::info!(
+        "vif {vif} connected: backend domain {}, {} queue(s), design {}, features {}",
+        paths.backend_dom,
+        neg.queues,
+        neg.design,
+        cfg.want
+    );
     let mut link = FrontendLink {
         platform,
         xs,

@@ -73,6 +73,10 @@ impl Shared {
     /// A queue found the backend breaking the protocol: the whole device stops.
     pub(crate) fn fault(&self, why: &str) {
         if let Ok(mut f) = self.fault.lock() {
+            if f.is_none() {
+                // Once per device: the device stops, so the backend cannot repeat it.
+                log::warn!("the backend broke the protocol; the device stops: {why}");
+            }
             f.get_or_insert_with(|| why.to_string());
         }
         self.stop(Some(why));
@@ -163,6 +167,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
                             s => format!("backend left the connected state ({s:?})"),
                         }
                     };
+                    log::info!("vif disconnected: {why}");
                     shared.stop(Some(&why));
                     if let Some(h) = &on_stop {
                         h.disconnected(&why);

@@ -477,8 +477,8 @@ fn kill_backend(design: &str, delay: Duration, why: &str) {
     assert_front_clean(&dom, why);
     let out = back.stop(&format!("{why}: the next backend"));
     for c in [
-        format!("tx_packets: {AFTER},"),
-        format!("rx_packets: {AFTER},"),
+        format!(r#""tx_packets":{AFTER},"#),
+        format!(r#""rx_packets":{AFTER},"#),
     ] {
         assert!(out.contains(&c), "{why}: {out}");
     }

@@ -195,12 +195,13 @@ fn both_ways(design: &str, queues: &str) {
     let o = stop(b);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
+    // The final counters, a JSON line (docs/operating.md).
     assert!(
-        t.contains("tx_packets: 3000") && t.contains("rx_packets: 3000"),
+        t.contains(r#""tx_packets":3000,"#) && t.contains(r#""rx_packets":3000,"#),
         "{t}"
     );
     assert!(
-        t.contains("tx_dropped: 0") && t.contains("fatal_faults: 0"),
+        t.contains(r#""tx_dropped":0,"#) && t.contains(r#""fatal_faults":0,"#),
         "{t}"
     );
 }
@@ -268,11 +269,9 @@ fn a_slow_backend_fills_the_data_ring_and_every_packet_still_arrives() {
         ],
     ));
     assert!(out.contains("received 2000; tx errors 0"), "{out}");
-    let full: u64 = out
-        .split("tx_fallback_ring_full: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
+    let full = json_lines(&out)
+        .last()
+        .and_then(|l| l["counters"]["tx_fallback_ring_full"].as_u64())
         .expect("counter printed");
     assert!(full > 0, "the ring never filled:\n{out}");
     assert!(stop(b).status.success());
@@ -391,7 +390,7 @@ fn kill_9_frontend_then_a_new_frontend_connects() {
     let o = stop(b);
     let t = text(&o);
     assert!(t.contains("frontend domain died"), "{t}");
-    assert!(t.contains("connects: 2"), "{t}");
+    assert!(t.contains(r#""connects":2,"#), "{t}");
 }
 
 #[test]
@@ -569,4 +568,72 @@ fn bad_option_values_name_their_flag() {
             "{bin_name} {flag} {value}: {err}"
         );
     }
+}
+
+/// The JSON lines of `out` (the lines that start with `{`), parsed; any that does not
+/// parse fails the test.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `--stats` on both binaries: JSON lines on stdout every second while running, and the
+/// final counters as one more (docs/operating.md), each with a timestamp.
+#[test]
+fn stats_are_json_lines() {
+    let _guard = KillOnPanic;
+    let w = World::new("stats");
+    let b = backend(&w, &["--stats", "1"]);
+    wait_path(&w.dir.join("xenstore/dom1.sock"));
+    let mut front = frontend(
+        &w,
+        &[
+            "--count",
+            "500",
+            "--expect-echo",
+            "--stats",
+            "1",
+            "--linger",
+            "2",
+        ],
+    );
+    let o = front.output().expect("run netfront-user");
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"stats") && kinds.contains(&"final"),
+        "{kinds:?}"
+    );
+    for l in &lines {
+        assert!(l["time"].as_f64().is_some_and(|t| t > 1.6e9), "{l}");
+        assert_eq!(l["domid"], 1, "{l}");
+        assert_eq!(l["queues"], 1, "{l}");
+    }
+    let last = lines.last().expect("a line");
+    assert_eq!(last["counters"]["tx_packets"], 500, "{last}");
+    assert_eq!(last["counters"]["rx_packets"], 500, "{last}");
+
+    let o = stop(b);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+    assert!(
+        lines.len() >= 2 && lines.iter().all(|l| l["time"].as_f64().is_some()),
+        "{lines:?}"
+    );
+    let last = lines.last().expect("a line");
+    assert_eq!(last["kind"], "final", "{last}");
+    assert_eq!(last["total"]["tx_packets"], 500, "{last}");
+    assert_eq!(last["total"]["connects"], 1, "{last}");
+    assert_eq!(last["vifs"][0]["domid"], 1, "{last}");
+    assert_eq!(last["vifs"][0]["devid"], 0, "{last}");
+    assert_eq!(last["vifs"][0]["counters"]["rx_packets"], 500, "{last}");
+    // Operator events go to stderr through the logger (RUST_LOG, default info).
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("vif 1/0 connected") && err.contains("vif 1/0 disconnected"),
+        "{err}"
+    );
 }

@@ -22,3 +22,10 @@ pub fn exit_code<E: fmt::Display + fmt::Debug>(
         }
     }
 }
+
+/// Seconds since the Unix epoch, the timestamp of the binaries' `--stats` JSON lines.
+pub fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

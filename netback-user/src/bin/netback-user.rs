@@ -5,6 +5,10 @@
 //! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
 //! With `--xen` it uses the host's Xen devices and xenstored instead, and waits for the
 //! toolstack's vif directories (never creating them: libxl replaces what it finds).
+//!
+//! Logs to stderr through `env_logger` (`RUST_LOG`, default `info`: connections,
+//! disconnects, the guests' faults); with `--stats N` prints the counters as a JSON line on
+//! stdout every N seconds, and always once at exit (docs/operating.md).
 
 #![forbid(unsafe_code)]
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
@@ -23,6 +27,7 @@ use netstage_netback_user::{
     toolstack, Backend, BackendConfig, Features, HandshakeFailure, PollMode, RxInjector, TxPath,
     VifHandler,
 };
+use netstage_netback_user::{MetricsSnapshot, VifMetricsSnapshot};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
 use netstage_platform::xen::XenDomain;
@@ -99,8 +104,9 @@ struct Args {
     /// Refuse plain files (the default now; kept so that older command lines still work).
     #[arg(long, hide = true, conflicts_with = "allow_plain_guests")]
     sealed_guests_only: bool,
-    /// Print counters every SECS seconds (0: only at exit).
-    #[arg(long, default_value_t = 0)]
+    /// Print the counters (per vif and in total) as a JSON line on stdout every SECONDS
+    /// seconds (0: only the final line at exit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     stats: u64,
 }
 
@@ -161,12 +167,42 @@ impl VifHandler for Sink {
             *r = rx;
         }
     }
-    fn disconnected(&self, reason: &str) {
+    // The library logs the disconnect and its reason.
+    fn disconnected(&self, _reason: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        eprintln!("netback-user: vif disconnected: {reason}");
     }
-    fn handshake_failed(&self, why: &HandshakeFailure) {
-        eprintln!("netback-user: vif handshake failed: {why}");
+    // The library logs the failure (rate-limited: the guest may be hostile).
+    fn handshake_failed(&self, _why: &HandshakeFailure) {}
+}
+
+/// One `--stats` line: the counters of each vif, then their sum.
+#[derive(serde::Serialize)]
+struct StatsLine {
+    /// `stats` (every `--stats` seconds) or `final` (at exit).
+    kind: &'static str,
+    /// Seconds since the Unix epoch.
+    time: f64,
+    /// Seconds since the backend started.
+    elapsed_s: f64,
+    vifs: Vec<VifMetricsSnapshot>,
+    total: MetricsSnapshot,
+}
+
+/// Prints the counters as one JSON line on stdout.
+fn print_stats<P: netstage_netback_user::BackendPlatform>(
+    kind: &'static str,
+    backend: &Backend<P>,
+    start: Instant,
+) {
+    let line = StatsLine {
+        kind,
+        time: netstage_platform::cli::unix_time(),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        vifs: backend.vif_metrics(),
+        total: backend.metrics(),
+    };
+    if let Ok(json) = serde_json::to_string(&line) {
+        println!("{json}");
     }
 }
 
@@ -187,6 +223,7 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
 /// Runs; an error is printed once, with its causes (see
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     netstage_platform::cli::exit_code("netback-user", run())
 }
 
@@ -280,12 +317,12 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
                     .with_context(|| format!("cannot introduce domain {fe}"))?;
                 toolstack::create_vif(xs, 0, fe, dev)
                     .with_context(|| format!("cannot create vif {fe}:{dev} in XenStore"))?;
-                println!(
+                log::info!(
                     "serving vif {fe}:{dev}; guest XenStore socket {}",
                     guest_socket(socket, fe).display()
                 );
             }
-            None => println!(
+            None => log::info!(
                 "serving vif {fe}:{dev} (Xen) as soon as the toolstack creates its directory"
             ),
         }
@@ -299,7 +336,7 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
         });
         threads.push(std::thread::spawn(move || {
             if let Err(e) = b.serve(fe, dev, sink, &s) {
-                eprintln!("netback-user: vif {fe}:{dev}: {e}");
+                log::error!("vif {fe}:{dev}: {e}");
                 s.store(true, Ordering::SeqCst);
             }
         }));
@@ -310,17 +347,14 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
         std::thread::sleep(Duration::from_millis(50));
         if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
             last = Instant::now();
-            println!("{:?}", backend.metrics());
+            print_stats("stats", &backend, start);
         }
     }
     for t in threads {
         let _ = t.join();
     }
-    println!(
-        "netback-user: stopped after {:.1} s: {:?}",
-        start.elapsed().as_secs_f64(),
-        backend.metrics()
-    );
+    log::info!("stopped after {:.1} s", start.elapsed().as_secs_f64());
+    print_stats("final", &backend, start);
     Ok(())
 }
 

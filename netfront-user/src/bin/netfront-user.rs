@@ -7,6 +7,10 @@
 //! order per queue. Prints the achieved rate; exits non-zero with a message on any failure.
 //! With `--xen` it runs in a guest of real Xen instead (Linux's Xen devices, XenStore
 //! through `/dev/xen/xenbus`).
+//!
+//! Logs to stderr through `env_logger` (`RUST_LOG`, default `info`); prints its results on
+//! stdout, the counters as a JSON line (every `--stats` seconds while sending and
+//! lingering, and once at the end; docs/operating.md).
 
 #![forbid(unsafe_code)]
 // The argument docs are the `--help` text, written for a terminal: `<value>` there is a
@@ -90,6 +94,61 @@ struct Args {
     /// RX slot when it fits one, without a copy).
     #[arg(long)]
     forward: bool,
+    /// Print the counters as a JSON line on stdout every SECONDS seconds while connected
+    /// (0: only the final line).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    stats: u64,
+}
+
+/// One JSON line of counters (`--stats`, and the final one).
+#[derive(serde::Serialize)]
+struct StatsLine {
+    /// `stats` (every `--stats` seconds) or `final` (after sending, before lingering).
+    kind: &'static str,
+    /// Seconds since the Unix epoch.
+    time: f64,
+    /// Seconds since the device connected.
+    elapsed_s: f64,
+    domid: u16,
+    devid: u32,
+    design: String,
+    queues: u16,
+    counters: netstage_netfront_user::MetricsSnapshot,
+}
+
+/// Prints `front`'s counters as one JSON line on stdout.
+fn print_stats<P: FrontendPlatform>(
+    kind: &'static str,
+    front: &Frontend<P>,
+    devid: u32,
+    start: Instant,
+) {
+    let line = StatsLine {
+        kind,
+        time: netstage_platform::cli::unix_time(),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        domid: front.domid(),
+        devid,
+        design: front.design().to_string(),
+        queues: front.queues(),
+        counters: front.metrics(),
+    };
+    if let Ok(json) = serde_json::to_string(&line) {
+        println!("{json}");
+    }
+}
+
+/// Prints a `--stats` line when `every` has passed since `last`.
+fn stats_due<P: FrontendPlatform>(
+    args: &Args,
+    front: &Frontend<P>,
+    start: Instant,
+    last: &mut Instant,
+) {
+    if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
+        *last = Instant::now();
+        print_stats("stats", front, args.devid, start);
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -153,8 +212,8 @@ impl FrontendHandler for Verifier {
             }
         }
     }
-    fn disconnected(&self, reason: &str) {
-        eprintln!("netfront-user: disconnected: {reason}");
+    // The library logs the disconnect and its reason.
+    fn disconnected(&self, _reason: &str) {
         self.disconnected.store(true, Ordering::SeqCst);
     }
 }
@@ -162,6 +221,7 @@ impl FrontendHandler for Verifier {
 /// Runs; an error is printed once, with its causes (see
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     netstage_platform::cli::exit_code("netfront-user", run())
 }
 
@@ -243,7 +303,7 @@ fn sessions<P: FrontendPlatform>(
         match r {
             Ok(()) => return Ok(()),
             Err(e) if args.reconnect && !stop.load(Ordering::SeqCst) => {
-                eprintln!("netfront-user: {e:#}; waiting for the backend to reconnect");
+                log::warn!("{e:#}; waiting for the backend to reconnect");
                 // The dead or closed backend's mappings of our pages are gone.
                 me.forget_domain(0);
                 std::thread::sleep(Duration::from_millis(200));
@@ -299,6 +359,7 @@ fn session<P: FrontendPlatform>(
         .map(|&l| bytes::Bytes::from(content(0, l)))
         .collect();
     let start = Instant::now();
+    let mut last_stats = start;
     let mut bytes = 0u64;
     let mut handed = 0u64;
     for seq in 0..args.count {
@@ -327,6 +388,7 @@ fn session<P: FrontendPlatform>(
             .with_context(|| format!("sending packet {seq}"))?;
         handed += 1;
         bytes += len as u64;
+        stats_due(args, &front, start, &mut last_stats);
         if args.rate > 0 {
             let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -347,6 +409,7 @@ fn session<P: FrontendPlatform>(
                     args.count
                 );
             }
+            stats_due(args, &front, start, &mut last_stats);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -372,7 +435,7 @@ fn session<P: FrontendPlatform>(
         m.rx_packets,
         m.tx_errors
     );
-    println!("netfront-user: {m:?}");
+    print_stats("final", &front, args.devid, start);
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
@@ -385,6 +448,7 @@ fn session<P: FrontendPlatform>(
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
+        stats_due(args, &front, start, &mut last_stats);
         std::thread::sleep(Duration::from_millis(20));
     }
     if args.linger > 0 {
