@@ -222,6 +222,7 @@ struct TcpArgs {
 /// Runs; an error is printed once, with its causes (see
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     netstage_platform::cli::exit_code("experiments", run())
 }
 

@@ -172,7 +172,7 @@ impl Metrics {
         let (fe, devid) = self.vif();
         netstage_fallback::warn_limited!(
             self.faults_log,
-            "vif {fe}/{devid}: frontend faults: {} TX requests dropped (malformed, or \
+            "vif {fe}:{devid}: frontend faults: {} TX requests dropped (malformed, or \
              features not negotiated), {} TX and {} RX grant operations failed (bad grant \
              from domain {fe}); answered NETIF_RSP_ERROR",
             c.tx_dropped,

@@ -109,7 +109,7 @@ fn advertise<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<(), Bac
     let _ = xs.rm(NO_TX, &format!("{}/error", p.backend));
     write_state(xs, &p.backend, XenbusState::InitWait)?;
     log::debug!(
-        "vif {}/{}: offered {} (data-len up to {:?}, data-ring order up to {:?}, {} queues); \
+        "vif {}:{}: offered {} (data-len up to {:?}, data-ring order up to {:?}, {} queues); \
          InitWait",
         p.frontend_dom,
         p.devid,
@@ -160,13 +160,13 @@ pub(crate) fn serve<P: BackendPlatform>(
     stop: &AtomicBool,
 ) -> Result<(), BackendError> {
     let p = VifPaths::new(b.platform_domid(), fe, devid);
-    log::debug!("vif {fe}/{devid}: waiting for {}", p.backend);
+    log::debug!("vif {fe}:{devid}: waiting for {}", p.backend);
     while wait_for_directory(&b.xs, &p, stop)? {
-        log::debug!("vif {fe}/{devid}: the toolstack made {}", p.backend);
+        log::debug!("vif {fe}:{devid}: the toolstack made {}", p.backend);
         advertise(b, &p)?;
         serve_directory(b, &p, &handler, metrics, stop)?;
     }
-    log::debug!("vif {fe}/{devid}: no longer served");
+    log::debug!("vif {fe}:{devid}: no longer served");
     Ok(())
 }
 
@@ -272,7 +272,7 @@ impl<P: BackendPlatform> Follower<'_, P> {
 
     /// The vif, as the log names it: `<frontend domain>/<devid>`.
     fn vif(&self) -> String {
-        format!("{}/{}", self.p.frontend_dom, self.p.devid)
+        format!("{}:{}", self.p.frontend_dom, self.p.devid)
     }
 
     /// Stops the connection, if any; returns its first fatal fault.
@@ -521,7 +521,7 @@ fn connect<P: BackendPlatform>(
         infos.push(info);
     }
     log::info!(
-        "vif {}/{} connected: frontend domain {}, {queues} queue(s), design {}, features {}",
+        "vif {}:{} connected: frontend domain {}, {queues} queue(s), design {}, features {}",
         p.frontend_dom,
         p.devid,
         p.frontend_dom,

@@ -119,7 +119,7 @@ fn a_frontend_refused_again_and_again_is_logged_at_the_limit() {
     assert_eq!(refused.len(), LOG_BURST as usize, "{refused:#?}");
     for m in &refused {
         assert!(
-            m.contains(&format!("vif {FE}/0")) && m.contains(&format!("domain {FE}")),
+            m.contains(&format!("vif {FE}:0")) && m.contains(&format!("domain {FE}")),
             "{m}"
         );
         assert!(m.contains("asks for 99 queues"), "{m}");

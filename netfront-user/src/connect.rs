@@ -50,7 +50,7 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
     on_stop: Option<Arc<dyn FrontendHandler>>,
 ) -> Result<(FrontendLink<P>, Vec<FrontQueue<P>>), FrontendError> {
     let paths = find_vif(&platform, &xs, devid, cfg.handshake_timeout)?;
-    let vif = format!("{}/{devid}", paths.frontend_dom);
+    let vif = format!("{}:{devid}", paths.frontend_dom);
     log::debug!(
         "vif {vif}: backend {} in domain {}; Initialising",
         paths.backend,

@@ -633,7 +633,7 @@ fn stats_are_json_lines() {
     // Operator events go to stderr through the logger (RUST_LOG, default info).
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("vif 1/0 connected") && err.contains("vif 1/0 disconnected"),
+        err.contains("vif 1:0 connected") && err.contains("vif 1:0 disconnected"),
         "{err}"
     );
 }
