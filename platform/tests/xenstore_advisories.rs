@@ -93,3 +93,41 @@ fn a_guest_breaking_the_protocol_loses_its_connection_not_its_domain() {
     let fresh = XsClient::connect(&g).unwrap();
     assert_eq!(fresh.read(NO_TX, "still").unwrap(), b"here");
 }
+
+/// XSA-322 (CVE-2020-29481) and XSA-419 (CVE-2022-42322/42323): a released domain's nodes
+/// outlived it, so a new domain given the same id inherited them, their ownership and the
+/// old one's entries in others' permissions, and nodes it made outside its own directory
+/// stayed, counted by nobody. Here releasing it removes what it owned and drops it from
+/// every permission list: the new domain with the same id reads none of it, and its own
+/// node quota starts from nothing.
+#[test]
+fn a_released_domain_leaves_nothing_to_a_new_domain_with_its_id() {
+    let (_t, d) = daemon_with(Quotas {
+        nodes: 10,
+        ..Quotas::default()
+    });
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    // dom0 lets domain 5 write a shared directory; domain 5 makes nodes there and at home.
+    c0.write(NO_TX, "/shared", b"").unwrap();
+    c0.set_perms(NO_TX, "/shared", &["n0", "b5"]).unwrap();
+    let old = XsClient::connect(&guest(&d, 5)).unwrap();
+    old.write(NO_TX, "secret", b"old guest's").unwrap();
+    for i in 0..4 {
+        old.write(NO_TX, &format!("/shared/n{i}"), b"v").unwrap();
+    }
+    drop(old);
+    d.release(5);
+    // What it owned is gone, in its directory and outside it; dom0's node lost its entry.
+    assert!(c0.read(NO_TX, "/local/domain/5/secret").is_err());
+    assert!(c0.directory(NO_TX, "/shared").unwrap().is_empty());
+    assert_eq!(c0.get_perms(NO_TX, "/shared").unwrap(), ["n0"]);
+    // A new domain 5 can neither read the old one's nodes nor write where it was let in.
+    let new = XsClient::connect(&guest(&d, 5)).unwrap();
+    assert!(new.read(NO_TX, "secret").is_err());
+    assert!(new.write(NO_TX, "/shared/mine", b"v").is_err());
+    // Its node quota counts only its own: its home directory and 9 more.
+    let made = (0..20)
+        .take_while(|i| new.write(NO_TX, &format!("n{i}"), b"v").is_ok())
+        .count();
+    assert!(made >= 8, "the new domain made only {made} nodes");
+}

@@ -179,8 +179,9 @@ impl Xenstored {
         introduce(&self.shared, dom)
     }
 
-    /// Releases guest domain `dom`: closes its socket and connections, fires
-    /// `@releaseDomain`.
+    /// Releases guest domain `dom`: closes its socket and connections, removes the nodes it
+    /// owns and its entries in other nodes' permissions (as C xenstored since XSA-322 and
+    /// XSA-419), fires `@releaseDomain`.
     pub fn release(&self, dom: DomId) {
         release(&self.shared, dom);
     }
@@ -969,12 +970,16 @@ fn introduce(shared: &Arc<Shared>, dom: DomId) -> io::Result<PathBuf> {
 }
 
 fn release(shared: &Arc<Shared>, dom: DomId) {
+    close_domain(shared, dom);
     if let Ok(mut st) = lock(shared) {
+        // What the released domain owned goes, and it leaves every permission list
+        // (XSA-322, XSA-419); its watches went with its connections.
+        let changes = st.store.forget_domain(dom);
+        fire(&st, &changes);
         if st.domains.remove(&dom) {
             fire_special(&st, "@releaseDomain");
         }
     }
-    close_domain(shared, dom);
 }
 
 fn close_domain(shared: &Arc<Shared>, dom: DomId) {

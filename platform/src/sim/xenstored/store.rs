@@ -188,6 +188,55 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Forgets released domain `dom`, as C xenstored does since XSA-322 and XSA-419: every
+    /// node it owns goes, with the subtree below it, and every other node's permissions
+    /// lose their entries for it, so a new domain given the same id inherits nothing of
+    /// the old one's and nothing it made outside its directory outlives it uncounted.
+    /// Returns the changes (for watches). Dom0 is never forgotten.
+    pub fn forget_domain(&mut self, dom: DomId) -> Vec<Change> {
+        if dom == 0 {
+            return Vec::new();
+        }
+        let mut owned: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(p, n)| *p != "/" && n.perms.first().is_some_and(|o| o.dom == dom))
+            .map(|(p, _)| p.clone())
+            .collect();
+        // Parents first: a node already gone with its parent's subtree is skipped.
+        owned.sort_by_key(|p| p.len());
+        let mut changes = Vec::new();
+        for p in owned {
+            if self.exists(&p) {
+                changes.extend(self.rm(0, &p).unwrap_or_default());
+            }
+        }
+        let named: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.perms.iter().skip(1).any(|q| q.dom == dom))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in named {
+            let g = self.next_gen();
+            if let Some(n) = self.nodes.get_mut(&p) {
+                let owner = n.perms[0];
+                n.perms.retain(|q| q.dom != dom);
+                n.perms.insert(0, owner);
+                n.perms.dedup();
+                n.gen = g;
+            }
+            changes.push(Change {
+                path: p,
+                removed: false,
+                exact: true,
+            });
+        }
+        changes
+    }
+}
+
 impl NodeMap for Store {
     fn node(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
