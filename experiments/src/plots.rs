@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor;
 
 use crate::{scenario_median, summarise, Dir, Results, Sample, SizeSpec};
 
@@ -509,14 +510,29 @@ fn draw_pps<DB: DrawingBackend>(
                 .map(|&(x, m, lo, hi)| ErrorBar::new_vertical(x, lo, m, hi, colour.filled(), 8)),
         )?;
     }
-    for (i, spec, (x, m, lo, hi)) in mixes {
+    for (k, (i, spec, (x, m, lo, hi))) in mixes.iter().enumerate() {
         let colour = palette(*i);
         chart.draw_series([ErrorBar::new_vertical(*x, *lo, *m, *hi, colour.filled(), 8)])?;
         chart.draw_series([Circle::new((*x, *m), 6, colour.stroke_width(2))])?;
+        // Each mix named once, above its highest point: the designs' points crowd there.
+        if mixes[..k].iter().any(|(_, s, _)| s == spec) {
+            continue;
+        }
+        let top = mixes
+            .iter()
+            .filter(|(_, s, _)| s == spec)
+            .map(|(_, _, p)| p.3)
+            .fold(*hi, f64::max);
         chart.draw_series([Text::new(
             spec.clone(),
-            (*x, *m),
-            (FAMILY, 13).into_font().color(&colour),
+            (*x, top * 1.15),
+            (FAMILY, 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(text_anchor::Pos::new(
+                    text_anchor::HPos::Center,
+                    text_anchor::VPos::Bottom,
+                )),
         )])?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
