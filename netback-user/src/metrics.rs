@@ -192,3 +192,66 @@ pub struct VifMetricsSnapshot {
     /// Its counters.
     pub counters: MetricsSnapshot,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Keeps the warnings of this test binary.
+    struct Capture(Mutex<Vec<String>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if r.level() == log::Level::Warn {
+                if let Ok(mut v) = self.0.lock() {
+                    v.push(r.args().to_string());
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    static LOGS: Capture = Capture(Mutex::new(Vec::new()));
+
+    /// A frontend whose every burst has bad requests: each burst is counted, and warned of
+    /// at most a burst of lines per period, each naming the vif, its domain and the reason.
+    #[test]
+    fn faults_in_bursts_are_counted_and_warned_of_at_the_limit() {
+        log::set_logger(&LOGS).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+        let backend = Arc::new(Metrics::default());
+        let vif = Metrics::for_vif(Arc::clone(&backend), 7, 2);
+        for _ in 0..1000 {
+            let mut c = Counts {
+                tx_dropped: 2,
+                tx_grant_errors: 1,
+                tx_packets: 5,
+                ..Counts::default()
+            };
+            vif.absorb(&mut c);
+        }
+        assert_eq!(vif.snapshot().tx_dropped, 2000);
+        assert_eq!(backend.snapshot().tx_dropped, 2000);
+        assert_eq!(backend.snapshot().tx_grant_errors, 1000);
+        assert_eq!(backend.snapshot().tx_packets, 5000);
+        let w = LOGS.0.lock().unwrap();
+        assert_eq!(
+            w.len(),
+            netstage_fallback::log_limit::LOG_BURST as usize,
+            "{w:#?}"
+        );
+        for m in w.iter() {
+            assert!(
+                m.starts_with("vif 7:2: frontend faults: 2 TX requests dropped")
+                    && m.contains("1 TX and 0 RX grant operations failed")
+                    && m.contains("from domain 7"),
+                "{m}"
+            );
+        }
+    }
+}
