@@ -104,7 +104,7 @@ use netstage_platform::xenstore::XsClient;
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use driver::RxInjector;
-pub use metrics::{Metrics, MetricsSnapshot, VifMetricsSnapshot};
+pub use metrics::{Metrics, MetricsSnapshot, QueueMetricsSnapshot, VifMetricsSnapshot};
 pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{
     Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
@@ -305,8 +305,8 @@ impl<P: BackendPlatform> Backend<P> {
         Arc::clone(&self.metrics)
     }
 
-    /// Counters of each vif this backend served (or serves), in the order first served;
-    /// [`Backend::metrics`] is their sum.
+    /// Counters of each vif this backend served (or serves), in the order first served, each
+    /// with its queues'; [`Backend::metrics`] is their sum.
     pub fn vif_metrics(&self) -> Vec<VifMetricsSnapshot> {
         let vifs = self.vifs.lock().map(|v| v.clone()).unwrap_or_default();
         vifs.iter()
@@ -316,6 +316,7 @@ impl<P: BackendPlatform> Backend<P> {
                     domid,
                     devid,
                     counters: m.snapshot(),
+                    queues: m.queue_snapshots(),
                 }
             })
             .collect()

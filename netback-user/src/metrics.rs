@@ -16,8 +16,12 @@ macro_rules! counters {
             $($name: AtomicU64,)*
             /// A vif's: the backend's counters, which every add goes to as well.
             parent: Option<Arc<Metrics>>,
-            /// A vif's: its frontend's domain and device id, for the log.
+            /// A vif's or a queue's: the frontend's domain and device id, for the log.
             vif: Option<(DomId, u32)>,
+            /// A queue's: its index (its parent is its vif's counters).
+            queue: Option<u16>,
+            /// A vif's: the counters of the queues of its current (or last) connection.
+            queues: std::sync::Mutex<Vec<Arc<Metrics>>>,
             /// Warnings of the frontend's faults, at most a burst per period.
             faults_log: LogLimit,
         }
@@ -152,9 +156,41 @@ impl Metrics {
         }
     }
 
-    /// The rate limit of this vif's warnings of its frontend.
+    /// The counters of queue `index` of this vif's new connection, added to the vif's
+    /// (and so the backend's) too; `index` 0 starts the list afresh.
+    pub(crate) fn for_queue(vif: &Arc<Metrics>, index: u16) -> Arc<Metrics> {
+        let q = Arc::new(Metrics {
+            parent: Some(Arc::clone(vif)),
+            vif: vif.vif,
+            queue: Some(index),
+            ..Metrics::default()
+        });
+        if let Ok(mut qs) = vif.queues.lock() {
+            if index == 0 {
+                qs.clear();
+            }
+            qs.push(Arc::clone(&q));
+        }
+        q
+    }
+
+    /// The counters of this vif's queues (of its current or last connection).
+    pub(crate) fn queue_snapshots(&self) -> Vec<QueueMetricsSnapshot> {
+        let qs = self.queues.lock().map(|q| q.clone()).unwrap_or_default();
+        qs.iter()
+            .map(|q| QueueMetricsSnapshot {
+                index: q.queue.unwrap_or(0),
+                counters: q.snapshot(),
+            })
+            .collect()
+    }
+
+    /// The rate limit of this vif's warnings of its frontend (a queue's are its vif's).
     pub(crate) fn faults_log(&self) -> &LogLimit {
-        &self.faults_log
+        match (&self.queue, &self.parent) {
+            (Some(_), Some(vif)) => vif.faults_log(),
+            _ => &self.faults_log,
+        }
     }
 
     /// The vif's frontend domain and device id (0, 0 for a backend's own counters).
@@ -170,9 +206,10 @@ impl Metrics {
             return;
         }
         let (fe, devid) = self.vif();
+        let q = self.queue.unwrap_or(0);
         netstage_fallback::warn_limited!(
-            self.faults_log,
-            "vif {fe}:{devid}: frontend faults: {} TX requests dropped (malformed, or \
+            self.faults_log(),
+            "vif {fe}:{devid}: frontend faults on queue {q}: {} TX requests dropped (malformed, or \
              features not negotiated), {} TX and {} RX grant operations failed (bad grant \
              from domain {fe}); answered NETIF_RSP_ERROR",
             c.tx_dropped,
@@ -183,12 +220,24 @@ impl Metrics {
 }
 
 /// One vif's counters at one moment (`--stats` prints these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VifMetricsSnapshot {
     /// The frontend's domain.
     pub domid: DomId,
     /// The vif's device id.
     pub devid: u32,
+    /// Its counters.
+    pub counters: MetricsSnapshot,
+    /// Its queues' counters, of its current (or last) connection: they start from zero at
+    /// each connection, while `counters` add up every connection's.
+    pub queues: Vec<QueueMetricsSnapshot>,
+}
+
+/// One queue's counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueMetricsSnapshot {
+    /// The queue's index.
+    pub index: u16,
     /// Its counters.
     pub counters: MetricsSnapshot,
 }
@@ -247,7 +296,7 @@ mod tests {
         );
         for m in w.iter() {
             assert!(
-                m.starts_with("vif 7:2: frontend faults: 2 TX requests dropped")
+                m.starts_with("vif 7:2: frontend faults on queue 0: 2 TX requests dropped")
                     && m.contains("1 TX and 0 RX grant operations failed")
                     && m.contains("from domain 7"),
                 "{m}"

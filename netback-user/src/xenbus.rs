@@ -678,7 +678,7 @@ fn connect_queue<P: BackendPlatform>(
         tx,
         rx,
         port,
-        metrics: Arc::clone(metrics),
+        metrics: Metrics::for_queue(metrics, q as u16),
         stop: Arc::clone(stop),
         staging,
         fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),

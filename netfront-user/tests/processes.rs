@@ -630,6 +630,11 @@ fn stats_are_json_lines() {
     assert_eq!(last["vifs"][0]["domid"], 1, "{last}");
     assert_eq!(last["vifs"][0]["devid"], 0, "{last}");
     assert_eq!(last["vifs"][0]["counters"]["rx_packets"], 500, "{last}");
+    assert_eq!(last["vifs"][0]["queues"][0]["index"], 0, "{last}");
+    assert_eq!(
+        last["vifs"][0]["queues"][0]["counters"]["tx_packets"], 500,
+        "{last}"
+    );
     // Operator events go to stderr through the logger (RUST_LOG, default info).
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

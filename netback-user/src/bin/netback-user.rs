@@ -104,8 +104,8 @@ struct Args {
     /// Refuse plain files (the default now; kept so that older command lines still work).
     #[arg(long, hide = true, conflicts_with = "allow_plain_guests")]
     sealed_guests_only: bool,
-    /// Print the counters (per vif and in total) as a JSON line on stdout every SECONDS
-    /// seconds (0: only the final line at exit).
+    /// Print the counters (per queue, per vif and in total) as a JSON line on stdout every
+    /// SECONDS seconds (0: only the final line at exit).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     stats: u64,
 }
@@ -175,7 +175,7 @@ impl VifHandler for Sink {
     fn handshake_failed(&self, _why: &HandshakeFailure) {}
 }
 
-/// One `--stats` line: the counters of each vif, then their sum.
+/// One `--stats` line: the counters of each vif (and its queues), then their sum.
 #[derive(serde::Serialize)]
 struct StatsLine {
     /// `stats` (every `--stats` seconds) or `final` (at exit).
