@@ -105,6 +105,8 @@ fn wait_path(p: &Path) {
 fn backend(world: &World, extra: &[&str]) -> Child {
     let c = spawn(
         Command::new(bin("netback-user"))
+            // The log lines the tests look for are at info, whatever the caller's RUST_LOG.
+            .env("RUST_LOG", "info")
             .arg("--world")
             .arg(&world.dir)
             .args(["--vif", "1"])
