@@ -117,7 +117,8 @@ fn backend(world: &World, extra: &[&str]) -> Child {
 
 fn frontend(world: &World, extra: &[&str]) -> Command {
     let mut c = Command::new(bin("netfront-user"));
-    c.arg("--world")
+    c.env("RUST_LOG", "info")
+        .arg("--world")
         .arg(&world.dir)
         .args(["--domid", "1"])
         .args(extra);
