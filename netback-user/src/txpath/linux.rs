@@ -165,3 +165,72 @@ impl<P: BackendPlatform> TxFetch<P> for LinuxFetch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
+    use netstage_platform::GrantExport;
+    use netstage_ring::netif::{TxSlot, TxSlotKind, NETIF_RSP_ERROR};
+
+    /// A packet of a 128-byte head in grant `head` and 1000 bytes in grant `rest`.
+    fn packet(head: u32, rest: u32) -> TxChain {
+        let mut c = TxChain {
+            total_size: 1128,
+            ..TxChain::default()
+        };
+        for (gref, size) in [(head, 128), (rest, 1000)] {
+            let kind = TxSlotKind::Data {
+                gref,
+                offset: 0,
+                size,
+                staged: 0,
+            };
+            c.slots.push(TxSlot { id: 0, kind });
+        }
+        c
+    }
+
+    #[test]
+    fn a_page_that_fails_to_map_fails_its_packet_alone_in_one_map_call() {
+        let w = SimWorld::create_temp().unwrap();
+        let cfg = DomainConfig {
+            cost: CostMode::None,
+            ..DomainConfig::default()
+        };
+        let back = w.create_domain(0, cfg.clone()).unwrap();
+        let front = w.create_domain(1, cfg).unwrap();
+        let pages = front.share(0, 6, false).unwrap();
+        for i in 0..6 {
+            pages.mem.fill(i * 4096, 4096, b'a' + i as u8).unwrap();
+        }
+        // Packet 1's head is granted, the page past it no longer.
+        front.end_page_access(&pages, 3).unwrap();
+        let g = &pages.grefs;
+        let chains = [packet(g[0], g[1]), packet(g[2], g[3]), packet(g[4], g[5])];
+        let (mut bufs, mut status) = (PacketBuf::pool(3), [NETIF_RSP_OKAY; 3]);
+        let mut counts = Counts::default();
+        let before = back.counters();
+        let mut burst = TxBurst {
+            fe: 1,
+            chains: &chains,
+            bufs: &mut bufs,
+            status: &mut status,
+            counts: &mut counts,
+        };
+        LinuxFetch::new(4).fetch(&back, &mut burst).unwrap();
+        assert_eq!(status, [NETIF_RSP_OKAY, NETIF_RSP_ERROR, NETIF_RSP_OKAY]);
+        for (i, b) in [(0, b'a'), (2, b'e')] {
+            let data = bufs[i].data();
+            assert_eq!(data.len(), 1128);
+            assert!(data[..128].iter().all(|x| *x == b));
+            assert!(data[128..].iter().all(|x| *x == b + 1), "packet {i}");
+        }
+        assert_eq!((counts.grant_maps, counts.tx_grant_errors), (2, 1));
+        let after = back.counters();
+        // One copy call for the heads, one map call and one unmap call for the pages.
+        assert_eq!(after.hypercalls - before.hypercalls, 3);
+        assert_eq!((after.maps, after.unmaps), (2, 2));
+        assert!(front.grant_pins().unwrap().is_empty());
+    }
+}
