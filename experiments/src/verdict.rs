@@ -181,7 +181,10 @@ mod tests {
         assert_eq!(v[1].winner(), None, "overlapping intervals");
         let mut md = String::new();
         report_section(&mut md, &rows);
-        assert!(md.contains("| tx | 64 | slots-rfc:256 | - | ring:8:greedy | - | 1.33 | data ring |"), "{md}");
+        assert!(
+            md.contains("| tx | 64 | slots-rfc:256 | - | ring:8:greedy | - | 1.33 | data ring |"),
+            "{md}"
+        );
         assert!(md.contains("| within noise |"), "{md}");
     }
 
