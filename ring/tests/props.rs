@@ -300,4 +300,54 @@ proptest! {
             prop_assert!(entries.iter().all(|e| e.gref != 0 && e.flags == 0));
         }
     }
+
+    /// A data ring's interface page as a hostile peer may write it (the fuzz target
+    /// `flex_ring`'s input): its configuration is validated, and a backend's consumer reads,
+    /// skips and releases without reading more than the ring holds, never panicking.
+    #[test]
+    fn a_hostile_data_ring_interface_page_is_validated_and_never_overread(
+        page in proptest::collection::vec(any::<u8>(), 0..4096),
+        indexes in proptest::array::uniform4(any::<u32>()),
+        order in 0u32..4,
+        steps in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let intf = SharedMem::new_zeroed(4096);
+        intf.write_at(0, &page).unwrap();
+        // Often a sane order and refs with hostile indexes, sometimes garbage throughout.
+        if page.len() % 2 == 0 {
+            flex::init_intf(&intf, order, &vec![8; 1 << order]).unwrap();
+            for (off, v) in [
+                flex::IN_PROD_OFFSET,
+                flex::IN_CONS_OFFSET,
+                flex::OUT_PROD_OFFSET,
+                flex::OUT_CONS_OFFSET,
+            ]
+            .into_iter()
+            .zip(indexes)
+            {
+                intf.write_at(off, &v.to_le_bytes()).unwrap();
+            }
+        }
+        let Ok(cfg) = flex::read_intf_config(&intf, 3) else {
+            return Ok(());
+        };
+        let ring = SharedMem::new_zeroed(4096 << cfg.order);
+        let Ok((_, mut c)) = flex::open(End::Backend, &intf, &ring, cfg.order) else {
+            return Ok(());
+        };
+        let size = flex::flex_ring_size(cfg.order);
+        let mut buf = vec![0u8; 1500];
+        for step in steps {
+            let r = match step % 3 {
+                0 => c.read(&mut buf).map(|got| {
+                    assert!(got <= buf.len() && got <= size);
+                }),
+                1 => c.skip(usize::from(step)).map(|_| ()),
+                _ => c.release().map(|_| ()),
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+    }
 }
