@@ -795,9 +795,13 @@ impl SimDomain {
         // The last op's domain, kept for the next, as Xen's batched copy keeps the domains
         // it locked while consecutive ops name the same ones.
         let mut last: Option<Arc<Foreign>> = None;
+        // Copies into a granted page, charged apart from copies out of one.
+        let mut into_granted = 0u64;
         for (i, op) in ops.iter_mut().enumerate() {
             let fr = op.foreign();
             let len = op.len();
+            let to_foreign = matches!(op, CopyOp::ToForeign { .. });
+            into_granted += u64::from(to_foreign);
             if len > PAGE_SIZE || usize::from(fr.offset) + len > PAGE_SIZE {
                 status[i] = GrantStatus::BadCopyArg;
                 continue;
@@ -815,7 +819,6 @@ impl SimDomain {
                     }
                 },
             };
-            let to_foreign = matches!(op, CopyOp::ToForeign { .. });
             let frame = match acquire(&f, d.id, fr.gref, to_foreign) {
                 Ok(frame) => frame,
                 Err(s) => {
@@ -870,12 +873,8 @@ impl SimDomain {
         }
         // No pointer into this call's buffers outlives it.
         sc.clear();
-        let to_foreign = ops
-            .iter()
-            .filter(|op| matches!(op, CopyOp::ToForeign { .. }))
-            .count() as u64;
-        let from_foreign = n as u64 - to_foreign;
-        d.charge(|m| m.call_ns + m.copy_ns * from_foreign + m.copy_to_ns * to_foreign);
+        let out_of_granted = n as u64 - into_granted;
+        d.charge(|m| m.call_ns + m.copy_ns * out_of_granted + m.copy_to_ns * into_granted);
         Stats::add(&d.stats.copy_ops, n as u64);
         let mut bytes = 0u64;
         let mut failed = 0u64;
