@@ -221,10 +221,8 @@ impl Store {
         for p in named {
             let g = self.next_gen();
             if let Some(n) = self.nodes.get_mut(&p) {
-                let owner = n.perms[0];
+                // The owner is not `dom` (its nodes went above), so it stays first.
                 n.perms.retain(|q| q.dom != dom);
-                n.perms.insert(0, owner);
-                n.perms.dedup();
                 n.gen = g;
             }
             changes.push(Change {
