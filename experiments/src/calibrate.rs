@@ -134,18 +134,9 @@ pub fn added_ns(base_pps: f64, with_pps: f64) -> f64 {
     1e9 / with_pps - 1e9 / base_pps
 }
 
-/// The median of `v` (`None` when empty).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+/// The median of `v` (`None` when empty), as the rest of the harness takes it.
+fn median(v: &[f64]) -> Option<f64> {
+    crate::stats::spread(v).map(|s| s.median)
 }
 
 /// Per round, what `design` added per packet over the seed's staging design in `dir`.
@@ -171,7 +162,7 @@ fn added_per_round(runs: &[CalibrationRun], design: &str, dir: Dir) -> Vec<f64> 
 /// subtracted.
 pub fn own_costs(runs: &[CalibrationRun]) -> Result<ModelCost, String> {
     let need = |design: &str, dir: Dir| {
-        median(added_per_round(runs, design, dir)).ok_or_else(|| {
+        median(&added_per_round(runs, design, dir)).ok_or_else(|| {
             format!("the calibration has no paired {design} and {SEED_STAGING} {dir} runs")
         })
     };
@@ -238,10 +229,11 @@ pub fn seed_check<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<Seed
         .collect();
     let staging = |dir: Dir| {
         median(
-            runs.iter()
+            &runs
+                .iter()
                 .filter(|r| r.design == SEED_STAGING && r.dir == dir && r.pps > 0.0)
                 .map(|r| 1e9 / r.pps)
-                .collect(),
+                .collect::<Vec<_>>(),
         )
     };
     SEED_ADDED_NS
@@ -251,7 +243,7 @@ pub fn seed_check<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<Seed
             let added = added_per_round(&runs, "grant-copy", dir);
             Some(SeedCheck {
                 dir,
-                median_ns: median(added.clone())?,
+                median_ns: median(&added)?,
                 added_ns: added,
                 seed_ns,
                 staging_ns: staging(dir)?,
