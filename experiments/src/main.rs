@@ -463,27 +463,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         seed: Some(seed),
     };
     std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
-    let mut scenarios = Vec::new();
-    for dir in &dirs {
-        // Request/response uses one frame size (a 1-byte payload) and one queue.
-        let (sz, qs) = if dir.is_rr() {
-            (vec![SizeSpec::Fixed(15)], vec![1])
-        } else {
-            (sizes.clone(), queues.clone())
-        };
-        for q in &qs {
-            for size in &sz {
-                for d in &designs {
-                    scenarios.push(Scenario {
-                        design: d.clone(),
-                        dir: *dir,
-                        size: size.clone(),
-                        queues: *q,
-                    });
-                }
-            }
-        }
-    }
+    let scenarios = scenarios_of(&dirs, &sizes, &queues, &designs);
     // The peers run at the throughput directions and fixed sizes (testpmd sends one size).
     let peer_runs: Vec<(Dir, usize)> = dirs
         .iter()
@@ -507,13 +487,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     if stream {
         runs.extend([Run::Stream(65536), Run::Stream(64)]);
     }
-    let bar = ProgressBar::new(runs.len() as u64 * u64::from(rounds));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(runs.len() as u64 * u64::from(rounds));
     let exe = std::env::current_exe()?;
     let spin_us = [front_spin, back_spin];
     let (role_cost, calibration) = resolve_cost(&exe, &cost, seconds, spin_us, &bar)?;
@@ -594,6 +568,50 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         ),
         None => Ok(()),
     }
+}
+
+/// The scenarios of a sweep, in its order: per direction, queue count, size and design.
+/// Request/response uses one frame size (a 1-byte payload) and one queue.
+fn scenarios_of(
+    dirs: &[Dir],
+    sizes: &[SizeSpec],
+    queues: &[u16],
+    designs: &[String],
+) -> Vec<Scenario> {
+    let rr_sizes = [SizeSpec::Fixed(15)];
+    let mut scenarios = Vec::new();
+    for dir in dirs {
+        let (sz, qs): (&[SizeSpec], &[u16]) = if dir.is_rr() {
+            (&rr_sizes, &[1])
+        } else {
+            (sizes, queues)
+        };
+        for q in qs {
+            for size in sz {
+                for d in designs {
+                    scenarios.push(Scenario {
+                        design: d.clone(),
+                        dir: *dir,
+                        size: size.clone(),
+                        queues: *q,
+                    });
+                }
+            }
+        }
+    }
+    scenarios
+}
+
+/// The sweep's progress bar over `len` runs (hidden when stderr is not a terminal).
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Writes every output of a `compare` run into `out` and prints the report.
@@ -1323,13 +1341,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let bar = ProgressBar::new(runs.len() as u64 * u64::from(plan.rounds));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(runs.len() as u64 * u64::from(plan.rounds));
     let exe = std::env::current_exe()?;
     let poll = if plan.busy { "busy-poll" } else { "blocking" };
     let mut machine = Machine::detect(&plan.cost, poll);
