@@ -239,13 +239,13 @@ pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     if let Some(e) = failed {
         bail!("the frontend stopped sending: {e}");
     }
+    let metrics = front.close_counted()?;
     let out = TcpEndReport {
         cpu_seconds: crate::sys::cpu_seconds(),
-        metrics: serde_json::to_value(front.metrics())?,
+        metrics: serde_json::to_value(metrics)?,
         tap_drops: drops.count(),
         tap_drop_reasons: drops.reasons(),
     };
-    front.close()?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

@@ -88,7 +88,13 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
         } else {
             "tx_packets"
         };
-        assert_eq!(s.front_metrics[key].as_f64(), Some(packets), "{}", s.design);
+        assert_eq!(
+            s.front_metrics[key].as_f64(),
+            Some(packets),
+            "{} {}",
+            s.design,
+            s.dir
+        );
         assert!(s.front_cpu_s > 0.0 && s.back_cpu_s > 0.0);
     }
     let rows = tcp_rows(&r);

@@ -162,6 +162,13 @@ impl<P: FrontendPlatform> Frontend<P> {
     /// Closed; then the shared pages are revoked. Fails with [`FrontendError::Broken`] if a
     /// queue found the backend breaking the protocol.
     pub fn close(self) -> Result<(), FrontendError> {
+        self.close_counted().map(|_| ())
+    }
+
+    /// [`Frontend::close`], returning the counters as they stood once the queues had
+    /// stopped: every packet handed over by then is counted sent or unsent, which a
+    /// snapshot taken before closing cannot promise.
+    pub fn close_counted(self) -> Result<MetricsSnapshot, FrontendError> {
         let Frontend {
             link, mut threads, ..
         } = self;
@@ -169,9 +176,10 @@ impl<P: FrontendPlatform> Frontend<P> {
         // earlier, the ones it still maps could not be revoked (netfront frees its rings
         // only after the backend closed, too).
         let queues = threads.stop();
+        let counted = link.metrics();
         let closed = link.close();
         drop(queues);
-        closed
+        closed.map(|()| counted)
     }
 }
 
