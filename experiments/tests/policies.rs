@@ -83,7 +83,13 @@ fn receive_one_by_one(design: &str, sizes: &[usize]) -> netstage_netback_user::M
         received.fetch_add(1, Ordering::Release);
     }
     let fm = rig.link.as_ref().unwrap().metrics();
-    let bm = metrics.lock().unwrap().as_ref().unwrap().snapshot();
+    // The backend adds a burst's counts once the burst is done, which may be just after the
+    // frontend took its last packet: wait for them (bounded), then compare exactly.
+    let backend = || metrics.lock().unwrap().as_ref().unwrap().snapshot();
+    while backend().rx_bytes < fm.rx_bytes && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let bm = backend();
     rig.close();
     assert_eq!(
         (fm.rx_staged_bytes, fm.rx_bytes),
