@@ -50,6 +50,11 @@ counters! {
     rx_bytes;
     /// RX packets dropped (error status or malformed chain).
     rx_dropped;
+    /// RX packets the backend had put on the ring that the device never took: still there
+    /// when it closed (counted by [`crate::Frontend::close_counted`] once the backend has
+    /// closed, so that the backend's count of packets it sent = `rx_packets` + `rx_dropped`
+    /// + `rx_unread`).
+    rx_unread;
     /// TX packets whose head went through staging memory.
     tx_staged_packets;
     /// Bytes they staged.

@@ -213,6 +213,25 @@ fn recv_burst_copies_packets_out_and_drops_bad_ones() {
 }
 
 #[test]
+fn rx_packets_left_on_the_ring_at_close_are_counted_unread() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let mut bufs = PacketBuf::pool(1);
+    for slot in 0..3 {
+        b.deliver(slot, &[7u8; 60], None, RxFlags::empty());
+    }
+    assert_eq!(b.q.recv_burst(&mut bufs).unwrap(), 1);
+    // The device stops with two packets on the ring; the backend has closed.
+    b.shared.stop(None);
+    assert!(b.q.recv_burst(&mut bufs).is_err());
+    b.q.count_unread_rx();
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.rx_packets, m.rx_dropped, m.rx_unread), (1, 0, 2));
+    // Counted once: a second count finds nothing left.
+    b.q.count_unread_rx();
+    assert_eq!(b.shared.metrics.snapshot().rx_unread, 2);
+}
+
+#[test]
 fn wait_returns_at_once_when_work_is_pending_and_fails_once_stopped() {
     let mut b = bed(Design::GrantCopy, SG);
     assert!(!b.q.wait(Some(Duration::from_millis(1))).unwrap());

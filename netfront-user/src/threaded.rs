@@ -165,9 +165,10 @@ impl<P: FrontendPlatform> Frontend<P> {
         self.close_counted().map(|_| ())
     }
 
-    /// [`Frontend::close`], returning the counters as they stood once the queues had
-    /// stopped: every packet handed over by then is counted sent or unsent, which a
-    /// snapshot taken before closing cannot promise.
+    /// [`Frontend::close`], returning the counters as they stood once the backend had
+    /// closed: every packet handed over is counted sent or unsent (`tx_unsent`), and every
+    /// packet the backend put on the RX rings received, dropped or unread (`rx_unread`),
+    /// which a snapshot taken before closing cannot promise.
     pub fn close_counted(self) -> Result<MetricsSnapshot, FrontendError> {
         let Frontend {
             link, mut threads, ..
@@ -175,9 +176,13 @@ impl<P: FrontendPlatform> Frontend<P> {
         // The queues' pages stay granted until the backend has let go of them: dropped
         // earlier, the ones it still maps could not be revoked (netfront frees its rings
         // only after the backend closed, too).
-        let queues = threads.stop();
-        let counted = link.metrics();
+        let mut queues = threads.stop();
         let closed = link.close();
+        // The backend has closed (or died): what it left on the RX rings stays there.
+        for q in &mut queues {
+            q.count_unread_rx();
+        }
+        let counted = threads.shared.metrics.snapshot();
         drop(queues);
         closed.map(|()| counted)
     }

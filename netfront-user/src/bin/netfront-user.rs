@@ -462,6 +462,10 @@ fn session<P: FrontendPlatform>(
     if let Some(b) = front.broken() {
         bail!("device broke: {b}");
     }
-    front.close().context("closing")?;
+    let m = front.close_counted().context("closing")?;
+    println!(
+        "netfront-user: closed; received {} packets in all, dropped {}, left unread on the RX ring {}",
+        m.rx_packets, m.rx_dropped, m.rx_unread
+    );
     Ok(())
 }

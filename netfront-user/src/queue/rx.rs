@@ -143,6 +143,24 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(n)
     }
 
+    /// Counts the RX packets left on the ring (`rx_unread`) without reading their data: for
+    /// a device that has stopped, once the backend has closed (it adds no more). Stops at
+    /// the first response that does not parse: the backend broke the protocol at the end,
+    /// and what follows is not packets.
+    pub(crate) fn count_unread_rx(&mut self) {
+        let mut chain = RxChain::default();
+        while self.rx.pending_responses() > 0
+            || matches!(self.rx.refresh_responses(), Ok(n) if n > 0)
+        {
+            let rx = &mut self.rx;
+            if parse_rx_chain_into(|| rx.take_response().ok().flatten(), &mut chain).is_err() {
+                break;
+            }
+            self.tally.rx_unread += 1;
+        }
+        self.shared.metrics.flush(&mut self.tally);
+    }
+
     /// Takes the next complete RX chain into `chain`, if the backend published one, with the
     /// buffers posted in its ring slots into `ids`; false if there is none.
     pub(super) fn next_chain(
