@@ -315,27 +315,12 @@ impl netstage_netback_user::VifHandler for Injectors {
 fn a_guest_that_takes_nothing_pins_a_bounded_backlog_and_every_packet_is_counted() {
     use netstage_netback_user::BackendConfig;
     const BOUND: usize = 64 * 1024;
-    let handler = Arc::new(Injectors::default());
-    let h2 = Arc::clone(&handler);
     let cfg = BackendConfig {
         rx_backlog_bytes: BOUND,
         rx_drain_timeout: Duration::from_millis(300),
         ..BackendConfig::default()
     };
-    let (metrics_tx, metrics_rx) = std::sync::mpsc::channel();
-    let rig = Rig::build("grant-copy", PollMode::Block, cfg, move |b, stop| {
-        let _ = metrics_tx.send(b.metrics_handle());
-        b.serve(queue_rig::FE, 0, h2, stop)
-    });
-    let metrics = metrics_rx.recv().unwrap();
-    let t = Instant::now();
-    let inj = loop {
-        if let Some(i) = handler.0.lock().unwrap().first().cloned() {
-            break i;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "never connected");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let (rig, inj, metrics) = stalling_guest(cfg);
     let frame = bytes::Bytes::from(vec![0x11u8; 1500]);
     // Enough to use the guest's 256 posted buffers and leave 34 (51 KB) waiting.
     for _ in 0..290 {
@@ -373,4 +358,124 @@ fn a_guest_that_takes_nothing_pins_a_bounded_backlog_and_every_packet_is_counted
         3301,
         "{m:?}"
     );
+}
+
+/// Connects a guest that takes nothing to a backend with `cfg`; returns the rig, the queue's
+/// injector and the backend's counters.
+fn stalling_guest(
+    cfg: netstage_netback_user::BackendConfig,
+) -> (
+    Rig,
+    netstage_netback_user::RxInjector,
+    Arc<netstage_netback_user::Metrics>,
+) {
+    let handler = Arc::new(Injectors::default());
+    let h2 = Arc::clone(&handler);
+    let rig = Rig::build("grant-copy", PollMode::Block, cfg, move |b, stop| {
+        b.serve(queue_rig::FE, 0, h2, stop)
+    });
+    let metrics = Arc::clone(&rig.back);
+    let t = Instant::now();
+    let inj = loop {
+        if let Some(i) = handler.0.lock().unwrap().first().cloned() {
+            break i;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never connected");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    (rig, inj, metrics)
+}
+
+fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < bound, "{what} within {bound:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A guest that takes nothing for `rx_stall_timeout` is declared stalled (counted, what
+/// waited dropped, new packets dropped at once with their reason, not queued); once it takes
+/// its packets and posts buffers again, packets reach it again; every packet is accounted.
+#[test]
+fn a_stalled_guest_is_declared_so_and_served_again_once_it_posts_buffers() {
+    use netstage_fallback::Packet;
+    let cfg = netstage_netback_user::BackendConfig {
+        rx_drain_timeout: Duration::from_secs(30),
+        rx_stall_timeout: Duration::from_millis(300),
+        ..netstage_netback_user::BackendConfig::default()
+    };
+    let (mut rig, inj, metrics) = stalling_guest(cfg);
+    let frame = bytes::Bytes::from(vec![0x22u8; 1500]);
+    // The guest's 256 posted buffers fill; 20 more wait.
+    let mut handed = 0u64;
+    for _ in 0..276 {
+        assert!(inj.send_blocking(Packet::new(frame.clone())));
+        handed += 1;
+    }
+    wait_until("a stall", Duration::from_secs(5), || {
+        metrics.snapshot().rx_stalls == 1
+    });
+    let m = metrics.snapshot();
+    assert_eq!((m.rx_packets, m.rx_stall_drops), (256, 20), "{m:?}");
+    // Stalled: refused at once, counted.
+    assert!(!inj.send(Packet::new(frame.clone())));
+    assert!(!inj.send_blocking(Packet::new(frame.clone())));
+    handed += 2;
+    assert_eq!(metrics.snapshot().rx_stall_drops, 22);
+    // The guest takes its packets (posting the buffers again): it is served again.
+    let mut bufs = PacketBuf::pool(BURST);
+    let mut took = 0;
+    while took < 256 {
+        took += rig.queues[0].recv_burst(&mut bufs).unwrap();
+    }
+    wait_until("the guest served again", Duration::from_secs(5), || {
+        let ok = inj.send(Packet::new(frame.clone()));
+        handed += 1;
+        ok
+    });
+    wait_until("the packet delivered", Duration::from_secs(5), || {
+        metrics.snapshot().rx_packets == 257
+    });
+    let m = metrics.snapshot();
+    assert_eq!(m.rx_stalls, 1, "{m:?}");
+    assert_eq!(m.fatal_faults, 0, "{m:?}");
+    rig.close();
+    let m = metrics.snapshot();
+    assert_eq!(
+        m.rx_packets
+            + m.rx_backlog_drops
+            + m.rx_drain_drops
+            + m.rx_stall_drops
+            + m.rx_disconnect_drops,
+        handed,
+        "{m:?}"
+    );
+}
+
+/// With `rx_stall_reset`, a stall ends the vif: a fatal fault with the stall as its reason,
+/// which the guest sees.
+#[test]
+fn a_stall_resets_the_vif_when_asked_to() {
+    use netstage_fallback::Packet;
+    let cfg = netstage_netback_user::BackendConfig {
+        rx_stall_timeout: Duration::from_millis(300),
+        rx_stall_reset: true,
+        ..netstage_netback_user::BackendConfig::default()
+    };
+    let (rig, inj, metrics) = stalling_guest(cfg);
+    let frame = bytes::Bytes::from(vec![0x33u8; 1500]);
+    for _ in 0..260 {
+        assert!(inj.send_blocking(Packet::new(frame.clone())));
+    }
+    wait_until("the vif reset", Duration::from_secs(5), || {
+        metrics.snapshot().fatal_faults == 1
+    });
+    let link = rig.link.as_ref().unwrap();
+    wait_until("the guest to see it", Duration::from_secs(5), || {
+        link.broken().is_some()
+    });
+    let m = metrics.snapshot();
+    assert_eq!(m.rx_stalls, 1, "{m:?}");
+    assert_eq!(m.rx_packets + m.rx_disconnect_drops, 260, "{m:?}");
 }

@@ -9,7 +9,7 @@
 //! an injector accepted is delivered or counted dropped with its reason, at disconnect too.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ struct Backlog {
     bytes: AtomicUsize,
     max_bytes: usize,
     gate: Gate,
+    /// The guest stalled: packets for it are dropped at once, not queued.
+    stalled: AtomicBool,
 }
 
 impl Backlog {
@@ -35,6 +37,7 @@ impl Backlog {
             bytes: AtomicUsize::new(0),
             max_bytes,
             gate: Gate::new(),
+            stalled: AtomicBool::new(false),
         }
     }
 
@@ -85,8 +88,8 @@ impl RxInjector {
 
     /// Queues `pkt` for the guest; if the queue's backlog is full (in packets or bytes) the
     /// packet is dropped and counted (`rx_backlog_drops`), as netback drops rather than
-    /// buffering without bound; if the vif is gone it is counted in
-    /// `rx_disconnect_drops`. Returns whether it was queued.
+    /// buffering without bound; if the guest has stalled it is counted in `rx_stall_drops`,
+    /// if the vif is gone in `rx_disconnect_drops`. Returns whether it was queued.
     pub fn send(&self, pkt: Packet) -> bool {
         match self.try_queue(pkt) {
             Ok(()) => true,
@@ -99,7 +102,8 @@ impl RxInjector {
     }
 
     /// Queues `pkt`, waiting while the backlog is full. Returns false (and counts the packet
-    /// in `rx_disconnect_drops`) if the vif is gone.
+    /// in `rx_stall_drops` or `rx_disconnect_drops`) if the guest has stalled or the vif is
+    /// gone.
     pub fn send_blocking(&self, mut pkt: Packet) -> bool {
         loop {
             match self.try_queue(pkt) {
@@ -112,7 +116,7 @@ impl RxInjector {
     }
 
     /// Queues `pkt` if there is room: `Err(Some(pkt))` if there is none, `Err(None)` if the
-    /// vif is gone (the packet counted).
+    /// vif is gone or its guest stalled (the packet counted).
     fn try_queue(&self, pkt: Packet) -> Result<(), Option<Packet>> {
         let gone = || {
             self.metrics.add_rx_disconnect_drops(1);
@@ -121,6 +125,10 @@ impl RxInjector {
         let Some(_inside) = self.backlog.gate.enter() else {
             return gone();
         };
+        if self.backlog.stalled.load(Ordering::Acquire) {
+            self.metrics.add_rx_stall_drops(1);
+            return Err(None);
+        }
         let len = pkt.data.len();
         if !self.backlog.reserve(len) {
             return Err(Some(pkt));
@@ -142,6 +150,14 @@ impl RxInjector {
     }
 }
 
+/// What a guest that takes nothing for a while is declared, and what follows
+/// ([`BackendConfig::rx_stall_timeout`], [`BackendConfig::rx_stall_reset`]).
+#[derive(Debug, Clone, Copy)]
+struct StallPolicy {
+    timeout: Duration,
+    reset: bool,
+}
+
 /// The queue's end of its backlog: the channel and the bound.
 type BacklogEnd = (Receiver<Packet>, Arc<Backlog>);
 
@@ -151,6 +167,7 @@ pub(crate) struct HandlerDriver {
     backlog: usize,
     backlog_bytes: usize,
     drain_timeout: Duration,
+    stall: StallPolicy,
     metrics: Arc<Metrics>,
     /// Per queue, the backlog's receiving end and bound, taken by the queue's thread.
     backlogs: Mutex<Vec<Option<BacklogEnd>>>,
@@ -167,6 +184,10 @@ impl HandlerDriver {
             backlog: cfg.rx_backlog.max(1),
             backlog_bytes: cfg.rx_backlog_bytes.max(1),
             drain_timeout: cfg.rx_drain_timeout,
+            stall: StallPolicy {
+                timeout: cfg.rx_stall_timeout,
+                reset: cfg.rx_stall_reset,
+            },
             metrics,
             backlogs: Mutex::new(Vec::new()),
         }
@@ -183,8 +204,12 @@ struct Pending {
     rx: Receiver<Packet>,
     backlog: Arc<Backlog>,
     out: VecDeque<Packet>,
-    /// Since when packets have waited while the guest took none.
+    /// Since when packets have waited while the guest took none (until the drain).
     stalled_since: Option<Instant>,
+    /// Since when the guest has taken nothing while packets waited (across drains).
+    starved_since: Option<Instant>,
+    /// While the guest is declared stalled: the RX requests it had posted then.
+    stalled_with: Option<u32>,
 }
 
 impl Pending {
@@ -287,6 +312,8 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
             backlog,
             out: VecDeque::with_capacity(BURST),
             stalled_since: None,
+            starved_since: None,
+            stalled_with: None,
         };
         let r = self.drive(q, &mut pending);
         // Whatever is still queued, or comes now, never reaches the guest: counted.
@@ -311,11 +338,66 @@ impl HandlerDriver {
             let sent = pending.send(q)?;
             let drained = pending.drain_if_stalled(sent, self.drain_timeout);
             self.metrics.add_rx_drain_drops(drained);
+            self.watch_stall(q, pending, sent)?;
             if got == 0 && sent == 0 {
                 // With packets waiting, wake in time to drain them.
                 q.wait(Some(self.drain_timeout.min(Duration::from_millis(100))))?;
             }
         }
+        Ok(())
+    }
+}
+
+impl HandlerDriver {
+    /// Declares the guest stalled once packets have waited `rx_stall_timeout` with it
+    /// taking none (what waits is dropped; injectors drop at once from then on), and back
+    /// once it posts new RX buffers. With `rx_stall_reset`, a stall ends the vif instead.
+    fn watch_stall<P: BackendPlatform>(
+        &self,
+        q: &mut BackQueue<P>,
+        pending: &mut Pending,
+        sent: usize,
+    ) -> Result<(), QueueFault> {
+        if let Some(had) = pending.stalled_with {
+            if q.rx_requests_posted()? > had {
+                pending.stalled_with = None;
+                pending.starved_since = None;
+                pending.backlog.stalled.store(false, Ordering::Release);
+                log::info!(
+                    "domain {} queue {}: the guest posts RX buffers again; packets queued again",
+                    q.frontend(),
+                    q.index()
+                );
+            }
+            return Ok(());
+        }
+        if sent > 0 {
+            pending.starved_since = None;
+            return Ok(());
+        }
+        if pending.out.is_empty() {
+            return Ok(());
+        }
+        let since = *pending.starved_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.stall.timeout {
+            return Ok(());
+        }
+        let why = format!(
+            "the guest took no RX packet for {:?} with packets waiting (rx_stall_timeout)",
+            self.stall.timeout
+        );
+        self.metrics.add_rx_stalls(1);
+        if self.stall.reset {
+            return Err(QueueFault(format!("{why}: the vif is reset")));
+        }
+        pending.backlog.stalled.store(true, Ordering::Release);
+        pending.stalled_with = Some(q.rx_requests_posted()?);
+        self.metrics.add_rx_stall_drops(pending.drop_all());
+        log::warn!(
+            "domain {} queue {}: {why}; packets for it are dropped until it posts buffers",
+            q.frontend(),
+            q.index()
+        );
         Ok(())
     }
 }

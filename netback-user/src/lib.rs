@@ -145,6 +145,16 @@ pub struct BackendConfig {
     /// dropped and counted (`rx_drain_drops`; Linux netback's `rx_drain_timeout_msecs`,
     /// 10 s, by default).
     pub rx_drain_timeout: Duration,
+    /// How long packets may wait with the guest taking none before its queue is declared
+    /// stalled (counted in `rx_stalls`, logged with the reason): what is queued is dropped
+    /// and, until the guest posts new RX buffers, packets for it are dropped at once
+    /// (`rx_stall_drops`) instead of queued. Linux netback's `rx_stall_timeout_msecs`
+    /// (carrier off), 60 s, by default.
+    pub rx_stall_timeout: Duration,
+    /// Whether a stalled queue also resets the vif: the backend disconnects it with the
+    /// stall as the reason (a fatal fault), and the guest must connect again. Off by default,
+    /// as in Linux netback, which waits for a slow guest to come back.
+    pub rx_stall_reset: bool,
     /// How long a frontend may take from its first handshake step (a key of its own in
     /// its directory, or a state past Initialising) to Connected. Past it the backend gives
     /// up on that attempt ([`HandshakeFailure::Timeout`], counted in `handshake_timeouts`):
@@ -169,6 +179,8 @@ impl Default for BackendConfig {
             rx_backlog: 4096,
             rx_backlog_bytes: 512 * 1024,
             rx_drain_timeout: Duration::from_secs(10),
+            rx_stall_timeout: Duration::from_secs(60),
+            rx_stall_reset: false,
             handshake_timeout: Duration::from_secs(30),
         }
     }

@@ -100,6 +100,12 @@ counters! {
     /// RX packets handed to an injector that were still queued, or came, when the vif
     /// disconnected.
     rx_disconnect_drops, add_rx_disconnect_drops;
+    /// RX packets dropped because their queue's guest had stalled: queued when it was
+    /// declared stalled, or handed to an injector while it stayed so.
+    rx_stall_drops, add_rx_stall_drops;
+    /// Times a queue's guest was declared stalled: packets waited and it took none for
+    /// `rx_stall_timeout` (Linux netback's carrier off).
+    rx_stalls, add_rx_stalls;
     /// TX packets whose head came through staging memory (slots or data ring).
     tx_staged_packets, add_tx_staged_packets;
     /// Bytes they staged.

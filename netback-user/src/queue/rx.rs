@@ -54,6 +54,12 @@ impl<P: BackendPlatform> BackQueue<P> {
         r.map(|()| taken)
     }
 
+    /// RX requests the guest has posted that no packet has used yet (read afresh): a
+    /// stalled guest is back once this grows.
+    pub fn rx_requests_posted(&mut self) -> Result<u32, QueueFault> {
+        self.rx.refresh_requests().map_err(fault)
+    }
+
     /// Takes the requests of packet `i` and stages its head.
     fn rx_commit(
         &mut self,
