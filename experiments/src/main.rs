@@ -26,6 +26,8 @@ use experiments::sweep::{run_order, Sweep};
 use experiments::{csv, markdown, probe, Machine, Results, Sample, SizeSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod soak_cmd;
+
 /// The netstage comparison harness.
 #[derive(Debug, Parser)]
 // The processes of a run are this binary's hidden `role-*` subcommands; the prefix keeps a
@@ -264,7 +266,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Compare(a) => compare(a),
-        Cmd::Soak(a) => soak(a),
+        Cmd::Soak(a) => soak_cmd::soak(a),
         Cmd::Diff { a, b } if a.join("tcp.json").exists() && b.join("tcp.json").exists() => {
             let load = |d: &Path| -> anyhow::Result<experiments::tcp::TcpResults> {
                 Ok(serde_json::from_str(&std::fs::read_to_string(
@@ -915,192 +917,6 @@ struct RunCfg<'a> {
     cost: &'a str,
     /// Spin before blocking, frontend and backend, microseconds.
     spin_us: [u64; 2],
-}
-
-/// `experiments soak`: see [`experiments::soak`].
-fn soak(a: SoakArgs) -> anyhow::Result<()> {
-    use experiments::soak::{summary, Outcome, Plan};
-    if !(a.minutes > 0.0 && a.minutes.is_finite()) {
-        bail!(
-            "--minutes: {} is not a positive number of minutes",
-            a.minutes
-        );
-    }
-    a.cost
-        .parse::<netstage_platform::sim::CostMode>()
-        .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
-    let seed = a.seed.unwrap_or_else(clock_seed);
-    let out = a.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from("results").join(format!("soak-{t}"))
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    experiments::sys::remove_stale_worlds();
-    let exe = std::env::current_exe()?;
-    let cfg = RunCfg {
-        seconds: 0.5,
-        busy: false,
-        cost: &a.cost,
-        spin_us: DEFAULT_SPIN_US,
-    };
-    eprintln!(
-        "soak: {} minutes, seed {seed} (`--seed {seed}` repeats the steps)",
-        a.minutes
-    );
-    let deadline = Instant::now() + Duration::from_secs_f64(a.minutes * 60.0);
-    let mut plan = Plan::new(seed);
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    while Instant::now() < deadline {
-        let step = plan.step();
-        let sc = Scenario {
-            design: step.design.clone(),
-            dir: step.dir,
-            size: step.size.into(),
-            queues: 1,
-        };
-        let (ok, detail) = match step.fault {
-            None => soak_run(&exe, &sc, &cfg),
-            Some((victim, ms)) => soak_fault(&exe, &sc, &cfg, victim, ms),
-        };
-        eprintln!(
-            "soak: step {}: {} {} {} B{}: {} {detail}",
-            step.index,
-            step.dir,
-            step.design,
-            step.size,
-            step.fault.map_or(String::new(), |(v, ms)| format!(
-                ", {v:?} killed at {ms} ms"
-            )),
-            if ok { "ok" } else { "FAILED" }
-        );
-        outcomes.push(Outcome { step, ok, detail });
-        std::fs::write(
-            out.join("soak.json"),
-            serde_json::to_string_pretty(&outcomes)?,
-        )?;
-    }
-    println!("{}\nresults in {}", summary(&outcomes), out.display());
-    let failed = outcomes.iter().filter(|o| !o.ok).count();
-    if failed > 0 {
-        bail!(
-            "soak: {failed} of {} runs failed (seed {seed})",
-            outcomes.len()
-        );
-    }
-    Ok(())
-}
-
-/// A soak step without a fault: the run must deliver every frame intact (request/response:
-/// must complete transactions).
-fn soak_run(exe: &Path, sc: &Scenario, cfg: &RunCfg<'_>) -> (bool, String) {
-    match run_one(exe, sc, 1, cfg) {
-        Err(e) => (false, format!("{e:#}")),
-        Ok(s) => match s.check {
-            Some(c) => (
-                c.intact() && c.delivered > 0,
-                format!(
-                    "{} delivered, {} lost, {} corrupted, {} reordered, {} of the wrong length",
-                    c.delivered, c.lost, c.corrupted, c.reordered, c.errored
-                ),
-            ),
-            None => (s.pps > 0.0, format!("{:.0} transactions/s", s.pps)),
-        },
-    }
-}
-
-/// A soak step with a fault: SIGKILL of `victim` `ms` milliseconds into a transfer; the
-/// survivor must end on its own account (a frontend within 15 s of its backend's death; a
-/// backend, still alive, reporting within 10 s of being told to stop).
-fn soak_fault(
-    exe: &Path,
-    sc: &Scenario,
-    cfg: &RunCfg<'_>,
-    victim: experiments::soak::Victim,
-    ms: u64,
-) -> (bool, String) {
-    use experiments::soak::Victim;
-    let world = run_world();
-    let long = RunCfg {
-        seconds: 5.0,
-        ..*cfg
-    };
-    let (mut back, front_args) = match start_backend(exe, &world, sc, &long) {
-        Ok(x) => x,
-        Err(e) => return (false, format!("{e:#}")),
-    };
-    let front = Command::new(exe)
-        .arg("role-frontend")
-        .args(&front_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut front) = front else {
-        let _ = back.kill();
-        return (false, "cannot start the frontend process".into());
-    };
-    std::thread::sleep(Duration::from_millis(ms));
-    let (killed, survivor) = match victim {
-        Victim::Frontend => (&mut front, "backend"),
-        Victim::Backend => (&mut back, "frontend"),
-    };
-    let _ = killed.kill();
-    let _ = killed.wait();
-    let verdict = match victim {
-        Victim::Backend => {
-            ended_within(&mut front, Duration::from_secs(15)).map(|(secs, status)| {
-                let mut why = String::new();
-                if let Some(mut e) = front.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut why);
-                }
-                let why = why.lines().last().unwrap_or("").trim().to_string();
-                format!("the frontend ended on its own within {secs:.2} s ({status}): {why}")
-            })
-        }
-        Victim::Frontend => backend_reports(&mut back),
-    };
-    let _ = front.kill();
-    let _ = front.wait();
-    let _ = back.kill();
-    let _ = back.wait();
-    let _ = std::fs::remove_dir_all(&world);
-    match verdict {
-        Ok(d) => (true, d),
-        Err(e) => (false, format!("the {survivor}: {e:#}")),
-    }
-}
-
-/// Waits up to `bound` for `c` to exit; returns how long it took with its status.
-fn ended_within(c: &mut std::process::Child, bound: Duration) -> anyhow::Result<(f64, String)> {
-    let t = Instant::now();
-    while t.elapsed() < bound {
-        if let Some(st) = c.try_wait()? {
-            return Ok((t.elapsed().as_secs_f64(), st.to_string()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("still running {} s after its peer died", bound.as_secs())
-}
-
-/// Checks the backend outlived its frontend's death, then stops it and reads its report.
-fn backend_reports(back: &mut std::process::Child) -> anyhow::Result<String> {
-    std::thread::sleep(Duration::from_millis(200));
-    if let Some(st) = back.try_wait()? {
-        bail!("died with its frontend ({st})");
-    }
-    experiments::sys::signal(back.id(), libc::SIGTERM)?;
-    ended_within(back, Duration::from_secs(10))?;
-    let mut line = String::new();
-    if let Some(out) = back.stdout.take() {
-        BufReader::new(out).read_line(&mut line)?;
-    }
-    let r: BackendReport =
-        serde_json::from_str(line.trim()).context("it printed no report when stopped")?;
-    Ok(format!(
-        "the backend outlived it and reported ({} connects, {} TX packets)",
-        r.metrics["connects"], r.metrics["tx_packets"]
-    ))
 }
 
 /// The world directory of this process's runs.

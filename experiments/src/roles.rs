@@ -778,6 +778,9 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             measure_stream(&link, &mut qs, spec, warm, window)?
         }
     };
+    let design = link.design().to_string();
+    // Counted once the backend has closed: what it left on the RX rings is unread.
+    let metrics = link.close_counted(&mut qs)?;
     let report = FrontendReport {
         latency_ns: w.latency_ns,
         timeline: w.timeline,
@@ -789,12 +792,11 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
             w.bytes
         },
         seconds: w.seconds,
-        design: link.design().to_string(),
-        metrics: serde_json::to_value(link.metrics())?,
+        design,
+        metrics: serde_json::to_value(metrics)?,
         check: w.check,
     };
     drop(qs);
-    link.close()?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -221,8 +221,8 @@ fn a_bad_cost_is_one_line_before_anything_runs() {
     );
 }
 
-/// A short soak runs, writes every step's outcome as it goes and passes; a bad duration is
-/// refused at once.
+/// A short soak runs (reconnects and faults among its steps), writes every step's outcome as
+/// it goes, accounts every run each way and passes; a bad duration is refused at once.
 #[test]
 fn a_short_soak_checks_every_run_and_survives_its_faults() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,10 +242,24 @@ fn a_short_soak_checks_every_run_and_survives_its_faults() {
     );
     assert!(steps.iter().all(|o| o.ok), "{steps:#?}");
     assert!(steps.iter().any(|o| o.step.fault.is_some()), "{steps:#?}");
+    // The first steps reconnect frontends of other designs to one backend.
+    assert!(steps[0].step.then.len() == 2, "{steps:#?}");
+    assert!(steps[0].detail.starts_with("3 connects"), "{steps:#?}");
+    // Every run without a fault is accounted each way, and adds up.
+    for o in steps.iter().filter(|o| o.step.fault.is_none()) {
+        let a = o.accounting.as_ref().expect("accounted");
+        assert!(a.balanced() && a.tx.sent + a.rx.sent > 0, "{o:#?}");
+    }
     assert_eq!(
         stderr.lines().filter(|l| l.contains(": ok ")).count(),
         steps.len()
     );
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        stdout.contains("\n  TX: ") && stdout.contains("\n  RX: "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("DOES NOT ADD UP"), "{stdout}");
     let bad = Command::new(env!("CARGO_BIN_EXE_experiments"))
         .args(["soak", "--minutes", "0"])
         .output()

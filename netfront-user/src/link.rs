@@ -219,6 +219,23 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         }
     }
 
+    /// [`FrontendLink::close`], then, once the backend has closed, counts the RX packets it
+    /// left on `queues`' rings (`rx_unread`) and returns the counters: every packet the
+    /// backend put on an RX ring is then received, dropped or unread. Pass every queue the
+    /// application still holds (they must outlive the close: their pages stay granted until
+    /// the backend has let go of them).
+    pub fn close_counted(
+        self,
+        queues: &mut [crate::FrontQueue<P>],
+    ) -> Result<MetricsSnapshot, FrontendError> {
+        let shared = Arc::clone(&self.shared);
+        let closed = self.close();
+        for q in queues {
+            q.count_unread_rx();
+        }
+        closed.map(|()| shared.metrics.snapshot())
+    }
+
     /// Waits at most `CLOSE_WAIT` for the backend's state to satisfy `done`, or for its
     /// domain to die.
     fn wait_backend(&self, watch: &Watch, done: impl Fn(XenbusState) -> bool) {

@@ -177,14 +177,7 @@ impl<P: FrontendPlatform> Frontend<P> {
         // earlier, the ones it still maps could not be revoked (netfront frees its rings
         // only after the backend closed, too).
         let mut queues = threads.stop();
-        let closed = link.close();
-        // The backend has closed (or died): what it left on the RX rings stays there.
-        for q in &mut queues {
-            q.count_unread_rx();
-        }
-        let counted = threads.shared.metrics.snapshot();
-        drop(queues);
-        closed.map(|()| counted)
+        link.close_counted(&mut queues)
     }
 }
 
