@@ -26,6 +26,7 @@ use experiments::sweep::{run_order, Sweep};
 use experiments::{csv, markdown, probe, Machine, Results, Sample, SizeSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod latency_cmd;
 mod soak_cmd;
 
 /// The netstage comparison harness.
@@ -59,6 +60,10 @@ enum Cmd {
         /// The later one.
         b: PathBuf,
     },
+    /// Latency under load: each design's peak rate of a paced echo stream (frames sent,
+    /// many in flight, each echoed by the backend), then its p50 and p99 round trip at
+    /// 50 % and 90 % of that peak, round by round with intervals.
+    Latency(latency_cmd::LatencyArgs),
     /// Soak: designs, sizes, directions and faults (SIGKILL of either end mid-transfer)
     /// mixed for a while, every run checked; one line per run, soak.json written as it goes;
     /// fails if any run did (not part of the test command).
@@ -267,6 +272,7 @@ fn run() -> anyhow::Result<()> {
         }
         Cmd::Compare(a) => compare(a),
         Cmd::Soak(a) => soak_cmd::soak(a),
+        Cmd::Latency(a) => latency_cmd::latency(a),
         Cmd::Diff { a, b } if a.join("tcp.json").exists() && b.join("tcp.json").exists() => {
             let load = |d: &Path| -> anyhow::Result<experiments::tcp::TcpResults> {
                 Ok(serde_json::from_str(&std::fs::read_to_string(
@@ -330,6 +336,14 @@ fn clock_seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (ns % 1_000_000_000_000) as u64
+}
+
+/// `results/<kind>-<unix time>`: where a command not given `--out` writes.
+fn results_dir(kind: &str) -> PathBuf {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("results").join(format!("{kind}-{t}"))
 }
 
 /// Writes the summary with its intervals: summary.csv and summary.json.

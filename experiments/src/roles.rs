@@ -78,6 +78,9 @@ pub struct BackendReport {
 pub struct FrontendReport {
     /// CPU seconds the frontend process used in the measured window (all threads).
     pub cpu_seconds: f64,
+    /// Paced echo streams (`--rate`): frames sent in the window (`packets` are the echoes).
+    #[serde(default)]
+    pub sent: Option<u64>,
     /// Packets moved in the measured window.
     pub packets: u64,
     /// Their bytes.
@@ -374,6 +377,11 @@ pub struct RoleArgs {
     /// Queues (frontend: asked for; one sender or receiver per queue).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
+    /// Request/response as a paced stream (frontend): frames go out at this many per
+    /// second, many in flight, and each echo's round trip is measured (0: as fast as the
+    /// rings take them). Without it, one transaction at a time.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 fn poll(busy: bool) -> PollMode {
@@ -591,7 +599,9 @@ struct Window {
     cpu0: f64,
     latency_ns: Option<[f64; 3]>,
     timeline: Vec<crate::Bin>,
-    /// What the receiving ends' checks found (RX).
+    /// Paced echo streams: frames sent in the window.
+    sent: Option<u64>,
+    /// What the receiving ends' checks found (RX; a paced echo stream's echoes).
     check: Option<Check>,
 }
 
@@ -625,6 +635,7 @@ fn measure_rr(
         cpu0,
         latency_ns,
         timeline: Vec::new(),
+        sent: None,
         check: None,
     })
 }
@@ -741,6 +752,7 @@ fn drive_first(
         cpu0,
         latency_ns: None,
         timeline: tl.bins,
+        sent: None,
         check: None,
     })
 }
@@ -764,9 +776,23 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         csum_blank: false,
     };
     let w = match a.dir {
-        Dir::Rr | Dir::RrBusy => match qs.first_mut() {
-            Some(q) => measure_rr(q, pkt, warm, window)?,
-            None => anyhow::bail!("no queue"),
+        Dir::Rr | Dir::RrBusy => match (qs.first_mut(), a.rate) {
+            (Some(q), None) => measure_rr(q, pkt, warm, window)?,
+            (Some(q), Some(rate)) => {
+                let cpu0 = crate::sys::cpu_seconds();
+                let e = crate::latency::measure_echo_stream(q, frame.len(), rate, warm, window)?;
+                Window {
+                    packets: e.echoed,
+                    bytes: e.echoed * frame.len() as u64,
+                    seconds: e.seconds,
+                    cpu0,
+                    latency_ns: e.latency_ns,
+                    timeline: Vec::new(),
+                    sent: Some(e.sent),
+                    check: Some(e.check),
+                }
+            }
+            (None, _) => anyhow::bail!("no queue"),
         },
         Dir::Tx | Dir::Rx => {
             let spec = StreamSpec {
@@ -794,6 +820,7 @@ pub fn frontend(a: &RoleArgs) -> anyhow::Result<()> {
         seconds: w.seconds,
         design,
         metrics: serde_json::to_value(metrics)?,
+        sent: w.sent,
         check: w.check,
     };
     drop(qs);

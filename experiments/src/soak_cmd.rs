@@ -2,16 +2,17 @@
 //! processes and checked; reconnect runs and the accounting of every run.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use experiments::roles::{BackendReport, Dir, FrontendReport};
 use experiments::soak::{summary, Accounting, Outcome, Plan};
 
 use super::{
-    clock_seed, run_one, run_world, start_backend, RunCfg, Scenario, SoakArgs, DEFAULT_SPIN_US,
+    clock_seed, results_dir, run_one, run_world, start_backend, RunCfg, Scenario, SoakArgs,
+    DEFAULT_SPIN_US,
 };
 
 /// `experiments soak`: see [`experiments::soak`].
@@ -26,12 +27,7 @@ pub(super) fn soak(a: SoakArgs) -> anyhow::Result<()> {
         .parse::<netstage_platform::sim::CostMode>()
         .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
     let seed = a.seed.unwrap_or_else(clock_seed);
-    let out = a.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from("results").join(format!("soak-{t}"))
-    });
+    let out = a.out.clone().unwrap_or_else(|| results_dir("soak"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     experiments::sys::remove_stale_worlds();
     let exe = std::env::current_exe()?;
@@ -194,7 +190,7 @@ fn reconnects(
 }
 
 /// `args` (a frontend role's) with its `--design` set to `design`.
-fn with_design(args: &[String], design: &str) -> Vec<String> {
+pub(super) fn with_design(args: &[String], design: &str) -> Vec<String> {
     let mut v = args.to_vec();
     if let Some(i) = v.iter().position(|a| a == "--design") {
         if let Some(d) = v.get_mut(i + 1) {
@@ -219,7 +215,7 @@ fn sum_counters<'a>(each: impl Iterator<Item = &'a serde_json::Value>) -> serde_
 }
 
 /// Runs a frontend role process to its end and reads its report.
-fn run_frontend(exe: &Path, args: &[String]) -> anyhow::Result<FrontendReport> {
+pub(super) fn run_frontend(exe: &Path, args: &[String]) -> anyhow::Result<FrontendReport> {
     let out = Command::new(exe)
         .arg("role-frontend")
         .args(args)
@@ -239,7 +235,7 @@ fn run_frontend(exe: &Path, args: &[String]) -> anyhow::Result<FrontendReport> {
 
 /// Stops a backend role process (SIGTERM), waits up to 10 s for it to exit and reads the
 /// report it printed.
-fn stop_backend(back: &mut Child) -> anyhow::Result<BackendReport> {
+pub(super) fn stop_backend(back: &mut Child) -> anyhow::Result<BackendReport> {
     experiments::sys::signal(back.id(), libc::SIGTERM)?;
     ended_within(back, Duration::from_secs(10))?;
     let mut line = String::new();
