@@ -114,7 +114,7 @@ impl Flow {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accounting {
     /// Guest to backend: the frontend's `tx_packets` = the backend's `tx_packets` +
-    /// `tx_dropped` + `tx_grant_errors`.
+    /// `tx_dropped` + `tx_grant_errors` + the frontend's `tx_unanswered`.
     pub tx: Flow,
     /// Backend to guest: the backend's `rx_packets` = the frontend's `rx_packets` +
     /// `rx_dropped` + `rx_unread`.
@@ -138,11 +138,13 @@ impl Accounting {
                 .map(|k| Ok((k.to_string(), get(end, which, k)?)))
                 .collect::<Result<BTreeMap<_, _>, String>>()
         };
+        let mut tx_dropped = dropped(back, "backend", &["tx_dropped", "tx_grant_errors"])?;
+        tx_dropped.extend(dropped(front, "frontend", &["tx_unanswered"])?);
         Ok(Accounting {
             tx: Flow {
                 sent: get(front, "frontend", "tx_packets")?,
                 delivered: get(back, "backend", "tx_packets")?,
-                dropped: dropped(back, "backend", &["tx_dropped", "tx_grant_errors"])?,
+                dropped: tx_dropped,
             },
             rx: Flow {
                 sent: get(back, "backend", "rx_packets")?,
@@ -351,7 +353,8 @@ mod tests {
     #[test]
     fn both_ends_counters_are_accounted_each_way() {
         let front = counters(&[
-            ("tx_packets", 100),
+            ("tx_packets", 102),
+            ("tx_unanswered", 2),
             ("rx_packets", 40),
             ("rx_dropped", 1),
             ("rx_unread", 9),
@@ -370,7 +373,8 @@ mod tests {
         );
         let mut twice = a.clone();
         twice.add(&a);
-        assert_eq!((twice.tx.sent, twice.tx.dropped["tx_dropped"]), (200, 4));
+        assert_eq!((twice.tx.sent, twice.tx.dropped["tx_dropped"]), (204, 4));
+        assert_eq!(twice.tx.dropped["tx_unanswered"], 4);
         // One packet the backend sent that nothing counts.
         let back = counters(&[
             ("tx_packets", 97),
@@ -382,6 +386,6 @@ mod tests {
         assert!(!a.balanced());
         assert!(a.rx.to_string().ends_with("(DOES NOT ADD UP)"), "{}", a.rx);
         let e = Accounting::from_counters(&counters(&[("tx_packets", 1)]), &back).unwrap_err();
-        assert_eq!(e, "the frontend's counters have no rx_packets");
+        assert_eq!(e, "the frontend's counters have no tx_unanswered");
     }
 }

@@ -150,6 +150,9 @@ counters! {
     /// TX packets held past the toolstack's `rate` credit until the next interval (each
     /// counted once, however long it waits).
     tx_credit_waits, add_tx_credit_waits;
+    /// TX packets still held for `rate` credit when their queue stopped: parsed, never
+    /// delivered nor answered (the frontend counts them in its `tx_unanswered`).
+    tx_credit_drops, add_tx_credit_drops;
 }
 
 impl Metrics {

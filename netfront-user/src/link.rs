@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     fault: Mutex<Option<String>>,
     /// The queues' event ports, woken when the device stops.
     ports: Mutex<Vec<Arc<dyn EventPort>>>,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -138,6 +138,12 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         self.shared.metrics.snapshot()
     }
 
+    /// The counters themselves, to read after the link is closed (see
+    /// [`FrontendLink::close_counted`]).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
     /// Why the device stopped working, if it did.
     pub fn broken(&self) -> Option<String> {
         self.shared.broken()
@@ -219,9 +225,11 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         }
     }
 
-    /// [`FrontendLink::close`], then, once the backend has closed, counts the RX packets it
-    /// left on `queues`' rings (`rx_unread`) and returns the counters: every packet the
-    /// backend put on an RX ring is then received, dropped or unread. Pass every queue the
+    /// [`FrontendLink::close`], then, once the backend has closed, counts what it left on
+    /// `queues`' rings (TX packets unanswered, `tx_unanswered`; RX packets unread,
+    /// `rx_unread`) and returns the counters: every packet put on a TX ring is then
+    /// answered or unanswered, and every packet the backend put on an RX ring received,
+    /// dropped or unread. Pass every queue the
     /// application still holds (they must outlive the close: their pages stay granted until
     /// the backend has let go of them).
     pub fn close_counted(
@@ -231,7 +239,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         let shared = Arc::clone(&self.shared);
         let closed = self.close();
         for q in queues {
-            q.count_unread_rx();
+            q.count_left_at_close();
         }
         closed.map(|()| shared.metrics.snapshot())
     }

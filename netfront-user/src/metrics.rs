@@ -68,6 +68,11 @@ counters! {
     /// Packets [`crate::Frontend::send`] accepted that never reached the TX ring: still
     /// queued when the device stopped (closed, or the backend gone).
     tx_unsent;
+    /// TX packets on the ring that the backend never answered before the device closed
+    /// (counted by [`crate::Frontend::close_counted`] once the backend has closed): it
+    /// delivered none of them, so the frontend's `tx_packets` = the backend's `tx_packets`
+    /// + `tx_dropped` + `tx_grant_errors` + this.
+    tx_unanswered;
     /// RX packets whose head came through staging memory.
     rx_staged_packets;
     /// Bytes they staged.

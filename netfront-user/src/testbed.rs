@@ -223,12 +223,43 @@ fn rx_packets_left_on_the_ring_at_close_are_counted_unread() {
     // The device stops with two packets on the ring; the backend has closed.
     b.shared.stop(None);
     assert!(b.q.recv_burst(&mut bufs).is_err());
-    b.q.count_unread_rx();
+    b.q.count_left_at_close();
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.rx_packets, m.rx_dropped, m.rx_unread), (1, 0, 2));
     // Counted once: a second count finds nothing left.
-    b.q.count_unread_rx();
+    b.q.count_left_at_close();
     assert_eq!(b.shared.metrics.snapshot().rx_unread, 2);
+}
+
+#[test]
+fn tx_packets_never_answered_at_close_are_counted_once_each() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let small = [1u8; 60];
+    let big = [2u8; 5000];
+    let two = [PacketRef::new(&small), PacketRef::new(&small)];
+    assert_eq!(b.q.send_burst(&two).unwrap(), 2);
+    b.serve_tx(0);
+    // Three more, one of two pages; the backend answers none of them.
+    let three = [
+        PacketRef::new(&big),
+        PacketRef::new(&small),
+        PacketRef::new(&small),
+    ];
+    assert_eq!(b.q.send_burst(&three).unwrap(), 3);
+    b.shared.stop(None);
+    b.q.count_left_at_close();
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.tx_packets, m.tx_unanswered), (5, 3));
+    b.q.count_left_at_close();
+    assert_eq!(b.shared.metrics.snapshot().tx_unanswered, 3);
+    // Answers the backend published after the device stopped reaping count as answers.
+    let mut b = bed(Design::GrantCopy, SG);
+    assert_eq!(b.q.send_burst(&three).unwrap(), 3);
+    b.shared.stop(None);
+    b.serve_tx(0);
+    b.q.count_left_at_close();
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.tx_packets, m.tx_unanswered, m.tx_errors), (3, 0, 0));
 }
 
 #[test]

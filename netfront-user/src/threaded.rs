@@ -17,7 +17,7 @@ use netstage_platform::{DomId, EventPort};
 
 use crate::connect::connect_with;
 use crate::link::{FrontendLink, Shared};
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::{validate, FrontQueue, FrontendConfig, FrontendError, FrontendPlatform};
 
 /// Packets a queue thread moves per burst.
@@ -121,6 +121,13 @@ impl<P: FrontendPlatform> Frontend<P> {
         self.link.metrics()
     }
 
+    /// The counters themselves, to read after the device is gone: what
+    /// [`Frontend::close_counted`] counted is there even when closing failed (a XenStore
+    /// that died cannot be told the device closed).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.link.metrics_handle()
+    }
+
     /// Why the device stopped working, if it did.
     pub fn broken(&self) -> Option<String> {
         self.link.broken().or_else(|| {
@@ -166,8 +173,9 @@ impl<P: FrontendPlatform> Frontend<P> {
     }
 
     /// [`Frontend::close`], returning the counters as they stood once the backend had
-    /// closed: every packet handed over is counted sent or unsent (`tx_unsent`), and every
-    /// packet the backend put on the RX rings received, dropped or unread (`rx_unread`),
+    /// closed: every packet handed over is counted sent or unsent (`tx_unsent`), every
+    /// packet sent answered or unanswered (`tx_unanswered`), and every packet the backend
+    /// put on the RX rings received, dropped or unread (`rx_unread`),
     /// which a snapshot taken before closing cannot promise.
     pub fn close_counted(self) -> Result<MetricsSnapshot, FrontendError> {
         let Frontend {

@@ -28,14 +28,8 @@ fn served(rate: &str) -> ServedVif {
     })
 }
 
-/// 1 MB per 100 ms is 10 MB a second: 15 MB of 1500-byte packets take about 1.4 s (the
-/// first interval's megabyte goes at once), where without the limit they take a few tens
-/// of milliseconds. Over the first second the backend takes no more than 11 MB (the first
-/// interval and ten more) and, however slow the machine, at least a third of that; every
-/// packet arrives and is echoed, none dropped.
-#[test]
-fn a_vif_s_rate_holds_its_transmissions_to_the_credit_and_loses_none() {
-    let s = served("1000000,100000");
+/// The guest's frontend on `s`'s vif, and what it receives.
+fn connect(s: &ServedVif) -> (Frontend<netstage_platform::sim::SimDomain>, Arc<Received>) {
     let got = shared::<Received>();
     let f = Frontend::connect(
         s.site.domain(FE),
@@ -45,6 +39,18 @@ fn a_vif_s_rate_holds_its_transmissions_to_the_credit_and_loses_none() {
         Arc::clone(&got) as Arc<dyn FrontendHandler>,
     )
     .unwrap();
+    (f, got)
+}
+
+/// 1 MB per 100 ms is 10 MB a second: 15 MB of 1500-byte packets take about 1.4 s (the
+/// first interval's megabyte goes at once), where without the limit they take a few tens
+/// of milliseconds. Over the first second the backend takes no more than 11 MB (the first
+/// interval and ten more) and, however slow the machine, at least a third of that; every
+/// packet arrives and is echoed, none dropped.
+#[test]
+fn a_vif_s_rate_holds_its_transmissions_to_the_credit_and_loses_none() {
+    let s = served("1000000,100000");
+    let (f, got) = connect(&s);
     let n: u64 = 10_000;
     let start = Instant::now();
     let sender = thread::spawn(move || {
@@ -83,6 +89,33 @@ fn a_vif_s_rate_holds_its_transmissions_to_the_credit_and_loses_none() {
     assert!(m.tx_credit_waits > 0, "{m:?}");
     assert_eq!(f.metrics().tx_unsent, 0);
     f.close().unwrap();
+}
+
+/// A frontend that closes while its packets wait for credit: the backend counts the one it
+/// held (`tx_credit_drops`), the frontend every packet it put on the ring that was never
+/// answered (`tx_unanswered`), and the two ends' counts add up.
+#[test]
+fn packets_waiting_for_credit_at_close_are_counted_at_both_ends() {
+    // 1000 bytes per 10 s: after the first interval's credit, a packet waits 10 s.
+    let s = served("1000,10000000");
+    let (f, _) = connect(&s);
+    for _ in 0..5 {
+        f.send(0, Packet::new(bytes::Bytes::from(vec![7u8; SIZE])))
+            .unwrap();
+    }
+    until("a packet held for credit", WAIT, || {
+        s.backend.metrics().tx_credit_waits == 1
+    });
+    let fm = f.close_counted().unwrap();
+    let bm = s.backend.metrics();
+    assert_eq!(bm.tx_credit_drops, 1, "{bm:?}");
+    assert_eq!(fm.tx_packets, 5, "{fm:?}");
+    assert!(fm.tx_unanswered >= 1, "{fm:?}");
+    assert_eq!(
+        fm.tx_packets,
+        bm.tx_packets + bm.tx_dropped + bm.tx_grant_errors + fm.tx_unanswered,
+        "{fm:?} {bm:?}"
+    );
 }
 
 /// A `rate` that is not `<bytes>,<usecs>` refuses the vif with a reason naming the key; a

@@ -122,6 +122,16 @@ pub(crate) struct QueueParts<P: BackendPlatform> {
     pub(crate) rate: Option<Rate>,
 }
 
+impl<P: BackendPlatform> Drop for BackQueue<P> {
+    /// A packet held for credit goes no further: counted (`tx_credit_drops`).
+    fn drop(&mut self) {
+        if self.tx_held {
+            self.counts.tx_credit_drops += 1;
+        }
+        self.metrics.absorb(&mut self.counts);
+    }
+}
+
 impl<P: BackendPlatform> BackQueue<P> {
     pub(crate) fn new(parts: QueueParts<P>) -> BackQueue<P> {
         // Room for a burst of the largest chains, so that no burst grows a vector.

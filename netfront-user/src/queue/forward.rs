@@ -123,6 +123,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return Ok(false);
         }
         let id = self.take_id()?;
+        self.tx_head[usize::from(id)] = true;
         self.zc_pending[usize::from(id)] = Some(rx_id);
         let mut flags = TxFlags::STAGING_BUFFER;
         if gso.is_some() {

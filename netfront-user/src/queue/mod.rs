@@ -57,6 +57,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// TX request ids free, and which are in flight.
     tx_free: Vec<u16>,
     tx_inflight: Vec<bool>,
+    /// Per request id: in flight as the first request of its packet.
+    tx_head: Vec<bool>,
     /// TX ids answered whose page the backend still held when its grant was revoked: out
     /// of use until a later revoke succeeds.
     tx_held: Vec<u16>,
@@ -108,6 +110,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             port,
             tx_free: (0..POOL as u16).rev().collect(),
             tx_inflight: vec![false; POOL],
+            tx_head: vec![false; POOL],
             tx_held: Vec::with_capacity(POOL),
             rx_posted: VecDeque::with_capacity(POOL),
             staging,

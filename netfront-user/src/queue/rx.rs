@@ -3,7 +3,8 @@
 use arrayvec::ArrayVec;
 use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
 use netstage_ring::netif::{
-    parse_rx_chain_into, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS,
+    parse_rx_chain_into, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS, NETIF_RSP_NULL,
+    NETIF_RSP_OKAY,
 };
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -143,11 +144,44 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(n)
     }
 
-    /// Counts the RX packets left on the ring (`rx_unread`) without reading their data: for
-    /// a device that has stopped, once the backend has closed (it adds no more). Stops at
-    /// the first response that does not parse: the backend broke the protocol at the end,
-    /// and what follows is not packets.
-    pub(crate) fn count_unread_rx(&mut self) {
+    /// Counts what the device left unfinished when it stopped, once the backend has
+    /// closed (it adds or answers nothing more): TX packets on the ring it never answered
+    /// (`tx_unanswered`) and RX packets it put there that were never taken (`rx_unread`),
+    /// without reading their data. The RX count stops at the first response that does not
+    /// parse: the backend broke the protocol at the end, and what follows is not packets.
+    /// Each is counted once.
+    pub(crate) fn count_left_at_close(&mut self) {
+        self.take_late_tx_answers();
+        for (head, inflight) in self.tx_head.iter_mut().zip(&self.tx_inflight) {
+            if *head && *inflight {
+                self.tally.tx_unanswered += 1;
+            }
+            *head = false;
+        }
+        self.count_unread_rx();
+    }
+
+    /// Takes the TX answers the backend published after the device stopped reaping them
+    /// (their packets were delivered, or dropped and counted by the backend). The ids stay
+    /// taken: the queue is closing.
+    fn take_late_tx_answers(&mut self) {
+        if self.tx.refresh_responses().is_err() {
+            return;
+        }
+        while let Ok(Some(r)) = self.tx.take_response() {
+            let id = usize::from(r.id);
+            if r.status == NETIF_RSP_NULL || id >= POOL || !self.tx_inflight[id] {
+                continue;
+            }
+            self.tx_inflight[id] = false;
+            self.tx_head[id] = false;
+            if r.status != NETIF_RSP_OKAY {
+                self.tally.tx_errors += 1;
+            }
+        }
+    }
+
+    fn count_unread_rx(&mut self) {
         let mut chain = RxChain::default();
         while self.rx.pending_responses() > 0
             || matches!(self.rx.refresh_responses(), Ok(n) if n > 0)

@@ -118,6 +118,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let frags = self.fill_pages(rest)?;
         self.staging.tx_replicate(&frags, rest, &mut self.tally)?;
         self.encode(p, staged, first_id, &frags)?;
+        let head = match frags.first() {
+            Some(f) if staged == 0 => f.id,
+            _ => first_id,
+        };
+        self.tx_head[usize::from(head)] = true;
         self.tally.tx_packets += 1;
         self.tally.tx_bytes += len as u64;
         Ok(true)
@@ -236,6 +241,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 ));
             }
             self.tx_inflight[id] = false;
+            self.tx_head[id] = false;
             self.free_id(r.id)?;
             if r.status != NETIF_RSP_OKAY {
                 self.tally.tx_errors += 1;

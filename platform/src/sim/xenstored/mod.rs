@@ -276,13 +276,34 @@ fn listen(shared: &Arc<Shared>, dom: DomId, path: PathBuf) -> io::Result<()> {
         }
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path)?;
+    let listener = bind_whole(&path)?;
     listener.set_nonblocking(true)?;
     if let Ok(mut s) = shared.sockets.lock() {
         s.insert(dom, path);
     }
     let sh = Arc::clone(shared);
     spawn(shared, move || accept_loop(sh, dom, listener))
+}
+
+/// Listens at `path` such that the socket's file appears only once it accepts
+/// connections: bound and listening under a temporary name first, then renamed into place
+/// (a client that waits for the file never meets a refused connection).
+fn bind_whole(path: &Path) -> io::Result<UnixListener> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.binding", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = match UnixListener::bind(&tmp) {
+        Ok(l) => l,
+        // The longer name does not fit a socket address: bound in place, as before.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return UnixListener::bind(path),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
@@ -999,6 +1020,22 @@ fn close_domain(shared: &Arc<Shared>, dom: DomId) {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A socket's file is there only once it listens: a connection to it right away is
+    /// accepted, and no temporary name is left behind.
+    #[test]
+    fn a_socket_appears_only_once_it_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = bind_whole(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(listener);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.sock"]);
+    }
 
     /// The OS refusing a connection's thread closes that connection (counted), without a
     /// panic; the daemon serves the next one.
