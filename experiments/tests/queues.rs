@@ -369,10 +369,31 @@ fn stalling_guest(
     netstage_netback_user::RxInjector,
     Arc<netstage_netback_user::Metrics>,
 ) {
+    stalling_guest_watched(cfg, Arc::default())
+}
+
+/// [`stalling_guest`], with the backend's per-vif counters copied into `vifs` every few
+/// milliseconds while it serves.
+fn stalling_guest_watched(
+    cfg: netstage_netback_user::BackendConfig,
+    vifs: Arc<std::sync::Mutex<Vec<netstage_netback_user::VifMetricsSnapshot>>>,
+) -> (
+    Rig,
+    netstage_netback_user::RxInjector,
+    Arc<netstage_netback_user::Metrics>,
+) {
     let handler = Arc::new(Injectors::default());
     let h2 = Arc::clone(&handler);
     let rig = Rig::build("grant-copy", PollMode::Block, cfg, move |b, stop| {
-        b.serve(queue_rig::FE, 0, h2, stop)
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                while !stop.load(Ordering::Acquire) {
+                    *vifs.lock().unwrap() = b.vif_metrics();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            b.serve(queue_rig::FE, 0, h2, stop)
+        })
     });
     let metrics = Arc::clone(&rig.back);
     let t = Instant::now();
@@ -405,7 +426,8 @@ fn a_stalled_guest_is_declared_so_and_served_again_once_it_posts_buffers() {
         rx_stall_timeout: Duration::from_millis(300),
         ..netstage_netback_user::BackendConfig::default()
     };
-    let (mut rig, inj, metrics) = stalling_guest(cfg);
+    let vifs = Arc::default();
+    let (mut rig, inj, metrics) = stalling_guest_watched(cfg, Arc::clone(&vifs));
     let frame = bytes::Bytes::from(vec![0x22u8; 1500]);
     // The guest's 256 posted buffers fill; 20 more wait.
     let mut handed = 0u64;
@@ -423,6 +445,13 @@ fn a_stalled_guest_is_declared_so_and_served_again_once_it_posts_buffers() {
     assert!(!inj.send_blocking(Packet::new(frame.clone())));
     handed += 2;
     assert_eq!(metrics.snapshot().rx_stall_drops, 22);
+    // The queue's own counters say so too.
+    wait_until("the queue's counters", Duration::from_secs(5), || {
+        let v = vifs.lock().unwrap();
+        v.first()
+            .and_then(|v| v.queues.first())
+            .is_some_and(|q| (q.counters.rx_stalls, q.counters.rx_stall_drops) == (1, 22))
+    });
     // The guest takes its packets (posting the buffers again): it is served again.
     let mut bufs = PacketBuf::pool(BURST);
     let mut took = 0;

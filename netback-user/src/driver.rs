@@ -168,17 +168,12 @@ pub(crate) struct HandlerDriver {
     backlog_bytes: usize,
     drain_timeout: Duration,
     stall: StallPolicy,
-    metrics: Arc<Metrics>,
     /// Per queue, the backlog's receiving end and bound, taken by the queue's thread.
     backlogs: Mutex<Vec<Option<BacklogEnd>>>,
 }
 
 impl HandlerDriver {
-    pub(crate) fn new(
-        handler: Arc<dyn VifHandler>,
-        cfg: &BackendConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(handler: Arc<dyn VifHandler>, cfg: &BackendConfig) -> Self {
         HandlerDriver {
             handler,
             backlog: cfg.rx_backlog.max(1),
@@ -188,7 +183,6 @@ impl HandlerDriver {
                 timeout: cfg.rx_stall_timeout,
                 reset: cfg.rx_stall_reset,
             },
-            metrics,
             backlogs: Mutex::new(Vec::new()),
         }
     }
@@ -285,7 +279,7 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
                 queue: q.index,
                 tx,
                 wake: Arc::clone(&q.waker),
-                metrics: Arc::clone(&self.metrics),
+                metrics: Arc::clone(&q.metrics),
                 backlog,
             });
         }
@@ -318,7 +312,7 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
         let r = self.drive(q, &mut pending);
         // Whatever is still queued, or comes now, never reaches the guest: counted.
         pending.backlog.gate.close();
-        self.metrics.add_rx_disconnect_drops(pending.drop_all());
+        q.metrics().add_rx_disconnect_drops(pending.drop_all());
         r
     }
 }
@@ -337,7 +331,7 @@ impl HandlerDriver {
             }
             let sent = pending.send(q)?;
             let drained = pending.drain_if_stalled(sent, self.drain_timeout);
-            self.metrics.add_rx_drain_drops(drained);
+            q.metrics().add_rx_drain_drops(drained);
             self.watch_stall(q, pending, sent)?;
             if got == 0 && sent == 0 {
                 // With packets waiting, wake in time to drain them.
@@ -386,13 +380,13 @@ impl HandlerDriver {
             "the guest took no RX packet for {:?} with packets waiting (rx_stall_timeout)",
             self.stall.timeout
         );
-        self.metrics.add_rx_stalls(1);
+        q.metrics().add_rx_stalls(1);
         if self.stall.reset {
             return Err(QueueFault(format!("{why}: the vif is reset")));
         }
         pending.backlog.stalled.store(true, Ordering::Release);
         pending.stalled_with = Some(q.rx_requests_posted()?);
-        self.metrics.add_rx_stall_drops(pending.drop_all());
+        q.metrics().add_rx_stall_drops(pending.drop_all());
         log::warn!(
             "domain {} queue {}: {why}; packets for it are dropped until it posts buffers",
             q.frontend(),

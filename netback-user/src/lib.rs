@@ -228,6 +228,8 @@ pub struct QueueInfo {
     pub index: u16,
     /// Makes the queue's current or next [`BackQueue::wait`] return.
     pub waker: Arc<dyn Fn() + Send + Sync>,
+    /// The queue's counters (added to its vif's and the backend's too).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for QueueInfo {
@@ -368,7 +370,7 @@ impl<P: BackendPlatform> Backend<P> {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), BackendError> {
         let metrics = self.metrics_of_vif(fe, devid);
-        let driver = driver::HandlerDriver::new(handler, &self.cfg, Arc::clone(&metrics));
+        let driver = driver::HandlerDriver::new(handler, &self.cfg);
         xenbus::serve(self, fe, devid, Arc::new(driver), &metrics, stop)
     }
 

@@ -661,9 +661,11 @@ fn connect_queue<P: BackendPlatform>(
     );
     port.prepare()
         .map_err(|e| format!("event-channel {evtchn}: {e}"))?;
+    let queue_metrics = Metrics::for_queue(metrics, q as u16);
     let info = QueueInfo {
         index: q as u16,
         waker: wake_fn(&port),
+        metrics: Arc::clone(&queue_metrics),
     };
     let queue = BackQueue::new(QueueParts {
         platform: b.platform.clone(),
@@ -678,7 +680,7 @@ fn connect_queue<P: BackendPlatform>(
         tx,
         rx,
         port,
-        metrics: Metrics::for_queue(metrics, q as u16),
+        metrics: queue_metrics,
         stop: Arc::clone(stop),
         staging,
         fetch: crate::txpath::for_path(b.cfg.tx_path, BURST),

@@ -163,6 +163,11 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
     }
 
+    /// This queue's counters (added to its vif's and the backend's too).
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The queue's index.
     pub fn index(&self) -> u16 {
         self.p.index
