@@ -3,7 +3,7 @@
 //! The device is opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, so that every frame
 //! carries a `virtio_net_hdr` and the kernel hands over and takes TCP segments of up to
 //! 64 KiB with their checksum left to fill in: the same offloads as netif's GSO extra and
-//! `csum_blank` flag, which [`frame`](crate::from_tap) converts both ways. [`TapPort`] pumps
+//! `csum_blank` flag, which [`from_tap`] and [`to_tap_header`] convert. [`TapPort`] pumps
 //! frames from the TAP to a netif end and writes the end's packets out, counting every
 //! frame passed on or dropped with its reason ([`TapCountersSnapshot`]).
 //!
@@ -11,7 +11,11 @@
 //! a bridge), as QEMU's Xen backend and Linux's vif do; `netback-user --sink tap:NAME` and
 //! `netfront-user --tap NAME` use it.
 
+// The three TAP ioctls in `device` are the crate's only unsafe code.
+#![deny(unsafe_code)]
+
 mod counters;
+#[allow(unsafe_code)]
 mod device;
 mod frame;
 mod port;
