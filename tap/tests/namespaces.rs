@@ -258,8 +258,18 @@ fn iperf3(rig: &mut Rig, reverse: bool) -> f64 {
     json["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0)
 }
 
-/// The last `"kind":"final"` JSON line an end printed.
+/// The last `"kind":"final"` JSON line an end printed, after checking that its periodic
+/// `--stats` lines carry the TAP's counters too.
 fn final_line(lines: &[String], what: &str) -> Value {
+    let periodic = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "stats")
+        .collect::<Vec<_>>();
+    assert!(
+        !periodic.is_empty() && periodic.iter().all(|v| v["tap"]["frames_read"].is_u64()),
+        "{what}: --stats lines without the TAP's counters: {lines:?}"
+    );
     lines
         .iter()
         .rev()
@@ -329,6 +339,8 @@ fn a_guest_vif_on_a_tap_carries_ping_and_iperf3_and_every_packet_is_counted() {
         "1",
         "--sink",
         &format!("tap:{tap_host}"),
+        "--stats",
+        "1",
     ]));
     rig.ends.push(back);
     let t = Instant::now();
@@ -340,7 +352,9 @@ fn a_guest_vif_on_a_tap_carries_ping_and_iperf3_and_every_packet_is_counted() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let front = Running::start(
-        Command::new(&front_bin).args(["--world", &world, "--domid", "1", "--tap", &tap_guest]),
+        Command::new(&front_bin)
+            .args(["--world", &world, "--domid", "1", "--tap", &tap_guest])
+            .args(["--stats", "1"]),
     );
     rig.ends.push(front);
     rig.ends[1].wait_for_line("connected vif", "netfront-user");

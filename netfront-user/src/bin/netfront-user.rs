@@ -138,6 +138,7 @@ fn print_stats<P: FrontendPlatform>(
     kind: &'static str,
     front: &Frontend<P>,
     devid: u32,
+    tap: Option<&TapPort>,
     start: Instant,
 ) {
     let line = StatsLine {
@@ -149,7 +150,7 @@ fn print_stats<P: FrontendPlatform>(
         design: front.design().to_string(),
         queues: front.queues(),
         counters: front.metrics(),
-        tap: None,
+        tap: tap.map(TapPort::counters),
     };
     if let Ok(json) = serde_json::to_string(&line) {
         println!("{json}");
@@ -160,12 +161,13 @@ fn print_stats<P: FrontendPlatform>(
 fn stats_due<P: FrontendPlatform>(
     args: &Args,
     front: &Frontend<P>,
+    tap: Option<&TapPort>,
     start: Instant,
     last: &mut Instant,
 ) {
     if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
         *last = Instant::now();
-        print_stats("stats", front, args.devid, start);
+        print_stats("stats", front, args.devid, tap, start);
     }
 }
 
@@ -446,7 +448,7 @@ fn session<P: FrontendPlatform>(
             .with_context(|| format!("sending packet {seq}"))?;
         handed += 1;
         bytes += len as u64;
-        stats_due(args, &front, start, &mut last_stats);
+        stats_due(args, &front, None, start, &mut last_stats);
         if args.rate > 0 {
             let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -467,7 +469,7 @@ fn session<P: FrontendPlatform>(
                     args.count
                 );
             }
-            stats_due(args, &front, start, &mut last_stats);
+            stats_due(args, &front, None, start, &mut last_stats);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -493,7 +495,7 @@ fn session<P: FrontendPlatform>(
         m.rx_packets,
         m.tx_errors
     );
-    print_stats("final", &front, args.devid, start);
+    print_stats("final", &front, args.devid, None, start);
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
@@ -506,7 +508,7 @@ fn session<P: FrontendPlatform>(
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
-        stats_due(args, &front, start, &mut last_stats);
+        stats_due(args, &front, None, start, &mut last_stats);
         std::thread::sleep(Duration::from_millis(20));
     }
     if args.linger > 0 {
@@ -605,7 +607,7 @@ fn pump_until_stopped<P: FrontendPlatform>(
                 broken = Some(b);
                 break;
             }
-            stats_due(args, front, start, &mut last);
+            stats_due(args, front, Some(port), start, &mut last);
             std::thread::sleep(Duration::from_millis(20));
         }
         pump_stop.store(true, Ordering::SeqCst);
