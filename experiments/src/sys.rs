@@ -1,5 +1,5 @@
-//! The harness's system calls: pinning to a core, reading own CPU time, signals, and setting
-//! up TAP devices. The only module of this crate with `unsafe`; every block says why it is
+//! The harness's system calls: pinning to a core, reading own CPU time and signals (the TAP
+//! devices' are in the `netstage-tap` crate). The only module of this crate with `unsafe`; every block says why it is
 //! sound.
 
 /// Pins the calling thread (and threads it starts afterwards) to `core`.
@@ -168,71 +168,6 @@ pub fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Waits up to `timeout_ms` for `fd` to be readable; whether it is.
-pub fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(r > 0)
-}
-
-/// Attaches an open `/dev/net/tun` descriptor to TAP interface `name` (created if needed)
-/// with a `virtio_net_hdr` of `hdr_len` bytes in front of every frame, and the checksum and
-/// TCP segmentation offloads on or off.
-pub fn tun_attach(
-    fd: std::os::fd::BorrowedFd<'_>,
-    name: &str,
-    hdr_len: usize,
-    offload: bool,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let check = |r: libc::c_int| {
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    // SAFETY: ifreq is plain data for which all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is, live for the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) })?;
-    let len = libc::c_int::try_from(hdr_len)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "header length"))?;
-    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, live for the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) })?;
-    let offloads: libc::c_ulong = if offload {
-        (libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6).into()
-    } else {
-        0
-    };
-    // SAFETY: TUNSETOFFLOAD takes its argument by value; nothing is read through memory.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, offloads) })
 }
 
 /// Keeps freed memory in the process instead of handing it back to the kernel: raises

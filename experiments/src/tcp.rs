@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use netstage_netfront_user::FrontendHandler;
 use serde::{Deserialize, Serialize};
 
 use crate::roles::{self, EndArgs};
-use crate::tap::{self, Tap, VNET_HDR_LEN};
+use crate::tap::{Refusal, TapPort};
 use crate::{spread, Dir, Machine, Spread};
 
 /// The guest's address (frontend namespace) and the host's (backend namespace).
@@ -31,8 +31,6 @@ const GUEST_IP: &str = "10.211.0.1";
 const HOST_IP: &str = "10.211.0.2";
 /// Segments the kernel builds stay below netif's 65535-byte frame with headers added.
 const GSO_MAX: &str = "65000";
-/// Room for the largest frame a TAP hands over, header included.
-const READ_BUF: usize = VNET_HDR_LEN + 65550;
 /// iperf3's port.
 const IPERF3_PORT: u16 = 5201;
 /// sockperf's port (its default).
@@ -59,75 +57,34 @@ pub struct TcpEndReport {
     pub cpu_seconds: f64,
     /// The end's counters.
     pub metrics: serde_json::Value,
-    /// Frames the TAP gave that netif cannot carry, and received packets the TAP refused.
+    /// Frames the TAP adapter dropped, all reasons: frames the TAP gave that netif cannot
+    /// carry or the peer did not take, and received packets the TAP refused.
     pub tap_drops: u64,
-    /// Why, for the first few distinct reasons.
+    /// Each reason that happened, with its count (`read_drop_no_peer: 3`).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
 }
 
-/// Counts the frames a TAP adapter could not pass on, keeping the first few reasons.
-#[derive(Debug, Default)]
-struct Drops {
-    n: AtomicU64,
-    reasons: Mutex<Vec<String>>,
-}
-
-impl Drops {
-    fn add(&self, why: String) {
-        self.n.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut r) = self.reasons.lock() {
-            if r.len() < 8 && !r.contains(&why) {
-                r.push(why);
-            }
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.n.load(Ordering::Relaxed)
-    }
-
-    fn reasons(&self) -> Vec<String> {
-        self.reasons.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-}
-
-/// Writes received packets to the TAP; counts what it cannot write.
+/// Writes received packets to the TAP (counted by the port).
 struct ToTap {
-    tap: Arc<Tap>,
-    drops: Arc<Drops>,
-}
-
-impl ToTap {
-    fn deliver(&self, p: &Packet) {
-        let ok = tap::to_tap_header(p)
-            .map_err(|e| format!("to the TAP: {e}"))
-            .and_then(|h| {
-                self.tap
-                    .write(&h, &p.data)
-                    .map_err(|e| format!("TAP write: {e}"))
-            });
-        if let Err(why) = ok {
-            self.drops.add(why);
-        }
-    }
+    port: Arc<TapPort>,
 }
 
 impl FrontendHandler for ToTap {
     fn rx_packet(&self, _queue: u16, p: Packet) {
-        self.deliver(&p);
+        self.port.write_packet(&p);
     }
 }
 
 /// The backend's side: transmitted packets to the TAP, the TAP's frames to the guest.
 struct Bridge {
-    out: ToTap,
+    port: Arc<TapPort>,
     rx: Mutex<Vec<RxInjector>>,
 }
 
 impl VifHandler for Bridge {
     fn tx_packet(&self, _queue: u16, p: Packet) {
-        self.out.deliver(&p);
+        self.port.write_packet(&p);
     }
     fn connected(&self, rx: Vec<RxInjector>) {
         if let Ok(mut r) = self.rx.lock() {
@@ -141,63 +98,39 @@ impl VifHandler for Bridge {
     }
 }
 
-/// Reads the TAP until `stop`, handing each frame that netif can carry to `send`
-/// (false: stop reading); counts the others.
-fn pump(
-    tap: &Tap,
-    stop: &AtomicBool,
-    drops: &Drops,
-    mut send: impl FnMut(Packet) -> bool,
-) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; READ_BUF];
-    while !stop.load(Ordering::Relaxed) {
-        let Some(n) = tap.read(&mut buf, 100)? else {
-            continue;
-        };
-        match tap::from_tap(&buf[..n]) {
-            Ok(p) => {
-                if !send(p) {
-                    break;
-                }
-            }
-            Err(e) => drops.add(format!("from the TAP: {e}")),
-        }
-    }
-    Ok(())
+/// A report's drop fields from the port's counters: the total, and each reason that
+/// happened with its count.
+fn drops_of(port: &TapPort) -> (u64, Vec<String>) {
+    let c = port.counters();
+    let reasons = c
+        .nonzero_drops()
+        .into_iter()
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    (c.read_drops() + c.write_drops(), reasons)
 }
 
 /// The host end: a backend whose vif is bridged to TAP `--tap`, until SIGTERM.
 pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     // Pinned before the TAP reader starts, so that it inherits the placement.
     crate::sys::pin_to_cores(&a.end.cores)?;
-    let tap = Arc::new(Tap::open(&a.tap, a.offload)?);
-    let drops = Arc::new(Drops::default());
+    let port = Arc::new(TapPort::open(&a.tap, a.offload)?);
     let bridge = Arc::new(Bridge {
-        out: ToTap {
-            tap: Arc::clone(&tap),
-            drops: Arc::clone(&drops),
-        },
+        port: Arc::clone(&port),
         rx: Mutex::new(Vec::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     let reader = {
-        let (tap, stop, drops, bridge) = (
-            Arc::clone(&tap),
-            Arc::clone(&stop),
-            Arc::clone(&drops),
-            Arc::clone(&bridge),
-        );
+        let (port, stop, bridge) = (Arc::clone(&port), Arc::clone(&stop), Arc::clone(&bridge));
         std::thread::spawn(move || {
-            pump(&tap, &stop, &drops, |p| {
+            port.pump(&stop, |p| {
                 let inj = bridge.rx.lock().ok().and_then(|r| r.first().cloned());
                 match inj {
-                    Some(i) => {
-                        i.send_blocking(p);
-                    }
-                    None => drops.add("from the TAP: no guest connected yet".into()),
+                    Some(i) if i.send_blocking(p) => Ok(()),
+                    Some(_) => Err(Refusal::Refused),
+                    None => Err(Refusal::NoPeer),
                 }
-                true
             })
         })
     };
@@ -207,11 +140,12 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("the TAP reader panicked"))??;
+    let (tap_drops, tap_drop_reasons) = drops_of(&port);
     let out = TcpEndReport {
         cpu_seconds: report.cpu_seconds,
         metrics: report.metrics,
-        tap_drops: drops.count(),
-        tap_drop_reasons: drops.reasons(),
+        tap_drops,
+        tap_drop_reasons,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
@@ -219,32 +153,31 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
 
 /// The guest end: a frontend whose device is TAP `--tap`, until SIGTERM.
 pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
-    let tap = Arc::new(Tap::open(&a.tap, a.offload)?);
-    let drops = Arc::new(Drops::default());
+    let port = Arc::new(TapPort::open(&a.tap, a.offload)?);
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     let handler = Arc::new(ToTap {
-        tap: Arc::clone(&tap),
-        drops: Arc::clone(&drops),
+        port: Arc::clone(&port),
     });
     let front = roles::connect_frontend(&a.end, 1, handler)?;
     let mut failed = None;
-    pump(&tap, &stop, &drops, |p| match front.send(0, p) {
-        Ok(()) => true,
+    port.pump(&stop, |p| match front.send(0, p) {
+        Ok(()) => Ok(()),
         Err(e) => {
             failed = Some(e);
-            false
+            Err(Refusal::Closed)
         }
     })?;
     if let Some(e) = failed {
         bail!("the frontend stopped sending: {e}");
     }
     let metrics = front.close_counted()?;
+    let (tap_drops, tap_drop_reasons) = drops_of(&port);
     let out = TcpEndReport {
         cpu_seconds: crate::sys::cpu_seconds(),
         metrics: serde_json::to_value(metrics)?,
-        tap_drops: drops.count(),
-        tap_drop_reasons: drops.reasons(),
+        tap_drops,
+        tap_drop_reasons,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

@@ -2,7 +2,10 @@
 //!
 //! Acts as dom0: creates (or joins) a world, optionally runs an embedded xenstored, creates
 //! each vif's XenStore directories as the toolstack does, and serves them until SIGINT or
-//! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`.
+//! SIGTERM. TX packets from a guest are counted, and echoed back to it with `--sink echo`;
+//! with `--sink tap:NAME` the vif is put on Linux TAP interface NAME (created if absent,
+//! with checksum and segmentation offloads): what the guest sends goes out of the TAP, what
+//! the TAP gives goes to the guest.
 //! With `--xen` it uses the host's Xen devices and xenstored instead, and waits for the
 //! toolstack's vif directories (never creating them: libxl replaces what it finds).
 //!
@@ -32,6 +35,7 @@ use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
 use netstage_platform::xen::XenDomain;
 use netstage_platform::xenstore::XsClient;
+use netstage_tap::{Refusal, TapCountersSnapshot, TapPort};
 
 /// Serve netif vifs to guest domains (user-space netback) on the emulated platform, or on
 /// real Xen with --xen.
@@ -84,8 +88,10 @@ struct Args {
     /// Grant-operation cost: `kernel`, `none` or `model:<call>,<copy>,<map>,<unmap>` (ns).
     #[arg(long, default_value = "kernel")]
     cost: CostMode,
-    /// What to do with packets the guest sends.
-    #[arg(long, value_enum, default_value_t = SinkArg::Echo)]
+    /// What to do with packets the guest sends: `count`, `echo` (back to the guest on the
+    /// same queue) or `tap:NAME` (out of Linux TAP interface NAME, created if absent, whose
+    /// frames go to the guest; one --vif only; needs CAP_NET_ADMIN).
+    #[arg(long, value_name = "count|echo|tap:NAME", default_value = "echo")]
     sink: SinkArg,
     /// Send the guest a stream of packets of SIZE bytes as fast as it takes them, on every
     /// queue, while it is connected (an RX load generator).
@@ -118,17 +124,40 @@ enum PollArg {
     Busy,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// What the backend does with the guest's packets (`--sink`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum SinkArg {
     /// Count packets.
     Count,
     /// Send every packet back to the guest on the same queue.
     Echo,
+    /// Write every packet to the TAP interface of this name; its frames go to the guest.
+    Tap(String),
+}
+
+impl std::str::FromStr for SinkArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SinkArg, String> {
+        match s {
+            "count" => Ok(SinkArg::Count),
+            "echo" => Ok(SinkArg::Echo),
+            _ => match s.strip_prefix("tap:") {
+                Some(name) => match netstage_tap::interface_name_error(name) {
+                    None => Ok(SinkArg::Tap(name.to_string())),
+                    Some(why) => Err(format!("{why} (--sink tap:NAME)")),
+                },
+                None => Err("expected count, echo or tap:NAME".into()),
+            },
+        }
+    }
 }
 
 struct Sink {
     slow_us: u64,
     echo: bool,
+    /// `--sink tap:NAME`: where the guest's packets go.
+    tap: Option<Arc<TapPort>>,
     generate: Option<usize>,
     rx: Mutex<Vec<RxInjector>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -139,7 +168,9 @@ impl VifHandler for Sink {
         if self.slow_us > 0 {
             std::thread::sleep(Duration::from_micros(self.slow_us));
         }
-        if self.echo {
+        if let Some(port) = &self.tap {
+            port.write_packet(&pkt);
+        } else if self.echo {
             if let Ok(rx) = self.rx.lock() {
                 if let Some(i) = rx.get(usize::from(queue)) {
                     i.send(pkt);
@@ -186,12 +217,17 @@ struct StatsLine {
     elapsed_s: f64,
     vifs: Vec<VifMetricsSnapshot>,
     total: MetricsSnapshot,
+    /// With `--sink tap:NAME`: the TAP adapter's counters (frames passed on, and dropped
+    /// per reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tap: Option<TapCountersSnapshot>,
 }
 
 /// Prints the counters as one JSON line on stdout.
 fn print_stats<P: netstage_netback_user::BackendPlatform>(
     kind: &'static str,
     backend: &Backend<P>,
+    tap: Option<&TapPort>,
     start: Instant,
 ) {
     let line = StatsLine {
@@ -200,6 +236,7 @@ fn print_stats<P: netstage_netback_user::BackendPlatform>(
         elapsed_s: start.elapsed().as_secs_f64(),
         vifs: backend.vif_metrics(),
         total: backend.metrics(),
+        tap: tap.map(TapPort::counters),
     };
     if let Ok(json) = serde_json::to_string(&line) {
         println!("{json}");
@@ -236,6 +273,8 @@ fn run() -> anyhow::Result<()> {
         .iter()
         .map(|v| parse_vif(v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Before anything is created: a TAP that cannot be had is the first error.
+    let tap = open_tap(&args.sink, vifs.len())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -265,7 +304,7 @@ fn run() -> anyhow::Result<()> {
         .context("no system xenstored to talk to (is this dom0 of a Xen host?)")?;
         let dom0 = XenDomain::open(0, xs.clone())?;
         let backend = Arc::new(Backend::new(dom0, xs.clone(), cfg));
-        return serve(&args, backend, &xs, None, vifs, &stop);
+        return serve(&args, backend, &xs, None, vifs, tap, &stop);
     };
     let world = SimWorld::create(&world_dir)?;
     let (_xsd, socket) = match &args.xenstore {
@@ -296,17 +335,19 @@ fn run() -> anyhow::Result<()> {
         )
         .context("cannot create domain 0 in the world")?;
     let backend = Arc::new(Backend::new(dom0, xs.clone(), cfg));
-    serve(&args, backend, &xs, Some(&socket), vifs, &stop)
+    serve(&args, backend, &xs, Some(&socket), vifs, tap, &stop)
 }
 
-/// Serves every vif until a signal, printing counters as asked. With `socket` (the emulated
-/// platform's xenstored), each vif's directories are created first, as the toolstack would.
+/// Serves every vif until a signal, printing counters as asked; with a TAP (`--sink
+/// tap:NAME`, one vif), its frames go to the guest. With `socket` (the emulated platform's
+/// xenstored), each vif's directories are created first, as the toolstack would.
 fn serve<P: netstage_netback_user::BackendPlatform>(
     args: &Args,
     backend: Arc<Backend<P>>,
     xs: &XsClient,
     socket: Option<&Path>,
     vifs: Vec<(u16, u32)>,
+    tap: Option<Arc<TapPort>>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut threads = Vec::new();
@@ -330,10 +371,14 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
         let sink = Arc::new(Sink {
             slow_us: args.slow_us,
             echo: matches!(args.sink, SinkArg::Echo),
+            tap: tap.clone(),
             generate: args.generate,
             rx: Mutex::new(Vec::new()),
             generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
+        if let Some(port) = &tap {
+            threads.push(spawn_tap_reader(Arc::clone(port), Arc::clone(&sink), stop));
+        }
         threads.push(std::thread::spawn(move || {
             if let Err(e) = b.serve(fe, dev, sink, &s) {
                 log::error!("vif {fe}:{dev}: {e}");
@@ -347,15 +392,58 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
         std::thread::sleep(Duration::from_millis(50));
         if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
             last = Instant::now();
-            print_stats("stats", &backend, start);
+            print_stats("stats", &backend, tap.as_deref(), start);
         }
     }
     for t in threads {
         let _ = t.join();
     }
     log::info!("stopped after {:.1} s", start.elapsed().as_secs_f64());
-    print_stats("final", &backend, start);
+    print_stats("final", &backend, tap.as_deref(), start);
     Ok(())
+}
+
+/// With `--sink tap:NAME`, the TAP, opened (created if absent) with offloads; it serves
+/// one vif.
+fn open_tap(sink: &SinkArg, vifs: usize) -> anyhow::Result<Option<Arc<TapPort>>> {
+    let SinkArg::Tap(name) = sink else {
+        return Ok(None);
+    };
+    if vifs != 1 {
+        bail!("--sink tap:{name} serves one vif, not {vifs}: start a backend per vif");
+    }
+    let port = TapPort::open(name, true).with_context(|| {
+        format!("--sink tap:{name}: cannot open the TAP (needs root or CAP_NET_ADMIN, and /dev/net/tun)")
+    })?;
+    log::info!(
+        "vif traffic goes through TAP interface {name} (bring it up with `ip link set {name} up`)"
+    );
+    Ok(Some(Arc::new(port)))
+}
+
+/// The thread that hands the TAP's frames to the guest (queue 0) until `stop`: each waits
+/// for room in the queue's backlog, so that a full guest slows the TAP down rather than
+/// losing frames here; frames that find no guest connected are counted and dropped.
+fn spawn_tap_reader(
+    port: Arc<TapPort>,
+    sink: Arc<Sink>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let pumped = port.pump(&stop, |p| {
+            let inj = sink.rx.lock().ok().and_then(|r| r.first().cloned());
+            match inj {
+                Some(i) if i.send_blocking(p) => Ok(()),
+                Some(_) => Err(Refusal::Refused),
+                None => Err(Refusal::NoPeer),
+            }
+        });
+        if let Err(e) = pumped {
+            log::error!("TAP {}: {e}", port.tap().name());
+            stop.store(true, Ordering::SeqCst);
+        }
+    })
 }
 
 fn guest_socket(dom0_socket: &Path, fe: u16) -> PathBuf {
@@ -363,4 +451,31 @@ fn guest_socket(dom0_socket: &Path, fe: u16) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("."))
         .join(format!("dom{fe}.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_values_parse_and_bad_tap_names_say_why() {
+        assert_eq!("count".parse(), Ok(SinkArg::Count));
+        assert_eq!("echo".parse(), Ok(SinkArg::Echo));
+        assert_eq!("tap:vif1.0".parse(), Ok(SinkArg::Tap("vif1.0".into())));
+        let empty = "tap:".parse::<SinkArg>().unwrap_err();
+        assert!(
+            empty.contains("empty") && empty.contains("--sink tap:NAME"),
+            "{empty}"
+        );
+        let long = "tap:sixteen_bytes_xx".parse::<SinkArg>().unwrap_err();
+        assert!(long.contains("at most 15"), "{long}");
+        assert!("tap".parse::<SinkArg>().is_err());
+    }
+
+    #[test]
+    fn a_tap_serves_one_vif() {
+        let e = open_tap(&SinkArg::Tap("t0".into()), 2).unwrap_err();
+        assert!(e.to_string().contains("one vif"), "{e}");
+        assert!(open_tap(&SinkArg::Echo, 3).unwrap().is_none());
+    }
 }

@@ -5,6 +5,9 @@
 //! socket, sends `--count` packets of the `--sizes` given (cycled, optionally at `--rate`),
 //! and with `--expect-echo` waits for every packet to come back and checks each byte and the
 //! order per queue. Prints the achieved rate; exits non-zero with a message on any failure.
+//! With `--tap NAME` it is a guest's network device instead: received packets go out of
+//! Linux TAP interface NAME (created if absent, with offloads) and its frames are sent, until
+//! SIGINT or SIGTERM.
 //! With `--xen` it runs in a guest of real Xen instead (Linux's Xen devices, XenStore
 //! through `/dev/xen/xenbus`).
 //!
@@ -25,11 +28,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use netstage_fallback::{Features, Gso, Packet, PollMode};
-use netstage_netfront_user::{Frontend, FrontendConfig, FrontendHandler, FrontendPlatform};
+use netstage_netfront_user::{
+    Frontend, FrontendConfig, FrontendError, FrontendHandler, FrontendPlatform,
+};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
 use netstage_platform::xen::XenDomain;
 use netstage_platform::xenstore::{XenStore, XsClient, NO_TX};
 use netstage_ring::netif::GsoType;
+use netstage_tap::{PumpEnd, Refusal, TapCountersSnapshot, TapPort};
 
 /// A user-space netif frontend with a packet generator and verifier.
 #[derive(Debug, Parser)]
@@ -94,6 +100,13 @@ struct Args {
     /// RX slot when it fits one, without a copy).
     #[arg(long)]
     forward: bool,
+    /// Put the device on Linux TAP interface NAME (created if absent; needs CAP_NET_ADMIN)
+    /// instead of generating packets: frames from the TAP are sent on queue 0, received
+    /// packets written to it, until SIGINT or SIGTERM; then the counters, the TAP's
+    /// included, are printed.
+    #[arg(long, value_name = "NAME", value_parser = parse_tap_name,
+          conflicts_with_all = ["expect_echo", "forward", "gso", "rate", "linger"])]
+    tap: Option<String>,
     /// Print the counters as a JSON line on stdout every SECONDS seconds while connected
     /// (0: only the final line).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -114,6 +127,10 @@ struct StatsLine {
     design: String,
     queues: u16,
     counters: netstage_netfront_user::MetricsSnapshot,
+    /// With `--tap NAME`: the TAP adapter's counters (frames passed on, and dropped per
+    /// reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tap: Option<TapCountersSnapshot>,
 }
 
 /// Prints `front`'s counters as one JSON line on stdout.
@@ -121,6 +138,7 @@ fn print_stats<P: FrontendPlatform>(
     kind: &'static str,
     front: &Frontend<P>,
     devid: u32,
+    tap: Option<&TapPort>,
     start: Instant,
 ) {
     let line = StatsLine {
@@ -132,6 +150,7 @@ fn print_stats<P: FrontendPlatform>(
         design: front.design().to_string(),
         queues: front.queues(),
         counters: front.metrics(),
+        tap: tap.map(TapPort::counters),
     };
     if let Ok(json) = serde_json::to_string(&line) {
         println!("{json}");
@@ -142,12 +161,13 @@ fn print_stats<P: FrontendPlatform>(
 fn stats_due<P: FrontendPlatform>(
     args: &Args,
     front: &Frontend<P>,
+    tap: Option<&TapPort>,
     start: Instant,
     last: &mut Instant,
 ) {
     if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
         *last = Instant::now();
-        print_stats("stats", front, args.devid, start);
+        print_stats("stats", front, args.devid, tap, start);
     }
 }
 
@@ -298,8 +318,20 @@ fn sessions<P: FrontendPlatform>(
     cfg: &FrontendConfig,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    // Opened once: the interface (and its addresses) outlive a reconnect.
+    let tap = match &args.tap {
+        Some(name) => Some(Arc::new(TapPort::open(name, true).with_context(|| {
+            format!(
+                "--tap {name}: cannot open the TAP (needs root or CAP_NET_ADMIN, and /dev/net/tun)"
+            )
+        })?)),
+        None => None,
+    };
     loop {
-        let r = session(args, me, xs, cfg, stop);
+        let r = match &tap {
+            Some(port) => tap_session(args, me, xs, cfg, stop, port),
+            None => session(args, me, xs, cfg, stop),
+        };
         match r {
             Ok(()) => return Ok(()),
             Err(e) if args.reconnect && !stop.load(Ordering::SeqCst) => {
@@ -310,6 +342,34 @@ fn sessions<P: FrontendPlatform>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// `--tap`: writes received packets to the TAP (the port counts what it cannot write).
+struct TapWriter {
+    port: Arc<TapPort>,
+}
+
+impl FrontendHandler for TapWriter {
+    fn rx_packet(&self, _queue: u16, pkt: Packet) {
+        self.port.write_packet(&pkt);
+    }
+}
+
+/// What the pump tells the TAP port when the frontend does not take a frame.
+fn refusal_of(e: &FrontendError) -> Refusal {
+    match e {
+        FrontendError::SendTimeout { .. } => Refusal::Full,
+        FrontendError::Broken(_) => Refusal::Closed,
+        _ => Refusal::Refused,
+    }
+}
+
+/// `--tap NAME`: an interface name Linux accepts.
+fn parse_tap_name(name: &str) -> Result<String, String> {
+    match netstage_tap::interface_name_error(name) {
+        None => Ok(name.to_string()),
+        Some(why) => Err(why),
     }
 }
 
@@ -388,7 +448,7 @@ fn session<P: FrontendPlatform>(
             .with_context(|| format!("sending packet {seq}"))?;
         handed += 1;
         bytes += len as u64;
-        stats_due(args, &front, start, &mut last_stats);
+        stats_due(args, &front, None, start, &mut last_stats);
         if args.rate > 0 {
             let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -409,7 +469,7 @@ fn session<P: FrontendPlatform>(
                     args.count
                 );
             }
-            stats_due(args, &front, start, &mut last_stats);
+            stats_due(args, &front, None, start, &mut last_stats);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -435,7 +495,7 @@ fn session<P: FrontendPlatform>(
         m.rx_packets,
         m.tx_errors
     );
-    print_stats("final", &front, args.devid, start);
+    print_stats("final", &front, args.devid, None, start);
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
@@ -448,7 +508,7 @@ fn session<P: FrontendPlatform>(
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
-        stats_due(args, &front, start, &mut last_stats);
+        stats_due(args, &front, None, start, &mut last_stats);
         std::thread::sleep(Duration::from_millis(20));
     }
     if args.linger > 0 {
@@ -468,4 +528,123 @@ fn session<P: FrontendPlatform>(
         m.rx_packets, m.rx_dropped, m.rx_unread
     );
     Ok(())
+}
+
+/// `--tap NAME`: connects, then sends the TAP's frames and writes received packets to it
+/// until a signal (or until the device breaks); closes and prints the counters.
+fn tap_session<P: FrontendPlatform>(
+    args: &Args,
+    me: &P,
+    xs: &XsClient,
+    cfg: &FrontendConfig,
+    stop: &AtomicBool,
+    port: &Arc<TapPort>,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(TapWriter {
+        port: Arc::clone(port),
+    });
+    let front = Frontend::connect(me.clone(), xs.clone(), args.devid, cfg.clone(), handler)
+        .context("cannot connect")?;
+    println!(
+        "netfront-user: domain {} connected vif {} with {} queue(s), design {}, on TAP {}",
+        front.domid(),
+        args.devid,
+        front.queues(),
+        front.design(),
+        port.tap().name()
+    );
+    let start = Instant::now();
+    let broken = pump_until_stopped(args, &front, port, stop, start)?;
+    if let Some(why) = broken {
+        print_tap_counters(port);
+        bail!("device broke: {why}");
+    }
+    let (domid, design, queues) = (front.domid(), front.design().to_string(), front.queues());
+    let m = front.close_counted().context("closing")?;
+    println!(
+        "netfront-user: closed; sent {} packets ({} unsent), received {}, dropped {}, left unread on the RX ring {}",
+        m.tx_packets, m.tx_unsent, m.rx_packets, m.rx_dropped, m.rx_unread
+    );
+    print_tap_counters(port);
+    let line = StatsLine {
+        kind: "final",
+        time: netstage_platform::cli::unix_time(),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        domid,
+        devid: args.devid,
+        design,
+        queues,
+        counters: m,
+        tap: Some(port.counters()),
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+/// Runs the TAP's pump on a thread of its own while this one watches for a signal, a broken
+/// device and `--stats`; returns why the device broke, if it did.
+fn pump_until_stopped<P: FrontendPlatform>(
+    args: &Args,
+    front: &Frontend<P>,
+    port: &TapPort,
+    stop: &AtomicBool,
+    start: Instant,
+) -> anyhow::Result<Option<String>> {
+    let pump_stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let pump = scope.spawn(|| {
+            port.pump(&pump_stop, |p| {
+                front.send(0, p).map_err(|e| {
+                    log::debug!("a frame from the TAP was not sent: {e}");
+                    refusal_of(&e)
+                })
+            })
+        });
+        let mut last = start;
+        let mut broken = None;
+        while !stop.load(Ordering::SeqCst) && !pump.is_finished() {
+            if let Some(b) = front.broken() {
+                broken = Some(b);
+                break;
+            }
+            stats_due(args, front, Some(port), start, &mut last);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pump_stop.store(true, Ordering::SeqCst);
+        let end = pump
+            .join()
+            .map_err(|_| anyhow::anyhow!("the TAP reader panicked"))?
+            .with_context(|| format!("reading TAP {}", port.tap().name()))?;
+        if end == PumpEnd::PeerClosed && broken.is_none() {
+            broken = Some(
+                front
+                    .broken()
+                    .unwrap_or_else(|| "the device stopped".into()),
+            );
+        }
+        Ok(broken)
+    })
+}
+
+/// Prints the TAP adapter's counters in a line for people.
+fn print_tap_counters(port: &TapPort) {
+    let c = port.counters();
+    let drops: Vec<String> = c
+        .nonzero_drops()
+        .into_iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!(
+        "netfront-user: TAP {}: read {} frames, sent {}; written {} of {} received; dropped: {}",
+        port.tap().name(),
+        c.frames_read,
+        c.frames_passed,
+        c.frames_written,
+        c.packets_to_write,
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        }
+    );
 }

@@ -2,9 +2,9 @@
 //! checksum offsets found again from the headers, and nothing a frame holds can make it
 //! panic or point outside the frame.
 
-use experiments::tap::{from_tap, l4, to_tap_header, FrameError, L4, VNET_HDR_LEN};
 use netstage_fallback::{Gso, Packet};
 use netstage_ring::netif::GsoType;
+use netstage_tap::{from_tap, l4, to_tap_header, FrameError, L4, VNET_HDR_LEN};
 use proptest::prelude::*;
 
 /// An Ethernet frame: IPv4 (or IPv6) carrying TCP (or UDP), `payload` bytes after it.
