@@ -424,6 +424,7 @@ fn check_counters(front: &Value, back: &Value) {
         "rx_grant_errors",
         "rx_backlog_drops",
         "rx_drain_drops",
+        "rx_stall_drops",
         "rx_disconnect_drops",
     ]
     .iter()

@@ -59,10 +59,11 @@ struct Args {
     /// `<world>/xenstore/socket` (and `dom<ID>.sock` for guests) while this process runs.
     #[arg(long, value_name = "PATH")]
     xenstore: Option<PathBuf>,
-    /// Design: grant-copy, grant-map (the TX path of packets and of the parts the staging
-    /// designs leave to grants), slots:<data-len> or ring:<order>:<policy>. The staging
-    /// designs are offered to every frontend anyway (see --max-data-len, --max-ring-order);
-    /// with a staging design here, the remainders go by grant copy.
+    /// Design: grant-copy, grant-map, linux (the TX path of packets and of the parts the
+    /// staging designs leave to grants: linux copies the first 128 bytes and maps the rest,
+    /// as Linux netback), slots:<data-len>, slots-rfc:<data-len> or ring:<order>:<policy>.
+    /// The staging designs are offered to every frontend anyway (see --max-data-len,
+    /// --max-ring-order); with a staging design here, the remainders go by grant copy.
     #[arg(long, default_value = "grant-copy")]
     design: Design,
     /// Largest staging-slot data-len offered (0: do not offer slots).
@@ -76,6 +77,19 @@ struct Args {
     /// the library's default is Linux netback's 512 KiB.
     #[arg(long, default_value_t = 64 << 20)]
     rx_backlog_bytes: usize,
+    /// Seconds packets may wait for a guest that posts no RX buffers before they are
+    /// dropped (counted in rx_drain_drops; Linux netback's rx_drain_timeout_msecs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    rx_drain_timeout: u64,
+    /// Seconds a guest may take no RX packet, with packets waiting, before its queue is
+    /// declared stalled: packets for it are dropped at once (rx_stall_drops) until it
+    /// posts buffers again (Linux netback's rx_stall_timeout_msecs, carrier off).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    rx_stall_timeout: u64,
+    /// Reset the vif of a stalled guest (disconnect it with the stall as the reason) instead
+    /// of dropping its packets until it comes back.
+    #[arg(long)]
+    rx_stall_reset: bool,
     /// Queues a frontend may use (`multi-queue-max-queues`).
     #[arg(long, default_value_t = 8)]
     max_queues: u16,
@@ -282,10 +296,7 @@ fn run() -> anyhow::Result<()> {
     let cfg = BackendConfig {
         max_queues: args.max_queues.max(1),
         offer: args.offer,
-        tx_path: match design {
-            Design::GrantMap => TxPath::GrantMap,
-            _ => TxPath::GrantCopy,
-        },
+        tx_path: TxPath::for_design(design),
         slots_max_data_len: (args.max_data_len >= 64).then_some(args.max_data_len.min(65536)),
         data_ring_max_order: u32::try_from(args.max_ring_order).ok().map(|o| o.min(9)),
         poll: match args.poll {
@@ -294,6 +305,9 @@ fn run() -> anyhow::Result<()> {
         },
         rx_backlog: 1 << 16,
         rx_backlog_bytes: args.rx_backlog_bytes,
+        rx_drain_timeout: Duration::from_secs(args.rx_drain_timeout),
+        rx_stall_timeout: Duration::from_secs(args.rx_stall_timeout),
+        rx_stall_reset: args.rx_stall_reset,
         ..BackendConfig::default()
     };
     let Some(world_dir) = args.world.clone() else {
