@@ -426,3 +426,59 @@ fn the_daemon_binary_serves_and_stops_on_sigterm() {
     .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
 }
+
+/// `--quota NAME=N` holds guests to it, as C xenstored's; a name that is not a quota is
+/// refused before the daemon starts, naming the quotas.
+#[test]
+fn the_daemon_binary_takes_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("socket");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netstage-xenstored"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--introduce", "4", "--quota", "nodes=3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guest = dir.path().join("dom4.sock");
+    let t = Instant::now();
+    while !guest.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Its home, as a toolstack makes it: owned by the guest.
+    ok(xs(&sock, "xenstore-write", &["/local/domain/4/home", ""]));
+    ok(xs(&sock, "xenstore-chmod", &["/local/domain/4/home", "n4"]));
+    // The guest may own 3 nodes: its home and two more.
+    let writes: Vec<bool> = (0..4)
+        .map(|i| {
+            xs(&guest, "xenstore-write", &[&format!("home/n{i}"), "x"])
+                .status
+                .success()
+        })
+        .collect();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(writes, [true, true, false, false]);
+    let bad = Command::new(env!("CARGO_BIN_EXE_netstage-xenstored"))
+        .arg("--socket")
+        .arg(dir.path().join("other"))
+        .args(["--quota", "bogus=1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--quota")
+            && err.contains("no quota named \"bogus\"")
+            && err.contains("transaction-nodes"),
+        "{err}"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
+use netstage_platform::sim::xenstored::{Quotas, Xenstored, XenstoredConfig};
 
 /// The netstage XenStore daemon (real wire protocol, emulated platform).
 #[derive(Debug, Parser)]
@@ -29,6 +29,17 @@ struct Args {
     /// Introduce guest domain ID at start-up (repeatable): opens its socket.
     #[arg(long = "introduce", value_name = "ID")]
     introduce: Vec<u16>,
+    /// Set a quota guests are held to, NAME=N (repeatable; 0: no limit), as C xenstored's
+    /// --quota: nodes, watches, transactions, transaction-nodes, node-permissions,
+    /// node-size, path-max, outstanding, connections, queued-bytes, queued-messages.
+    #[arg(short = 'Q', long = "quota", value_name = "NAME=N", value_parser = checked_quota)]
+    quotas: Vec<String>,
+}
+
+/// `NAME=N` of `--quota`, checked against the quotas' names.
+fn checked_quota(spec: &str) -> Result<String, String> {
+    Quotas::default().set_from(spec)?;
+    Ok(spec.to_string())
 }
 
 /// Runs; an error is printed once, with its causes (see
@@ -52,10 +63,17 @@ fn run() -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
-    let xs = Xenstored::start(XenstoredConfig {
-        socket: args.socket.clone(),
-        domain_dir,
-    })
+    let mut quotas = Quotas::default();
+    for spec in &args.quotas {
+        quotas.set_from(spec).map_err(anyhow::Error::msg)?;
+    }
+    let xs = Xenstored::start_with_quotas(
+        XenstoredConfig {
+            socket: args.socket.clone(),
+            domain_dir,
+        },
+        quotas,
+    )
     .with_context(|| format!("cannot serve XenStore on {}", args.socket.display()))?;
     println!("dom0: {}", xs.socket().display());
     for d in args.introduce {

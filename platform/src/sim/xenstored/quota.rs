@@ -95,6 +95,64 @@ impl Quotas {
         }
     }
 
+    /// The quotas' names, as `--quota NAME=N` takes them (C xenstored's where it has one).
+    pub const NAMES: [&'static str; 11] = [
+        "nodes",
+        "watches",
+        "transactions",
+        "transaction-nodes",
+        "node-permissions",
+        "node-size",
+        "path-max",
+        "outstanding",
+        "connections",
+        "queued-bytes",
+        "queued-messages",
+    ];
+
+    /// Sets the quota named `name` ([`Quotas::NAMES`]) to `value` (0: no limit, except for
+    /// `queued-bytes` and `queued-messages`, which are always bounded and take at least 1).
+    /// Fails naming what is wrong.
+    pub fn set(&mut self, name: &str, value: usize) -> Result<(), String> {
+        let field = match name {
+            "nodes" => &mut self.nodes,
+            "watches" => &mut self.watches,
+            "transactions" => &mut self.transactions,
+            "transaction-nodes" => &mut self.transaction_nodes,
+            "node-permissions" => &mut self.node_permissions,
+            "node-size" => &mut self.node_size,
+            "path-max" => &mut self.path_max,
+            "outstanding" => &mut self.outstanding,
+            "connections" => &mut self.connections,
+            "queued-bytes" | "queued-messages" if value == 0 => {
+                return Err(format!(
+                    "{name} cannot be 0: the output queue is always bounded"
+                ))
+            }
+            "queued-bytes" => &mut self.queued_bytes,
+            "queued-messages" => &mut self.queued_messages,
+            _ => {
+                return Err(format!(
+                    "no quota named {name:?}; the quotas are {}",
+                    Quotas::NAMES.join(", ")
+                ))
+            }
+        };
+        *field = value;
+        Ok(())
+    }
+
+    /// Sets a quota from `NAME=N` (see [`Quotas::set`]).
+    pub fn set_from(&mut self, spec: &str) -> Result<(), String> {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?} is not NAME=N"))?;
+        let value = value
+            .parse::<usize>()
+            .map_err(|e| format!("{spec:?}: {value:?} is not a count: {e}"))?;
+        self.set(name, value)
+    }
+
     /// The limits the tree itself enforces.
     pub(crate) fn tree(&self) -> TreeLimits {
         TreeLimits {
@@ -152,5 +210,45 @@ impl Counters {
             events_oversized: r(&self.events_oversized),
             spawn_failures: r(&self.spawn_failures),
         }
+    }
+}
+
+#[cfg(test)]
+mod quota_names {
+    use super::*;
+
+    #[test]
+    fn every_quota_is_set_by_its_name_and_bad_ones_are_named() {
+        let mut q = Quotas::default();
+        for (i, name) in Quotas::NAMES.iter().enumerate() {
+            q.set(name, 100 + i).unwrap();
+        }
+        assert_eq!(
+            (q.nodes, q.watches, q.transactions, q.transaction_nodes),
+            (100, 101, 102, 103)
+        );
+        assert_eq!(
+            (q.node_permissions, q.node_size, q.path_max, q.outstanding),
+            (104, 105, 106, 107)
+        );
+        assert_eq!(
+            (q.connections, q.queued_bytes, q.queued_messages),
+            (108, 109, 110)
+        );
+        q.set_from("nodes=0").unwrap();
+        assert_eq!(q.nodes, 0);
+        assert!(q
+            .set_from("bogus=1")
+            .unwrap_err()
+            .contains("no quota named \"bogus\""));
+        assert!(q.set_from("nodes").unwrap_err().contains("is not NAME=N"));
+        assert!(q
+            .set_from("nodes=-1")
+            .unwrap_err()
+            .contains("is not a count"));
+        assert!(q
+            .set_from("queued-bytes=0")
+            .unwrap_err()
+            .contains("always bounded"));
     }
 }
