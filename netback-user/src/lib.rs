@@ -93,6 +93,7 @@ mod driver;
 mod metrics;
 mod queue;
 mod staging;
+mod stats;
 pub mod toolstack;
 mod txpath;
 mod xenbus;
@@ -111,6 +112,7 @@ pub use netstage_fallback::{
 };
 pub use netstage_ring::netif::GsoType;
 pub use queue::{BackQueue, BadRate, QueueFault, Rate, BURST, LEND_MIN};
+pub use stats::{BackendStats, StatsKind, STATS_SCHEMA};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
