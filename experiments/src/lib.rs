@@ -8,6 +8,7 @@
 
 pub mod calibrate;
 pub mod check;
+pub mod child;
 pub mod peer;
 pub mod plots;
 pub mod roles;
