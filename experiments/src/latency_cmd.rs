@@ -185,11 +185,11 @@ fn echo_run(
         queues: 1,
     };
     let world = run_world();
-    let (mut back, args) = start_backend(exe, &world, &sc, cfg)?;
+    let (mut back, back_stderr, args) = start_backend(exe, &world, &sc, cfg)?;
     let mut args = with_design(&args, design);
     args.extend(["--rate".to_string(), target.to_string()]);
     let front = run_frontend(exe, &args);
-    let back_report = stop_backend(&mut back);
+    let back_report = stop_backend(&mut back, back_stderr);
     let _ = std::fs::remove_dir_all(&world);
     let (f, _) = (front?, back_report?);
     let [p50, p99, p999] = f

@@ -8,6 +8,7 @@
 
 pub mod calibrate;
 pub mod check;
+pub mod child;
 pub mod latency;
 pub mod peer;
 pub mod plots;
@@ -1449,103 +1450,300 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     }
 }
 
+/// Writes `records` as CSV, quoting values as RFC 4180 asks, under a header of their field
+/// names, which must be `columns` (the header is written from `columns` when there are no
+/// records; a debug build checks that the two agree).
+fn write_csv<R: Serialize>(columns: &[&str], records: impl IntoIterator<Item = R>) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut records = records.into_iter().peekable();
+    let written = if records.peek().is_none() {
+        w.write_record(columns)
+    } else {
+        records.try_for_each(|r| w.serialize(r))
+    };
+    // Into memory, writing fails only for a record that is not a flat struct: a bug here.
+    written.expect("a CSV record is a flat struct");
+    let bytes = w.into_inner().expect("a Vec takes every byte");
+    let text = String::from_utf8(bytes).expect("the CSV cells are UTF-8 text");
+    debug_assert!(
+        text.lines().next() == Some(&columns.join(",")),
+        "a CSV record's fields are not its columns {columns:?}"
+    );
+    text
+}
+
+/// How the CSV files write a cell: a number at a fixed count of decimals (as the reports
+/// print it), a value by its `Display`, an absent one as an empty cell.
+mod cell {
+    use serde::Serializer;
+
+    /// `v` with `N` decimals.
+    pub(crate) fn fixed<const N: usize, S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{v:.prec$}", prec = N))
+    }
+
+    /// `v` with `N` decimals, or an empty cell.
+    pub(crate) fn fixed_or_empty<const N: usize, S: Serializer>(
+        v: &Option<f64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => fixed::<N, S>(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// `v` as it displays.
+    pub(crate) fn display<T: std::fmt::Display, S: Serializer>(
+        v: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+}
+
+/// The columns of `peers.csv`.
+pub const PEERS_CSV_COLUMNS: [&str; 10] = [
+    "round",
+    "peer",
+    "dir",
+    "size",
+    "pps",
+    "gbps",
+    "periods",
+    "probe_ns",
+    "probe_after_ns",
+    "far",
+];
+
+/// One line of `peers.csv`: one peer run.
+#[derive(Serialize)]
+struct PeerRecord<'a> {
+    round: u32,
+    peer: &'a str,
+    #[serde(serialize_with = "cell::display")]
+    dir: Dir,
+    size: usize,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    pps: f64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    gbps: f64,
+    /// How many periods were measured.
+    periods: usize,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    probe_ns: f64,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    probe_after_ns: f64,
+    far: u8,
+}
+
 /// Every peer sample as CSV (one line per run; `far` is 1 for a run set aside as taken
 /// during a far placement).
 pub fn peers_csv(r: &Results) -> String {
     let place = r.placement();
-    let mut out =
-        String::from("round,peer,dir,size,pps,gbps,periods,probe_ns,probe_after_ns,far\n");
-    for p in &r.peers {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{:.1},{:.4},{},{:.1},{:.1},{}",
-            p.round,
-            p.peer,
-            p.dir,
-            p.size,
-            p.pps,
-            p.gbps,
-            p.periods.len(),
-            p.probe_ns,
-            p.probe_after_ns,
-            u8::from(place.far(p.probe_ns, p.probe_after_ns))
-        );
+    let records = r.peers.iter().map(|p| PeerRecord {
+        round: p.round,
+        peer: &p.peer,
+        dir: p.dir,
+        size: p.size,
+        pps: p.pps,
+        gbps: p.gbps,
+        periods: p.periods.len(),
+        probe_ns: p.probe_ns,
+        probe_after_ns: p.probe_after_ns,
+        far: u8::from(place.far(p.probe_ns, p.probe_after_ns)),
+    });
+    write_csv(&PEERS_CSV_COLUMNS, records)
+}
+
+/// The columns of `results.csv`.
+pub const RESULTS_CSV_COLUMNS: [&str; 23] = [
+    "round",
+    "design",
+    "design_used",
+    "dir",
+    "size",
+    "queues",
+    "pps",
+    "gbps",
+    "packets",
+    "seconds",
+    "front_cpu_s",
+    "back_cpu_s",
+    "probe_ns",
+    "probe_after_ns",
+    "other_busy_s",
+    "span_s",
+    "delivered",
+    "lost",
+    "corrupted",
+    "reordered",
+    "wrong_length",
+    "position",
+    "far",
+];
+
+/// One line of `results.csv`: one run. The check's cells are empty for a run without one.
+#[derive(Serialize)]
+struct SampleRecord<'a> {
+    round: u32,
+    design: &'a str,
+    design_used: &'a str,
+    #[serde(serialize_with = "cell::display")]
+    dir: Dir,
+    #[serde(serialize_with = "cell::display")]
+    size: &'a SizeSpec,
+    queues: u16,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    pps: f64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    gbps: f64,
+    packets: u64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    seconds: f64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    front_cpu_s: f64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    back_cpu_s: f64,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    probe_ns: f64,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    probe_after_ns: f64,
+    #[serde(serialize_with = "cell::fixed_or_empty::<4, _>")]
+    other_busy_s: Option<f64>,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    span_s: f64,
+    delivered: Option<u64>,
+    lost: Option<u64>,
+    corrupted: Option<u64>,
+    reordered: Option<u64>,
+    /// Frames of the wrong length ([`check::Check::errored`]).
+    wrong_length: Option<u64>,
+    position: Option<u32>,
+    far: u8,
+}
+
+impl<'a> SampleRecord<'a> {
+    fn new(s: &'a Sample, place: &Placement) -> Self {
+        SampleRecord {
+            round: s.round,
+            design: &s.design,
+            design_used: &s.design_used,
+            dir: s.dir,
+            size: &s.size,
+            queues: s.queues,
+            pps: s.pps,
+            gbps: s.gbps,
+            packets: s.packets,
+            seconds: s.seconds,
+            front_cpu_s: s.front_cpu_s,
+            back_cpu_s: s.back_cpu_s,
+            probe_ns: s.probe_ns,
+            probe_after_ns: s.probe_after_ns,
+            other_busy_s: s.other_busy_s,
+            span_s: s.span_s,
+            delivered: s.check.map(|c| c.delivered),
+            lost: s.check.map(|c| c.lost),
+            corrupted: s.check.map(|c| c.corrupted),
+            reordered: s.check.map(|c| c.reordered),
+            wrong_length: s.check.map(|c| c.errored),
+            position: s.position,
+            far: u8::from(place.far(s.probe_ns, s.probe_after_ns)),
+        }
     }
-    out
 }
 
 /// Every sample as CSV (one line per run; `position` is its place in its round's shuffled
 /// order, `far` is 1 for a run set aside as taken during a far placement).
 pub fn csv(r: &Results) -> String {
     let place = r.placement();
-    let mut out = String::from(
-        "round,design,design_used,dir,size,queues,pps,gbps,packets,seconds,front_cpu_s,back_cpu_s,probe_ns,probe_after_ns,other_busy_s,span_s,delivered,lost,corrupted,reordered,wrong_length,position,far\n",
-    );
-    for s in &r.samples {
-        let other = s.other_busy_s.map_or(String::new(), |b| format!("{b:.4}"));
-        let check = s.check.map_or(",,,,".to_string(), |c| {
-            format!(
-                "{},{},{},{},{}",
-                c.delivered, c.lost, c.corrupted, c.reordered, c.errored
-            )
-        });
-        let position = s.position.map_or(String::new(), |p| p.to_string());
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{:.1},{:.4},{},{:.4},{:.4},{:.4},{:.1},{:.1},{},{:.4},{},{position},{}",
-            s.round,
-            s.design,
-            s.design_used,
-            s.dir,
-            s.size,
-            s.queues,
-            s.pps,
-            s.gbps,
-            s.packets,
-            s.seconds,
-            s.front_cpu_s,
-            s.back_cpu_s,
-            s.probe_ns,
-            s.probe_after_ns,
-            other,
-            s.span_s,
-            check,
-            u8::from(place.far(s.probe_ns, s.probe_after_ns))
-        );
+    let records = r.samples.iter().map(|s| SampleRecord::new(s, &place));
+    write_csv(&RESULTS_CSV_COLUMNS, records)
+}
+
+/// The columns of `summary.csv`.
+pub const SUMMARY_CSV_COLUMNS: [&str; 17] = [
+    "dir",
+    "size",
+    "design",
+    "queues",
+    "design_used",
+    "runs",
+    "far_runs",
+    "far_only",
+    "pps_median",
+    "pps_lo",
+    "pps_hi",
+    "gbps",
+    "ratio_median",
+    "ratio_lo",
+    "ratio_hi",
+    "half_width_pct",
+    "wide",
+];
+
+/// One line of `summary.csv`: one row of the report's main table. The ratio's cells are
+/// empty for a row without one.
+#[derive(Serialize)]
+struct SummaryRecord<'a> {
+    #[serde(serialize_with = "cell::display")]
+    dir: Dir,
+    #[serde(serialize_with = "cell::display")]
+    size: &'a SizeSpec,
+    design: &'a str,
+    queues: u16,
+    design_used: &'a str,
+    runs: usize,
+    far_runs: usize,
+    far_only: u8,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    pps_median: f64,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    pps_lo: f64,
+    #[serde(serialize_with = "cell::fixed::<1, _>")]
+    pps_hi: f64,
+    #[serde(serialize_with = "cell::fixed::<4, _>")]
+    gbps: f64,
+    #[serde(serialize_with = "cell::fixed_or_empty::<4, _>")]
+    ratio_median: Option<f64>,
+    #[serde(serialize_with = "cell::fixed_or_empty::<4, _>")]
+    ratio_lo: Option<f64>,
+    #[serde(serialize_with = "cell::fixed_or_empty::<4, _>")]
+    ratio_hi: Option<f64>,
+    #[serde(serialize_with = "cell::fixed::<2, _>")]
+    half_width_pct: f64,
+    wide: u8,
+}
+
+impl<'a> SummaryRecord<'a> {
+    fn new(row: &'a Row) -> Self {
+        SummaryRecord {
+            dir: row.dir,
+            size: &row.size,
+            design: &row.design,
+            queues: row.queues,
+            design_used: &row.design_used,
+            runs: row.n,
+            far_runs: row.far,
+            far_only: u8::from(row.far_only),
+            pps_median: row.pps.median,
+            pps_lo: row.pps.lo,
+            pps_hi: row.pps.hi,
+            gbps: row.gbps,
+            ratio_median: row.ratio.map(|x| x.median),
+            ratio_lo: row.ratio.map(|x| x.lo),
+            ratio_hi: row.ratio.map(|x| x.hi),
+            half_width_pct: 100.0 * row.headline().half_width(),
+            wide: u8::from(row.headline().wide()),
+        }
     }
-    out
 }
 
 /// The summary as CSV: one line per row of the report's main table, with the 95 %
 /// intervals.
 pub fn summary_csv(r: &Results) -> String {
-    let mut out = String::from(
-        "dir,size,design,queues,design_used,runs,far_runs,far_only,pps_median,pps_lo,pps_hi,gbps,ratio_median,ratio_lo,ratio_hi,half_width_pct,wide\n",
-    );
-    for row in summarise(r) {
-        let ratio = row.ratio.map_or(",,".into(), |x| {
-            format!("{:.4},{:.4},{:.4}", x.median, x.lo, x.hi)
-        });
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.4},{ratio},{:.2},{}",
-            row.dir,
-            row.size,
-            row.design,
-            row.queues,
-            row.design_used,
-            row.n,
-            row.far,
-            u8::from(row.far_only),
-            row.pps.median,
-            row.pps.lo,
-            row.pps.hi,
-            row.gbps,
-            100.0 * row.headline().half_width(),
-            u8::from(row.headline().wide())
-        );
-    }
-    out
+    let rows = summarise(r);
+    write_csv(&SUMMARY_CSV_COLUMNS, rows.iter().map(SummaryRecord::new))
 }
 
 /// The summary as JSON: the seed, the far-placement rule, the runs set aside, and every

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use experiments::calibrate;
+use experiments::child::{self, CliError, StderrTail};
 use experiments::peer::{Dpdk, Peer, PeerSample};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
 use experiments::sweep::{run_order, Sweep};
@@ -33,7 +34,12 @@ mod soak_cmd;
 #[derive(Debug, Parser)]
 // The processes of a run are this binary's hidden `role-*` subcommands; the prefix keeps a
 // mistyped command from being told about them.
-#[command(version)]
+#[command(
+    version,
+    after_help = "An error is printed with each of its causes once; a run's process that \
+                  failed adds the end of its stderr. NETSTAGE_BACKTRACE=1 adds a backtrace. \
+                  Log level: RUST_LOG (default: warn)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -42,11 +48,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Compare the designs (default: grant-copy, grant-map, linux, slots:256, slots-rfc:256,
-    /// ring:8:greedy, ring:8:adaptive; TX, RX and request/response; 64, 256, 1500 and 65535
-    /// bytes; grant costs from the calibrated xen preset).
+    /// ring:8:greedy, ring:8:adaptive; TX, RX and request/response, blocking and
+    /// busy-polling; 64, 256, 1500 and 65535 bytes; grant costs from the calibrated xen
+    /// preset) and write results/<time>/ (results.json, CSV, report.md, plots).
     Compare(CompareArgs),
-    /// Render the report of a saved run again (reads DIR/results.json, or DIR/tcp.json for a
-    /// TCP run).
+    /// Render the report of a saved run again from DIR/results.json: prints it and writes
+    /// report.md, summary.csv, summary.json and the plots in DIR afresh (a TCP run, from
+    /// DIR/tcp.json: tcp.md and its chart).
     Report {
         /// A `results/<time>` directory.
         dir: PathBuf,
@@ -70,7 +78,8 @@ enum Cmd {
     Soak(SoakArgs),
     /// TCP bulk transfers with real Linux TCP: iperf3 between two network namespaces
     /// linked only by a netfront/netback pair on TAP devices, per design, with the kernel's
-    /// veth pair for reference. Needs root, iproute2 and iperf3.
+    /// veth pair for reference. Needs root, iproute2 and iperf3 (and sockperf for rr and
+    /// rr-busy).
     Tcp(TcpArgs),
     /// (internal) The TCP experiment's backend.
     #[command(name = "role-tcp-backend", hide = true)]
@@ -125,18 +134,21 @@ struct CompareArgs {
     /// and written to results.json, scenario.toml and the report].
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Designs (comma-separated).
+    /// Designs (comma-separated) [default: the seven above; --quick: grant-copy, slots:256,
+    /// ring:8:greedy].
     #[arg(long, value_delimiter = ',')]
     designs: Option<Vec<String>>,
     /// Packet sizes (comma-separated): bytes (`1500`), `imix` (64, 576, 1500 B 7:4:1) or a
-    /// mix whose sizes are joined by `+` (`mix:64+65535`, weights as `64x7`).
+    /// mix whose sizes are joined by `+` (`mix:64+65535`, weights as `64x7`) [default: 64,
+    /// 256, 1500, 65535; --quick: 64, 1500].
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<SizeSpec>>,
-    /// Directions.
+    /// Directions (comma-separated) [default: tx, rx, rr, rr-busy].
     #[arg(long, value_delimiter = ',', value_enum)]
     dirs: Option<Vec<Dir>>,
     /// Queue counts for the throughput runs (comma-separated) [default: 1, and 2 too when
-    /// the machine has 4 cores, so that each end's queue threads get a core each].
+    /// the machine has at least 4 cores and the sweep is not --quick, so that each end's
+    /// queue threads get a core each].
     #[arg(long, value_delimiter = ',')]
     queues: Option<Vec<u16>>,
     /// Busy-poll instead of blocking on event channels.
@@ -144,7 +156,8 @@ struct CompareArgs {
     busy: bool,
     /// Grant cost mode: xen (Xen's costs per grant operation, less the emulation's own,
     /// measured first: docs/calibration.md), kernel, none or
-    /// model:<call>,<copy>,<map>,<unmap> in nanoseconds [default: xen].
+    /// model:<call>,<copy>,<map>,<unmap>[,<copy into a granted page>] in nanoseconds
+    /// [default: xen].
     #[arg(long)]
     cost: Option<String>,
     /// Skip the raw data-ring stream (the upper bound) run once per round.
@@ -189,9 +202,17 @@ struct TcpArgs {
     /// ring:8:adaptive].
     #[arg(long, value_delimiter = ',')]
     designs: Option<Vec<String>>,
-    /// Directions: tx (the guest sends), rx (the guest receives), rr (request/response with
-    /// sockperf ping-pong, the ends blocking), rr-busy (the same, the ends busy-polling).
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Dir::Tx, Dir::Rx])]
+    /// Directions (comma-separated): tx (the guest sends), rx (the guest receives), rr
+    /// (request/response with sockperf ping-pong, the ends blocking), rr-busy (the same, the
+    /// ends busy-polling).
+    // The values are told above: Dir's own texts describe compare's frames, not TCP.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_values_t = [Dir::Tx, Dir::Rx],
+        hide_possible_values = true
+    )]
     dirs: Vec<Dir>,
     /// TAP offloads.
     #[arg(long, value_enum, default_value = "on")]
@@ -226,11 +247,11 @@ struct TcpArgs {
     out: Option<PathBuf>,
 }
 
-/// Runs; an error is printed once, with its causes (see
-/// [`netstage_platform::cli::exit_code`]).
+/// Runs; an error is printed on one line with each of its causes once (see
+/// [`netstage_platform::cli::exit_code`] and [`CliError`]).
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    netstage_platform::cli::exit_code("experiments", run())
+    netstage_platform::cli::exit_code("experiments", run().map_err(CliError))
 }
 
 fn run() -> anyhow::Result<()> {
@@ -553,7 +574,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             let stopped_by = if stop.load(Ordering::Relaxed) {
                 Some("interrupted (Ctrl-C or SIGTERM)".to_string())
             } else {
-                step.as_ref().err().map(|e| format!("{e:#}"))
+                step.as_ref().err().map(child::causes)
             };
             if let Some(why) = stopped_by {
                 if let Some(rec) = results.record.as_mut() {
@@ -745,7 +766,7 @@ impl SweepCtx<'_> {
                         rate
                     }
                     Err(e) => {
-                        let why = format!("round {round}: {what}: {e:#}");
+                        let why = format!("round {round}: {what}: {}", child::causes(&e));
                         self.bar.suspend(|| eprintln!("experiments: {why}"));
                         results.peer_failures.push(why.clone());
                         why
@@ -871,10 +892,13 @@ fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
     let _ = writer.wait();
     let _ = std::fs::remove_dir_all(&world);
     if !out.status.success() {
-        bail!(
-            "stream reader failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(child::failed(
+            "the stream reader",
+            "failed",
+            out.status,
+            &stderr,
+        ));
     }
     let r: roles::StreamReport = serde_json::from_str(
         String::from_utf8_lossy(&out.stdout)
@@ -943,14 +967,15 @@ fn run_world() -> PathBuf {
     world
 }
 
-/// Starts the backend of scenario `sc` in `world` and waits until it serves; returns it
-/// and the arguments of the frontend's role.
+/// Starts the backend of scenario `sc` in `world` and waits until it serves; returns it,
+/// the tail of its stderr (drained as it runs) and the arguments of the frontend's role. A
+/// backend that exits first is an error showing the end of its stderr.
 fn start_backend(
     exe: &Path,
     world: &Path,
     sc: &Scenario,
     cfg: &RunCfg<'_>,
-) -> anyhow::Result<(std::process::Child, Vec<String>)> {
+) -> anyhow::Result<(std::process::Child, StderrTail, Vec<String>)> {
     let role_args = |cores: &[usize], spin: u64| -> Vec<String> {
         let mut v = vec![
             "--spin-us".to_string(),
@@ -990,25 +1015,33 @@ fn start_backend(
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start the backend process")?;
+    let stderr = StderrTail::capture(&mut back);
     let ready = roles::ready_marker(world);
     let t = Instant::now();
     while !ready.exists() {
         if let Some(st) = back.try_wait()? {
-            bail!("the backend exited early ({st})");
+            return Err(child::failed(
+                "the backend",
+                "exited early",
+                st,
+                &stderr.finish(),
+            ));
         }
         if t.elapsed() > Duration::from_secs(20) {
             let _ = back.kill();
-            bail!("the backend did not come up within 20 s");
+            let st = back.wait()?;
+            let e = child::failed("the backend", "was killed", st, &stderr.finish());
+            return Err(e.context("the backend did not come up within 20 s"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((back, role_args(&front_cores, cfg.spin_us[0])))
+    Ok((back, stderr, role_args(&front_cores, cfg.spin_us[0])))
 }
 
 /// One run: a fresh world, the backend on core 1, a probe, the frontend on core 0.
 fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::Result<Sample> {
     let world = run_world();
-    let (mut back, front_args) = start_backend(exe, &world, sc, cfg)?;
+    let (mut back, back_stderr, front_args) = start_backend(exe, &world, sc, cfg)?;
     let probe_ns = probe(20_000);
     let busy0 = experiments::sys::machine_busy_seconds();
     let back_cpu0 = experiments::sys::process_cpu_seconds(back.id());
@@ -1040,14 +1073,19 @@ fn run_one(exe: &Path, sc: &Scenario, round: u32, cfg: &RunCfg<'_>) -> anyhow::R
     if let Some(out) = back.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    let _ = back.wait();
+    let back_status = back.wait()?;
     let probe_after_ns = probe(20_000);
     let _ = std::fs::remove_dir_all(&world);
+    let back_stderr = back_stderr.finish();
     if !front.status.success() {
-        bail!(
-            "the frontend failed: {}",
-            String::from_utf8_lossy(&front.stderr)
-        );
+        let front_stderr = String::from_utf8_lossy(&front.stderr);
+        let e = child::failed("the frontend", "failed", front.status, &front_stderr);
+        if back_status.success() {
+            return Err(e);
+        }
+        // The backend's end is often the frontend's cause: both are shown.
+        let back = child::failed("the backend", "failed", back_status, &back_stderr);
+        bail!("{e}\n{back}");
     }
     let fr: FrontendReport = serde_json::from_str(
         String::from_utf8_lossy(&front.stdout)

@@ -79,8 +79,9 @@ pub enum PeerError {
         "--peer dpdk needs dpdk-testpmd, which is not on PATH; install Debian's {DPDK_PACKAGES}"
     )]
     NotInstalled,
-    /// A process could not be started or waited for.
-    #[error("cannot run {what}: {source}")]
+    /// A process could not be started or waited for (the I/O error is its source: printed
+    /// after it as a cause, not repeated in its text).
+    #[error("cannot run {what}")]
     Spawn {
         /// Which process.
         what: String,

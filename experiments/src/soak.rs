@@ -116,8 +116,8 @@ pub struct Accounting {
     /// Guest to backend: the frontend's `tx_packets` = the backend's `tx_packets` +
     /// `tx_dropped` + `tx_grant_errors` + the frontend's `tx_unanswered`.
     pub tx: Flow,
-    /// Backend to guest: the backend's `rx_packets` = the frontend's `rx_packets` +
-    /// `rx_dropped` + `rx_unread`.
+    /// Backend to guest: the backend's `rx_packets` + `rx_grant_errors` = the frontend's
+    /// `rx_packets` + `rx_dropped` + `rx_unread`.
     pub rx: Flow,
 }
 
@@ -147,7 +147,9 @@ impl Accounting {
                 dropped: tx_dropped,
             },
             rx: Flow {
-                sent: get(back, "backend", "rx_packets")?,
+                // A packet whose copy failed went on the ring too, answered with an error.
+                sent: get(back, "backend", "rx_packets")?
+                    + get(back, "backend", "rx_grant_errors")?,
                 delivered: get(front, "frontend", "rx_packets")?,
                 dropped: dropped(front, "frontend", &["rx_dropped", "rx_unread"])?,
             },
@@ -363,7 +365,8 @@ mod tests {
             ("tx_packets", 97),
             ("tx_dropped", 2),
             ("tx_grant_errors", 1),
-            ("rx_packets", 50),
+            ("rx_packets", 49),
+            ("rx_grant_errors", 1),
         ]);
         let a = Accounting::from_counters(&front, &back).unwrap();
         assert!(a.balanced(), "{a:?}");
@@ -380,7 +383,8 @@ mod tests {
             ("tx_packets", 97),
             ("tx_dropped", 2),
             ("tx_grant_errors", 1),
-            ("rx_packets", 51),
+            ("rx_packets", 50),
+            ("rx_grant_errors", 1),
         ]);
         let a = Accounting::from_counters(&front, &back).unwrap();
         assert!(!a.balanced());

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use experiments::child::{self, StderrTail};
 use experiments::roles::{BackendReport, Dir, FrontendReport};
 use experiments::soak::{summary, Accounting, Outcome, Plan};
 
@@ -105,7 +106,7 @@ type Found = (bool, String, Option<Accounting>);
 /// must complete transactions), and both ends' counters must add up each way.
 fn soak_run(exe: &Path, sc: &Scenario, cfg: &RunCfg<'_>) -> Found {
     let s = match run_one(exe, sc, 1, cfg) {
-        Err(e) => return (false, format!("{e:#}"), None),
+        Err(e) => return (false, child::causes(&e), None),
         Ok(s) => s,
     };
     let (ok, seen) = match s.check {
@@ -144,7 +145,7 @@ fn accounted(ok: bool, seen: String, front: &serde_json::Value, back: &serde_jso
 fn soak_reconnect(exe: &Path, sc: &Scenario, cfg: &RunCfg<'_>, then: &[String]) -> Found {
     match reconnects(exe, sc, cfg, then) {
         Ok(found) => found,
-        Err(e) => (false, format!("{e:#}"), None),
+        Err(e) => (false, child::causes(&e), None),
     }
 }
 
@@ -155,7 +156,7 @@ fn reconnects(
     then: &[String],
 ) -> anyhow::Result<Found> {
     let world = run_world();
-    let (mut back, front_args) = start_backend(exe, &world, sc, cfg)?;
+    let (mut back, back_stderr, front_args) = start_backend(exe, &world, sc, cfg)?;
     let designs: Vec<&str> = std::iter::once(sc.design.as_str())
         .chain(then.iter().map(String::as_str))
         .collect();
@@ -163,7 +164,7 @@ fn reconnects(
         .iter()
         .map(|d| run_frontend(exe, &with_design(&front_args, d)))
         .collect();
-    let back_report = stop_backend(&mut back);
+    let back_report = stop_backend(&mut back, back_stderr);
     let _ = std::fs::remove_dir_all(&world);
     let (fronts, br) = (fronts?, back_report?);
     let connects = br.metrics["connects"].as_u64().unwrap_or(0);
@@ -222,11 +223,8 @@ pub(super) fn run_frontend(exe: &Path, args: &[String]) -> anyhow::Result<Fronte
         .output()
         .context("cannot run the frontend process")?;
     if !out.status.success() {
-        bail!(
-            "the frontend failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(child::failed("the frontend", "failed", out.status, &stderr));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or(""))
@@ -234,15 +232,21 @@ pub(super) fn run_frontend(exe: &Path, args: &[String]) -> anyhow::Result<Fronte
 }
 
 /// Stops a backend role process (SIGTERM), waits up to 10 s for it to exit and reads the
-/// report it printed.
-pub(super) fn stop_backend(back: &mut Child) -> anyhow::Result<BackendReport> {
+/// report it printed; without one, the error shows the end of its stderr.
+pub(super) fn stop_backend(back: &mut Child, stderr: StderrTail) -> anyhow::Result<BackendReport> {
     experiments::sys::signal(back.id(), libc::SIGTERM)?;
-    ended_within(back, Duration::from_secs(10))?;
+    let (_, status) = ended_within(back, Duration::from_secs(10))?;
     let mut line = String::new();
     if let Some(out) = back.stdout.take() {
         BufReader::new(out).read_line(&mut line)?;
     }
-    serde_json::from_str(line.trim()).context("the backend printed no report when stopped")
+    serde_json::from_str(line.trim()).map_err(|_| {
+        let how = format!("printed no report when stopped ({status})");
+        match back.try_wait() {
+            Ok(Some(st)) => child::failed("the backend", &how, st, &stderr.finish()),
+            _ => anyhow::anyhow!("the backend {how}"),
+        }
+    })
 }
 
 /// A soak step with a fault: SIGKILL of `victim` `ms` milliseconds into a transfer; the
@@ -261,9 +265,10 @@ fn soak_fault(
         seconds: 5.0,
         ..*cfg
     };
-    let (mut back, front_args) = match start_backend(exe, &world, sc, &long) {
+    // The backend's stderr is drained as it runs, and shown if it does not report.
+    let (mut back, back_stderr, front_args) = match start_backend(exe, &world, sc, &long) {
         Ok(x) => x,
-        Err(e) => return (false, format!("{e:#}")),
+        Err(e) => return (false, child::causes(&e)),
     };
     let front = Command::new(exe)
         .arg("role-frontend")
@@ -293,7 +298,7 @@ fn soak_fault(
                 format!("the frontend ended on its own within {secs:.2} s ({status}): {why}")
             })
         }
-        Victim::Frontend => backend_reports(&mut back),
+        Victim::Frontend => backend_reports(&mut back, back_stderr),
     };
     let _ = front.kill();
     let _ = front.wait();
@@ -302,7 +307,7 @@ fn soak_fault(
     let _ = std::fs::remove_dir_all(&world);
     match verdict {
         Ok(d) => (true, d),
-        Err(e) => (false, format!("the {survivor}: {e:#}")),
+        Err(e) => (false, format!("the {survivor}: {}", child::causes(&e))),
     }
 }
 
@@ -319,12 +324,12 @@ fn ended_within(c: &mut Child, bound: Duration) -> anyhow::Result<(f64, String)>
 }
 
 /// Checks the backend outlived its frontend's death, then stops it and reads its report.
-fn backend_reports(back: &mut Child) -> anyhow::Result<String> {
+fn backend_reports(back: &mut Child, stderr: StderrTail) -> anyhow::Result<String> {
     std::thread::sleep(Duration::from_millis(200));
     if let Some(st) = back.try_wait()? {
         bail!("died with its frontend ({st})");
     }
-    let r = stop_backend(back)?;
+    let r = stop_backend(back, stderr)?;
     Ok(format!(
         "the backend outlived it and reported ({} connects, {} TX packets)",
         r.metrics["connects"], r.metrics["tx_packets"]

@@ -764,3 +764,80 @@ fn the_seed_check_reports_the_added_cost_per_packet_against_the_rfc() {
         "{md}"
     );
 }
+
+#[test]
+fn csv_cells_with_commas_or_quotes_are_quoted_and_read_back_whole() {
+    // A design name is free text from the command line or a scenario file.
+    let odd = "ring:8,\"odd\"";
+    let r = results(rounds(odd, &[100.0, 110.0]));
+    for (name, text, columns) in [
+        (
+            "results.csv",
+            experiments::csv(&r),
+            &experiments::RESULTS_CSV_COLUMNS[..],
+        ),
+        (
+            "summary.csv",
+            experiments::summary_csv(&r),
+            &experiments::SUMMARY_CSV_COLUMNS[..],
+        ),
+    ] {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(reader.headers().unwrap(), columns, "{name}");
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert!(!rows.is_empty(), "{name}: {text}");
+        for row in &rows {
+            assert_eq!(row.len(), columns.len(), "{name}: {text}");
+            let design = columns.iter().position(|c| *c == "design").unwrap();
+            assert_eq!(&row[design], odd, "{name}: {text}");
+        }
+    }
+    // Without runs, each file still has its header; a peer run is one line under it.
+    let mut with_peer = results(vec![]);
+    let header = experiments::PEERS_CSV_COLUMNS.join(",") + "\n";
+    assert_eq!(experiments::peers_csv(&with_peer), header);
+    with_peer.peers.push(experiments::peer::PeerSample {
+        round: 1,
+        peer: "dpdk".into(),
+        dir: experiments::Dir::Rx,
+        size: 64,
+        pps: 1.25,
+        gbps: 0.5,
+        periods: vec![1.25],
+        probe_ns: 80.0,
+        probe_after_ns: 81.0,
+        commands: vec![],
+    });
+    assert_eq!(
+        experiments::peers_csv(&with_peer),
+        header + "1,dpdk,rx,64,1.2,0.5000,1,80.0,81.0,0\n"
+    );
+}
+
+/// The names between backticks in `docs/harness.md`'s row for `file` that are column-like
+/// (lower case and underscores), in order.
+fn documented_columns(file: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/harness.md"))
+        .unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{file}` |")))
+        .unwrap_or_else(|| panic!("docs/harness.md has no row for {file}"));
+    row.split('`')
+        .skip(3) // the text before the file's name, the name, the text after it
+        .step_by(2)
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn docs_harness_md_lists_every_csv_column_in_order() {
+    for (file, columns) in [
+        ("results.csv", &experiments::RESULTS_CSV_COLUMNS[..]),
+        ("summary.csv", &experiments::SUMMARY_CSV_COLUMNS[..]),
+        ("peers.csv", &experiments::PEERS_CSV_COLUMNS[..]),
+    ] {
+        assert_eq!(documented_columns(file), columns, "{file}");
+    }
+}

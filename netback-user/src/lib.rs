@@ -93,6 +93,7 @@ mod driver;
 mod metrics;
 mod queue;
 mod staging;
+mod stats;
 pub mod toolstack;
 mod txpath;
 mod xenbus;
@@ -100,16 +101,18 @@ mod xenbus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstage_platform::xenstore::XsClient;
+use netstage_platform::xenstore::{XenStore, XsClient};
 use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 
 pub use driver::RxInjector;
 pub use metrics::{Metrics, MetricsSnapshot, QueueMetricsSnapshot, VifMetricsSnapshot};
 pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{
-    Features, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart,
+    Features, Gso, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart, MAX_PACKET,
 };
+pub use netstage_ring::netif::GsoType;
 pub use queue::{BackQueue, BadRate, QueueFault, Rate, BURST, LEND_MIN};
+pub use stats::{BackendStats, StatsKind, STATS_SCHEMA};
 
 /// How the backend obtains TX packet bytes from the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,19 +285,21 @@ impl<T: GrantImport + EventChannels + DomainInfo + Clone + Send + Sync + 'static
 {
 }
 
-/// A backend domain's netif service.
-pub struct Backend<P: BackendPlatform> {
+/// A backend domain's netif service, reaching XenStore through `X`: the project's
+/// [`XsClient`] by default, or any other [`XenStore`] implementation (one that records or
+/// filters what the backend does, or another client).
+pub struct Backend<P: BackendPlatform, X: XenStore = XsClient> {
     platform: P,
-    xs: XsClient,
+    xs: X,
     cfg: BackendConfig,
     metrics: Arc<Metrics>,
     /// Each vif's counters, in the order first served.
     vifs: std::sync::Mutex<Vec<Arc<Metrics>>>,
 }
 
-impl<P: BackendPlatform> Backend<P> {
+impl<P: BackendPlatform, X: XenStore> Backend<P, X> {
     /// A backend acting for `platform`'s domain, using `xs` (its XenStore connection).
-    pub fn new(platform: P, xs: XsClient, cfg: BackendConfig) -> Self {
+    pub fn new(platform: P, xs: X, cfg: BackendConfig) -> Self {
         Backend {
             platform,
             xs,
@@ -305,7 +310,7 @@ impl<P: BackendPlatform> Backend<P> {
     }
 
     /// The XenStore connection.
-    pub fn xenstore(&self) -> &XsClient {
+    pub fn xenstore(&self) -> &X {
         &self.xs
     }
 

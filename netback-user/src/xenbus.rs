@@ -83,7 +83,10 @@ fn fail<X: XenStore>(xs: &X, p: &VifPaths, msg: &str) {
 
 /// Writes what we offer into the backend directory and goes to InitWait, as netback does
 /// at probe.
-fn advertise<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<(), BackendError> {
+fn advertise<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
+    p: &VifPaths,
+) -> Result<(), BackendError> {
     let xs = &b.xs;
     for (k, on) in b.cfg.offer.keys() {
         xs.write(
@@ -151,8 +154,8 @@ fn wait_for_directory<X: XenStore>(
 /// Serves one vif: for every backend directory the toolstack makes for it (one per guest
 /// instance), advertise, then follow the frontend until the toolstack removes or replaces
 /// the directory or `stop`.
-pub(crate) fn serve<P: BackendPlatform>(
-    b: &Backend<P>,
+pub(crate) fn serve<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
     fe: DomId,
     devid: u32,
     handler: Arc<dyn QueueDriver<P>>,
@@ -173,8 +176,8 @@ pub(crate) fn serve<P: BackendPlatform>(
 /// Follows the frontend of one backend directory (already at InitWait). Returns when
 /// `stop` is set, or when the toolstack removed the directory or wrote `Initialising` into
 /// it (a new device to answer); a `Closing` it writes is answered with `Closed`.
-fn serve_directory<P: BackendPlatform>(
-    b: &Backend<P>,
+fn serve_directory<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
     p: &VifPaths,
     handler: &Arc<dyn QueueDriver<P>>,
     metrics: &Arc<Metrics>,
@@ -235,8 +238,8 @@ enum Step {
 }
 
 /// The backend's side of one backend directory while it follows the frontend.
-struct Follower<'a, P: BackendPlatform> {
-    b: &'a Backend<P>,
+struct Follower<'a, P: BackendPlatform, X: XenStore> {
+    b: &'a Backend<P, X>,
     p: &'a VifPaths,
     handler: &'a Arc<dyn QueueDriver<P>>,
     /// The vif's counters (and its rate limit of warnings).
@@ -254,7 +257,7 @@ struct Follower<'a, P: BackendPlatform> {
     gave_up: bool,
 }
 
-impl<P: BackendPlatform> Drop for Follower<'_, P> {
+impl<P: BackendPlatform, X: XenStore> Drop for Follower<'_, P, X> {
     /// Leaving on an error (XenStore failed) must not leave the queues running with the
     /// frontend's pages mapped.
     fn drop(&mut self) {
@@ -262,7 +265,7 @@ impl<P: BackendPlatform> Drop for Follower<'_, P> {
     }
 }
 
-impl<P: BackendPlatform> Follower<'_, P> {
+impl<P: BackendPlatform, X: XenStore> Follower<'_, P, X> {
     fn set(&mut self, s: XenbusState) -> Result<(), BackendError> {
         write_state(&self.b.xs, &self.p.backend, s)?;
         log::debug!("vif {}: backend {s:?}", self.vif());
@@ -492,7 +495,7 @@ impl<P: BackendPlatform> Follower<'_, P> {
     }
 }
 
-impl<P: BackendPlatform> Backend<P> {
+impl<P: BackendPlatform, X: XenStore> Backend<P, X> {
     fn platform_domid(&self) -> DomId {
         GrantImport::domid(&self.platform)
     }
@@ -500,8 +503,8 @@ impl<P: BackendPlatform> Backend<P> {
 
 /// Reads and checks the frontend's keys, maps its rings, binds its channels, starts the
 /// queues. An error message describes what the frontend got wrong.
-fn connect<P: BackendPlatform>(
-    b: &Backend<P>,
+fn connect<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
     p: &VifPaths,
     handler: &Arc<dyn QueueDriver<P>>,
     metrics: &Arc<Metrics>,
@@ -548,7 +551,11 @@ fn connect<P: BackendPlatform>(
 
 /// The design the frontend chose, from its keys (of queue 0: every queue has the same):
 /// `slots:<data-len>`, `slots-rfc:<data-len>`, `ring:<order>` or the baseline's TX path.
-fn design_of<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths, queues: u32) -> String {
+fn design_of<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
+    p: &VifPaths,
+    queues: u32,
+) -> String {
     let dir = if queues == 1 {
         p.frontend.clone()
     } else {
@@ -574,8 +581,8 @@ fn design_of<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths, queues: u32) -> S
 }
 
 /// The optional features the frontend asked for, each of which must be offered.
-fn negotiated_features<P: BackendPlatform>(
-    b: &Backend<P>,
+fn negotiated_features<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
     p: &VifPaths,
 ) -> Result<Features, String> {
     let xs = &b.xs;
@@ -603,7 +610,10 @@ fn negotiated_features<P: BackendPlatform>(
 }
 
 /// The number of queues the frontend asked for, within what we allow.
-fn queue_count<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<u32, String> {
+fn queue_count<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
+    p: &VifPaths,
+) -> Result<u32, String> {
     let key = format!("{}/multi-queue-num-queues", p.frontend);
     let queues = match read_str(&b.xs, &key) {
         None => 1u32,
@@ -621,8 +631,8 @@ fn queue_count<P: BackendPlatform>(b: &Backend<P>, p: &VifPaths) -> Result<u32, 
 }
 
 /// Maps queue `q`'s rings and staging memory, binds its event channel and builds it.
-fn connect_queue<P: BackendPlatform>(
-    b: &Backend<P>,
+fn connect_queue<P: BackendPlatform, X: XenStore>(
+    b: &Backend<P, X>,
     p: &VifPaths,
     q: u32,
     queues: u32,

@@ -81,7 +81,7 @@ pub(crate) fn connect_with<P: FrontendPlatform>(
             neg.design
         );
     }
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::for_vif(&paths));
     let mut keys = Vec::new();
     let queues = (0..neg.queues)
         .map(|q| share_queue(&platform, &paths, &neg, cfg, q, &shared, &mut keys))

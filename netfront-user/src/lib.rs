@@ -58,6 +58,7 @@ mod link;
 mod metrics;
 mod queue;
 mod staging;
+mod stats;
 #[cfg(test)]
 mod testbed;
 mod threaded;
@@ -75,6 +76,7 @@ pub use netstage_fallback::{CopyPolicy, Design, Features, Packet, PacketBuf, Pac
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
 pub use queue::FrontQueue;
+pub use stats::{FrontendStats, StatsKind, STATS_SCHEMA};
 pub use threaded::{Frontend, FrontendHandler};
 
 /// Frontend settings.

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netstage_fallback::Design;
+use netstage_fallback::{Design, LogLimit};
 use netstage_platform::xenbus::{read_state, wait_state, write_state, VifPaths, XenbusState};
 use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient};
 use netstage_platform::{DomId, EventPort};
 
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::{Metrics, MetricsSnapshot, Tally};
 use crate::{FrontendError, FrontendHandler, FrontendPlatform};
 
 /// How long closing waits for each of the backend's steps (Closing, then Closed).
@@ -28,9 +28,42 @@ pub(crate) struct Shared {
     /// The queues' event ports, woken when the device stops.
     ports: Mutex<Vec<Arc<dyn EventPort>>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The vif, for the log: this domain, the device id and the backend's domain.
+    vif: (DomId, u32, DomId),
+    /// Warnings of the backend's faults, at most a burst per period.
+    faults_log: LogLimit,
 }
 
 impl Shared {
+    /// The state of a new connection of the vif at `paths`.
+    pub(crate) fn for_vif(paths: &VifPaths) -> Shared {
+        Shared {
+            vif: (paths.frontend_dom, paths.devid, paths.backend_dom),
+            ..Shared::default()
+        }
+    }
+
+    /// Warns (rate-limited) of the faults a queue counted in one call: TX requests the
+    /// backend answered with an error, RX packets dropped (error status or a malformed
+    /// chain), grants the backend still held at their response. Per call, never per packet;
+    /// nothing is formatted unless warnings are enabled.
+    pub(crate) fn warn_faults(&self, queue: u16, t: &Tally) {
+        if t.tx_errors == 0 && t.rx_dropped == 0 && t.revokes_refused == 0 {
+            return;
+        }
+        let (me, devid, be) = self.vif;
+        netstage_fallback::warn_limited!(
+            &self.faults_log,
+            "vif {me}:{devid}: faults on queue {q}: {} TX responses with an error status, {} RX \
+             packets dropped (error status or malformed chain), {} grants backend domain {be} \
+             still held at their response",
+            t.tx_errors,
+            t.rx_dropped,
+            t.revokes_refused,
+            q = queue
+        );
+    }
+
     /// Whether the device was stopped.
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)

@@ -63,7 +63,7 @@ fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed
         answer_timeout: answer,
         ..FrontendConfig::default()
     };
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::for_vif(&paths));
     let mut keys = Vec::new();
     let q = share_queue(&front, &paths, &neg, &fcfg, 0, &shared, &mut keys).unwrap();
     let key = |k: &str| -> u32 {
@@ -366,4 +366,53 @@ fn an_event_storm_costs_the_frontend_bounded_wakeups() {
     assert!(m.storm_backoffs > 0, "{m:?}");
     // About one wake-up per millisecond of storm (plus the few before the back-off).
     assert!(woke < 1_500, "{woke} wake-ups for {sent} notifications");
+}
+
+/// Keeps the warnings of this test binary.
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if r.level() == log::Level::Warn {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(r.args().to_string());
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGS: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+/// A backend that refuses every TX request: each refusal is counted, and warned of at most
+/// a burst of lines per period, each naming the vif, the queue and the backend's domain.
+#[test]
+fn refused_requests_are_counted_and_warned_of_at_the_limit() {
+    log::set_logger(&LOGS).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let mut b = bed(Design::GrantCopy, SG);
+    let frame = [7u8; 60];
+    let rounds = 3 * netstage_fallback::log_limit::LOG_BURST;
+    for _ in 0..rounds {
+        // Each burst first reaps the previous one's error response.
+        assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+        b.serve_tx(-1);
+    }
+    assert_eq!(b.q.send_burst(&[]).unwrap(), 0);
+    assert_eq!(b.shared.metrics.snapshot().tx_errors, u64::from(rounds));
+    let mine = format!("vif {FE}:0: faults on queue 0: 1 TX responses with an error status");
+    let w = LOGS.0.lock().unwrap();
+    let faults: Vec<&String> = w.iter().filter(|m| m.starts_with(&mine)).collect();
+    assert_eq!(
+        faults.len(),
+        netstage_fallback::log_limit::LOG_BURST as usize,
+        "{w:#?}"
+    );
+    assert!(
+        faults.iter().all(|m| m.contains("backend domain 0")),
+        "{w:#?}"
+    );
 }

@@ -128,6 +128,11 @@ impl<P: FrontendPlatform> Frontend<P> {
         self.link.metrics_handle()
     }
 
+    /// The counters as one `--stats` object ([`FrontendLink::stats`]).
+    pub fn stats(&self, kind: crate::StatsKind, connected: Instant) -> crate::FrontendStats {
+        self.link.stats(kind, connected)
+    }
+
     /// Why the device stopped working, if it did.
     pub fn broken(&self) -> Option<String> {
         self.link.broken().or_else(|| {

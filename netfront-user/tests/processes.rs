@@ -611,6 +611,7 @@ fn stats_are_json_lines() {
         "{kinds:?}"
     );
     for l in &lines {
+        assert_eq!(l["schema"], netstage_netfront_user::STATS_SCHEMA, "{l}");
         assert!(l["time"].as_f64().is_some_and(|t| t > 1.6e9), "{l}");
         assert_eq!(l["domid"], 1, "{l}");
         assert_eq!(l["queues"], 1, "{l}");
@@ -627,6 +628,7 @@ fn stats_are_json_lines() {
         "{lines:?}"
     );
     let last = lines.last().expect("a line");
+    assert_eq!(last["schema"], netstage_netback_user::STATS_SCHEMA, "{last}");
     assert_eq!(last["kind"], "final", "{last}");
     assert_eq!(last["total"]["tx_packets"], 500, "{last}");
     assert_eq!(last["total"]["connects"], 1, "{last}");

@@ -30,7 +30,7 @@ use netstage_netback_user::{
     toolstack, Backend, BackendConfig, Features, HandshakeFailure, PollMode, RxInjector, TxPath,
     VifHandler,
 };
-use netstage_netback_user::{MetricsSnapshot, VifMetricsSnapshot};
+use netstage_netback_user::{BackendStats, StatsKind};
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
 use netstage_platform::xen::XenDomain;
@@ -220,17 +220,12 @@ impl VifHandler for Sink {
     fn handshake_failed(&self, _why: &HandshakeFailure) {}
 }
 
-/// One `--stats` line: the counters of each vif (and its queues), then their sum.
+/// One `--stats` line: the library's stats object (schema, counters of each vif and its
+/// queues, their sum), and the TAP adapter's counters with `--sink tap:NAME`.
 #[derive(serde::Serialize)]
 struct StatsLine {
-    /// `stats` (every `--stats` seconds) or `final` (at exit).
-    kind: &'static str,
-    /// Seconds since the Unix epoch.
-    time: f64,
-    /// Seconds since the backend started.
-    elapsed_s: f64,
-    vifs: Vec<VifMetricsSnapshot>,
-    total: MetricsSnapshot,
+    #[serde(flatten)]
+    stats: BackendStats,
     /// With `--sink tap:NAME`: the TAP adapter's counters (frames passed on, and dropped
     /// per reason).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,17 +234,13 @@ struct StatsLine {
 
 /// Prints the counters as one JSON line on stdout.
 fn print_stats<P: netstage_netback_user::BackendPlatform>(
-    kind: &'static str,
+    kind: StatsKind,
     backend: &Backend<P>,
     tap: Option<&TapPort>,
     start: Instant,
 ) {
     let line = StatsLine {
-        kind,
-        time: netstage_platform::cli::unix_time(),
-        elapsed_s: start.elapsed().as_secs_f64(),
-        vifs: backend.vif_metrics(),
-        total: backend.metrics(),
+        stats: backend.stats(kind, start),
         tap: tap.map(TapPort::counters),
     };
     if let Ok(json) = serde_json::to_string(&line) {
@@ -406,14 +397,14 @@ fn serve<P: netstage_netback_user::BackendPlatform>(
         std::thread::sleep(Duration::from_millis(50));
         if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
             last = Instant::now();
-            print_stats("stats", &backend, tap.as_deref(), start);
+            print_stats(StatsKind::Stats, &backend, tap.as_deref(), start);
         }
     }
     for t in threads {
         let _ = t.join();
     }
     log::info!("stopped after {:.1} s", start.elapsed().as_secs_f64());
-    print_stats("final", &backend, tap.as_deref(), start);
+    print_stats(StatsKind::Final, &backend, tap.as_deref(), start);
     Ok(())
 }
 

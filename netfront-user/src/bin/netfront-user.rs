@@ -29,7 +29,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use netstage_fallback::{Features, Gso, Packet, PollMode};
 use netstage_netfront_user::{
-    Frontend, FrontendConfig, FrontendError, FrontendHandler, FrontendPlatform,
+    Frontend, FrontendConfig, FrontendError, FrontendHandler, FrontendPlatform, FrontendStats,
+    StatsKind,
 };
 use netstage_platform::sim::{CostMode, DomainConfig, SimWorld};
 use netstage_platform::xen::XenDomain;
@@ -113,20 +114,12 @@ struct Args {
     stats: u64,
 }
 
-/// One JSON line of counters (`--stats`, and the final one).
+/// One JSON line of counters (`--stats`, and the final one): the library's stats object,
+/// and the TAP adapter's counters with `--tap NAME`.
 #[derive(serde::Serialize)]
 struct StatsLine {
-    /// `stats` (every `--stats` seconds) or `final` (after sending, before lingering).
-    kind: &'static str,
-    /// Seconds since the Unix epoch.
-    time: f64,
-    /// Seconds since the device connected.
-    elapsed_s: f64,
-    domid: u16,
-    devid: u32,
-    design: String,
-    queues: u16,
-    counters: netstage_netfront_user::MetricsSnapshot,
+    #[serde(flatten)]
+    stats: FrontendStats,
     /// With `--tap NAME`: the TAP adapter's counters (frames passed on, and dropped per
     /// reason).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,21 +128,13 @@ struct StatsLine {
 
 /// Prints `front`'s counters as one JSON line on stdout.
 fn print_stats<P: FrontendPlatform>(
-    kind: &'static str,
+    kind: StatsKind,
     front: &Frontend<P>,
-    devid: u32,
     tap: Option<&TapPort>,
     start: Instant,
 ) {
     let line = StatsLine {
-        kind,
-        time: netstage_platform::cli::unix_time(),
-        elapsed_s: start.elapsed().as_secs_f64(),
-        domid: front.domid(),
-        devid,
-        design: front.design().to_string(),
-        queues: front.queues(),
-        counters: front.metrics(),
+        stats: front.stats(kind, start),
         tap: tap.map(TapPort::counters),
     };
     if let Ok(json) = serde_json::to_string(&line) {
@@ -167,7 +152,7 @@ fn stats_due<P: FrontendPlatform>(
 ) {
     if args.stats > 0 && last.elapsed() >= Duration::from_secs(args.stats) {
         *last = Instant::now();
-        print_stats("stats", front, args.devid, tap, start);
+        print_stats(StatsKind::Stats, front, tap, start);
     }
 }
 
@@ -495,7 +480,7 @@ fn session<P: FrontendPlatform>(
         m.rx_packets,
         m.tx_errors
     );
-    print_stats("final", &front, args.devid, None, start);
+    print_stats(StatsKind::Final, &front, None, start);
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
@@ -524,8 +509,8 @@ fn session<P: FrontendPlatform>(
     }
     let m = front.close_counted().context("closing")?;
     println!(
-        "netfront-user: closed; received {} packets in all, dropped {}, left unread on the RX ring {}",
-        m.rx_packets, m.rx_dropped, m.rx_unread
+        "netfront-user: closed; received {} packets in all, dropped {}, left unread on the RX ring {}; {} sent never answered",
+        m.rx_packets, m.rx_dropped, m.rx_unread, m.tx_unanswered
     );
     Ok(())
 }
@@ -559,22 +544,17 @@ fn tap_session<P: FrontendPlatform>(
         print_tap_counters(port);
         bail!("device broke: {why}");
     }
-    let (domid, design, queues) = (front.domid(), front.design().to_string(), front.queues());
+    let mut last = front.stats(StatsKind::Final, start);
     let m = front.close_counted().context("closing")?;
     println!(
-        "netfront-user: closed; sent {} packets ({} unsent), received {}, dropped {}, left unread on the RX ring {}",
-        m.tx_packets, m.tx_unsent, m.rx_packets, m.rx_dropped, m.rx_unread
+        "netfront-user: closed; sent {} packets ({} unsent, {} never answered), received {}, dropped {}, left unread on the RX ring {}",
+        m.tx_packets, m.tx_unsent, m.tx_unanswered, m.rx_packets, m.rx_dropped, m.rx_unread
     );
     print_tap_counters(port);
+    // The counters as they stood once the backend had closed.
+    last.counters = m;
     let line = StatsLine {
-        kind: "final",
-        time: netstage_platform::cli::unix_time(),
-        elapsed_s: start.elapsed().as_secs_f64(),
-        domid,
-        devid: args.devid,
-        design,
-        queues,
-        counters: m,
+        stats: last,
         tap: Some(port.counters()),
     };
     println!("{}", serde_json::to_string(&line)?);

@@ -246,9 +246,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(())
     }
 
-    /// Ends a call: publishes the counters and turns a protocol violation into a broken
-    /// device.
+    /// Ends a call: warns of the backend's faults it counted (rate-limited), publishes the
+    /// counters and turns a protocol violation into a broken device.
     fn finish<T>(&mut self, r: Result<T, Broken>) -> Result<T, FrontendError> {
+        self.shared.warn_faults(self.index, &self.tally);
         self.shared.metrics.flush(&mut self.tally);
         r.map_err(|b| {
             self.shared.fault(&b);
