@@ -628,7 +628,11 @@ fn stats_are_json_lines() {
         "{lines:?}"
     );
     let last = lines.last().expect("a line");
-    assert_eq!(last["schema"], netstage_netback_user::STATS_SCHEMA, "{last}");
+    assert_eq!(
+        last["schema"],
+        netstage_netback_user::STATS_SCHEMA,
+        "{last}"
+    );
     assert_eq!(last["kind"], "final", "{last}");
     assert_eq!(last["total"]["tx_packets"], 500, "{last}");
     assert_eq!(last["total"]["connects"], 1, "{last}");

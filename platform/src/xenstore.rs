@@ -56,6 +56,17 @@ pub enum XsError {
     /// The daemon sent something that is not the protocol.
     #[error("xenstore protocol violation: {0}")]
     Protocol(String),
+    /// The daemon did not answer within the client's reply timeout
+    /// ([`XsClient::set_reply_timeout`]); a reply that comes later is ignored.
+    #[error("xenstore {op} {path}: no reply within {waited:?} (the daemon is stopped or stuck)")]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// Its path (or argument).
+        path: String,
+        /// How long the client waited.
+        waited: Duration,
+    },
 }
 
 impl XsError {
@@ -132,6 +143,11 @@ type Watchers = HashMap<String, WatchSink>;
 /// next [`Watch::next`] as the watched path itself ("look again at everything").
 pub const WATCH_QUEUE: usize = 1024;
 
+/// How long a call waits for the daemon's reply by default: a daemon stopped (not dead)
+/// cannot hang its clients for longer. C xenstored answers in microseconds; a transaction
+/// commit of a large store in milliseconds.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The reader thread's end of one watch's bounded queue.
 struct WatchSink {
     tx: SyncSender<String>,
@@ -153,6 +169,8 @@ struct Inner {
     pending: Mutex<Pending>,
     watchers: Mutex<Watchers>,
     next_req: AtomicU32,
+    /// How long a call waits for its reply, in milliseconds.
+    reply_timeout_ms: AtomicU64,
     /// Set (under the `pending` lock) when the reader has stopped.
     closed: std::sync::atomic::AtomicBool,
     /// Why the reader stopped, when the daemon broke the protocol (rather than hung up).
@@ -346,6 +364,7 @@ impl XsClient {
             pending: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             next_req: AtomicU32::new(1),
+            reply_timeout_ms: AtomicU64::new(REPLY_TIMEOUT.as_millis() as u64),
             closed: std::sync::atomic::AtomicBool::new(false),
             broken: Mutex::new(None),
         });
@@ -424,8 +443,36 @@ impl XsClient {
                     source,
                 })?;
         }
-        let (rty, body) = srx.recv().map_err(|_| self.gone())?;
-        reply_payload(ty, rty, body, op, path)
+        let waited = self.reply_timeout();
+        match srx.recv_timeout(waited) {
+            Ok((rty, body)) => reply_payload(ty, rty, body, op, path),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(mut p) = self.inner.pending.lock() {
+                    p.remove(&req_id);
+                }
+                Err(XsError::Timeout {
+                    op,
+                    path: path.to_string(),
+                    waited,
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.gone()),
+        }
+    }
+
+    /// How long each call waits for the daemon's reply before it fails with
+    /// [`XsError::Timeout`] ([`REPLY_TIMEOUT`] unless set).
+    pub fn reply_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.reply_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`XsClient::reply_timeout`] for every clone of this connection (at least a
+    /// millisecond).
+    pub fn set_reply_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.reply_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     fn call_path(&self, ty: MsgType, tx: TxId, path: &str, op: &'static str) -> XsResult<Vec<u8>> {

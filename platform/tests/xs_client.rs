@@ -229,3 +229,39 @@ fn a_slow_watch_drops_and_counts_events_and_says_so() {
         Some("/flood/after")
     );
 }
+
+/// A daemon that takes requests and never answers (stopped, not dead) fails each call after
+/// the client's reply timeout, naming the operation and path, instead of hanging it.
+#[test]
+fn a_daemon_that_never_answers_fails_calls_after_the_reply_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("mute");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mute = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        // Reads until the client hangs up; answers nothing.
+        let _ = s.read_to_end(&mut sink);
+    });
+    let c = XsClient::connect(&sock).unwrap();
+    assert_eq!(
+        c.reply_timeout(),
+        netstage_platform::xenstore::REPLY_TIMEOUT
+    );
+    c.set_reply_timeout(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let e = c.read(NO_TX, "/some/node").unwrap_err();
+    assert!(t.elapsed() >= Duration::from_millis(200), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{e}");
+    match &e {
+        XsError::Timeout { op, path, waited } => {
+            assert_eq!((*op, path.as_str()), ("read", "/some/node"));
+            assert_eq!(*waited, Duration::from_millis(200));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("no reply within"), "{e}");
+    drop(c);
+    mute.join().unwrap();
+}
