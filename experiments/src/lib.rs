@@ -1453,7 +1453,10 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
 /// Writes `records` as CSV, quoting values as RFC 4180 asks, under a header of their field
 /// names, which must be `columns` (the header is written from `columns` when there are no
 /// records; a debug build checks that the two agree).
-fn write_csv<R: Serialize>(columns: &[&str], records: impl IntoIterator<Item = R>) -> String {
+pub(crate) fn write_csv<R: Serialize>(
+    columns: &[&str],
+    records: impl IntoIterator<Item = R>,
+) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut records = records.into_iter().peekable();
     let written = if records.peek().is_none() {
@@ -1474,7 +1477,7 @@ fn write_csv<R: Serialize>(columns: &[&str], records: impl IntoIterator<Item = R
 
 /// How the CSV files write a cell: a number at a fixed count of decimals (as the reports
 /// print it), a value by its `Display`, an absent one as an empty cell.
-mod cell {
+pub(crate) mod cell {
     use serde::Serializer;
 
     /// `v` with `N` decimals.

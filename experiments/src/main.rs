@@ -233,9 +233,10 @@ struct TcpArgs {
     /// Leave out the kernel veth reference.
     #[arg(long)]
     no_veth: bool,
-    /// Parallel TCP streams per run (iperf3 -P, 1 to 128).
-    #[arg(long, default_value_t = 1)]
-    streams: u32,
+    /// Parallel TCP streams (iperf3 -P, 1 to 128), comma-separated: each a run of its own
+    /// (an axis with its own chart when there are two or more).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32])]
+    streams: Vec<u32>,
     /// Microseconds the frontend's event-channel waits spin before sleeping.
     #[arg(long, default_value_t = DEFAULT_SPIN_US[0])]
     front_spin_us: u64,
@@ -1148,8 +1149,8 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     if a.seconds == 0 || a.rounds == 0 {
         bail!("experiments tcp: --seconds and --rounds must be at least 1");
     }
-    if !(1..=128).contains(&a.streams) {
-        bail!("experiments tcp: --streams is 1 to 128 (iperf3's limit)");
+    if let Some(n) = a.streams.iter().find(|n| !(1..=128).contains(*n)) {
+        bail!("experiments tcp: --streams: {n}: each is 1 to 128 (iperf3's limit)");
     }
     let mut designs = a.designs.clone().unwrap_or_else(|| {
         [
@@ -1188,7 +1189,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         cost: a.cost.clone(),
         busy: a.busy,
         spin_us: [a.front_spin_us, a.back_spin_us],
-        streams: a.streams,
+        streams: a.streams.clone(),
     };
     let out = a.out.clone().unwrap_or_else(|| {
         let t = SystemTime::now()
@@ -1198,17 +1199,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     experiments::sys::remove_stale_worlds();
-    // veth is the kernel's path: it runs once per direction, with the kernel's offloads.
-    let mut runs: Vec<(String, Dir, bool)> = Vec::new();
-    for dir in &plan.dirs {
-        for off in &plan.offloads {
-            for d in &plan.designs {
-                if d != "veth" || *off == plan.offloads[0] {
-                    runs.push((d.clone(), *dir, d == "veth" || *off));
-                }
-            }
-        }
-    }
+    let runs = tcp::plan_runs(&plan);
     let bar = progress_bar(runs.len() as u64 * u64::from(plan.rounds));
     let exe = std::env::current_exe()?;
     let poll = if plan.busy { "busy-poll" } else { "blocking" };
@@ -1227,12 +1218,12 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         machine,
         samples: Vec::new(),
         commands: tcp::commands(&plan),
-        streams: plan.streams,
     };
     for round in 1..=plan.rounds {
-        for (d, dir, off) in &runs {
+        for run in &runs {
+            let (d, dir) = (&run.design, run.dir);
             bar.set_message(format!("{dir} {d}"));
-            let s = tcp::run_tcp(&exe, &plan, d, *dir, *off, round)
+            let s = tcp::run_tcp(&exe, &plan, run, round)
                 .with_context(|| format!("round {round}: tcp {dir} {d}"))?;
             results.samples.push(s);
             bar.inc(1);
@@ -1252,13 +1243,15 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Draws the TCP chart next to the TCP report: goodput per design and direction, at the
-/// first offload setting that ran (messages go to stderr).
+/// Draws the TCP charts next to the TCP report (messages go to stderr): goodput per
+/// design and direction at the first offload setting and stream count that ran, and one
+/// chart per axis the run swept ([`experiments::tcp::tcp_axis_charts`]).
 fn tcp_chart(r: &experiments::tcp::TcpResults, dir: &Path) {
     let rows = experiments::tcp::tcp_rows(r);
-    let Some(offload) = r.samples.first().map(|s| s.offload) else {
+    let Some(first) = r.samples.iter().find(|s| !s.dir.is_rr()) else {
         return;
     };
+    let (offload, streams) = (first.offload, first.streams);
     let mut designs: Vec<String> = Vec::new();
     let mut dirs: Vec<Dir> = Vec::new();
     // Bulk directions only: request/response has its own table.
@@ -1270,10 +1263,7 @@ fn tcp_chart(r: &experiments::tcp::TcpResults, dir: &Path) {
             dirs.push(s.dir);
         }
     }
-    if dirs.is_empty() {
-        return;
-    }
-    let series: Vec<(&'static str, Vec<f64>)> = dirs
+    let series: Vec<(std::borrow::Cow<'static, str>, Vec<f64>)> = dirs
         .iter()
         .map(|d| {
             let name = if *d == Dir::Tx {
@@ -1286,21 +1276,32 @@ fn tcp_chart(r: &experiments::tcp::TcpResults, dir: &Path) {
                 .map(|x| {
                     rows.iter()
                         .find(|r| {
-                            r.dir == *d && &r.design == x && (r.offload == offload || x == "veth")
+                            r.dir == *d
+                                && &r.design == x
+                                && r.streams == streams
+                                && (r.offload == offload || x == "veth")
                         })
                         .map_or(0.0, |r| r.gbps.median)
                 })
                 .collect();
-            (name, v)
+            (name.into(), v)
         })
         .collect();
     let caption = format!(
-        "TCP goodput through each design (iperf3, offloads {})",
+        "TCP goodput through each design (iperf3, offloads {}, {streams} stream(s))",
         if offload { "on" } else { "off" }
     );
-    if let Err(e) =
-        experiments::plots::write_bar_chart(dir, "tcp", caption, "Gbit/s", designs, series)
-    {
+    let mut drawn =
+        experiments::plots::write_bar_chart(dir, "tcp", caption, "Gbit/s", designs, series);
+    for c in experiments::tcp::tcp_axis_charts(r) {
+        if drawn.is_err() {
+            break;
+        }
+        let series = c.series.into_iter().map(|(l, v)| (l.into(), v)).collect();
+        drawn =
+            experiments::plots::write_bar_chart(dir, &c.name, c.caption, "Gbit/s", c.names, series);
+    }
+    if let Err(e) = drawn {
         eprintln!("\nplot not drawn: {e}");
     }
 }

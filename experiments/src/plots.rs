@@ -319,19 +319,19 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
 }
 
 /// A design's place on a sizing axis.
-struct AxisPoint {
+pub(crate) struct AxisPoint {
     /// The family (ring designs of one policy, slots in one encoding), as the caption says it.
-    family: String,
+    pub(crate) family: String,
     /// The chart's file name.
-    chart: String,
+    pub(crate) chart: String,
     /// What the parameter is.
-    what: &'static str,
+    pub(crate) what: &'static str,
     /// The parameter: ring order or slot data-len.
-    param: u32,
+    pub(crate) param: u32,
 }
 
 /// Where `design` lies on a sizing axis, if it does.
-fn axis_of(design: &str) -> Option<AxisPoint> {
+pub(crate) fn axis_of(design: &str) -> Option<AxisPoint> {
     use netstage_fallback::Design;
     let (family, chart, what, param) = match design.parse::<Design>().ok()? {
         Design::Ring { order, policy } => (
@@ -687,13 +687,13 @@ pub fn write_bar_chart(
     caption: String,
     y_desc: &'static str,
     names: Vec<String>,
-    series: Vec<(&'static str, Vec<f64>)>,
+    series: Vec<(Cow<'static, str>, Vec<f64>)>,
 ) -> Result<Vec<PathBuf>, PlotError> {
     let bars = Bars {
         caption,
         y_desc,
         names,
-        series: series.into_iter().map(|(l, v)| (l.into(), v)).collect(),
+        series,
         stacked: false,
         legend: SeriesLabelPosition::UpperRight,
     };

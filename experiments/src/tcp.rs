@@ -194,6 +194,9 @@ pub struct TcpSample {
     pub dir: Dir,
     /// TAP offloads on (64 KiB segments, blank checksums).
     pub offload: bool,
+    /// Parallel TCP streams (`iperf3 -P`; 1 for request/response).
+    #[serde(default = "one_stream")]
+    pub streams: u32,
     /// Goodput the receiver saw, Gbit/s.
     pub gbps: f64,
     /// TCP retransmissions the sender counted.
@@ -334,9 +337,6 @@ pub struct TcpResults {
     pub samples: Vec<TcpSample>,
     /// The iperf3 commands (with the run's seconds), for the record.
     pub commands: Vec<String>,
-    /// Parallel TCP streams per run (`iperf3 -P`).
-    #[serde(default = "one_stream")]
-    pub streams: u32,
 }
 
 fn one_stream() -> u32 {
@@ -350,6 +350,8 @@ pub struct TcpRow {
     pub dir: Dir,
     /// Offloads.
     pub offload: bool,
+    /// Parallel TCP streams.
+    pub streams: u32,
     /// Design.
     pub design: String,
     /// Goodput over rounds.
@@ -367,24 +369,26 @@ pub struct TcpRow {
     pub n: usize,
 }
 
-/// Summarises per (direction, offload, design), designs in first-seen order.
+/// Summarises per (direction, offload, streams, design), designs in first-seen order.
 pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
     let mut order: Vec<&str> = Vec::new();
-    let mut keys: Vec<(Dir, bool)> = Vec::new();
+    let mut keys: Vec<(Dir, bool, u32)> = Vec::new();
     for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
         if !order.contains(&s.design.as_str()) {
             order.push(&s.design);
         }
-        if !keys.contains(&(s.dir, s.offload)) {
-            keys.push((s.dir, s.offload));
+        if !keys.contains(&(s.dir, s.offload, s.streams)) {
+            keys.push((s.dir, s.offload, s.streams));
         }
     }
     let mut rows = Vec::new();
-    for (dir, offload) in keys {
+    for (dir, offload, streams) in keys {
         let of = |d: &str| -> Vec<&TcpSample> {
             r.samples
                 .iter()
-                .filter(|s| s.dir == dir && s.offload == offload && s.design == d)
+                .filter(|s| {
+                    s.dir == dir && s.offload == offload && s.streams == streams && s.design == d
+                })
                 .collect()
         };
         let med = |v: Vec<f64>| spread(&v).map_or(0.0, |s| s.median);
@@ -397,6 +401,7 @@ pub fn tcp_rows(r: &TcpResults) -> Vec<TcpRow> {
             rows.push(TcpRow {
                 dir,
                 offload,
+                streams,
                 design: d.to_string(),
                 ratio: base
                     .filter(|b| b.median > 0.0)
@@ -429,7 +434,9 @@ pub fn tcp_diff(a: &TcpResults, b: &TcpResults) -> Vec<crate::Change> {
             .into_iter()
             .map(|x| {
                 let off = if x.offload { "on" } else { "off" };
-                (x.dir, 0, format!("{} (offloads {off})", x.design), x.gbps)
+                let p = if x.streams == 1 { "" } else { "s" };
+                let name = format!("{} (offloads {off}, {} stream{p})", x.design, x.streams);
+                (x.dir, 0, name, x.gbps)
             })
             .collect()
     };
@@ -457,20 +464,24 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
         m.kernel,
         m.cost_mode,
         m.waiting(),
-        if r.streams == 1 {
-            "one stream".to_string()
-        } else {
-            format!("{} parallel streams", r.streams)
+        match streams_of(r).as_slice() {
+            [1] => "one stream".to_string(),
+            [n] => format!("{n} parallel streams"),
+            _ => "as many parallel streams as the table says".to_string(),
         }
     );
-    let _ = writeln!(out, "| dir | offloads | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | frontend CPU ms/GB | backend CPU ms/GB | runs |");
-    let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| dir | offloads | streams | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | frontend CPU ms/GB | backend CPU ms/GB | runs |");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
     for row in tcp_rows(r) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | [{:.2}..{:.2}] | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | [{:.2}..{:.2}] | {} | {:.0} | {} | {} | {} | {} |",
             row.dir,
             if row.offload { "on" } else { "off" },
+            row.streams,
             row.design,
             row.gbps.median,
             row.gbps.min,
@@ -495,6 +506,9 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     let _ = writeln!(out, "```");
     if r.samples.iter().any(|s| !s.dir.is_rr()) {
         let _ = writeln!(out, "\n![tcp](tcp.svg)");
+        for c in tcp_axis_charts(r) {
+            let _ = writeln!(out, "\n![{}]({}.svg)", c.caption, c.name);
+        }
     }
     out
 }
@@ -603,8 +617,9 @@ pub struct TcpPlan {
     pub busy: bool,
     /// Spin before blocking, frontend and backend, microseconds.
     pub spin_us: [u64; 2],
-    /// Parallel TCP streams per run.
-    pub streams: u32,
+    /// Parallel TCP streams per bulk run, each a run of its own (request/response runs
+    /// take the first).
+    pub streams: Vec<u32>,
 }
 
 /// Refuses to start unless root, `ip` and `iperf3` are there, naming what is missing.
@@ -817,14 +832,14 @@ fn client_args(dir: Dir, seconds: u32, streams: u32) -> Vec<String> {
 
 /// One run: namespaces, the two ends (or a veth pair), the workload (iperf3 for `tx`/`rx`,
 /// sockperf ping-pong for `rr`/`rr-busy`), teardown.
-pub fn run_tcp(
-    exe: &Path,
-    plan: &TcpPlan,
-    design: &str,
-    dir: Dir,
-    offload: bool,
-    round: u32,
-) -> anyhow::Result<TcpSample> {
+pub fn run_tcp(exe: &Path, plan: &TcpPlan, run: &TcpRun, round: u32) -> anyhow::Result<TcpSample> {
+    let TcpRun {
+        design,
+        dir,
+        offload,
+        streams,
+    } = run;
+    let (design, dir, offload, streams) = (design.as_str(), *dir, *offload, *streams);
     let tag = std::process::id().to_string();
     let mut ns = Netns::create(&tag)?;
     let world = PathBuf::from(format!("/dev/shm/netstage-tcp-{tag}"));
@@ -841,7 +856,7 @@ pub fn run_tcp(
     let load = if dir.is_rr() {
         Workload::Rr(sockperf_run(&mut ns, plan.seconds)?)
     } else {
-        Workload::Bulk(iperf3_run(&mut ns, plan, dir)?)
+        Workload::Bulk(iperf3_run(&mut ns, plan, dir, streams)?)
     };
     let probe_after = crate::probe(20_000);
     let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
@@ -854,14 +869,62 @@ pub fn run_tcp(
     let _ = std::fs::remove_dir_all(&world);
     Ok(sample(
         round,
-        design,
-        dir,
-        offload,
+        run,
         load,
         front,
         back,
         [probe_before, probe_after],
     ))
+}
+
+/// One run of a TCP plan: a design in a direction with offloads on or off and a number of
+/// parallel streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRun {
+    /// Design, or `veth`.
+    pub design: String,
+    /// Direction.
+    pub dir: Dir,
+    /// TAP offloads on.
+    pub offload: bool,
+    /// Parallel TCP streams (1 for request/response).
+    pub streams: u32,
+}
+
+/// The runs of one round of `plan`, in order: per direction, offload setting and streams,
+/// each design. The kernel's veth runs with the first offload setting only (the kernel's
+/// own offloads), and request/response runs with one stream.
+pub fn plan_runs(plan: &TcpPlan) -> Vec<TcpRun> {
+    let mut runs = Vec::new();
+    for &dir in &plan.dirs {
+        let streams: &[u32] = if dir.is_rr() { &[1] } else { &plan.streams };
+        for &offload in &plan.offloads {
+            for &n in streams {
+                for d in &plan.designs {
+                    if d != "veth" || offload == plan.offloads[0] {
+                        runs.push(TcpRun {
+                            design: d.clone(),
+                            dir,
+                            offload: d == "veth" || offload,
+                            streams: n,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    runs
+}
+
+/// The stream counts of `r`'s bulk runs, in the order first run.
+fn streams_of(r: &TcpResults) -> Vec<u32> {
+    let mut v: Vec<u32> = Vec::new();
+    for s in r.samples.iter().filter(|s| !s.dir.is_rr()) {
+        if !v.contains(&s.streams) {
+            v.push(s.streams);
+        }
+    }
+    v
 }
 
 /// What a run's workload measured.
@@ -873,12 +936,9 @@ enum Workload {
 }
 
 /// The sample of a finished run.
-#[allow(clippy::too_many_arguments)]
 fn sample(
     round: u32,
-    design: &str,
-    dir: Dir,
-    offload: bool,
+    run: &TcpRun,
     load: Workload,
     front: TcpEndReport,
     back: TcpEndReport,
@@ -891,9 +951,10 @@ fn sample(
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     TcpSample {
         round,
-        design: design.into(),
-        dir,
-        offload,
+        design: run.design.clone(),
+        dir: run.dir,
+        offload: run.offload,
+        streams: run.streams,
         gbps: f(&end["sum_received"]["bits_per_second"]) / 1e9,
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
         seconds: rr.map_or(f(&end["sum_received"]["seconds"]), |r| r.seconds),
@@ -1001,11 +1062,16 @@ fn link_netstage(
 
 /// Bulk transfer: iperf3's server in the host's namespace, its client in the guest's.
 /// Returns iperf3's `end` summary.
-fn iperf3_run(ns: &mut Netns, plan: &TcpPlan, dir: Dir) -> anyhow::Result<serde_json::Value> {
+fn iperf3_run(
+    ns: &mut Netns,
+    plan: &TcpPlan,
+    dir: Dir,
+    streams: u32,
+) -> anyhow::Result<serde_json::Value> {
     let core = (1 % crate::sys::cpus()).to_string();
     let argv = ["iperf3", "-s", "-1", "-B", HOST_IP, "-A", &core].map(String::from);
     start_server(ns, &argv, IPERF3_PORT, "iperf3 -s")?;
-    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, plan.streams))
+    let out = Netns::exec(&ns.guest, &client_args(dir, plan.seconds, streams))
         .output()
         .context("cannot run iperf3 -c")?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
@@ -1091,42 +1157,242 @@ pub fn commands(plan: &TcpPlan) -> Vec<String> {
         ));
     }
     for d in plan.dirs.iter().filter(|d| !d.is_rr()) {
-        v.push(format!(
-            "{}   (guest namespace)",
-            client_args(*d, plan.seconds, plan.streams).join(" ")
-        ));
+        for n in &plan.streams {
+            v.push(format!(
+                "{}   (guest namespace)",
+                client_args(*d, plan.seconds, *n).join(" ")
+            ));
+        }
     }
     v
 }
 
-/// Every TCP run as CSV.
-pub fn tcp_csv(r: &TcpResults) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "round,design,dir,offload,gbps,retransmits,seconds,guest_cpu_pct,host_cpu_pct,front_cpu_s,back_cpu_s,netif_packets,netif_bytes,tap_drops\n",
-    );
-    for s in &r.samples {
-        let (p, b) = s.netif_packets();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{:.4},{},{:.3},{:.1},{:.1},{:.3},{:.3},{},{},{}",
-            s.round,
-            s.design,
-            s.dir,
-            s.offload,
-            s.gbps,
-            s.retransmits,
-            s.seconds,
-            s.guest_cpu_pct,
-            s.host_cpu_pct,
-            s.front_cpu_s,
-            s.back_cpu_s,
-            p,
-            b,
-            s.tap_drops
-        );
+/// A chart of goodput along one axis a TCP run swept: bars per point of the axis, a series
+/// per what else varied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpAxisChart {
+    /// File name (without extension).
+    pub name: String,
+    /// Caption.
+    pub caption: String,
+    /// The axis's points, left to right.
+    pub names: Vec<String>,
+    /// Each series' label and its Gbit/s (median) at each point (0 where it did not run).
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// One chart per axis the run swept, per bulk direction: the data-ring order or slot
+/// data-len (three or more designs of one family), the number of streams (two or more) and
+/// the offloads (both settings).
+pub fn tcp_axis_charts(r: &TcpResults) -> Vec<TcpAxisChart> {
+    let rows = tcp_rows(r);
+    let mut out = Vec::new();
+    for dir in [Dir::Tx, Dir::Rx] {
+        let rows: Vec<&TcpRow> = rows.iter().filter(|x| x.dir == dir).collect();
+        out.extend(design_axes(&rows, dir));
+        out.extend(streams_axis(&rows, dir));
+        out.extend(offload_axis(&rows, dir));
     }
     out
+}
+
+/// The label of a row's other settings: offloads and streams.
+fn setting(row: &TcpRow) -> String {
+    let p = if row.streams == 1 { "" } else { "s" };
+    let off = if row.offload { "on" } else { "off" };
+    format!("offloads {off}, {} stream{p}", row.streams)
+}
+
+/// Distinct values of `f` over `rows`, in first-seen order.
+fn distinct<T: PartialEq>(rows: &[&TcpRow], f: impl Fn(&TcpRow) -> T) -> Vec<T> {
+    let mut v = Vec::new();
+    for r in rows {
+        let x = f(r);
+        if !v.contains(&x) {
+            v.push(x);
+        }
+    }
+    v
+}
+
+/// Gbit/s by ring order or slot data-len, a series per offload and streams setting.
+fn design_axes(rows: &[&TcpRow], dir: Dir) -> Vec<TcpAxisChart> {
+    let on_axis: Vec<(crate::plots::AxisPoint, &TcpRow)> = rows
+        .iter()
+        .filter_map(|x| Some((crate::plots::axis_of(&x.design)?, *x)))
+        .collect();
+    let mut out = Vec::new();
+    let charts = distinct(&on_axis.iter().map(|(_, r)| *r).collect::<Vec<_>>(), |r| {
+        crate::plots::axis_of(&r.design).map(|a| a.chart)
+    });
+    for chart in charts.into_iter().flatten() {
+        let members: Vec<&(crate::plots::AxisPoint, &TcpRow)> =
+            on_axis.iter().filter(|(a, _)| a.chart == chart).collect();
+        let mut params: Vec<u32> = members.iter().map(|(a, _)| a.param).collect();
+        params.sort_unstable();
+        params.dedup();
+        if params.len() < 3 {
+            continue;
+        }
+        let settings = distinct(
+            &members.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            setting,
+        );
+        let series = settings
+            .iter()
+            .map(|st| {
+                let at = |p: u32| {
+                    members
+                        .iter()
+                        .find(|(a, r)| a.param == p && setting(r) == *st)
+                        .map_or(0.0, |(_, r)| r.gbps.median)
+                };
+                (st.clone(), params.iter().map(|&p| at(p)).collect())
+            })
+            .collect();
+        let (what, family) = (members[0].0.what, &members[0].0.family);
+        out.push(TcpAxisChart {
+            name: format!("tcp-{chart}-{dir}"),
+            caption: format!("TCP {dir}: Gbit/s by {what}, {family}"),
+            names: params.iter().map(u32::to_string).collect(),
+            series,
+        });
+    }
+    out
+}
+
+/// Gbit/s by parallel streams, a series per design (at the first offload setting).
+fn streams_axis(rows: &[&TcpRow], dir: Dir) -> Option<TcpAxisChart> {
+    let streams = distinct(rows, |r| r.streams);
+    let offload = rows.first()?.offload;
+    if streams.len() < 2 {
+        return None;
+    }
+    let designs = distinct(rows, |r| r.design.clone());
+    let series = designs
+        .iter()
+        .map(|d| {
+            let at = |n: u32| {
+                rows.iter()
+                    .find(|r| {
+                        r.design == *d && r.streams == n && (r.offload == offload || d == "veth")
+                    })
+                    .map_or(0.0, |r| r.gbps.median)
+            };
+            (d.clone(), streams.iter().map(|&n| at(n)).collect())
+        })
+        .collect();
+    Some(TcpAxisChart {
+        name: format!("tcp-axis-streams-{dir}"),
+        caption: format!(
+            "TCP {dir}: Gbit/s by parallel streams (offloads {})",
+            if offload { "on" } else { "off" }
+        ),
+        names: streams.iter().map(u32::to_string).collect(),
+        series,
+    })
+}
+
+/// Gbit/s per design with offloads on and off (at the first stream count).
+fn offload_axis(rows: &[&TcpRow], dir: Dir) -> Option<TcpAxisChart> {
+    let streams = rows.first()?.streams;
+    let offloads = distinct(rows, |r| r.offload);
+    if offloads.len() < 2 {
+        return None;
+    }
+    let designs: Vec<String> = distinct(rows, |r| r.design.clone())
+        .into_iter()
+        .filter(|d| d != "veth")
+        .collect();
+    let series = [true, false]
+        .iter()
+        .map(|&off| {
+            let at = |d: &String| {
+                rows.iter()
+                    .find(|r| r.design == *d && r.offload == off && r.streams == streams)
+                    .map_or(0.0, |r| r.gbps.median)
+            };
+            let label = if off { "offloads on" } else { "offloads off" };
+            (label.to_string(), designs.iter().map(at).collect())
+        })
+        .collect();
+    Some(TcpAxisChart {
+        name: format!("tcp-axis-offloads-{dir}"),
+        caption: format!("TCP {dir}: Gbit/s with offloads on and off ({streams} stream(s))"),
+        names: designs,
+        series,
+    })
+}
+
+/// The columns of `tcp.csv`.
+pub const TCP_CSV_COLUMNS: [&str; 15] = [
+    "round",
+    "design",
+    "dir",
+    "offload",
+    "streams",
+    "gbps",
+    "retransmits",
+    "seconds",
+    "guest_cpu_pct",
+    "host_cpu_pct",
+    "front_cpu_s",
+    "back_cpu_s",
+    "netif_packets",
+    "netif_bytes",
+    "tap_drops",
+];
+
+/// One line of `tcp.csv`: one run.
+#[derive(Serialize)]
+struct TcpRecord<'a> {
+    round: u32,
+    design: &'a str,
+    #[serde(serialize_with = "crate::cell::display")]
+    dir: Dir,
+    offload: bool,
+    streams: u32,
+    #[serde(serialize_with = "crate::cell::fixed::<4, _>")]
+    gbps: f64,
+    retransmits: u64,
+    #[serde(serialize_with = "crate::cell::fixed::<3, _>")]
+    seconds: f64,
+    #[serde(serialize_with = "crate::cell::fixed::<1, _>")]
+    guest_cpu_pct: f64,
+    #[serde(serialize_with = "crate::cell::fixed::<1, _>")]
+    host_cpu_pct: f64,
+    #[serde(serialize_with = "crate::cell::fixed::<3, _>")]
+    front_cpu_s: f64,
+    #[serde(serialize_with = "crate::cell::fixed::<3, _>")]
+    back_cpu_s: f64,
+    netif_packets: f64,
+    netif_bytes: f64,
+    tap_drops: u64,
+}
+
+/// Every TCP run as CSV (through the `csv` crate: a cell is quoted when it must be).
+pub fn tcp_csv(r: &TcpResults) -> String {
+    let records = r.samples.iter().map(|s| {
+        let (netif_packets, netif_bytes) = s.netif_packets();
+        TcpRecord {
+            round: s.round,
+            design: &s.design,
+            dir: s.dir,
+            offload: s.offload,
+            streams: s.streams,
+            gbps: s.gbps,
+            retransmits: s.retransmits,
+            seconds: s.seconds,
+            guest_cpu_pct: s.guest_cpu_pct,
+            host_cpu_pct: s.host_cpu_pct,
+            front_cpu_s: s.front_cpu_s,
+            back_cpu_s: s.back_cpu_s,
+            netif_packets,
+            netif_bytes,
+            tap_drops: s.tap_drops,
+        }
+    });
+    crate::write_csv(&TCP_CSV_COLUMNS, records)
 }
 
 #[cfg(test)]
@@ -1174,7 +1440,7 @@ sockperf: ---> <MIN> observation =    5.740\n";
             cost: "none".into(),
             busy: false,
             spin_us: [20, 20],
-            streams: 1,
+            streams: vec![1],
         };
         let bulk = commands(&plan(vec![Dir::Tx])).join("\n");
         assert!(
@@ -1185,6 +1451,136 @@ sockperf: ---> <MIN> observation =    5.740\n";
         assert!(
             rr.contains("sockperf ping-pong") && !rr.contains("iperf3"),
             "{rr}"
+        );
+    }
+
+    fn bulk(design: &str, offload: bool, streams: u32, gbps: f64) -> TcpSample {
+        TcpSample {
+            round: 1,
+            design: design.into(),
+            dir: Dir::Tx,
+            offload,
+            streams,
+            gbps,
+            retransmits: 0,
+            seconds: 1.0,
+            guest_cpu_pct: 0.0,
+            host_cpu_pct: 0.0,
+            rr: None,
+            front_cpu_s: 0.0,
+            back_cpu_s: 0.0,
+            front_metrics: serde_json::Value::Null,
+            back_metrics: serde_json::Value::Null,
+            tap_drops: 0,
+            tap_drop_reasons: Vec::new(),
+            probe_ns: [0.0; 2],
+        }
+    }
+
+    #[test]
+    fn each_axis_a_run_swept_gets_its_chart() {
+        let mut samples = Vec::new();
+        for (i, d) in [
+            "ring:4:greedy",
+            "ring:8:greedy",
+            "ring:9:greedy",
+            "grant-copy",
+        ]
+        .iter()
+        .enumerate()
+        {
+            for (off, streams) in [(true, 1), (true, 4), (false, 1)] {
+                let g = (i + 1) as f64 + f64::from(streams) * 10.0 + if off { 100.0 } else { 0.0 };
+                samples.push(bulk(d, off, streams, g));
+            }
+        }
+        let r = TcpResults {
+            machine: Machine::detect("none", "blocking"),
+            samples,
+            commands: Vec::new(),
+        };
+        let charts = tcp_axis_charts(&r);
+        let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tcp-axis-ring-order-greedy-tx",
+                "tcp-axis-streams-tx",
+                "tcp-axis-offloads-tx"
+            ]
+        );
+        let ring = &charts[0];
+        assert_eq!(ring.names, ["4", "8", "9"]);
+        assert_eq!(ring.series[0].0, "offloads on, 1 stream");
+        assert_eq!(ring.series[0].1, [111.0, 112.0, 113.0]);
+        assert_eq!(ring.series[1].0, "offloads on, 4 streams");
+        assert_eq!(ring.series[2].1, [11.0, 12.0, 13.0]);
+        let streams = &charts[1];
+        assert_eq!(streams.names, ["1", "4"]);
+        assert_eq!(
+            streams.series[3],
+            ("grant-copy".to_string(), vec![114.0, 144.0])
+        );
+        let off = &charts[2];
+        assert_eq!(off.series[0].0, "offloads on");
+        assert_eq!(off.series[1].1, [11.0, 12.0, 13.0, 14.0]);
+        // One stream count and one offload setting: no axis but the designs'.
+        let r = TcpResults {
+            samples: r
+                .samples
+                .into_iter()
+                .filter(|s| s.offload && s.streams == 1)
+                .collect(),
+            ..r
+        };
+        let names: Vec<String> = tcp_axis_charts(&r).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["tcp-axis-ring-order-greedy-tx"]);
+        let md = tcp_markdown(&r);
+        assert!(md.contains("(tcp-axis-ring-order-greedy-tx.svg)"), "{md}");
+        assert!(
+            md.contains("| tx | on | 1 | ring:4:greedy | 111.00 |"),
+            "{md}"
+        );
+        let csv = tcp_csv(&r);
+        assert!(csv.starts_with(&TCP_CSV_COLUMNS.join(",")), "{csv}");
+        assert!(
+            csv.contains("\n1,ring:4:greedy,tx,true,1,111.0000,"),
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn a_plan_runs_every_stream_count_for_bulk_and_one_for_request_response() {
+        let plan = TcpPlan {
+            designs: vec!["grant-copy".into(), "veth".into()],
+            dirs: vec![Dir::Tx, Dir::Rr],
+            offloads: vec![true, false],
+            seconds: 1,
+            rounds: 1,
+            cost: "none".into(),
+            busy: false,
+            spin_us: [20, 20],
+            streams: vec![1, 8],
+        };
+        let runs: Vec<(String, Dir, bool, u32)> = plan_runs(&plan)
+            .into_iter()
+            .map(|r| (r.design, r.dir, r.offload, r.streams))
+            .collect();
+        let gc = "grant-copy".to_string();
+        let veth = "veth".to_string();
+        assert_eq!(
+            runs,
+            [
+                (gc.clone(), Dir::Tx, true, 1),
+                (veth.clone(), Dir::Tx, true, 1),
+                (gc.clone(), Dir::Tx, true, 8),
+                (veth.clone(), Dir::Tx, true, 8),
+                (gc.clone(), Dir::Tx, false, 1),
+                (gc.clone(), Dir::Tx, false, 8),
+                (gc.clone(), Dir::Rr, true, 1),
+                (veth.clone(), Dir::Rr, true, 1),
+                (gc, Dir::Rr, false, 1),
+            ]
         );
     }
 }

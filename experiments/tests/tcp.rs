@@ -110,7 +110,7 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     for row in &rows {
         assert!(
             md.contains(&format!(
-                "| {} | on | {} | {:.2} |",
+                "| {} | on | 1 | {} | {:.2} |",
                 row.dir, row.design, row.gbps.median
             )),
             "{row:?}"
