@@ -37,7 +37,7 @@ pub(super) struct LatencyArgs {
     seconds: f64,
     /// Grant cost mode: xen (calibrated at the start), kernel, none or
     /// model:<call>,<copy>,<map>,<unmap>[,<copy_to>].
-    #[arg(long, default_value = calibrate::XEN_PRESET)]
+    #[arg(long, default_value = calibrate::XEN_PRESET, value_parser = super::cost_mode_name)]
     cost: String,
     /// Busy-poll at both ends instead of blocking on event channels.
     #[arg(long)]
@@ -128,11 +128,6 @@ fn check_args(a: &LatencyArgs) -> anyhow::Result<()> {
     }
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         anyhow::bail!("--seconds: {} is not a positive duration", a.seconds);
-    }
-    if a.cost != calibrate::XEN_PRESET {
-        a.cost
-            .parse::<netstage_platform::sim::CostMode>()
-            .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
     }
     Ok(())
 }

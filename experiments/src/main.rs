@@ -110,7 +110,7 @@ struct SoakArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Grant cost mode (kernel, none or model:<call>,<copy>,<map>,<unmap>).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", value_parser = sim_cost_mode_name)]
     cost: String,
     /// Where to write soak.json [default: results/soak-<unix time>].
     #[arg(long)]
@@ -136,7 +136,7 @@ struct CompareArgs {
     seed: Option<u64>,
     /// Designs (comma-separated) [default: the seven above; --quick: grant-copy, slots:256,
     /// ring:8:greedy].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = design_name)]
     designs: Option<Vec<String>>,
     /// Packet sizes (comma-separated): bytes (`1500`), `imix` (64, 576, 1500 B 7:4:1) or a
     /// mix whose sizes are joined by `+` (`mix:64+65535`, weights as `64x7`) [default: 64,
@@ -158,7 +158,7 @@ struct CompareArgs {
     /// measured first: docs/calibration.md), kernel, none or
     /// model:<call>,<copy>,<map>,<unmap>[,<copy into a granted page>] in nanoseconds
     /// [default: xen].
-    #[arg(long)]
+    #[arg(long, value_parser = cost_mode_name)]
     cost: Option<String>,
     /// Skip the raw data-ring stream (the upper bound) run once per round.
     #[arg(long)]
@@ -200,7 +200,7 @@ enum Offload {
 struct TcpArgs {
     /// Designs (comma-separated) [default: grant-copy, grant-map, slots:256, ring:8:greedy,
     /// ring:8:adaptive].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = design_name)]
     designs: Option<Vec<String>>,
     /// Directions (comma-separated): tx (the guest sends), rx (the guest receives), rr
     /// (request/response with sockperf ping-pong, the ends blocking), rr-busy (the same, the
@@ -225,7 +225,7 @@ struct TcpArgs {
     rounds: u32,
     /// Grant cost mode: xen (calibrated first, as for compare), kernel, none or
     /// model:<call>,<copy>,<map>,<unmap>.
-    #[arg(long, default_value = "xen")]
+    #[arg(long, default_value = "xen", value_parser = cost_mode_name)]
     cost: String,
     /// Busy-poll the ends' event channels (they share their cores with TCP and iperf3).
     #[arg(long)]
@@ -358,6 +358,30 @@ fn clock_seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (ns % 1_000_000_000_000) as u64
+}
+
+/// A design's name, as `--design`/`--designs` take it: clap names the option and the value
+/// when it does not parse.
+fn design_name(s: &str) -> Result<String, String> {
+    s.parse::<netstage_fallback::Design>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A grant cost mode, as `--cost` takes it: the calibrated `xen` preset or a
+/// [`netstage_platform::sim::CostMode`].
+fn cost_mode_name(s: &str) -> Result<String, String> {
+    if s == calibrate::XEN_PRESET {
+        return Ok(s.to_string());
+    }
+    sim_cost_mode_name(s).map_err(|e| format!("{e} (or xen, the calibrated preset)"))
+}
+
+/// A [`netstage_platform::sim::CostMode`], as a command without the calibration takes it.
+fn sim_cost_mode_name(s: &str) -> Result<String, String> {
+    s.parse::<netstage_platform::sim::CostMode>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `results/<kind>-<unix time>`: where a command not given `--out` writes.
@@ -1163,15 +1187,6 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         .map(String::from)
         .to_vec()
     });
-    for d in &designs {
-        d.parse::<netstage_fallback::Design>()
-            .map_err(|e| anyhow::anyhow!("--designs: {d:?}: {e}"))?;
-    }
-    if a.cost != calibrate::XEN_PRESET {
-        a.cost
-            .parse::<netstage_platform::sim::CostMode>()
-            .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
-    }
     tcp::check_prerequisites_for(&a.dirs)?;
     if !a.no_veth {
         designs.push("veth".into());

@@ -24,9 +24,6 @@ pub(super) fn soak(a: SoakArgs) -> anyhow::Result<()> {
             a.minutes
         );
     }
-    a.cost
-        .parse::<netstage_platform::sim::CostMode>()
-        .map_err(|e| anyhow::anyhow!("--cost: {:?}: {e}", a.cost))?;
     let seed = a.seed.unwrap_or_else(clock_seed);
     let out = a.out.clone().unwrap_or_else(|| results_dir("soak"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

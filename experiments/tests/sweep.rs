@@ -148,9 +148,9 @@ fn the_command_line_takes_mixed_sizes() {
         assert!(!o.status.success());
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    // Parsed: the run stops at the next check, the cost mode.
+    // Parsed: the command line stops at the next option, the cost mode.
     let e = run("imix,mix:64+65535,1500,mix:64x7+1500");
-    assert!(e.contains("cost: \"cheap\""), "{e}");
+    assert!(e.contains("'cheap' for '--cost"), "{e}");
     // `,` separates specs, so a mix written with one is cut in two and refused.
     let e = run("imix,mix:64,65535");
     assert!(e.contains("mix:64") && !e.contains("cheap"), "{e}");
@@ -202,23 +202,37 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     );
 }
 
-/// A bad option ends the run at once with one line that names it, and no backtrace even
-/// with `RUST_BACKTRACE` set (`NETSTAGE_BACKTRACE=1` asks for one).
+/// A bad option ends the run at once, before anything runs, with clap's usage error naming
+/// the option and the value (exit code 2), and no backtrace even with `RUST_BACKTRACE` set
+/// (`NETSTAGE_BACKTRACE=1` asks for one); the same for a bad design.
 #[test]
-fn a_bad_cost_is_one_line_before_anything_runs() {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["compare", "--quick", "--cost", "cheap"])
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("NETSTAGE_BACKTRACE")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+fn a_bad_cost_or_design_is_named_before_anything_runs() {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("NETSTAGE_BACKTRACE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(!err.contains("backtrace"), "{err}");
+        err
+    };
+    let err = run(&["compare", "--quick", "--cost", "cheap"]);
     assert!(
-        err.starts_with("experiments: error: cost: \"cheap\""),
+        err.starts_with("error: invalid value 'cheap' for '--cost <COST>'"),
         "{err}"
     );
+    let err = run(&["compare", "--designs", "grant-copy,ring:99:bogus"]);
+    assert!(
+        err.starts_with("error: invalid value 'ring:99:bogus' for '--designs <DESIGNS>'"),
+        "{err}"
+    );
+    let err = run(&["latency", "--designs", "nope"]);
+    assert!(err.contains("'nope' for '--designs"), "{err}");
+    let err = run(&["soak", "--cost", "xen"]);
+    assert!(err.contains("'xen' for '--cost"), "{err}");
 }
 
 /// A short soak runs (reconnects and faults among its steps), writes every step's outcome as
