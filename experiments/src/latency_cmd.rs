@@ -18,6 +18,7 @@ use super::{clock_seed, resolve_cost, results_dir, run_world, start_backend, Run
 
 /// `experiments latency` options.
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub(super) struct LatencyArgs {
     /// Designs (comma-separated).
     #[arg(

@@ -102,6 +102,8 @@ enum Cmd {
 }
 
 #[derive(Debug, clap::Args)]
+// A negative number is a bad value of its option, named as such, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 struct SoakArgs {
     /// How long to run, in minutes.
     #[arg(long, default_value_t = 30.0)]
@@ -118,6 +120,8 @@ struct SoakArgs {
 }
 
 #[derive(Debug, clap::Args)]
+// A negative number is a bad value of its option, named as such, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 struct CompareArgs {
     /// A short sweep (under a minute): 64 and 1500 bytes, three designs, four rounds of
     /// 0.2 s runs.
@@ -197,6 +201,8 @@ enum Offload {
 }
 
 #[derive(Debug, clap::Args)]
+// A negative number is a bad value of its option, named as such, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 struct TcpArgs {
     /// Designs (comma-separated) [default: grant-copy, grant-map, slots:256, ring:8:greedy,
     /// ring:8:adaptive].

@@ -233,6 +233,11 @@ fn a_bad_cost_or_design_is_named_before_anything_runs() {
     assert!(err.contains("'nope' for '--designs"), "{err}");
     let err = run(&["soak", "--cost", "xen"]);
     assert!(err.contains("'xen' for '--cost"), "{err}");
+    // A negative number is a bad value of its option, not an unknown flag.
+    for cmd in ["compare", "tcp", "latency"] {
+        let err = run(&[cmd, "--rounds", "-5"]);
+        assert!(err.contains("'-5' for '--rounds <ROUNDS>'"), "{cmd}: {err}");
+    }
 }
 
 /// A short soak runs (reconnects and faults among its steps), writes every step's outcome as
