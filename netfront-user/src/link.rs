@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use netstage_fallback::{Design, LogLimit};
 use netstage_platform::xenbus::{read_state, wait_state, write_state, VifPaths, XenbusState};
-use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient};
+use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient, NO_TX};
 use netstage_platform::{DomId, EventPort};
 
 use crate::metrics::{Metrics, MetricsSnapshot, Tally};
@@ -103,17 +103,28 @@ impl Shared {
         }
     }
 
-    /// A queue found the backend breaking the protocol: the whole device stops.
+    /// A queue found the backend breaking the protocol, or not answering: the whole device
+    /// stops, and the monitor resets it (Closing, with the reason).
     pub(crate) fn fault(&self, why: &str) {
         if let Ok(mut f) = self.fault.lock() {
             if f.is_none() {
                 // Once per device: the device stops, so the backend cannot repeat it.
-                log::warn!("the backend broke the protocol; the device stops: {why}");
+                log::warn!("the backend failed the device; it stops: {why}");
             }
             f.get_or_insert_with(|| why.to_string());
         }
         self.stop(Some(why));
     }
+}
+
+/// A queue found the backend breaking the protocol or not answering: the device is reset as
+/// Linux netfront's `xenbus_dev_fatal` does, the reason in the frontend's `error` node and
+/// its state Closing, so that the backend lets go of the vif; the application closes the
+/// device (and may connect again).
+fn reset_after_fault(xs: &XsClient, fdir: &str, why: &str) {
+    log::warn!("vif {fdir}: reset (Closing): {why}");
+    let _ = xs.write(NO_TX, &format!("{fdir}/error"), why.as_bytes());
+    let _ = write_state(xs, fdir, XenbusState::Closing);
 }
 
 /// If domain `dom` (the backend's) is dead, forgets it as Xen does a dead domain: the maps
@@ -190,29 +201,37 @@ impl<P: FrontendPlatform> FrontendLink<P> {
     ) -> Result<(), FrontendError> {
         let xs = self.xs.clone();
         let bdir = self.paths.backend.clone();
+        let fdir = self.paths.frontend.clone();
         let bdom = self.paths.backend_dom;
         let platform = self.platform.clone();
         let shared = Arc::clone(&self.shared);
         let t = std::thread::Builder::new()
             .name("netfront-monitor".into())
-            .spawn(move || {
-                while !shared.stopped() {
-                    let _ = watch.next(Duration::from_millis(100));
-                    let why = if forget_if_dead(&platform, bdom) {
-                        format!("backend domain {bdom} died")
-                    } else {
-                        match read_state(&xs, &bdir) {
-                            XenbusState::Connected => continue,
-                            s => format!("backend left the connected state ({s:?})"),
+            .spawn(move || loop {
+                if shared.stopped() {
+                    if let Some(why) = shared.fault_reason() {
+                        reset_after_fault(&xs, &fdir, &why);
+                        if let Some(h) = &on_stop {
+                            h.disconnected(&why);
                         }
-                    };
-                    log::info!("vif disconnected: {why}");
-                    shared.stop(Some(&why));
-                    if let Some(h) = &on_stop {
-                        h.disconnected(&why);
                     }
                     return;
                 }
+                let _ = watch.next(Duration::from_millis(100));
+                let why = if forget_if_dead(&platform, bdom) {
+                    format!("backend domain {bdom} died")
+                } else {
+                    match read_state(&xs, &bdir) {
+                        XenbusState::Connected => continue,
+                        s => format!("backend left the connected state ({s:?})"),
+                    }
+                };
+                log::info!("vif disconnected: {why}");
+                shared.stop(Some(&why));
+                if let Some(h) = &on_stop {
+                    h.disconnected(&why);
+                }
+                return;
             })
             .map_err(|e| FrontendError::Handshake(format!("cannot start the monitor: {e}")))?;
         self.monitor = Some(t);

@@ -12,7 +12,8 @@ use common::{wait, Stage, FE};
 use netstage_fallback::Packet;
 use netstage_netfront_user::{CopyPolicy, Design, Frontend, FrontendError, FrontendHandler};
 use netstage_platform::sim::SimDomain;
-use netstage_platform::xenbus::{write_state, XenbusState};
+use netstage_platform::xenbus::{read_state, write_state, XenbusState};
+use netstage_platform::xenstore::{XenStore, NO_TX};
 use netstage_platform::{EventChannels, EventPort, GrantImport};
 use netstage_ring::flex::{self, IN_PROD_OFFSET};
 use netstage_ring::netif::{NetifRxResponse, NetifTxResponse, RxFlags, RxRing, TxRing};
@@ -74,6 +75,14 @@ impl EvilBack {
     fn broken_reason(mut self) -> String {
         let front = self.front.take().unwrap();
         wait("the device to break", || front.broken().is_some());
+        // The device is reset, as Linux netfront's xenbus_dev_fatal: the reason in its
+        // `error` node, its state Closing.
+        let fdir = &self.stage.paths.frontend;
+        wait("the frontend to go Closing", || {
+            read_state(&self.stage.xs, fdir) == XenbusState::Closing
+        });
+        let error = self.stage.xs.read(NO_TX, &format!("{fdir}/error")).unwrap();
+        assert_eq!(Some(String::from_utf8(error).unwrap()), front.broken());
         write_state(
             &self.stage.xs,
             &self.stage.paths.backend,
@@ -191,4 +200,23 @@ fn send_gives_up_when_the_backend_takes_nothing() {
     }
     // The ring's 256 requests, a burst in the queue's hands and the 4-packet inbox.
     assert!(accepted >= 256, "{accepted}");
+}
+
+/// A backend that stays Connected and answers nothing: after `answer_timeout` the device
+/// breaks and is reset (its `error` node says why, its state goes Closing), so that the
+/// backend lets go of the vif.
+#[test]
+fn a_backend_that_stops_answering_gets_the_vif_reset() {
+    let cfg = netstage_netfront_user::FrontendConfig {
+        answer_timeout: std::time::Duration::from_millis(300),
+        ..Stage::config(Design::GrantCopy)
+    };
+    let e = EvilBack::connect_with(cfg);
+    e.front
+        .as_ref()
+        .unwrap()
+        .send(0, Packet::new(vec![7u8; 64]))
+        .unwrap();
+    let why = e.broken_reason();
+    assert!(why.contains("answered none of 1 TX requests"), "{why}");
 }

@@ -203,7 +203,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                         self.tx.outstanding(),
                         self.answer_timeout
                     );
-                    self.shared.stop(Some(&why));
+                    // A fault: the device is reset (Closing, with the reason), as for a
+                    // backend that breaks the protocol.
+                    self.shared.fault(&why);
                     return Err(FrontendError::Broken(why));
                 }
             }
