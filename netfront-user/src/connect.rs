@@ -292,7 +292,8 @@ pub(crate) fn share_queue<P: FrontendPlatform>(
     to.key("tx-ring-ref", pages.tx_ring.grefs[0]);
     to.key("rx-ring-ref", pages.rx_ring.grefs[0]);
     to.key("event-channel", port.port());
-    shared.metrics.flush(&mut tally);
+    let metrics = shared.new_queue_metrics();
+    metrics.flush(&mut tally);
     shared.add_port(Arc::clone(&port) as Arc<dyn EventPort>);
     FrontQueue::new(
         q,
@@ -303,6 +304,7 @@ pub(crate) fn share_queue<P: FrontendPlatform>(
         staging,
         port,
         Arc::clone(shared),
+        metrics,
     )
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// The queues' event ports, woken when the device stops.
     ports: Mutex<Vec<Arc<dyn EventPort>>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Each queue's counters, in queue order (added to `metrics` too).
+    pub(crate) queue_metrics: Mutex<Vec<Arc<Metrics>>>,
     /// The vif, for the log: this domain, the device id and the backend's domain.
     vif: (DomId, u32, DomId),
     /// Warnings of the backend's faults, at most a burst per period.
@@ -80,6 +82,25 @@ impl Shared {
 
     pub(crate) fn fault_reason(&self) -> Option<String> {
         self.fault.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// New counters for the next queue (in queue order), added to the device's too.
+    pub(crate) fn new_queue_metrics(&self) -> Arc<Metrics> {
+        let m = Arc::new(Metrics::for_queue(&self.metrics));
+        if let Ok(mut q) = self.queue_metrics.lock() {
+            q.push(Arc::clone(&m));
+        }
+        m
+    }
+
+    /// Each queue's counters, in queue order.
+    pub(crate) fn queue_snapshots(&self) -> Vec<MetricsSnapshot> {
+        let q = self
+            .queue_metrics
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default();
+        q.iter().map(|m| m.snapshot()).collect()
     }
 
     /// Notes a queue's port, to wake it when the device stops.
@@ -186,6 +207,11 @@ impl<P: FrontendPlatform> FrontendLink<P> {
     /// [`FrontendLink::close_counted`]).
     pub fn metrics_handle(&self) -> Arc<Metrics> {
         Arc::clone(&self.shared.metrics)
+    }
+
+    /// Each queue's counters, in queue order ([`FrontendLink::metrics`] is their sum).
+    pub fn queue_metrics(&self) -> Vec<MetricsSnapshot> {
+        self.shared.queue_snapshots()
     }
 
     /// Why the device stopped working, if it did.

@@ -5,9 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident;)*) => {
-        /// Counters of a frontend.
+        /// Counters of a frontend, or of one of its queues (whose adds go to the
+        /// frontend's too).
         #[derive(Debug, Default)]
-        pub struct Metrics { $($name: AtomicU64,)* }
+        pub struct Metrics {
+            $($name: AtomicU64,)*
+            /// The frontend's counters, for a queue's.
+            parent: Option<std::sync::Arc<Metrics>>,
+        }
 
         /// A copy of the counters at one moment.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,14 +29,26 @@ macro_rules! counters {
                 MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
 
-            /// Adds what `t` counted and clears it.
+            /// Adds what `t` counted (to the frontend's counters too, for a queue's) and
+            /// clears it.
             pub(crate) fn flush(&self, t: &mut Tally) {
                 $(
                     if t.$name != 0 {
                         self.$name.fetch_add(t.$name, Ordering::Relaxed);
+                        if let Some(p) = &self.parent {
+                            p.$name.fetch_add(t.$name, Ordering::Relaxed);
+                        }
                         t.$name = 0;
                     }
                 )*
+            }
+
+            /// The counters of one queue of the frontend whose counters are `device`.
+            pub(crate) fn for_queue(device: &std::sync::Arc<Metrics>) -> Metrics {
+                Metrics {
+                    parent: Some(std::sync::Arc::clone(device)),
+                    ..Metrics::default()
+                }
             }
         }
     };

@@ -45,6 +45,8 @@ pub struct FrontendStats {
     pub queues: u16,
     /// The device's counters (those of [`crate::Frontend::close_counted`] for a closed one).
     pub counters: MetricsSnapshot,
+    /// Each queue's counters, in queue order (`counters` is their sum).
+    pub queue_counters: Vec<MetricsSnapshot>,
 }
 
 impl<P: FrontendPlatform> FrontendLink<P> {
@@ -63,6 +65,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
             design: self.design().to_string(),
             queues: self.queues(),
             counters: self.metrics(),
+            queue_counters: self.queue_metrics(),
         }
     }
 }

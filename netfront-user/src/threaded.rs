@@ -128,6 +128,11 @@ impl<P: FrontendPlatform> Frontend<P> {
         self.link.metrics_handle()
     }
 
+    /// Each queue's counters, in queue order ([`Frontend::metrics`] is their sum).
+    pub fn queue_metrics(&self) -> Vec<MetricsSnapshot> {
+        self.link.queue_metrics()
+    }
+
     /// The counters as one `--stats` object ([`FrontendLink::stats`]).
     pub fn stats(&self, kind: crate::StatsKind, connected: Instant) -> crate::FrontendStats {
         self.link.stats(kind, connected)

@@ -65,6 +65,7 @@ fn frontend_stats() -> Value {
         design: "grant-copy".into(),
         queues: 1,
         counters: netstage_netfront_user::MetricsSnapshot::default(),
+        queue_counters: vec![netstage_netfront_user::MetricsSnapshot::default()],
     };
     serde_json::to_value(stats).unwrap()
 }

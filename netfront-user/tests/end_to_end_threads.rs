@@ -289,6 +289,20 @@ fn exchange_sizes(tx_path: TxPath, queues: u16, design: Design, sizes: &[usize])
     drop(got);
     let fm = front.metrics();
     let bm = rig.metrics.snapshot();
+    // Each queue counted its own packets; the device's counters are their sum.
+    let per_queue = front.queue_metrics();
+    assert_eq!(per_queue.len(), usize::from(queues));
+    for (q, m) in per_queue.iter().enumerate() {
+        let on = |v: &[(u16, Vec<u8>)]| v.iter().filter(|(x, _)| usize::from(*x) == q).count();
+        assert_eq!(m.tx_packets, on(&sent) as u64, "queue {q}");
+        assert_eq!(m.rx_packets, on(&injected) as u64, "queue {q}");
+    }
+    let sum = |f: fn(&netstage_netfront_user::MetricsSnapshot) -> u64| {
+        per_queue.iter().map(f).sum::<u64>()
+    };
+    assert_eq!(sum(|m| m.tx_bytes), fm.tx_bytes);
+    assert_eq!(sum(|m| m.notifications), fm.notifications);
+    assert_eq!(sum(|m| m.granted_bytes), fm.granted_bytes);
     let exchanged = Exchanged {
         sent: sent.iter().map(|(_, d)| d.len()).collect(),
         injected: injected.iter().map(|(_, d)| d.len()).collect(),

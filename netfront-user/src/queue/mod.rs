@@ -81,6 +81,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// Wake-ups that brought no work (an event storm backs off).
     storm: StormGuard,
     shared: Arc<Shared>,
+    /// This queue's counters (added to the device's too).
+    metrics: Arc<crate::Metrics>,
     /// Declared last: the pages outlive the rings and staging that point into them.
     pages: QueuePages,
 }
@@ -97,6 +99,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         staging: Box<dyn Staging>,
         port: Arc<<P as EventChannels>::Port>,
         shared: Arc<Shared>,
+        metrics: Arc<crate::Metrics>,
     ) -> Result<FrontQueue<P>, FrontendError> {
         let ring = |e: netstage_ring::sring::RingError| FrontendError::Handshake(e.to_string());
         let mut q = FrontQueue {
@@ -122,6 +125,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             idle: IdleSpin::default(),
             storm: StormGuard::default(),
             shared,
+            metrics,
             pages,
         };
         q.staging
@@ -140,7 +144,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// (`tx_unsent`).
     pub(crate) fn count_unsent(&mut self, n: u64) {
         self.tally.tx_unsent += n;
-        self.shared.metrics.flush(&mut self.tally);
+        self.metrics.flush(&mut self.tally);
     }
 
     /// TX requests in flight (put on the ring, not yet answered).
@@ -181,7 +185,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         };
         if woke {
             self.tally.wakeups += 1;
-            self.shared.metrics.flush(&mut self.tally);
+            self.metrics.flush(&mut self.tally);
         }
         self.check_open()?;
         Ok(woke)
@@ -252,7 +256,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// counters and turns a protocol violation into a broken device.
     fn finish<T>(&mut self, r: Result<T, Broken>) -> Result<T, FrontendError> {
         self.shared.warn_faults(self.index, &self.tally);
-        self.shared.metrics.flush(&mut self.tally);
+        self.metrics.flush(&mut self.tally);
         r.map_err(|b| {
             self.shared.fault(&b);
             FrontendError::Broken(b)

@@ -192,7 +192,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
             self.tally.rx_unread += 1;
         }
-        self.shared.metrics.flush(&mut self.tally);
+        self.metrics.flush(&mut self.tally);
     }
 
     /// Takes the next complete RX chain into `chain`, if the backend published one, with the
