@@ -9,7 +9,8 @@ use netstage_platform::sim::{DomainConfig, SimDomain, SimPort, SimWorld};
 use netstage_platform::xenbus::VifPaths;
 use netstage_platform::{EventChannels, EventPort, GrantImport};
 use netstage_ring::netif::{
-    GsoType, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags, RxRing, TxRing,
+    GsoType, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags, RxRing,
+    TxRing,
 };
 use netstage_ring::sring::BackRing;
 use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
@@ -27,8 +28,13 @@ struct Bed {
     q: FrontQueue<SimDomain>,
     tx: BackRing<TxRing>,
     rx: BackRing<RxRing>,
+    /// The RX requests posted at connect, in ring order.
+    rx_posted: Vec<NetifRxRequest>,
+    /// The posted RX buffers, mapped (writable) in ring order.
     rx_pool: SharedMem,
     port: SimPort,
+    /// The backend's domain, to map grants the frontend names.
+    back: SimDomain,
 }
 
 fn bed(design: Design, want: Features) -> Bed {
@@ -79,10 +85,11 @@ fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed
     let tx: BackRing<TxRing> = BackRing::attach(map(&[key("tx-ring-ref")])).unwrap();
     let mut rx: BackRing<RxRing> = BackRing::attach(map(&[key("rx-ring-ref")])).unwrap();
     rx.refresh_requests().unwrap();
-    let posted: Vec<u32> = (0..crate::queue::POOL)
-        .map(|_| rx.take_request().unwrap().unwrap().gref)
+    let rx_posted: Vec<NetifRxRequest> = (0..crate::queue::POOL)
+        .map(|_| rx.take_request().unwrap().unwrap())
         .collect();
-    let rx_pool = map(&posted);
+    let grefs: Vec<u32> = rx_posted.iter().map(|r| r.gref).collect();
+    let rx_pool = map(&grefs);
     let port = back.bind_interdomain(FE, key("event-channel")).unwrap();
     Bed {
         _world: world,
@@ -90,8 +97,10 @@ fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed
         q,
         tx,
         rx,
+        rx_posted,
         rx_pool,
         port,
+        back,
     }
 }
 
@@ -115,11 +124,16 @@ impl Bed {
     /// length if `None`), and notifies.
     fn deliver(&mut self, slot: usize, data: &[u8], status: Option<i16>, flags: RxFlags) {
         self.rx_pool.write_at(slot * XEN_PAGE_SIZE, data).unwrap();
+        self.answer_rx(slot, status.unwrap_or(data.len() as i16), flags);
+    }
+
+    /// Answers the RX request posted in ring slot `slot` with `status`, and notifies.
+    fn answer_rx(&mut self, slot: usize, status: i16, flags: RxFlags) {
         let rsp = NetifRxResponse {
             id: slot as u16,
             offset: 0,
             flags: flags.bits(),
-            status: status.unwrap_or(data.len() as i16),
+            status,
         };
         self.rx.put_response(&rsp).unwrap();
         self.rx.push_responses().unwrap();
@@ -297,6 +311,90 @@ fn a_response_for_an_id_not_in_flight_breaks_the_device() {
     }
     assert!(b.shared.fault_reason().is_some());
     assert!(b.q.send_burst(&[PacketRef::new(&frame)]).is_err());
+}
+
+/// XSA-396 class, `linux` design: a TX page whose grant the backend still maps when it
+/// answers is kept out of use (counted once) until a later revoke succeeds, so the bytes
+/// the backend sees through its mapping are never another packet's.
+#[test]
+fn a_tx_page_still_mapped_when_answered_is_not_reused_until_the_backend_lets_go() {
+    let mut b = bed(Design::Linux, SG);
+    let first = [0xa1u8; 60];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&first)]).unwrap(), 1);
+    // The backend maps the page, answers, and keeps the mapping.
+    b.tx.refresh_requests().unwrap();
+    let held = b.tx.take_request().unwrap().unwrap();
+    let mapping = b.back.map(FE, &[held.gref], false).unwrap();
+    b.tx.put_response(&NetifTxResponse {
+        id: held.id,
+        status: 0,
+    })
+    .unwrap();
+    b.tx.push_responses().unwrap();
+    let mut seen = [0u8; 60];
+    mapping.read_at(0, &mut seen).unwrap();
+    assert_eq!(seen, first);
+    // Every other id is used, twice over; the held one never is, nor its grant.
+    let other = [0xb2u8; 60];
+    let pkts = [PacketRef::new(&other); 300];
+    for _ in 0..2 {
+        assert_eq!(b.q.send_burst(&pkts).unwrap(), crate::queue::POOL - 1);
+        let reqs = b.serve_tx(0);
+        assert_eq!(reqs.len(), crate::queue::POOL - 1);
+        assert!(
+            reqs.iter().all(|r| r.id != held.id && r.gref != held.gref),
+            "the page the backend still maps was used again"
+        );
+        mapping.read_at(0, &mut seen).unwrap();
+        assert_eq!(seen, first, "the page the backend maps was overwritten");
+    }
+    // Reaps the last answers: still held, still counted once.
+    assert_eq!(b.q.send_burst(&[]).unwrap(), 0);
+    let m = b.shared.metrics.snapshot();
+    assert_eq!(m.revokes_refused, 1);
+    assert_eq!(m.tx_revokes, 2 * (crate::queue::POOL as u64 - 1));
+    // The backend lets go: the next reap revokes the page and its id is used again.
+    drop(mapping);
+    assert_eq!(b.q.send_burst(&pkts).unwrap(), crate::queue::POOL);
+    let reqs = b.serve_tx(0);
+    assert!(reqs.iter().any(|r| r.id == held.id), "never used again");
+    let m = b.shared.metrics.snapshot();
+    assert_eq!(m.revokes_refused, 1);
+    assert_eq!(m.tx_revokes, 2 * (crate::queue::POOL as u64 - 1) + 1);
+    assert!(b.shared.fault_reason().is_none());
+}
+
+/// XSA-396 class, `linux` design: an RX buffer the backend still maps when its response
+/// comes breaks the device (as Linux netfront), with a reason naming the buffer and its
+/// grant in use; a buffer the backend let go of first is received.
+#[test]
+fn an_rx_buffer_still_mapped_when_answered_breaks_the_device() {
+    let mut b = bed(Design::Linux, SG);
+    let (first, second) = (b.rx_posted[0], b.rx_posted[1]);
+    // Only the first buffer mapped: written, let go of, then answered.
+    b.rx_pool = b.back.map(FE, &[first.gref], true).unwrap();
+    b.rx_pool.write_at(0, &[0x11u8; 100]).unwrap();
+    // Maps the second buffer alone; the first's mapping goes.
+    b.rx_pool = b.back.map(FE, &[second.gref], true).unwrap();
+    b.answer_rx(0, 100, RxFlags::empty());
+    let mut bufs = PacketBuf::pool(4);
+    assert_eq!(b.q.recv_burst(&mut bufs).unwrap(), 1);
+    assert_eq!(bufs[0].data(), &[0x11u8; 100][..]);
+    assert_eq!(b.shared.metrics.snapshot().revokes_refused, 0);
+    // The second is answered while the backend still maps it.
+    b.rx_pool.write_at(0, &[0x22u8; 100]).unwrap();
+    b.answer_rx(1, 100, RxFlags::empty());
+    match b.q.recv_burst(&mut bufs) {
+        Err(FrontendError::Broken(why)) => {
+            let buffer = format!("RX buffer {}", second.id);
+            assert!(why.contains(&buffer), "{why}");
+            assert!(why.contains("grant in use"), "{why}");
+        }
+        r => panic!("a held RX buffer was read: {r:?}"),
+    }
+    assert!(b.shared.fault_reason().is_some());
+    assert_eq!(b.shared.metrics.snapshot().revokes_refused, 1);
+    assert!(b.q.recv_burst(&mut bufs).is_err());
 }
 
 #[test]

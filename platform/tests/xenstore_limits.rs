@@ -319,6 +319,71 @@ fn queued_output_bound_closes_a_guest_that_never_reads() {
     assert_eq!(other.call(MsgType::Read, b"data/k0\0").1, b"v");
 }
 
+/// A guest fills one of its connections' output queue with long watch events and never
+/// reads them: with the default quotas the byte bound (`queued-bytes`, 1 MiB) closes that
+/// connection, counted, before the message bound (`queued-messages`, 4096) could: fewer
+/// than 4096 events were ever fired at it. The daemon serves the guest's other connections
+/// and everyone else.
+#[test]
+fn queued_bytes_bound_closes_a_guest_that_never_reads_before_the_message_bound() {
+    const WATCHES: usize = 16;
+    let quotas = Quotas::default();
+    let (_t, d) = daemon();
+    let g = guest(&d, 5);
+    // Sixteen watches on the guest's `data` with 2,000-byte tokens: each write below it
+    // fires sixteen events of about 2 KiB at a connection that never reads.
+    let mut lazy = Raw::connect(&g);
+    for w in 0..WATCHES {
+        let token = format!("{w:02}{}", "t".repeat(1998));
+        lazy.send(
+            MsgType::Watch as u32,
+            0,
+            format!("data\0{token}\0").as_bytes(),
+        );
+    }
+    // Their replies and first events, read so that every watch is in place; from here on
+    // it reads nothing.
+    for _ in 0..2 * WATCHES {
+        lazy.recv().unwrap();
+    }
+    let writer = XsClient::connect(&g).unwrap();
+    let t = Instant::now();
+    let mut writes = 0;
+    while d.stats().queue_overflows == 0 {
+        writer
+            .write(NO_TX, &format!("data/k{writes}"), b"v")
+            .unwrap();
+        writes += 1;
+        // The messages bound would trip by 4096 / 16 = 256 writes; fail well past it.
+        assert!(
+            writes <= 400,
+            "no overflow after {writes} writes: {:?}",
+            d.stats()
+        );
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", d.stats());
+    }
+    let fired = WATCHES * writes;
+    assert!(
+        fired < quotas.queued_messages,
+        "{fired} events fired: the message bound could have tripped"
+    );
+    // What was fired is over the byte bound: the bound, plus what the socket took before
+    // the connection's writer blocked.
+    assert!(
+        fired * 2000 > quotas.queued_bytes,
+        "{fired} events of over 2,000 bytes cannot exceed {} bytes",
+        quotas.queued_bytes
+    );
+    assert_eq!(d.stats().queue_overflows, 1);
+    assert!(lazy.closed());
+    // The guest's other connection, and new ones, are served.
+    assert_eq!(writer.read(NO_TX, "data/k0").unwrap(), b"v");
+    let mut other = Raw::connect(&g);
+    assert_eq!(other.call(MsgType::Read, b"data/k1\0").1, b"v");
+    let c0 = XsClient::connect(d.socket()).unwrap();
+    assert_eq!(c0.read(NO_TX, "/local/domain/5/data/k0").unwrap(), b"v");
+}
+
 /// XSA-115: a guest learns nothing through watches that it could not read: no events for
 /// another guest's nodes (even watching `/`), and no `@introduceDomain`/`@releaseDomain`
 /// events beyond the one every new watch gets; dom0 gets all of them.

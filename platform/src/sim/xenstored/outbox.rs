@@ -3,7 +3,8 @@
 //! Bounded in bytes and in messages (a client that does not read is disconnected, not
 //! buffered for without end); identical watch events still queued are coalesced, as C
 //! xenstored's `send_event` does; the number of queued replies is what the reader waits on
-//! for the `outstanding` quota.
+//! for the `outstanding` quota. Each message is held once: the set of queued events shares
+//! the queue's copy, so the byte bound counts every byte a connection pins.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -15,11 +16,13 @@ use super::wire::{HEADER_LEN, PAYLOAD_MAX};
 
 #[derive(Default)]
 struct Queue {
-    msgs: VecDeque<(Vec<u8>, bool)>,
+    /// The messages, in order, and whether each is a watch event.
+    msgs: VecDeque<(Arc<Vec<u8>>, bool)>,
+    /// Bytes of `msgs`.
     bytes: usize,
     replies: usize,
-    /// Watch events in `msgs`, whole messages.
-    events: HashSet<Vec<u8>>,
+    /// The watch events in `msgs`: the same allocations, not copies.
+    events: HashSet<Arc<Vec<u8>>>,
     closed: bool,
 }
 
@@ -85,8 +88,9 @@ impl Outbox {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         } else {
             g.bytes += msg.len();
+            let msg = Arc::new(msg);
             if event {
-                g.events.insert(msg.clone());
+                g.events.insert(Arc::clone(&msg));
             } else {
                 g.replies += 1;
             }
@@ -101,12 +105,16 @@ impl Outbox {
             return Vec::new();
         };
         let closed = g.closed;
-        let q = std::mem::take(&mut *g);
+        let Queue { msgs, events, .. } = std::mem::take(&mut *g);
         *g = Queue {
             closed,
             ..Queue::default()
         };
-        q.msgs.into_iter().map(|(m, _)| m).collect()
+        // The set's references go first, so each message is moved out, not copied.
+        drop(events);
+        msgs.into_iter()
+            .map(|(m, _)| Arc::unwrap_or_clone(m))
+            .collect()
     }
 
     pub(crate) fn close(&self) {
@@ -144,7 +152,7 @@ impl Outbox {
                     if let Some((m, event)) = g.msgs.pop_front() {
                         g.bytes -= m.len();
                         if event {
-                            g.events.remove(&m);
+                            g.events.remove(&*m);
                         } else {
                             g.replies -= 1;
                         }
