@@ -70,40 +70,11 @@ pub fn failed(what: &str, how: &str, status: ExitStatus, stderr: &str) -> anyhow
     )
 }
 
-/// Each message of `e`'s chain once, joined by `: `. An error whose message already
-/// includes its cause's (a `{source}` in its text) and also returns that cause as its
-/// source would otherwise print the cause twice.
+/// Each message of `e`'s chain once, joined by `: ` ([`netstage_platform::cli::causes`]):
+/// an error whose message already includes its cause's (a `{source}` in its text) and also
+/// returns that cause as its source would otherwise print the cause twice.
 pub fn causes(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut outer = String::new();
-    for cause in e.chain() {
-        let message = cause.to_string();
-        if !outer.contains(&message) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&message);
-        }
-        outer = message;
-    }
-    out
-}
-
-/// A command's error as the user reads it: its causes each once ([`causes`]) as its
-/// `Display`; `anyhow`'s `Debug` (with a backtrace where one was captured) as its `Debug`,
-/// which the binary prints only when asked (`NETSTAGE_BACKTRACE=1`).
-pub struct CliError(pub anyhow::Error);
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&causes(&self.0))
-    }
-}
-
-impl std::fmt::Debug for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&self.0, f)
-    }
+    netstage_platform::cli::causes(e)
 }
 
 #[cfg(test)]
@@ -131,7 +102,6 @@ mod tests {
         );
         let once = "the sweep stopped: cannot read a.toml: no such file";
         assert_eq!(causes(&e), once);
-        assert_eq!(CliError(e).to_string(), once);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use experiments::calibrate;
-use experiments::child::{self, CliError, StderrTail};
+use experiments::child::{self, StderrTail};
 use experiments::peer::{Dpdk, Peer, PeerSample};
 use experiments::roles::{self, BackendReport, Dir, FrontendReport, RoleArgs};
 use experiments::sweep::{run_order, Sweep};
@@ -255,10 +255,10 @@ struct TcpArgs {
 }
 
 /// Runs; an error is printed on one line with each of its causes once (see
-/// [`netstage_platform::cli::exit_code`] and [`CliError`]).
+/// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    netstage_platform::cli::exit_code("experiments", run().map_err(CliError))
+    netstage_platform::cli::exit_code("experiments", run())
 }
 
 fn run() -> anyhow::Result<()> {

@@ -546,9 +546,16 @@ fn both_ends_on_real_xen_say_what_they_need() {
 }
 
 /// A value clap cannot parse is refused before anything starts, naming the flag and the
-/// value, for every typed option of both binaries.
+/// value, for every typed option of both binaries; an error's causes are told once.
 #[test]
 fn bad_option_values_name_their_flag() {
+    let o = Command::new(self::bin("netback-user"))
+        .args(["--vif", "1", "--world", "/proc/no-such-world"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     for (bin_name, flag, value) in [
         ("netfront-user", "--design", "ring:99:bogus"),
         ("netfront-user", "--want", "wings"),
@@ -559,6 +566,12 @@ fn bad_option_values_name_their_flag() {
         // A negative number is a bad value, not an unknown argument.
         ("netfront-user", "--count", "-5"),
         ("netback-user", "--max-queues", "-1"),
+        // Out of range: refused, not clamped.
+        ("netback-user", "--max-queues", "0"),
+        ("netback-user", "--max-ring-order", "12"),
+        ("netback-user", "--max-ring-order", "-5"),
+        ("netback-user", "--max-data-len", "5"),
+        ("netfront-user", "--queues", "0"),
     ] {
         let o = Command::new(self::bin(bin_name))
             .args(["--world", "/nonexistent", flag, value])

@@ -481,4 +481,13 @@ fn the_daemon_binary_takes_quotas() {
             && err.contains("transaction-nodes"),
         "{err}"
     );
+    // A negative domain id is a bad value of --introduce, not an unknown argument.
+    let bad = Command::new(env!("CARGO_BIN_EXE_netstage-xenstored"))
+        .arg("--socket")
+        .arg(dir.path().join("other"))
+        .args(["--introduce", "-3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid value '-3' for '--introduce"), "{err}");
 }

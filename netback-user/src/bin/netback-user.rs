@@ -66,11 +66,12 @@ struct Args {
     /// --max-ring-order); with a staging design here, the remainders go by grant copy.
     #[arg(long, default_value = "grant-copy")]
     design: Design,
-    /// Largest staging-slot data-len offered (0: do not offer slots).
-    #[arg(long, default_value_t = 65536)]
+    /// Largest staging-slot data-len offered, 64 to 65536 (0: do not offer slots).
+    #[arg(long, default_value_t = 65536, value_parser = data_len_offer)]
     max_data_len: u32,
-    /// Largest data-ring order offered (-1: do not offer data rings).
-    #[arg(long, default_value_t = 9, allow_hyphen_values = true)]
+    /// Largest data-ring order offered, 0 to 9 (-1: do not offer data rings).
+    #[arg(long, default_value_t = 9, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-1..=9))]
     max_ring_order: i32,
     /// Bytes that may wait per queue for the guest to post RX buffers before packets are
     /// dropped (and counted). The echo sink needs room for what the guest has in flight;
@@ -90,8 +91,8 @@ struct Args {
     /// of dropping its packets until it comes back.
     #[arg(long)]
     rx_stall_reset: bool,
-    /// Queues a frontend may use (`multi-queue-max-queues`).
-    #[arg(long, default_value_t = 8)]
+    /// Queues a frontend may use (`multi-queue-max-queues`), at least 1.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     max_queues: u16,
     /// Features offered: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
     #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
@@ -248,6 +249,15 @@ fn print_stats<P: netstage_netback_user::BackendPlatform>(
     }
 }
 
+/// `--max-data-len`: 0 (no slots offered) or a slot data-len of 64 to 65536.
+fn data_len_offer(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    match n {
+        0 | 64..=65536 => Ok(n),
+        _ => Err(format!("{n} is neither 0 nor a data-len of 64 to 65536")),
+    }
+}
+
 fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
     let (d, v) = s.split_once(':').unwrap_or((s, "0"));
     let dom: u16 = d
@@ -285,11 +295,11 @@ fn run() -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let cfg = BackendConfig {
-        max_queues: args.max_queues.max(1),
+        max_queues: args.max_queues,
         offer: args.offer,
         tx_path: TxPath::for_design(design),
-        slots_max_data_len: (args.max_data_len >= 64).then_some(args.max_data_len.min(65536)),
-        data_ring_max_order: u32::try_from(args.max_ring_order).ok().map(|o| o.min(9)),
+        slots_max_data_len: (args.max_data_len > 0).then_some(args.max_data_len),
+        data_ring_max_order: u32::try_from(args.max_ring_order).ok(),
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
             PollArg::Busy => PollMode::BusyPoll,

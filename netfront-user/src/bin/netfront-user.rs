@@ -59,13 +59,16 @@ struct Args {
     /// This guest's XenStore socket [default: <world>/xenstore/dom<DOMID>.sock].
     #[arg(long, value_name = "PATH")]
     xenstore: Option<PathBuf>,
-    /// Design: grant-copy, slots:<data-len 64..65536> or ring:<order 0..9>:<policy> with
-    /// policy fixed:<bytes>, greedy or adaptive. A staging design the backend does not offer
-    /// falls back to grant copy; sizes above the backend's maximum are reduced to it.
+    /// Design: grant-copy, grant-map (the backend's TX path decides; the frontend works as
+    /// for grant copy), linux (a page granted and revoked per packet, as Linux netfront
+    /// without persistent grants), slots:<data-len 64..65536>, slots-rfc:<data-len
+    /// 64..65536> (the RFC's encoding) or ring:<order 0..9>:<policy> with policy
+    /// fixed:<bytes>, greedy or adaptive. A staging design the backend does not offer falls
+    /// back to grant copy; sizes above the backend's maximum are reduced to it.
     #[arg(long, default_value = "grant-copy")]
     design: netstage_netfront_user::Design,
-    /// Queues wanted.
-    #[arg(long, default_value_t = 1)]
+    /// Queues wanted, at least 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     queues: u16,
     /// Features requested: comma-separated of sg, gso-tcpv4, gso-tcpv6, ipv6-csum; or `none`.
     #[arg(long, default_value = "sg,gso-tcpv4,gso-tcpv6,ipv6-csum")]
@@ -243,7 +246,7 @@ fn run() -> anyhow::Result<()> {
     let cfg = FrontendConfig {
         design: args.design,
         forward: args.forward,
-        queues: args.queues.max(1),
+        queues: args.queues,
         want: args.want,
         poll: match args.poll {
             PollArg::Block => PollMode::Block,

@@ -3,7 +3,8 @@
 //! Serves the real XenStore wire protocol on Unix sockets: dom0 on `--socket`, each guest
 //! domain on `<domain-dir>/dom<ID>.sock` once introduced (with `--introduce ID` at start-up,
 //! or `XS_INTRODUCE` from dom0). Point clients at a socket with `XENSTORED_PATH`. Stops
-//! cleanly on SIGINT or SIGTERM, removing its sockets.
+//! cleanly on SIGINT or SIGTERM, removing its sockets. Logs to stderr through `env_logger`
+//! (`RUST_LOG`, default `info`).
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +19,8 @@ use netstage_platform::sim::xenstored::{Quotas, Xenstored, XenstoredConfig};
 
 /// The netstage XenStore daemon (real wire protocol, emulated platform).
 #[derive(Debug, Parser)]
-#[command(version)]
+// A negative number is a bad value of its option, named as such, not an unknown flag.
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     /// Dom0's socket: clients of the control domain connect here (XENSTORED_PATH=PATH).
     #[arg(long, value_name = "PATH")]
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let domain_dir = match args.domain_dir {
         Some(d) => d,
         None => args
