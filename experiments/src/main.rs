@@ -32,8 +32,6 @@ mod soak_cmd;
 
 /// The netstage comparison harness.
 #[derive(Debug, Parser)]
-// The processes of a run are this binary's hidden `role-*` subcommands; the prefix keeps a
-// mistyped command from being told about them.
 #[command(
     version,
     after_help = "An error is printed with each of its causes once; a run's process that \
@@ -81,23 +79,37 @@ enum Cmd {
     /// veth pair for reference. Needs root, iproute2 and iperf3 (and sockperf for rr and
     /// rr-busy).
     Tcp(TcpArgs),
+}
+
+/// The processes of a run: this binary started again with a `role-*` command. They are
+/// parsed apart from the user's commands (`run` looks at the first argument), so a mistyped
+/// command is never told about them.
+#[derive(Debug, Parser)]
+#[command(name = "experiments")]
+struct RoleCli {
+    #[command(subcommand)]
+    cmd: RoleCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCmd {
     /// (internal) The TCP experiment's backend.
-    #[command(name = "role-tcp-backend", hide = true)]
+    #[command(name = "role-tcp-backend")]
     TcpBackend(experiments::tcp::TcpRoleArgs),
     /// (internal) The TCP experiment's frontend.
-    #[command(name = "role-tcp-frontend", hide = true)]
+    #[command(name = "role-tcp-frontend")]
     TcpFrontend(experiments::tcp::TcpRoleArgs),
     /// (internal) The raw stream's writer.
-    #[command(name = "role-stream-writer", hide = true)]
+    #[command(name = "role-stream-writer")]
     StreamWriter(roles::StreamArgs),
     /// (internal) The raw stream's reader.
-    #[command(name = "role-stream-reader", hide = true)]
+    #[command(name = "role-stream-reader")]
     StreamReader(roles::StreamArgs),
     /// (internal) One backend process.
-    #[command(name = "role-backend", hide = true)]
+    #[command(name = "role-backend")]
     Backend(RoleArgs),
     /// (internal) One frontend process.
-    #[command(name = "role-frontend", hide = true)]
+    #[command(name = "role-frontend")]
     Frontend(RoleArgs),
 }
 
@@ -262,20 +274,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cmd = Cli::parse().cmd;
-    // The TCP ends use the libraries' convenience layers, which allocate a buffer per
-    // packet; compare's ends drive the queues, which allocate nothing per packet.
-    if matches!(cmd, Cmd::TcpBackend(_) | Cmd::TcpFrontend(_)) {
-        experiments::sys::keep_freed_memory();
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| a.starts_with("role-"))
+    {
+        return run_role(RoleCli::parse().cmd);
     }
-    match cmd {
+    match Cli::parse().cmd {
         Cmd::Tcp(a) => tcp(a),
-        Cmd::TcpBackend(a) => experiments::tcp::tcp_backend(&a),
-        Cmd::TcpFrontend(a) => experiments::tcp::tcp_frontend(&a),
-        Cmd::Backend(a) => roles::backend(&a),
-        Cmd::StreamWriter(a) => roles::stream_writer(&a),
-        Cmd::StreamReader(a) => roles::stream_reader(&a),
-        Cmd::Frontend(a) => roles::frontend(&a),
         Cmd::Report { dir } if dir.join("tcp.json").exists() => {
             let r: experiments::tcp::TcpResults =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("tcp.json"))?)
@@ -364,6 +370,23 @@ fn clock_seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (ns % 1_000_000_000_000) as u64
+}
+
+/// Runs one process of a run.
+fn run_role(cmd: RoleCmd) -> anyhow::Result<()> {
+    // The TCP ends use the libraries' convenience layers, which allocate a buffer per
+    // packet; compare's ends drive the queues, which allocate nothing per packet.
+    if matches!(cmd, RoleCmd::TcpBackend(_) | RoleCmd::TcpFrontend(_)) {
+        experiments::sys::keep_freed_memory();
+    }
+    match cmd {
+        RoleCmd::TcpBackend(a) => experiments::tcp::tcp_backend(&a),
+        RoleCmd::TcpFrontend(a) => experiments::tcp::tcp_frontend(&a),
+        RoleCmd::Backend(a) => roles::backend(&a),
+        RoleCmd::StreamWriter(a) => roles::stream_writer(&a),
+        RoleCmd::StreamReader(a) => roles::stream_reader(&a),
+        RoleCmd::Frontend(a) => roles::frontend(&a),
+    }
 }
 
 /// A design's name, as `--design`/`--designs` take it: clap names the option and the value

@@ -233,6 +233,11 @@ fn a_bad_cost_or_design_is_named_before_anything_runs() {
     assert!(err.contains("'nope' for '--designs"), "{err}");
     let err = run(&["soak", "--cost", "xen"]);
     assert!(err.contains("'xen' for '--cost"), "{err}");
+    // The processes' own commands are never suggested for a mistyped one.
+    for typo in ["frontend", "tc", "backend", "role"] {
+        let err = run(&[typo]);
+        assert!(!err.contains("role-"), "{typo}: {err}");
+    }
     // A negative number is a bad value of its option, not an unknown flag.
     for cmd in ["compare", "tcp", "latency"] {
         let err = run(&[cmd, "--rounds", "-5"]);
