@@ -2,13 +2,15 @@
 //! a shuffled order of the designs, a design's peak echo rate is found first, then its
 //! round trips measured at fractions of that peak; every run is its own pair of processes.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use experiments::latency::{latency_markdown, latency_rows, LatencyRun, LOADS, MIN_FRAME};
 use experiments::roles::Dir;
 use experiments::stats::{seeded, RngStream};
-use experiments::{calibrate, RunRecord, SizeSpec};
+use experiments::{calibrate, child, RunRecord, SizeSpec};
 use netstage_fallback::Design;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -66,6 +68,7 @@ pub(super) struct LatencyResults {
 
 pub(super) fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     check_args(&a)?;
+    let record = RunRecord::now();
     let seed = a.seed.unwrap_or_else(clock_seed);
     let out = a.out.clone().unwrap_or_else(|| results_dir("latency"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -81,40 +84,111 @@ pub(super) fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         spin_us,
     };
     let designs: Vec<String> = a.designs.iter().map(Design::to_string).collect();
-    let mut order = seeded(seed, RngStream::Order);
-    let mut runs = Vec::new();
-    for round in 1..=a.rounds {
-        let mut these = designs.clone();
-        these.shuffle(&mut order);
-        for design in &these {
-            runs.extend(design_round(&exe, &cfg, &a, design, round)?);
-        }
+    let mut results = LatencyResults {
+        record,
+        cost: cost.clone(),
+        seed,
+        size: a.size,
+        busy: a.busy,
+        runs: Vec::new(),
+        rows: Vec::new(),
+    };
+    let stop = super::interrupt_flag()?;
+    let mut kept = Kept {
+        log: std::fs::File::create(out.join("samples.jsonl"))
+            .with_context(|| format!("cannot create {}", out.join("samples.jsonl").display()))?,
+        json: out.join("latency.json"),
+    };
+    let sweep = Sweep {
+        exe: &exe,
+        cfg: &cfg,
+        a: &a,
+        designs: &designs,
+        seed,
+    };
+    let failure = sweep.rounds(&stop, &mut results, &mut kept);
+    if let Some(why) = &failure {
+        results.record.partial = true;
+        results.record.stopped_by = Some(why.clone());
     }
-    let rows = latency_rows(&runs, &designs, seed);
+    results.rows = latency_rows(&results.runs, &designs, seed);
+    let partial = failure.as_ref().map_or(String::new(), |why| {
+        format!("**Partial results**: the run stopped early ({why}).\n\n")
+    });
     let md = format!(
-        "# Latency under load\n\n{} B frames, {} rounds of {} s, cost {cost}, {}; seed {seed}. \
-         Medians over the rounds with 95 % bootstrap intervals.\n\n{}",
+        "# Latency under load\n\n{partial}{} B frames, {} rounds of {} s, cost {cost}, {}; seed \
+         {seed}. Medians over the rounds with 95 % bootstrap intervals.\n\n{}",
         a.size,
         a.rounds,
         a.seconds,
         if a.busy { "busy-polling" } else { "blocking" },
-        latency_markdown(&rows)
+        latency_markdown(&results.rows)
     );
-    let results = LatencyResults {
-        record: RunRecord::now(),
-        cost,
-        seed,
-        size: a.size,
-        busy: a.busy,
-        runs,
-        rows,
-    };
-    std::fs::write(
-        out.join("latency.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
+    super::save_json(&kept.json, &results)?;
     std::fs::write(out.join("latency.md"), &md)?;
     println!("{md}\nresults in {}", out.display());
+    match failure {
+        Some(why) => anyhow::bail!("{why}; the runs finished before are in {}", out.display()),
+        None => Ok(()),
+    }
+}
+
+/// Where each finished run is kept as it finishes.
+struct Kept {
+    /// samples.jsonl: a line per run.
+    log: std::fs::File,
+    /// latency.json, rewritten after each design's round.
+    json: PathBuf,
+}
+
+/// What every run of one `experiments latency` shares.
+struct Sweep<'a> {
+    exe: &'a Path,
+    cfg: &'a RunCfg<'a>,
+    a: &'a LatencyArgs,
+    designs: &'a [String],
+    seed: u64,
+}
+
+impl Sweep<'_> {
+    /// Runs the rounds into `results`, each design in a shuffled order per round, keeping
+    /// every run as it finishes; returns why it stopped early (a failing run, Ctrl-C or
+    /// SIGTERM), if it did.
+    fn rounds(
+        &self,
+        stop: &AtomicBool,
+        results: &mut LatencyResults,
+        kept: &mut Kept,
+    ) -> Option<String> {
+        let mut order = seeded(self.seed, RngStream::Order);
+        for round in 1..=self.a.rounds {
+            let mut these = self.designs.to_vec();
+            these.shuffle(&mut order);
+            for design in &these {
+                if stop.load(Ordering::Relaxed) {
+                    return Some("interrupted (Ctrl-C or SIGTERM)".into());
+                }
+                let runs = match design_round(self.exe, self.cfg, self.a, design, round) {
+                    Ok(r) => r,
+                    Err(e) => return Some(format!("round {round}: {}", child::causes(&e))),
+                };
+                if let Err(e) = keep(kept, &runs).and_then(|()| {
+                    results.runs.extend(runs);
+                    super::save_json(&kept.json, results)
+                }) {
+                    return Some(format!("cannot keep the runs: {}", child::causes(&e)));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Appends `runs` to samples.jsonl, a line each.
+fn keep(kept: &mut Kept, runs: &[LatencyRun]) -> anyhow::Result<()> {
+    for r in runs {
+        writeln!(kept.log, "{}", serde_json::to_string(r)?)?;
+    }
     Ok(())
 }
 

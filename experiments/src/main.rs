@@ -1244,6 +1244,7 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     experiments::sys::remove_stale_worlds();
     let runs = tcp::plan_runs(&plan);
+    let record = experiments::RunRecord::now();
     let bar = progress_bar(runs.len() as u64 * u64::from(plan.rounds));
     let exe = std::env::current_exe()?;
     let poll = if plan.busy { "busy-poll" } else { "blocking" };
@@ -1262,29 +1263,87 @@ fn tcp(a: TcpArgs) -> anyhow::Result<()> {
         machine,
         samples: Vec::new(),
         commands: tcp::commands(&plan),
+        record: Some(record),
     };
-    for round in 1..=plan.rounds {
-        for run in &runs {
-            let (d, dir) = (&run.design, run.dir);
-            bar.set_message(format!("{dir} {d}"));
-            let s = tcp::run_tcp(&exe, &plan, run, round)
-                .with_context(|| format!("round {round}: tcp {dir} {d}"))?;
-            results.samples.push(s);
-            bar.inc(1);
-        }
-    }
+    let stop = interrupt_flag()?;
+    let mut log = std::fs::File::create(out.join("samples.jsonl"))
+        .with_context(|| format!("cannot create {}", out.join("samples.jsonl").display()))?;
+    let failure = tcp_rounds(
+        &exe,
+        &plan,
+        &runs,
+        &bar,
+        &stop,
+        &mut results,
+        &mut log,
+        &out,
+    );
     bar.finish_and_clear();
-    std::fs::write(
-        out.join("tcp.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
+    if let (Some(why), Some(rec)) = (&failure, results.record.as_mut()) {
+        rec.partial = true;
+        rec.stopped_by = Some(why.clone());
+    }
+    save_json(&out.join("tcp.json"), &results)?;
     std::fs::write(out.join("tcp.csv"), tcp::tcp_csv(&results))?;
     let md = tcp::tcp_markdown(&results);
     std::fs::write(out.join("tcp.md"), &md)?;
     print!("{md}");
     tcp_chart(&results, &out);
     println!("\nresults in {}", out.display());
-    Ok(())
+    match failure {
+        Some(why) => bail!("{why}; the runs finished before are in {}", out.display()),
+        None => Ok(()),
+    }
+}
+
+/// Runs `plan`'s rounds into `results`, each finished run appended to `log` (samples.jsonl)
+/// and `tcp.json` rewritten after it, a line on stderr per run when it is not a terminal;
+/// returns why it stopped early (a failing run, Ctrl-C or SIGTERM), if it did.
+#[allow(clippy::too_many_arguments)]
+fn tcp_rounds(
+    exe: &Path,
+    plan: &experiments::tcp::TcpPlan,
+    runs: &[experiments::tcp::TcpRun],
+    bar: &ProgressBar,
+    stop: &AtomicBool,
+    results: &mut experiments::tcp::TcpResults,
+    log: &mut std::fs::File,
+    out: &Path,
+) -> Option<String> {
+    let total = runs.len() * plan.rounds as usize;
+    for round in 1..=plan.rounds {
+        for run in runs {
+            if stop.load(Ordering::Relaxed) {
+                return Some("interrupted (Ctrl-C or SIGTERM)".into());
+            }
+            let (d, dir) = (&run.design, run.dir);
+            bar.set_message(format!("{dir} {d}"));
+            let s = match experiments::tcp::run_tcp(exe, plan, run, round) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Some(format!(
+                        "round {round}: tcp {dir} {d}: {}",
+                        child::causes(&e)
+                    ))
+                }
+            };
+            let kept = serde_json::to_string(&serde_json::json!({ "sample": &s }))
+                .map_err(anyhow::Error::from)
+                .and_then(|line| Ok(writeln!(log, "{line}")?));
+            results.samples.push(s);
+            if let Err(e) = kept.and_then(|()| save_json(&out.join("tcp.json"), results)) {
+                return Some(format!("cannot keep the run: {}", child::causes(&e)));
+            }
+            bar.inc(1);
+            if !std::io::stderr().is_terminal() {
+                eprintln!(
+                    "experiments: tcp run {}/{total} (round {round}): {dir} {d}",
+                    bar.position()
+                );
+            }
+        }
+    }
+    None
 }
 
 /// Draws the TCP charts next to the TCP report (messages go to stderr): goodput per

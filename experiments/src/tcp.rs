@@ -337,6 +337,10 @@ pub struct TcpResults {
     pub samples: Vec<TcpSample>,
     /// The iperf3 commands (with the run's seconds), for the record.
     pub commands: Vec<String>,
+    /// What produced the results (tool, commit, command, start; whether it stopped early
+    /// and why). Absent in results saved before it was recorded.
+    #[serde(default)]
+    pub record: Option<crate::RunRecord>,
 }
 
 fn one_stream() -> u32 {
@@ -470,6 +474,13 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
             _ => "as many parallel streams as the table says".to_string(),
         }
     );
+    if let Some(why) = r.record.as_ref().and_then(|x| x.stopped_by.as_ref()) {
+        let _ = writeln!(
+            out,
+            "**Partial results**: the run stopped early ({why}); the table holds the runs \
+             finished before.\n"
+        );
+    }
     let _ = writeln!(out, "| dir | offloads | streams | design | Gbit/s (median) | [min..max] | x grant-copy | retransmits | mean netif packet (B) | frontend CPU ms/GB | backend CPU ms/GB | runs |");
     let _ = writeln!(
         out,
@@ -1498,6 +1509,7 @@ sockperf: ---> <MIN> observation =    5.740\n";
             machine: Machine::detect("none", "blocking"),
             samples,
             commands: Vec::new(),
+            record: None,
         };
         let charts = tcp_axis_charts(&r);
         let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use experiments::latency::{LatencyRow, LatencyRun, LOADS};
 
+mod common;
+
 #[derive(serde::Deserialize)]
 struct Saved {
     seed: u64,
@@ -71,4 +73,45 @@ fn latency_under_load_runs_each_design_at_its_peak_and_fractions_of_it() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--size: 4 bytes"));
+}
+
+/// Told to stop (SIGTERM, as Ctrl-C's SIGINT), `latency` keeps every run it finished and
+/// says its results are partial and why.
+#[test]
+fn a_stopped_latency_sweep_keeps_every_finished_run() {
+    #[derive(serde::Deserialize)]
+    struct Partial {
+        record: experiments::RunRecord,
+        runs: Vec<LatencyRun>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lat");
+    let args = [
+        "latency",
+        "--designs",
+        "grant-copy",
+        "--rounds",
+        "50",
+        "--seconds",
+        "0.1",
+        "--cost",
+        "none",
+    ];
+    common::stopped_after(&args, &out, LOADS.len());
+    let log = out.join("samples.jsonl");
+    let p: Partial =
+        serde_json::from_str(&std::fs::read_to_string(out.join("latency.json")).unwrap()).unwrap();
+    assert!(
+        p.record.partial && p.record.stopped_by.is_some(),
+        "{:?}",
+        p.record
+    );
+    let logged = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        p.runs.len() >= LOADS.len() && logged == p.runs.len(),
+        "{logged} logged"
+    );
+    assert!(p.runs.len() < 50 * LOADS.len(), "it stopped early");
+    let md = std::fs::read_to_string(out.join("latency.md")).unwrap();
+    assert!(md.contains("**Partial results**"), "{md}");
 }

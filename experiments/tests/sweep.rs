@@ -299,25 +299,8 @@ fn a_short_soak_checks_every_run_and_survives_its_faults() {
 fn a_stopped_sweep_keeps_every_finished_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let child = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["compare", "--quick", "--cost", "none", "--out"])
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for a few finished runs, then ask it to stop.
+    let stderr = common::stopped_after(&["compare", "--quick", "--cost", "none"], &out, 3);
     let log = out.join("samples.jsonl");
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(t.elapsed().as_secs() < 120, "no runs finished");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    experiments::sys::signal(child.id(), libc::SIGTERM).unwrap();
-    let st = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&st.stderr);
-    assert!(!st.status.success(), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
     let r: experiments::Results =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let rec = r.record.as_ref().expect("the run's record");

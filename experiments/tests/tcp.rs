@@ -198,3 +198,42 @@ fn tcp_request_response_runs_through_a_design_with_sockperf() {
     assert!(md.contains("| rr-busy | slots:256 |"), "{md}");
     assert!(md.contains("sockperf ping-pong"), "{md}");
 }
+
+/// A TCP sweep told to stop (SIGTERM, as Ctrl-C's SIGINT) keeps every run it finished:
+/// each was in samples.jsonl and tcp.json as it finished; the results say they are partial
+/// and why, with the run's record, and `report` renders them.
+#[test]
+fn a_stopped_tcp_sweep_keeps_every_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "tcp",
+        "--designs",
+        "grant-copy",
+        "--no-veth",
+        "--rounds",
+        "20",
+        "--seconds",
+        "1",
+        "--cost",
+        "none",
+    ];
+    let stderr = common::stopped_after(&args, &out, 1);
+    let log = out.join("samples.jsonl");
+    // Not a terminal: one line per finished run on stderr.
+    assert!(stderr.contains("experiments: tcp run 1/"), "{stderr}");
+    let r: TcpResults =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tcp.json")).unwrap()).unwrap();
+    let rec = r.record.as_ref().expect("the run's record");
+    assert!(rec.partial && rec.stopped_by.is_some(), "{rec:?}");
+    assert!(rec.command.iter().any(|a| a == "tcp"), "{rec:?}");
+    let logged = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        !r.samples.is_empty() && logged >= r.samples.len(),
+        "{logged} logged"
+    );
+    assert!(r.samples.len() < 40, "it stopped early");
+    let md = std::fs::read_to_string(out.join("tcp.md")).unwrap();
+    assert!(md.contains("**Partial results**"), "{md}");
+    assert_eq!(common::report(&out), md);
+}
