@@ -22,6 +22,7 @@ use netstage_netback_user::{RxInjector, VifHandler};
 use netstage_netfront_user::FrontendHandler;
 use serde::{Deserialize, Serialize};
 
+use crate::child::{self, StderrTail};
 use crate::roles::{self, EndArgs};
 use crate::tap::{Refusal, TapPort};
 use crate::{spread, Dir, Machine, Spread};
@@ -1038,35 +1039,56 @@ fn link_netstage(
         }
         v
     };
-    let back = Netns::exec(
+    let mut back = Netns::exec(
         &ns.host,
         &role("role-tcp-backend", "tapb", 1 % cores, plan.spin_us[1]),
     )
     .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
     .spawn()
     .context("cannot start the backend")?;
+    let back_err = StderrTail::capture(&mut back);
     ns.children.push(back);
     let ready = roles::ready_marker(world);
     let t = Instant::now();
     while !ready.exists() {
         if let Some(st) = ns.children[0].try_wait()? {
-            bail!("the backend exited early ({st})");
+            return Err(child::failed(
+                "the backend",
+                "exited early",
+                st,
+                &back_err.finish(),
+            ));
         }
         if t.elapsed() > Duration::from_secs(20) {
             bail!("the backend did not come up within 20 s");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let front = Netns::exec(
+    let mut front = Netns::exec(
         &ns.guest,
         &role("role-tcp-frontend", "tapf", 0, plan.spin_us[0]),
     )
     .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
     .spawn()
     .context("cannot start the frontend")?;
+    let front_err = StderrTail::capture(&mut front);
     ns.children.push(front);
-    Netns::wait_for(&ns.host, "tapb", &mut ns.children[0])?;
-    Netns::wait_for(&ns.guest, "tapf", &mut ns.children[1])?;
+    for (i, (who, ns_name, dev, tail)) in [
+        ("the backend", &ns.host, "tapb", back_err),
+        ("the frontend", &ns.guest, "tapf", front_err),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Err(e) = Netns::wait_for(ns_name, dev, &mut ns.children[i]) {
+            return Err(match ns.children[i].try_wait()? {
+                Some(st) => child::failed(who, "exited early", st, &tail.finish()),
+                None => e,
+            });
+        }
+    }
     Netns::configure(&ns.host, "tapb", HOST_IP)?;
     Netns::configure(&ns.guest, "tapf", GUEST_IP)
 }
