@@ -140,7 +140,7 @@ struct CompareArgs {
     #[arg(long)]
     quick: bool,
     /// Interleaved rounds, each in its own shuffled order [default: 7; --quick: 4].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: Option<u32>,
     /// Measured seconds per run [default: 0.3; --quick: 0.2].
     #[arg(long)]
@@ -235,11 +235,11 @@ struct TcpArgs {
     /// TAP offloads.
     #[arg(long, value_enum, default_value = "on")]
     offload: Offload,
-    /// Seconds of iperf3 (after one omitted second) or sockperf per run.
-    #[arg(long, default_value_t = 4)]
+    /// Seconds of iperf3 (after one omitted second) or sockperf per run, at least 1.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     seconds: u32,
-    /// Interleaved rounds.
-    #[arg(long, default_value_t = 2)]
+    /// Interleaved rounds, at least 1.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Grant cost mode: xen (calibrated first, as for compare), kernel, none or
     /// model:<call>,<copy>,<map>,<unmap>.
@@ -253,7 +253,8 @@ struct TcpArgs {
     no_veth: bool,
     /// Parallel TCP streams (iperf3 -P, 1 to 128), comma-separated: each a run of its own
     /// (an axis with its own chart when there are two or more).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32],
+          value_parser = clap::value_parser!(u32).range(1..=128))]
     streams: Vec<u32>,
     /// Microseconds the frontend's event-channel waits spin before sleeping.
     #[arg(long, default_value_t = DEFAULT_SPIN_US[0])]
@@ -1199,12 +1200,6 @@ fn plots(r: &Results, dir: &Path) {
 /// interleaved over rounds; writes tcp.json, tcp.csv, tcp.md and the tcp chart.
 fn tcp(a: TcpArgs) -> anyhow::Result<()> {
     use experiments::tcp::{self, TcpPlan, TcpResults};
-    if a.seconds == 0 || a.rounds == 0 {
-        bail!("experiments tcp: --seconds and --rounds must be at least 1");
-    }
-    if let Some(n) = a.streams.iter().find(|n| !(1..=128).contains(*n)) {
-        bail!("experiments tcp: --streams: {n}: each is 1 to 128 (iperf3's limit)");
-    }
     let mut designs = a.designs.clone().unwrap_or_else(|| {
         [
             "grant-copy",
