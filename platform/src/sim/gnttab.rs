@@ -96,6 +96,54 @@ fn internal<E>(_: E) -> GrantStatus {
     GrantStatus::GeneralError
 }
 
+/// A grant entry's word as pinning reads and swaps it: the granter's shared table, or a
+/// test's stand-in.
+trait EntryWord {
+    fn load(&self) -> u32;
+    /// Swaps `current` for `new`; whether the word was still `current`.
+    fn swap(&self, current: u32, new: u32) -> std::result::Result<bool, GrantStatus>;
+}
+
+impl EntryWord for SharedU32 {
+    fn load(&self) -> u32 {
+        SharedU32::load(self, Ordering::Acquire)
+    }
+
+    fn swap(&self, current: u32, new: u32) -> std::result::Result<bool, GrantStatus> {
+        Ok(self
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(internal)?
+            .is_ok())
+    }
+}
+
+/// Validates the entry for domain `me` and sets its `GTF_reading` (and `GTF_writing` if
+/// `writable`), as Xen does with a compare-and-swap; a granter that keeps changing the
+/// entry under it gets `GNTST_general_error` after [`ENTRY_RETRIES`] retries, as from Xen,
+/// rather than a backend that spins for ever.
+fn pin_entry(
+    word: &impl EntryWord,
+    me: DomId,
+    writable: bool,
+) -> std::result::Result<(), GrantStatus> {
+    let set = GTF_READING | if writable { GTF_WRITING } else { 0 };
+    for _ in 0..=ENTRY_RETRIES {
+        let c = word.load();
+        let flags = c as u16;
+        let domid = (c >> 16) as u16;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
+            return Err(GrantStatus::BadGntref);
+        }
+        if domid != me || (writable && flags & GTF_READONLY != 0) {
+            return Err(GrantStatus::PermissionDenied);
+        }
+        if word.swap(c, c | u32::from(set))? {
+            return Ok(());
+        }
+    }
+    Err(GrantStatus::GeneralError)
+}
+
 /// Validates grant `gref` of `f` for domain `me` and pins it (`GTF_reading`, plus
 /// `GTF_writing` if `writable`). Returns the granted frame.
 pub(super) fn acquire(
@@ -109,31 +157,7 @@ pub(super) fn acquire(
     }
     let _lock = GrantLock::take(&f.active).map_err(internal)?;
     let word = combo(&f.gnttab, gref).map_err(internal)?;
-    let set = GTF_READING | if writable { GTF_WRITING } else { 0 };
-    let mut retries = 0;
-    loop {
-        if retries > ENTRY_RETRIES {
-            return Err(GrantStatus::GeneralError);
-        }
-        retries += 1;
-        let c = word.load(Ordering::Acquire);
-        let flags = c as u16;
-        let domid = (c >> 16) as u16;
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
-            return Err(GrantStatus::BadGntref);
-        }
-        if domid != me || (writable && flags & GTF_READONLY != 0) {
-            return Err(GrantStatus::PermissionDenied);
-        }
-        let new = c | u32::from(set);
-        if word
-            .compare_exchange(c, new, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(internal)?
-            .is_ok()
-        {
-            break;
-        }
-    }
+    pin_entry(&word, me, writable)?;
     // Pin counts: readers always, writers if writable.
     let rd = f
         .active
@@ -891,5 +915,67 @@ impl SimDomain {
             Some(e) => Err(PlatformError::io("grant copy (process_vm_readv/writev)", e)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// An entry its granter rewrites between every read and swap.
+    #[derive(Default)]
+    struct Flipping {
+        value: AtomicU32,
+        swaps: AtomicU32,
+    }
+
+    impl EntryWord for Flipping {
+        fn load(&self) -> u32 {
+            self.value.load(Ordering::Relaxed)
+        }
+
+        fn swap(&self, current: u32, _new: u32) -> std::result::Result<bool, GrantStatus> {
+            self.swaps.fetch_add(1, Ordering::Relaxed);
+            // The granter flips an unused flag bit first: the swap finds the word changed.
+            self.value.store(current ^ 0x0080, Ordering::Relaxed);
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn an_entry_that_keeps_changing_gives_a_general_error_after_bounded_retries() {
+        let me = 3;
+        let word = Arc::new(Flipping::default());
+        word.value.store(
+            u32::from(me) << 16 | u32::from(GTF_PERMIT_ACCESS),
+            Ordering::Relaxed,
+        );
+        // On a thread: a pinning that spun for ever would fail the test, not hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Arc::clone(&word);
+        std::thread::spawn(move || tx.send(pin_entry(&*w, me, true)));
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("pinning gave up");
+        assert_eq!(got, Err(GrantStatus::GeneralError));
+        assert_eq!(word.swaps.load(Ordering::Relaxed), ENTRY_RETRIES + 1);
+        // An entry left alone is pinned at the first swap.
+        let table = SharedMem::new_zeroed(8);
+        let entry = table.word(0).unwrap();
+        entry
+            .store(
+                u32::from(me) << 16 | u32::from(GTF_PERMIT_ACCESS),
+                Ordering::Relaxed,
+            )
+            .unwrap();
+        assert_eq!(pin_entry(&entry, me, true), Ok(()));
+        let pinned = entry.load(Ordering::Relaxed) as u16;
+        assert_eq!(
+            pinned & (GTF_READING | GTF_WRITING),
+            GTF_READING | GTF_WRITING
+        );
     }
 }
