@@ -35,12 +35,15 @@ mod soak_cmd;
 #[command(
     version,
     after_help = "An error is printed with each of its causes once; a run's process that \
-                  failed adds the end of its stderr. NETSTAGE_BACKTRACE=1 adds a backtrace. \
+                  failed adds the end of its stderr. --backtrace adds a backtrace. \
                   Log level: RUST_LOG (default: warn)."
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// On an error, print its backtrace too (where one was captured; as NETSTAGE_BACKTRACE=1).
+    #[arg(long, global = true)]
+    backtrace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,7 +274,7 @@ struct TcpArgs {
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    netstage_platform::cli::exit_code("experiments", run())
+    netstage_platform::cli::exit_code("experiments", run)
 }
 
 fn run() -> anyhow::Result<()> {

@@ -63,3 +63,26 @@ fn a_failing_backend_s_stderr_reaches_the_user_with_each_cause_once() {
     // RUST_BACKTRACE=1 does not ask for one (NETSTAGE_BACKTRACE=1 does).
     assert!(!err.contains("backtrace"), "{err}");
 }
+
+/// `--backtrace` (on any command) asks for the error's chain and backtrace after its one
+/// line; without it there is neither, even with `RUST_BACKTRACE` set.
+#[test]
+fn the_backtrace_flag_asks_for_the_backtrace() {
+    let run = |extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args(["report", "/nonexistent/run"])
+            .args(extra)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("NETSTAGE_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let plain = run(&[]);
+    assert_eq!(plain.lines().count(), 1, "{plain}");
+    let traced = run(&["--backtrace"]);
+    assert!(traced.starts_with(plain.trim_end()), "{traced}");
+    assert!(traced.contains("Stack backtrace:"), "{traced}");
+}

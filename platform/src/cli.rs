@@ -2,23 +2,35 @@
 
 /// How the project's binaries end: `Ok` is success; an error is printed on one line as
 /// `program: error: ` and each of its causes once ([`causes`]), and exits with status 1.
-/// The `{:?}` form, with a backtrace where the error captured one, is printed only when
-/// asked for with `NETSTAGE_BACKTRACE=1`: a `RUST_BACKTRACE` left in the environment does
-/// not turn every usage error into a dump.
+/// The `{:?}` form, with a backtrace where the error captured one, is printed only when the
+/// user asks for it with the `--backtrace` flag (each binary takes it) or
+/// `NETSTAGE_BACKTRACE=1`: a `RUST_BACKTRACE` left in the environment does not turn every
+/// usage error into a dump.
 pub fn exit_code<E: Into<anyhow::Error>>(
     program: &str,
-    result: std::result::Result<(), E>,
+    run: impl FnOnce() -> std::result::Result<(), E>,
 ) -> std::process::ExitCode {
-    match result.map_err(Into::into) {
+    if wants_backtrace() {
+        // Errors capture their backtrace as they are made: asked for, they must.
+        std::env::set_var("RUST_LIB_BACKTRACE", "1");
+    }
+    match run().map_err(Into::into) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{program}: error: {}", causes(&e));
-            if std::env::var_os("NETSTAGE_BACKTRACE").is_some() {
+            if wants_backtrace() {
                 eprintln!("{e:?}");
             }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the user asked for an error's backtrace: `--backtrace` on the command line, or
+/// `NETSTAGE_BACKTRACE` in the environment.
+pub fn wants_backtrace() -> bool {
+    std::env::var_os("NETSTAGE_BACKTRACE").is_some()
+        || std::env::args_os().any(|a| a == "--backtrace")
 }
 
 /// Each message of `e`'s chain once, joined by `: `: a cause whose message the message

@@ -129,6 +129,9 @@ struct Args {
     /// SECONDS seconds (0: only the final line at exit).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     stats: u64,
+    /// On an error, print its backtrace too (where one was captured; as NETSTAGE_BACKTRACE=1).
+    #[arg(long)]
+    backtrace: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -276,7 +279,7 @@ fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    netstage_platform::cli::exit_code("netback-user", run())
+    netstage_platform::cli::exit_code("netback-user", run)
 }
 
 fn run() -> anyhow::Result<()> {

@@ -115,6 +115,9 @@ struct Args {
     /// (0: only the final line).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     stats: u64,
+    /// On an error, print its backtrace too (where one was captured; as NETSTAGE_BACKTRACE=1).
+    #[arg(long)]
+    backtrace: bool,
 }
 
 /// One JSON line of counters (`--stats`, and the final one): the library's stats object,
@@ -230,7 +233,7 @@ impl FrontendHandler for Verifier {
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    netstage_platform::cli::exit_code("netfront-user", run())
+    netstage_platform::cli::exit_code("netfront-user", run)
 }
 
 fn run() -> anyhow::Result<()> {

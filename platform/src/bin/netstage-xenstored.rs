@@ -36,6 +36,9 @@ struct Args {
     /// node-size, path-max, outstanding, connections, queued-bytes, queued-messages.
     #[arg(short = 'Q', long = "quota", value_name = "NAME=N", value_parser = checked_quota)]
     quotas: Vec<String>,
+    /// On an error, print its backtrace too (where one was captured; as NETSTAGE_BACKTRACE=1).
+    #[arg(long)]
+    backtrace: bool,
 }
 
 /// `NAME=N` of `--quota`, checked against the quotas' names.
@@ -47,7 +50,7 @@ fn checked_quota(spec: &str) -> Result<String, String> {
 /// Runs; an error is printed once, with its causes (see
 /// [`netstage_platform::cli::exit_code`]).
 fn main() -> std::process::ExitCode {
-    netstage_platform::cli::exit_code("netstage-xenstored", run())
+    netstage_platform::cli::exit_code("netstage-xenstored", run)
 }
 
 fn run() -> anyhow::Result<()> {
