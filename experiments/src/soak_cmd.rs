@@ -27,6 +27,8 @@ pub(super) fn soak(a: SoakArgs) -> anyhow::Result<()> {
     let seed = a.seed.unwrap_or_else(clock_seed);
     let out = a.out.clone().unwrap_or_else(|| results_dir("soak"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // What produced the soak (tool, commit, command with its seed, start).
+    super::save_json(&out.join("record.json"), &experiments::RunRecord::now())?;
     experiments::sys::remove_stale_worlds();
     let exe = std::env::current_exe()?;
     let cfg = RunCfg {
@@ -80,10 +82,7 @@ pub(super) fn soak(a: SoakArgs) -> anyhow::Result<()> {
             detail,
             accounting,
         });
-        std::fs::write(
-            out.join("soak.json"),
-            serde_json::to_string_pretty(&outcomes)?,
-        )?;
+        super::save_json(&out.join("soak.json"), &outcomes)?;
     }
     println!("{}\nresults in {}", summary(&outcomes), out.display());
     let failed = outcomes.iter().filter(|o| !o.ok).count();

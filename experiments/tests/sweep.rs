@@ -260,6 +260,9 @@ fn a_short_soak_checks_every_run_and_survives_its_faults() {
     assert!(st.status.success(), "{stderr}");
     let steps: Vec<experiments::soak::Outcome> =
         serde_json::from_str(&std::fs::read_to_string(out.join("soak.json")).unwrap()).unwrap();
+    let record: experiments::RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(out.join("record.json")).unwrap()).unwrap();
+    assert!(record.command.iter().any(|a| a == "soak"), "{record:?}");
     assert!(
         steps.len() >= experiments::soak::FAULT_EVERY as usize,
         "{stderr}"
