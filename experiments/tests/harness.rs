@@ -837,6 +837,7 @@ fn docs_harness_md_lists_every_csv_column_in_order() {
         ("results.csv", &experiments::RESULTS_CSV_COLUMNS[..]),
         ("summary.csv", &experiments::SUMMARY_CSV_COLUMNS[..]),
         ("peers.csv", &experiments::PEERS_CSV_COLUMNS[..]),
+        ("tcp.csv", &experiments::tcp::TCP_CSV_COLUMNS[..]),
     ] {
         assert_eq!(documented_columns(file), columns, "{file}");
     }
