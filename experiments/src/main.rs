@@ -145,8 +145,8 @@ struct CompareArgs {
     /// Interleaved rounds, each in its own shuffled order [default: 7; --quick: 4].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: Option<u32>,
-    /// Measured seconds per run [default: 0.3; --quick: 0.2].
-    #[arg(long)]
+    /// Measured seconds per run, above 0 and at most 3600 [default: 0.3; --quick: 0.2].
+    #[arg(long, value_parser = run_seconds)]
     seconds: Option<f64>,
     /// The seed of the run order (shuffled afresh each round) and of the report's
     /// bootstrap intervals; the same seed repeats the order [default: drawn from the clock,
@@ -390,6 +390,15 @@ fn run_role(cmd: RoleCmd) -> anyhow::Result<()> {
         RoleCmd::StreamWriter(a) => roles::stream_writer(&a),
         RoleCmd::StreamReader(a) => roles::stream_reader(&a),
         RoleCmd::Frontend(a) => roles::frontend(&a),
+    }
+}
+
+/// Seconds of a measured run: above 0, at most an hour.
+fn run_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 3600.0 => Ok(x),
+        Ok(x) => Err(format!("{x} s is not above 0 and at most 3600")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -239,6 +239,8 @@ fn a_bad_cost_or_design_is_named_before_anything_runs() {
         assert!(!err.contains("role-"), "{typo}: {err}");
     }
     // A negative number is a bad value of its option, not an unknown flag.
+    let err = run(&["compare", "--seconds", "0"]);
+    assert!(err.contains("'0' for '--seconds"), "{err}");
     for cmd in ["compare", "tcp", "latency"] {
         let err = run(&[cmd, "--rounds", "-5"]);
         assert!(err.contains("'-5' for '--rounds <ROUNDS>'"), "{cmd}: {err}");

@@ -572,6 +572,8 @@ fn bad_option_values_name_their_flag() {
         ("netback-user", "--max-ring-order", "-5"),
         ("netback-user", "--max-data-len", "5"),
         ("netfront-user", "--queues", "0"),
+        ("netfront-user", "--sizes", "5"),
+        ("netback-user", "--vif", "0"),
     ] {
         let o = Command::new(self::bin(bin_name))
             .args(["--world", "/nonexistent", flag, value])

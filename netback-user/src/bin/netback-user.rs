@@ -53,8 +53,8 @@ struct Args {
     #[arg(long, conflicts_with = "world")]
     xen: bool,
     /// Guest vif to serve, `DOMID` or `DOMID:DEVID` (repeatable).
-    #[arg(long = "vif", value_name = "DOMID[:DEVID]", required = true)]
-    vifs: Vec<String>,
+    #[arg(long = "vif", value_name = "DOMID[:DEVID]", required = true, value_parser = parse_vif)]
+    vifs: Vec<(u16, u32)>,
     /// XenStore daemon's dom0 socket. Without it, an embedded xenstored serves
     /// `<world>/xenstore/socket` (and `dom<ID>.sock` for guests) while this process runs.
     #[arg(long, value_name = "PATH")]
@@ -261,16 +261,13 @@ fn data_len_offer(s: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_vif(s: &str) -> anyhow::Result<(u16, u32)> {
+/// `--vif DOMID[:DEVID]`: a guest's domain (not 0, this backend's) and its device id.
+fn parse_vif(s: &str) -> Result<(u16, u32), String> {
     let (d, v) = s.split_once(':').unwrap_or((s, "0"));
-    let dom: u16 = d
-        .parse()
-        .with_context(|| format!("bad domain id in --vif {s}"))?;
-    let dev: u32 = v
-        .parse()
-        .with_context(|| format!("bad device id in --vif {s}"))?;
+    let dom: u16 = d.parse().map_err(|e| format!("domain id {d:?}: {e}"))?;
+    let dev: u32 = v.parse().map_err(|e| format!("device id {v:?}: {e}"))?;
     if dom == 0 {
-        bail!("--vif {s}: domain 0 is this backend; a guest has a non-zero id");
+        return Err("domain 0 is this backend; a guest has a non-zero id".into());
     }
     Ok((dom, dev))
 }
@@ -286,11 +283,7 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cost = args.cost;
     let design = args.design;
-    let vifs = args
-        .vifs
-        .iter()
-        .map(|v| parse_vif(v))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let vifs = args.vifs.clone();
     // Before anything is created: a TAP that cannot be had is the first error.
     let tap = open_tap(&args.sink, vifs.len())?;
     let stop = Arc::new(AtomicBool::new(false));

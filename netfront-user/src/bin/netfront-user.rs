@@ -83,7 +83,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     count: u64,
     /// Packet sizes in bytes, cycled (14 to 65535).
-    #[arg(long, value_delimiter = ',', default_value = "64")]
+    #[arg(long, value_delimiter = ',', default_value = "64", value_parser = frame_size)]
     sizes: Vec<usize>,
     /// Attach GSO (TCPv4, MSS 1448) to packets over 1514 bytes.
     #[arg(long)]
@@ -236,11 +236,17 @@ fn main() -> std::process::ExitCode {
     netstage_platform::cli::exit_code("netfront-user", run)
 }
 
+/// A `--sizes` value: a frame of 14 (an Ethernet header) to 65535 bytes (netif's limit).
+fn frame_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (14..=65535).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} bytes is not a frame of 14 to 65535 bytes")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.sizes.iter().any(|s| *s < 14 || *s > 65535) {
-        bail!("--sizes: every size must be 14 to 65535 bytes");
-    }
     let cost = args.cost;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
