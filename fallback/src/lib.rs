@@ -13,6 +13,7 @@ pub mod log_limit;
 pub mod map;
 pub mod packet;
 pub mod policy;
+pub mod stats;
 pub mod storm;
 pub mod view;
 
@@ -22,6 +23,7 @@ pub use log_limit::LogLimit;
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
 pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};
+pub use stats::{unix_time, StatsKind};
 pub use storm::StormGuard;
 pub use view::{PacketView, ViewPart, MAX_VIEW_PARTS};
 

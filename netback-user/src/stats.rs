@@ -2,7 +2,9 @@
 //! version of its layout. `docs/counters.md` documents every field; a test holds the two
 //! together.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use netstage_fallback::{unix_time, StatsKind};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,16 +15,6 @@ use netstage_platform::xenstore::XenStore;
 /// its `schema` field. Within a version fields are only added; renaming or removing one,
 /// or changing its meaning or unit, makes a new version (`docs/counters.md`).
 pub const STATS_SCHEMA: u32 = 1;
-
-/// Which of the `--stats` lines an object is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatsKind {
-    /// A periodic line (every `--stats` seconds).
-    Stats,
-    /// The last line, at exit.
-    Final,
-}
 
 /// A backend's counters at one moment, as `netback-user --stats` prints them (one JSON
 /// object per line; `docs/counters.md` documents each field).
@@ -40,13 +32,6 @@ pub struct BackendStats {
     pub vifs: Vec<VifMetricsSnapshot>,
     /// The sum over all vifs ([`Backend::metrics`]).
     pub total: MetricsSnapshot,
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_time() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl<P: BackendPlatform, X: XenStore> Backend<P, X> {

@@ -71,12 +71,13 @@ use netstage_ring::XEN_PAGE_SIZE;
 pub use connect::connect_queues;
 pub use link::FrontendLink;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use netstage_fallback::StatsKind;
 pub use netstage_fallback::YIELD_EVERY;
 pub use netstage_fallback::{CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode};
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
 pub use queue::FrontQueue;
-pub use stats::{FrontendStats, StatsKind, STATS_SCHEMA};
+pub use stats::{FrontendStats, STATS_SCHEMA};
 pub use threaded::{Frontend, FrontendHandler};
 
 /// Frontend settings.

@@ -1,7 +1,9 @@
 //! The `--stats` object: a device's counters with what identifies it, and the version of
 //! its layout. `docs/counters.md` documents every field; a test holds the two together.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use netstage_fallback::{unix_time, StatsKind};
 
 use netstage_platform::DomId;
 use serde::{Deserialize, Serialize};
@@ -12,16 +14,6 @@ use crate::{FrontendLink, FrontendPlatform, MetricsSnapshot};
 /// its `schema` field. Within a version fields are only added; renaming or removing one,
 /// or changing its meaning or unit, makes a new version (`docs/counters.md`).
 pub const STATS_SCHEMA: u32 = 1;
-
-/// Which of the `--stats` lines an object is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatsKind {
-    /// A periodic line (every `--stats` seconds).
-    Stats,
-    /// The last line of a session.
-    Final,
-}
 
 /// A frontend's counters at one moment, as `netfront-user --stats` prints them (one JSON
 /// object per line; `docs/counters.md` documents each field).
@@ -56,9 +48,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         FrontendStats {
             schema: STATS_SCHEMA,
             kind,
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            time: unix_time(),
             elapsed_s: connected.elapsed().as_secs_f64(),
             domid: self.domid(),
             devid: self.paths().devid,
