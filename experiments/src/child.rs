@@ -70,45 +70,9 @@ pub fn failed(what: &str, how: &str, status: ExitStatus, stderr: &str) -> anyhow
     )
 }
 
-/// Each message of `e`'s chain once, joined by `: ` ([`netstage_platform::cli::causes`]):
-/// an error whose message already includes its cause's (a `{source}` in its text) and also
-/// returns that cause as its source would otherwise print the cause twice.
-pub fn causes(e: &anyhow::Error) -> String {
-    netstage_platform::cli::causes(e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot read {path}: {source}")]
-    struct Repeats {
-        path: &'static str,
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn a_cause_an_error_already_prints_is_told_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let e = anyhow::Error::new(Repeats {
-            path: "a.toml",
-            source: io,
-        })
-        .context("the sweep stopped");
-        assert_eq!(
-            format!("{e:#}"),
-            "the sweep stopped: cannot read a.toml: no such file: no such file"
-        );
-        let once = "the sweep stopped: cannot read a.toml: no such file";
-        assert_eq!(causes(&e), once);
-    }
-
-    #[test]
-    fn distinct_causes_are_all_told() {
-        let e = anyhow::anyhow!("timed out").context("round 1: tx 64 B grant-copy");
-        assert_eq!(causes(&e), "round 1: tx 64 B grant-copy: timed out");
-    }
 
     #[test]
     fn the_tail_is_the_last_lines() {

@@ -2,6 +2,7 @@
 //! a shuffled order of the designs, a design's peak echo rate is found first, then its
 //! round trips measured at fractions of that peak; every run is its own pair of processes.
 
+use netstage_platform::cli::causes;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,7 @@ use anyhow::Context;
 use experiments::latency::{latency_markdown, latency_rows, LatencyRun, LOADS, MIN_FRAME};
 use experiments::roles::Dir;
 use experiments::stats::{seeded, RngStream};
-use experiments::{calibrate, child, RunRecord, SizeSpec};
+use experiments::{calibrate, RunRecord, SizeSpec};
 use netstage_fallback::Design;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -170,13 +171,13 @@ impl Sweep<'_> {
                 }
                 let runs = match design_round(self.exe, self.cfg, self.a, design, round) {
                     Ok(r) => r,
-                    Err(e) => return Some(format!("round {round}: {}", child::causes(&e))),
+                    Err(e) => return Some(format!("round {round}: {}", causes(&e))),
                 };
                 if let Err(e) = keep(kept, &runs).and_then(|()| {
                     results.runs.extend(runs);
                     super::save_json(&kept.json, results)
                 }) {
-                    return Some(format!("cannot keep the runs: {}", child::causes(&e)));
+                    return Some(format!("cannot keep the runs: {}", causes(&e)));
                 }
             }
         }

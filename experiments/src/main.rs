@@ -10,6 +10,7 @@
 
 #![deny(unsafe_code)]
 
+use netstage_platform::cli::causes;
 use std::io::{BufRead, BufReader, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -641,7 +642,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
             let stopped_by = if stop.load(Ordering::Relaxed) {
                 Some("interrupted (Ctrl-C or SIGTERM)".to_string())
             } else {
-                step.as_ref().err().map(child::causes)
+                step.as_ref().err().map(causes)
             };
             if let Some(why) = stopped_by {
                 if let Some(rec) = results.record.as_mut() {
@@ -833,7 +834,7 @@ impl SweepCtx<'_> {
                         rate
                     }
                     Err(e) => {
-                        let why = format!("round {round}: {what}: {}", child::causes(&e));
+                        let why = format!("round {round}: {what}: {}", causes(&e));
                         self.bar.suspend(|| eprintln!("experiments: {why}"));
                         results.peer_failures.push(why.clone());
                         why
@@ -1327,19 +1328,14 @@ fn tcp_rounds(
             bar.set_message(format!("{dir} {d}"));
             let s = match experiments::tcp::run_tcp(exe, plan, run, round) {
                 Ok(s) => s,
-                Err(e) => {
-                    return Some(format!(
-                        "round {round}: tcp {dir} {d}: {}",
-                        child::causes(&e)
-                    ))
-                }
+                Err(e) => return Some(format!("round {round}: tcp {dir} {d}: {}", causes(&e))),
             };
             let kept = serde_json::to_string(&serde_json::json!({ "sample": &s }))
                 .map_err(anyhow::Error::from)
                 .and_then(|line| Ok(writeln!(log, "{line}")?));
             results.samples.push(s);
             if let Err(e) = kept.and_then(|()| save_json(&out.join("tcp.json"), results)) {
-                return Some(format!("cannot keep the run: {}", child::causes(&e)));
+                return Some(format!("cannot keep the run: {}", causes(&e)));
             }
             bar.inc(1);
             if !std::io::stderr().is_terminal() {

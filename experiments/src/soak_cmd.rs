@@ -1,6 +1,7 @@
 //! `experiments soak`: the steps [`experiments::soak::Plan`] draws, each run as its own
 //! processes and checked; reconnect runs and the accounting of every run.
 
+use netstage_platform::cli::causes;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -102,7 +103,7 @@ type Found = (bool, String, Option<Accounting>);
 /// must complete transactions), and both ends' counters must add up each way.
 fn soak_run(exe: &Path, sc: &Scenario, cfg: &RunCfg<'_>) -> Found {
     let s = match run_one(exe, sc, 1, cfg) {
-        Err(e) => return (false, child::causes(&e), None),
+        Err(e) => return (false, causes(&e), None),
         Ok(s) => s,
     };
     let (ok, seen) = match s.check {
@@ -141,7 +142,7 @@ fn accounted(ok: bool, seen: String, front: &serde_json::Value, back: &serde_jso
 fn soak_reconnect(exe: &Path, sc: &Scenario, cfg: &RunCfg<'_>, then: &[String]) -> Found {
     match reconnects(exe, sc, cfg, then) {
         Ok(found) => found,
-        Err(e) => (false, child::causes(&e), None),
+        Err(e) => (false, causes(&e), None),
     }
 }
 
@@ -264,7 +265,7 @@ fn soak_fault(
     // The backend's stderr is drained as it runs, and shown if it does not report.
     let (mut back, back_stderr, front_args) = match start_backend(exe, &world, sc, &long) {
         Ok(x) => x,
-        Err(e) => return (false, child::causes(&e)),
+        Err(e) => return (false, causes(&e)),
     };
     let front = Command::new(exe)
         .arg("role-frontend")
@@ -303,7 +304,7 @@ fn soak_fault(
     let _ = std::fs::remove_dir_all(&world);
     match verdict {
         Ok(d) => (true, d),
-        Err(e) => (false, format!("the {survivor}: {}", child::causes(&e))),
+        Err(e) => (false, format!("the {survivor}: {}", causes(&e))),
     }
 }
 

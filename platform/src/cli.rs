@@ -52,13 +52,6 @@ pub fn causes(e: &anyhow::Error) -> String {
     out
 }
 
-/// Seconds since the Unix epoch, the timestamp of the binaries' `--stats` JSON lines.
-pub fn unix_time() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +67,34 @@ mod tests {
         assert_eq!(causes(&e), "cannot start: create world /x: No such file");
         let e = anyhow::anyhow!("inner").context("middle").context("outer");
         assert_eq!(causes(&e), "outer: middle: inner");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_an_error_already_prints_is_told_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Repeats {
+            path: "a.toml",
+            source: io,
+        })
+        .context("the sweep stopped");
+        assert_eq!(
+            format!("{e:#}"),
+            "the sweep stopped: cannot read a.toml: no such file: no such file"
+        );
+        let once = "the sweep stopped: cannot read a.toml: no such file";
+        assert_eq!(causes(&e), once);
+    }
+
+    #[test]
+    fn distinct_causes_are_all_told() {
+        let e = anyhow::anyhow!("timed out").context("round 1: tx 64 B grant-copy");
+        assert_eq!(causes(&e), "round 1: tx 64 B grant-copy: timed out");
     }
 }
