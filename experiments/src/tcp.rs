@@ -1255,10 +1255,13 @@ fn design_axes(rows: &[&TcpRow], dir: Dir) -> Vec<TcpAxisChart> {
         .filter_map(|x| Some((crate::plots::axis_of(&x.design)?, *x)))
         .collect();
     let mut out = Vec::new();
-    let charts = distinct(&on_axis.iter().map(|(_, r)| *r).collect::<Vec<_>>(), |r| {
-        crate::plots::axis_of(&r.design).map(|a| a.chart)
-    });
-    for chart in charts.into_iter().flatten() {
+    let mut charts: Vec<&str> = Vec::new();
+    for (a, _) in &on_axis {
+        if !charts.contains(&a.chart.as_str()) {
+            charts.push(&a.chart);
+        }
+    }
+    for chart in charts {
         let members: Vec<&(crate::plots::AxisPoint, &TcpRow)> =
             on_axis.iter().filter(|(a, _)| a.chart == chart).collect();
         let mut params: Vec<u32> = members.iter().map(|(a, _)| a.param).collect();
