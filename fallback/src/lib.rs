@@ -128,6 +128,13 @@ pub enum PollMode {
     BusyPoll,
 }
 
+/// Packet bytes after which a burst call stops taking packets (at either end, either
+/// direction): it publishes or answers what it has, so that the peer gets work, or its room
+/// back, while this end goes on. Without it a burst of large packets is handled whole
+/// before the peer sees any of it, and the two ends take turns instead of overlapping.
+/// A burst of 64 packets reaches it from 1 KiB a packet.
+pub const BURST_BYTES: usize = 64 * 1024;
+
 /// Idle busy-polling looks in a row between two yields of the CPU.
 pub const YIELD_EVERY: u32 = 64;
 

@@ -1,6 +1,6 @@
 //! Packets for the guest: posted requests in, staged heads and grant copies, responses out.
 
-use netstage_fallback::PacketRef;
+use netstage_fallback::{PacketRef, BURST_BYTES};
 use netstage_platform::{CopyOp, ForeignRef};
 use netstage_ring::netif::{
     Extra, GsoType, NetifExtraInfo, NetifRxRequest, NetifRxResponse, RxFlags, NETIF_RSP_ERROR,
@@ -11,7 +11,9 @@ use super::{fault, BackQueue, QueueFault, RxPlanned, BURST};
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
-    /// Gives packets to the guest, in order: takes as many of `pkts` (at most [`BURST`]) as
+    /// Gives packets to the guest, in order: takes as many of `pkts` (at most [`BURST`], and
+    /// none after [`BURST_BYTES`], so that the guest starts on them while the caller sends
+    /// more) as
     /// the guest has posted buffers for, stages their heads or grant-copies them into the
     /// posted buffers, answers the requests and returns how many it took. The caller keeps
     /// the rest (and [`BackQueue::wait`] then waits until the guest posts enough). A packet
@@ -20,9 +22,12 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// error and counted (`rx_grant_errors`).
     pub fn send_burst(&mut self, pkts: &[PacketRef<'_>]) -> Result<usize, QueueFault> {
         let mut avail = self.rx.refresh_requests().map_err(fault)? as usize;
-        let mut taken = 0;
+        let (mut taken, mut bytes) = (0, 0);
         self.rx_need = None;
         for (i, p) in pkts.iter().enumerate().take(BURST) {
+            if bytes >= BURST_BYTES {
+                break;
+            }
             if !self.rx_acceptable(p) {
                 self.counts.rx_dropped += 1;
                 taken = i + 1;
@@ -42,6 +47,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             }
             self.rx_commit(i, p, staged, need, ring_full)?;
             avail -= need;
+            bytes += len;
             taken = i + 1;
         }
         if taken > 0 {

@@ -1,7 +1,7 @@
 //! The guest's transmissions: requests in, packets out to the application (copied into its
 //! buffers, or lent in place), responses back.
 
-use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
+use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart, BURST_BYTES};
 use netstage_ring::netif::{
     parse_tx_chain_into, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
 };
@@ -12,7 +12,9 @@ use crate::txpath::TxBurst;
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
-    /// Takes up to `bufs.len()` (at most [`BURST`]) packets the guest transmitted, copies
+    /// Takes up to `bufs.len()` (at most [`BURST`], and none after [`BURST_BYTES`], so that
+    /// the guest gets its room back while the caller takes more) packets the guest
+    /// transmitted, copies
     /// each into a buffer (its staged head from staging memory, the rest by this queue's
     /// grant path), answers their requests and returns how many buffers hold a packet, in
     /// the guest's order. Malformed or unacceptable packets are answered with an error and
@@ -114,10 +116,10 @@ impl<P: BackendPlatform> BackQueue<P> {
         bufs: &mut [PacketBuf],
         lend: bool,
     ) -> Result<usize, QueueFault> {
-        let mut got = 0;
+        let (mut got, mut bytes) = (0, 0);
         // `chains.len() - 1`: room for one chain held for credit after the burst's.
         let max = bufs.len().min(chains.len() - 1);
-        while got < max && (self.tx_held || self.tx.pending_requests() > 0) {
+        while got < max && bytes < BURST_BYTES && (self.tx_held || self.tx.pending_requests() > 0) {
             if !self.tx_held {
                 let tx = &mut self.tx;
                 parse_tx_chain_into(|| tx.take_request().ok().flatten(), &mut chains[got])
@@ -133,6 +135,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             self.tx_held = false;
             self.staging.tx_claim(&mut chains[got]);
             self.counts.tx_slots += chains[got].slots.len() as u64;
+            bytes += chains[got].total_size as usize;
             got += 1;
         }
         if got == 0 {

@@ -1,7 +1,7 @@
 //! The RX path: posting buffers, and copying received packets out of shared memory.
 
 use arrayvec::ArrayVec;
-use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart};
+use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart, BURST_BYTES};
 use netstage_ring::netif::{
     parse_rx_chain_into, NetifRxRequest, RxChain, RxFlags, MAX_CHAIN_SLOTS, NETIF_RSP_NULL,
     NETIF_RSP_OKAY,
@@ -16,7 +16,8 @@ use crate::{FrontendError, FrontendPlatform};
 pub(super) type ChainBufs = ArrayVec<u16, MAX_CHAIN_SLOTS>;
 
 impl<P: FrontendPlatform> FrontQueue<P> {
-    /// Receives up to `bufs.len()` packets: copies each out of shared memory into the next
+    /// Receives up to `bufs.len()` packets, stopping after [`BURST_BYTES`] (so that the
+    /// backend gets its buffers back while the caller takes more): copies each out of shared memory into the next
     /// buffer (with its GSO and checksum metadata), posts the RX buffers again and returns
     /// how many it filled. Packets the backend marked bad or chained wrongly are dropped and
     /// counted (`rx_dropped`). TX responses are reaped too, so that a queue that only
@@ -54,7 +55,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let mut reposted = 0;
         let mut lent = Lent::new();
         let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
-        while n < max {
+        let mut bytes = 0;
+        while n < max && bytes < BURST_BYTES {
             if !self.next_chain(&mut chain, &mut ids)? {
                 break;
             }
@@ -70,6 +72,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
             self.staging.rx_release()?;
             reposted += self.post_each(&ids)?;
+            bytes += chain.total_len as usize;
         }
         self.push_rx(reposted)?;
         Ok(n)
@@ -131,7 +134,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let mut n = 0;
         let mut reposted = 0;
         let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
-        while let Some(buf) = bufs.get_mut(n) {
+        let mut bytes = 0;
+        while let Some(buf) = bufs.get_mut(n).filter(|_| bytes < BURST_BYTES) {
             if !self.next_chain(&mut chain, &mut ids)? {
                 break;
             }
@@ -139,6 +143,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 n += 1;
             }
             reposted += self.post_each(&ids)?;
+            bytes += chain.total_len as usize;
         }
         self.push_rx(reposted)?;
         Ok(n)

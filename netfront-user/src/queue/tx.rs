@@ -1,7 +1,7 @@
 //! The TX path: reaping responses, and putting packets on the ring.
 
 use arrayvec::ArrayVec;
-use netstage_fallback::PacketRef;
+use netstage_fallback::{PacketRef, BURST_BYTES};
 use netstage_ring::netif::{
     encode_staged_tx_chain, encode_tx_chain, Extra, TxFlags, TxFragment, NETIF_RSP_NULL,
     NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
@@ -26,7 +26,8 @@ pub(super) fn needs(len: usize, staged: usize, gso: bool) -> (usize, usize) {
 
 impl<P: FrontendPlatform> FrontQueue<P> {
     /// Transmits as many of `pkts`, in order, as there are request ids, ring slots and
-    /// staging room for, and returns how many it took. Every byte taken is copied into
+    /// staging room for, and returns how many it took: it stops after
+    /// [`BURST_BYTES`] so that the backend starts on them while the caller sends more. Every byte taken is copied into
     /// shared memory before it returns. TX responses are reaped first.
     ///
     /// It stops before the first packet the protocol cannot carry (1 to 65535 bytes, more
@@ -53,9 +54,12 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         pkts: &[PacketRef<'_>],
     ) -> Result<(usize, Option<&'static str>), Broken> {
         self.reap_tx()?;
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         let mut bad = None;
         for p in pkts {
+            if bytes >= BURST_BYTES {
+                break;
+            }
             if let Err(why) = validate(&self.features, p) {
                 bad = Some(why);
                 break;
@@ -64,6 +68,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 break;
             }
             n += 1;
+            bytes += p.data.len();
         }
         if n > 0 {
             self.storm.moved();
