@@ -144,8 +144,8 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.storm.moved();
         let chains = &chains[..got];
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
-            let (st, l) = self.tx_stage_one(c, buf, lend)?;
-            status.push(st);
+            let mut l = None;
+            status.push(self.tx_stage_one(c, buf, lend, &mut l)?);
             lent.push(l);
         }
         let mut burst = TxBurst {
@@ -179,14 +179,16 @@ impl<P: BackendPlatform> BackQueue<P> {
         Ok(())
     }
 
-    /// Validates one chain and reads (or, with `lend`, lends) its staged bytes; returns its
-    /// status and what was lent.
+    /// Validates one chain and reads (or, with `lend`, lends into `lent`) its staged bytes;
+    /// returns its status. (What was lent is written in place, not returned with the
+    /// status: moving the pair cost more than the rest of a 64-byte packet's staging.)
     fn tx_stage_one(
         &mut self,
         c: &TxChain,
         buf: &mut PacketBuf,
         lend: bool,
-    ) -> Result<(i16, Option<Lent>), QueueFault> {
+        lent: &mut Option<Lent>,
+    ) -> Result<i16, QueueFault> {
         let gso_ok = match c.extras.gso {
             Some(Extra::Gso { gso_type, .. }) => self.p.gso_ok(gso_type),
             _ => true,
@@ -197,10 +199,10 @@ impl<P: BackendPlatform> BackQueue<P> {
             // forwards from.
             if c.drop.is_none() && gso_ok && self.staging.tx_read_slot(slot, dst) {
                 self.counts.tx_zerocopy_packets += 1;
-                return Ok((NETIF_RSP_OKAY, None));
+                return Ok(NETIF_RSP_OKAY);
             }
             self.counts.tx_dropped += 1;
-            return Ok((NETIF_RSP_ERROR, None));
+            return Ok(NETIF_RSP_ERROR);
         }
         let staged = c.staged > 0 || c.flags.contains(TxFlags::STAGED);
         if c.drop.is_some() || !gso_ok || (!self.p.sg && c.data_slots() > 1) {
@@ -208,25 +210,23 @@ impl<P: BackendPlatform> BackQueue<P> {
                 self.staging.tx_skip(c).map_err(QueueFault)?;
             }
             self.counts.tx_dropped += 1;
-            return Ok((NETIF_RSP_ERROR, None));
+            return Ok(NETIF_RSP_ERROR);
         }
         if !staged {
-            return Ok((NETIF_RSP_OKAY, None));
+            return Ok(NETIF_RSP_OKAY);
         }
         // A small head costs less to copy than to lend.
-        let lent = if lend && usize::from(c.staged) >= LEND_MIN {
-            self.staging.tx_lend(c).map_err(QueueFault)?
-        } else {
-            None
-        };
+        if lend && usize::from(c.staged) >= LEND_MIN {
+            *lent = self.staging.tx_lend(c).map_err(QueueFault)?;
+        }
         if lent.is_none() && !self.staging.tx_read(c, dst).map_err(QueueFault)? {
             self.counts.tx_dropped += 1;
-            return Ok((NETIF_RSP_ERROR, None));
+            return Ok(NETIF_RSP_ERROR);
         }
         self.counts.tx_staged_packets += 1;
         self.counts.tx_staged_bytes += u64::from(c.staged);
         self.counts.tx_in_place_packets += u64::from(lent.is_some());
-        Ok((NETIF_RSP_OKAY, lent))
+        Ok(NETIF_RSP_OKAY)
     }
 }
 
