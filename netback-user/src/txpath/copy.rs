@@ -30,7 +30,8 @@ impl GrantCopyFetch {
     ) -> Result<(), Fatal> {
         let mut burst = self.copier.begin();
         for (i, (c, buf)) in b.chains.iter().zip(b.bufs.iter_mut()).enumerate() {
-            if b.status[i] != NETIF_RSP_OKAY {
+            // Nothing granted: the packet was staged whole (or was refused).
+            if b.status[i] != NETIF_RSP_OKAY || c.staged >= c.total_size {
                 continue;
             }
             let rest = &mut buf
