@@ -72,13 +72,17 @@ impl Fold {
             self.word(le_word(w));
             b = tail;
         }
+        // The lanes stay in registers through the loop (kept in `self`, each word cost a
+        // store of every lane).
+        let mut lanes = self.lanes;
         let mut quads = b.chunks_exact(32);
         for q in &mut quads {
-            for (l, w) in self.lanes.iter_mut().zip(q.chunks_exact(8)) {
+            for (l, w) in lanes.iter_mut().zip(q.chunks_exact(8)) {
                 *l = l.wrapping_add(le_word(w)).rotate_left(7);
             }
-            self.words += 4;
         }
+        self.lanes = lanes;
+        self.words += 4 * (b.len() / 32) as u64;
         let mut words = quads.remainder().chunks_exact(8);
         for w in &mut words {
             self.word(le_word(w));
@@ -145,12 +149,18 @@ enum Piece<'a> {
 /// Frames longer than an Ethernet frame carry the sender's GSO metadata.
 const GSO_ABOVE: usize = 1514;
 
-/// A sender's frames: [`BURST`] frames sized as the spec's cycle says, sent in ring order,
-/// each stamped (and sized) for the next sequence number when it goes out again. Nothing
-/// is allocated after [`Stamper::new`].
+/// The most bytes a sender's frames take together (at least one frame): a packet source
+/// whose frames stay in the core's cache, as a program's freshly made packets would.
+/// Cycling through [`BURST`] frames of 64 KiB (4 MiB) made every packet's copy into shared
+/// memory read its source from far memory, a cost of the generator, not of the design.
+const FRAMES_BYTES: usize = 256 * 1024;
+
+/// A sender's frames: up to [`BURST`] frames (fewer when large: [`FRAMES_BYTES`]) sized as
+/// the spec's cycle says, sent in ring order, each stamped (and sized) for the next
+/// sequence number when it goes out again. Nothing is allocated after [`Stamper::new`].
 #[derive(Debug)]
 pub struct Stamper {
-    /// [`BURST`] buffers of the largest size; `lens` says how much of each is the frame.
+    /// Buffers of the largest size; `lens` says how much of each is the frame.
     frames: Vec<Vec<u8>>,
     lens: Vec<usize>,
     head: usize,
@@ -172,15 +182,16 @@ impl Stamper {
             .map(|&(n, _)| (n, fold_of(frame.get(HEADER..n).unwrap_or_default())))
             .collect();
         let fold = |n: usize| folds.iter().find(|f| f.0 == n).map_or(0, |f| f.1);
+        let count = (FRAMES_BYTES / spec.max().max(1)).clamp(1, BURST);
         let mut s = Stamper {
-            frames: vec![frame; BURST],
-            lens: vec![0; BURST],
+            frames: vec![frame; count],
+            lens: vec![0; count],
             head: 0,
             next: 0,
             cycle: spec.cycle().into_iter().map(|n| (n, fold(n))).collect(),
             gso,
         };
-        for i in 0..BURST {
+        for i in 0..count {
             s.stamp(i);
         }
         s
@@ -198,11 +209,13 @@ impl Stamper {
         }
     }
 
-    /// The frames to send next, in order.
-    pub fn burst(&self) -> ArrayVec<PacketRef<'_>, BURST> {
-        (0..BURST)
+    /// The next `max` frames to send, in order (fewer if it has fewer: see
+    /// [`FRAMES_BYTES`]).
+    pub fn burst(&self, max: usize) -> ArrayVec<PacketRef<'_>, BURST> {
+        let count = self.frames.len();
+        (0..count.min(max))
             .map(|k| {
-                let i = (self.head + k) % BURST;
+                let i = (self.head + k) % count;
                 let mut p = PacketRef::new(&self.frames[i][..self.lens[i]]);
                 p.gso = self.gso.filter(|_| self.lens[i] > GSO_ABOVE);
                 p
@@ -212,10 +225,11 @@ impl Stamper {
 
     /// The first `n` frames of the last burst went out: they get the next numbers.
     pub fn sent(&mut self, n: usize) {
-        for k in 0..n.min(BURST) {
-            self.stamp((self.head + k) % BURST);
+        let count = self.frames.len();
+        for k in 0..n.min(count) {
+            self.stamp((self.head + k) % count);
         }
-        self.head = (self.head + n) % BURST;
+        self.head = (self.head + n) % count;
     }
 }
 
@@ -408,7 +422,7 @@ mod tests {
             let mut c = Checker::new(size);
             let mem = SharedMem::new_zeroed(4 * 8192);
             for round in 0..4usize {
-                let frame = s.burst()[0].data.to_vec();
+                let frame = s.burst(1)[0].data.to_vec();
                 s.sent(1);
                 let mut sent = frame.clone();
                 match round {
@@ -448,7 +462,7 @@ mod tests {
             let mut s = Stamper::new(size, 0xa5, None);
             let mut c = Checker::new(size);
             for _ in 0..3 {
-                let b = s.burst();
+                let b = s.burst(BURST);
                 for p in &b[..10] {
                     c.bytes(p.data);
                 }
@@ -464,7 +478,7 @@ mod tests {
                 "{size}"
             );
             // A frame skipped, a frame damaged, a frame again, a frame cut short.
-            let b = s.burst();
+            let b = s.burst(BURST);
             let skipped = b[1].data.to_vec();
             c.bytes(&skipped);
             let mut bad = b[2].data.to_vec();
@@ -487,6 +501,17 @@ mod tests {
         }
     }
 
+    /// A sender keeps at most FRAMES_BYTES of frames (at least one), BURST of small ones.
+    #[test]
+    fn a_sender_s_frames_fit_in_a_core_s_cache() {
+        for (size, frames) in [(64, BURST), (1500, BURST), (9000, 29), (65535, 4)] {
+            let s = Stamper::new(size, 0, None);
+            assert_eq!(s.burst(BURST).len(), frames, "{size}");
+        }
+        let s = Stamper::new(SizeSpec::from(65535), 0, None);
+        assert_eq!(s.burst(1).len(), 1);
+    }
+
     #[test]
     fn mixed_sizes_check_out_by_sequence_number() {
         for spec in ["imix", "mix:64+65535", "mix:64x3+9000"] {
@@ -500,20 +525,22 @@ mod tests {
             let cycle = spec.cycle();
             let mut seq = 0;
             for burst in [1, 7, BURST, 13, BURST] {
-                let b = s.burst();
-                for p in &b[..burst] {
+                // A mix with 64 KiB frames has fewer than BURST of them (FRAMES_BYTES).
+                let b = s.burst(burst);
+                for p in &b {
                     assert_eq!(p.data.len(), cycle[seq % cycle.len()], "{spec} #{seq}");
                     assert_eq!(p.gso.is_some(), p.data.len() > 1514, "{spec} #{seq}");
                     c.bytes(p.data);
                     seq += 1;
                 }
+                let n = b.len();
                 drop(b);
-                s.sent(burst);
+                s.sent(n);
             }
             assert_eq!(c.found.delivered, seq as u64, "{spec}: {:?}", c.found);
             assert!(c.found.intact() && c.found.reordered == 0, "{spec}");
             // A frame of a size the mix does not have, and one lost.
-            let b = s.burst();
+            let b = s.burst(BURST);
             c.bytes(&b[0].data[..b[0].data.len() - 1]);
             c.bytes(b[2].data);
             assert_eq!((c.found.errored, c.found.lost), (1, 2), "{spec}");

@@ -247,7 +247,7 @@ impl BenchQueues {
                 std::hint::spin_loop();
                 continue;
             }
-            let n = q.send_burst(&frames.burst()[..k])?;
+            let n = q.send_burst(&frames.burst(k))?;
             frames.sent(n);
             pace.sent(n);
             spin(self.load.backend_ns * n as u64);
@@ -535,7 +535,7 @@ impl StreamEnd {
                     std::hint::spin_loop();
                     return Ok(());
                 }
-                let n = q.send_burst(&frames.burst()[..k])?;
+                let n = q.send_burst(&frames.burst(k))?;
                 frames.sent(n);
                 pace.sent(n);
                 n

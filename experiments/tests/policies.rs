@@ -175,7 +175,7 @@ impl Workload {
         while !q.stopped() {
             let k = (self.count - sent).min(BURST);
             let n = if k > 0 {
-                q.send_burst(&frames.burst()[..k])?
+                q.send_burst(&frames.burst(k))?
             } else {
                 self.done.store(true, Ordering::Release);
                 0
@@ -230,7 +230,7 @@ fn run_workload(design: &str, sizes: &str, dir_tx: bool, spin_ns: u64, burst: us
                 "{design} {sizes}: stuck at {sent}"
             );
             let k = (COUNT - sent).min(burst);
-            let n = q.send_burst(&frames.burst()[..k]).unwrap();
+            let n = q.send_burst(&frames.burst(k)).unwrap();
             frames.sent(n);
             sent += n;
             if n == 0 {
