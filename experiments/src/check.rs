@@ -155,7 +155,7 @@ const GSO_ABOVE: usize = 1514;
 /// memory read its source from far memory, a cost of the generator, not of the design.
 const FRAMES_BYTES: usize = 256 * 1024;
 
-/// A sender's frames: up to [`BURST`] frames (fewer when large: [`FRAMES_BYTES`]) sized as
+/// A sender's frames: up to [`BURST`] frames (fewer when large: at most 256 KiB) sized as
 /// the spec's cycle says, sent in ring order, each stamped (and sized) for the next
 /// sequence number when it goes out again. Nothing is allocated after [`Stamper::new`].
 #[derive(Debug)]
@@ -209,8 +209,8 @@ impl Stamper {
         }
     }
 
-    /// The next `max` frames to send, in order (fewer if it has fewer: see
-    /// [`FRAMES_BYTES`]).
+    /// The next `max` frames to send, in order (fewer if it has fewer: it keeps at most
+    /// 256 KiB of them).
     pub fn burst(&self, max: usize) -> ArrayVec<PacketRef<'_>, BURST> {
         let count = self.frames.len();
         (0..count.min(max))
