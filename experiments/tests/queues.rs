@@ -508,3 +508,99 @@ fn a_stall_resets_the_vif_when_asked_to() {
     assert_eq!(m.rx_stalls, 1, "{m:?}");
     assert_eq!(m.rx_packets + m.rx_disconnect_drops, 260, "{m:?}");
 }
+
+/// Echoes every frame back, noting the most packets and bytes one `recv_burst` and one
+/// `send_burst` call moved.
+#[derive(Default)]
+struct MeasuredEcho {
+    most_recv: std::sync::Mutex<(usize, usize)>,
+    most_sent: std::sync::Mutex<(usize, usize)>,
+}
+
+fn note_most(most: &std::sync::Mutex<(usize, usize)>, n: usize, bytes: usize) {
+    let mut m = most.lock().unwrap();
+    *m = (m.0.max(n), m.1.max(bytes));
+}
+
+impl QueueDriver<SimDomain> for MeasuredEcho {
+    fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let mut bufs = PacketBuf::pool(BURST);
+        while !q.stopped() {
+            let got = q.recv_burst(&mut bufs)?;
+            let bytes = bufs[..got].iter().map(PacketBuf::len).sum();
+            note_most(&self.most_recv, got, bytes);
+            if got == 0 {
+                q.wait(Some(Duration::from_millis(100)))?;
+                continue;
+            }
+            let mut sent = 0;
+            while sent < got && !q.stopped() {
+                let refs: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
+                    bufs[sent..got].iter().map(PacketBuf::packet_ref).collect();
+                let n = q.send_burst(&refs)?;
+                note_most(
+                    &self.most_sent,
+                    n,
+                    refs[..n].iter().map(|p| p.data.len()).sum(),
+                );
+                if n == 0 {
+                    q.wait(Some(Duration::from_millis(100)))?;
+                }
+                sent += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every burst call, at both ends and both ways, stops once it has moved BURST_BYTES (the
+/// packet that crosses it included), so that the peer starts on large packets while this
+/// end goes on: 9000-byte frames go at most 8 to a call (7 of them are 63,000 bytes).
+#[test]
+fn every_burst_call_stops_after_burst_bytes() {
+    use netstage_fallback::BURST_BYTES;
+    const LEN: usize = 9000;
+    let most_per_call = BURST_BYTES.div_ceil(LEN);
+    for design in ["grant-copy", "ring:8:greedy"] {
+        let echo = Arc::new(MeasuredEcho::default());
+        let mut rig = Rig::new(design, PollMode::Block, Arc::clone(&echo) as _);
+        let q = &mut rig.queues[0];
+        let frame = vec![0x5au8; LEN];
+        let burst: Vec<PacketRef<'_>> = (0..BURST).map(|_| framed(&frame)).collect();
+        let mut bufs = PacketBuf::pool(BURST);
+        let (mut sent, mut got) = (0, 0);
+        let (mut most_sent, mut most_got) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got < BURST {
+            assert!(
+                Instant::now() < deadline,
+                "{design}: {got} of {BURST} echoed"
+            );
+            let n = q.send_burst(&burst[sent..]).unwrap();
+            let m = q.recv_burst(&mut bufs).unwrap();
+            (sent, got) = (sent + n, got + m);
+            (most_sent, most_got) = (most_sent.max(n), most_got.max(m));
+            if n == 0 && m == 0 {
+                q.wait(Some(Duration::from_millis(10))).unwrap();
+            }
+        }
+        rig.close();
+        let back = (
+            echo.most_recv.lock().unwrap().0,
+            echo.most_sent.lock().unwrap().0,
+        );
+        for (what, most) in [
+            ("frontend send_burst", most_sent),
+            ("frontend recv_burst", most_got),
+            ("backend recv_burst", back.0),
+            ("backend send_burst", back.1),
+        ] {
+            assert!(
+                (1..=most_per_call).contains(&most),
+                "{design}: one {what} call moved {most} frames of {LEN} bytes"
+            );
+        }
+        // Without the bound one call would have taken a whole burst.
+        assert!(most_per_call < BURST);
+    }
+}
