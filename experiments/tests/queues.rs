@@ -196,38 +196,11 @@ fn packets_received_in_place_arrive_intact() {
     }
 }
 
-/// Echoes every frame back to the guest.
-struct Echo;
-
-impl QueueDriver<SimDomain> for Echo {
-    fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
-        let mut bufs = PacketBuf::pool(BURST);
-        while !q.stopped() {
-            let got = q.recv_burst(&mut bufs)?;
-            if got == 0 {
-                q.wait(Some(Duration::from_millis(100)))?;
-                continue;
-            }
-            let mut sent = 0;
-            while sent < got && !q.stopped() {
-                let refs: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
-                    bufs[sent..got].iter().map(PacketBuf::packet_ref).collect();
-                let n = q.send_burst(&refs)?;
-                if n == 0 {
-                    q.wait(Some(Duration::from_millis(100)))?;
-                }
-                sent += n;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Short bursts of random sizes through an echoing backend: every wait of the frontend
 /// that returns without work while echoes are still owed is counted, and each of its waits
 /// is long (a second), so one lost wake-up shows as a timeout.
 fn bursts(design: &str, poll: PollMode, n: u32, rng: &mut fastrand::Rng) -> (u32, u64) {
-    let mut rig = Rig::new(design, poll, Arc::new(Echo));
+    let mut rig = Rig::new(design, poll, Arc::new(MeasuredEcho::default()));
     let q = &mut rig.queues[0];
     let frame = vec![0x42u8; 9000];
     let mut bufs = PacketBuf::pool(BURST);
@@ -509,8 +482,8 @@ fn a_stall_resets_the_vif_when_asked_to() {
     assert_eq!(m.rx_packets + m.rx_disconnect_drops, 260, "{m:?}");
 }
 
-/// Echoes every frame back, noting the most packets and bytes one `recv_burst` and one
-/// `send_burst` call moved.
+/// Echoes every frame back to the guest, noting the most packets and bytes one
+/// `recv_burst` and one `send_burst` call moved.
 #[derive(Default)]
 struct MeasuredEcho {
     most_recv: std::sync::Mutex<(usize, usize)>,
