@@ -34,11 +34,18 @@
 //!         let mut bufs = PacketBuf::pool(BURST);
 //!         while !q.stopped() {
 //!             let n = q.recv_burst(&mut bufs)?;
-//!             let refs: Vec<PacketRef<'_>> = bufs[..n].iter().map(PacketBuf::packet_ref).collect();
-//!             // Frames the guest has no room for are dropped here; a real driver keeps them.
-//!             q.send_burst(&refs)?;
 //!             if n == 0 {
 //!                 q.wait(Some(Duration::from_millis(100)))?;
+//!             }
+//!             let refs: Vec<PacketRef<'_>> = bufs[..n].iter().map(PacketBuf::packet_ref).collect();
+//!             let mut sent = 0;
+//!             while sent < n && !q.stopped() {
+//!                 // Each call takes what the guest has buffers for, and at most 64 KiB.
+//!                 let k = q.send_burst(&refs[sent..])?;
+//!                 if k == 0 {
+//!                     q.wait(Some(Duration::from_millis(100)))?;
+//!                 }
+//!                 sent += k;
 //!             }
 //!         }
 //!         Ok(())

@@ -183,7 +183,9 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Waits until the guest has transmitted or posted what the last send burst lacked, an
+    /// Waits until the guest has transmitted or posted what the last send burst lacked (a
+    /// burst that stopped after [`netstage_fallback::BURST_BYTES`] lacked nothing: then
+    /// any posted request ends the wait), an
     /// event arrives, [`EventPort::wake`] is called for this queue (by the handle from
     /// [`BackQueue::waker`]), or `timeout` passes. Blocking, it arms the rings' event
     /// indexes first and returns at once if work arrived meanwhile; after a run of wake-ups

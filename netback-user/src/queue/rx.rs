@@ -26,6 +26,9 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.rx_need = None;
         for (i, p) in pkts.iter().enumerate().take(BURST) {
             if bytes >= BURST_BYTES {
+                // Nothing lacked: the caller may send the rest at once. Should it wait
+                // instead, the wait returns as soon as the guest has a request posted.
+                self.rx_need = Some(1);
                 break;
             }
             if !self.rx_acceptable(p) {

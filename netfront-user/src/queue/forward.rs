@@ -2,7 +2,7 @@
 //! slots, a packet wholly in its RX slot leaves straight from there, without a copy
 //! (`NETTXF_staging_buffer`); others are copied out and sent like any packet.
 
-use netstage_fallback::Gso;
+use netstage_fallback::{Gso, BURST_BYTES};
 use netstage_ring::netif::{Extra, NetifExtraInfo, NetifTxRequest, RxChain, TxFlags};
 
 use super::rx::ChainBufs;
@@ -24,8 +24,9 @@ pub(super) enum Fwd {
 }
 
 impl<P: FrontendPlatform> FrontQueue<P> {
-    /// Forwarding mode: receives up to `max` packets and transmits each back out on this
-    /// queue, in order, and returns how many left. A packet that finds the TX ring full
+    /// Forwarding mode: receives up to `max` packets (stopping after
+    /// [`BURST_BYTES`]) and transmits each back out on this queue, in order, and returns
+    /// how many left. A packet that finds the TX ring full
     /// waits in the queue (and no further packet is received) until a later call.
     pub fn forward_burst(&mut self, max: usize) -> Result<usize, FrontendError> {
         self.check_open()?;
@@ -37,7 +38,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.reap_tx()?;
         let (mut sent, mut reposted) = (0, 0);
         let (mut chain, mut ids) = (RxChain::default(), ChainBufs::new());
-        while sent < max {
+        let mut bytes = 0;
+        while sent < max && bytes < BURST_BYTES {
             if self.fwd.is_some() {
                 if !self.send_fwd()? {
                     break;
@@ -49,6 +51,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 break;
             }
             reposted += self.take_fwd(&chain, &ids)?;
+            bytes += chain.total_len as usize;
         }
         self.publish_tx(sent)?;
         self.push_rx(reposted)?;
