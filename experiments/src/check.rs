@@ -7,8 +7,8 @@
 //! (8 bytes, little endian, at byte 16), then the checksum (8 bytes) of the sequence number
 //! and every byte after the checksum. The padding puts both words on 8-byte boundaries of
 //! the frame, so a receiver that copied the frame in 8-byte words reads each back from one
-//! store (at an odd offset the load would span two stores and stall). Frames shorter than [`HEADER`] (request/response's 15-byte frames) are not
-//! stamped; the echo checks those.
+//! store (at an odd offset the load would span two stores and stall). Frames shorter than
+//! [`HEADER`] (request/response's 15-byte frames) are not stamped; the echo checks those.
 //!
 //! Sizes may be mixed ([`SizeSpec`]): frame `seq` has the size the spec's cycle gives it,
 //! which the receiver checks against the sequence number it reads.

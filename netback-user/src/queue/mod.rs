@@ -184,15 +184,14 @@ impl<P: BackendPlatform> BackQueue<P> {
     }
 
     /// Waits until the guest has transmitted or posted what the last send burst lacked (a
-    /// burst that stopped after [`netstage_fallback::BURST_BYTES`] lacked nothing: then
-    /// any posted request ends the wait), an
-    /// event arrives, [`EventPort::wake`] is called for this queue (by the handle from
-    /// [`BackQueue::waker`]), or `timeout` passes. Blocking, it arms the rings' event
-    /// indexes first and returns at once if work arrived meanwhile; after a run of wake-ups
-    /// that brought no work (a frontend storming events) it first sleeps a millisecond
-    /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks
-    /// at the rings and the port once without arming anything (so the frontend sends no
-    /// notifications while this end polls), and yields the CPU every
+    /// burst that stopped after [`netstage_fallback::BURST_BYTES`] lacked nothing: then any
+    /// posted request ends the wait), an event arrives, [`EventPort::wake`] is called for
+    /// this queue (by the handle from [`BackQueue::waker`]), or `timeout` passes. Blocking,
+    /// it arms the rings' event indexes first and returns at once if work arrived
+    /// meanwhile; after a run of wake-ups that brought no work (a frontend storming events)
+    /// it first sleeps a millisecond ([`StormGuard`], counted in `storm_backoffs`).
+    /// Busy-polling, it looks at the rings and the port once without arming anything (so
+    /// the frontend sends no notifications while this end polls), and yields the CPU every
     /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
         if self.stopped() {

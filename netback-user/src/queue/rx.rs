@@ -11,15 +11,14 @@ use super::{fault, BackQueue, QueueFault, RxPlanned, BURST};
 use crate::BackendPlatform;
 
 impl<P: BackendPlatform> BackQueue<P> {
-    /// Gives packets to the guest, in order: takes as many of `pkts` (at most [`BURST`], and
-    /// none after [`BURST_BYTES`], so that the guest starts on them while the caller sends
-    /// more) as
-    /// the guest has posted buffers for, stages their heads or grant-copies them into the
-    /// posted buffers, answers the requests and returns how many it took. The caller keeps
-    /// the rest (and [`BackQueue::wait`] then waits until the guest posts enough). A packet
-    /// the guest cannot take (too large, or needing a feature it did not negotiate) is
-    /// taken, dropped and counted (`rx_dropped`); one whose copy fails is answered with an
-    /// error and counted (`rx_grant_errors`).
+    /// Gives packets to the guest, in order: takes as many of `pkts` (at most [`BURST`],
+    /// and none after [`BURST_BYTES`], so that the guest starts on them while the caller
+    /// sends more) as the guest has posted buffers for, stages their heads or grant-copies
+    /// them into the posted buffers, answers the requests and returns how many it took. The
+    /// caller keeps the rest (and [`BackQueue::wait`] then waits until the guest posts
+    /// enough). A packet the guest cannot take (too large, or needing a feature it did not
+    /// negotiate) is taken, dropped and counted (`rx_dropped`); one whose copy fails is
+    /// answered with an error and counted (`rx_grant_errors`).
     pub fn send_burst(&mut self, pkts: &[PacketRef<'_>]) -> Result<usize, QueueFault> {
         let mut avail = self.rx.refresh_requests().map_err(fault)? as usize;
         let (mut taken, mut bytes) = (0, 0);

@@ -14,13 +14,13 @@ use crate::BackendPlatform;
 impl<P: BackendPlatform> BackQueue<P> {
     /// Takes up to `bufs.len()` (at most [`BURST`], and none after [`BURST_BYTES`], so that
     /// the guest gets its room back while the caller takes more) packets the guest
-    /// transmitted, copies
-    /// each into a buffer (its staged head from staging memory, the rest by this queue's
-    /// grant path), answers their requests and returns how many buffers hold a packet, in
-    /// the guest's order. Malformed or unacceptable packets are answered with an error and
-    /// counted (`tx_dropped`, `tx_grant_errors`), not returned. A frontend that breaks the
-    /// protocol yields [`QueueFault`]: disconnect it. The default where the frontend is not
-    /// trusted: what the application gets is a private copy that cannot change under it.
+    /// transmitted, copies each into a buffer (its staged head from staging memory, the
+    /// rest by this queue's grant path), answers their requests and returns how many
+    /// buffers hold a packet, in the guest's order. Malformed or unacceptable packets are
+    /// answered with an error and counted (`tx_dropped`, `tx_grant_errors`), not returned.
+    /// A frontend that breaks the protocol yields [`QueueFault`]: disconnect it. The
+    /// default where the frontend is not trusted: what the application gets is a private
+    /// copy that cannot change under it.
     pub fn recv_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, QueueFault> {
         self.tx_call(bufs, false, |chains, status, bufs, _, _| {
             Ok(keep_delivered(chains, status, bufs))

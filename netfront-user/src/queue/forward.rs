@@ -24,10 +24,10 @@ pub(super) enum Fwd {
 }
 
 impl<P: FrontendPlatform> FrontQueue<P> {
-    /// Forwarding mode: receives up to `max` packets (stopping after
-    /// [`BURST_BYTES`]) and transmits each back out on this queue, in order, and returns
-    /// how many left. A packet that finds the TX ring full
-    /// waits in the queue (and no further packet is received) until a later call.
+    /// Forwarding mode: receives up to `max` packets (stopping after [`BURST_BYTES`]) and
+    /// transmits each back out on this queue, in order, and returns how many left. A packet
+    /// that finds the TX ring full waits in the queue (and no further packet is received)
+    /// until a later call.
     pub fn forward_burst(&mut self, max: usize) -> Result<usize, FrontendError> {
         self.check_open()?;
         let r = self.fwd_burst(max);

@@ -17,12 +17,12 @@ pub(super) type ChainBufs = ArrayVec<u16, MAX_CHAIN_SLOTS>;
 
 impl<P: FrontendPlatform> FrontQueue<P> {
     /// Receives up to `bufs.len()` packets, stopping after [`BURST_BYTES`] (so that the
-    /// backend gets its buffers back while the caller takes more): copies each out of shared memory into the next
-    /// buffer (with its GSO and checksum metadata), posts the RX buffers again and returns
-    /// how many it filled. Packets the backend marked bad or chained wrongly are dropped and
-    /// counted (`rx_dropped`). TX responses are reaped too, so that a queue that only
-    /// receives never stalls its transmissions. Fails with [`FrontendError::Broken`] once
-    /// the device is closed or broken.
+    /// backend gets its buffers back while the caller takes more): copies each out of
+    /// shared memory into the next buffer (with its GSO and checksum metadata), posts the
+    /// RX buffers again and returns how many it filled. Packets the backend marked bad or
+    /// chained wrongly are dropped and counted (`rx_dropped`). TX responses are reaped too,
+    /// so that a queue that only receives never stalls its transmissions. Fails with
+    /// [`FrontendError::Broken`] once the device is closed or broken.
     pub fn recv_burst(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, FrontendError> {
         self.check_open()?;
         let r = self.rx_burst(bufs);

@@ -26,9 +26,9 @@ pub(super) fn needs(len: usize, staged: usize, gso: bool) -> (usize, usize) {
 
 impl<P: FrontendPlatform> FrontQueue<P> {
     /// Transmits as many of `pkts`, in order, as there are request ids, ring slots and
-    /// staging room for, and returns how many it took: it stops after
-    /// [`BURST_BYTES`] so that the backend starts on them while the caller sends more. Every byte taken is copied into
-    /// shared memory before it returns. TX responses are reaped first.
+    /// staging room for, and returns how many it took: it stops after [`BURST_BYTES`] so
+    /// that the backend starts on them while the caller sends more. Every byte taken is
+    /// copied into shared memory before it returns. TX responses are reaped first.
     ///
     /// It stops before the first packet the protocol cannot carry (1 to 65535 bytes, more
     /// than a page only with `feature-sg`, GSO only with its negotiated feature and a
