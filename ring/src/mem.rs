@@ -473,80 +473,127 @@ shared_atomic!(
     SharedU64, u64, AtomicU64, word64
 );
 
-/// Copies from shared memory into a private buffer with volatile loads, 8 bytes at a time
-/// where the source is aligned.
+/// Bytes one volatile access of the wide copy loops moves: 16 on x86-64 (an SSE2 register,
+/// part of the baseline), 8 elsewhere.
+#[cfg(target_arch = "x86_64")]
+const WIDE: usize = 16;
+#[cfg(not(target_arch = "x86_64"))]
+const WIDE: usize = 8;
+
+/// The word the wide copy loops move with one volatile access of shared memory.
+#[cfg(target_arch = "x86_64")]
+type Wide = std::arch::x86_64::__m128i;
+#[cfg(not(target_arch = "x86_64"))]
+type Wide = u64;
+
+/// Copies from shared memory into a private buffer with volatile loads: single bytes up to
+/// the first [`WIDE`]-aligned source address, then aligned words, four at a time (each load
+/// one instruction), then single bytes. Each source byte is loaded once.
 ///
 /// # Safety
 /// `src` must be valid for reads of `dst.len()` bytes.
 unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
     let len = dst.len();
     let d = dst.as_mut_ptr();
-    let mut i = 0;
-    while i < len && (src as usize + i) % 8 != 0 {
+    let head = src.align_offset(WIDE).min(len);
+    for i in 0..head {
         // SAFETY: `i < len`: in bounds of both ranges (caller contract for `src`).
         unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
-        i += 1;
     }
-    while i + 32 <= len {
-        // SAFETY: `src + i` is 8-byte aligned and `i + 32 <= len`; the destination is private
-        // and written unaligned.
-        unsafe {
-            let v = ptr::read_volatile(src.add(i).cast::<[u64; 4]>());
-            ptr::write_unaligned(d.add(i).cast::<[u64; 4]>(), v);
-        }
-        i += 32;
-    }
-    while i + 8 <= len {
-        // SAFETY: `src + i` is 8-byte aligned and `i + 8 <= len`; the destination is private
-        // and written unaligned.
-        unsafe {
-            let v = ptr::read_volatile(src.add(i).cast::<u64>());
-            ptr::write_unaligned(d.add(i).cast::<u64>(), v);
-        }
-        i += 8;
-    }
-    while i < len {
-        // SAFETY: `i < len`.
-        unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
-        i += 1;
+    // SAFETY: `src + head` is WIDE-aligned; the caller's contract covers `src[..len]`.
+    let i = unsafe { words_out(src, d, head, len) };
+    for j in i..len {
+        // SAFETY: `j < len`.
+        unsafe { d.add(j).write(ptr::read_volatile(src.add(j))) };
     }
 }
 
-/// Copies a private buffer into shared memory with volatile stores, 8 bytes at a time where
-/// the destination is aligned.
+/// Copies whole [`Wide`] words of `src[i..len]` to `d[i..len]` (volatile loads, four at a time
+/// while four fit), returning where it stopped.
+///
+/// # Safety
+/// `src + i` must be WIDE-aligned; `src[..len]` readable and `d[..len]` private and
+/// writable.
+#[inline(always)]
+unsafe fn words_out(src: *const u8, d: *mut u8, mut i: usize, len: usize) -> usize {
+    while i + 4 * WIDE <= len {
+        // SAFETY: aligned, and the four words end at or before `len` (caller contract).
+        unsafe {
+            let s = src.add(i).cast::<Wide>();
+            let w = [
+                ptr::read_volatile(s),
+                ptr::read_volatile(s.add(1)),
+                ptr::read_volatile(s.add(2)),
+                ptr::read_volatile(s.add(3)),
+            ];
+            ptr::write_unaligned(d.add(i).cast::<[Wide; 4]>(), w);
+        }
+        i += 4 * WIDE;
+    }
+    while i + WIDE <= len {
+        // SAFETY: as above, for one word.
+        unsafe {
+            ptr::write_unaligned(
+                d.add(i).cast::<Wide>(),
+                ptr::read_volatile(src.add(i).cast::<Wide>()),
+            )
+        };
+        i += WIDE;
+    }
+    i
+}
+
+/// Copies a private buffer into shared memory with volatile stores: single bytes up to the
+/// first [`WIDE`]-aligned destination address, then aligned words, four at a time (each
+/// store one instruction), then single bytes.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `src.len()` bytes.
 unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
     let len = src.len();
     let s = src.as_ptr();
-    let mut i = 0;
-    while i < len && (dst as usize + i) % 8 != 0 {
+    let head = dst.align_offset(WIDE).min(len);
+    for i in 0..head {
         // SAFETY: `i < len`: in bounds of both ranges (caller contract for `dst`).
         unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
-        i += 1;
     }
-    while i + 32 <= len {
-        // SAFETY: `dst + i` is 8-byte aligned and `i + 32 <= len`; the source is private and
-        // read unaligned.
+    // SAFETY: `dst + head` is WIDE-aligned; the caller's contract covers `dst[..len]`.
+    let i = unsafe { words_in(dst, s, head, len) };
+    for j in i..len {
+        // SAFETY: `j < len`.
+        unsafe { ptr::write_volatile(dst.add(j), s.add(j).read()) };
+    }
+}
+
+/// Copies whole [`Wide`] words of `s[i..len]` to `dst[i..len]` (volatile stores, four at a time
+/// while four fit), returning where it stopped.
+///
+/// # Safety
+/// `dst + i` must be WIDE-aligned; `dst[..len]` writable and `s[..len]` private and
+/// readable.
+#[inline(always)]
+unsafe fn words_in(dst: *mut u8, s: *const u8, mut i: usize, len: usize) -> usize {
+    while i + 4 * WIDE <= len {
+        // SAFETY: aligned, and the four words end at or before `len` (caller contract).
         unsafe {
-            let v = ptr::read_unaligned(s.add(i).cast::<[u64; 4]>());
-            ptr::write_volatile(dst.add(i).cast::<[u64; 4]>(), v);
+            let w = ptr::read_unaligned(s.add(i).cast::<[Wide; 4]>());
+            let d = dst.add(i).cast::<Wide>();
+            ptr::write_volatile(d, w[0]);
+            ptr::write_volatile(d.add(1), w[1]);
+            ptr::write_volatile(d.add(2), w[2]);
+            ptr::write_volatile(d.add(3), w[3]);
         }
-        i += 32;
+        i += 4 * WIDE;
     }
-    while i + 8 <= len {
-        // SAFETY: `dst + i` is 8-byte aligned and `i + 8 <= len`; the source is private and
-        // read unaligned.
+    while i + WIDE <= len {
+        // SAFETY: as above, for one word.
         unsafe {
-            let v = ptr::read_unaligned(s.add(i).cast::<u64>());
-            ptr::write_volatile(dst.add(i).cast::<u64>(), v);
-        }
-        i += 8;
+            ptr::write_volatile(
+                dst.add(i).cast::<Wide>(),
+                ptr::read_unaligned(s.add(i).cast::<Wide>()),
+            )
+        };
+        i += WIDE;
     }
-    while i < len {
-        // SAFETY: `i < len`.
-        unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
-        i += 1;
-    }
+    i
 }

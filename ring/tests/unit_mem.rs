@@ -29,14 +29,39 @@ fn bounds_are_checked() {
 
 #[test]
 fn copies_round_trip_at_every_alignment() {
-    let m = SharedMem::new_zeroed(256);
-    for off in 0..16 {
-        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 100] {
-            let src: Vec<u8> = (0..len).map(|i| (i * 7 + off) as u8).collect();
-            m.write_at(off, &src).unwrap();
-            let mut dst = vec![0u8; len];
-            m.read_at(off, &mut dst).unwrap();
-            assert_eq!(src, dst, "off {off} len {len}");
+    // Offsets cover every alignment of the shared side up to twice the widest word the copies
+    // use, lengths every path through them (bytes only, single words, blocks of four words,
+    // and ragged tails); the private side is misaligned too. Bytes around the range must keep
+    // their guard pattern.
+    const SIZE: usize = 2048;
+    let m = SharedMem::new_zeroed(SIZE);
+    let lens = [
+        0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129,
+    ];
+    for off in 0..40 {
+        for len in lens.into_iter().chain([255, 256, 257, 1000, 1500]) {
+            m.fill(0, SIZE, 0xee).unwrap();
+            let src: Vec<u8> = (0..len + 3).map(|i| (i * 7 + off) as u8).collect();
+            let src = &src[off % 4..off % 4 + len];
+            m.write_at(off, src).unwrap();
+            let mut whole = vec![0u8; SIZE];
+            m.read_at(0, &mut whole).unwrap();
+            assert!(
+                whole[..off].iter().all(|&b| b == 0xee),
+                "off {off} len {len}: before"
+            );
+            assert!(
+                whole[off + len..].iter().all(|&b| b == 0xee),
+                "off {off} len {len}: after"
+            );
+            let mut dst = vec![0u8; len + 5];
+            let at = off % 5;
+            m.read_at(off, &mut dst[at..at + len]).unwrap();
+            assert_eq!(src, &dst[at..at + len], "off {off} len {len}");
+            assert!(
+                dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == 0),
+                "off {off} len {len}: private"
+            );
         }
     }
 }
