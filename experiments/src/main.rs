@@ -50,7 +50,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Compare the designs (default: grant-copy, grant-map, linux, slots:256, slots-rfc:256,
-    /// ring:8:greedy, ring:8:adaptive; TX, RX and request/response, blocking and
+    /// ring:8:greedy, ring:8:greedy:wait, ring:8:adaptive; TX, RX and request/response, blocking and
     /// busy-polling; 64, 256, 1500 and 65535 bytes; grant costs from the calibrated xen
     /// preset) and write results/<time>/ (results.json, CSV, report.md, plots).
     Compare(CompareArgs),
@@ -488,6 +488,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 "slots:256",
                 "slots-rfc:256",
                 "ring:8:greedy",
+                "ring:8:greedy:wait",
                 "ring:8:adaptive",
             ]
             .map(String::from)

@@ -334,12 +334,17 @@ pub(crate) struct AxisPoint {
 pub(crate) fn axis_of(design: &str) -> Option<AxisPoint> {
     use netstage_fallback::Design;
     let (family, chart, what, param) = match design.parse::<Design>().ok()? {
-        Design::Ring { order, policy } => (
-            format!("ring:<order>:{policy}"),
-            format!("axis-ring-order-{policy}"),
-            "ring order",
-            order,
-        ),
+        d @ Design::Ring { order, .. } => {
+            // What follows the order: the policy, and `:wait` if the design has it.
+            let name = d.to_string();
+            let tail = name.splitn(3, ':').nth(2).unwrap_or_default();
+            (
+                format!("ring:<order>:{tail}"),
+                format!("axis-ring-order-{tail}"),
+                "ring order",
+                order,
+            )
+        }
         Design::Slots { data_len } => (
             "slots:<data-len>".into(),
             "axis-slots-data-len".into(),

@@ -29,6 +29,7 @@ pub const SOAK_DESIGNS: &[&str] = &[
     "slots-rfc:256",
     "slots-rfc:65536",
     "ring:8:greedy",
+    "ring:4:greedy:wait",
     "ring:4:adaptive",
 ];
 /// The packet sizes a soak mixes.

@@ -22,7 +22,7 @@ pub use gate::Gate;
 pub use log_limit::LogLimit;
 pub use map::{fetch_by_map, Fragment};
 pub use packet::{Gso, Packet, PacketBuf, PacketRef, MAX_PACKET};
-pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState};
+pub use policy::{CopyPolicy, Design, FallbackReason, PolicyState, WhenFull};
 pub use stats::{unix_time, StatsKind};
 pub use storm::StormGuard;
 pub use view::{PacketView, ViewPart, MAX_VIEW_PARTS};

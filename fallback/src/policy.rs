@@ -52,6 +52,20 @@ pub enum FallbackReason {
     OverLimit,
 }
 
+/// What a data ring's sender does with a packet the ring has no room for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Sends what does not fit by grant operations at once: the design as proposed.
+    #[default]
+    Grant,
+    /// Holds the packet back while the peer has packets of this direction in flight (taking
+    /// them frees ring room), and sends it when the room is there; by grant operations only
+    /// when nothing is in flight, or when the packet would not fit the empty ring. The
+    /// frontend's TX only: not announced to the backend, whose RX packets go by
+    /// [`WhenFull::Grant`].
+    Wait,
+}
+
 /// Bytes a grant operation moves at most: one page of a packet is one operation.
 const GRANT_PAGE: usize = 4096;
 
@@ -164,19 +178,35 @@ impl PolicyState {
         free: usize,
         size: usize,
     ) -> (usize, Option<FallbackReason>) {
-        let (want, n) = match self.policy {
+        let (want, n) = self.choose(len, free, size);
+        (n, reason(len, want, n))
+    }
+
+    /// As [`PolicyState::decide`], except that with `may_wait` a packet the ring has no
+    /// room for now, but would have room for once empty, gets `None`: the caller holds it
+    /// back until the peer has freed room ([`WhenFull::Wait`]), where [`PolicyState::decide`]
+    /// would cut it to the room there is.
+    pub fn decide_or_wait(
+        &mut self,
+        len: usize,
+        free: usize,
+        size: usize,
+        may_wait: bool,
+    ) -> Option<(usize, Option<FallbackReason>)> {
+        let (want, n) = self.choose(len, free, size);
+        if may_wait && n < want && want <= size {
+            return None;
+        }
+        Some((n, reason(len, want, n)))
+    }
+
+    /// The policy's choice, as (bytes it would stage with room enough, bytes it stages).
+    fn choose(&mut self, len: usize, free: usize, size: usize) -> (usize, usize) {
+        match self.policy {
             CopyPolicy::Fixed(n) => whole_or_cut(len.min(n as usize), free),
             CopyPolicy::Greedy => whole_or_cut(len, free),
             CopyPolicy::Adaptive => self.adaptive(len, free, size),
-        };
-        let why = if n < want {
-            Some(FallbackReason::RingFull)
-        } else if n < len {
-            Some(FallbackReason::OverLimit)
-        } else {
-            None
-        };
-        (n, why)
+        }
     }
 
     /// Updates the smoothed fill and the congestion state from a fresh `free` of `size`.
@@ -235,6 +265,18 @@ impl PolicyState {
     }
 }
 
+/// Why a `len`-byte packet of which the policy wanted `want` bytes staged, and `n` were,
+/// goes partly by grants (`None`: it does not).
+fn reason(len: usize, want: usize, n: usize) -> Option<FallbackReason> {
+    if n < want {
+        Some(FallbackReason::RingFull)
+    } else if n < len {
+        Some(FallbackReason::OverLimit)
+    } else {
+        None
+    }
+}
+
 /// A limit of `want` bytes in `free` bytes of room, as (wanted, staged): a page or less
 /// goes whole or not at all (a partial copy would still need a grant operation), a larger
 /// one is cut to the room.
@@ -280,6 +322,9 @@ pub enum Design {
         order: u32,
         /// How much of each packet goes through the ring.
         policy: CopyPolicy,
+        /// What the frontend's TX does when the ring has no room (`:wait` at the end of
+        /// the design's name: [`WhenFull::Wait`]).
+        when_full: WhenFull,
     },
 }
 
@@ -291,7 +336,17 @@ impl std::fmt::Display for Design {
             Design::Linux => write!(f, "linux"),
             Design::Slots { data_len } => write!(f, "slots:{data_len}"),
             Design::SlotsRfc { data_len } => write!(f, "slots-rfc:{data_len}"),
-            Design::Ring { order, policy } => write!(f, "ring:{order}:{policy}"),
+            Design::Ring {
+                order,
+                policy,
+                when_full,
+            } => {
+                write!(f, "ring:{order}:{policy}")?;
+                match when_full {
+                    WhenFull::Grant => Ok(()),
+                    WhenFull::Wait => write!(f, ":wait"),
+                }
+            }
         }
     }
 }
@@ -300,12 +355,12 @@ impl std::str::FromStr for Design {
     type Err = String;
 
     /// `grant-copy`, `grant-map`, `linux`, `slots:<data-len>`, `slots-rfc:<data-len>` or
-    /// `ring:<order>:<policy>` with policy `fixed:<bytes>`, `greedy` or `adaptive`.
+    /// `ring:<order>:<policy>[:wait]` with policy `fixed:<bytes>`, `greedy` or `adaptive`.
     fn from_str(s: &str) -> Result<Design, String> {
         let bad = || {
             format!(
                 "design `{s}`: expected grant-copy, grant-map, linux, slots:<data-len 64..65536>, \
-                 slots-rfc:<data-len 64..65536> or ring:<order 0..9>:<fixed:N|greedy|adaptive>"
+                 slots-rfc:<data-len 64..65536> or ring:<order 0..9>:<fixed:N|greedy|adaptive>[:wait]"
             )
         };
         let data_len = |n: &str| match n.parse::<u32>() {
@@ -330,8 +385,16 @@ impl std::str::FromStr for Design {
                 if order > 9 {
                     return Err(bad());
                 }
-                let policy = parts[2..].join(":").parse().map_err(|_| bad())?;
-                Ok(Design::Ring { order, policy })
+                let (policy, when_full) = match parts[2..] {
+                    [ref p @ .., "wait"] if !p.is_empty() => (p, WhenFull::Wait),
+                    ref p => (p, WhenFull::Grant),
+                };
+                let policy = policy.join(":").parse().map_err(|_| bad())?;
+                Ok(Design::Ring {
+                    order,
+                    policy,
+                    when_full,
+                })
             }
             _ => Err(bad()),
         }
@@ -356,6 +419,9 @@ mod tests {
             "ring:4:greedy",
             "ring:0:fixed:128",
             "ring:9:adaptive",
+            "ring:8:greedy:wait",
+            "ring:2:fixed:1500:wait",
+            "ring:9:adaptive:wait",
         ] {
             assert_eq!(s.parse::<Design>().unwrap().to_string(), s);
         }
@@ -373,6 +439,10 @@ mod tests {
             "ring:10:greedy",
             "ring:4",
             "ring:4:fixed",
+            "ring:4:wait",
+            "ring:4:greedy:wait:wait",
+            "ring:4:fixed:wait",
+            "ring:4:greedy:grant",
             "copy",
             "linux:128",
             "Linux",
@@ -432,6 +502,31 @@ mod tests {
         );
         assert_eq!(g.decide(0, 0, 4096), (0, None));
         assert!(!g.wants_fresh_fill() && PolicyState::new(CopyPolicy::Adaptive).wants_fresh_fill());
+    }
+
+    #[test]
+    fn a_packet_waits_for_room_only_when_asked_and_when_it_would_fit_the_empty_ring() {
+        let mut g = PolicyState::new(CopyPolicy::Greedy);
+        // Room enough: the same choice either way.
+        assert_eq!(g.decide_or_wait(5000, 8192, 8192, true), Some((5000, None)));
+        // Too little room now: held back if asked, cut to the room otherwise.
+        assert_eq!(g.decide_or_wait(5000, 3192, 8192, true), None);
+        let cut = (3192, Some(FallbackReason::RingFull));
+        assert_eq!(g.decide_or_wait(5000, 3192, 8192, false), Some(cut));
+        assert_eq!(g.decide(5000, 3192, 8192), cut);
+        // Larger than the ring: waiting would never help.
+        assert_eq!(
+            g.decide_or_wait(9000, 100, 8192, true),
+            Some((100, Some(FallbackReason::RingFull)))
+        );
+        // What the policy does not want staged never waits.
+        let mut f = PolicyState::new(CopyPolicy::Fixed(256));
+        assert_eq!(
+            f.decide_or_wait(1500, 4096, 8192, true),
+            Some((256, Some(FallbackReason::OverLimit)))
+        );
+        assert_eq!(f.decide_or_wait(1500, 255, 8192, true), None);
+        assert_eq!(f.decide_or_wait(0, 0, 8192, true), Some((0, None)));
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub use link::FrontendLink;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::StatsKind;
 pub use netstage_fallback::YIELD_EVERY;
-pub use netstage_fallback::{CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode};
+pub use netstage_fallback::{
+    CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode, WhenFull,
+};
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
 pub use queue::FrontQueue;

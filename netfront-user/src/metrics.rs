@@ -78,6 +78,10 @@ counters! {
     tx_staged_bytes;
     /// TX packets (partly) sent by grants because the data ring was full.
     tx_fallback_ring_full;
+    /// Times a TX packet was held back because the data ring was full while the backend had
+    /// TX requests to take ([`netstage_fallback::WhenFull::Wait`]): the burst stopped before
+    /// it, and a later call sent it.
+    tx_ring_full_waits;
     /// TX packets partly sent by grants because they exceed the copy limit.
     tx_fallback_over_limit;
     /// Packets forwarded straight from their RX slot (`NETTXF_staging_buffer`).

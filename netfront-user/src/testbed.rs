@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstage_fallback::{Design, Features, Gso, PacketBuf, PacketRef, PollMode};
+use netstage_fallback::{
+    CopyPolicy, Design, Features, Gso, PacketBuf, PacketRef, PollMode, WhenFull,
+};
 use netstage_platform::sim::{DomainConfig, SimDomain, SimPort, SimWorld};
 use netstage_platform::xenbus::VifPaths;
 use netstage_platform::{EventChannels, EventPort, GrantImport};
@@ -420,6 +422,42 @@ fn slots_stage_the_head_and_grant_the_rest() {
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_staged_packets, m.tx_staged_bytes), (1, 256));
     assert_eq!(m.tx_fallback_over_limit, 1);
+}
+
+#[test]
+fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
+    for when_full in [WhenFull::Wait, WhenFull::Grant] {
+        let design = Design::Ring {
+            order: 2,
+            policy: CopyPolicy::Greedy,
+            when_full,
+        };
+        let mut b = bed(design, SG);
+        // 8 KiB a direction: one packet of 5000 bytes fits, the next only in part.
+        let frame = vec![7u8; 5000];
+        let pkts = [PacketRef::new(&frame); 2];
+        let n = b.q.send_burst(&pkts).unwrap();
+        let m = b.shared.metrics.snapshot();
+        let held = when_full == WhenFull::Wait;
+        assert_eq!(n, if held { 1 } else { 2 }, "{when_full:?}");
+        assert_eq!(m.tx_ring_full_waits, u64::from(held), "{when_full:?}");
+        assert_eq!(m.tx_fallback_ring_full, u64::from(!held), "{when_full:?}");
+        // Answered, but the ring's bytes never released (this backend does not read them):
+        // with nothing in flight the held packet goes, its tail by grants; nothing waits on
+        // a ring that will not drain.
+        let mut reqs = b.serve_tx(0);
+        if held {
+            assert_eq!(reqs.len(), 1);
+            assert_eq!(b.q.send_burst(&pkts[1..]).unwrap(), 1);
+            let m = b.shared.metrics.snapshot();
+            assert_eq!((m.tx_ring_full_waits, m.tx_fallback_ring_full), (1, 1));
+            reqs = b.serve_tx(0);
+        }
+        // The second packet either way: 3192 bytes staged (its offset), its tail in a page.
+        let second = &reqs[reqs.len() - 2..];
+        assert_eq!((second[0].offset, second[0].size), (8192 - 5000, 5000));
+        assert_eq!(second[1].size, 5000 - 3192, "{when_full:?}");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use netstage_netback_user::{
     toolstack, Backend, BackendConfig, Features, MetricsSnapshot, RxInjector, TxPath, VifHandler,
 };
 use netstage_netfront_user::{
-    CopyPolicy, Design, Frontend, FrontendConfig, FrontendError, FrontendHandler,
+    CopyPolicy, Design, Frontend, FrontendConfig, FrontendError, FrontendHandler, WhenFull,
 };
 use netstage_platform::sim::xenstored::{Xenstored, XenstoredConfig};
 use netstage_platform::sim::{DomainConfig, SimWorld};
@@ -585,6 +585,7 @@ fn data_ring_greedy_one_queue() {
         Design::Ring {
             order: 4,
             policy: CopyPolicy::Greedy,
+            when_full: WhenFull::Grant,
         },
     );
 }
@@ -597,6 +598,7 @@ fn data_ring_fixed_two_queues() {
         Design::Ring {
             order: 2,
             policy: CopyPolicy::Fixed(256),
+            when_full: WhenFull::Grant,
         },
     );
 }
@@ -609,12 +611,49 @@ fn data_ring_adaptive_small_ring_falls_back() {
         Design::Ring {
             order: 0,
             policy: CopyPolicy::Adaptive,
+            when_full: WhenFull::Grant,
         },
     );
 }
 
 #[test]
 fn a_slow_backend_fills_the_data_ring_and_nothing_is_lost() {
+    let (fm, bm) = through_a_slow_backend(WhenFull::Grant);
+    // The ring filled: some packets went (partly) by grants, counted; the rest staged.
+    assert!(fm.tx_fallback_ring_full > 0, "{fm:?}");
+    assert_eq!(fm.tx_ring_full_waits, 0, "{fm:?}");
+    assert!(
+        fm.tx_staged_packets > 0 && fm.tx_staged_packets < 400,
+        "{fm:?}"
+    );
+    assert_eq!(fm.tx_staged_bytes, bm.tx_staged_bytes);
+    // The fill the frontend saw at its decisions shows the backlog: over half full on average.
+    assert_eq!(fm.tx_ring_fill_samples, 400 / 16);
+    let mean = fm.tx_ring_fill_ppm / fm.tx_ring_fill_samples;
+    assert!(mean > 500_000, "mean fill {mean} ppm");
+}
+
+#[test]
+fn a_sender_that_waits_for_room_stages_every_packet_through_a_slow_backend() {
+    let (fm, bm) = through_a_slow_backend(WhenFull::Wait);
+    // The backend frees room before it answers, so the frontend never found the ring full
+    // with nothing in flight: every packet waited for room instead of going by grants.
+    assert!(fm.tx_ring_full_waits > 0, "{fm:?}");
+    assert_eq!(fm.tx_fallback_ring_full, 0, "{fm:?}");
+    assert_eq!(
+        (fm.tx_staged_packets, fm.tx_staged_bytes),
+        (400, 400 * 1500),
+        "{fm:?}"
+    );
+    assert_eq!(fm.tx_staged_bytes, bm.tx_staged_bytes);
+}
+
+/// Sends 400 packets of 1500 bytes through a data ring of order 1 (4 KiB a direction) to a
+/// backend that takes 200 us a packet, with `when_full`; checks that all arrive intact,
+/// and returns both ends' counters.
+fn through_a_slow_backend(
+    when_full: WhenFull,
+) -> (netstage_netfront_user::MetricsSnapshot, MetricsSnapshot) {
     let rig = Rig::new(BackendConfig::default());
     rig.back
         .delay_us
@@ -623,6 +662,7 @@ fn a_slow_backend_fills_the_data_ring_and_nothing_is_lost() {
     let design = Design::Ring {
         order: 1,
         policy: CopyPolicy::Greedy,
+        when_full,
     };
     let front = rig
         .front(
@@ -646,21 +686,10 @@ fn a_slow_backend_fills_the_data_ring_and_nothing_is_lost() {
         assert!(w.as_slice() == &h.data[..], "packet {i} differs");
     }
     drop(got);
-    let fm = front.metrics();
-    let bm = rig.metrics.snapshot();
-    // The ring filled: some packets went (partly) by grants, counted; the rest staged.
-    assert!(fm.tx_fallback_ring_full > 0, "{fm:?}");
-    assert!(
-        fm.tx_staged_packets > 0 && fm.tx_staged_packets < 400,
-        "{fm:?}"
-    );
-    assert_eq!(fm.tx_staged_bytes, bm.tx_staged_bytes);
+    let (fm, bm) = (front.metrics(), rig.metrics.snapshot());
     assert_eq!((bm.tx_packets, bm.tx_dropped), (400, 0));
-    // The fill the frontend saw at its decisions shows the backlog: over half full on average.
-    assert_eq!(fm.tx_ring_fill_samples, 400 / 16);
-    let mean = fm.tx_ring_fill_ppm / fm.tx_ring_fill_samples;
-    assert!(mean > 500_000, "mean fill {mean} ppm");
     front.close().unwrap();
+    (fm, bm)
 }
 
 #[test]

@@ -10,7 +10,9 @@ mod common;
 
 use common::{wait, Stage, FE};
 use netstage_fallback::Packet;
-use netstage_netfront_user::{CopyPolicy, Design, Frontend, FrontendError, FrontendHandler};
+use netstage_netfront_user::{
+    CopyPolicy, Design, Frontend, FrontendError, FrontendHandler, WhenFull,
+};
 use netstage_platform::sim::SimDomain;
 use netstage_platform::xenbus::{read_state, write_state, XenbusState};
 use netstage_platform::xenstore::{XenStore, NO_TX};
@@ -110,6 +112,7 @@ fn staged_rx_bytes_never_written_to_the_ring_break_the_device() {
     let mut e = EvilBack::connect(Design::Ring {
         order: 2,
         policy: CopyPolicy::Greedy,
+        when_full: WhenFull::Grant,
     });
     e.rx_response(staged(100));
     let why = e.broken_reason();
@@ -124,6 +127,7 @@ fn an_overrunning_rx_data_ring_breaks_the_device() {
     let mut e = EvilBack::connect(Design::Ring {
         order: 2,
         policy: CopyPolicy::Greedy,
+        when_full: WhenFull::Grant,
     });
     let intf = e.intf.clone().unwrap();
     // in_prod more than the 8 KiB direction ahead of the frontend's consumer.

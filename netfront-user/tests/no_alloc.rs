@@ -14,7 +14,7 @@ mod common;
 
 use common::{Stage, FE};
 use netstage_netfront_user::{
-    connect_queues, CopyPolicy, Design, FrontQueue, FrontendLink, PacketBuf, PacketRef,
+    connect_queues, CopyPolicy, Design, FrontQueue, FrontendLink, PacketBuf, PacketRef, WhenFull,
 };
 use netstage_platform::sim::{SimDomain, SimPort};
 use netstage_platform::{EventChannels, GrantImport};
@@ -233,5 +233,6 @@ fn the_data_ring_allocates_nothing_per_packet() {
     no_allocation(Design::Ring {
         order: 2,
         policy: CopyPolicy::Greedy,
+        when_full: WhenFull::Grant,
     });
 }

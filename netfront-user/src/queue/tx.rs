@@ -100,7 +100,14 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let len = p.data.len();
         let staged = match self.held.take() {
             Some((l, s)) if l == len => s,
-            _ => self.staging.tx_decide(len, &mut self.tally),
+            _ => {
+                // Requests put on the ring and not yet answered, this burst's included.
+                let in_flight = self.tx.free_requests() < self.tx.size();
+                match self.staging.tx_decide(len, in_flight, &mut self.tally) {
+                    Some(staged) => staged,
+                    None => return Ok(false),
+                }
+            }
         };
         let (ids, slots) = needs(len, staged, p.gso.is_some());
         if self.tx_free.len() < ids || (self.tx.free_requests() as usize) < slots {

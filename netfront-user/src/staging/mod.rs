@@ -53,10 +53,14 @@ pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) ->
 /// One queue's staging memory, as its TX and RX paths use it.
 pub(crate) trait Staging: Send {
     /// How many leading bytes of a TX packet of `len` bytes to move out of the grants into
-    /// staging memory (0: none; counts fallbacks and fill samples in `t`). Decided once per
-    /// packet. A design that replicates the head instead (RFC rev 1) says 0 here and copies
-    /// it in [`Staging::tx_replicate`].
-    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize;
+    /// staging memory (0: none; counts fallbacks and fill samples in `t`), or `None` to hold
+    /// the packet back for now: a data ring that is full while `in_flight` (the backend has
+    /// TX requests to take, which frees room) and waits for room ([`WhenFull::Wait`]).
+    /// Decided once per packet sent. A design that replicates the head instead (RFC rev 1)
+    /// says 0 here and copies it in [`Staging::tx_replicate`].
+    ///
+    /// [`WhenFull::Wait`]: netstage_fallback::WhenFull::Wait
+    fn tx_decide(&mut self, len: usize, in_flight: bool, t: &mut Tally) -> Option<usize>;
 
     /// Stages `head`, the first bytes of the packet whose first request has id `id`.
     fn tx_stage(&mut self, id: u16, head: &[u8]) -> Result<(), Broken>;

@@ -28,8 +28,8 @@ impl Module for NoStaging {
 }
 
 impl Staging for NoStaging {
-    fn tx_decide(&mut self, _len: usize, _t: &mut Tally) -> usize {
-        0
+    fn tx_decide(&mut self, _len: usize, _in_flight: bool, _t: &mut Tally) -> Option<usize> {
+        Some(0)
     }
 
     fn tx_stage(&mut self, _id: u16, _head: &[u8]) -> Result<(), Broken> {

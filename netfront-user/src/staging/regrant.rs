@@ -50,8 +50,8 @@ fn failed(what: &'static str, id: u16) -> impl FnOnce(PlatformError) -> Broken {
 }
 
 impl Staging for QueueGrants {
-    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
-        NoStaging.tx_decide(len, t)
+    fn tx_decide(&mut self, len: usize, in_flight: bool, t: &mut Tally) -> Option<usize> {
+        NoStaging.tx_decide(len, in_flight, t)
     }
 
     fn tx_stage(&mut self, id: u16, head: &[u8]) -> Result<(), Broken> {

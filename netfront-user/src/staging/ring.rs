@@ -3,7 +3,7 @@
 //! (the backend decides RX packets with the same policy, which this end asks for).
 
 use netstage_fallback::policy::CostModel;
-use netstage_fallback::{Design, FallbackReason, PolicyState};
+use netstage_fallback::{Design, FallbackReason, PolicyState, WhenFull};
 use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
 use netstage_ring::SharedMem;
@@ -25,6 +25,8 @@ struct Ring {
     prod: FlexProducer,
     cons: FlexConsumer,
     policy: PolicyState,
+    /// Whether a TX packet the ring has no room for waits while requests are in flight.
+    when_full: WhenFull,
     /// TX staging decisions and staged RX packets since the fill was last sampled.
     fill_tick: (u32, u32),
     /// Bytes staged since the last publish.
@@ -34,7 +36,12 @@ struct Ring {
 
 impl Module for RingStaging {
     fn negotiate(&self, asked: Design, backend: &dyn Fn(&str) -> Option<String>) -> Design {
-        let Design::Ring { order, policy } = asked else {
+        let Design::Ring {
+            order,
+            policy,
+            when_full,
+        } = asked
+        else {
             return Design::GrantCopy;
         };
         if backend("feature-data-ring").as_deref() != Some("1") {
@@ -44,13 +51,19 @@ impl Module for RingStaging {
             Some(max) => Design::Ring {
                 order: order.min(max).min(flex::MAX_RING_ORDER),
                 policy,
+                when_full,
             },
             None => Design::GrantCopy,
         }
     }
 
     fn share(&self, design: Design, to: &mut Share<'_>) -> Result<Box<dyn Staging>, FrontendError> {
-        let Design::Ring { order, policy } = design else {
+        let Design::Ring {
+            order,
+            policy,
+            when_full,
+        } = design
+        else {
             return Err(setup("data ring set up for another design"));
         };
         let intf = to.pages(1, true)?;
@@ -65,6 +78,7 @@ impl Module for RingStaging {
             prod,
             cons,
             policy: PolicyState::with_costs(policy, CostModel::measured()),
+            when_full,
             fill_tick: (0, 0),
             unpublished: false,
             _pages: [intf, data],
@@ -88,7 +102,7 @@ impl Ring {
 }
 
 impl Staging for Ring {
-    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
+    fn tx_decide(&mut self, len: usize, in_flight: bool, t: &mut Tally) -> Option<usize> {
         let size = self.prod.size() as usize;
         let mut free = self.prod.free() as usize;
         self.fill_tick.0 += 1;
@@ -103,13 +117,17 @@ impl Staging for Ring {
             t.tx_ring_fill_samples += 1;
             t.tx_ring_fill_ppm += ppm(size.saturating_sub(free), size);
         }
-        let (n, why) = self.policy.decide(len, free, size);
+        let may_wait = in_flight && self.when_full == WhenFull::Wait;
+        let Some((n, why)) = self.policy.decide_or_wait(len, free, size, may_wait) else {
+            t.tx_ring_full_waits += 1;
+            return None;
+        };
         match why {
             Some(FallbackReason::RingFull) => t.tx_fallback_ring_full += 1,
             Some(FallbackReason::OverLimit) => t.tx_fallback_over_limit += 1,
             None => {}
         }
-        n
+        Some(n)
     }
 
     fn tx_stage(&mut self, _id: u16, head: &[u8]) -> Result<(), Broken> {

@@ -123,11 +123,11 @@ fn windows(p: &SharedPages) -> Result<Vec<SharedMem>, FrontendError> {
 }
 
 impl Staging for Slots {
-    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
+    fn tx_decide(&mut self, len: usize, _in_flight: bool, t: &mut Tally) -> Option<usize> {
         if len > self.tx_len {
             t.tx_fallback_over_limit += 1;
         }
-        len.min(self.tx_len)
+        Some(len.min(self.tx_len))
     }
 
     fn tx_stage(&mut self, id: u16, head: &[u8]) -> Result<(), Broken> {

@@ -61,12 +61,12 @@ fn rx_pieces(rx: RxPacket<'_>) -> impl Iterator<Item = (u32, usize)> + '_ {
 }
 
 impl Staging for SlotsRfc {
-    fn tx_decide(&mut self, len: usize, t: &mut Tally) -> usize {
+    fn tx_decide(&mut self, len: usize, _in_flight: bool, t: &mut Tally) -> Option<usize> {
         // Nothing leaves the grants; what is replicated is decided by the encoding.
         if len > self.head.data_len() as usize {
             t.tx_fallback_over_limit += 1;
         }
-        0
+        Some(0)
     }
 
     fn tx_stage(&mut self, _id: u16, _head: &[u8]) -> Result<(), Broken> {
