@@ -154,7 +154,7 @@ struct CompareArgs {
     /// and written to results.json, scenario.toml and the report].
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Designs (comma-separated) [default: the seven above; --quick: grant-copy, slots:256,
+    /// Designs (comma-separated) [default: the eight above; --quick: grant-copy, slots:256,
     /// ring:8:greedy].
     #[arg(long, value_delimiter = ',', value_parser = design_name)]
     designs: Option<Vec<String>>,

@@ -183,21 +183,21 @@ impl PolicyState {
     }
 
     /// As [`PolicyState::decide`], except that with `may_wait` a packet the ring has no
-    /// room for now, but would have room for once empty, gets `None`: the caller holds it
-    /// back until the peer has freed room ([`WhenFull::Wait`]), where [`PolicyState::decide`]
-    /// would cut it to the room there is.
+    /// room for now, but would have room for once empty, gets `Err(want)`: the caller holds
+    /// it back until the peer has freed `want` bytes ([`WhenFull::Wait`]), where
+    /// [`PolicyState::decide`] would cut it to the room there is.
     pub fn decide_or_wait(
         &mut self,
         len: usize,
         free: usize,
         size: usize,
         may_wait: bool,
-    ) -> Option<(usize, Option<FallbackReason>)> {
+    ) -> Result<(usize, Option<FallbackReason>), usize> {
         let (want, n) = self.choose(len, free, size);
         if may_wait && n < want && want <= size {
-            return None;
+            return Err(want);
         }
-        Some((n, reason(len, want, n)))
+        Ok((n, reason(len, want, n)))
     }
 
     /// The policy's choice, as (bytes it would stage with room enough, bytes it stages).
@@ -508,25 +508,25 @@ mod tests {
     fn a_packet_waits_for_room_only_when_asked_and_when_it_would_fit_the_empty_ring() {
         let mut g = PolicyState::new(CopyPolicy::Greedy);
         // Room enough: the same choice either way.
-        assert_eq!(g.decide_or_wait(5000, 8192, 8192, true), Some((5000, None)));
+        assert_eq!(g.decide_or_wait(5000, 8192, 8192, true), Ok((5000, None)));
         // Too little room now: held back if asked, cut to the room otherwise.
-        assert_eq!(g.decide_or_wait(5000, 3192, 8192, true), None);
+        assert_eq!(g.decide_or_wait(5000, 3192, 8192, true), Err(5000));
         let cut = (3192, Some(FallbackReason::RingFull));
-        assert_eq!(g.decide_or_wait(5000, 3192, 8192, false), Some(cut));
+        assert_eq!(g.decide_or_wait(5000, 3192, 8192, false), Ok(cut));
         assert_eq!(g.decide(5000, 3192, 8192), cut);
         // Larger than the ring: waiting would never help.
         assert_eq!(
             g.decide_or_wait(9000, 100, 8192, true),
-            Some((100, Some(FallbackReason::RingFull)))
+            Ok((100, Some(FallbackReason::RingFull)))
         );
         // What the policy does not want staged never waits.
         let mut f = PolicyState::new(CopyPolicy::Fixed(256));
         assert_eq!(
             f.decide_or_wait(1500, 4096, 8192, true),
-            Some((256, Some(FallbackReason::OverLimit)))
+            Ok((256, Some(FallbackReason::OverLimit)))
         );
-        assert_eq!(f.decide_or_wait(1500, 255, 8192, true), None);
-        assert_eq!(f.decide_or_wait(0, 0, 8192, true), Some((0, None)));
+        assert_eq!(f.decide_or_wait(1500, 255, 8192, true), Err(256));
+        assert_eq!(f.decide_or_wait(0, 0, 8192, true), Ok((0, None)));
     }
 
     #[test]

@@ -78,9 +78,10 @@ counters! {
     tx_staged_bytes;
     /// TX packets (partly) sent by grants because the data ring was full.
     tx_fallback_ring_full;
-    /// Times a TX packet was held back because the data ring was full while the backend had
-    /// TX requests to take ([`netstage_fallback::WhenFull::Wait`]): the burst stopped before
-    /// it, and a later call sent it.
+    /// TX packets held back because the data ring was full while the backend had TX
+    /// requests to take ([`netstage_fallback::WhenFull::Wait`]), once each: the burst
+    /// stopped before the packet, and a later call sent it, by the ring or (once nothing was
+    /// in flight) by grants, unless the device stopped first (`tx_unsent`).
     tx_ring_full_waits;
     /// TX packets partly sent by grants because they exceed the copy limit.
     tx_fallback_over_limit;

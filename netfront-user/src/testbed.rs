@@ -461,6 +461,33 @@ fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
 }
 
 #[test]
+fn a_packet_held_for_room_wakes_the_waiter_once_nothing_is_in_flight() {
+    let mut b = bed(
+        Design::Ring {
+            order: 2,
+            policy: CopyPolicy::Greedy,
+            when_full: WhenFull::Wait,
+        },
+        SG,
+    );
+    let frame = vec![7u8; 5000];
+    let pkts = [PacketRef::new(&frame); 2];
+    assert_eq!(b.q.send_burst(&pkts).unwrap(), 1);
+    // Answered without a notification, and the answer reaped by an RX call: no TX
+    // response is left to arm for, yet the held packet can go now (by grants).
+    b.serve_tx(0);
+    let mut bufs: Vec<PacketBuf> = (0..4).map(|_| PacketBuf::new()).collect();
+    assert_eq!(b.q.recv_burst(&mut bufs).unwrap(), 0);
+    assert_eq!(b.q.tx_pending(), 0);
+    let t = std::time::Instant::now();
+    assert!(b.q.wait(Some(Duration::from_secs(5))).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(b.q.send_burst(&pkts[1..]).unwrap(), 1);
+    // Said once: with nothing held, a wait sleeps again.
+    assert!(!b.q.wait(Some(Duration::from_millis(50))).unwrap());
+}
+
+#[test]
 fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
     let mut b = bed_answering_within(Design::GrantCopy, SG, Duration::from_millis(50));
     let frame = [1u8; 64];

@@ -62,9 +62,10 @@ struct Args {
     /// Design: grant-copy, grant-map (the backend's TX path decides; the frontend works as
     /// for grant copy), linux (a page granted and revoked per packet, as Linux netfront
     /// without persistent grants), slots:<data-len 64..65536>, slots-rfc:<data-len
-    /// 64..65536> (the RFC's encoding) or ring:<order 0..9>:<policy>[:wait] with policy
-    /// fixed:<bytes>, greedy or adaptive (`:wait`: a TX packet the ring has no room for
-    /// waits while the backend has requests to take, instead of going by grants). A
+    /// 64..65536> (the RFC's encoding) or ring:<order 0..9>:<policy>, optionally followed
+    /// by :wait, with policy fixed:<bytes>, greedy or adaptive (with :wait a TX packet the
+    /// ring has no room for waits while the backend has requests to take, instead of going
+    /// by grants). A
     /// staging design the backend does not offer falls back to grant copy; sizes above the
     /// backend's maximum are reduced to it.
     #[arg(long, default_value = "grant-copy")]

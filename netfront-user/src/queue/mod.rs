@@ -69,6 +69,11 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// The staging decision for a packet that did not fit: `(length, staged bytes)`, used
     /// again when a burst starts with a packet of that length (decided once per packet).
     held: Option<(usize, usize)>,
+    /// A TX burst stopped before a packet held back for data-ring room (`:wait`): once
+    /// nothing is in flight that room will not come, and the packet can go by grants, so a
+    /// wait must not sleep (the last response may have been reaped by an RX call, which
+    /// leaves the TX event unarmed).
+    tx_room_hold: bool,
     /// For each TX id sent from an RX slot, that slot's RX buffer (posted on completion).
     zc_pending: Vec<Option<u16>>,
     /// Forwarding: the received packet waiting for room on the TX ring.
@@ -118,6 +123,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             rx_posted: VecDeque::with_capacity(POOL),
             staging,
             held: None,
+            tx_room_hold: false,
             zc_pending: vec![None; POOL],
             fwd: None,
             fwd_buf: None,
@@ -224,13 +230,15 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if self.tx.outstanding() > 0 {
             work |= self.tx.refresh_responses().map_err(err("TX ring"))? > 0;
         }
+        work |= self.room_hold_can_go();
         work |= matches!(self.port.poll(), Ok(true));
         Ok(self.idle.look(work))
     }
 
-    /// The final checks before sleeping: whether responses are pending.
+    /// The final checks before sleeping: whether responses are pending, or a packet held
+    /// back for data-ring room can go.
     fn arm(&mut self) -> Result<bool, Broken> {
-        let mut work = false;
+        let mut work = self.room_hold_can_go();
         if self.tx.outstanding() > 0 {
             work |= self
                 .tx
@@ -242,6 +250,17 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .final_check_for_responses()
             .map_err(err("RX ring"))?;
         Ok(work)
+    }
+
+    /// Whether a packet held back for data-ring room can go now that nothing is in flight;
+    /// said once (the caller's next send decides it afresh), so a caller that no longer
+    /// offers it is not woken again and again.
+    fn room_hold_can_go(&mut self) -> bool {
+        let go = self.tx_room_hold && self.tx.outstanding() == 0;
+        if go {
+            self.tx_room_hold = false;
+        }
+        go
     }
 
     /// Fails if the device was stopped (closed, backend gone, or broken by any queue).

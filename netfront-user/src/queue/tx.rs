@@ -103,7 +103,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             _ => {
                 // Requests put on the ring and not yet answered, this burst's included.
                 let in_flight = self.tx.free_requests() < self.tx.size();
-                match self.staging.tx_decide(len, in_flight, &mut self.tally) {
+                let decided = self.staging.tx_decide(len, in_flight, &mut self.tally);
+                self.tx_room_hold = decided.is_none();
+                match decided {
                     Some(staged) => staged,
                     None => return Ok(false),
                 }

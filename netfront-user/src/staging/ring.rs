@@ -27,6 +27,10 @@ struct Ring {
     policy: PolicyState,
     /// Whether a TX packet the ring has no room for waits while requests are in flight.
     when_full: WhenFull,
+    /// The TX packet held back for room, as `(length, bytes of room it waits for)`: asked
+    /// again, it waits on without a new decision (the policy's fill, the fill samples and
+    /// `tx_ring_full_waits` count it once).
+    hold: Option<(usize, usize)>,
     /// TX staging decisions and staged RX packets since the fill was last sampled.
     fill_tick: (u32, u32),
     /// Bytes staged since the last publish.
@@ -79,6 +83,7 @@ impl Module for RingStaging {
             cons,
             policy: PolicyState::with_costs(policy, CostModel::measured()),
             when_full,
+            hold: None,
             fill_tick: (0, 0),
             unpublished: false,
             _pages: [intf, data],
@@ -87,6 +92,23 @@ impl Module for RingStaging {
 }
 
 impl Ring {
+    /// Whether the packet held back for room (`len` bytes long) must wait on: requests are
+    /// still in flight and the room it waits for is not there yet. Otherwise the hold ends
+    /// and the packet is decided afresh.
+    fn still_holding(&mut self, len: usize, in_flight: bool) -> bool {
+        match self.hold {
+            Some((l, want)) if l == len && in_flight => {
+                let free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
+                if free < want {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        self.hold = None;
+        false
+    }
+
     /// Every [`FILL_EVERY`]th staged RX packet, samples the ring's fill (this packet's
     /// `staged` bytes included) after reading the backend's index afresh.
     fn sample_rx_fill(&mut self, staged: usize, t: &mut Tally) -> Result<(), Broken> {
@@ -103,6 +125,9 @@ impl Ring {
 
 impl Staging for Ring {
     fn tx_decide(&mut self, len: usize, in_flight: bool, t: &mut Tally) -> Option<usize> {
+        if self.still_holding(len, in_flight) {
+            return None;
+        }
         let size = self.prod.size() as usize;
         let mut free = self.prod.free() as usize;
         self.fill_tick.0 += 1;
@@ -118,9 +143,13 @@ impl Staging for Ring {
             t.tx_ring_fill_ppm += ppm(size.saturating_sub(free), size);
         }
         let may_wait = in_flight && self.when_full == WhenFull::Wait;
-        let Some((n, why)) = self.policy.decide_or_wait(len, free, size, may_wait) else {
-            t.tx_ring_full_waits += 1;
-            return None;
+        let (n, why) = match self.policy.decide_or_wait(len, free, size, may_wait) {
+            Ok(decision) => decision,
+            Err(want) => {
+                self.hold = Some((len, want));
+                t.tx_ring_full_waits += 1;
+                return None;
+            }
         };
         match why {
             Some(FallbackReason::RingFull) => t.tx_fallback_ring_full += 1,
