@@ -461,6 +461,38 @@ fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
 }
 
 #[test]
+fn held_packets_are_counted_once_however_often_they_are_offered() {
+    let mut b = bed(
+        Design::Ring {
+            order: 2,
+            policy: CopyPolicy::Greedy,
+            when_full: WhenFull::Wait,
+        },
+        SG,
+    );
+    let (first, a, c) = (vec![1u8; 5000], vec![2u8; 5000], vec![3u8; 4000]);
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&first)]).unwrap(), 1);
+    // Two packets held at once (say one sent, one forwarded), offered in turn: each is
+    // counted once, and neither is decided again while it waits.
+    // Twenty offers: as decisions they would have taken a fill sample (one in 16).
+    for _ in 0..10 {
+        for p in [&a, &c] {
+            assert_eq!(b.q.send_burst(&[PacketRef::new(p)]).unwrap(), 0);
+        }
+    }
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.tx_ring_full_waits, m.tx_fallback_ring_full), (2, 0));
+    assert_eq!(m.tx_ring_fill_samples, 0, "retries are not decisions");
+    b.serve_tx(0);
+    for p in [&a, &c] {
+        assert_eq!(b.q.send_burst(&[PacketRef::new(p)]).unwrap(), 1);
+        b.serve_tx(0);
+    }
+    let m = b.shared.metrics.snapshot();
+    assert_eq!((m.tx_ring_full_waits, m.tx_fallback_ring_full), (2, 2));
+}
+
+#[test]
 fn a_packet_held_for_room_wakes_the_waiter_once_nothing_is_in_flight() {
     let mut b = bed(
         Design::Ring {

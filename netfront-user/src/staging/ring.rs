@@ -27,10 +27,9 @@ struct Ring {
     policy: PolicyState,
     /// Whether a TX packet the ring has no room for waits while requests are in flight.
     when_full: WhenFull,
-    /// The TX packet held back for room, as `(length, bytes of room it waits for)`: asked
-    /// again, it waits on without a new decision (the policy's fill, the fill samples and
-    /// `tx_ring_full_waits` count it once).
-    hold: Option<(usize, usize)>,
+    /// The TX packets held back for room: asked again, one waits on without a new decision
+    /// (the policy's fill, the fill samples and `tx_ring_full_waits` count it once).
+    holds: Holds,
     /// TX staging decisions and staged RX packets since the fill was last sampled.
     fill_tick: (u32, u32),
     /// Bytes staged since the last publish.
@@ -83,7 +82,7 @@ impl Module for RingStaging {
             cons,
             policy: PolicyState::with_costs(policy, CostModel::measured()),
             when_full,
-            hold: None,
+            holds: Holds::default(),
             fill_tick: (0, 0),
             unpublished: false,
             _pages: [intf, data],
@@ -91,22 +90,66 @@ impl Module for RingStaging {
     }
 }
 
-impl Ring {
-    /// Whether the packet held back for room (`len` bytes long) must wait on: requests are
-    /// still in flight and the room it waits for is not there yet. Otherwise the hold ends
-    /// and the packet is decided afresh.
-    fn still_holding(&mut self, len: usize, in_flight: bool) -> bool {
-        match self.hold {
-            Some((l, want)) if l == len && in_flight => {
-                let free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
-                if free < want {
-                    return true;
-                }
-            }
-            _ => {}
+/// The TX packets held back for room (`:wait`), by length: up to two, so that a queue that
+/// sends its own packets and forwards others keeps a hold for each (one packet of each
+/// length is held at a time: a burst stops at it).
+#[derive(Default)]
+struct Holds {
+    /// `(length, bytes of room it waits for)`.
+    slots: [Option<(usize, usize)>; 2],
+    /// The slot a new hold takes when both are in use.
+    next: usize,
+}
+
+impl Holds {
+    /// The room the held packet of `len` bytes waits for, if one is held.
+    fn want(&self, len: usize) -> Option<usize> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|h| h.0 == len)
+            .map(|h| h.1)
+    }
+
+    /// Holds a packet of `len` bytes until `want` bytes are free; whether the hold is new
+    /// (no packet of that length was held).
+    fn hold(&mut self, len: usize, want: usize) -> bool {
+        if let Some(h) = self.slots.iter_mut().flatten().find(|h| h.0 == len) {
+            h.1 = want;
+            return false;
         }
-        self.hold = None;
-        false
+        let i = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.next);
+        self.next = (i + 1) % self.slots.len();
+        self.slots[i] = Some((len, want));
+        true
+    }
+
+    /// Ends the hold of the packet of `len` bytes (it was decided: it goes now).
+    fn release(&mut self, len: usize) {
+        for h in &mut self.slots {
+            if h.is_some_and(|h| h.0 == len) {
+                *h = None;
+            }
+        }
+    }
+}
+
+impl Ring {
+    /// Whether a packet held back for room (`len` bytes long) must wait on: requests are
+    /// still in flight and the room it waits for is not there yet. Otherwise it is decided
+    /// afresh.
+    fn still_holding(&mut self, len: usize, in_flight: bool) -> bool {
+        match self.holds.want(len) {
+            Some(want) if in_flight => {
+                let free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
+                free < want
+            }
+            _ => false,
+        }
     }
 
     /// Every [`FILL_EVERY`]th staged RX packet, samples the ring's fill (this packet's
@@ -146,11 +189,13 @@ impl Staging for Ring {
         let (n, why) = match self.policy.decide_or_wait(len, free, size, may_wait) {
             Ok(decision) => decision,
             Err(want) => {
-                self.hold = Some((len, want));
-                t.tx_ring_full_waits += 1;
+                if self.holds.hold(len, want) {
+                    t.tx_ring_full_waits += 1;
+                }
                 return None;
             }
         };
+        self.holds.release(len);
         match why {
             Some(FallbackReason::RingFull) => t.tx_fallback_ring_full += 1,
             Some(FallbackReason::OverLimit) => t.tx_fallback_over_limit += 1,
