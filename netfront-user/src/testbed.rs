@@ -424,15 +424,19 @@ fn slots_stage_the_head_and_grant_the_rest() {
     assert_eq!(m.tx_fallback_over_limit, 1);
 }
 
+/// A greedy data ring of order 2: 8 KiB a direction.
+fn small_ring(when_full: WhenFull) -> Design {
+    Design::Ring {
+        order: 2,
+        policy: CopyPolicy::Greedy,
+        when_full,
+    }
+}
+
 #[test]
 fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
     for when_full in [WhenFull::Wait, WhenFull::Grant] {
-        let design = Design::Ring {
-            order: 2,
-            policy: CopyPolicy::Greedy,
-            when_full,
-        };
-        let mut b = bed(design, SG);
+        let mut b = bed(small_ring(when_full), SG);
         // 8 KiB a direction: one packet of 5000 bytes fits, the next only in part.
         let frame = vec![7u8; 5000];
         let pkts = [PacketRef::new(&frame); 2];
@@ -462,14 +466,7 @@ fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
 
 #[test]
 fn held_packets_are_counted_once_however_often_they_are_offered() {
-    let mut b = bed(
-        Design::Ring {
-            order: 2,
-            policy: CopyPolicy::Greedy,
-            when_full: WhenFull::Wait,
-        },
-        SG,
-    );
+    let mut b = bed(small_ring(WhenFull::Wait), SG);
     let (first, a, c) = (vec![1u8; 5000], vec![2u8; 5000], vec![3u8; 4000]);
     assert_eq!(b.q.send_burst(&[PacketRef::new(&first)]).unwrap(), 1);
     // Two packets held at once (say one sent, one forwarded), offered in turn: each is
@@ -494,14 +491,7 @@ fn held_packets_are_counted_once_however_often_they_are_offered() {
 
 #[test]
 fn a_packet_held_for_room_wakes_the_waiter_once_nothing_is_in_flight() {
-    let mut b = bed(
-        Design::Ring {
-            order: 2,
-            policy: CopyPolicy::Greedy,
-            when_full: WhenFull::Wait,
-        },
-        SG,
-    );
+    let mut b = bed(small_ring(WhenFull::Wait), SG);
     let frame = vec![7u8; 5000];
     let pkts = [PacketRef::new(&frame); 2];
     assert_eq!(b.q.send_burst(&pkts).unwrap(), 1);
