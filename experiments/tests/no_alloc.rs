@@ -175,8 +175,9 @@ fn front_pump(
     }
 }
 
-/// Allocations of the frontend's and the backend's queue thread over `MEASURED` packets.
-fn allocations(design: &str, guest_tx: bool, in_place: bool, size: usize) -> (u64, u64) {
+/// Allocations of the frontend's and the backend's queue thread over `MEASURED` packets,
+/// and the frontend's `tx_ring_full_waits`.
+fn allocations(design: &str, guest_tx: bool, in_place: bool, size: usize) -> (u64, u64, u64) {
     let side = Arc::new(BackSide {
         guest_tx,
         in_place,
@@ -198,8 +199,12 @@ fn allocations(design: &str, guest_tx: bool, in_place: bool, size: usize) -> (u6
         // RX: the backend may still be sending what the frontend already counted.
         thread::sleep(Duration::from_millis(1));
     }
+    let waits = rig
+        .link
+        .as_ref()
+        .map_or(0, |l| l.metrics().tx_ring_full_waits);
     rig.close();
-    (front, side.allocations.load(Ordering::Relaxed))
+    (front, side.allocations.load(Ordering::Relaxed), waits)
 }
 
 /// Checks both directions at 64 and 1500 B, copied out and lent in place: no allocation on
@@ -210,7 +215,7 @@ fn check(design: &str) {
         .flat_map(|s| [(s, true), (s, false)])
         .flat_map(|(s, t)| [(s, t, false), (s, t, true)])
     {
-        let (front, back) = allocations(design, guest_tx, in_place, size);
+        let (front, back, _) = allocations(design, guest_tx, in_place, size);
         let dir = match (guest_tx, in_place) {
             (true, false) => "TX",
             (true, true) => "TX in place",
@@ -244,6 +249,19 @@ fn rfc_slots_allocate_nothing_per_packet() {
 #[test]
 fn the_data_ring_allocates_nothing_per_packet() {
     check("ring:8:greedy");
+}
+
+/// A ring of 4 KiB a direction: at 1500 B the sender keeps finding it full and holds
+/// packets back for room (`:wait`), which must not allocate either.
+#[test]
+fn a_data_ring_that_waits_for_room_allocates_nothing_per_packet() {
+    check("ring:1:greedy:wait");
+    let (front, _, waits) = allocations("ring:1:greedy:wait", true, false, 1500);
+    assert_eq!(front, 0);
+    assert!(
+        waits > 0,
+        "the sender never held a packet back: nothing was tested"
+    );
 }
 
 /// Grant map maps each TX packet's pages into storage kept from packet to packet.
