@@ -495,29 +495,16 @@ type Wide = u64;
 unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
     let len = dst.len();
     let d = dst.as_mut_ptr();
+    // Past `head` the source is WIDE-aligned (or nothing is left).
     let head = src.align_offset(WIDE).min(len);
     for i in 0..head {
         // SAFETY: `i < len`: in bounds of both ranges (caller contract for `src`).
         unsafe { d.add(i).write(ptr::read_volatile(src.add(i))) };
     }
-    // SAFETY: `src + head` is WIDE-aligned; the caller's contract covers `src[..len]`.
-    let i = unsafe { words_out(src, d, head, len) };
-    for j in i..len {
-        // SAFETY: `j < len`.
-        unsafe { d.add(j).write(ptr::read_volatile(src.add(j))) };
-    }
-}
-
-/// Copies whole [`Wide`] words of `src[i..len]` to `d[i..len]` (volatile loads, four at a time
-/// while four fit), returning where it stopped.
-///
-/// # Safety
-/// `src + i` must be WIDE-aligned; `src[..len]` readable and `d[..len]` private and
-/// writable.
-#[inline(always)]
-unsafe fn words_out(src: *const u8, d: *mut u8, mut i: usize, len: usize) -> usize {
+    let mut i = head;
     while i + 4 * WIDE <= len {
-        // SAFETY: aligned, and the four words end at or before `len` (caller contract).
+        // SAFETY: `src + i` is WIDE-aligned and the four words end at or before `len`; the
+        // destination is private and written unaligned.
         unsafe {
             let s = src.add(i).cast::<Wide>();
             let w = [
@@ -533,14 +520,15 @@ unsafe fn words_out(src: *const u8, d: *mut u8, mut i: usize, len: usize) -> usi
     while i + WIDE <= len {
         // SAFETY: as above, for one word.
         unsafe {
-            ptr::write_unaligned(
-                d.add(i).cast::<Wide>(),
-                ptr::read_volatile(src.add(i).cast::<Wide>()),
-            )
-        };
+            let w = ptr::read_volatile(src.add(i).cast::<Wide>());
+            ptr::write_unaligned(d.add(i).cast::<Wide>(), w);
+        }
         i += WIDE;
     }
-    i
+    for j in i..len {
+        // SAFETY: `j < len`.
+        unsafe { d.add(j).write(ptr::read_volatile(src.add(j))) };
+    }
 }
 
 /// Copies a private buffer into shared memory with volatile stores: single bytes up to the
@@ -552,29 +540,16 @@ unsafe fn words_out(src: *const u8, d: *mut u8, mut i: usize, len: usize) -> usi
 unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
     let len = src.len();
     let s = src.as_ptr();
+    // Past `head` the destination is WIDE-aligned (or nothing is left).
     let head = dst.align_offset(WIDE).min(len);
     for i in 0..head {
         // SAFETY: `i < len`: in bounds of both ranges (caller contract for `dst`).
         unsafe { ptr::write_volatile(dst.add(i), s.add(i).read()) };
     }
-    // SAFETY: `dst + head` is WIDE-aligned; the caller's contract covers `dst[..len]`.
-    let i = unsafe { words_in(dst, s, head, len) };
-    for j in i..len {
-        // SAFETY: `j < len`.
-        unsafe { ptr::write_volatile(dst.add(j), s.add(j).read()) };
-    }
-}
-
-/// Copies whole [`Wide`] words of `s[i..len]` to `dst[i..len]` (volatile stores, four at a time
-/// while four fit), returning where it stopped.
-///
-/// # Safety
-/// `dst + i` must be WIDE-aligned; `dst[..len]` writable and `s[..len]` private and
-/// readable.
-#[inline(always)]
-unsafe fn words_in(dst: *mut u8, s: *const u8, mut i: usize, len: usize) -> usize {
+    let mut i = head;
     while i + 4 * WIDE <= len {
-        // SAFETY: aligned, and the four words end at or before `len` (caller contract).
+        // SAFETY: `dst + i` is WIDE-aligned and the four words end at or before `len`; the
+        // source is private and read unaligned.
         unsafe {
             let w = ptr::read_unaligned(s.add(i).cast::<[Wide; 4]>());
             let d = dst.add(i).cast::<Wide>();
@@ -588,12 +563,13 @@ unsafe fn words_in(dst: *mut u8, s: *const u8, mut i: usize, len: usize) -> usiz
     while i + WIDE <= len {
         // SAFETY: as above, for one word.
         unsafe {
-            ptr::write_volatile(
-                dst.add(i).cast::<Wide>(),
-                ptr::read_unaligned(s.add(i).cast::<Wide>()),
-            )
-        };
+            let w = ptr::read_unaligned(s.add(i).cast::<Wide>());
+            ptr::write_volatile(dst.add(i).cast::<Wide>(), w);
+        }
         i += WIDE;
     }
-    i
+    for j in i..len {
+        // SAFETY: `j < len`.
+        unsafe { ptr::write_volatile(dst.add(j), s.add(j).read()) };
+    }
 }

@@ -62,7 +62,8 @@ struct Args {
     /// Design: grant-copy, grant-map, linux (the TX path of packets and of the parts the
     /// staging designs leave to grants: linux copies the first 128 bytes and maps the rest,
     /// as Linux netback), slots:<data-len>, slots-rfc:<data-len> or ring:<order>:<policy>
-    /// (a trailing :wait is the frontend's TX behaviour and means nothing here). The staging designs are offered to every frontend anyway (see --max-data-len,
+    /// (a trailing :wait is the frontend's TX behaviour and means nothing here). The
+    /// staging designs are offered to every frontend anyway (see --max-data-len,
     /// --max-ring-order); with a staging design here, the remainders go by grant copy.
     #[arg(long, default_value = "grant-copy")]
     design: Design,

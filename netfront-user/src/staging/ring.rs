@@ -143,6 +143,9 @@ impl Ring {
     /// still in flight and the room it waits for is not there yet. Otherwise it is decided
     /// afresh.
     fn still_holding(&mut self, len: usize, in_flight: bool) -> bool {
+        if self.when_full != WhenFull::Wait {
+            return false;
+        }
         match self.holds.want(len) {
             Some(want) if in_flight => {
                 let free = self.prod.refresh().map(|f| f as usize).unwrap_or(0);
@@ -195,7 +198,9 @@ impl Staging for Ring {
                 return None;
             }
         };
-        self.holds.release(len);
+        if self.when_full == WhenFull::Wait {
+            self.holds.release(len);
+        }
         match why {
             Some(FallbackReason::RingFull) => t.tx_fallback_ring_full += 1,
             Some(FallbackReason::OverLimit) => t.tx_fallback_over_limit += 1,
