@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the `ring` crate: request/response ring round trips (one thread, and
-//! producer/consumer on two threads) and flex data-ring throughput.
+//! producer/consumer on two threads), flex data-ring throughput, and the netif TX protocol's
+//! floor with a data ring (requests, staged bytes and responses between two threads, nothing
+//! else: what the harness's datapath costs above it is the framework's).
 //!
 //! Run with `cargo bench -p netstage-benches --bench ring`. Nothing here is asserted: the
 //! figures go into issue notes, and the harness measures the designs end to end.
@@ -183,11 +185,92 @@ fn flex_two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// The netif TX protocol's floor with a data ring, nothing else: the frontend stages each
+/// packet's bytes in the data ring and puts one request, a burst at a time; a busy-polling
+/// backend on another thread reads each packet's bytes out, answers it and releases the
+/// ring. No grants, no checks, no queue API: what the datapath costs above this is the
+/// framework's. Packets per second.
+fn netif_data_ring_two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("netif+data-ring/two-threads");
+    g.measurement_time(Duration::from_secs(4));
+    for size in [64usize, 1500] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::new("tx", size), &size, |b, &size| {
+            b.iter_custom(|iters| netif_floor(iters, size));
+        });
+    }
+    g.finish();
+}
+
+/// One run of [`netif_data_ring_two_threads`]: `iters` packets of `size` bytes.
+fn netif_floor(iters: u64, size: usize) -> Duration {
+    const BURST: u64 = 32;
+    let mem = SharedMem::new_zeroed(4096);
+    let mut f = FrontRing::<TxRing>::init(mem.clone()).unwrap();
+    let mut k = BackRing::<TxRing>::attach(mem).unwrap();
+    let pair = flex_pair(8).unwrap();
+    let (mut prod, _) = pair.front;
+    let (_, mut cons) = pair.back;
+    let server = thread::spawn(move || {
+        let mut buf = vec![0u8; size];
+        let mut served = 0u64;
+        while served < iters {
+            k.refresh_requests().unwrap();
+            let mut took = false;
+            while let Some(r) = k.take_request().unwrap() {
+                cons.read_exact(&mut buf[..usize::from(r.size)]).unwrap();
+                black_box(&buf);
+                k.put_response(&NetifTxResponse {
+                    id: r.id,
+                    status: 0,
+                })
+                .unwrap();
+                served += 1;
+                took = true;
+            }
+            if took {
+                cons.release().unwrap();
+                k.push_responses().unwrap();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let pkt = vec![0x5au8; size];
+    let start = Instant::now();
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < iters {
+        let mut n = 0;
+        while n < BURST && sent < iters && !f.is_full() {
+            if prod.stage(&pkt).unwrap().is_none() {
+                break;
+            }
+            let mut r = req(sent as u16);
+            r.size = size as u16;
+            f.put_request(&r).unwrap();
+            sent += 1;
+            n += 1;
+        }
+        if n > 0 {
+            prod.publish().unwrap();
+            f.push_requests().unwrap();
+        }
+        f.refresh_responses().unwrap();
+        while f.take_response().unwrap().is_some() {
+            done += 1;
+        }
+    }
+    let t = start.elapsed();
+    server.join().unwrap();
+    t
+}
+
 criterion_group!(
     benches,
     ring_single_thread,
     ring_two_threads,
     flex_single_thread,
-    flex_two_threads
+    flex_two_threads,
+    netif_data_ring_two_threads
 );
 criterion_main!(benches);
