@@ -256,6 +256,43 @@ impl SharedMem {
         Ok(())
     }
 
+    /// Reads the whole 32-byte blocks of the `len` bytes at `offset`, each byte once and in
+    /// order, as four little-endian 8-byte words (volatile loads, at any alignment), and
+    /// passes each block to `block`; returns the bytes read, `len` rounded down to a multiple
+    /// of 32 (the rest is the caller's, e.g. by [`SharedMem::read_at`]).
+    ///
+    /// For a consumer that folds or scans shared bytes (a checksum, a search) without
+    /// copying them into a private buffer first: the words go from the load straight to
+    /// `block`, in registers once it is inlined.
+    pub fn read_blocks_le(
+        &self,
+        offset: usize,
+        len: usize,
+        mut block: impl FnMut([u64; 4]),
+    ) -> Result<usize, MemError> {
+        self.check(offset, len)?;
+        let whole = len / 32 * 32;
+        let base = self.base.as_ptr();
+        let mut at = offset;
+        while at < offset + whole {
+            // SAFETY: `at + 32 <= offset + whole <= offset + len`, in bounds (checked) and
+            // valid for reads (constructor contract); `Unaligned` has alignment 1, so the
+            // volatile loads are aligned at any address.
+            let w = unsafe {
+                let p = base.add(at).cast::<Unaligned>();
+                [
+                    ptr::read_volatile(p).0,
+                    ptr::read_volatile(p.add(1)).0,
+                    ptr::read_volatile(p.add(2)).0,
+                    ptr::read_volatile(p.add(3)).0,
+                ]
+            };
+            block(w.map(u64::from_le));
+            at += 32;
+        }
+        Ok(whole)
+    }
+
     /// Copies `src` into shared memory at `offset`.
     pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
         self.check_write(offset, src.len())?;
@@ -472,6 +509,11 @@ shared_atomic!(
     /// One 64-bit word of shared memory (e.g. a shared counter), accessed only atomically.
     SharedU64, u64, AtomicU64, word64
 );
+
+/// An 8-byte word at any address: one volatile load of it is one unaligned load.
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct Unaligned(u64);
 
 /// Bytes one volatile access of the wide copy loops moves: 16 on x86-64 (an SSE2 register,
 /// part of the baseline), 8 elsewhere.

@@ -67,6 +67,33 @@ fn copies_round_trip_at_every_alignment() {
 }
 
 #[test]
+fn blocks_are_read_as_little_endian_words_at_every_alignment() {
+    const SIZE: usize = 1024;
+    let m = SharedMem::new_zeroed(SIZE);
+    let bytes: Vec<u8> = (0..SIZE).map(|i| (i * 13 + i / 7) as u8).collect();
+    m.write_at(0, &bytes).unwrap();
+    for off in 0..40 {
+        for len in [0usize, 1, 31, 32, 33, 63, 64, 65, 500, SIZE - off] {
+            let mut words = Vec::new();
+            let read = m.read_blocks_le(off, len, |q| words.extend(q)).unwrap();
+            assert_eq!(read, len / 32 * 32, "off {off} len {len}");
+            let want: Vec<u64> = bytes[off..off + read]
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+                .collect();
+            assert_eq!(words, want, "off {off} len {len}");
+        }
+    }
+    // A range past the end is refused before anything is read.
+    let mut called = false;
+    assert!(m.read_blocks_le(SIZE - 31, 32, |_| called = true).is_err());
+    assert!(m
+        .read_blocks_le(usize::MAX - 7, 64, |_| called = true)
+        .is_err());
+    assert!(!called);
+}
+
+#[test]
 fn sub_windows_address_the_same_memory() {
     let m = SharedMem::new_zeroed(8192);
     let s = m.sub(4096, 4096).unwrap();

@@ -34,7 +34,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// posted pages, and must be done with it when it returns; the memory then goes back to
     /// the backend (buffers posted again, data ring released). The backend can still write
     /// what is lent: read each byte once and treat it as untrusted ([`FrontQueue::recv_burst`]
-    /// copies out first, the default). Returns how many packets were delivered.
+    /// copies out first, the default). `SharedMem`'s `read_at` copies a window out;
+    /// `read_blocks_le` hands a scan or checksum the words straight from its loads. Returns
+    /// how many packets were delivered.
     pub fn recv_burst_in_place(
         &mut self,
         max: usize,
