@@ -177,9 +177,10 @@ fn fold_of(bytes: &[u8]) -> u64 {
 // `Piece::Header` holds the header as whole words.
 const _: () = assert!(HEADER == 4 * 8 && SEQ_AT % 8 == 0 && SUM_AT % 8 == 0);
 
-/// Shared bytes after a frame's header that are folded in place rather than through the
-/// checker's window: fewer cost more to set up than they save.
-const FOLD_IN_PLACE_MIN: usize = 256;
+/// Shared bytes after a frame's header, in a part of a frame lent in several, that are
+/// folded in place rather than through the checker's window: fewer cost more to set up
+/// than they save.
+pub const FOLD_IN_PLACE_MIN: usize = 256;
 
 /// A piece of a frame as the checker is fed it.
 enum Piece<'a> {
@@ -294,7 +295,7 @@ pub struct Check {
     pub corrupted: u64,
     /// Intact frames that arrived after a later one.
     pub reordered: u64,
-    /// Frames of the wrong length.
+    /// Frames of the wrong length, or that could not be read whole.
     pub errored: u64,
 }
 
@@ -344,66 +345,97 @@ impl Checker {
 
     /// Checks a frame held in private memory.
     pub fn bytes(&mut self, b: &[u8]) {
-        self.judge(b.len(), |f| f(Piece::Bytes(b)));
+        if !self.admit(b.len()) {
+            return;
+        }
+        let mut fold = Fold::default();
+        fold.feed(&b[HEADER..]);
+        let (seq, sum) = (le_word(&b[SEQ_AT..]), le_word(&b[SUM_AT..]));
+        self.settle(b.len(), seq, sum, fold.finish());
+    }
+
+    /// Checks a frame lent whole in one window of shared memory, each byte read once: the
+    /// header block and every whole 32-byte block after it come straight from the loads
+    /// (the blocks after the header start on a lane boundary of the fold), only the last
+    /// few bytes through a small private buffer.
+    fn whole_shared(&mut self, mem: &SharedMem, offset: usize, len: usize) {
+        if !self.admit(len) {
+            return;
+        }
+        let mut head = None;
+        let mut lanes = [0u64; 4];
+        let read = mem.read_blocks_le(offset, len, |q| match head {
+            None => head = Some(q),
+            Some(_) => {
+                for (l, w) in lanes.iter_mut().zip(q) {
+                    *l = l.wrapping_add(w).rotate_left(7);
+                }
+            }
+        });
+        let (Ok(read), Some(h)) = (read, head) else {
+            self.found.errored += 1;
+            return;
+        };
+        let mut fold = Fold {
+            lanes,
+            words: ((read - HEADER) / 8) as u64,
+            ..Fold::default()
+        };
+        let mut tail = [0u8; 32];
+        let tail = &mut tail[..len - read];
+        if mem.read_at(offset + read, tail).is_err() {
+            self.found.errored += 1;
+            return;
+        }
+        fold.feed(tail);
+        self.settle(len, h[SEQ_AT / 8], h[SUM_AT / 8], fold.finish());
     }
 
     /// Checks a frame lent in place, reading each shared byte once, never through a
     /// reference into shared memory. A header in shared memory is read as four words
     /// straight into registers (read back from a private copy just after the copy stored
-    /// it, the load would wait on the stores); at least 256 bytes after it are folded where
-    /// they lie, in words loaded straight into the fold, and fewer, or a header cut across
-    /// parts, go through a small private window.
+    /// it, the load would wait on the stores); the bytes of a part after the header are
+    /// folded where they lie, in words loaded straight into the fold, when there are at
+    /// least [`FOLD_IN_PLACE_MIN`] of them (and always in a frame lent whole in one part);
+    /// fewer, and the rest of a header cut across parts, go through a small private window.
+    /// A frame that cannot be read whole counts as errored, once, and is not judged.
     pub fn view(&mut self, v: &PacketView<'_>) {
-        let mut fault = false;
+        match v.parts() {
+            [ViewPart::Private(b)] => return self.bytes(b),
+            [ViewPart::Shared { mem, offset, len }] => {
+                return self.whole_shared(mem, *offset, *len)
+            }
+            _ => {}
+        }
         let mut chunk = std::mem::take(&mut self.window);
         self.judge(v.len(), |f| {
             // Bytes of the frame before this part.
             let mut seen = 0;
             for (i, part) in v.parts().iter().enumerate() {
-                match part {
-                    ViewPart::Private(b) => f(Piece::Bytes(b)),
-                    ViewPart::Shared { mem, offset, len } => {
-                        let mut at = 0;
-                        if i == 0 && *len >= HEADER {
-                            match mem.read_obj::<[u64; 4]>(*offset) {
-                                Ok(h) => f(Piece::Header(h)),
-                                Err(_) => fault = true,
-                            }
-                            at = HEADER;
-                        }
-                        if seen + at >= HEADER && *len - at >= FOLD_IN_PLACE_MIN {
-                            f(Piece::Shared {
-                                mem,
-                                offset: offset + at,
-                                len: len - at,
-                            });
-                            at = *len;
-                        }
-                        while at < *len {
-                            let n = (*len - at).min(chunk.len());
-                            fault |= mem.read_at(offset + at, &mut chunk[..n]).is_err();
-                            f(Piece::Bytes(&chunk[..n]));
-                            at += n;
-                        }
+                let fed = match part {
+                    ViewPart::Private(b) => {
+                        f(Piece::Bytes(b));
+                        Ok(())
                     }
+                    ViewPart::Shared { mem, offset, len } => {
+                        feed_shared_part(mem, *offset, *len, i == 0, seen, &mut chunk, f)
+                    }
+                };
+                if fed.is_err() {
+                    return false;
                 }
                 seen += part.len();
             }
+            true
         });
         self.window = chunk;
-        if fault {
-            self.found.errored += 1;
-        }
     }
 
-    /// Feeds the frame's bytes (by `feed`) through the header and the fold, and judges it.
-    fn judge(&mut self, len: usize, feed: impl FnOnce(&mut dyn FnMut(Piece<'_>))) {
-        if !self.sizes.contains(&len) {
-            self.found.errored += 1;
-            return;
-        }
-        if len < HEADER {
-            self.found.delivered += 1;
+    /// Feeds the frame's bytes (by `feed`, which says whether it could read them all)
+    /// through the header and the fold, and judges it; a frame not read whole counts as
+    /// errored, once, and is not judged.
+    fn judge(&mut self, len: usize, feed: impl FnOnce(&mut dyn FnMut(Piece<'_>)) -> bool) {
+        if !self.admit(len) {
             return;
         }
         let mut head = [0u8; HEADER];
@@ -411,7 +443,7 @@ impl Checker {
         let (mut seq, mut sum) = (0, 0);
         let mut fold = Fold::default();
         let mut unreadable = false;
-        feed(&mut |piece| {
+        let read = feed(&mut |piece| {
             let mut b = match piece {
                 Piece::Header(h) => {
                     // Only ever the frame's first piece.
@@ -444,11 +476,31 @@ impl Checker {
             }
             fold.feed(b);
         });
-        if unreadable {
+        if !read || unreadable {
             self.found.errored += 1;
             return;
         }
-        if checksum(seq, fold.finish()) != sum {
+        self.settle(len, seq, sum, fold.finish());
+    }
+
+    /// Whether a frame of `len` bytes is one to read: a size of the spec, and stamped. A
+    /// frame that is not is counted here (errored, or delivered when too short to stamp).
+    fn admit(&mut self, len: usize) -> bool {
+        if !self.sizes.contains(&len) {
+            self.found.errored += 1;
+            return false;
+        }
+        if len < HEADER {
+            self.found.delivered += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Judges a read frame of `len` bytes by its header's `seq` and `sum` and the fold of
+    /// its payload.
+    fn settle(&mut self, len: usize, seq: u64, sum: u64, payload: u64) {
+        if checksum(seq, payload) != sum {
             self.found.corrupted += 1;
             return;
         }
@@ -465,6 +517,45 @@ impl Checker {
             self.next = seq + 1;
         }
     }
+}
+
+/// Feeds `f` one part of a frame lent in shared memory, `seen` bytes of the frame before
+/// it, each byte read once: the header as four words when the first part holds it whole,
+/// otherwise the header's rest through `window`; then, from the end of the header on, at
+/// least [`FOLD_IN_PLACE_MIN`] bytes in place ([`Piece::Shared`]) or fewer through `window`.
+fn feed_shared_part(
+    mem: &SharedMem,
+    offset: usize,
+    len: usize,
+    first: bool,
+    seen: usize,
+    window: &mut [u8],
+    f: &mut dyn FnMut(Piece<'_>),
+) -> Result<(), MemError> {
+    let mut at = 0;
+    if first && len >= HEADER {
+        f(Piece::Header(mem.read_obj::<[u64; 4]>(offset)?));
+        at = HEADER;
+    } else if seen < HEADER {
+        at = (HEADER - seen).min(len);
+        mem.read_at(offset, &mut window[..at])?;
+        f(Piece::Bytes(&window[..at]));
+    }
+    if seen + at >= HEADER && len - at >= FOLD_IN_PLACE_MIN {
+        f(Piece::Shared {
+            mem,
+            offset: offset + at,
+            len: len - at,
+        });
+        return Ok(());
+    }
+    while at < len {
+        let n = (len - at).min(window.len());
+        mem.read_at(offset + at, &mut window[..n])?;
+        f(Piece::Bytes(&window[..n]));
+        at += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -547,7 +638,15 @@ mod tests {
             f[SUM_AT..HEADER].copy_from_slice(&sum.to_le_bytes());
             f
         };
-        for cut in [HEADER, HEADER + 1, 37, 300, 301, 4095, size - 300, size - 1] {
+        // Every fold state a second part can begin in: waiting bytes 0..7, words 0..3.
+        let cuts = [20, HEADER, HEADER + 1, 37, 40, 48, 50, 61, 300, 301, 4095];
+        // The first part shared, private, or the whole frame in one shared part (at an
+        // alignment that changes with the cut).
+        for (cut, first) in cuts
+            .into_iter()
+            .chain([size - 300, size - 1])
+            .flat_map(|cut| [(cut, "shared"), (cut, "private"), (cut, "whole")])
+        {
             let mut c = Checker::new(size);
             let damage = [
                 None,
@@ -566,13 +665,20 @@ mod tests {
                 mem.write_at(a, &sent[..cut]).unwrap();
                 mem.write_at(b, &sent[cut..]).unwrap();
                 let mut v = PacketView::new(None, false);
-                for (offset, len) in [(a, cut), (b, size - cut)] {
-                    v.push(ViewPart::Shared {
-                        mem: &mem,
-                        offset,
-                        len,
-                    })
-                    .unwrap();
+                let shared = |offset, len| ViewPart::Shared {
+                    mem: &mem,
+                    offset,
+                    len,
+                };
+                match first {
+                    "private" => v.push(ViewPart::Private(&sent[..cut])).unwrap(),
+                    "shared" => v.push(shared(a, cut)).unwrap(),
+                    _ => mem.write_at(b + 16384, &sent).unwrap(),
+                }
+                if first == "whole" {
+                    v.push(shared(b + 16384, size)).unwrap();
+                } else {
+                    v.push(shared(b, size - cut)).unwrap();
                 }
                 c.view(&v);
             }
@@ -583,9 +689,50 @@ mod tests {
                     corrupted: 4,
                     ..Check::default()
                 },
-                "cut at {cut}"
+                "cut at {cut}, first part {first}"
             );
         }
+    }
+
+    /// A frame lent where it cannot be read (a window past the end of the memory, in its
+    /// header, after it, or lent whole) counts as errored once and is not judged: its
+    /// number is not known, so the next good frame finds it lost.
+    #[test]
+    fn a_frame_that_cannot_be_read_whole_counts_as_errored_once() {
+        use netstage_ring::SharedMem;
+        let size = 1500;
+        let mut s = Stamper::new(size, 0x77, None);
+        let mut c = Checker::new(size);
+        let mem = SharedMem::new_zeroed(4096);
+        let bad: [&[(usize, usize)]; 3] = [
+            &[(4090, 100), (0, size - 100)],
+            &[(0, 700), (4000, size - 700)],
+            &[(3000, size)],
+        ];
+        for parts in bad.into_iter().chain([&[(100, size)][..]]) {
+            let frame = s.burst(1)[0].data.to_vec();
+            s.sent(1);
+            mem.write_at(100, &frame).unwrap();
+            let mut v = PacketView::new(None, false);
+            for &(offset, len) in parts {
+                v.push(ViewPart::Shared {
+                    mem: &mem,
+                    offset,
+                    len,
+                })
+                .unwrap();
+            }
+            c.view(&v);
+        }
+        assert_eq!(
+            c.found,
+            Check {
+                delivered: 1,
+                lost: 3,
+                errored: 3,
+                ..Check::default()
+            }
+        );
     }
 
     #[test]

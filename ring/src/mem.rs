@@ -510,7 +510,8 @@ shared_atomic!(
     SharedU64, u64, AtomicU64, word64
 );
 
-/// An 8-byte word at any address: one volatile load of it is one unaligned load.
+/// An 8-byte word at any address (alignment 1): a volatile load of it reads each byte
+/// once, in one unaligned load where the target has them (x86-64 does).
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Unaligned(u64);

@@ -84,6 +84,15 @@ fn blocks_are_read_as_little_endian_words_at_every_alignment() {
             assert_eq!(words, want, "off {off} len {len}");
         }
     }
+    // A window into the memory reads from its own start.
+    let w = m.sub(3, 100).unwrap();
+    let mut words = Vec::new();
+    assert_eq!(w.read_blocks_le(5, 64, |q| words.extend(q)).unwrap(), 64);
+    assert_eq!(
+        words[0],
+        u64::from_le_bytes(bytes[8..16].try_into().unwrap())
+    );
+    assert!(w.read_blocks_le(40, 64, |_| {}).is_err());
     // A range past the end is refused before anything is read.
     let mut called = false;
     assert!(m.read_blocks_le(SIZE - 31, 32, |_| called = true).is_err());
