@@ -72,10 +72,12 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 deliver(&v);
                 n += 1;
             }
-            self.staging.rx_release()?;
             reposted += self.post_each(&ids)?;
             bytes += chain.total_len as usize;
         }
+        // What was lent goes back once a burst (one write of the shared consumer index the
+        // backend reads, not one a packet), before the backend is told of the new buffers.
+        self.staging.rx_release()?;
         self.push_rx(reposted)?;
         Ok(n)
     }
