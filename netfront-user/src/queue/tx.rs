@@ -129,7 +129,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         } else {
             0
         };
-        let frags = self.fill_pages(rest)?;
+        // Filled in place: returned in a `Result`, the array was copied out of it per packet.
+        let mut frags = ArrayVec::new();
+        self.fill_pages(rest, &mut frags)?;
         self.staging.tx_replicate(&frags, rest, &mut self.tally)?;
         self.encode(p, staged, first_id, &frags)?;
         let head = match frags.first() {
@@ -142,12 +144,13 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(true)
     }
 
-    /// Copies `bytes` into TX pool pages, one request id per page.
+    /// Copies `bytes` into TX pool pages, one request id per page, each page's fragment
+    /// appended to `frags`.
     fn fill_pages(
         &mut self,
         bytes: &[u8],
-    ) -> Result<ArrayVec<TxFragment, XEN_NETIF_NR_SLOTS_MIN>, Broken> {
-        let mut frags = ArrayVec::new();
+        frags: &mut ArrayVec<TxFragment, XEN_NETIF_NR_SLOTS_MIN>,
+    ) -> Result<(), Broken> {
         for chunk in bytes.chunks(XEN_PAGE_SIZE) {
             let id = self.take_id()?;
             self.pages
@@ -170,7 +173,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 .try_push(frag)
                 .map_err(|_| "a TX packet needs more slots than netif allows")?;
         }
-        Ok(frags)
+        Ok(())
     }
 
     /// Puts the requests of packet `p` on the ring.
