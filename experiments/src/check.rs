@@ -73,24 +73,31 @@ impl Fold {
             self.word(le_word(w));
             b = tail;
         }
-        // The lanes stay in registers through the loop (kept in `self`, each word cost a
-        // store of every lane).
-        let mut lanes = self.lanes;
-        let mut quads = b.chunks_exact(32);
-        for q in &mut quads {
-            for (l, w) in lanes.iter_mut().zip(q.chunks_exact(8)) {
-                *l = l.wrapping_add(le_word(w)).rotate_left(7);
-            }
-        }
-        self.lanes = lanes;
-        self.words += 4 * (b.len() / 32) as u64;
-        let mut words = quads.remainder().chunks_exact(8);
+        let rest = self.feed_quads(b);
+        let mut words = rest.chunks_exact(8);
         for w in &mut words {
             self.word(le_word(w));
         }
         for &x in words.remainder() {
             self.byte(x);
         }
+    }
+
+    /// Folds the whole 32-byte blocks of `b` (the fold at a lane boundary, nothing
+    /// waiting, when there is one); returns the bytes after them. The lanes stay in registers through the
+    /// loop (kept in `self`, each word cost a store of every lane).
+    #[inline(always)]
+    fn feed_quads<'b>(&mut self, b: &'b [u8]) -> &'b [u8] {
+        debug_assert!(b.len() < 32 || (self.words & 3 == 0 && self.npending == 0));
+        let mut lanes = self.lanes;
+        let mut quads = b.chunks_exact(32);
+        for q in &mut quads {
+            let q: [u64; 4] = std::array::from_fn(|i| le_word(&q[8 * i..]));
+            fold_block(&mut lanes, q);
+        }
+        self.lanes = lanes;
+        self.words += 4 * (b.len() / 32) as u64;
+        quads.remainder()
     }
 
     /// Feeds `len` bytes of shared memory at `offset`, each read once: whole 32-byte blocks
@@ -116,11 +123,7 @@ impl Fold {
         through_buf(self, &mut at, (4 - (self.words & 3) as usize) % 4 * 8)?;
         if self.npending == 0 && self.words & 3 == 0 {
             let mut lanes = self.lanes;
-            let n = mem.read_blocks_le(offset + at, len - at, |q| {
-                for (l, w) in lanes.iter_mut().zip(q) {
-                    *l = l.wrapping_add(w).rotate_left(7);
-                }
-            })?;
+            let n = mem.read_blocks_le(offset + at, len - at, |q| fold_block(&mut lanes, q))?;
             self.lanes = lanes;
             self.words += (n / 8) as u64;
             at += n;
@@ -141,6 +144,14 @@ impl Fold {
         let [a, b, c, d] = self.lanes;
         (a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ bytes)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Adds one 32-byte block, a word to each lane, to a fold's lanes.
+#[inline(always)]
+fn fold_block(lanes: &mut [u64; 4], q: [u64; 4]) {
+    for (l, w) in lanes.iter_mut().zip(q) {
+        *l = l.wrapping_add(w).rotate_left(7);
     }
 }
 
@@ -349,7 +360,10 @@ impl Checker {
             return;
         }
         let mut fold = Fold::default();
-        fold.feed(&b[HEADER..]);
+        let rest = fold.feed_quads(&b[HEADER..]);
+        if !rest.is_empty() {
+            fold.feed(rest);
+        }
         let (seq, sum) = (le_word(&b[SEQ_AT..]), le_word(&b[SUM_AT..]));
         self.settle(b.len(), seq, sum, fold.finish());
     }
@@ -366,11 +380,7 @@ impl Checker {
         let mut lanes = [0u64; 4];
         let read = mem.read_blocks_le(offset, len, |q| match head {
             None => head = Some(q),
-            Some(_) => {
-                for (l, w) in lanes.iter_mut().zip(q) {
-                    *l = l.wrapping_add(w).rotate_left(7);
-                }
-            }
+            Some(_) => fold_block(&mut lanes, q),
         });
         let (Ok(read), Some(h)) = (read, head) else {
             self.found.errored += 1;
