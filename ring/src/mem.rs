@@ -350,12 +350,22 @@ impl SharedMem {
         Ok(v)
     }
 
-    /// Writes a wire structure at `offset`.
-    pub fn write_obj<T: IntoBytes + Immutable>(
+    /// Writes a wire structure at `offset` (one volatile store of the whole structure where
+    /// it is aligned, as [`SharedMem::read_obj`] loads it; byte-granular stores otherwise).
+    pub fn write_obj<T: IntoBytes + Immutable + Copy>(
         &self,
         offset: usize,
         v: &T,
     ) -> Result<(), MemError> {
+        self.check_write(offset, std::mem::size_of::<T>())?;
+        // SAFETY: in bounds (checked above).
+        let p = unsafe { self.base.as_ptr().add(offset) };
+        if (p as usize) % std::mem::align_of::<T>() == 0 {
+            // SAFETY: `p` is in bounds, writable (checked), aligned for `T` and valid for
+            // writes; `T` has no padding (`IntoBytes`), so no uninitialised byte is stored.
+            unsafe { ptr::write_volatile(p.cast::<T>(), *v) };
+            return Ok(());
+        }
         self.write_at(offset, v.as_bytes())
     }
 }

@@ -67,6 +67,37 @@ fn copies_round_trip_at_every_alignment() {
 }
 
 #[test]
+fn wire_structures_are_written_whole_at_every_alignment() {
+    use netstage_ring::netif::NetifTxRequest;
+    let req = NetifTxRequest {
+        gref: 0x0403_0201,
+        offset: 0x0605,
+        flags: 0x0807,
+        id: 0x0a09,
+        size: 0x0c0b,
+    };
+    let m = SharedMem::new_zeroed(64);
+    // Aligned (one store of the structure) and not (byte stores): the same bytes, nothing
+    // around them touched, and read back as written.
+    for off in 0..9 {
+        m.fill(0, 64, 0xee).unwrap();
+        m.write_obj(off, &req).unwrap();
+        let mut whole = [0u8; 64];
+        m.read_at(0, &mut whole).unwrap();
+        assert!(whole[..off].iter().all(|&b| b == 0xee), "off {off}");
+        assert_eq!(
+            &whole[off..off + 12],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            "off {off}"
+        );
+        assert!(whole[off + 12..].iter().all(|&b| b == 0xee), "off {off}");
+        assert_eq!(m.read_obj::<NetifTxRequest>(off).unwrap(), req, "off {off}");
+    }
+    assert!(m.write_obj(53, &req).is_err());
+    assert!(m.read_only().write_obj(4, &req).is_err());
+}
+
+#[test]
 fn blocks_are_read_as_little_endian_words_at_every_alignment() {
     const SIZE: usize = 1024;
     let m = SharedMem::new_zeroed(SIZE);
