@@ -10,6 +10,7 @@ use netstage_fallback::{
 use netstage_platform::sim::{DomainConfig, SimDomain, SimPort, SimWorld};
 use netstage_platform::xenbus::VifPaths;
 use netstage_platform::{EventChannels, EventPort, GrantImport};
+use netstage_ring::flex::{self, FlexConsumer, FlexProducer};
 use netstage_ring::netif::{
     GsoType, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags, RxRing,
     TxRing,
@@ -37,6 +38,8 @@ struct Bed {
     port: SimPort,
     /// The backend's domain, to map grants the frontend names.
     back: SimDomain,
+    /// The data ring's indexes page (`data-ring-ref`), for data-ring designs.
+    data_ring_ref: Option<u32>,
 }
 
 fn bed(design: Design, want: Features) -> Bed {
@@ -93,7 +96,12 @@ fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed
     let grefs: Vec<u32> = rx_posted.iter().map(|r| r.gref).collect();
     let rx_pool = map(&grefs);
     let port = back.bind_interdomain(FE, key("event-channel")).unwrap();
+    let data_ring_ref = keys
+        .iter()
+        .find(|(p, _)| p == "f/data-ring-ref")
+        .map(|(_, v)| v.parse().unwrap());
     Bed {
+        data_ring_ref,
         _world: world,
         shared,
         q,
@@ -127,6 +135,19 @@ impl Bed {
     fn deliver(&mut self, slot: usize, data: &[u8], status: Option<i16>, flags: RxFlags) {
         self.rx_pool.write_at(slot * XEN_PAGE_SIZE, data).unwrap();
         self.answer_rx(slot, status.unwrap_or(data.len() as i16), flags);
+    }
+
+    /// The backend's ends of the data ring (it produces **in**, consumes **out**) and its
+    /// indexes page.
+    fn data_ring(&self) -> (FlexProducer, FlexConsumer, SharedMem) {
+        let intf = self
+            .back
+            .map(FE, &[self.data_ring_ref.expect("a data-ring design")], true)
+            .unwrap();
+        let cfg = flex::read_intf_config(&intf, 9).unwrap();
+        let data = self.back.map(FE, &cfg.refs, true).unwrap();
+        let (prod, cons) = flex::open(flex::End::Backend, &intf, &data, cfg.order).unwrap();
+        (prod, cons, intf)
     }
 
     /// Answers the RX request posted in ring slot `slot` with `status`, and notifies.
@@ -462,6 +483,46 @@ fn a_full_data_ring_holds_tx_packets_back_only_while_requests_are_in_flight() {
         assert_eq!((second[0].offset, second[0].size), (8192 - 5000, 5000));
         assert_eq!(second[1].size, 5000 - 3192, "{when_full:?}");
     }
+}
+
+/// Packets lent in place give the RX data ring back at the end of the call, or sooner
+/// once a quarter of the ring is lent; a call that takes nothing writes no index.
+#[test]
+fn lent_rx_packets_give_the_data_ring_back_by_the_burst_or_by_the_quarter_ring() {
+    let mut b = bed(small_ring(WhenFull::Grant), SG);
+    let (mut prod, _, intf) = b.data_ring();
+    let in_cons = intf.word(0).unwrap();
+    // Six packets of 1000 bytes, wholly staged, in an 8 KiB ring (a quarter: 2 KiB).
+    for slot in 0..6u16 {
+        assert!(prod.stage(&[slot as u8; 1000]).unwrap().is_some());
+        let rsp = NetifRxResponse {
+            id: slot,
+            offset: 1000,
+            flags: RxFlags::STAGED.bits(),
+            status: 0,
+        };
+        b.rx.put_response(&rsp).unwrap();
+    }
+    prod.publish().unwrap();
+    b.rx.push_responses().unwrap();
+    // What the backend sees in use as each packet is delivered.
+    let mut seen = Vec::new();
+    let n =
+        b.q.recv_burst_in_place(64, |v| {
+            assert_eq!(v.len(), 1000);
+            seen.push(8192 - prod.refresh().unwrap());
+        })
+        .unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(seen, [6000, 6000, 6000, 3000, 3000, 3000]);
+    assert_eq!(prod.refresh().unwrap(), 8192);
+    assert_eq!(in_cons.load(std::sync::atomic::Ordering::Acquire), 6000);
+    // Nothing taken: the index is not written (a stand-in value survives).
+    in_cons
+        .store(6008, std::sync::atomic::Ordering::Release)
+        .unwrap();
+    assert_eq!(b.q.recv_burst_in_place(64, |_| {}).unwrap(), 0);
+    assert_eq!(in_cons.load(std::sync::atomic::Ordering::Acquire), 6008);
 }
 
 #[test]

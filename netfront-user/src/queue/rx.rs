@@ -32,7 +32,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Like [`FrontQueue::recv_burst`], but takes up to `max` packets and lends each in
     /// place: `deliver` sees it as a [`PacketView`] of windows on the staging memory and the
     /// posted pages, and must be done with it when it returns; the memory then goes back to
-    /// the backend (buffers posted again, data ring released). The backend can still write
+    /// the backend (its buffers posted again, published at the end of the call; the data
+    /// ring's bytes given back at the end of the call, or sooner once a quarter of the ring
+    /// is lent). The backend can still write
     /// what is lent: read each byte once and treat it as untrusted ([`FrontQueue::recv_burst`]
     /// copies out first, the default). `SharedMem`'s `read_at` copies a window out;
     /// `read_blocks_le` hands a scan or checksum the words straight from its loads. Returns
@@ -76,7 +78,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             bytes += chain.total_len as usize;
         }
         // What was lent goes back once a burst (one write of the shared consumer index the
-        // backend reads, not one a packet), before the backend is told of the new buffers.
+        // backend reads, not one a packet; sooner past a quarter of the ring), before the
+        // backend is told of the new buffers.
         self.staging.rx_release()?;
         self.push_rx(reposted)?;
         Ok(n)

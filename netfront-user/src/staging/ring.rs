@@ -34,6 +34,9 @@ struct Ring {
     fill_tick: (u32, u32),
     /// Bytes staged since the last publish.
     unpublished: bool,
+    /// RX bytes lent in place and not yet given back (released once a burst, or sooner
+    /// past a quarter of the ring).
+    rx_lent: u32,
     _pages: [SharedPages; 2],
 }
 
@@ -84,6 +87,7 @@ impl Module for RingStaging {
             when_full,
             holds: Holds::default(),
             fill_tick: (0, 0),
+            rx_lent: 0,
             unpublished: false,
             _pages: [intf, data],
         }))
@@ -155,17 +159,25 @@ impl Ring {
         }
     }
 
-    /// Every [`FILL_EVERY`]th staged RX packet, samples the ring's fill (this packet's
-    /// `staged` bytes included) after reading the backend's index afresh.
+    /// Every [`FILL_EVERY`]th staged RX packet, samples the ring's fill as the backend sees
+    /// it (this packet's `staged` bytes and those lent before it and not yet given back
+    /// included) after reading the backend's index afresh.
     fn sample_rx_fill(&mut self, staged: usize, t: &mut Tally) -> Result<(), Broken> {
         self.fill_tick.1 += 1;
         if self.fill_tick.1 == FILL_EVERY {
             self.fill_tick.1 = 0;
             let queued = self.cons.refresh().map_err(err("RX data ring"))?;
+            let used = queued as usize + staged + self.rx_lent as usize;
             t.rx_ring_fill_samples += 1;
-            t.rx_ring_fill_ppm += ppm(queued as usize + staged, self.cons.size() as usize);
+            t.rx_ring_fill_ppm += ppm(used, self.cons.size() as usize);
         }
         Ok(())
+    }
+
+    /// Gives every byte consumed so far back to the backend.
+    fn release_rx(&mut self) -> Result<(), Broken> {
+        self.rx_lent = 0;
+        self.cons.release().map_err(err("RX data ring"))
     }
 }
 
@@ -232,16 +244,23 @@ impl Staging for Ring {
     fn rx_head(&mut self, _: RxPacket<'_>, dst: &mut [u8], t: &mut Tally) -> Result<(), Broken> {
         self.cons.read_exact(dst).map_err(err("RX data ring"))?;
         self.sample_rx_fill(dst.len(), t)?;
-        self.cons.release().map_err(err("RX data ring"))
+        self.release_rx()
     }
 
     fn rx_lend(&mut self, rx: RxPacket<'_>, out: &mut Lent, t: &mut Tally) -> Result<(), Broken> {
         let staged = usize::from(rx.chain.staged);
+        // The packets lent before this one have been given back by the application: past
+        // a quarter of the ring they go back to the backend now, not at the burst's end.
+        if self.rx_lent >= self.cons.size() / 4 {
+            self.release_rx()?;
+        }
         let ranges = self
             .cons
             .take_in_place(staged)
             .map_err(err("RX data ring"))?;
         self.sample_rx_fill(staged, t)?;
+        // staged <= 65535.
+        self.rx_lent += staged as u32;
         for (at, n) in ranges.into_iter().filter(|(_, n)| *n > 0) {
             out.try_push((0, at, n))
                 .map_err(|_| "an RX packet in more pieces than a view holds")?;
@@ -254,11 +273,14 @@ impl Staging for Ring {
     }
 
     fn rx_release(&mut self) -> Result<(), Broken> {
-        self.cons.release().map_err(err("RX data ring"))
+        if self.rx_lent > 0 {
+            self.release_rx()?;
+        }
+        Ok(())
     }
 
     fn rx_skip(&mut self, staged: usize) -> Result<(), Broken> {
         self.cons.skip(staged).map_err(err("RX data ring"))?;
-        self.cons.release().map_err(err("RX data ring"))
+        self.release_rx()
     }
 }
