@@ -293,6 +293,28 @@ impl SharedMem {
         Ok(whole)
     }
 
+    /// Hints that the `len` bytes at `offset` are about to be read, so that their cache
+    /// lines are fetched now, alongside other work, rather than one miss at a time when
+    /// they are read (a no-op out of bounds, and on targets without a prefetch hint). Reads
+    /// nothing: no byte of shared memory reaches the program through it.
+    pub fn prefetch(&self, offset: usize, len: usize) {
+        if len == 0 || self.check(offset, len).is_err() {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let base = self.base.as_ptr() as usize;
+            let mut line = (base + offset) & !63;
+            while line < base + offset + len {
+                // SAFETY: a prefetch is a hint that does not access memory architecturally
+                // and never faults; the line holds bytes of this checked range.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+                line += 64;
+            }
+        }
+    }
+
     /// Copies `src` into shared memory at `offset`.
     pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
         self.check_write(offset, src.len())?;
@@ -350,8 +372,10 @@ impl SharedMem {
         Ok(v)
     }
 
-    /// Writes a wire structure at `offset` (one volatile store of the whole structure where
-    /// it is aligned, as [`SharedMem::read_obj`] loads it; byte-granular stores otherwise).
+    /// Writes a wire structure at `offset`, each byte once: where it is aligned, as one
+    /// volatile write of the whole structure (which the compiler may issue as a store or
+    /// two, as [`SharedMem::read_obj`] loads it), otherwise through
+    /// [`SharedMem::write_at`]. Not atomic: a peer learns of it by an index published after.
     pub fn write_obj<T: IntoBytes + Immutable + Copy>(
         &self,
         offset: usize,
@@ -363,6 +387,7 @@ impl SharedMem {
         if (p as usize) % std::mem::align_of::<T>() == 0 {
             // SAFETY: `p` is in bounds, writable (checked), aligned for `T` and valid for
             // writes; `T` has no padding (`IntoBytes`), so no uninitialised byte is stored.
+            // No Rust reference to the destination is formed.
             unsafe { ptr::write_volatile(p.cast::<T>(), *v) };
             return Ok(());
         }

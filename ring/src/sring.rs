@@ -196,6 +196,21 @@ impl<P: RingProtocol> SharedRing<P> {
     fn slot_offset(&self, idx: u32) -> usize {
         ENTRIES_OFFSET + (idx & (self.size - 1)) as usize * entry_size::<P>()
     }
+
+    /// Prefetches the entries from index `from` up to `to` (at most the ring's worth), a
+    /// hint only: the entries are still read once each, when they are taken.
+    fn prefetch_entries(&self, from: u32, to: u32) {
+        let n = distance(to, from).min(self.size);
+        if n == 0 {
+            return;
+        }
+        let first = (from & (self.size - 1)) as usize;
+        let till_end = (self.size as usize - first).min(n as usize);
+        let e = entry_size::<P>();
+        self.mem.prefetch(self.slot_offset(from), till_end * e);
+        self.mem
+            .prefetch(ENTRIES_OFFSET, (n as usize - till_end) * e);
+    }
 }
 
 /// The frontend's side of a ring (`<name>_front_ring`): produces requests, consumes
@@ -329,6 +344,8 @@ impl<P: RingProtocol> FrontRing<P> {
                 size: self.s.size,
             });
         }
+        // The new responses' lines are fetched together, not one miss each as they are read.
+        self.s.prefetch_entries(self.rsp_prod_seen, prod);
         self.rsp_prod_seen = prod;
         Ok(ahead)
     }
@@ -450,6 +467,8 @@ impl<P: RingProtocol> BackRing<P> {
                 size: self.s.size,
             });
         }
+        // The new requests' lines are fetched together, not one miss each as they are read.
+        self.s.prefetch_entries(self.req_prod_seen, prod);
         self.req_prod_seen = prod;
         Ok(self.pending_requests())
     }

@@ -67,6 +67,28 @@ fn copies_round_trip_at_every_alignment() {
 }
 
 #[test]
+fn a_prefetch_is_only_a_hint() {
+    let m = SharedMem::new_zeroed(4096);
+    m.write_at(0, &[7; 64]).unwrap();
+    // In bounds, empty, past the end, overflowing: no fault, nothing changed.
+    for (off, len) in [
+        (0, 64),
+        (4095, 1),
+        (0, 4096),
+        (100, 0),
+        (4090, 100),
+        (usize::MAX, 2),
+    ] {
+        m.prefetch(off, len);
+    }
+    m.read_only().prefetch(0, 4096);
+    let mut b = [0u8; 65];
+    m.read_at(0, &mut b).unwrap();
+    assert_eq!(&b[..64], &[7; 64]);
+    assert_eq!(b[64], 0);
+}
+
+#[test]
 fn wire_structures_are_written_whole_at_every_alignment() {
     use netstage_ring::netif::NetifTxRequest;
     let req = NetifTxRequest {
