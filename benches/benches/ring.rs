@@ -97,10 +97,7 @@ fn ring_two_threads(c: &mut Criterion) {
                     sent += 1;
                 }
                 f.push_requests().unwrap();
-                f.refresh_responses().unwrap();
-                while f.take_response().unwrap().is_some() {
-                    done += 1;
-                }
+                done += reap(&mut f);
             }
             let t = start.elapsed();
             server.join().unwrap();
@@ -255,14 +252,21 @@ fn netif_floor(iters: u64, size: usize) -> Duration {
             prod.publish().unwrap();
             f.push_requests().unwrap();
         }
-        f.refresh_responses().unwrap();
-        while f.take_response().unwrap().is_some() {
-            done += 1;
-        }
+        done += reap(&mut f);
     }
     let t = start.elapsed();
     server.join().unwrap();
     t
+}
+
+/// Takes the responses the backend published; returns how many.
+fn reap(f: &mut FrontRing<TxRing>) -> u64 {
+    f.refresh_responses().unwrap();
+    let mut n = 0;
+    while f.take_response().unwrap().is_some() {
+        n += 1;
+    }
+    n
 }
 
 criterion_group!(
