@@ -155,6 +155,22 @@ fn fold_block(lanes: &mut [u64; 4], q: [u64; 4]) {
     }
 }
 
+/// A frame of `len` bytes: `fill` up to [`HEADER`], then a byte pattern that no shift of
+/// less than 64 KiB maps onto itself, so that a datapath that delivers a frame's bytes
+/// out of place (shifted, repeated, another offset's) fails the check. A payload of one
+/// fill byte would pass it. Made once per sender: it costs nothing per frame.
+fn template(len: usize, fill: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            if i < HEADER {
+                fill
+            } else {
+                fill ^ (i.wrapping_mul(167) as u8) ^ ((i >> 8).wrapping_mul(13) as u8)
+            }
+        })
+        .collect()
+}
+
 /// Where frame `seq` falls in a cycle of `len` sizes. A single size needs no division (a
 /// 64-bit division per frame is a measurable part of a 64-byte frame's cost).
 #[inline]
@@ -233,11 +249,12 @@ pub struct Stamper {
 }
 
 impl Stamper {
-    /// Frames of `sizes` filled with `fill` (stamped if at least [`HEADER`] long); those
-    /// longer than 1514 bytes carry `gso`.
+    /// Frames of `sizes` whose Ethernet header and padding are `fill` and whose payload is
+    /// a pattern of its positions seeded by `fill` (stamped if at least [`HEADER`] long);
+    /// those longer than 1514 bytes carry `gso`.
     pub fn new(sizes: impl Into<SizeSpec>, fill: u8, gso: Option<Gso>) -> Stamper {
         let spec = sizes.into();
-        let frame = vec![fill; spec.max()];
+        let frame = template(spec.max(), fill);
         let folds: Vec<(usize, u64)> = spec
             .weights()
             .iter()
@@ -787,6 +804,38 @@ mod tests {
                 },
                 "{size}"
             );
+        }
+    }
+
+    /// A payload delivered out of place (shifted by a byte or a word, a block repeated
+    /// over the next) is found: a payload of one repeated byte would hide all three.
+    #[test]
+    fn a_payload_delivered_out_of_place_is_found() {
+        for size in [64, 1500, 65535] {
+            let s = Stamper::new(size, 0x5a, None);
+            let mut c = Checker::new(size);
+            let good = s.burst(1)[0].data.to_vec();
+            c.bytes(&good);
+            let mut damaged = Vec::new();
+            for by in [1, 8] {
+                let mut f = good.clone();
+                f[HEADER..].rotate_left(by);
+                damaged.push(f);
+            }
+            if size - HEADER >= 64 {
+                let mut f = good.clone();
+                f.copy_within(HEADER..HEADER + 32, HEADER + 32);
+                damaged.push(f);
+            }
+            for f in &damaged {
+                c.bytes(f);
+            }
+            let want = Check {
+                delivered: 1,
+                corrupted: damaged.len() as u64,
+                ..Check::default()
+            };
+            assert_eq!(c.found, want, "{size}");
         }
     }
 
