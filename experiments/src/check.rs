@@ -157,8 +157,11 @@ fn fold_block(lanes: &mut [u64; 4], q: [u64; 4]) {
 
 /// A frame of `len` bytes: `fill` up to [`HEADER`], then a byte pattern that no shift of
 /// less than 64 KiB maps onto itself, so that a datapath that delivers a frame's bytes
-/// out of place (shifted, repeated, another offset's) fails the check. A payload of one
-/// fill byte would pass it. Made once per sender: it costs nothing per frame.
+/// out of place within the frame (shifted, repeated, from another offset) fails the
+/// check, where a payload of one fill byte would pass it. Every frame of a size has the
+/// same payload, so bytes from another frame at the same offset (a stale buffer, the
+/// previous lap of a ring) still pass: only the header tells frames apart. Made once per
+/// sender: it costs nothing per frame.
 fn template(len: usize, fill: u8) -> Vec<u8> {
     (0..len)
         .map(|i| {
@@ -656,8 +659,8 @@ mod tests {
         use netstage_ring::SharedMem;
         let size = 9000;
         let mem = SharedMem::new_zeroed(4 * 16384);
-        // A payload of varied bytes (a stamper's frames are one fill byte, under which a
-        // fold that mixed up its lanes would still agree).
+        // A payload of varied bytes, its own (with one fill byte, a fold that mixed up its
+        // lanes would still agree).
         let stamped = |seq: u64| {
             let mut f: Vec<u8> = (0..size).map(|i| (i * 31 + i / 251) as u8).collect();
             let sum = checksum(seq, fold_of(&f[HEADER..]));

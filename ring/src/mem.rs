@@ -304,7 +304,7 @@ impl SharedMem {
 
     /// Hints that the `len` bytes at `offset` are about to be read, so that their cache
     /// lines are fetched now, alongside other work, rather than one miss at a time when
-    /// they are read (a no-op out of bounds, and on targets without a prefetch hint). Reads
+    /// they are read (a no-op out of bounds, and on targets other than x86-64). Reads
     /// nothing: no byte of shared memory reaches the program through it.
     pub fn prefetch(&self, offset: usize, len: usize) {
         if len == 0 || self.check(offset, len).is_err() {
@@ -555,8 +555,8 @@ shared_atomic!(
 );
 
 /// How far ahead [`SharedMem::read_blocks_le`] prefetches. In alternating runs of the
-/// harness, 1024 and 2048 bytes did best (RX 64 KiB +13 %, TX 1500 B +7 %); 256 helped
-/// less, 4096 no more.
+/// harness, 1024 and 2048 bytes did about equally well (1024 against none: RX 64 KiB
+/// +19 %, TX 1500 B +15 %); 256 helped less, 4096 no more.
 pub const PREFETCH_AHEAD: usize = 1024;
 
 /// The shortest range [`SharedMem::read_blocks_le`] prefetches for: a few lines are read
