@@ -155,21 +155,27 @@ fn fold_block(lanes: &mut [u64; 4], q: [u64; 4]) {
     }
 }
 
+/// How far apart the payload patterns of a sender's buffers start: [`BURST`] strides stay
+/// within the pattern's 64 KiB period, so no two buffers carry the same payload (a test
+/// checks it at 64, 1500 and 65535 bytes).
+const SALT_STRIDE: usize = 977;
+const _: () = assert!(SALT_STRIDE * BURST < 65536);
+
 /// A frame of `len` bytes: `fill` up to [`HEADER`], then a byte pattern that no shift of
-/// less than 64 KiB maps onto itself, so that a datapath that delivers a frame's bytes
-/// out of place within the frame (shifted, repeated, from another offset) fails the
-/// check, where a payload of one fill byte would pass it. Every frame of a size has the
-/// same payload, so bytes from another frame at the same offset (a stale buffer, the
-/// previous lap of a ring) still pass: only the header tells frames apart. Made once per
-/// sender: it costs nothing per frame.
-fn template(len: usize, fill: u8) -> Vec<u8> {
+/// less than 64 KiB maps onto itself, started `salt` strides along, so that a datapath
+/// that delivers bytes out of place within a frame (shifted, repeated, from another
+/// offset), or another buffer's bytes, fails the check, where a payload of one fill byte
+/// would pass it. Frames sent from the same buffer (every [`BURST`]th small frame) share
+/// their payload: only the header tells them apart. Made once per sender buffer: it
+/// costs nothing per frame.
+fn template(len: usize, fill: u8, salt: usize) -> Vec<u8> {
     (0..len)
         .map(|i| {
             if i < HEADER {
-                fill
-            } else {
-                fill ^ (i.wrapping_mul(167) as u8) ^ ((i >> 8).wrapping_mul(13) as u8)
+                return fill;
             }
+            let p = i + salt * SALT_STRIDE;
+            fill ^ (p.wrapping_mul(167) as u8) ^ ((p >> 8).wrapping_mul(13) as u8)
         })
         .collect()
 }
@@ -238,7 +244,9 @@ const FRAMES_BYTES: usize = 256 * 1024;
 
 /// A sender's frames: up to [`BURST`] frames (fewer when large: at most 256 KiB) sized as
 /// the spec's cycle says, sent in ring order, each stamped (and sized) for the next
-/// sequence number when it goes out again. Nothing is allocated after [`Stamper::new`].
+/// sequence number when it goes out again. Each buffer has a payload of its own (the
+/// same position pattern, started at a different place), so bytes of a frame
+/// sent from another buffer fail the check. Nothing is allocated after [`Stamper::new`].
 #[derive(Debug)]
 pub struct Stamper {
     /// Buffers of the largest size; `lens` says how much of each is the frame.
@@ -246,31 +254,40 @@ pub struct Stamper {
     lens: Vec<usize>,
     head: usize,
     next: u64,
-    /// Size and payload fold of each packet of a cycle.
-    cycle: Vec<(usize, u64)>,
+    /// Size of each packet of a cycle, and its index among the spec's sizes.
+    cycle: Vec<(usize, usize)>,
+    /// Payload fold of buffer `i`'s frame of size index `k`, at `i * sizes + k`.
+    folds: Vec<u64>,
+    sizes: usize,
     gso: Option<Gso>,
 }
 
 impl Stamper {
     /// Frames of `sizes` whose Ethernet header and padding are `fill` and whose payload is
-    /// a pattern of its positions seeded by `fill` (stamped if at least [`HEADER`] long);
-    /// those longer than 1514 bytes carry `gso`.
+    /// a pattern of its positions seeded by `fill` and the buffer (stamped if at least
+    /// [`HEADER`] long); those longer than 1514 bytes carry `gso`.
     pub fn new(sizes: impl Into<SizeSpec>, fill: u8, gso: Option<Gso>) -> Stamper {
         let spec = sizes.into();
-        let frame = template(spec.max(), fill);
-        let folds: Vec<(usize, u64)> = spec
-            .weights()
-            .iter()
-            .map(|&(n, _)| (n, fold_of(frame.get(HEADER..n).unwrap_or_default())))
-            .collect();
-        let fold = |n: usize| folds.iter().find(|f| f.0 == n).map_or(0, |f| f.1);
         let count = (FRAMES_BYTES / spec.max().max(1)).clamp(1, BURST);
+        let frames: Vec<Vec<u8>> = (0..count).map(|i| template(spec.max(), fill, i)).collect();
+        let sizes: Vec<usize> = spec.weights().iter().map(|w| w.0).collect();
+        let folds = frames
+            .iter()
+            .flat_map(|f| {
+                sizes
+                    .iter()
+                    .map(|&n| fold_of(f.get(HEADER..n).unwrap_or_default()))
+            })
+            .collect();
+        let index = |n: usize| sizes.iter().position(|&m| m == n).unwrap_or(0);
         let mut s = Stamper {
-            frames: vec![frame; count],
+            frames,
             lens: vec![0; count],
             head: 0,
             next: 0,
-            cycle: spec.cycle().into_iter().map(|n| (n, fold(n))).collect(),
+            cycle: spec.cycle().into_iter().map(|n| (n, index(n))).collect(),
+            folds,
+            sizes: sizes.len(),
             gso,
         };
         for i in 0..count {
@@ -282,7 +299,8 @@ impl Stamper {
     fn stamp(&mut self, i: usize) {
         let seq = self.next;
         self.next += 1;
-        let (len, payload) = self.cycle[cycle_index(seq, self.cycle.len())];
+        let (len, k) = self.cycle[cycle_index(seq, self.cycle.len())];
+        let payload = self.folds[i * self.sizes + k];
         self.lens[i] = len;
         let f = &mut self.frames[i];
         if len >= HEADER {
@@ -836,6 +854,32 @@ mod tests {
             let want = Check {
                 delivered: 1,
                 corrupted: damaged.len() as u64,
+                ..Check::default()
+            };
+            assert_eq!(c.found, want, "{size}");
+        }
+    }
+
+    /// No two of a sender's buffers carry the same payload, so another frame's bytes
+    /// delivered under a frame's header fail the check.
+    #[test]
+    fn frames_from_other_buffers_are_told_apart() {
+        for size in [64, 1500, 65535] {
+            let s = Stamper::new(size, 0x5a, None);
+            let frames: Vec<Vec<u8>> = s.burst(BURST).iter().map(|p| p.data.to_vec()).collect();
+            for (a, fa) in frames.iter().enumerate() {
+                for fb in &frames[a + 1..] {
+                    assert_ne!(fa[HEADER..], fb[HEADER..], "{size}");
+                }
+            }
+            let mut c = Checker::new(size);
+            let mut stale = frames[0].clone();
+            stale[..HEADER].copy_from_slice(&frames[1][..HEADER]);
+            c.bytes(&frames[0]);
+            c.bytes(&stale);
+            let want = Check {
+                delivered: 1,
+                corrupted: 1,
                 ..Check::default()
             };
             assert_eq!(c.found, want, "{size}");
