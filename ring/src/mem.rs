@@ -277,16 +277,17 @@ impl SharedMem {
         let base = self.base.as_ptr();
         let mut at = offset;
         let end = offset + len;
-        if len >= PREFETCH_MIN {
+        let read_ahead = len >= PREFETCH_MIN;
+        if read_ahead {
             self.prefetch(offset, len.min(PREFETCH_AHEAD));
         }
         while at < offset + whole {
-            if len >= PREFETCH_MIN && (at - offset) % 64 == 0 && at + PREFETCH_AHEAD < end {
-                self.prefetch(at + PREFETCH_AHEAD, 1);
+            if read_ahead && (at - offset) % 64 == 0 && at + PREFETCH_AHEAD < end {
+                // In the checked range: no second bounds check per line.
+                prefetch_line(base.wrapping_add(at + PREFETCH_AHEAD));
             }
-            // SAFETY: `at + 32 <= offset + whole <= offset + len`, in bounds (checked) and
-            // valid for reads (constructor contract); `Unaligned` has alignment 1, so the
-            // volatile loads are aligned at any address.
+            // SAFETY: `at + 32 <= offset + whole`, in the checked range and readable; the
+            // loads of `Unaligned` (alignment 1) are aligned at any address.
             let w = unsafe {
                 let p = base.add(at).cast::<Unaligned>();
                 [
@@ -310,17 +311,12 @@ impl SharedMem {
         if len == 0 || self.check(offset, len).is_err() {
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let base = self.base.as_ptr() as usize;
-            let mut line = (base + offset) & !63;
-            while line < base + offset + len {
-                // SAFETY: a prefetch is a hint that does not access memory architecturally
-                // and never faults; the line holds bytes of this checked range.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
-                line += 64;
-            }
+        let first = self.base.as_ptr().wrapping_add(offset);
+        let end = first.wrapping_add(len);
+        let mut line = first.wrapping_sub(first as usize % 64);
+        while line < end {
+            prefetch_line(line);
+            line = line.wrapping_add(64);
         }
     }
 
@@ -394,9 +390,9 @@ impl SharedMem {
         // SAFETY: in bounds (checked above).
         let p = unsafe { self.base.as_ptr().add(offset) };
         if (p as usize) % std::mem::align_of::<T>() == 0 {
-            // SAFETY: `p` is in bounds, writable (checked), aligned for `T` and valid for
-            // writes; `T` has no padding (`IntoBytes`), so no uninitialised byte is stored.
-            // No Rust reference to the destination is formed.
+            // No Rust reference to the destination is formed; `T` has no padding
+            // (`IntoBytes`), so no uninitialised byte is stored.
+            // SAFETY: `p` is in bounds, writable (checked), aligned for `T`.
             unsafe { ptr::write_volatile(p.cast::<T>(), *v) };
             return Ok(());
         }
@@ -562,6 +558,20 @@ pub const PREFETCH_AHEAD: usize = 1024;
 /// The shortest range [`SharedMem::read_blocks_le`] prefetches for: a few lines are read
 /// sooner than a prefetch would bring them.
 pub const PREFETCH_MIN: usize = 256;
+
+/// Hints that the cache line holding `p` is about to be read (PREFETCHT0 on x86-64, nothing
+/// elsewhere). Safe for any address: a prefetch reads nothing into the program and never
+/// faults.
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that does not access memory architecturally.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// An 8-byte word at any address (alignment 1): a volatile load of it reads each byte
 /// once, in one unaligned load where the target has them (x86-64 does).
