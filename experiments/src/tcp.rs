@@ -81,6 +81,14 @@ impl FrontendHandler for ToTap {
 struct Bridge {
     port: Arc<TapPort>,
     rx: Mutex<Vec<RxInjector>>,
+    /// Created once a guest is connected (see [`guest_connected_marker`]).
+    connected_marker: PathBuf,
+}
+
+/// The file a TCP backend creates once its guest is connected: until then the TAP's
+/// frames have no peer and would be dropped, so the host's TAP is brought up only after.
+fn guest_connected_marker(world: &Path) -> PathBuf {
+    world.join("tcp-guest-connected")
 }
 
 impl VifHandler for Bridge {
@@ -90,6 +98,9 @@ impl VifHandler for Bridge {
     fn connected(&self, rx: Vec<RxInjector>) {
         if let Ok(mut r) = self.rx.lock() {
             *r = rx;
+        }
+        if let Err(e) = std::fs::write(&self.connected_marker, b"") {
+            log::warn!("cannot create {}: {e}", self.connected_marker.display());
         }
     }
     fn disconnected(&self, _reason: &str) {
@@ -119,6 +130,7 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     let bridge = Arc::new(Bridge {
         port: Arc::clone(&port),
         rx: Mutex::new(Vec::new()),
+        connected_marker: guest_connected_marker(&a.end.world),
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -740,6 +752,11 @@ impl Netns {
         run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))
     }
 
+    /// Takes interface `dev` in `ns` down.
+    fn set_down(ns: &str, dev: &str) -> anyhow::Result<()> {
+        run(Command::new("ip").args(["-n", ns, "link", "set", dev, "down"]))
+    }
+
     /// Waits until interface `dev` exists in `ns`.
     fn wait_for(ns: &str, dev: &str, child: &mut Child) -> anyhow::Result<()> {
         let t = Instant::now();
@@ -873,7 +890,10 @@ pub fn run_tcp(exe: &Path, plan: &TcpPlan, run: &TcpRun, round: u32) -> anyhow::
     let probe_after = crate::probe(20_000);
     let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
     if !veth {
-        // The frontend first: its close is what the backend waits for.
+        // The host's TAP goes down first, so that no frame the host's kernel sends late
+        // (a retransmission, neighbour discovery) finds the guest gone and is counted
+        // dropped; then the frontend: its close is what the backend waits for.
+        Netns::set_down(&ns.host, "tapb")?;
         front = stop_and_report(&mut ns.children[1]);
         back = stop_and_report(&mut ns.children[0]);
     }
@@ -1089,8 +1109,28 @@ fn link_netstage(
             });
         }
     }
+    wait_guest_connected(ns, world)?;
     Netns::configure(&ns.host, "tapb", HOST_IP)?;
     Netns::configure(&ns.guest, "tapf", GUEST_IP)
+}
+
+/// Waits until the backend (`ns.children[0]`) says its guest is connected, so that no
+/// frame the host's kernel sends once its TAP is up finds no peer.
+fn wait_guest_connected(ns: &mut Netns, world: &Path) -> anyhow::Result<()> {
+    let marker = guest_connected_marker(world);
+    let t = Instant::now();
+    while !marker.exists() {
+        for (i, who) in ["the backend", "the frontend"].into_iter().enumerate() {
+            if let Some(st) = ns.children[i].try_wait()? {
+                bail!("{who} exited ({st}) before the guest connected");
+            }
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("the guest did not connect within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// Bulk transfer: iperf3's server in the host's namespace, its client in the guest's.
