@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::child::{self, StderrTail};
 use crate::roles::{self, EndArgs};
-use crate::tap::{Refusal, TapPort};
+use crate::tap::{Refusal, TapCountersSnapshot, TapPort};
 use crate::{spread, Dir, Machine, Spread};
 
 /// The guest's address (frontend namespace) and the host's (backend namespace).
@@ -64,6 +64,86 @@ pub struct TcpEndReport {
     /// Each reason that happened, with its count (`read_drop_no_peer: 3`).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
+    /// Frames dropped after the run's end was marked (when the workload ended), while the ends
+    /// stopped: not part of the measured run.
+    #[serde(default)]
+    pub tap_drops_after_run: u64,
+    /// Their reasons, with their counts.
+    #[serde(default)]
+    pub tap_drop_reasons_after_run: Vec<String>,
+}
+
+/// The file a TCP end creates once it has taken its TAP's counters at the run's end.
+fn run_end_ack(world: &Path, tap: &str) -> PathBuf {
+    world.join(format!("tcp-run-end-{tap}"))
+}
+
+/// An end's TAP counters at the end of the measured run: taken when the orchestrator
+/// sends SIGUSR1 ([`mark_run_end`]), by a thread that then creates [`run_end_ack`].
+struct RunEnd {
+    at: Arc<Mutex<Option<TapCountersSnapshot>>>,
+}
+
+impl RunEnd {
+    /// Watches for the mark until `stop`.
+    fn watch(port: Arc<TapPort>, ack: PathBuf, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let marked = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&marked))?;
+        let at = Arc::new(Mutex::new(None));
+        let taken = Arc::clone(&at);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if marked.load(Ordering::Relaxed) {
+                    if let Ok(mut t) = taken.lock() {
+                        *t = Some(port.counters());
+                    }
+                    if let Err(e) = std::fs::write(&ack, b"") {
+                        log::warn!("cannot create {}: {e}", ack.display());
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Ok(RunEnd { at })
+    }
+
+    /// The report's drop fields from `port`'s counters now: those up to the mark (all of
+    /// them if the run's end was never marked), and those after it.
+    fn report(&self, port: &TapPort, cpu_seconds: f64, metrics: serde_json::Value) -> TcpEndReport {
+        let now = port.counters();
+        let at = self.at.lock().ok().and_then(|t| *t).unwrap_or(now);
+        let (tap_drops, tap_drop_reasons) = drops_between(&TapCountersSnapshot::default(), &at);
+        let (tap_drops_after_run, tap_drop_reasons_after_run) = drops_between(&at, &now);
+        TcpEndReport {
+            cpu_seconds,
+            metrics,
+            tap_drops,
+            tap_drop_reasons,
+            tap_drops_after_run,
+            tap_drop_reasons_after_run,
+        }
+    }
+}
+
+/// The drops counted after `before` up to `after`: the total, and each reason that
+/// happened with its count.
+fn drops_between(before: &TapCountersSnapshot, after: &TapCountersSnapshot) -> (u64, Vec<String>) {
+    let earlier = before.nonzero_drops();
+    let mut total = 0;
+    let mut reasons = Vec::new();
+    for (name, n) in after.nonzero_drops() {
+        let was = earlier
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map_or(0, |(_, k)| *k);
+        let d = n.saturating_sub(was);
+        if d > 0 {
+            total += d;
+            reasons.push(format!("{name}: {d}"));
+        }
+    }
+    (total, reasons)
 }
 
 /// Writes received packets to the TAP (counted by the port).
@@ -110,18 +190,6 @@ impl VifHandler for Bridge {
     }
 }
 
-/// A report's drop fields from the port's counters: the total, and each reason that
-/// happened with its count.
-fn drops_of(port: &TapPort) -> (u64, Vec<String>) {
-    let c = port.counters();
-    let reasons = c
-        .nonzero_drops()
-        .into_iter()
-        .map(|(name, n)| format!("{name}: {n}"))
-        .collect();
-    (c.read_drops() + c.write_drops(), reasons)
-}
-
 /// The host end: a backend whose vif is bridged to TAP `--tap`, until SIGTERM.
 pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     // Pinned before the TAP reader starts, so that it inherits the placement.
@@ -134,6 +202,11 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let run_end = RunEnd::watch(
+        Arc::clone(&port),
+        run_end_ack(&a.end.world, &a.tap),
+        Arc::clone(&stop),
+    )?;
     let reader = {
         let (port, stop, bridge) = (Arc::clone(&port), Arc::clone(&stop), Arc::clone(&bridge));
         std::thread::spawn(move || {
@@ -153,13 +226,7 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("the TAP reader panicked"))??;
-    let (tap_drops, tap_drop_reasons) = drops_of(&port);
-    let out = TcpEndReport {
-        cpu_seconds: report.cpu_seconds,
-        metrics: report.metrics,
-        tap_drops,
-        tap_drop_reasons,
-    };
+    let out = run_end.report(&port, report.cpu_seconds, report.metrics);
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
@@ -169,6 +236,11 @@ pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     let port = Arc::new(TapPort::open(&a.tap, a.offload)?);
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    let run_end = RunEnd::watch(
+        Arc::clone(&port),
+        run_end_ack(&a.end.world, &a.tap),
+        Arc::clone(&stop),
+    )?;
     let handler = Arc::new(ToTap {
         port: Arc::clone(&port),
     });
@@ -185,13 +257,11 @@ pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
         bail!("the frontend stopped sending: {e}");
     }
     let metrics = front.close_counted()?;
-    let (tap_drops, tap_drop_reasons) = drops_of(&port);
-    let out = TcpEndReport {
-        cpu_seconds: crate::sys::cpu_seconds(),
-        metrics: serde_json::to_value(metrics)?,
-        tap_drops,
-        tap_drop_reasons,
-    };
+    let out = run_end.report(
+        &port,
+        crate::sys::cpu_seconds(),
+        serde_json::to_value(metrics)?,
+    );
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
@@ -237,6 +307,13 @@ pub struct TcpSample {
     /// Why (the first few distinct reasons of each end).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
+    /// Frames either TAP adapter could not pass on after the run, while the ends stopped
+    /// (frames the kernels still sent, finding the peer gone): not the run's.
+    #[serde(default)]
+    pub tap_drops_after_run: u64,
+    /// Why, as [`TcpSample::tap_drop_reasons`].
+    #[serde(default)]
+    pub tap_drop_reasons_after_run: Vec<String>,
     /// Cross-core round trip before and after the run, ns.
     pub probe_ns: [f64; 2],
 }
@@ -520,9 +597,12 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     }
     rr_section(&mut out, r);
     let drops: u64 = r.samples.iter().map(|s| s.tap_drops).sum();
+    let after: u64 = r.samples.iter().map(|s| s.tap_drops_after_run).sum();
     let _ = writeln!(
         out,
-        "\nFrames the TAP adapters could not pass on, all runs: {drops}.\n\nCommands (each in the namespace it names, pinned to the core it names):\n\n```"
+        "\nFrames the TAP adapters could not pass on, all runs: {drops} (and {after} after the \
+         runs, while the ends stopped: frames the kernels still sent, finding the peer \
+         gone).\n\nCommands (each in the namespace it names, pinned to the core it names):\n\n```"
     );
     for c in &r.commands {
         let _ = writeln!(out, "{c}");
@@ -752,11 +832,6 @@ impl Netns {
         run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))
     }
 
-    /// Takes interface `dev` in `ns` down.
-    fn set_down(ns: &str, dev: &str) -> anyhow::Result<()> {
-        run(Command::new("ip").args(["-n", ns, "link", "set", dev, "down"]))
-    }
-
     /// Waits until interface `dev` exists in `ns`.
     fn wait_for(ns: &str, dev: &str, child: &mut Child) -> anyhow::Result<()> {
         let t = Instant::now();
@@ -890,10 +965,10 @@ pub fn run_tcp(exe: &Path, plan: &TcpPlan, run: &TcpRun, round: u32) -> anyhow::
     let probe_after = crate::probe(20_000);
     let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
     if !veth {
-        // The host's TAP goes down first, so that no frame the host's kernel sends late
-        // (a retransmission, neighbour discovery) finds the guest gone and is counted
-        // dropped; then the frontend: its close is what the backend waits for.
-        Netns::set_down(&ns.host, "tapb")?;
+        // What the TAPs dropped until now is the run's; what they drop while the ends stop
+        // (frames the kernels still send, finding the peer gone) is reported apart.
+        mark_run_end(&mut ns, &world)?;
+        // The frontend first: its close is what the backend waits for.
         front = stop_and_report(&mut ns.children[1]);
         back = stop_and_report(&mut ns.children[0]);
     }
@@ -998,18 +1073,23 @@ fn sample(
         front_metrics: front.metrics,
         back_metrics: back.metrics,
         tap_drops: front.tap_drops + back.tap_drops,
-        tap_drop_reasons: front
-            .tap_drop_reasons
-            .into_iter()
-            .map(|r| format!("frontend: {r}"))
-            .chain(
-                back.tap_drop_reasons
-                    .into_iter()
-                    .map(|r| format!("backend: {r}")),
-            )
-            .collect(),
+        tap_drop_reasons: by_end(front.tap_drop_reasons, back.tap_drop_reasons),
+        tap_drops_after_run: front.tap_drops_after_run + back.tap_drops_after_run,
+        tap_drop_reasons_after_run: by_end(
+            front.tap_drop_reasons_after_run,
+            back.tap_drop_reasons_after_run,
+        ),
         probe_ns,
     }
+}
+
+/// Both ends' drop reasons, each named by its end.
+fn by_end(front: Vec<String>, back: Vec<String>) -> Vec<String> {
+    front
+        .into_iter()
+        .map(|r| format!("frontend: {r}"))
+        .chain(back.into_iter().map(|r| format!("backend: {r}")))
+        .collect()
 }
 
 /// Links the namespaces with the kernel's veth pair (the reference).
@@ -1112,6 +1192,31 @@ fn link_netstage(
     wait_guest_connected(ns, world)?;
     Netns::configure(&ns.host, "tapb", HOST_IP)?;
     Netns::configure(&ns.guest, "tapf", GUEST_IP)
+}
+
+/// Marks the end of the measured run: asks both ends (`ns.children[0]` and `[1]`) to take
+/// their TAP counters now and waits until both have ([`run_end_ack`]), so that drops while
+/// they stop are told apart from the run's.
+fn mark_run_end(ns: &mut Netns, world: &Path) -> anyhow::Result<()> {
+    for c in &ns.children[..2] {
+        crate::sys::signal(c.id(), libc::SIGUSR1)?;
+    }
+    let t = Instant::now();
+    for (i, (who, tap)) in [("the backend", "tapb"), ("the frontend", "tapf")]
+        .into_iter()
+        .enumerate()
+    {
+        while !run_end_ack(world, tap).exists() {
+            if let Some(st) = ns.children[i].try_wait()? {
+                bail!("{who} exited ({st}) before the run's end");
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("{who} did not take its TAP counters within 10 s of the run's end");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the backend (`ns.children[0]`) says its guest is connected, so that no
@@ -1401,7 +1506,7 @@ fn offload_axis(rows: &[&TcpRow], dir: Dir) -> Option<TcpAxisChart> {
 }
 
 /// The columns of `tcp.csv`.
-pub const TCP_CSV_COLUMNS: [&str; 15] = [
+pub const TCP_CSV_COLUMNS: [&str; 16] = [
     "round",
     "design",
     "dir",
@@ -1417,6 +1522,7 @@ pub const TCP_CSV_COLUMNS: [&str; 15] = [
     "netif_packets",
     "netif_bytes",
     "tap_drops",
+    "tap_drops_after_run",
 ];
 
 /// One line of `tcp.csv`: one run.
@@ -1444,6 +1550,7 @@ struct TcpRecord<'a> {
     netif_packets: f64,
     netif_bytes: f64,
     tap_drops: u64,
+    tap_drops_after_run: u64,
 }
 
 /// Every TCP run as CSV (through the `csv` crate: a cell is quoted when it must be).
@@ -1466,6 +1573,7 @@ pub fn tcp_csv(r: &TcpResults) -> String {
             netif_packets,
             netif_bytes,
             tap_drops: s.tap_drops,
+            tap_drops_after_run: s.tap_drops_after_run,
         }
     });
     crate::write_csv(&TCP_CSV_COLUMNS, records)
@@ -1474,6 +1582,39 @@ pub fn tcp_csv(r: &TcpResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_after_the_runs_end_are_counted_apart_from_the_runs() {
+        let at_end = TapCountersSnapshot {
+            read_drop_peer_full: 2,
+            write_drop_failed: 1,
+            ..TapCountersSnapshot::default()
+        };
+        let stopped = TapCountersSnapshot {
+            read_drop_no_peer: 3,
+            write_drop_failed: 5,
+            ..at_end
+        };
+        let none = TapCountersSnapshot::default();
+        assert_eq!(
+            drops_between(&none, &at_end),
+            (
+                3,
+                vec![
+                    "read_drop_peer_full: 2".into(),
+                    "write_drop_failed: 1".into()
+                ]
+            )
+        );
+        assert_eq!(
+            drops_between(&at_end, &stopped),
+            (
+                7,
+                vec!["read_drop_no_peer: 3".into(), "write_drop_failed: 4".into()]
+            )
+        );
+        assert_eq!(drops_between(&stopped, &stopped), (0, Vec::new()));
+    }
 
     /// What sockperf 3.7 prints for `ping-pong --full-rtt` (colour escapes included).
     const PING_PONG: &str = "sockperf: [Total Run] RunTime=2.000 sec; Warm up time=400 msec; SentMessages=298069; ReceivedMessages=298068\n\
@@ -1549,6 +1690,8 @@ sockperf: ---> <MIN> observation =    5.740\n";
             back_metrics: serde_json::Value::Null,
             tap_drops: 0,
             tap_drop_reasons: Vec::new(),
+            tap_drops_after_run: 0,
+            tap_drop_reasons_after_run: Vec::new(),
             probe_ns: [0.0; 2],
         }
     }
