@@ -1201,20 +1201,9 @@ fn mark_run_end(ns: &mut Netns, world: &Path) -> anyhow::Result<()> {
     for c in &ns.children[..2] {
         crate::sys::signal(c.id(), libc::SIGUSR1)?;
     }
-    let t = Instant::now();
-    for (i, (who, tap)) in [("the backend", "tapb"), ("the frontend", "tapf")]
-        .into_iter()
-        .enumerate()
-    {
-        while !run_end_ack(world, tap).exists() {
-            if let Some(st) = ns.children[i].try_wait()? {
-                bail!("{who} exited ({st}) before the run's end");
-            }
-            if t.elapsed() > Duration::from_secs(10) {
-                bail!("{who} did not take its TAP counters within 10 s of the run's end");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+    for tap in ["tapb", "tapf"] {
+        wait_for_file(ns, &run_end_ack(world, tap), Duration::from_secs(10))
+            .with_context(|| format!("the end on {tap} did not take its TAP counters"))?;
     }
     Ok(())
 }
@@ -1222,18 +1211,24 @@ fn mark_run_end(ns: &mut Netns, world: &Path) -> anyhow::Result<()> {
 /// Waits until the backend (`ns.children[0]`) says its guest is connected, so that no
 /// frame the host's kernel sends once its TAP is up finds no peer.
 fn wait_guest_connected(ns: &mut Netns, world: &Path) -> anyhow::Result<()> {
-    let marker = guest_connected_marker(world);
+    wait_for_file(ns, &guest_connected_marker(world), Duration::from_secs(20))
+        .context("the guest did not connect")
+}
+
+/// Waits up to `limit` until file `path` exists; fails sooner if either end
+/// (`ns.children[0]`, `[1]`) exits.
+fn wait_for_file(ns: &mut Netns, path: &Path, limit: Duration) -> anyhow::Result<()> {
     let t = Instant::now();
-    while !marker.exists() {
+    while !path.exists() {
         for (i, who) in ["the backend", "the frontend"].into_iter().enumerate() {
             if let Some(st) = ns.children[i].try_wait()? {
-                bail!("{who} exited ({st}) before the guest connected");
+                bail!("{who} exited ({st})");
             }
         }
-        if t.elapsed() > Duration::from_secs(20) {
-            bail!("the guest did not connect within 20 s");
+        if t.elapsed() > limit {
+            bail!("{} did not appear within {limit:?}", path.display());
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
 }
