@@ -613,8 +613,27 @@ pub fn scenario_median(
 pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let rows = summarise(r);
-    let m = &r.machine;
+    preamble(&mut out, r);
+    throughput_table(&mut out, r, &rows);
+    verdict::report_section(&mut out, &rows);
+    calibrate::report_section(&mut out, r);
+    cost_section(&mut out, r, &rows);
+    notification_section(&mut out, r, &rows);
+    rr_section(&mut out, r, &rows);
+    upper_bound_section(&mut out, r, &rows);
+    small_stream_section(&mut out, r, &rows);
+    peer_section(&mut out, r, &rows);
+    check_section(&mut out, r);
+    placement_section(&mut out, r);
+    outlier_section(&mut out, r);
+    plots_section(&mut out, r);
+    out
+}
+
+/// The report's title, machine, run record, method and queue caveat.
+fn preamble(out: &mut String, r: &Results) {
     let _ = writeln!(out, "# netstage: designs compared\n");
+    let m = &r.machine;
     let _ = writeln!(
         out,
         "Machine: {} ({} cores), kernel {}; grant cost mode `{}`; event channels: {}.\n",
@@ -625,7 +644,7 @@ pub fn markdown(r: &Results) -> String {
         m.waiting()
     );
     if let Some(rec) = &r.record {
-        record_lines(&mut out, rec);
+        record_lines(out, rec);
     }
     let set_aside = runs(set_aside(&far_runs(r)));
     let seed = r.seed.map_or("not recorded".into(), |x| {
@@ -659,16 +678,17 @@ pub fn markdown(r: &Results) -> String {
             m.cores
         );
     }
-    throughput_table(&mut out, r, &rows);
-    verdict::report_section(&mut out, &rows);
-    calibrate::report_section(&mut out, r);
+}
+
+/// The report's "Cost per packet" section: the backend's operations and CPU per packet.
+fn cost_section(out: &mut String, r: &Results, rows: &[Row]) {
     table_head(
-        &mut out,
+        out,
         "\n## Cost per packet\n\nBackend counters over its whole run divided by the packets it moved (medians over rounds): grant-copy operations, grant-copy calls (hypercalls), pages mapped and unmapped, system calls the emulation made, notifications sent by the backend, bytes memcpy'd through staging memory, bytes moved by grant copy or read through grant maps, and backend CPU per packet and per byte of packet data.\n",
         "| dir | size (B) | design | copy ops | copy calls | maps | unmaps | kernel crossings | backend notifications | staged bytes | granted bytes | backend CPU us | backend CPU ns/B |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
-    for row in &rows {
+    for row in rows {
         let med = |f: &dyn Fn(&Sample) -> f64| row.median(r, f);
         let (staged, granted): (&str, &[&str]) = match row.dir {
             Dir::Rx => ("rx_staged_bytes", &["rx_grant_copy_bytes"]),
@@ -696,13 +716,17 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.back_cpu_s * 1e9 / (s.backend_packets() * s.size.mean()).max(1.0)),
         );
     }
+}
+
+/// The report's "Notifications, staging and shared memory" section.
+fn notification_section(out: &mut String, r: &Results, rows: &[Row]) {
     table_head(
-        &mut out,
+        out,
         "\n## Notifications, staging and shared memory\n\nPer packet, medians over rounds: event-channel notifications each side sent and the wake-ups each side took (a wake-up is one return from a blocking wait), the share of packets whose bytes went wholly or partly through staging memory, the fallbacks to grant operations by reason — the packet was larger than the copy limit (a slot's data-len or the policy's limit; TX only: RX counts no such reason) or the data ring had no room (on TX a packet can be both staged and a fallback: the greedy policy stages what fits and grants the rest) — the data ring's mean fill as the frontend sampled it (at each TX staging decision, at each staged RX packet; `-` for designs without a data ring), and the memory the frontend keeps granted to the backend (rings, slots or data rings).\n",
         "| dir | size (B) | design | backend notifications | backend wake-ups | frontend notifications | frontend wake-ups | staged % | over-limit fallback % | ring-full fallback % | ring fill % | granted (KiB) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
-    for row in &rows {
+    for row in rows {
         let med = |f: &dyn Fn(&Sample) -> f64| row.median(r, f);
         let side = if row.dir == Dir::Rx { "rx" } else { "tx" };
         let fill = if row.design.starts_with("ring:") {
@@ -751,6 +775,10 @@ pub fn markdown(r: &Results) -> String {
             med(&|s| s.front_metrics["granted_bytes"].as_f64().unwrap_or(0.0)) / 1024.0,
         );
     }
+}
+
+/// The report's "Request/response" section, if the sweep had request/response rows.
+fn rr_section(out: &mut String, r: &Results, rows: &[Row]) {
     let rr: Vec<&Row> = rows.iter().filter(|x| x.dir.is_rr()).collect();
     if !rr.is_empty() {
         let _ = writeln!(
@@ -793,6 +821,11 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+}
+
+/// The report's "Upper bound" section: the raw 64 KiB stream and the best data ring's
+/// share of it.
+fn upper_bound_section(out: &mut String, r: &Results, rows: &[Row]) {
     if let Some(g) = spread(&r.stream_gbps) {
         let best = rows
             .iter()
@@ -820,11 +853,10 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
-    small_stream_section(&mut out, r, &rows);
-    peer_section(&mut out, r, &rows);
-    check_section(&mut out, r);
-    placement_section(&mut out, r);
-    outlier_section(&mut out, r);
+}
+
+/// The report's "Plots" section: the charts written beside it.
+fn plots_section(out: &mut String, r: &Results) {
     let names = plots::chart_names(r);
     if !names.is_empty() {
         let _ = writeln!(
@@ -835,7 +867,6 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "![{n}]({n}.svg)");
         }
     }
-    out
 }
 
 /// The report's section on the receivers' checks: totals, and every run that was not

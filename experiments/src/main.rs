@@ -453,95 +453,13 @@ struct Scenario {
 }
 
 fn compare(a: CompareArgs) -> anyhow::Result<()> {
-    let cli = Sweep {
-        designs: a.designs.clone(),
-        sizes: a.sizes.clone(),
-        dirs: a.dirs.clone(),
-        queues: a.queues.clone(),
-        rounds: a.rounds,
-        seconds: a.seconds,
-        busy: a.busy.then_some(true),
-        cost: a.cost.clone(),
-        stream: a.no_stream.then_some(false),
-        front_spin_us: a.front_spin_us,
-        back_spin_us: a.back_spin_us,
-        peers: a.peers.clone(),
-        seed: a.seed,
-    };
-    cli.check().map_err(anyhow::Error::msg)?;
-    let sweep = match &a.scenario {
-        Some(f) => Sweep::load(f)?.overridden_by(cli),
-        None => cli,
-    };
-    let designs = sweep.designs.clone().unwrap_or_else(|| {
-        if a.quick {
-            vec![
-                "grant-copy".into(),
-                "slots:256".into(),
-                "ring:8:greedy".into(),
-            ]
-        } else {
-            [
-                "grant-copy",
-                "grant-map",
-                "linux",
-                "slots:256",
-                "slots-rfc:256",
-                "ring:8:greedy",
-                "ring:8:greedy:wait",
-                "ring:8:adaptive",
-            ]
-            .map(String::from)
-            .to_vec()
-        }
-    });
-    let sizes = sweep.sizes.clone().unwrap_or_else(|| {
-        let bytes: &[usize] = if a.quick {
-            &[64, 1500]
-        } else {
-            &[64, 256, 1500, 65535]
-        };
-        bytes.iter().copied().map(SizeSpec::Fixed).collect()
-    });
-    let dirs = sweep
-        .dirs
-        .clone()
-        .unwrap_or_else(|| vec![Dir::Tx, Dir::Rx, Dir::Rr, Dir::RrBusy]);
-    let cpus = experiments::sys::cpus();
-    let queues = sweep.queues.clone().unwrap_or_else(|| {
-        if cpus >= 4 && !a.quick {
-            vec![1, 2]
-        } else {
-            vec![1]
-        }
-    });
-    if let Some(q) = queues.iter().find(|q| 2 * usize::from(**q) > cpus) {
-        eprintln!(
-            "experiments: {q} queues on {cpus} cores: each end's queue threads share its core \
-             (the report says so)"
-        );
-    }
-    // Defaults: see docs/harness.md, "Rounds and seconds" (seven rounds of 0.3 s take about
-    // five minutes on two cores; --quick about 40 s).
-    let rounds = sweep.rounds.unwrap_or(if a.quick { 4 } else { 7 });
-    let seconds = sweep.seconds.unwrap_or(if a.quick { 0.2 } else { 0.3 });
-    let seed = sweep.seed.unwrap_or_else(clock_seed);
-    let busy = sweep.busy.unwrap_or(false);
-    let cost = sweep
-        .cost
-        .clone()
-        .unwrap_or_else(|| calibrate::XEN_PRESET.into());
-    let stream = sweep.stream.unwrap_or(true);
-    let front_spin = sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]);
-    let back_spin = sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]);
-    let peers = sweep.peers.clone().unwrap_or_default();
+    let plan = ComparePlan::resolve(&a)?;
     // Found before anything runs: a missing peer fails the run at once, not after minutes.
-    let dpdk = if peers.contains(&Peer::Dpdk) {
+    let dpdk = if plan.peers.contains(&Peer::Dpdk) {
         Some(Dpdk::detect()?)
     } else {
         None
     };
-    let poll = if busy { "busy-poll" } else { "blocking" };
     if experiments::sys::cpus() < 2 {
         eprintln!("experiments: only one CPU: frontend and backend will share it");
     }
@@ -553,111 +471,34 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     experiments::sys::remove_stale_worlds();
-    let ran = Sweep {
-        designs: Some(designs.clone()),
-        sizes: Some(sizes.clone()),
-        dirs: Some(dirs.clone()),
-        queues: Some(queues.clone()),
-        rounds: Some(rounds),
-        seconds: Some(seconds),
-        busy: Some(busy),
-        cost: Some(cost.clone()),
-        stream: Some(stream),
-        front_spin_us: Some(front_spin),
-        back_spin_us: Some(back_spin),
-        peers: (!peers.is_empty()).then(|| peers.clone()),
-        seed: Some(seed),
-    };
-    std::fs::write(out.join("scenario.toml"), toml::to_string(&ran)?)?;
-    let scenarios = scenarios_of(&dirs, &sizes, &queues, &designs);
-    // The peers run at the throughput directions and fixed sizes (testpmd sends one size).
-    let peer_runs: Vec<(Dir, usize)> = dirs
-        .iter()
-        .filter(|d| !d.is_rr())
-        .flat_map(|d| sizes.iter().filter_map(move |s| Some((*d, s.fixed()?))))
-        .collect();
-    if dpdk.is_some() && sizes.iter().any(SizeSpec::is_mixed) {
-        eprintln!("experiments: testpmd sends one frame size: the mixed sizes run without it");
-    }
-    let peer_runs = if dpdk.is_some() {
-        peer_runs
-    } else {
-        Vec::new()
-    };
-    // Every run of a round, designs, peers and the raw streams alike, goes in an order
-    // shuffled afresh for each round from the seed.
-    let mut runs: Vec<Run> = (0..scenarios.len()).map(Run::Design).collect();
-    if dpdk.is_some() {
-        runs.extend((0..peer_runs.len()).map(Run::Peer));
-    }
-    if stream {
-        runs.extend([Run::Stream(65536), Run::Stream(64)]);
-    }
-    let bar = progress_bar(runs.len() as u64 * u64::from(rounds));
+    std::fs::write(out.join("scenario.toml"), toml::to_string(&plan.ran())?)?;
+    let scenarios = scenarios_of(&plan.dirs, &plan.sizes, &plan.queues, &plan.designs);
+    let peer_runs = plan.peer_runs(dpdk.is_some());
+    let runs = runs_of(scenarios.len(), peer_runs.len(), plan.stream);
+    let total = runs.len() as u64 * u64::from(plan.rounds);
+    let bar = progress_bar(total);
     let exe = std::env::current_exe()?;
-    let spin_us = [front_spin, back_spin];
-    let (role_cost, calibration) = resolve_cost(&exe, &cost, seconds, spin_us, &bar)?;
+    let spin_us = [plan.front_spin, plan.back_spin];
+    let (role_cost, calibration) = resolve_cost(&exe, &plan.cost, plan.seconds, spin_us, &bar)?;
     let cfg = RunCfg {
-        seconds,
-        busy,
+        seconds: plan.seconds,
+        busy: plan.busy,
         cost: &role_cost,
         spin_us,
     };
-    let mut machine = Machine::detect(&cost, poll);
-    machine.front_spin_us = Some(front_spin);
-    machine.back_spin_us = Some(back_spin);
-    let mut results = Results {
-        machine,
-        samples: Vec::new(),
-        stream_gbps: Vec::new(),
-        stream_64b_mps: Vec::new(),
-        peers: Vec::new(),
-        peer_failures: Vec::new(),
-        seed: Some(seed),
-        calibration,
-        record: Some(experiments::RunRecord::now()),
-    };
+    let mut results = plan.results(calibration);
     let stop = interrupt_flag()?;
-    let mut log = std::fs::File::create(out.join("samples.jsonl"))
-        .with_context(|| format!("cannot create {}", out.join("samples.jsonl").display()))?;
     let sweep_ctx = SweepCtx {
         exe: &exe,
         cfg: &cfg,
         scenarios: &scenarios,
         peer_runs: &peer_runs,
         dpdk: dpdk.as_ref(),
-        seconds,
+        seconds: plan.seconds,
         bar: &bar,
-        total: runs.len() as u64 * u64::from(rounds),
+        total,
     };
-    let mut failure = None;
-    'rounds: for (round, order) in (1..=rounds).zip(run_order(runs.len(), rounds, seed)) {
-        // Saved in the sweep's order (the report lists designs as first seen); each
-        // sample records its place in the shuffled order.
-        let mut done = RoundDone {
-            designs: vec![None; scenarios.len()],
-            peers: vec![None; peer_runs.len()],
-        };
-        for (position, k) in (0u32..).zip(order) {
-            let step = sweep_ctx.step(runs[k], round, position, &mut done, &mut results, &mut log);
-            let stopped_by = if stop.load(Ordering::Relaxed) {
-                Some("interrupted (Ctrl-C or SIGTERM)".to_string())
-            } else {
-                step.as_ref().err().map(causes)
-            };
-            if let Some(why) = stopped_by {
-                if let Some(rec) = results.record.as_mut() {
-                    rec.stopped_by = Some(why);
-                }
-                failure = step.err().filter(|_| !stop.load(Ordering::Relaxed));
-                done.move_into(&mut results);
-                break 'rounds;
-            }
-        }
-        done.move_into(&mut results);
-        // Each finished round is on disk: `report` renders it if the run stops later.
-        save_json(&out.join("results.json"), &results)?;
-    }
+    let failure = sweep_ctx.rounds(&runs, &plan, &stop, &mut results, &out)?;
     bar.finish_and_clear();
     if let Some(rec) = results.record.as_mut() {
         rec.partial = rec.stopped_by.is_some();
@@ -674,6 +515,186 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         ),
         None => Ok(()),
     }
+}
+
+/// A `compare` sweep with every setting resolved: the flags, over the scenario file's
+/// keys, over the defaults.
+struct ComparePlan {
+    designs: Vec<String>,
+    sizes: Vec<SizeSpec>,
+    dirs: Vec<Dir>,
+    queues: Vec<u16>,
+    rounds: u32,
+    seconds: f64,
+    seed: u64,
+    busy: bool,
+    cost: String,
+    stream: bool,
+    front_spin: u64,
+    back_spin: u64,
+    peers: Vec<Peer>,
+}
+
+impl ComparePlan {
+    /// Resolves `a`'s sweep (its scenario file, overridden by its flags) and fills in the
+    /// defaults (docs/harness.md, "Rounds and seconds").
+    fn resolve(a: &CompareArgs) -> anyhow::Result<ComparePlan> {
+        let cli = Sweep {
+            designs: a.designs.clone(),
+            sizes: a.sizes.clone(),
+            dirs: a.dirs.clone(),
+            queues: a.queues.clone(),
+            rounds: a.rounds,
+            seconds: a.seconds,
+            busy: a.busy.then_some(true),
+            cost: a.cost.clone(),
+            stream: a.no_stream.then_some(false),
+            front_spin_us: a.front_spin_us,
+            back_spin_us: a.back_spin_us,
+            peers: a.peers.clone(),
+            seed: a.seed,
+        };
+        cli.check().map_err(anyhow::Error::msg)?;
+        let sweep = match &a.scenario {
+            Some(f) => Sweep::load(f)?.overridden_by(cli),
+            None => cli,
+        };
+        let cpus = experiments::sys::cpus();
+        let queues = sweep
+            .queues
+            .unwrap_or_else(|| default_queues(a.quick, cpus));
+        if let Some(q) = queues.iter().find(|q| 2 * usize::from(**q) > cpus) {
+            eprintln!(
+                "experiments: {q} queues on {cpus} cores: each end's queue threads share its core \
+                 (the report says so)"
+            );
+        }
+        // Seven rounds of 0.3 s take about five minutes on two cores; --quick about 40 s.
+        Ok(ComparePlan {
+            designs: sweep.designs.unwrap_or_else(|| default_designs(a.quick)),
+            sizes: sweep.sizes.unwrap_or_else(|| default_sizes(a.quick)),
+            dirs: sweep
+                .dirs
+                .unwrap_or_else(|| vec![Dir::Tx, Dir::Rx, Dir::Rr, Dir::RrBusy]),
+            queues,
+            rounds: sweep.rounds.unwrap_or(if a.quick { 4 } else { 7 }),
+            seconds: sweep.seconds.unwrap_or(if a.quick { 0.2 } else { 0.3 }),
+            seed: sweep.seed.unwrap_or_else(clock_seed),
+            busy: sweep.busy.unwrap_or(false),
+            cost: sweep.cost.unwrap_or_else(|| calibrate::XEN_PRESET.into()),
+            stream: sweep.stream.unwrap_or(true),
+            front_spin: sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]),
+            back_spin: sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]),
+            peers: sweep.peers.unwrap_or_default(),
+        })
+    }
+
+    /// The sweep as run, every key resolved: what `scenario.toml` records.
+    fn ran(&self) -> Sweep {
+        Sweep {
+            designs: Some(self.designs.clone()),
+            sizes: Some(self.sizes.clone()),
+            dirs: Some(self.dirs.clone()),
+            queues: Some(self.queues.clone()),
+            rounds: Some(self.rounds),
+            seconds: Some(self.seconds),
+            busy: Some(self.busy),
+            cost: Some(self.cost.clone()),
+            stream: Some(self.stream),
+            front_spin_us: Some(self.front_spin),
+            back_spin_us: Some(self.back_spin),
+            peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
+            seed: Some(self.seed),
+        }
+    }
+
+    /// The peer's runs: the throughput directions at each fixed size (testpmd sends one
+    /// size), none without a peer.
+    fn peer_runs(&self, with_peer: bool) -> Vec<(Dir, usize)> {
+        if !with_peer {
+            return Vec::new();
+        }
+        if self.sizes.iter().any(SizeSpec::is_mixed) {
+            eprintln!("experiments: testpmd sends one frame size: the mixed sizes run without it");
+        }
+        self.dirs
+            .iter()
+            .filter(|d| !d.is_rr())
+            .flat_map(|d| {
+                self.sizes
+                    .iter()
+                    .filter_map(move |s| Some((*d, s.fixed()?)))
+            })
+            .collect()
+    }
+
+    /// The empty results of this sweep, with the machine and the run record.
+    fn results(&self, calibration: Option<calibrate::Calibration>) -> Results {
+        let poll = if self.busy { "busy-poll" } else { "blocking" };
+        let mut machine = Machine::detect(&self.cost, poll);
+        machine.front_spin_us = Some(self.front_spin);
+        machine.back_spin_us = Some(self.back_spin);
+        Results {
+            machine,
+            samples: Vec::new(),
+            stream_gbps: Vec::new(),
+            stream_64b_mps: Vec::new(),
+            peers: Vec::new(),
+            peer_failures: Vec::new(),
+            seed: Some(self.seed),
+            calibration,
+            record: Some(experiments::RunRecord::now()),
+        }
+    }
+}
+
+/// The default designs: the eight the report compares, or three with `--quick`.
+fn default_designs(quick: bool) -> Vec<String> {
+    let designs: &[&str] = if quick {
+        &["grant-copy", "slots:256", "ring:8:greedy"]
+    } else {
+        &[
+            "grant-copy",
+            "grant-map",
+            "linux",
+            "slots:256",
+            "slots-rfc:256",
+            "ring:8:greedy",
+            "ring:8:greedy:wait",
+            "ring:8:adaptive",
+        ]
+    };
+    designs.iter().map(|d| d.to_string()).collect()
+}
+
+/// The default sizes: 64, 256, 1500 and 65535 bytes, or 64 and 1500 with `--quick`.
+fn default_sizes(quick: bool) -> Vec<SizeSpec> {
+    let bytes: &[usize] = if quick {
+        &[64, 1500]
+    } else {
+        &[64, 256, 1500, 65535]
+    };
+    bytes.iter().copied().map(SizeSpec::Fixed).collect()
+}
+
+/// The default queue counts: 1, and 2 too on 4 cores or more unless `--quick`.
+fn default_queues(quick: bool, cpus: usize) -> Vec<u16> {
+    if cpus >= 4 && !quick {
+        vec![1, 2]
+    } else {
+        vec![1]
+    }
+}
+
+/// A round's runs before shuffling: each scenario, each peer run, and the raw streams
+/// (64 KiB and 64 B writes) when `stream`.
+fn runs_of(scenarios: usize, peer_runs: usize, stream: bool) -> Vec<Run> {
+    let mut runs: Vec<Run> = (0..scenarios).map(Run::Design).collect();
+    runs.extend((0..peer_runs).map(Run::Peer));
+    if stream {
+        runs.extend([Run::Stream(65536), Run::Stream(64)]);
+    }
+    runs
 }
 
 /// The scenarios of a sweep, in its order: per direction, queue count, size and design.
@@ -788,6 +809,50 @@ struct SweepCtx<'a> {
 }
 
 impl SweepCtx<'_> {
+    /// Runs `plan`'s rounds, every run of a round in an order shuffled afresh from the
+    /// seed, into `results` (each run also appended to `out/samples.jsonl`, each finished
+    /// round saved to `out/results.json`). Returns the error that stopped the sweep, if a
+    /// run failed (an interruption stops it too, with none); the reason is in the record.
+    fn rounds(
+        &self,
+        runs: &[Run],
+        plan: &ComparePlan,
+        stop: &AtomicBool,
+        results: &mut Results,
+        out: &Path,
+    ) -> anyhow::Result<Option<anyhow::Error>> {
+        let log_path = out.join("samples.jsonl");
+        let mut log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        for (round, order) in (1..=plan.rounds).zip(run_order(runs.len(), plan.rounds, plan.seed)) {
+            // Saved in the sweep's order (the report lists designs as first seen); each
+            // sample records its place in the shuffled order.
+            let mut done = RoundDone {
+                designs: vec![None; self.scenarios.len()],
+                peers: vec![None; self.peer_runs.len()],
+            };
+            for (position, k) in (0u32..).zip(order) {
+                let step = self.step(runs[k], round, position, &mut done, results, &mut log);
+                let stopped_by = if stop.load(Ordering::Relaxed) {
+                    Some("interrupted (Ctrl-C or SIGTERM)".to_string())
+                } else {
+                    step.as_ref().err().map(causes)
+                };
+                if let Some(why) = stopped_by {
+                    if let Some(rec) = results.record.as_mut() {
+                        rec.stopped_by = Some(why);
+                    }
+                    done.move_into(results);
+                    return Ok(step.err().filter(|_| !stop.load(Ordering::Relaxed)));
+                }
+            }
+            done.move_into(results);
+            // Each finished round is on disk: `report` renders it if the run stops later.
+            save_json(&out.join("results.json"), results)?;
+        }
+        Ok(None)
+    }
+
     /// Runs one step of a round; a finished design or peer run is also appended to the
     /// sweep's log (`samples.jsonl`) at once, and a line goes to stderr when it is not a
     /// terminal (where the progress bar is hidden).
