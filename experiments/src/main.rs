@@ -473,12 +473,15 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     experiments::sys::remove_stale_worlds();
     std::fs::write(out.join("scenario.toml"), toml::to_string(&plan.ran())?)?;
     let scenarios = scenarios_of(&plan.dirs, &plan.sizes, &plan.queues, &plan.designs);
+    if dpdk.is_some() && plan.sizes.iter().any(SizeSpec::is_mixed) {
+        eprintln!("experiments: testpmd sends one frame size: the mixed sizes run without it");
+    }
     let peer_runs = plan.peer_runs(dpdk.is_some());
     let runs = runs_of(scenarios.len(), peer_runs.len(), plan.stream);
     let total = runs.len() as u64 * u64::from(plan.rounds);
     let bar = progress_bar(total);
     let exe = std::env::current_exe()?;
-    let spin_us = [plan.front_spin, plan.back_spin];
+    let spin_us = [plan.front_spin_us, plan.back_spin_us];
     let (role_cost, calibration) = resolve_cost(&exe, &plan.cost, plan.seconds, spin_us, &bar)?;
     let cfg = RunCfg {
         seconds: plan.seconds,
@@ -530,8 +533,8 @@ struct ComparePlan {
     busy: bool,
     cost: String,
     stream: bool,
-    front_spin: u64,
-    back_spin: u64,
+    front_spin_us: u64,
+    back_spin_us: u64,
     peers: Vec<Peer>,
 }
 
@@ -583,8 +586,8 @@ impl ComparePlan {
             busy: sweep.busy.unwrap_or(false),
             cost: sweep.cost.unwrap_or_else(|| calibrate::XEN_PRESET.into()),
             stream: sweep.stream.unwrap_or(true),
-            front_spin: sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]),
-            back_spin: sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]),
+            front_spin_us: sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]),
+            back_spin_us: sweep.back_spin_us.unwrap_or(DEFAULT_SPIN_US[1]),
             peers: sweep.peers.unwrap_or_default(),
         })
     }
@@ -601,8 +604,8 @@ impl ComparePlan {
             busy: Some(self.busy),
             cost: Some(self.cost.clone()),
             stream: Some(self.stream),
-            front_spin_us: Some(self.front_spin),
-            back_spin_us: Some(self.back_spin),
+            front_spin_us: Some(self.front_spin_us),
+            back_spin_us: Some(self.back_spin_us),
             peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
             seed: Some(self.seed),
         }
@@ -613,9 +616,6 @@ impl ComparePlan {
     fn peer_runs(&self, with_peer: bool) -> Vec<(Dir, usize)> {
         if !with_peer {
             return Vec::new();
-        }
-        if self.sizes.iter().any(SizeSpec::is_mixed) {
-            eprintln!("experiments: testpmd sends one frame size: the mixed sizes run without it");
         }
         self.dirs
             .iter()
@@ -632,8 +632,8 @@ impl ComparePlan {
     fn results(&self, calibration: Option<calibrate::Calibration>) -> Results {
         let poll = if self.busy { "busy-poll" } else { "blocking" };
         let mut machine = Machine::detect(&self.cost, poll);
-        machine.front_spin_us = Some(self.front_spin);
-        machine.back_spin_us = Some(self.back_spin);
+        machine.front_spin_us = Some(self.front_spin_us);
+        machine.back_spin_us = Some(self.back_spin_us);
         Results {
             machine,
             samples: Vec::new(),

@@ -58,19 +58,24 @@ pub struct TcpEndReport {
     pub cpu_seconds: f64,
     /// The end's counters.
     pub metrics: serde_json::Value,
-    /// Frames the TAP adapter dropped, all reasons: frames the TAP gave that netif cannot
-    /// carry or the peer did not take, and received packets the TAP refused.
+    /// Frames the TAP adapter dropped until the run's end was marked (all of them when it
+    /// was not), all reasons: frames the TAP gave that netif cannot carry or the peer did
+    /// not take, and received packets the TAP refused.
     pub tap_drops: u64,
     /// Each reason that happened, with its count (`read_drop_no_peer: 3`).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
-    /// Frames dropped after the run's end was marked (when the workload ended), while the ends
-    /// stopped: not part of the measured run.
+    /// Frames dropped after the run's end was marked (when the workload ended), while the
+    /// ends stopped, any reason: not part of the measured run.
     #[serde(default)]
     pub tap_drops_after_run: u64,
     /// Their reasons, with their counts.
     #[serde(default)]
     pub tap_drop_reasons_after_run: Vec<String>,
+    /// Whether this end took its counters at the run's end (if not, `tap_drops` holds
+    /// every drop).
+    #[serde(default)]
+    pub run_end_marked: bool,
 }
 
 /// The file a TCP end creates once it has taken its TAP's counters at the run's end.
@@ -79,30 +84,27 @@ fn run_end_ack(world: &Path, tap: &str) -> PathBuf {
 }
 
 /// An end's TAP counters at the end of the measured run: taken when the orchestrator
-/// sends SIGUSR1 ([`mark_run_end`]), by a thread that then creates [`run_end_ack`].
+/// sends SIGUSR1 ([`mark_run_end`]), by a thread that waits for it (blocked, not polling)
+/// and then creates [`run_end_ack`].
 struct RunEnd {
     at: Arc<Mutex<Option<TapCountersSnapshot>>>,
 }
 
 impl RunEnd {
-    /// Watches for the mark until `stop`.
-    fn watch(port: Arc<TapPort>, ack: PathBuf, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
-        let marked = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&marked))?;
+    /// Installs this process's SIGUSR1 handler and starts the thread that waits for it.
+    fn watch(port: Arc<TapPort>, ack: PathBuf) -> anyhow::Result<Self> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
         let at = Arc::new(Mutex::new(None));
         let taken = Arc::clone(&at);
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if marked.load(Ordering::Relaxed) {
-                    if let Ok(mut t) = taken.lock() {
-                        *t = Some(port.counters());
-                    }
-                    if let Err(e) = std::fs::write(&ack, b"") {
-                        log::warn!("cannot create {}: {e}", ack.display());
-                    }
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1));
+            if signals.forever().next().is_none() {
+                return;
+            }
+            if let Ok(mut t) = taken.lock() {
+                *t = Some(port.counters());
+            }
+            if let Err(e) = std::fs::write(&ack, b"") {
+                log::warn!("cannot create {}: {e}", ack.display());
             }
         });
         Ok(RunEnd { at })
@@ -112,7 +114,8 @@ impl RunEnd {
     /// them if the run's end was never marked), and those after it.
     fn report(&self, port: &TapPort, cpu_seconds: f64, metrics: serde_json::Value) -> TcpEndReport {
         let now = port.counters();
-        let at = self.at.lock().ok().and_then(|t| *t).unwrap_or(now);
+        let marked = self.at.lock().ok().and_then(|t| *t);
+        let at = marked.unwrap_or(now);
         let (tap_drops, tap_drop_reasons) = drops_between(&TapCountersSnapshot::default(), &at);
         let (tap_drops_after_run, tap_drop_reasons_after_run) = drops_between(&at, &now);
         TcpEndReport {
@@ -122,6 +125,7 @@ impl RunEnd {
             tap_drop_reasons,
             tap_drops_after_run,
             tap_drop_reasons_after_run,
+            run_end_marked: marked.is_some(),
         }
     }
 }
@@ -202,11 +206,7 @@ pub fn tcp_backend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
-    let run_end = RunEnd::watch(
-        Arc::clone(&port),
-        run_end_ack(&a.end.world, &a.tap),
-        Arc::clone(&stop),
-    )?;
+    let run_end = RunEnd::watch(Arc::clone(&port), run_end_ack(&a.end.world, &a.tap))?;
     let reader = {
         let (port, stop, bridge) = (Arc::clone(&port), Arc::clone(&stop), Arc::clone(&bridge));
         std::thread::spawn(move || {
@@ -236,11 +236,7 @@ pub fn tcp_frontend(a: &TcpRoleArgs) -> anyhow::Result<()> {
     let port = Arc::new(TapPort::open(&a.tap, a.offload)?);
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
-    let run_end = RunEnd::watch(
-        Arc::clone(&port),
-        run_end_ack(&a.end.world, &a.tap),
-        Arc::clone(&stop),
-    )?;
+    let run_end = RunEnd::watch(Arc::clone(&port), run_end_ack(&a.end.world, &a.tap))?;
     let handler = Arc::new(ToTap {
         port: Arc::clone(&port),
     });
@@ -302,18 +298,24 @@ pub struct TcpSample {
     pub front_metrics: serde_json::Value,
     /// The backend's counters (null for veth).
     pub back_metrics: serde_json::Value,
-    /// Frames either TAP adapter could not pass on.
+    /// Frames either TAP adapter could not pass on during the run (up to its end's mark;
+    /// runs recorded before the mark existed count every drop here).
     pub tap_drops: u64,
     /// Why (the first few distinct reasons of each end).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
     /// Frames either TAP adapter could not pass on after the run, while the ends stopped
-    /// (frames the kernels still sent, finding the peer gone): not the run's.
+    /// (any reason; typically frames the kernels still sent, finding the peer gone): not
+    /// the run's.
     #[serde(default)]
     pub tap_drops_after_run: u64,
     /// Why, as [`TcpSample::tap_drop_reasons`].
     #[serde(default)]
     pub tap_drop_reasons_after_run: Vec<String>,
+    /// Whether both ends took their TAP counters at the run's end, so that the drops are
+    /// split as above (false for veth, and for runs recorded before the split existed).
+    #[serde(default)]
+    pub run_end_marked: bool,
     /// Cross-core round trip before and after the run, ns.
     pub probe_ns: [f64; 2],
 }
@@ -601,8 +603,8 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
     let _ = writeln!(
         out,
         "\nFrames the TAP adapters could not pass on, all runs: {drops} (and {after} after the \
-         runs, while the ends stopped: frames the kernels still sent, finding the peer \
-         gone).\n\nCommands (each in the namespace it names, pinned to the core it names):\n\n```"
+         runs, while the ends stopped: typically frames the kernels still sent, finding \
+         the peer gone).\n\nCommands (each in the namespace it names, pinned to the core it names):\n\n```"
     );
     for c in &r.commands {
         let _ = writeln!(out, "{c}");
@@ -965,9 +967,16 @@ pub fn run_tcp(exe: &Path, plan: &TcpPlan, run: &TcpRun, round: u32) -> anyhow::
     let probe_after = crate::probe(20_000);
     let (mut front, mut back) = (TcpEndReport::default(), TcpEndReport::default());
     if !veth {
-        // What the TAPs dropped until now is the run's; what they drop while the ends stop
-        // (frames the kernels still send, finding the peer gone) is reported apart.
-        mark_run_end(&mut ns, &world)?;
+        // What the TAPs dropped until the workload ended (and the probe after it) is the
+        // run's; what they drop while the ends stop is reported apart. Without the mark
+        // (an end that died or did not answer) every drop counts as the run's.
+        if let Err(e) = mark_run_end(&mut ns, &world) {
+            eprintln!(
+                "experiments: {design} {dir}: the run's end could not be marked ({}); its TAP \
+                 drops include those while the ends stopped",
+                netstage_platform::cli::causes(&e)
+            );
+        }
         // The frontend first: its close is what the backend waits for.
         front = stop_and_report(&mut ns.children[1]);
         back = stop_and_report(&mut ns.children[0]);
@@ -1075,6 +1084,7 @@ fn sample(
         tap_drops: front.tap_drops + back.tap_drops,
         tap_drop_reasons: by_end(front.tap_drop_reasons, back.tap_drop_reasons),
         tap_drops_after_run: front.tap_drops_after_run + back.tap_drops_after_run,
+        run_end_marked: front.run_end_marked && back.run_end_marked,
         tap_drop_reasons_after_run: by_end(
             front.tap_drop_reasons_after_run,
             back.tap_drop_reasons_after_run,
@@ -1175,23 +1185,33 @@ fn link_netstage(
     .context("cannot start the frontend")?;
     let front_err = StderrTail::capture(&mut front);
     ns.children.push(front);
-    for (i, (who, ns_name, dev, tail)) in [
-        ("the backend", &ns.host, "tapb", back_err),
-        ("the frontend", &ns.guest, "tapf", front_err),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let tails = [back_err, front_err];
+    let (host, guest) = (ns.host.clone(), ns.guest.clone());
+    for (i, (ns_name, dev)) in [(&host, "tapb"), (&guest, "tapf")].into_iter().enumerate() {
         if let Err(e) = Netns::wait_for(ns_name, dev, &mut ns.children[i]) {
-            return Err(match ns.children[i].try_wait()? {
-                Some(st) => child::failed(who, "exited early", st, &tail.finish()),
-                None => e,
-            });
+            return Err(end_failed(ns, tails, e));
         }
     }
-    wait_guest_connected(ns, world)?;
+    if let Err(e) = wait_guest_connected(ns, world) {
+        return Err(end_failed(ns, tails, e));
+    }
     Netns::configure(&ns.host, "tapb", HOST_IP)?;
     Netns::configure(&ns.guest, "tapf", GUEST_IP)
+}
+
+/// `e`, or, if an end (`ns.children[0]`, `[1]`) has exited, that end's exit with the tail
+/// of its stderr (`tails`, in the same order).
+fn end_failed(ns: &mut Netns, tails: [StderrTail; 2], e: anyhow::Error) -> anyhow::Error {
+    for ((i, who), tail) in ["the backend", "the frontend"]
+        .into_iter()
+        .enumerate()
+        .zip(tails)
+    {
+        if let Ok(Some(st)) = ns.children[i].try_wait() {
+            return child::failed(who, "exited early", st, &tail.finish());
+        }
+    }
+    e
 }
 
 /// Marks the end of the measured run: asks both ends (`ns.children[0]` and `[1]`) to take
@@ -1687,6 +1707,7 @@ sockperf: ---> <MIN> observation =    5.740\n";
             tap_drop_reasons: Vec::new(),
             tap_drops_after_run: 0,
             tap_drop_reasons_after_run: Vec::new(),
+            run_end_marked: false,
             probe_ns: [0.0; 2],
         }
     }

@@ -64,6 +64,11 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
         if s.design == "veth" {
             continue;
         }
+        assert!(
+            s.run_end_marked,
+            "{} {}: the run's end was not marked",
+            s.design, s.dir
+        );
         // Offloads on: the kernel's 64 KiB segments crossed as netif GSO packets, and netif
         // carried at least the bytes iperf3 measured (plus headers, handshake and the
         // omitted second).
@@ -192,6 +197,11 @@ fn tcp_request_response_runs_through_a_design_with_sockperf() {
         );
         assert!(rr.p50_us > 0.0 && rr.p99_us >= rr.p50_us, "{rr:?}");
         assert_eq!(s.tap_drops, 0, "{:?}", s.tap_drop_reasons);
+        assert!(
+            s.run_end_marked,
+            "{} {}: the run's end was not marked",
+            s.design, s.dir
+        );
     }
     let md = std::fs::read_to_string(out.path().join("tcp.md")).unwrap();
     assert!(md.contains("## Request/response over TCP"), "{md}");
