@@ -389,28 +389,7 @@ fn session<P: FrontendPlatform>(
         errors: Mutex::new(Vec::new()),
         disconnected: AtomicBool::new(false),
     });
-    let front = Frontend::connect(
-        me.clone(),
-        xs.clone(),
-        args.devid,
-        cfg.clone(),
-        Arc::clone(&verifier) as Arc<dyn FrontendHandler>,
-    )
-    .context("cannot connect")?;
-    let nq = u64::from(front.queues());
-    // Packet `seq` goes to queue `seq % nq`; the verifier expects q, q + nq, ... on queue q.
-    verifier.queues.store(nq, Ordering::SeqCst);
-    if let Ok(mut n) = verifier.next.lock() {
-        *n = (0..nq).collect();
-    }
-    let stride = nq;
-    println!(
-        "netfront-user: domain {} connected vif {} with {} queue(s), design {}",
-        front.domid(),
-        args.devid,
-        nq,
-        front.design()
-    );
+    let front = connect_verified(args, me, xs, cfg, &verifier)?;
     // Without verification, the same bytes per size serve every packet: the generator must
     // not be what a measurement measures.
     let prebuilt: Vec<bytes::Bytes> = args
@@ -420,8 +399,73 @@ fn session<P: FrontendPlatform>(
         .collect();
     let start = Instant::now();
     let mut last_stats = start;
-    let mut bytes = 0u64;
-    let mut handed = 0u64;
+    let (handed, bytes) = send_packets(args, &front, &prebuilt, stop, start, &mut last_stats)?;
+    await_echoes(args, &front, &verifier, start, &mut last_stats)?;
+    await_on_ring(&front, handed)?;
+    report_sent(&front, handed, bytes, start);
+    if let Ok(e) = verifier.errors.lock() {
+        if !e.is_empty() {
+            bail!("verification failed:\n  {}", e.join("\n  "));
+        }
+    }
+    linger(args, &front, stop, start, &mut last_stats)?;
+    if let Some(b) = front.broken() {
+        bail!("device broke: {b}");
+    }
+    let m = front.close_counted().context("closing")?;
+    println!(
+        "netfront-user: closed; received {} packets in all, dropped {}, left unread on the RX ring {}; {} sent never answered",
+        m.rx_packets, m.rx_dropped, m.rx_unread, m.tx_unanswered
+    );
+    Ok(())
+}
+
+/// Connects the device with `verifier` as its receive handler, which then expects each
+/// queue's packets in order.
+fn connect_verified<P: FrontendPlatform>(
+    args: &Args,
+    me: &P,
+    xs: &XsClient,
+    cfg: &FrontendConfig,
+    verifier: &Arc<Verifier>,
+) -> anyhow::Result<Frontend<P>> {
+    let front = Frontend::connect(
+        me.clone(),
+        xs.clone(),
+        args.devid,
+        cfg.clone(),
+        Arc::clone(verifier) as Arc<dyn FrontendHandler>,
+    )
+    .context("cannot connect")?;
+    let nq = u64::from(front.queues());
+    // Packet `seq` goes to queue `seq % nq`; the verifier expects q, q + nq, ... on queue q.
+    verifier.queues.store(nq, Ordering::SeqCst);
+    if let Ok(mut n) = verifier.next.lock() {
+        *n = (0..nq).collect();
+    }
+    println!(
+        "netfront-user: domain {} connected vif {} with {} queue(s), design {}",
+        front.domid(),
+        args.devid,
+        nq,
+        front.design()
+    );
+    Ok(front)
+}
+
+/// Sends `--count` packets of `--sizes` (`prebuilt`'s bytes, or numbered contents to
+/// verify with `--expect-echo`), round the queues, paced by `--rate` from `start`; returns
+/// how many packets and bytes were handed over.
+fn send_packets<P: FrontendPlatform>(
+    args: &Args,
+    front: &Frontend<P>,
+    prebuilt: &[bytes::Bytes],
+    stop: &AtomicBool,
+    start: Instant,
+    last_stats: &mut Instant,
+) -> anyhow::Result<(u64, u64)> {
+    let stride = u64::from(front.queues());
+    let (mut handed, mut bytes) = (0u64, 0u64);
     for seq in 0..args.count {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -448,7 +492,7 @@ fn session<P: FrontendPlatform>(
             .with_context(|| format!("sending packet {seq}"))?;
         handed += 1;
         bytes += len as u64;
-        stats_due(args, &front, None, start, &mut last_stats);
+        stats_due(args, front, None, start, last_stats);
         if args.rate > 0 {
             let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -456,6 +500,17 @@ fn session<P: FrontendPlatform>(
             }
         }
     }
+    Ok((handed, bytes))
+}
+
+/// With `--expect-echo`, waits (up to 60 s) until every packet came back.
+fn await_echoes<P: FrontendPlatform>(
+    args: &Args,
+    front: &Frontend<P>,
+    verifier: &Verifier,
+    start: Instant,
+    last_stats: &mut Instant,
+) -> anyhow::Result<()> {
     if args.expect_echo {
         let t = Instant::now();
         while verifier.received.load(Ordering::Relaxed) < args.count {
@@ -469,11 +524,15 @@ fn session<P: FrontendPlatform>(
                     args.count
                 );
             }
-            stats_due(args, &front, None, start, &mut last_stats);
+            stats_due(args, front, None, start, last_stats);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    // Every packet handed over is on the ring, or counted unsent, before the tally.
+    Ok(())
+}
+
+/// Waits (up to 10 s) until every packet handed over is on the ring, or counted unsent.
+fn await_on_ring<P: FrontendPlatform>(front: &Frontend<P>, handed: u64) -> anyhow::Result<()> {
     let t = Instant::now();
     while {
         let m = front.metrics();
@@ -484,6 +543,11 @@ fn session<P: FrontendPlatform>(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    Ok(())
+}
+
+/// Prints what was sent and received, and the final statistics.
+fn report_sent<P: FrontendPlatform>(front: &Frontend<P>, handed: u64, bytes: u64, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
     let m = front.metrics();
     println!(
@@ -495,12 +559,17 @@ fn session<P: FrontendPlatform>(
         m.rx_packets,
         m.tx_errors
     );
-    print_stats(StatsKind::Final, &front, None, start);
-    if let Ok(e) = verifier.errors.lock() {
-        if !e.is_empty() {
-            bail!("verification failed:\n  {}", e.join("\n  "));
-        }
-    }
+    print_stats(StatsKind::Final, front, None, start);
+}
+
+/// `--linger`: keeps receiving for that long, then prints what came in meanwhile.
+fn linger<P: FrontendPlatform>(
+    args: &Args,
+    front: &Frontend<P>,
+    stop: &AtomicBool,
+    start: Instant,
+    last_stats: &mut Instant,
+) -> anyhow::Result<()> {
     let linger_start = Instant::now();
     let rx_before = front.metrics().rx_packets;
     let until = linger_start + Duration::from_secs(args.linger);
@@ -508,7 +577,7 @@ fn session<P: FrontendPlatform>(
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
-        stats_due(args, &front, None, start, &mut last_stats);
+        stats_due(args, front, None, start, last_stats);
         std::thread::sleep(Duration::from_millis(20));
     }
     if args.linger > 0 {
@@ -519,14 +588,6 @@ fn session<P: FrontendPlatform>(
             n as f64 / secs.max(1e-9)
         );
     }
-    if let Some(b) = front.broken() {
-        bail!("device broke: {b}");
-    }
-    let m = front.close_counted().context("closing")?;
-    println!(
-        "netfront-user: closed; received {} packets in all, dropped {}, left unread on the RX ring {}; {} sent never answered",
-        m.rx_packets, m.rx_dropped, m.rx_unread, m.tx_unanswered
-    );
     Ok(())
 }
 
