@@ -397,18 +397,17 @@ fn session<P: FrontendPlatform>(
         .iter()
         .map(|&l| bytes::Bytes::from(content(0, l)))
         .collect();
-    let start = Instant::now();
-    let mut last_stats = start;
-    let (handed, bytes) = send_packets(args, &front, &prebuilt, stop, start, &mut last_stats)?;
-    await_echoes(args, &front, &verifier, start, &mut last_stats)?;
+    let mut clock = StatsClock::start();
+    let (handed, bytes) = send_packets(args, &front, &prebuilt, stop, &mut clock)?;
+    await_echoes(args, &front, &verifier, &mut clock)?;
     await_on_ring(&front, handed)?;
-    report_sent(&front, handed, bytes, start);
+    report_sent(&front, handed, bytes, clock.start);
     if let Ok(e) = verifier.errors.lock() {
         if !e.is_empty() {
             bail!("verification failed:\n  {}", e.join("\n  "));
         }
     }
-    linger(args, &front, stop, start, &mut last_stats)?;
+    linger(args, &front, stop, &mut clock)?;
     if let Some(b) = front.broken() {
         bail!("device broke: {b}");
     }
@@ -454,15 +453,14 @@ fn connect_verified<P: FrontendPlatform>(
 }
 
 /// Sends `--count` packets of `--sizes` (`prebuilt`'s bytes, or numbered contents to
-/// verify with `--expect-echo`), round the queues, paced by `--rate` from `start`; returns
-/// how many packets and bytes were handed over.
+/// verify with `--expect-echo`), round the queues, paced by `--rate` from the clock's
+/// start; returns how many packets and bytes were handed over.
 fn send_packets<P: FrontendPlatform>(
     args: &Args,
     front: &Frontend<P>,
     prebuilt: &[bytes::Bytes],
     stop: &AtomicBool,
-    start: Instant,
-    last_stats: &mut Instant,
+    clock: &mut StatsClock,
 ) -> anyhow::Result<(u64, u64)> {
     let stride = u64::from(front.queues());
     let (mut handed, mut bytes) = (0u64, 0u64);
@@ -492,9 +490,9 @@ fn send_packets<P: FrontendPlatform>(
             .with_context(|| format!("sending packet {seq}"))?;
         handed += 1;
         bytes += len as u64;
-        stats_due(args, front, None, start, last_stats);
+        clock.stats_due(args, front);
         if args.rate > 0 {
-            let due = start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
+            let due = clock.start + Duration::from_secs_f64((seq + 1) as f64 / args.rate as f64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(d);
             }
@@ -508,8 +506,7 @@ fn await_echoes<P: FrontendPlatform>(
     args: &Args,
     front: &Frontend<P>,
     verifier: &Verifier,
-    start: Instant,
-    last_stats: &mut Instant,
+    clock: &mut StatsClock,
 ) -> anyhow::Result<()> {
     if args.expect_echo {
         let t = Instant::now();
@@ -524,7 +521,7 @@ fn await_echoes<P: FrontendPlatform>(
                     args.count
                 );
             }
-            stats_due(args, front, None, start, last_stats);
+            clock.stats_due(args, front);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -567,8 +564,7 @@ fn linger<P: FrontendPlatform>(
     args: &Args,
     front: &Frontend<P>,
     stop: &AtomicBool,
-    start: Instant,
-    last_stats: &mut Instant,
+    clock: &mut StatsClock,
 ) -> anyhow::Result<()> {
     let linger_start = Instant::now();
     let rx_before = front.metrics().rx_packets;
@@ -577,7 +573,7 @@ fn linger<P: FrontendPlatform>(
         if let Some(b) = front.broken() {
             bail!("device broke: {b}");
         }
-        stats_due(args, front, None, start, last_stats);
+        clock.stats_due(args, front);
         std::thread::sleep(Duration::from_millis(20));
     }
     if args.linger > 0 {
@@ -589,6 +585,28 @@ fn linger<P: FrontendPlatform>(
         );
     }
     Ok(())
+}
+
+/// When a session started, and when it last printed statistics.
+struct StatsClock {
+    start: Instant,
+    last_stats: Instant,
+}
+
+impl StatsClock {
+    /// A clock started now.
+    fn start() -> StatsClock {
+        let start = Instant::now();
+        StatsClock {
+            start,
+            last_stats: start,
+        }
+    }
+
+    /// Prints a `--stats` line for `front` when one is due.
+    fn stats_due<P: FrontendPlatform>(&mut self, args: &Args, front: &Frontend<P>) {
+        stats_due(args, front, None, self.start, &mut self.last_stats);
+    }
 }
 
 /// `--tap NAME`: connects, then sends the TAP's frames and writes received packets to it
