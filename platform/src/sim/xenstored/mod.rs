@@ -585,97 +585,16 @@ fn dispatch(
         Read | Directory | DirectoryPart | GetPerms | Write | Mkdir | Rm | SetPerms => {
             data_op(st, q, id, dom, ty, h.tx_id, payload)
         }
-        Watch => {
-            let args = split_args(payload)?;
-            let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
-                return Err(Errno::EINVAL);
-            };
-            let abs = canonical_for(q, dom, path, true)?;
-            if dom != 0 && quota::over(q.watches, domain_count(st, dom, |c| c.watches.len()) + 1) {
-                return Err(Errno::ENOSPC);
-            }
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            if conn
-                .watches
-                .iter()
-                .any(|w| w.given == *path && w.token == *token)
-            {
-                return Err(Errno::EEXIST);
-            }
-            conn.watches.push(WatchReg {
-                abs,
-                given: path.to_string(),
-                token: token.to_string(),
-            });
-            // The initial event, sent right after the reply.
-            let ev = message(
-                WatchEvent as u32,
-                0,
-                0,
-                format!("{path}\0{token}\0").as_bytes(),
-            );
-            Ok(Outcome {
-                reply: b"OK\0".to_vec(),
-                changes: Vec::new(),
-                event: Some(ev),
-                special: None,
-            })
-        }
-        Unwatch => {
-            let args = split_args(payload)?;
-            let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
-                return Err(Errno::EINVAL);
-            };
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            let before = conn.watches.len();
-            conn.watches
-                .retain(|w| !(w.given == *path && w.token == *token));
-            if conn.watches.len() == before {
-                return Err(Errno::ENOENT);
-            }
-            ok(b"OK\0".to_vec())
-        }
+        Watch => watch_op(st, q, id, dom, payload),
+        Unwatch => unwatch_op(st, id, payload),
         ResetWatches => {
             let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
             conn.watches.clear();
             conn.txs.clear();
             ok(b"OK\0".to_vec())
         }
-        TransactionStart => {
-            if h.tx_id != 0 {
-                return Err(Errno::EBUSY);
-            }
-            let tx_id = st.next_tx;
-            st.next_tx = st.next_tx.wrapping_add(1).max(1);
-            if dom != 0 && quota::over(q.transactions, domain_count(st, dom, |c| c.txs.len()) + 1) {
-                return Err(Errno::ENOSPC);
-            }
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            conn.txs.insert(
-                tx_id,
-                Tx {
-                    state: TxState::default(),
-                    spoilt: false,
-                },
-            );
-            ok(format!("{tx_id}\0").into_bytes())
-        }
-        TransactionEnd => {
-            let commit = match one_arg(payload)? {
-                "T" => true,
-                "F" => false,
-                _ => return Err(Errno::EINVAL),
-            };
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            let tx = conn.txs.remove(&h.tx_id).ok_or(Errno::ENOENT)?;
-            if !commit {
-                return ok(b"OK\0".to_vec());
-            }
-            if tx.spoilt {
-                return Err(Errno::ENOSPC);
-            }
-            ok_changes(st.store.commit(dom, tx.state)?)
-        }
+        TransactionStart => transaction_start_op(st, q, id, dom, h.tx_id),
+        TransactionEnd => transaction_end_op(st, id, dom, h.tx_id, payload),
         GetDomainPath => {
             let d = parse_dom(one_arg(payload)?)?;
             ok(format!("/local/domain/{d}\0").into_bytes())
@@ -689,40 +608,8 @@ fn dispatch(
             }
             .to_vec())
         }
-        Introduce => {
-            if dom != 0 {
-                return Err(Errno::EACCES);
-            }
-            let args = split_args(payload)?;
-            let d = parse_dom(args.first().ok_or(Errno::EINVAL)?)?;
-            if args.len() < 3 || d == 0 {
-                return Err(Errno::EINVAL);
-            }
-            if !st.domains.insert(d) {
-                return ok(b"OK\0".to_vec());
-            }
-            Ok(Outcome {
-                reply: b"OK\0".to_vec(),
-                changes: Vec::new(),
-                event: None,
-                special: Some(("@introduceDomain", d)),
-            })
-        }
-        Release => {
-            if dom != 0 {
-                return Err(Errno::EACCES);
-            }
-            let d = parse_dom(one_arg(payload)?)?;
-            if d == 0 || !st.domains.remove(&d) {
-                return Err(Errno::ENOENT);
-            }
-            Ok(Outcome {
-                reply: b"OK\0".to_vec(),
-                changes: Vec::new(),
-                event: None,
-                special: Some(("@releaseDomain", d)),
-            })
-        }
+        Introduce => introduce_op(st, dom, payload),
+        Release => release_op(st, dom, payload),
         Control => Err(if dom == 0 {
             Errno::ENOSYS
         } else {
@@ -730,6 +617,157 @@ fn dispatch(
         }),
         WatchEvent | Error | Resume | SetTarget => Err(Errno::ENOSYS),
     }
+}
+
+/// `XS_WATCH`: registers a watch for connection `id` and queues its first event.
+fn watch_op(
+    st: &mut State,
+    q: &Quotas,
+    id: u64,
+    dom: DomId,
+    payload: &[u8],
+) -> Result<Outcome, Errno> {
+    let args = split_args(payload)?;
+    let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
+        return Err(Errno::EINVAL);
+    };
+    let abs = canonical_for(q, dom, path, true)?;
+    if dom != 0 && quota::over(q.watches, domain_count(st, dom, |c| c.watches.len()) + 1) {
+        return Err(Errno::ENOSPC);
+    }
+    let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+    if conn
+        .watches
+        .iter()
+        .any(|w| w.given == *path && w.token == *token)
+    {
+        return Err(Errno::EEXIST);
+    }
+    conn.watches.push(WatchReg {
+        abs,
+        given: path.to_string(),
+        token: token.to_string(),
+    });
+    // The initial event, sent right after the reply.
+    let ev = message(
+        MsgType::WatchEvent as u32,
+        0,
+        0,
+        format!("{path}\0{token}\0").as_bytes(),
+    );
+    Ok(Outcome {
+        reply: b"OK\0".to_vec(),
+        changes: Vec::new(),
+        event: Some(ev),
+        special: None,
+    })
+}
+
+/// `XS_UNWATCH`: removes connection `id`'s watch of that path and token.
+fn unwatch_op(st: &mut State, id: u64, payload: &[u8]) -> Result<Outcome, Errno> {
+    let args = split_args(payload)?;
+    let (Some(path), Some(token)) = (args.first(), args.get(1)) else {
+        return Err(Errno::EINVAL);
+    };
+    let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+    let before = conn.watches.len();
+    conn.watches
+        .retain(|w| !(w.given == *path && w.token == *token));
+    if conn.watches.len() == before {
+        return Err(Errno::ENOENT);
+    }
+    ok(b"OK\0".to_vec())
+}
+
+/// `XS_TRANSACTION_START`: opens a transaction on connection `id` (none may be open on
+/// the request: `tx_id` 0).
+fn transaction_start_op(
+    st: &mut State,
+    q: &Quotas,
+    id: u64,
+    dom: DomId,
+    tx_id: u32,
+) -> Result<Outcome, Errno> {
+    if tx_id != 0 {
+        return Err(Errno::EBUSY);
+    }
+    let tx_id = st.next_tx;
+    st.next_tx = st.next_tx.wrapping_add(1).max(1);
+    if dom != 0 && quota::over(q.transactions, domain_count(st, dom, |c| c.txs.len()) + 1) {
+        return Err(Errno::ENOSPC);
+    }
+    let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+    conn.txs.insert(
+        tx_id,
+        Tx {
+            state: TxState::default(),
+            spoilt: false,
+        },
+    );
+    ok(format!("{tx_id}\0").into_bytes())
+}
+
+/// `XS_TRANSACTION_END`: commits (`T`) or abandons (`F`) connection `id`'s transaction
+/// `tx_id`.
+fn transaction_end_op(
+    st: &mut State,
+    id: u64,
+    dom: DomId,
+    tx_id: u32,
+    payload: &[u8],
+) -> Result<Outcome, Errno> {
+    let commit = match one_arg(payload)? {
+        "T" => true,
+        "F" => false,
+        _ => return Err(Errno::EINVAL),
+    };
+    let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+    let tx = conn.txs.remove(&tx_id).ok_or(Errno::ENOENT)?;
+    if !commit {
+        return ok(b"OK\0".to_vec());
+    }
+    if tx.spoilt {
+        return Err(Errno::ENOSPC);
+    }
+    ok_changes(st.store.commit(dom, tx.state)?)
+}
+
+/// `XS_INTRODUCE` (dom0 only): a domain becomes known; fires `@introduceDomain` once.
+fn introduce_op(st: &mut State, dom: DomId, payload: &[u8]) -> Result<Outcome, Errno> {
+    if dom != 0 {
+        return Err(Errno::EACCES);
+    }
+    let args = split_args(payload)?;
+    let d = parse_dom(args.first().ok_or(Errno::EINVAL)?)?;
+    if args.len() < 3 || d == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !st.domains.insert(d) {
+        return ok(b"OK\0".to_vec());
+    }
+    Ok(Outcome {
+        reply: b"OK\0".to_vec(),
+        changes: Vec::new(),
+        event: None,
+        special: Some(("@introduceDomain", d)),
+    })
+}
+
+/// `XS_RELEASE` (dom0 only): a known domain is forgotten; fires `@releaseDomain`.
+fn release_op(st: &mut State, dom: DomId, payload: &[u8]) -> Result<Outcome, Errno> {
+    if dom != 0 {
+        return Err(Errno::EACCES);
+    }
+    let d = parse_dom(one_arg(payload)?)?;
+    if d == 0 || !st.domains.remove(&d) {
+        return Err(Errno::ENOENT);
+    }
+    Ok(Outcome {
+        reply: b"OK\0".to_vec(),
+        changes: Vec::new(),
+        event: None,
+        special: Some(("@releaseDomain", d)),
+    })
 }
 
 /// What all the connections of domain `dom` hold of something.
