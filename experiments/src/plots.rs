@@ -19,7 +19,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
-use crate::{scenario_median, summarise, Dir, Results, Sample, SizeSpec};
+use crate::{scenario_median, summarise, Dir, Results, Row, Sample, SizeSpec};
 
 /// Why the plots could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -190,102 +190,130 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
     let rows = summarise(r);
     let mut out = Vec::new();
     for dir in [Dir::Tx, Dir::Rx] {
-        let of: Vec<_> = rows.iter().filter(|x| x.dir == dir).collect();
+        let of: Vec<&Row> = rows.iter().filter(|x| x.dir == dir).collect();
         if of.is_empty() {
             continue;
         }
-        let mut lines: Vec<Line> = Vec::new();
-        let mut mixes: Vec<MixPoint> = Vec::new();
-        for row in &of {
-            let point = (row.size.mean(), row.pps.median, row.pps.lo, row.pps.hi);
-            let i = match lines.iter().position(|(d, _)| *d == row.label()) {
-                Some(i) => i,
-                None => {
-                    lines.push((row.label(), Vec::new()));
-                    lines.len() - 1
-                }
-            };
-            if row.size.is_mixed() {
-                mixes.push((i, row.size.to_string(), point));
-            } else {
-                lines[i].1.push(point);
-            }
-        }
-        for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
-            let name = format!("{} (testpmd)", p.peer);
-            let point = (p.size as f64, p.pps.median, p.pps.lo, p.pps.hi);
-            match lines.iter_mut().find(|(d, _)| *d == name) {
-                Some((_, pts)) => pts.push(point),
-                None => lines.push((name, vec![point])),
-            }
-        }
-        out.push((format!("pps-{dir}"), Chart::Pps { dir, lines, mixes }));
-        // The cost chart is drawn at 1500 B when measured, else at the largest fixed size,
-        // else at the first mix.
-        let fixed = of.iter().filter_map(|x| x.size.fixed());
-        let size = if fixed.clone().any(|n| n == 1500) {
-            SizeSpec::Fixed(1500)
-        } else {
-            fixed
-                .max()
-                .map_or_else(|| of[0].size.clone(), SizeSpec::Fixed)
-        };
-        let at: Vec<_> = of.iter().filter(|x| x.size == size).collect();
-        let costs: Vec<Vec<f64>> = at
-            .iter()
-            .map(|x| cost_components(r, dir, &size, &x.design, x.queues))
-            .collect();
-        let series = COST_COMPONENTS
-            .iter()
-            .enumerate()
-            .map(|(k, name)| (Cow::Borrowed(*name), costs.iter().map(|c| c[k]).collect()))
-            .collect();
-        let bars = Bars {
-            caption: format!(
-                "{} {}: backend operations per packet",
-                dir.to_string().to_uppercase(),
-                size.with_unit()
-            ),
-            y_desc: "operations per packet",
-            names: at.iter().map(|x| x.label()).collect(),
-            series,
-            stacked: true,
-            legend: SeriesLabelPosition::UpperRight,
-        };
-        out.push((format!("cost-{dir}"), Chart::Bars(bars)));
-        let d = dir.to_string().to_uppercase();
-        let at_size = size.with_unit();
-        let lines = staged_timelines(r, dir, &size);
-        if !lines.is_empty() {
-            let caption =
-                format!("{d} {at_size}: packets staged, wholly or in part, per 10 ms (round 1)");
-            let y_desc = "packets staged (%)";
-            out.push((
-                format!("staged-{dir}"),
-                Chart::Timeline {
-                    caption,
-                    y_desc,
-                    lines,
-                },
-            ));
-        }
-        let lines = fill_timelines(r, dir, &size);
-        if !lines.is_empty() {
-            let caption = format!("{d} {at_size}: mean data-ring fill per 10 ms (round 1)");
-            let y_desc = "data ring in use (%)";
-            out.push((
-                format!("fill-{dir}"),
-                Chart::Timeline {
-                    caption,
-                    y_desc,
-                    lines,
-                },
-            ));
-        }
+        out.push(pps_chart(r, dir, &of));
+        let size = cost_chart_size(&of);
+        out.push(cost_chart(r, dir, &of, &size));
+        out.extend(timeline_charts(r, dir, &size));
     }
     for dir in [Dir::Tx, Dir::Rx] {
         out.extend(axis_charts(&rows, dir));
     }
+    out.extend(rr_chart(&rows));
+    out
+}
+
+/// The rate by packet size of direction `dir`'s rows `of`, each design a line (mixes as
+/// points of their own), with the peers measured beside them.
+fn pps_chart(r: &Results, dir: Dir, of: &[&Row]) -> (String, Chart) {
+    let mut lines: Vec<Line> = Vec::new();
+    let mut mixes: Vec<MixPoint> = Vec::new();
+    for row in of {
+        let point = (row.size.mean(), row.pps.median, row.pps.lo, row.pps.hi);
+        let i = match lines.iter().position(|(d, _)| *d == row.label()) {
+            Some(i) => i,
+            None => {
+                lines.push((row.label(), Vec::new()));
+                lines.len() - 1
+            }
+        };
+        if row.size.is_mixed() {
+            mixes.push((i, row.size.to_string(), point));
+        } else {
+            lines[i].1.push(point);
+        }
+    }
+    for p in crate::peer_rows(r).into_iter().filter(|p| p.dir == dir) {
+        let name = format!("{} (testpmd)", p.peer);
+        let point = (p.size as f64, p.pps.median, p.pps.lo, p.pps.hi);
+        match lines.iter_mut().find(|(d, _)| *d == name) {
+            Some((_, pts)) => pts.push(point),
+            None => lines.push((name, vec![point])),
+        }
+    }
+    (format!("pps-{dir}"), Chart::Pps { dir, lines, mixes })
+}
+
+/// The size the cost chart is drawn at: 1500 B when measured, else the largest fixed
+/// size, else the first mix.
+fn cost_chart_size(of: &[&Row]) -> SizeSpec {
+    let fixed = of.iter().filter_map(|x| x.size.fixed());
+    if fixed.clone().any(|n| n == 1500) {
+        SizeSpec::Fixed(1500)
+    } else {
+        fixed
+            .max()
+            .map_or_else(|| of[0].size.clone(), SizeSpec::Fixed)
+    }
+}
+
+/// The backend's operations per packet at `size`, stacked by component, per design.
+fn cost_chart(r: &Results, dir: Dir, of: &[&Row], size: &SizeSpec) -> (String, Chart) {
+    let at: Vec<_> = of.iter().filter(|x| x.size == *size).collect();
+    let costs: Vec<Vec<f64>> = at
+        .iter()
+        .map(|x| cost_components(r, dir, size, &x.design, x.queues))
+        .collect();
+    let series = COST_COMPONENTS
+        .iter()
+        .enumerate()
+        .map(|(k, name)| (Cow::Borrowed(*name), costs.iter().map(|c| c[k]).collect()))
+        .collect();
+    let bars = Bars {
+        caption: format!(
+            "{} {}: backend operations per packet",
+            dir.to_string().to_uppercase(),
+            size.with_unit()
+        ),
+        y_desc: "operations per packet",
+        names: at.iter().map(|x| x.label()).collect(),
+        series,
+        stacked: true,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    (format!("cost-{dir}"), Chart::Bars(bars))
+}
+
+/// The first round's staged share and data-ring fill per 10 ms at `size`, where measured.
+fn timeline_charts(r: &Results, dir: Dir, size: &SizeSpec) -> Vec<(String, Chart)> {
+    let mut out = Vec::new();
+    let d = dir.to_string().to_uppercase();
+    let at_size = size.with_unit();
+    let lines = staged_timelines(r, dir, size);
+    if !lines.is_empty() {
+        let caption =
+            format!("{d} {at_size}: packets staged, wholly or in part, per 10 ms (round 1)");
+        let y_desc = "packets staged (%)";
+        out.push((
+            format!("staged-{dir}"),
+            Chart::Timeline {
+                caption,
+                y_desc,
+                lines,
+            },
+        ));
+    }
+    let lines = fill_timelines(r, dir, size);
+    if !lines.is_empty() {
+        let caption = format!("{d} {at_size}: mean data-ring fill per 10 ms (round 1)");
+        let y_desc = "data ring in use (%)";
+        out.push((
+            format!("fill-{dir}"),
+            Chart::Timeline {
+                caption,
+                y_desc,
+                lines,
+            },
+        ));
+    }
+    out
+}
+
+/// Request/response transactions per second, blocking and busy-polling, per design.
+fn rr_chart(rows: &[Row]) -> Option<(String, Chart)> {
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
     for row in rows.iter().filter(|x| x.dir.is_rr()) {
         let i = match rr.iter().position(|(d, _, _)| *d == row.design) {
@@ -301,21 +329,21 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
             rr[i].1 = row.pps.median;
         }
     }
-    if !rr.is_empty() {
-        let bars = Bars {
-            caption: "Request/response: transactions per second (1-byte payload)".into(),
-            y_desc: "transactions per second",
-            names: rr.iter().map(|x| x.0.clone()).collect(),
-            series: vec![
-                ("blocking".into(), rr.iter().map(|x| x.1).collect()),
-                ("busy-poll".into(), rr.iter().map(|x| x.2).collect()),
-            ],
-            stacked: false,
-            legend: SeriesLabelPosition::UpperLeft,
-        };
-        out.push(("rr".into(), Chart::Bars(bars)));
+    if rr.is_empty() {
+        return None;
     }
-    out
+    let bars = Bars {
+        caption: "Request/response: transactions per second (1-byte payload)".into(),
+        y_desc: "transactions per second",
+        names: rr.iter().map(|x| x.0.clone()).collect(),
+        series: vec![
+            ("blocking".into(), rr.iter().map(|x| x.1).collect()),
+            ("busy-poll".into(), rr.iter().map(|x| x.2).collect()),
+        ],
+        stacked: false,
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    Some(("rr".into(), Chart::Bars(bars)))
 }
 
 /// A design's place on a sizing axis.
