@@ -58,24 +58,51 @@ pub struct TcpEndReport {
     pub cpu_seconds: f64,
     /// The end's counters.
     pub metrics: serde_json::Value,
-    /// Frames the TAP adapter dropped until the run's end was marked (all of them when it
-    /// was not), all reasons: frames the TAP gave that netif cannot carry or the peer did
-    /// not take, and received packets the TAP refused.
+    /// What the end's TAP adapter dropped.
+    #[serde(flatten)]
+    pub drops: TapDrops,
+}
+
+/// What a TAP adapter dropped, or both ends' adapters together: during the measured run
+/// (up to its end's mark) and after it, while the ends stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapDrops {
+    /// Frames dropped during the run (every drop, if the run's end was not marked), all
+    /// reasons: frames a TAP gave that netif cannot carry or the peer did not take, and
+    /// received packets a TAP refused.
     pub tap_drops: u64,
-    /// Each reason that happened, with its count (`read_drop_no_peer: 3`).
+    /// Each reason that happened, with its count (`read_drop_no_peer: 3`; an end's name
+    /// before it when both ends are counted together).
     #[serde(default)]
     pub tap_drop_reasons: Vec<String>,
     /// Frames dropped after the run's end was marked (when the workload ended), while the
-    /// ends stopped, any reason: not part of the measured run.
+    /// ends stopped, any reason (typically frames the kernels still sent, finding the
+    /// peer gone): not part of the measured run.
     #[serde(default)]
     pub tap_drops_after_run: u64,
-    /// Their reasons, with their counts.
+    /// Their reasons, as `tap_drop_reasons`.
     #[serde(default)]
     pub tap_drop_reasons_after_run: Vec<String>,
-    /// Whether this end took its counters at the run's end (if not, `tap_drops` holds
-    /// every drop).
+    /// Whether the end (both ends) took its counters at the run's end, so that the drops
+    /// are split as above (false for veth, and for runs recorded before the split).
     #[serde(default)]
     pub run_end_marked: bool,
+}
+
+impl TapDrops {
+    /// Both ends' drops together, each reason named by its end.
+    fn of_ends(front: TapDrops, back: TapDrops) -> TapDrops {
+        TapDrops {
+            tap_drops: front.tap_drops + back.tap_drops,
+            tap_drop_reasons: by_end(front.tap_drop_reasons, back.tap_drop_reasons),
+            tap_drops_after_run: front.tap_drops_after_run + back.tap_drops_after_run,
+            tap_drop_reasons_after_run: by_end(
+                front.tap_drop_reasons_after_run,
+                back.tap_drop_reasons_after_run,
+            ),
+            run_end_marked: front.run_end_marked && back.run_end_marked,
+        }
+    }
 }
 
 /// The file a TCP end creates once it has taken its TAP's counters at the run's end.
@@ -121,11 +148,13 @@ impl RunEnd {
         TcpEndReport {
             cpu_seconds,
             metrics,
-            tap_drops,
-            tap_drop_reasons,
-            tap_drops_after_run,
-            tap_drop_reasons_after_run,
-            run_end_marked: marked.is_some(),
+            drops: TapDrops {
+                tap_drops,
+                tap_drop_reasons,
+                tap_drops_after_run,
+                tap_drop_reasons_after_run,
+                run_end_marked: marked.is_some(),
+            },
         }
     }
 }
@@ -298,24 +327,9 @@ pub struct TcpSample {
     pub front_metrics: serde_json::Value,
     /// The backend's counters (null for veth).
     pub back_metrics: serde_json::Value,
-    /// Frames either TAP adapter could not pass on during the run (up to its end's mark;
-    /// runs recorded before the mark existed count every drop here).
-    pub tap_drops: u64,
-    /// Why (the first few distinct reasons of each end).
-    #[serde(default)]
-    pub tap_drop_reasons: Vec<String>,
-    /// Frames either TAP adapter could not pass on after the run, while the ends stopped
-    /// (any reason; typically frames the kernels still sent, finding the peer gone): not
-    /// the run's.
-    #[serde(default)]
-    pub tap_drops_after_run: u64,
-    /// Why, as [`TcpSample::tap_drop_reasons`].
-    #[serde(default)]
-    pub tap_drop_reasons_after_run: Vec<String>,
-    /// Whether both ends took their TAP counters at the run's end, so that the drops are
-    /// split as above (false for veth, and for runs recorded before the split existed).
-    #[serde(default)]
-    pub run_end_marked: bool,
+    /// What both ends' TAP adapters dropped.
+    #[serde(flatten)]
+    pub drops: TapDrops,
     /// Cross-core round trip before and after the run, ns.
     pub probe_ns: [f64; 2],
 }
@@ -598,8 +612,8 @@ pub fn tcp_markdown(r: &TcpResults) -> String {
         );
     }
     rr_section(&mut out, r);
-    let drops: u64 = r.samples.iter().map(|s| s.tap_drops).sum();
-    let after: u64 = r.samples.iter().map(|s| s.tap_drops_after_run).sum();
+    let drops: u64 = r.samples.iter().map(|s| s.drops.tap_drops).sum();
+    let after: u64 = r.samples.iter().map(|s| s.drops.tap_drops_after_run).sum();
     let _ = writeln!(
         out,
         "\nFrames the TAP adapters could not pass on, all runs: {drops} (and {after} after the \
@@ -1081,14 +1095,7 @@ fn sample(
         back_cpu_s: back.cpu_seconds,
         front_metrics: front.metrics,
         back_metrics: back.metrics,
-        tap_drops: front.tap_drops + back.tap_drops,
-        tap_drop_reasons: by_end(front.tap_drop_reasons, back.tap_drop_reasons),
-        tap_drops_after_run: front.tap_drops_after_run + back.tap_drops_after_run,
-        run_end_marked: front.run_end_marked && back.run_end_marked,
-        tap_drop_reasons_after_run: by_end(
-            front.tap_drop_reasons_after_run,
-            back.tap_drop_reasons_after_run,
-        ),
+        drops: TapDrops::of_ends(front.drops, back.drops),
         probe_ns,
     }
 }
@@ -1587,8 +1594,8 @@ pub fn tcp_csv(r: &TcpResults) -> String {
             back_cpu_s: s.back_cpu_s,
             netif_packets,
             netif_bytes,
-            tap_drops: s.tap_drops,
-            tap_drops_after_run: s.tap_drops_after_run,
+            tap_drops: s.drops.tap_drops,
+            tap_drops_after_run: s.drops.tap_drops_after_run,
         }
     });
     crate::write_csv(&TCP_CSV_COLUMNS, records)
@@ -1703,11 +1710,7 @@ sockperf: ---> <MIN> observation =    5.740\n";
             back_cpu_s: 0.0,
             front_metrics: serde_json::Value::Null,
             back_metrics: serde_json::Value::Null,
-            tap_drops: 0,
-            tap_drop_reasons: Vec::new(),
-            tap_drops_after_run: 0,
-            tap_drop_reasons_after_run: Vec::new(),
-            run_end_marked: false,
+            drops: TapDrops::default(),
             probe_ns: [0.0; 2],
         }
     }

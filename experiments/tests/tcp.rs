@@ -57,15 +57,15 @@ fn tcp_runs_through_each_design_and_the_numbers_add_up() {
     for s in &r.samples {
         assert!(s.gbps > 0.05, "{} {}: {} Gbit/s", s.design, s.dir, s.gbps);
         assert_eq!(
-            s.tap_drops, 0,
+            s.drops.tap_drops, 0,
             "{} {}: {:?}",
-            s.design, s.dir, s.tap_drop_reasons
+            s.design, s.dir, s.drops.tap_drop_reasons
         );
         if s.design == "veth" {
             continue;
         }
         assert!(
-            s.run_end_marked,
+            s.drops.run_end_marked,
             "{} {}: the run's end was not marked",
             s.design, s.dir
         );
@@ -196,9 +196,9 @@ fn tcp_request_response_runs_through_a_design_with_sockperf() {
             s.dir
         );
         assert!(rr.p50_us > 0.0 && rr.p99_us >= rr.p50_us, "{rr:?}");
-        assert_eq!(s.tap_drops, 0, "{:?}", s.tap_drop_reasons);
+        assert_eq!(s.drops.tap_drops, 0, "{:?}", s.drops.tap_drop_reasons);
         assert!(
-            s.run_end_marked,
+            s.drops.run_end_marked,
             "{} {}: the run's end was not marked",
             s.design, s.dir
         );
