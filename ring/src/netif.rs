@@ -661,6 +661,66 @@ pub fn parse_tx_chain_into(
 ) -> Result<(), Fault> {
     let first = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: 0 }))?;
     let flags = TxFlags::from_bits_retain(first.flags);
+    if flags.intersects(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO | TxFlags::STAGING_BUFFER) {
+        parse_tx_chain_rest(first, flags, next, out)
+    } else {
+        parse_lone_tx_request(first, flags, out)
+    }
+}
+
+/// The common packet, one request without extras, fragments or a staging buffer, parsed
+/// by the rules of [`parse_tx_chain`] without its general machinery (on the hot path of
+/// every small packet; `lone_request_parses_as_the_general_chain` checks that both agree).
+/// A staged request must stage the whole packet; an unstaged one must fit its page (the
+/// one fatal fault here).
+#[inline]
+fn parse_lone_tx_request(
+    first: NetifTxRequest,
+    flags: TxFlags,
+    out: &mut TxChain,
+) -> Result<(), Fault> {
+    let total = u32::from(first.size);
+    let mut drop = None;
+    let (staged, size) = if flags.contains(TxFlags::STAGED) {
+        let staged = u32::from(first.offset);
+        if staged != total {
+            drop = Some(FaultReason::BadStaged { staged, total });
+        }
+        (staged, 0)
+    } else {
+        check_in_page(first.offset, total)?;
+        (0, first.size)
+    };
+    if drop.is_none() && (total as usize) < ETH_HLEN {
+        drop = Some(FaultReason::TooShort { size: total });
+    }
+    out.slots.clear();
+    out.slots.push(TxSlot {
+        id: first.id,
+        kind: TxSlotKind::Data {
+            gref: first.gref,
+            offset: first.offset,
+            size,
+            staged: 0,
+        },
+    });
+    out.total_size = first.size;
+    out.flags = flags;
+    out.extras = Extras::default();
+    out.drop = drop;
+    out.staged = if staged <= total { staged as u16 } else { 0 };
+    out.staging_buffer = None;
+    Ok(())
+}
+
+/// [`parse_tx_chain_into`] for a packet of several requests (extras, fragments) or a
+/// staging buffer, after its first request `first` with flags `flags`.
+fn parse_tx_chain_rest(
+    first: NetifTxRequest,
+    flags: TxFlags,
+    mut next: impl FnMut() -> Option<NetifTxRequest>,
+    out: &mut TxChain,
+) -> Result<(), Fault> {
     let slots = &mut out.slots;
     slots.clear();
     let mut drop = None;
@@ -885,6 +945,22 @@ pub fn encode_staged_tx_chain(
         extra_ids,
         out,
     )
+}
+
+/// The one request of a packet of `len` bytes (at least 1) staged whole, with request id
+/// `id`: what [`encode_staged_tx_chain`] puts for it without fragments or extras (`flags`
+/// besides `NETTXF_more_data` and `NETTXF_extra_info`, which it clears, and
+/// `NETTXF_staged`, which it sets), without that encoder's checks, which such a packet
+/// cannot fail. The common small packet's encoding, on its hot path.
+pub fn staged_tx_request(flags: TxFlags, len: u16, id: u16) -> NetifTxRequest {
+    let flags = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO) | TxFlags::STAGED;
+    NetifTxRequest {
+        gref: 0,
+        offset: len,
+        flags: flags.bits(),
+        id,
+        size: len,
+    }
 }
 
 /// A fragment must lie within its granted page.
@@ -1162,4 +1238,44 @@ pub fn parse_rx_chain_into(
     out.drop = drop;
     out.staged = staged;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The lone request's shortcut parses every request it takes exactly as the general
+        /// chain parser does: the same chain, or the same fault.
+        #[test]
+        fn lone_request_parses_as_the_general_chain(
+            gref: u32,
+            offset in prop_oneof![0u16..=64, 4000u16..=4200, any::<u16>()],
+            flags: u16,
+            id: u16,
+            size in prop_oneof![0u16..=64, 4000u16..=4200, any::<u16>()],
+        ) {
+            let flags = TxFlags::from_bits_retain(flags)
+                .difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO | TxFlags::STAGING_BUFFER);
+            let first = NetifTxRequest { gref, offset, flags: flags.bits(), id, size };
+            let mut fast = TxChain::default();
+            let mut general = TxChain::default();
+            let f = parse_lone_tx_request(first, flags, &mut fast);
+            let g = parse_tx_chain_rest(first, flags, || None, &mut general);
+            prop_assert_eq!(&f, &g);
+            if f.is_ok() {
+                prop_assert_eq!(fast, general);
+            }
+        }
+
+        /// The staged packet's one request is what the chain encoder puts for it.
+        #[test]
+        fn staged_request_encodes_as_the_chain_encoder(flags: u16, len in 1u16.., id: u16) {
+            let flags = TxFlags::from_bits_retain(flags);
+            let mut put = Vec::new();
+            encode_staged_tx_chain(flags, len, id, &[], &[], &[], |r| put.push(r)).unwrap();
+            prop_assert_eq!(put, vec![staged_tx_request(flags, len, id)]);
+        }
+    }
 }
