@@ -138,6 +138,16 @@ pub const BURST_BYTES: usize = 64 * 1024;
 /// Idle busy-polling looks in a row between two yields of the CPU.
 pub const YIELD_EVERY: u32 = 64;
 
+/// What one look at a queue's rings and event port found (a waiting queue looks before it
+/// arms its rings' event indexes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    /// Work on a ring (or a packet held back that may go now).
+    Work,
+    /// An event from the peer, or a wake from this domain.
+    Event,
+}
+
 /// A busy-polling queue's idle looks: each spins, and every [`YIELD_EVERY`]th in a row
 /// yields the CPU, so that a thread sharing the core (one that feeds the queue) gets to run
 /// without the queue sleeping.

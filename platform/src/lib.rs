@@ -21,7 +21,7 @@
 #![deny(unsafe_code)]
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstage_ring::SharedMem;
 
@@ -603,6 +603,32 @@ pub struct EventStats {
     pub blocked: u64,
 }
 
+/// Calls `look` until it finds something (returns `Ok(true)`) or `until` passes
+/// (`Ok(false)`): how a wait spins before it blocks. Reading the clock costs more than a
+/// look, so the clock is read every 64th look; the CPU is yielded then too, so that a
+/// thread sharing the core (one feeding a queue, or one waiting for what it receives) runs
+/// instead of waiting for the spin to end, as Linux's busy polling stops when another task
+/// needs the CPU (alone on a core, the yield returns at once).
+pub fn spin_until<E>(
+    until: Instant,
+    mut look: impl FnMut() -> std::result::Result<bool, E>,
+) -> std::result::Result<bool, E> {
+    let mut looks = 0u32;
+    loop {
+        if look()? {
+            return Ok(true);
+        }
+        looks = looks.wrapping_add(1);
+        if looks % 64 == 0 {
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// One bound event channel. Unbound when dropped.
 pub trait EventPort: Send + Sync {
     /// The local port number.
@@ -617,6 +643,20 @@ pub trait EventPort: Send + Sync {
     /// Waits for an event, spinning briefly and then blocking, until `timeout` (forever if
     /// `None`). Returns whether an event arrived.
     fn wait(&self, timeout: Option<Duration>) -> Result<bool>;
+
+    /// How long [`EventPort::wait`] spins before it blocks: how long a caller that spins
+    /// itself, looking at its rings as well as this port (see [`EventPort::block`]), should
+    /// spin.
+    fn spin(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// [`EventPort::wait`] without the spin: for a caller that has just spun itself, so
+    /// that it need not arm its rings' event indexes (and have the peer notify it) until it
+    /// is about to sleep.
+    fn block(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.wait(timeout)
+    }
 
     /// This port's counters.
     fn stats(&self) -> EventStats;

@@ -22,15 +22,17 @@
 //!   when short, a short read being a fault) and `release`; in units of bytes, 4 of them.
 //! - the event channel (`platform/src/sim/evtchn.rs`): `notify` (SeqCst `fetch_or` of the
 //!   pending bit, then a futex wake only if `waiters > 0`), `wait` with no timeout (spin on
-//!   `take_pending`, register as a waiter, re-check, `futex_wait(pending, 0)`, deregister),
-//!   `take_pending` (Acquire load, then AcqRel swap). The futex is a `Mutex` and a `Condvar`:
+//!   `take_pending`, then `block`), `block` with no timeout (register as a waiter,
+//!   re-check, `futex_wait(pending, 0)`, deregister), `take_pending` (Acquire load, then
+//!   AcqRel swap). The futex is a `Mutex` and a `Condvar`:
 //!   `futex_wait` compares the word with 0 under the lock and sleeps, `futex_wake` takes the
 //!   lock and wakes all.
 //! - the queue loops: `FrontQueue::send_burst` (`reap_tx`, `tx_one` with `held`, the copy
 //!   policy's "a page or less goes whole or not at all", `publish_tx`), `FrontQueue::wait`
-//!   (`arm`), `BackQueue::recv_burst` (read staged bytes, grant copy, `tx_release`, answer,
+//!   (`spin_for_work`'s unarmed looks, `arm`, the port's `block`), `BackQueue::recv_burst` (read staged bytes, grant copy, `tx_release`, answer,
 //!   push and notify), `BackQueue::send_burst` (stop for lack of RX requests, setting
-//!   `req_event = req_cons + need`), `BackQueue::wait` (`armed_work`), and the driving loops
+//!   `req_event = req_cons + need`), `BackQueue::wait` (`spin_for_work`'s unarmed looks,
+//!   `armed_work`, the port's `block`), and the driving loops
 //!   of `experiments/src/roles.rs` (burst, and wait when nothing moved).
 //!
 //! # What is not
@@ -115,6 +117,11 @@ const EVTCHN: Evtchn = Evtchn {
     notify_seqcst: true,
 };
 
+/// The unarmed looks a queue's blocking wait takes before it arms its rings
+/// (`spin_for_work`: a refresh of the ring it waits on, then the port's `poll`; the spin of
+/// `EventPort::spin`, a count here instead of a time).
+const QUEUE_LOOKS: u32 = 1;
+
 /// One end's port words (`PortWords`: `pending`, `waiters`) and the futex on `pending`.
 #[derive(Debug)]
 struct Port {
@@ -161,7 +168,7 @@ impl Port {
         }
     }
 
-    /// `SimPort::wait(None)`: spin, register, re-check, sleep. Returns when an event was
+    /// `SimPort::wait(None)`: spin, then [`Port::block`]. Returns when an event was
     /// taken (without a timeout it cannot return otherwise).
     fn wait(&self) {
         for _ in 0..self.how.spins {
@@ -169,6 +176,12 @@ impl Port {
                 return;
             }
         }
+        self.block();
+    }
+
+    /// `SimPort::block(None)` (the queues' waits, which spin themselves first): register,
+    /// re-check, sleep.
+    fn block(&self) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut first = true;
         loop {
@@ -631,6 +644,9 @@ struct TxSetup {
     staged: u32,
     /// Chains the backend takes per `recv_burst` (`BURST`).
     burst: u32,
+    /// The backend's wait arms the TX ring (its final check) before it blocks, as the code
+    /// does; false only for a negative control.
+    back_arms: bool,
 }
 
 /// What every execution of a TX scenario may mark.
@@ -786,15 +802,22 @@ impl TxFront {
         }
     }
 
-    /// `FrontQueue::wait(None)` blocking: `arm` (the TX ring's final check when requests are
-    /// outstanding), then the port.
+    /// `FrontQueue::wait(None)` blocking: `spin_for_work` (unarmed looks at the TX ring
+    /// and the port), `arm` (the TX ring's final check when requests are outstanding), then
+    /// the port's `block`.
     fn wait(&mut self, seen: &TxSeen) {
+        for _ in 0..QUEUE_LOOKS {
+            let work = self.tx.outstanding() > 0 && self.tx.refresh_responses() > 0;
+            if work || self.sh.front_port.take_pending() {
+                return;
+            }
+        }
         let work = self.tx.outstanding() > 0 && self.tx.final_check_for_responses();
         if work {
             return;
         }
         seen.front_blocked.mark();
-        self.sh.front_port.wait();
+        self.sh.front_port.block();
     }
 }
 
@@ -849,14 +872,20 @@ impl TxBack {
         reqs.len() as u32
     }
 
-    /// `BackQueue::wait(None)` blocking: `armed_work` (the TX ring's final check), then the
-    /// port.
-    fn wait(&mut self, seen: &TxSeen) {
-        if self.tx.final_check_for_requests() {
+    /// `BackQueue::wait(None)` blocking: `spin_for_work` (unarmed looks at the TX ring and
+    /// the port), `armed_work` (the TX ring's final check; left out unless `arms`), then
+    /// the port's `block`.
+    fn wait(&mut self, seen: &TxSeen, arms: bool) {
+        for _ in 0..QUEUE_LOOKS {
+            if self.tx.refresh_requests() > 0 || self.sh.back_port.take_pending() {
+                return;
+            }
+        }
+        if arms && self.tx.final_check_for_requests() {
             return;
         }
         seen.back_blocked.mark();
-        self.sh.back_port.wait();
+        self.sh.back_port.block();
     }
 }
 
@@ -884,7 +913,7 @@ fn tx_model(setup: TxSetup, seen: &'static TxSeen) {
     let backend = thread::spawn(move || {
         while back.received < setup.packets {
             if back.recv_burst(setup.burst) == 0 {
-                back.wait(seen);
+                back.wait(seen, setup.back_arms);
             }
         }
     });
@@ -931,6 +960,7 @@ fn tx_ring_full_no_lost_wakeup() {
         ids: 2,
         staged: 0,
         burst: 1,
+        back_arms: true,
     };
     let runs = check(2, move || tx_model(setup, &SEEN));
     eprintln!("tx_ring_full: {runs} executions");
@@ -952,11 +982,38 @@ fn tx_data_ring_and_fallback_no_lost_wakeup() {
         ids: 2,
         staged: 3,
         burst: 2,
+        back_arms: true,
     };
     let runs = check(2, move || tx_model(setup, &SEEN));
     eprintln!("tx_data_ring: {runs} executions");
     assert!(SEEN.staged.get() && SEEN.fallback.get() && SEEN.wrapped.get());
     assert!(SEEN.front_blocked.get() && SEEN.back_blocked.get());
+}
+
+/// Scenario 1 with a backend whose wait only looks (unarmed) before it blocks: the
+/// frontend, seeing no `req_event` in what it publishes, sends no event, and the backend
+/// sleeps with requests pending. Run by [`tx_wait_without_arming_loses_the_wakeup`].
+#[test]
+#[ignore = "fails (a lost wake-up): run by tx_wait_without_arming_loses_the_wakeup"]
+fn tx_wait_without_arming_model() {
+    static SEEN: TxSeen = TxSeen::new();
+    let setup = TxSetup {
+        packets: 3,
+        ring: 2,
+        ids: 2,
+        staged: 0,
+        burst: 1,
+        back_arms: false,
+    };
+    check(2, move || tx_model(setup, &SEEN));
+}
+
+/// The looks before arming do not make arming unnecessary: loom finds the lost wake-up
+/// of a wait that blocks after them without arming (a negative control of the model of
+/// `spin_for_work`).
+#[test]
+fn tx_wait_without_arming_loses_the_wakeup() {
+    assert_loom_finds_deadlock("tx_wait_without_arming_model");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1027,8 +1084,14 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
             if taken > 0 {
                 continue;
             }
-            // `BackQueue::wait` -> `armed_work` (the TX ring's final check is left out).
+            // `BackQueue::wait`: `spin_for_work`, then `armed_work` (the TX ring's looks
+            // and final check are left out), then the port's `block`.
             let need = rx_need.expect("stopped for lack of requests");
+            if (0..QUEUE_LOOKS)
+                .any(|_| rx.refresh_requests() >= need || bsh.back_port.take_pending())
+            {
+                continue;
+            }
             let work = match arm {
                 RxArm::FinalCheck => rx.final_check_for_requests() && rx.refresh_requests() >= need,
                 RxArm::AtNeed => {
@@ -1038,7 +1101,7 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
                 }
             };
             if !work {
-                bsh.back_port.wait();
+                bsh.back_port.block();
             }
         }
     });
@@ -1062,9 +1125,14 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
             got += 1;
         }
         if got < total && !(posted < total && rx.free_requests() > 0) {
-            // `FrontQueue::wait(None)` -> `arm` (no TX requests outstanding).
+            // `FrontQueue::wait(None)`: `spin_for_work`, `arm` (no TX requests
+            // outstanding), the port's `block`.
+            if (0..QUEUE_LOOKS).any(|_| rx.refresh_responses() > 0 || sh.front_port.take_pending())
+            {
+                continue;
+            }
             if !rx.final_check_for_responses() {
-                sh.front_port.wait();
+                sh.front_port.block();
             }
         }
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netstage_fallback::{GrantCopier, IdleSpin, PacketRef, StormGuard};
+use netstage_fallback::{GrantCopier, IdleSpin, Looked, PacketRef, StormGuard};
 use netstage_platform::{DomId, EventPort};
 use netstage_ring::netif::{GsoType, NetifRxRequest, RxRing, TxChain, TxRing};
 use netstage_ring::sring::BackRing;
@@ -187,9 +187,11 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// burst that stopped after [`netstage_fallback::BURST_BYTES`] lacked nothing: then any
     /// posted request ends the wait), an event arrives, [`EventPort::wake`] is called for
     /// this queue (by the handle from [`BackQueue::waker`]), or `timeout` passes. Blocking,
-    /// it arms the rings' event indexes first and returns at once if work arrived
-    /// meanwhile; after a run of wake-ups that brought no work (a frontend storming events)
-    /// it first sleeps a millisecond ([`StormGuard`], counted in `storm_backoffs`).
+    /// it first spins (for the port's [`EventPort::spin`]) looking at the rings without
+    /// arming them, then arms the rings' event indexes and returns at once if work arrived
+    /// meanwhile, and only then sleeps; after a run of wake-ups that brought no work (a
+    /// frontend storming events) it first sleeps a millisecond ([`StormGuard`], counted in
+    /// `storm_backoffs`).
     /// Busy-polling, it looks at the rings and the port once without arming anything (so
     /// the frontend sends no notifications while this end polls), and yields the CPU every
     /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
@@ -204,14 +206,22 @@ impl<P: BackendPlatform> BackQueue<P> {
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
                 let credit = self.credit_wait();
-                if self.armed_work(credit.is_some())? {
-                    return Ok(true);
-                }
-                let timeout = match (timeout, credit) {
-                    (Some(t), Some(c)) => Some(t.min(c)),
-                    (t, c) => t.or(c),
+                let start = Instant::now();
+                let woke = match self.spin_for_work(timeout)? {
+                    Some(Looked::Work) => return Ok(true),
+                    Some(Looked::Event) => true,
+                    None => {
+                        if self.armed_work(credit.is_some())? {
+                            return Ok(true);
+                        }
+                        let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+                        let timeout = match (timeout, credit) {
+                            (Some(t), Some(c)) => Some(t.min(c)),
+                            (t, c) => t.or(c),
+                        };
+                        matches!(self.port.block(timeout), Ok(true))
+                    }
                 };
-                let woke = matches!(self.port.wait(timeout), Ok(true));
                 self.storm.after_wait(woke);
                 if !woke && credit.is_some() && self.credit_wait().is_none() {
                     // The next interval began: the held packet may go.
@@ -225,6 +235,38 @@ impl<P: BackendPlatform> BackQueue<P> {
             self.metrics.add_wakeups(1);
         }
         Ok(woke)
+    }
+
+    /// Before a blocking wait arms anything, spins for the port's [`EventPort::spin`] (at
+    /// most `timeout`) looking at the rings unarmed, and at the port: the frontend sends no
+    /// notification (a hypercall) for what arrives meanwhile. (Linux netback arms as soon
+    /// as a poll finds no work.) What it found first, if anything.
+    fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, QueueFault> {
+        let spin = timeout.map_or(self.port.spin(), |t| t.min(self.port.spin()));
+        if spin.is_zero() {
+            return Ok(None);
+        }
+        let mut found = None;
+        netstage_platform::spin_until(Instant::now() + spin, || {
+            found = self.look()?;
+            Ok(found.is_some())
+        })?;
+        Ok(found)
+    }
+
+    /// One look at the rings, unarmed, and at the port (consuming an event).
+    fn look(&mut self) -> Result<Option<Looked>, QueueFault> {
+        let mut work = match self.credit_wait() {
+            Some(_) => false,
+            None => self.tx_held || self.tx.refresh_requests().map_err(fault)? > 0,
+        };
+        if let Some(need) = self.rx_need {
+            work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
+        }
+        if work {
+            return Ok(Some(Looked::Work));
+        }
+        Ok(matches!(self.port.poll(), Ok(true)).then_some(Looked::Event))
     }
 
     /// How long a packet held for credit still waits for its interval, if one waits (TX
@@ -263,14 +305,7 @@ impl<P: BackendPlatform> BackQueue<P> {
 
     /// One busy-polling look at the rings and the port.
     fn poll_once(&mut self) -> Result<bool, QueueFault> {
-        let mut work = match self.credit_wait() {
-            Some(_) => false,
-            None => self.tx_held || self.tx.refresh_requests().map_err(fault)? > 0,
-        };
-        if let Some(need) = self.rx_need {
-            work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
-        }
-        work |= matches!(self.port.poll(), Ok(true));
+        let work = self.look()?.is_some();
         Ok(self.idle.look(work))
     }
 

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netstage_fallback::{Features, IdleSpin, PacketBuf, PollMode, StormGuard};
+use netstage_fallback::{Features, IdleSpin, Looked, PacketBuf, PollMode, StormGuard};
 use netstage_platform::{EventChannels, EventPort, SharedPages};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::FrontRing;
@@ -158,9 +158,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.tx.outstanding() as usize
     }
 
-    /// Waits for work. Blocking ([`PollMode::Block`]), it arms the rings' event indexes,
-    /// returns `Ok(true)` at once if the backend answered or sent something meanwhile, and
-    /// otherwise waits on the event channel up to `timeout`; after a run of wake-ups that
+    /// Waits for work. Blocking ([`PollMode::Block`]), it first spins (for the port's
+    /// [`EventPort::spin`]) looking at the rings without arming them, then arms the rings'
+    /// event indexes, returns `Ok(true)` at once if the backend answered or sent something
+    /// meanwhile, and otherwise sleeps on the event channel up to `timeout`; after a run of wake-ups that
     /// brought no work (a backend storming events) it first sleeps a millisecond
     /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at the
     /// rings and the port once without arming anything (so the backend sends no
@@ -176,11 +177,20 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                     self.tally.storm_backoffs += 1;
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
-                let armed = self.arm();
-                if self.finish(armed)? {
-                    return Ok(true);
-                }
-                let woke = self.port.wait(timeout)?;
+                let start = Instant::now();
+                let looked = self.spin_for_work(timeout);
+                let woke = match self.finish(looked)? {
+                    Some(Looked::Work) => return Ok(true),
+                    Some(Looked::Event) => true,
+                    None => {
+                        let armed = self.arm();
+                        if self.finish(armed)? {
+                            return Ok(true);
+                        }
+                        self.port
+                            .block(timeout.map(|t| t.saturating_sub(start.elapsed())))?
+                    }
+                };
                 self.storm.after_wait(woke);
                 woke
             }
@@ -226,13 +236,36 @@ impl<P: FrontendPlatform> FrontQueue<P> {
 
     /// One busy-polling look at the rings and the port.
     fn poll_once(&mut self) -> Result<bool, Broken> {
+        let work = self.look()?.is_some();
+        Ok(self.idle.look(work))
+    }
+
+    /// Before a blocking wait arms anything, spins for the port's [`EventPort::spin`] (at
+    /// most `timeout`) looking at the rings unarmed, and at the port: the backend sends no
+    /// notification for what arrives meanwhile. What it found first, if anything.
+    fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, Broken> {
+        let spin = timeout.map_or(self.port.spin(), |t| t.min(self.port.spin()));
+        if spin.is_zero() {
+            return Ok(None);
+        }
+        let mut found = None;
+        netstage_platform::spin_until(Instant::now() + spin, || {
+            found = self.look()?;
+            Ok::<_, Broken>(found.is_some())
+        })?;
+        Ok(found)
+    }
+
+    /// One look at the rings, unarmed, and at the port (consuming an event).
+    fn look(&mut self) -> Result<Option<Looked>, Broken> {
         let mut work = self.rx.refresh_responses().map_err(err("RX ring"))? > 0;
         if self.tx.outstanding() > 0 {
             work |= self.tx.refresh_responses().map_err(err("TX ring"))? > 0;
         }
-        work |= self.room_hold_can_go();
-        work |= matches!(self.port.poll(), Ok(true));
-        Ok(self.idle.look(work))
+        if work || self.room_hold_can_go() {
+            return Ok(Some(Looked::Work));
+        }
+        Ok(matches!(self.port.poll(), Ok(true)).then_some(Looked::Event))
     }
 
     /// The final checks before sleeping: whether responses are pending, or a packet held

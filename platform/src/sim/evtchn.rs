@@ -154,6 +154,11 @@ impl SimPort {
         Ok(Some(self.remote.get_or_init(|| (f, w))))
     }
 
+    /// Spins on the pending word until `until`; whether an event (or a wake) came.
+    fn spin_until(&self, until: Instant) -> Result<bool> {
+        crate::spin_until(until, || Ok(self.take_pending()?.0))
+    }
+
     /// Consumes the pending word: `(anything pending, an event from the peer among it)`.
     fn take_pending(&self) -> Result<(bool, bool)> {
         // Read before writing: spinning on a shared line must not bounce it between cores.
@@ -197,28 +202,20 @@ impl EventPort for SimPort {
 
     fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
         let spin = self.dom.cfg.spin_before_block;
-        let spin_until = deadline.map_or(start + spin, |d| d.min(start + spin));
-        let mut spins = 0u32;
-        loop {
-            if self.take_pending()?.0 {
-                return Ok(true);
-            }
-            spins = spins.wrapping_add(1);
-            // Reading the clock costs more than a spin: look at it every 64th time. Then
-            // yield the CPU too: a thread that shares this core (the one feeding a queue, or
-            // the one waiting for what it receives) runs instead of waiting for our spin to
-            // end, as Linux's busy polling stops when another task needs the CPU. Alone on a
-            // core, the yield returns at once.
-            if spins % 64 == 0 {
-                if Instant::now() >= spin_until {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
+        let spin_until = timeout.map_or(start + spin, |t| (start + t).min(start + spin));
+        if self.spin_until(spin_until)? {
+            return Ok(true);
         }
+        self.block(timeout.map(|t| t.saturating_sub(start.elapsed())))
+    }
+
+    fn spin(&self) -> Duration {
+        self.dom.cfg.spin_before_block
+    }
+
+    fn block(&self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         self.words.waiters.fetch_add(1, Ordering::SeqCst)?;
         let mut slept = false;
         let got = loop {
