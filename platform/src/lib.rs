@@ -629,6 +629,25 @@ pub fn spin_until<E>(
     }
 }
 
+/// How a queue's blocking wait spins before it arms its rings and blocks: calls `look`
+/// (a look at the rings, unarmed, and at the port) through [`spin_until`] for the port's
+/// `spin` (at most `timeout`), until it finds something; what it found first, if anything.
+pub fn spin_looking<T, E>(
+    spin: Duration,
+    timeout: Option<Duration>,
+    mut look: impl FnMut() -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Option<T>, E> {
+    let spin = timeout.map_or(spin, |t| t.min(spin));
+    let mut found = None;
+    if !spin.is_zero() {
+        spin_until(Instant::now() + spin, || {
+            found = look()?;
+            Ok(found.is_some())
+        })?;
+    }
+    Ok(found)
+}
+
 /// One bound event channel. Unbound when dropped.
 pub trait EventPort: Send + Sync {
     /// The local port number.

@@ -949,20 +949,22 @@ fn tx_model(setup: TxSetup, seen: &'static TxSeen) {
     assert_eq!(front.tx_free.len() as u32, setup.ids, "every id came back");
 }
 
-/// Scenario 1: three packets through a 2-slot ring with 2 ids, grants only; the backend
-/// takes one chain per burst. No interleaving leaves an end asleep with work pending.
+/// Scenario 1's setup: three packets through a 2-slot ring with 2 ids, grants only; the
+/// backend takes one chain per burst.
+const RING_FULL: TxSetup = TxSetup {
+    packets: 3,
+    ring: 2,
+    ids: 2,
+    staged: 0,
+    burst: 1,
+    back_arms: true,
+};
+
+/// Scenario 1 ([`RING_FULL`]). No interleaving leaves an end asleep with work pending.
 #[test]
 fn tx_ring_full_no_lost_wakeup() {
     static SEEN: TxSeen = TxSeen::new();
-    let setup = TxSetup {
-        packets: 3,
-        ring: 2,
-        ids: 2,
-        staged: 0,
-        burst: 1,
-        back_arms: true,
-    };
-    let runs = check(2, move || tx_model(setup, &SEEN));
+    let runs = check(2, move || tx_model(RING_FULL, &SEEN));
     eprintln!("tx_ring_full: {runs} executions");
     assert!(SEEN.front_blocked.get() && SEEN.back_blocked.get());
 }
@@ -998,12 +1000,8 @@ fn tx_data_ring_and_fallback_no_lost_wakeup() {
 fn tx_wait_without_arming_model() {
     static SEEN: TxSeen = TxSeen::new();
     let setup = TxSetup {
-        packets: 3,
-        ring: 2,
-        ids: 2,
-        staged: 0,
-        burst: 1,
         back_arms: false,
+        ..RING_FULL
     };
     check(2, move || tx_model(setup, &SEEN));
 }

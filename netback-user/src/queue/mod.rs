@@ -242,16 +242,7 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// notification (a hypercall) for what arrives meanwhile. (Linux netback arms as soon
     /// as a poll finds no work.) What it found first, if anything.
     fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, QueueFault> {
-        let spin = timeout.map_or(self.port.spin(), |t| t.min(self.port.spin()));
-        if spin.is_zero() {
-            return Ok(None);
-        }
-        let mut found = None;
-        netstage_platform::spin_until(Instant::now() + spin, || {
-            found = self.look()?;
-            Ok(found.is_some())
-        })?;
-        Ok(found)
+        netstage_platform::spin_looking(self.port.spin(), timeout, || self.look())
     }
 
     /// One look at the rings, unarmed, and at the port (consuming an event).

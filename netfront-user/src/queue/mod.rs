@@ -244,16 +244,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// most `timeout`) looking at the rings unarmed, and at the port: the backend sends no
     /// notification for what arrives meanwhile. What it found first, if anything.
     fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, Broken> {
-        let spin = timeout.map_or(self.port.spin(), |t| t.min(self.port.spin()));
-        if spin.is_zero() {
-            return Ok(None);
-        }
-        let mut found = None;
-        netstage_platform::spin_until(Instant::now() + spin, || {
-            found = self.look()?;
-            Ok::<_, Broken>(found.is_some())
-        })?;
-        Ok(found)
+        netstage_platform::spin_looking(self.port.spin(), timeout, || self.look())
     }
 
     /// One look at the rings, unarmed, and at the port (consuming an event).
