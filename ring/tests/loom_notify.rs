@@ -29,11 +29,12 @@
 //!   lock and wakes all.
 //! - the queue loops: `FrontQueue::send_burst` (`reap_tx`, `tx_one` with `held`, the copy
 //!   policy's "a page or less goes whole or not at all", `publish_tx`), `FrontQueue::wait`
-//!   (`spin_for_work`'s unarmed looks, `arm`, the port's `block`), `BackQueue::recv_burst` (read staged bytes, grant copy, `tx_release`, answer,
-//!   push and notify), `BackQueue::send_burst` (stop for lack of RX requests, setting
-//!   `req_event = req_cons + need`), `BackQueue::wait` (`spin_for_work`'s unarmed looks,
-//!   `armed_work`, the port's `block`), and the driving loops
-//!   of `experiments/src/roles.rs` (burst, and wait when nothing moved).
+//!   (`spin_for_work`'s unarmed looks, `arm`, the port's `block`), `BackQueue::recv_burst`
+//!   (read staged bytes, grant copy, `tx_release`, answer, push and notify),
+//!   `BackQueue::send_burst` (stop for lack of RX requests, noting how many it needs),
+//!   `BackQueue::wait` (`spin_for_work`'s unarmed looks, `armed_work`, which arms the RX
+//!   ring at `req_cons + need`, the port's `block`), and the driving loops of
+//!   `experiments/src/roles.rs` (burst, and wait when nothing moved).
 //!
 //! # What is not
 //!
@@ -1060,9 +1061,7 @@ fn rx_model(arm: RxArm, packets: u32, ring: u32) {
             let mut taken = 0;
             for _ in delivered..packets {
                 if avail < NEED {
-                    // "Ask to be woken when enough requests are posted (netback's trick)."
-                    let ev = rx.req_cons.wrapping_add(NEED);
-                    rx.set_req_event(ev);
+                    // Stops; the wait arms (`armed_work`).
                     rx_need = Some(NEED);
                     break;
                 }

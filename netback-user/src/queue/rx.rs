@@ -41,9 +41,8 @@ impl<P: BackendPlatform> BackQueue<P> {
             let need = usize::from(staged > 0) + (len - staged).div_ceil(XEN_PAGE_SIZE) + gso;
             let need = need.max(1 + gso);
             if avail < need {
-                // Ask to be woken when enough requests are posted (netback's trick).
-                let ev = self.rx.req_cons().wrapping_add(need as u32);
-                self.rx.set_req_event(ev).map_err(fault)?;
+                // A blocking wait asks to be woken when `need` requests are posted
+                // (`armed_work`), once its spin has not seen them.
                 self.rx_need = Some(need);
                 break;
             }
