@@ -663,9 +663,10 @@ pub trait EventPort: Send + Sync {
     /// `None`). Returns whether an event arrived.
     fn wait(&self, timeout: Option<Duration>) -> Result<bool>;
 
-    /// How long [`EventPort::wait`] spins before it blocks: how long a caller that spins
-    /// itself, looking at its rings as well as this port (see [`EventPort::block`]), should
-    /// spin.
+    /// How long a caller that spins itself, looking at its rings as well as this port,
+    /// should spin before it arms its rings and calls [`EventPort::block`]. Zero (the
+    /// default) for a port whose [`EventPort::wait`] does its own spinning: the caller then
+    /// arms at once and `block` is `wait`, spin included.
     fn spin(&self) -> Duration {
         Duration::ZERO
     }

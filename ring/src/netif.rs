@@ -662,7 +662,7 @@ pub fn parse_tx_chain_into(
     let first = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: 0 }))?;
     let flags = TxFlags::from_bits_retain(first.flags);
     if flags.intersects(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO | TxFlags::STAGING_BUFFER) {
-        parse_tx_chain_rest(first, flags, next, out)
+        parse_tx_chain_general(first, flags, next, out)
     } else {
         parse_lone_tx_request(first, flags, out)
     }
@@ -715,7 +715,7 @@ fn parse_lone_tx_request(
 
 /// [`parse_tx_chain_into`] for a packet of several requests (extras, fragments) or a
 /// staging buffer, after its first request `first` with flags `flags`.
-fn parse_tx_chain_rest(
+fn parse_tx_chain_general(
     first: NetifTxRequest,
     flags: TxFlags,
     mut next: impl FnMut() -> Option<NetifTxRequest>,
@@ -1255,14 +1255,21 @@ mod tests {
             flags: u16,
             id: u16,
             size in prop_oneof![0u16..=64, 4000u16..=4200, any::<u16>()],
+            whole in any::<bool>(),
         ) {
+            // Half the cases are the short path's reason to be: a packet staged whole.
+            let (offset, flags) = if whole {
+                (size, flags | TxFlags::STAGED.bits())
+            } else {
+                (offset, flags)
+            };
             let flags = TxFlags::from_bits_retain(flags)
                 .difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO | TxFlags::STAGING_BUFFER);
             let first = NetifTxRequest { gref, offset, flags: flags.bits(), id, size };
             let mut fast = TxChain::default();
             let mut general = TxChain::default();
             let f = parse_lone_tx_request(first, flags, &mut fast);
-            let g = parse_tx_chain_rest(first, flags, || None, &mut general);
+            let g = parse_tx_chain_general(first, flags, || None, &mut general);
             prop_assert_eq!(&f, &g);
             if f.is_ok() {
                 prop_assert_eq!(fast, general);

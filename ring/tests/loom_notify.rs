@@ -65,7 +65,9 @@
 //! # Scenarios
 //!
 //! 1. TX, ring full: 3 packets through a 2-slot TX ring with 2 request ids; the frontend
-//!    waits for responses when the ring is full, the backend waits for requests.
+//!    waits for responses when the ring is full, the backend waits for requests. Also
+//!    with both ends arming at once and spinning in the port's wait (real Xen's order),
+//!    and, as a negative control, with a backend that never arms.
 //! 2. RX, the backend stopping for lack of requests (a packet needing 2): the frontend posts
 //!    requests one at a time. The model of `armed_work` as it was (a final check at
 //!    `req_cons + 1`) loses the wake-up (see [`rx_stop_armed_at_one_loses_the_wakeup`]);
@@ -648,6 +650,20 @@ struct TxSetup {
     /// The backend's wait arms the TX ring (its final check) before it blocks, as the code
     /// does; false only for a negative control.
     back_arms: bool,
+    /// Each end's unarmed looks before it arms ([`QUEUE_LOOKS`]); 0 as on a port whose own
+    /// wait spins (real Xen: `EventPort::spin` is zero), where an end arms at once and then
+    /// calls the port's `wait`, spin included.
+    looks: u32,
+}
+
+/// After an end's wait has armed its ring and found no work: the port's `block` after the
+/// end's own looks, or the port's `wait` (spin, then block) when it took none.
+fn sleep_on(port: &Port, looks: u32) {
+    if looks == 0 {
+        port.wait();
+    } else {
+        port.block();
+    }
 }
 
 /// What every execution of a TX scenario may mark.
@@ -806,8 +822,8 @@ impl TxFront {
     /// `FrontQueue::wait(None)` blocking: `spin_for_work` (unarmed looks at the TX ring
     /// and the port), `arm` (the TX ring's final check when requests are outstanding), then
     /// the port's `block`.
-    fn wait(&mut self, seen: &TxSeen) {
-        for _ in 0..QUEUE_LOOKS {
+    fn wait(&mut self, seen: &TxSeen, looks: u32) {
+        for _ in 0..looks {
             let work = self.tx.outstanding() > 0 && self.tx.refresh_responses() > 0;
             if work || self.sh.front_port.take_pending() {
                 return;
@@ -818,7 +834,7 @@ impl TxFront {
             return;
         }
         seen.front_blocked.mark();
-        self.sh.front_port.block();
+        sleep_on(&self.sh.front_port, looks);
     }
 }
 
@@ -876,8 +892,8 @@ impl TxBack {
     /// `BackQueue::wait(None)` blocking: `spin_for_work` (unarmed looks at the TX ring and
     /// the port), `armed_work` (the TX ring's final check; left out unless `arms`), then
     /// the port's `block`.
-    fn wait(&mut self, seen: &TxSeen, arms: bool) {
-        for _ in 0..QUEUE_LOOKS {
+    fn wait(&mut self, seen: &TxSeen, arms: bool, looks: u32) {
+        for _ in 0..looks {
             if self.tx.refresh_requests() > 0 || self.sh.back_port.take_pending() {
                 return;
             }
@@ -886,7 +902,7 @@ impl TxBack {
             return;
         }
         seen.back_blocked.mark();
-        self.sh.back_port.block();
+        sleep_on(&self.sh.back_port, looks);
     }
 }
 
@@ -914,7 +930,7 @@ fn tx_model(setup: TxSetup, seen: &'static TxSeen) {
     let backend = thread::spawn(move || {
         while back.received < setup.packets {
             if back.recv_burst(setup.burst) == 0 {
-                back.wait(seen, setup.back_arms);
+                back.wait(seen, setup.back_arms, setup.looks);
             }
         }
     });
@@ -937,13 +953,13 @@ fn tx_model(setup: TxSetup, seen: &'static TxSeen) {
         let n = front.send_burst(sent, setup.packets, setup, seen);
         sent += n;
         if n == 0 {
-            front.wait(seen);
+            front.wait(seen, setup.looks);
         }
     }
     while front.answered < setup.packets {
         front.reap_tx();
         if front.answered < setup.packets {
-            front.wait(seen);
+            front.wait(seen, setup.looks);
         }
     }
     backend.join().unwrap();
@@ -959,6 +975,7 @@ const RING_FULL: TxSetup = TxSetup {
     staged: 0,
     burst: 1,
     back_arms: true,
+    looks: QUEUE_LOOKS,
 };
 
 /// Scenario 1 ([`RING_FULL`]). No interleaving leaves an end asleep with work pending.
@@ -986,10 +1003,25 @@ fn tx_data_ring_and_fallback_no_lost_wakeup() {
         staged: 3,
         burst: 2,
         back_arms: true,
+        looks: QUEUE_LOOKS,
     };
     let runs = check(2, move || tx_model(setup, &SEEN));
     eprintln!("tx_data_ring: {runs} executions");
     assert!(SEEN.staged.get() && SEEN.fallback.get() && SEEN.wrapped.get());
+    assert!(SEEN.front_blocked.get() && SEEN.back_blocked.get());
+}
+
+/// Scenario 1 with both ends arming at once and then spinning in the port's `wait`, as on
+/// real Xen (`EventPort::spin` is zero there). No lost wake-up.
+#[test]
+fn tx_ring_full_arming_at_once_no_lost_wakeup() {
+    static SEEN: TxSeen = TxSeen::new();
+    let setup = TxSetup {
+        looks: 0,
+        ..RING_FULL
+    };
+    let runs = check(2, move || tx_model(setup, &SEEN));
+    eprintln!("tx_ring_full_arming_at_once: {runs} executions");
     assert!(SEEN.front_blocked.get() && SEEN.back_blocked.get());
 }
 

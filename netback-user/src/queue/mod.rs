@@ -205,12 +205,13 @@ impl<P: BackendPlatform> BackQueue<P> {
                     self.metrics.add_storm_backoffs(1);
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
-                let credit = self.credit_wait();
                 let start = Instant::now();
                 let woke = match self.spin_for_work(timeout)? {
                     Some(Looked::Work) => return Ok(true),
                     Some(Looked::Event) => true,
                     None => {
+                        // Read after the spin: the interval may have ended during it.
+                        let credit = self.credit_wait();
                         if self.armed_work(credit.is_some())? {
                             return Ok(true);
                         }
@@ -223,7 +224,7 @@ impl<P: BackendPlatform> BackQueue<P> {
                     }
                 };
                 self.storm.after_wait(woke);
-                if !woke && credit.is_some() && self.credit_wait().is_none() {
+                if !woke && self.tx_held && self.credit_wait().is_none() {
                     // The next interval began: the held packet may go.
                     return Ok(true);
                 }

@@ -161,13 +161,13 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Waits for work. Blocking ([`PollMode::Block`]), it first spins (for the port's
     /// [`EventPort::spin`]) looking at the rings without arming them, then arms the rings'
     /// event indexes, returns `Ok(true)` at once if the backend answered or sent something
-    /// meanwhile, and otherwise sleeps on the event channel up to `timeout`; after a run of wake-ups that
-    /// brought no work (a backend storming events) it first sleeps a millisecond
-    /// ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at the
-    /// rings and the port once without arming anything (so the backend sends no
-    /// notifications while this end polls) and yields the CPU every [`netstage_fallback::YIELD_EVERY`]th idle
-    /// look. Returns whether there may be work. Fails with [`FrontendError::Broken`] once the
-    /// device is closed or broken.
+    /// meanwhile, and otherwise sleeps on the event channel up to `timeout`; after a run of
+    /// wake-ups that brought no work (a backend storming events) it first sleeps a
+    /// millisecond ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at
+    /// the rings and the port once without arming anything (so the backend sends no
+    /// notifications while this end polls) and yields the CPU every
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
+    /// Fails with [`FrontendError::Broken`] once the device is closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
         self.check_open()?;
         self.check_answering()?;

@@ -163,7 +163,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let len = p.data.len();
         let id = self.take_id()?;
         self.staging.tx_stage(id, p.data)?;
-        // A valid packet has 1 to 65535 bytes.
+        // A valid packet (every caller validates first) has 1 to 65535 bytes.
         let req = staged_tx_request(tx_flags(p), len as u16, id);
         self.tx.put_request(&req).map_err(err("TX ring"))?;
         self.tx_head[usize::from(id)] = true;
