@@ -3,7 +3,7 @@
 
 use netstage_fallback::{Gso, PacketBuf, PacketView, ViewPart, BURST_BYTES};
 use netstage_ring::netif::{
-    parse_tx_chain_into, Extra, NetifTxResponse, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
+    parse_tx_chain_into, Extra, TxChain, TxFlags, NETIF_RSP_ERROR, NETIF_RSP_OKAY,
 };
 
 use super::{fault, BackQueue, QueueFault, BURST, LEND_MIN};
@@ -165,17 +165,8 @@ impl<P: BackendPlatform> BackQueue<P> {
     fn tx_answer(&mut self, chains: &[TxChain], status: &[i16]) -> Result<(), QueueFault> {
         self.staging.tx_release().map_err(QueueFault)?;
         for (c, st) in chains.iter().zip(status) {
-            if let [slot] = c.slots.as_slice() {
-                // The common packet of one request: its response, without the iterator.
-                let r = NetifTxResponse {
-                    id: slot.id,
-                    status: *st,
-                };
+            for r in c.responses(*st) {
                 self.tx.put_response(&r).map_err(fault)?;
-            } else {
-                for r in c.responses(*st) {
-                    self.tx.put_response(&r).map_err(fault)?;
-                }
             }
             if *st == NETIF_RSP_OKAY {
                 self.counts.tx_packets += 1;

@@ -3,8 +3,8 @@
 use arrayvec::ArrayVec;
 use netstage_fallback::{PacketRef, BURST_BYTES};
 use netstage_ring::netif::{
-    encode_staged_tx_chain, encode_tx_chain, staged_tx_request, Extra, TxFlags, TxFragment,
-    NETIF_RSP_NULL, NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
+    encode_staged_tx_chain, encode_tx_chain, Extra, TxFlags, TxFragment, NETIF_RSP_NULL,
+    NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
 };
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -22,15 +22,6 @@ pub(super) fn needs(len: usize, staged: usize, gso: bool) -> (usize, usize) {
         rest.div_ceil(XEN_PAGE_SIZE).max(1)
     };
     (data, data + usize::from(gso))
-}
-
-/// The first request's offload flags for packet `p`.
-fn tx_flags(p: &PacketRef<'_>) -> TxFlags {
-    if p.csum_blank {
-        TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
-    } else {
-        TxFlags::empty()
-    }
 }
 
 impl<P: FrontendPlatform> FrontQueue<P> {
@@ -125,10 +116,6 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             self.held = Some((len, staged));
             return Ok(false);
         }
-        if staged == len && p.gso.is_none() {
-            self.tx_staged_whole(p)?;
-            return Ok(true);
-        }
         let (head, rest) = p
             .data
             .split_at_checked(staged)
@@ -144,8 +131,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         };
         // Filled in place: returned in a `Result`, the array was copied out of it per packet.
         let mut frags = ArrayVec::new();
-        self.fill_pages(rest, &mut frags)?;
-        self.staging.tx_replicate(&frags, rest, &mut self.tally)?;
+        if !rest.is_empty() {
+            // (A packet staged whole has no pages to fill nor heads to replicate.)
+            self.fill_pages(rest, &mut frags)?;
+            self.staging.tx_replicate(&frags, rest, &mut self.tally)?;
+        }
         self.encode(p, staged, first_id, &frags)?;
         let head = match frags.first() {
             Some(f) if staged == 0 => f.id,
@@ -155,23 +145,6 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.tally.tx_packets += 1;
         self.tally.tx_bytes += len as u64;
         Ok(true)
-    }
-
-    /// Puts on the ring a packet staged whole, without GSO: one request, no grant (the
-    /// common small packet, on its short path; `tx_one` puts every other).
-    fn tx_staged_whole(&mut self, p: &PacketRef<'_>) -> Result<(), Broken> {
-        let len = p.data.len();
-        let id = self.take_id()?;
-        self.staging.tx_stage(id, p.data)?;
-        // A valid packet (every caller validates first) has 1 to 65535 bytes.
-        let req = staged_tx_request(tx_flags(p), len as u16, id);
-        self.tx.put_request(&req).map_err(err("TX ring"))?;
-        self.tx_head[usize::from(id)] = true;
-        self.tally.tx_staged_packets += 1;
-        self.tally.tx_staged_bytes += len as u64;
-        self.tally.tx_packets += 1;
-        self.tally.tx_bytes += len as u64;
-        Ok(())
     }
 
     /// Copies `bytes` into TX pool pages, one request id per page, each page's fragment
@@ -222,7 +195,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }]
         });
         let extras: &[Extra] = gso.as_ref().map_or(&[], |e| e.as_slice());
-        let flags = tx_flags(p);
+        let flags = if p.csum_blank {
+            TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
+        } else {
+            TxFlags::empty()
+        };
         let mut put_err = None;
         let tx = &mut self.tx;
         let put = |slot| {

@@ -154,11 +154,6 @@ impl SimPort {
         Ok(Some(self.remote.get_or_init(|| (f, w))))
     }
 
-    /// Spins on the pending word until `until`; whether an event (or a wake) came.
-    fn spin_until(&self, until: Instant) -> Result<bool> {
-        crate::spin_until(until, || Ok(self.take_pending()?.0))
-    }
-
     /// Consumes the pending word: `(anything pending, an event from the peer among it)`.
     fn take_pending(&self) -> Result<(bool, bool)> {
         // Read before writing: spinning on a shared line must not bounce it between cores.
@@ -204,7 +199,9 @@ impl EventPort for SimPort {
         let start = Instant::now();
         let spin = self.dom.cfg.spin_before_block;
         let spin_until = timeout.map_or(start + spin, |t| (start + t).min(start + spin));
-        if self.spin_until(spin_until)? {
+        if crate::spin_until(spin_until, || -> Result<bool> {
+            Ok(self.take_pending()?.0)
+        })? {
             return Ok(true);
         }
         self.block(timeout.map(|t| t.saturating_sub(start.elapsed())))
