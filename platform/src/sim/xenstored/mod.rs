@@ -26,7 +26,8 @@ pub mod store;
 pub mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,12 +106,29 @@ struct Shared {
     /// Thread starts to fail on purpose (tests of that path).
     #[cfg(test)]
     fail_spawns: std::sync::atomic::AtomicU32,
+    /// Times an accept loop looked for a connection, and accept loops that ended (tests
+    /// of their sleep).
+    #[cfg(test)]
+    accept_looks: AtomicU64,
+    #[cfg(test)]
+    accept_ends: AtomicU64,
     state: Mutex<State>,
     stop: AtomicBool,
     next_conn: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    sockets: Mutex<HashMap<DomId, PathBuf>>,
+    sockets: Mutex<HashMap<DomId, Listening>>,
 }
+
+/// A domain's socket, served by an accept loop that sleeps until a client connects.
+struct Listening {
+    path: PathBuf,
+    /// Dropped to end the accept loop: the loop's end then reads end-of-file.
+    _wake: UnixStream,
+}
+
+/// How long an accept loop sleeps at most between looks at the daemon's stop flag, should
+/// a wake-up be missed. Connections and closes wake it at once.
+const ACCEPT_GUARD: Duration = Duration::from_secs(1);
 
 /// A running daemon. Stops (closing every connection and removing its sockets) on
 /// [`Xenstored::shutdown`] or drop.
@@ -149,6 +167,10 @@ impl Xenstored {
             stats: Arc::default(),
             #[cfg(test)]
             fail_spawns: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(test)]
+            accept_looks: AtomicU64::new(0),
+            #[cfg(test)]
+            accept_ends: AtomicU64::new(0),
             state: Mutex::new(State {
                 store: Store::with_limits(quotas.tree()),
                 conns: HashMap::new(),
@@ -215,6 +237,12 @@ impl Drop for Xenstored {
                 c.out.close();
             }
         }
+        // Dropping each socket's wake end ends its accept loop.
+        if let Ok(mut socks) = self.shared.sockets.lock() {
+            for (_, l) in socks.drain() {
+                let _ = std::fs::remove_file(&l.path);
+            }
+        }
         let threads = self
             .shared
             .threads
@@ -223,11 +251,6 @@ impl Drop for Xenstored {
             .unwrap_or_default();
         for t in threads {
             let _ = t.join();
-        }
-        if let Ok(socks) = self.shared.sockets.lock() {
-            for p in socks.values() {
-                let _ = std::fs::remove_file(p);
-            }
         }
     }
 }
@@ -278,11 +301,13 @@ fn listen(shared: &Arc<Shared>, dom: DomId, path: PathBuf) -> io::Result<()> {
     }
     let listener = bind_whole(&path)?;
     listener.set_nonblocking(true)?;
+    let (wake_rx, wake) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
     if let Ok(mut s) = shared.sockets.lock() {
-        s.insert(dom, path);
+        s.insert(dom, Listening { path, _wake: wake });
     }
     let sh = Arc::clone(shared);
-    spawn(shared, move || accept_loop(sh, dom, listener))
+    spawn(shared, move || accept_loop(sh, dom, listener, wake_rx))
 }
 
 /// Listens at `path` such that the socket's file appears only once it accepts
@@ -306,11 +331,20 @@ fn bind_whole(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
+/// Accepts domain `dom`'s connections until the daemon stops, the domain goes or its
+/// [`Listening`] is dropped (`wake` then reads end-of-file). Between connections it
+/// sleeps in `poll`: a loop that woke to look every few milliseconds took the CPU from
+/// whatever shared its core (the backend's queue, in the harness) hundreds of times a
+/// second.
+fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener, wake: UnixStream) {
     loop {
-        if shared.stop.load(Ordering::SeqCst) || !domain_live(&shared, dom) {
+        if shared.stop.load(Ordering::SeqCst) || !domain_live(&shared, dom) || woken(&wake) {
+            #[cfg(test)]
+            shared.accept_ends.fetch_add(1, Ordering::SeqCst);
             return;
         }
+        #[cfg(test)]
+        shared.accept_looks.fetch_add(1, Ordering::SeqCst);
         match listener.accept() {
             Ok((stream, _)) => {
                 if let Err(e) = open_conn(&shared, dom, stream) {
@@ -318,10 +352,24 @@ fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener) {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(2));
+                let fds = [listener.as_fd(), wake.as_fd()];
+                if crate::sys::poll_readable(&fds, Some(ACCEPT_GUARD)).is_err() {
+                    thread::sleep(Duration::from_millis(20));
+                }
             }
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// Whether an accept loop's wake end reads end-of-file (its [`Listening`] was dropped) or
+/// fails; nothing is ever written to it.
+fn woken(wake: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    match (&*wake).read(&mut b) {
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        // End-of-file; a byte (never sent) would end the loop too.
+        Ok(0 | 1..) => true,
     }
 }
 
@@ -1048,8 +1096,8 @@ fn close_domain(shared: &Arc<Shared>, dom: DomId) {
         }
     }
     if let Ok(mut socks) = shared.sockets.lock() {
-        if let Some(p) = socks.remove(&dom) {
-            let _ = std::fs::remove_file(p);
+        if let Some(l) = socks.remove(&dom) {
+            let _ = std::fs::remove_file(&l.path);
         }
     }
 }
@@ -1094,5 +1142,51 @@ mod tests {
         use crate::xenstore::XenStore;
         c.write(0, "/after", b"1").unwrap();
         assert_eq!(d.connections(), 1);
+    }
+
+    /// An idle daemon's accept loops sleep until a client comes (they do not wake to look
+    /// every few milliseconds), and a released domain's loop, and at shutdown every loop,
+    /// ends at once rather than at its next guard wake-up.
+    #[test]
+    fn accept_loops_sleep_until_a_client_or_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
+        let guest = d.introduce(7).unwrap();
+        let sh = Arc::clone(&d.shared);
+        let idle = Duration::from_millis(300);
+        let before = sh.accept_looks.load(Ordering::SeqCst);
+        thread::sleep(idle);
+        let looks = sh.accept_looks.load(Ordering::SeqCst) - before;
+        // Two loops; at most one guard wake-up each in the idle time.
+        assert!(looks <= 2, "{looks} looks in {idle:?} while idle");
+        let _c = UnixStream::connect(&guest).unwrap();
+        let t = std::time::Instant::now();
+        while d.connections() == 0 && t.elapsed() < Duration::from_secs(5) {
+            thread::yield_now();
+        }
+        assert_eq!(d.connections(), 1, "a client wakes its domain's loop");
+        let t = std::time::Instant::now();
+        d.release(7);
+        while sh.accept_ends.load(Ordering::SeqCst) == 0 && t.elapsed() < ACCEPT_GUARD {
+            thread::yield_now();
+        }
+        assert_eq!(
+            sh.accept_ends.load(Ordering::SeqCst),
+            1,
+            "released: its loop ends"
+        );
+        assert!(
+            t.elapsed() < ACCEPT_GUARD / 2,
+            "ended only after {:?}",
+            t.elapsed()
+        );
+        let t = std::time::Instant::now();
+        d.shutdown();
+        assert_eq!(sh.accept_ends.load(Ordering::SeqCst), 2);
+        assert!(
+            t.elapsed() < ACCEPT_GUARD / 2,
+            "shut down in {:?}",
+            t.elapsed()
+        );
     }
 }
