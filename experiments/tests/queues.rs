@@ -22,6 +22,8 @@ struct Checker {
     good: AtomicU64,
     bad: AtomicU64,
     lent_parts: AtomicU64,
+    /// Parts of no bytes in a view (a view lists only parts with bytes).
+    empty_parts: AtomicU64,
 }
 
 impl QueueDriver<SimDomain> for Checker {
@@ -40,6 +42,8 @@ impl QueueDriver<SimDomain> for Checker {
                     .filter(|p| matches!(p, ViewPart::Shared { .. }))
                     .count();
                 self.lent_parts.fetch_add(shared as u64, Ordering::Relaxed);
+                let empty = v.parts().iter().filter(|p| p.is_empty()).count();
+                self.empty_parts.fetch_add(empty as u64, Ordering::Relaxed);
                 let ok = len > 0 && copy[..len] == want[..len];
                 let counter = if ok { &self.good } else { &self.bad };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +105,11 @@ fn packets_lent_in_place_arrive_intact() {
             "{design}: corrupted packets"
         );
         assert_eq!(c.good.load(Ordering::Relaxed), 2000, "{design}");
+        assert_eq!(
+            c.empty_parts.load(Ordering::Relaxed),
+            0,
+            "{design}: empty parts"
+        );
         let lent = c.lent_parts.load(Ordering::Relaxed);
         if design == "grant-copy" {
             assert_eq!(lent, 0, "grant copy has nothing to lend");

@@ -144,9 +144,13 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.storm.moved();
         let chains = &chains[..got];
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
-            let mut l = None;
-            status.push(self.tx_stage_one(c, buf, lend, &mut l)?);
-            lent.push(l);
+            // Lent ranges are written where they stay: moved after, the fresh stores
+            // stalled the wide loads that moved them.
+            lent.push(None);
+            let l = lent
+                .last_mut()
+                .ok_or_else(|| QueueFault("no lent entry".into()))?;
+            status.push(self.tx_stage_one(c, buf, lend, l)?);
         }
         let mut burst = TxBurst {
             fe: self.p.fe,
@@ -217,7 +221,10 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
         // A small head costs less to copy than to lend.
         if lend && usize::from(c.staged) >= LEND_MIN {
-            *lent = self.staging.tx_lend(c).map_err(QueueFault)?;
+            let l = lent.insert([(0, 0, 0); 2]);
+            if !self.staging.tx_lend(c, l).map_err(QueueFault)? {
+                *lent = None;
+            }
         }
         if lent.is_none() && !self.staging.tx_read(c, dst).map_err(QueueFault)? {
             self.counts.tx_dropped += 1;
@@ -257,6 +264,9 @@ fn fill_view<'a>(
 ) -> Result<(), QueueFault> {
     let mut skip = 0;
     for &(region, offset, len) in lent.into_iter().flatten() {
+        if len == 0 {
+            continue;
+        }
         let mem = staging
             .lent_mem(region)
             .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
@@ -265,5 +275,8 @@ fn fill_view<'a>(
         skip += len;
     }
     let rest = buf.data().get(skip..).unwrap_or_default();
+    if rest.is_empty() && skip > 0 {
+        return Ok(());
+    }
     v.push(ViewPart::Private(rest)).map_err(fault)
 }

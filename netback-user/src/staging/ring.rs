@@ -88,10 +88,11 @@ impl BackStaging for DataRing {
         Ok(true)
     }
 
-    fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
+    fn tx_lend(&mut self, c: &TxChain, lent: &mut Lent) -> Result<bool, Fatal> {
         self.tx_used = true;
         let [a, b] = self.cons.take_in_place(staged_len(c)).map_err(ring_fault)?;
-        Ok(Some([(0, a.0, a.1), (0, b.0, b.1)]))
+        *lent = [(0, a.0, a.1), (0, b.0, b.1)];
+        Ok(true)
     }
 
     fn lent_mem(&self, _region: u32) -> Option<&SharedMem> {

@@ -119,12 +119,12 @@ impl BackStaging for Slots {
             .is_ok())
     }
 
-    fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
+    fn tx_lend(&mut self, c: &TxChain, lent: &mut Lent) -> Result<bool, Fatal> {
         // A slot the frontend cannot name, or a head in more than two pages, is copied (or
         // dropped) by `tx_read` instead.
-        let (mut lent, mut pieces) = ([(0, 0, 0); 2], 0);
+        let mut pieces = 0;
         let slot = u32::from(c.first_id());
-        Ok(lend_from(&self.tx, slot, staged_len(c), &mut lent, &mut pieces).then_some(lent))
+        Ok(lend_from(&self.tx, slot, staged_len(c), lent, &mut pieces))
     }
 
     fn lent_mem(&self, region: u32) -> Option<&SharedMem> {

@@ -71,16 +71,16 @@ impl BackStaging for SlotsRfc {
         Ok(true)
     }
 
-    fn tx_lend(&mut self, c: &TxChain) -> Result<Option<Lent>, Fatal> {
+    fn tx_lend(&mut self, c: &TxChain, lent: &mut Lent) -> Result<bool, Fatal> {
         // Pieces from more than two pages, or a slot the frontend cannot name, are left to
         // `tx_read`.
-        let (mut lent, mut pieces) = ([(0, 0, 0); 2], 0);
+        let mut pieces = 0;
         for (id, n) in c.replicated() {
-            if !lend_from(&self.tx, u32::from(id), n, &mut lent, &mut pieces) {
-                return Ok(None);
+            if !lend_from(&self.tx, u32::from(id), n, lent, &mut pieces) {
+                return Ok(false);
             }
         }
-        Ok(Some(lent))
+        Ok(true)
     }
 
     fn lent_mem(&self, region: u32) -> Option<&SharedMem> {
