@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netstage_fallback::{Design, LogLimit};
 use netstage_platform::xenbus::{read_state, wait_state, write_state, VifPaths, XenbusState};
@@ -13,6 +13,10 @@ use netstage_platform::{DomId, EventPort};
 
 use crate::metrics::{Metrics, MetricsSnapshot, Tally};
 use crate::{FrontendError, FrontendHandler, FrontendPlatform};
+
+/// How long the monitor goes at most without reading the backend's state when its watch
+/// has not fired.
+const STATE_GUARD: Duration = Duration::from_secs(1);
 
 /// How long closing waits for each of the backend's steps (Closing, then Closed).
 pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -231,6 +235,7 @@ impl<P: FrontendPlatform> FrontendLink<P> {
         let bdom = self.paths.backend_dom;
         let platform = self.platform.clone();
         let shared = Arc::clone(&self.shared);
+        let mut state_read = Instant::now();
         let t = std::thread::Builder::new()
             .name("netfront-monitor".into())
             .spawn(move || loop {
@@ -243,10 +248,17 @@ impl<P: FrontendPlatform> FrontendLink<P> {
                     }
                     return;
                 }
-                let _ = watch.next(Duration::from_millis(100));
+                // The backend's state is read when the watch fires (or fails), and once a
+                // second besides; its domain's life is looked at every time (no XenStore
+                // round trip: each woke the daemon's threads, on the backend's core in the
+                // harness).
+                let fired = !matches!(watch.next(Duration::from_millis(100)), Ok(None));
                 let why = if forget_if_dead(&platform, bdom) {
                     format!("backend domain {bdom} died")
+                } else if !fired && state_read.elapsed() < STATE_GUARD {
+                    continue;
                 } else {
+                    state_read = Instant::now();
                     match read_state(&xs, &bdir) {
                         XenbusState::Connected => continue,
                         s => format!("backend left the connected state ({s:?})"),
