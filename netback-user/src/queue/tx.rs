@@ -264,9 +264,6 @@ fn fill_view<'a>(
 ) -> Result<(), QueueFault> {
     let mut skip = 0;
     for &(region, offset, len) in lent.into_iter().flatten() {
-        if len == 0 {
-            continue;
-        }
         let mem = staging
             .lent_mem(region)
             .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
@@ -275,8 +272,5 @@ fn fill_view<'a>(
         skip += len;
     }
     let rest = buf.data().get(skip..).unwrap_or_default();
-    if rest.is_empty() && skip > 0 {
-        return Ok(());
-    }
     v.push(ViewPart::Private(rest)).map_err(fault)
 }
