@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstage_fallback::{Features, IdleSpin, Looked, PacketBuf, PollMode, StormGuard};
-use netstage_platform::{EventChannels, EventPort, SharedPages};
+use netstage_platform::{EventChannels, EventPort, GrantRef, SharedPages};
 use netstage_ring::netif::{RxRing, TxRing};
 use netstage_ring::sring::FrontRing;
 
 use crate::link::Shared;
 use crate::metrics::Tally;
-use crate::staging::{err, Broken, Staging};
+use crate::staging::{err, pool_gref, Broken, Pool, Staging};
 use crate::{FrontendError, FrontendPlatform};
 
 /// Buffers per direction: one per ring slot.
@@ -66,6 +66,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// its ring slot: the response id is not trusted to name it).
     rx_posted: VecDeque<u16>,
     staging: Box<dyn Staging>,
+    /// [`Staging::grants_per_packet`], asked once.
+    grants_per_packet: bool,
     /// The staging decision for a packet that did not fit: `(length, staged bytes)`, used
     /// again when a burst starts with a packet of that length (decided once per packet).
     held: Option<(usize, usize)>,
@@ -121,6 +123,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             tx_head: vec![false; POOL],
             tx_held: Vec::with_capacity(POOL),
             rx_posted: VecDeque::with_capacity(POOL),
+            grants_per_packet: staging.grants_per_packet(),
             staging,
             held: None,
             tx_room_hold: false,
@@ -139,6 +142,34 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .map_err(FrontendError::Handshake)?;
         q.post_all_rx().map_err(FrontendError::Handshake)?;
         Ok(q)
+    }
+
+    /// The reference of buffer `id` of `pool` for a request about to be published: the
+    /// pool's own, or the design's grant made now ([`Staging::grant`]) where it grants per
+    /// packet.
+    pub(crate) fn buffer_gref(&mut self, pool: Pool, id: u16) -> Result<GrantRef, Broken> {
+        let pages = match pool {
+            Pool::Tx => &self.pages.tx_pool,
+            Pool::Rx => &self.pages.rx_pool,
+        };
+        if self.grants_per_packet {
+            return self.staging.grant(pool, pages, id, &mut self.tally);
+        }
+        pool_gref(pages, id)
+    }
+
+    /// Ends the backend's access to answered buffer `id` of `pool` where the design grants
+    /// per packet ([`Staging::revoke`]); whether the buffer may be used again. (A pool's own
+    /// grants stay: nothing to end, no call per packet.)
+    pub(crate) fn end_buffer_access(&mut self, pool: Pool, id: u16) -> Result<bool, Broken> {
+        if !self.grants_per_packet {
+            return Ok(true);
+        }
+        let pages = match pool {
+            Pool::Tx => &self.pages.tx_pool,
+            Pool::Rx => &self.pages.rx_pool,
+        };
+        self.staging.revoke(pool, pages, id, &mut self.tally)
     }
 
     /// This queue's number.

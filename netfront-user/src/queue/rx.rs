@@ -234,10 +234,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 .map_err(|_| "an RX chain longer than netif allows")?;
             // Revoked before anything reads the page, as netfront does; a backend that
             // still holds it could change it under the reader.
-            if !self
-                .staging
-                .revoke(Pool::Rx, &self.pages.rx_pool, id, &mut self.tally)?
-            {
+            if !self.end_buffer_access(Pool::Rx, id)? {
                 self.tally.revokes_refused += 1;
                 return Err(format!(
                     "the backend still holds RX buffer {id} after answering it (grant in \
@@ -325,9 +322,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
 
     /// Posts RX buffer `id` (unpublished).
     pub(super) fn post_rx(&mut self, id: u16) -> Result<(), Broken> {
-        let gref = self
-            .staging
-            .grant(Pool::Rx, &self.pages.rx_pool, id, &mut self.tally)?;
+        let gref = self.buffer_gref(Pool::Rx, id)?;
         self.rx
             .put_request(&NetifRxRequest { id, pad: 0, gref })
             .map_err(err("RX ring"))?;

@@ -162,9 +162,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 .write_at(usize::from(id) * XEN_PAGE_SIZE, chunk)
                 .map_err(err("TX buffer"))?;
             // Granted before the request that names it is published.
-            let gref = self
-                .staging
-                .grant(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?;
+            let gref = self.buffer_gref(Pool::Tx, id)?;
             let frag = TxFragment {
                 id,
                 gref,
@@ -278,10 +276,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Ends the backend's access to answered id `id`'s page and frees the id, or, while
     /// the backend still holds the page, keeps it out of use (counted).
     fn free_id(&mut self, id: u16) -> Result<(), Broken> {
-        if self
-            .staging
-            .revoke(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?
-        {
+        if self.end_buffer_access(Pool::Tx, id)? {
             self.tx_free.push(id);
         } else {
             self.tally.revokes_refused += 1;
@@ -295,10 +290,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     fn revoke_held(&mut self) -> Result<(), Broken> {
         let mut i = 0;
         while let Some(&id) = self.tx_held.get(i) {
-            if self
-                .staging
-                .revoke(Pool::Tx, &self.pages.tx_pool, id, &mut self.tally)?
-            {
+            if self.end_buffer_access(Pool::Tx, id)? {
                 self.tx_held.swap_remove(i);
                 self.tx_free.push(id);
             } else {

@@ -126,6 +126,13 @@ pub(crate) trait Staging: Send {
         Ok(())
     }
 
+    /// Whether this design grants a buffer page per packet: otherwise
+    /// [`Staging::grant`] and [`Staging::revoke`] do nothing but look up the pool's own
+    /// grants, and the queue does not call them per packet.
+    fn grants_per_packet(&self) -> bool {
+        false
+    }
+
     /// The reference of page `id` of `pages` (the `pool` pool) for a request about to be
     /// published: the pool's own (granted once at connect), or, in a design that grants
     /// per packet, a grant made now (counted in `t`).
@@ -136,11 +143,7 @@ pub(crate) trait Staging: Send {
         id: u16,
         _t: &mut Tally,
     ) -> Result<GrantRef, Broken> {
-        pages
-            .grefs
-            .get(usize::from(id))
-            .copied()
-            .ok_or_else(|| format!("buffer {id} is not in the pool"))
+        pool_gref(pages, id)
     }
 
     /// Ends the backend's access to page `id` of `pages` once its response came: true if
@@ -155,6 +158,15 @@ pub(crate) trait Staging: Send {
     ) -> Result<bool, Broken> {
         Ok(true)
     }
+}
+
+/// The grant reference page `id` of `pages` got when the pool was shared.
+pub(crate) fn pool_gref(pages: &SharedPages, id: u16) -> Result<GrantRef, Broken> {
+    pages
+        .grefs
+        .get(usize::from(id))
+        .copied()
+        .ok_or_else(|| format!("buffer {id} is not in the pool"))
 }
 
 /// What stages memory and grants pages at connect: this domain's grants, and an owned

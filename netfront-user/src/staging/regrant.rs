@@ -79,6 +79,10 @@ impl Staging for QueueGrants {
         Ok(())
     }
 
+    fn grants_per_packet(&self) -> bool {
+        true
+    }
+
     fn grant(
         &mut self,
         pool: Pool,
