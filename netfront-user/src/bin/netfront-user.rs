@@ -515,10 +515,16 @@ fn await_echoes<P: FrontendPlatform>(
                 bail!("device broke while waiting for echoes: {b}");
             }
             if t.elapsed() > Duration::from_secs(60) {
+                let m = front.metrics();
                 bail!(
-                    "only {} of {} packets came back within 60 s",
+                    "only {} of {} packets came back within 60 s (sent {}, unsent {}, tx                      errors {}, received {}, dropped {}; what the backend dropped on the way                      back is in its counters, e.g. rx_backlog_drops)",
                     verifier.received.load(Ordering::Relaxed),
-                    args.count
+                    args.count,
+                    m.tx_packets,
+                    m.tx_unsent,
+                    m.tx_errors,
+                    m.rx_packets,
+                    m.rx_dropped
                 );
             }
             clock.stats_due(args, front);
