@@ -146,11 +146,9 @@ impl<P: BackendPlatform> BackQueue<P> {
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
             // Lent ranges are written where they stay: moved after, the fresh stores
             // stalled the wide loads that moved them.
+            let i = lent.len();
             lent.push(None);
-            let l = lent
-                .last_mut()
-                .ok_or_else(|| QueueFault("no lent entry".into()))?;
-            status.push(self.tx_stage_one(c, buf, lend, l)?);
+            status.push(self.tx_stage_one(c, buf, lend, &mut lent[i])?);
         }
         let mut burst = TxBurst {
             fe: self.p.fe,

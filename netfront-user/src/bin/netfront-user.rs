@@ -517,7 +517,9 @@ fn await_echoes<P: FrontendPlatform>(
             if t.elapsed() > Duration::from_secs(60) {
                 let m = front.metrics();
                 bail!(
-                    "only {} of {} packets came back within 60 s (sent {}, unsent {}, tx                      errors {}, received {}, dropped {}; what the backend dropped on the way                      back is in its counters, e.g. rx_backlog_drops)",
+                    "only {} of {} packets came back within 60 s (sent {}, unsent {}, tx \
+                     errors {}, received {}, dropped {}; what the backend dropped on the way \
+                     back is in its counters, e.g. rx_backlog_drops)",
                     verifier.received.load(Ordering::Relaxed),
                     args.count,
                     m.tx_packets,

@@ -366,11 +366,7 @@ fn accept_loop(shared: Arc<Shared>, dom: DomId, listener: UnixListener, wake: Un
 /// fails; nothing is ever written to it.
 fn woken(wake: &UnixStream) -> bool {
     let mut b = [0u8; 1];
-    match (&*wake).read(&mut b) {
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        // End-of-file; a byte (never sent) would end the loop too.
-        Ok(0 | 1..) => true,
-    }
+    !matches!((&*wake).read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 fn domain_live(shared: &Shared, dom: DomId) -> bool {
