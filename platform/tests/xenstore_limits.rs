@@ -230,9 +230,14 @@ fn connections_quota_from_a_guest_socket() {
     held.pop();
     let t = Instant::now();
     loop {
+        // Until the daemon has seen the close, a new connection is refused and closed at
+        // once: the write may then find the connection gone already.
         let mut again = Raw::connect(&g);
-        again.send(MsgType::Read as u32, 0, b"x\0");
-        if again.recv().is_some() {
+        let sent = again
+            .0
+            .write_all(&message(MsgType::Read as u32, 77, 0, b"x\0"))
+            .is_ok();
+        if sent && again.recv().is_some() {
             break;
         }
         assert!(
