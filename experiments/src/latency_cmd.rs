@@ -46,6 +46,10 @@ pub(super) struct LatencyArgs {
     /// Busy-poll at both ends instead of blocking on event channels.
     #[arg(long)]
     busy: bool,
+    /// Blocking, arm the rings' event indexes at once, as Linux's drivers do (see
+    /// `compare --armed`).
+    #[arg(long, conflicts_with = "busy")]
+    armed: bool,
     /// Seed of the run order and the intervals [default: from the clock; recorded].
     #[arg(long)]
     seed: Option<u64>,
@@ -63,6 +67,9 @@ pub(super) struct LatencyResults {
     seed: u64,
     size: usize,
     busy: bool,
+    /// Blocking waits armed at once.
+    #[serde(default)]
+    armed: bool,
     runs: Vec<LatencyRun>,
     rows: Vec<experiments::latency::LatencyRow>,
 }
@@ -81,6 +88,7 @@ pub(super) fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     let cfg = RunCfg {
         seconds: a.seconds,
         busy: a.busy,
+        armed: a.armed,
         cost: &cost,
         spin_us,
     };
@@ -91,6 +99,7 @@ pub(super) fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         seed,
         size: a.size,
         busy: a.busy,
+        armed: a.armed,
         runs: Vec::new(),
         rows: Vec::new(),
     };
@@ -122,7 +131,7 @@ pub(super) fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         a.size,
         a.rounds,
         a.seconds,
-        if a.busy { "busy-polling" } else { "blocking" },
+        super::poll_name(a.busy, a.armed),
         latency_markdown(&results.rows)
     );
     super::save_json(&kept.json, &results)?;

@@ -245,8 +245,9 @@ impl Machine {
     /// recorded, how long each end spins before blocking.
     pub fn waiting(&self) -> String {
         match (self.front_spin_us, self.back_spin_us) {
-            (Some(f), Some(b)) if self.poll == "blocking" => format!(
-                "blocking (a wait spins {f} us in the frontend and {b} us in the backend before it sleeps)"
+            (Some(f), Some(b)) if self.poll.starts_with("blocking") => format!(
+                "{} (a wait spins {f} us in the frontend and {b} us in the backend before it sleeps)",
+                self.poll
             ),
             _ => self.poll.clone(),
         }
@@ -790,7 +791,7 @@ fn rr_section(out: &mut String, r: &Results, rows: &[Row]) {
             "| mode | design | transactions/s | x grant-copy | p50 (us) | p99 (us) | p99.9 (us) |"
         );
         let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
-        for row in rr {
+        for row in &rr {
             let of: Vec<&Sample> = r
                 .samples
                 .iter()
@@ -810,7 +811,7 @@ fn rr_section(out: &mut String, r: &Results, rows: &[Row]) {
                 if row.dir == Dir::RrBusy {
                     "busy-poll"
                 } else {
-                    "blocking"
+                    r.machine.poll.as_str()
                 },
                 row.label(),
                 row.pps.median,
@@ -820,6 +821,48 @@ fn rr_section(out: &mut String, r: &Results, rows: &[Row]) {
                 pct(2)
             );
         }
+        busy_over_blocking(out, r, &rr);
+    }
+}
+
+/// The request/response section's last table: each design's busy-polling rate over its
+/// blocking rate, paired round by round, with the blocking runs' mode named (none when the
+/// sweep busy-polled throughout, or had only one of the two).
+fn busy_over_blocking(out: &mut String, r: &Results, rr: &[&Row]) {
+    if r.machine.poll == "busy-poll" {
+        return;
+    }
+    let place = r.placement();
+    let mut boot = Bootstrap::new(r.seed.unwrap_or(0));
+    let lines: Vec<String> = rr
+        .iter()
+        .filter(|row| row.dir == Dir::RrBusy)
+        .filter_map(|row| {
+            let runs = |dir| r.kept_runs(&place, dir, &row.size, &row.design, row.queues);
+            let ratios = per_round_ratios(&runs(Dir::RrBusy), &runs(Dir::Rr));
+            let i = boot.interval(&ratios)?;
+            Some(format!(
+                "| {} | {} |",
+                row.label(),
+                with_interval(&i, 2, "x")
+            ))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    table_head(
+        out,
+        &format!(
+            "\nBusy-polling over blocking ({}), each design's runs paired round by round: \
+             median and 95 % interval.\n",
+            r.machine.poll
+        ),
+        "| design | busy-poll / blocking |",
+        "|---|---:|",
+    );
+    for l in lines {
+        let _ = writeln!(out, "{l}");
     }
 }
 

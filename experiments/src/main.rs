@@ -174,6 +174,11 @@ struct CompareArgs {
     /// Busy-poll instead of blocking on event channels.
     #[arg(long)]
     busy: bool,
+    /// Blocking waits (throughput and `rr` runs) arm the rings' event indexes as soon as a
+    /// look finds no work, as Linux's netfront and netback do, instead of spinning unarmed
+    /// first: each end then notifies the other for what arrives while it waits.
+    #[arg(long, conflicts_with = "busy")]
+    armed: bool,
     /// Grant cost mode: xen (Xen's costs per grant operation, less the emulation's own,
     /// measured first: docs/calibration.md), kernel, none or
     /// model:<call>,<copy>,<map>,<unmap>[,<copy into a granted page>] in nanoseconds
@@ -486,6 +491,7 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let cfg = RunCfg {
         seconds: plan.seconds,
         busy: plan.busy,
+        armed: plan.armed,
         cost: &role_cost,
         spin_us,
     };
@@ -531,6 +537,7 @@ struct ComparePlan {
     seconds: f64,
     seed: u64,
     busy: bool,
+    armed: bool,
     cost: String,
     stream: bool,
     front_spin_us: u64,
@@ -550,6 +557,7 @@ impl ComparePlan {
             rounds: a.rounds,
             seconds: a.seconds,
             busy: a.busy.then_some(true),
+            armed: a.armed.then_some(true),
             cost: a.cost.clone(),
             stream: a.no_stream.then_some(false),
             front_spin_us: a.front_spin_us,
@@ -562,6 +570,8 @@ impl ComparePlan {
             Some(f) => Sweep::load(f)?.overridden_by(cli),
             None => cli,
         };
+        // The file and the flags may each be sound and not together (busy and armed).
+        sweep.check().map_err(anyhow::Error::msg)?;
         let cpus = experiments::sys::cpus();
         let queues = sweep
             .queues
@@ -584,6 +594,7 @@ impl ComparePlan {
             seconds: sweep.seconds.unwrap_or(if a.quick { 0.2 } else { 0.3 }),
             seed: sweep.seed.unwrap_or_else(clock_seed),
             busy: sweep.busy.unwrap_or(false),
+            armed: sweep.armed.unwrap_or(false),
             cost: sweep.cost.unwrap_or_else(|| calibrate::XEN_PRESET.into()),
             stream: sweep.stream.unwrap_or(true),
             front_spin_us: sweep.front_spin_us.unwrap_or(DEFAULT_SPIN_US[0]),
@@ -602,6 +613,7 @@ impl ComparePlan {
             rounds: Some(self.rounds),
             seconds: Some(self.seconds),
             busy: Some(self.busy),
+            armed: Some(self.armed),
             cost: Some(self.cost.clone()),
             stream: Some(self.stream),
             front_spin_us: Some(self.front_spin_us),
@@ -630,8 +642,7 @@ impl ComparePlan {
 
     /// The empty results of this sweep, with the machine and the run record.
     fn results(&self, calibration: Option<calibrate::Calibration>) -> Results {
-        let poll = if self.busy { "busy-poll" } else { "blocking" };
-        let mut machine = Machine::detect(&self.cost, poll);
+        let mut machine = Machine::detect(&self.cost, poll_name(self.busy, self.armed));
         machine.front_spin_us = Some(self.front_spin_us);
         machine.back_spin_us = Some(self.back_spin_us);
         Results {
@@ -953,6 +964,7 @@ fn resolve_cost(
     let cfg = RunCfg {
         seconds,
         busy: false,
+        armed: false,
         cost: "none",
         spin_us,
     };
@@ -1078,6 +1090,15 @@ fn run_dpdk(
     })
 }
 
+/// How a sweep's ends wait, as its report names it.
+fn poll_name(busy: bool, armed: bool) -> &'static str {
+    match (busy, armed) {
+        (true, _) => "busy-poll",
+        (false, true) => "blocking, armed at once",
+        (false, false) => "blocking",
+    }
+}
+
 /// What every run of a sweep shares.
 #[derive(Debug, Clone, Copy)]
 struct RunCfg<'a> {
@@ -1085,6 +1106,8 @@ struct RunCfg<'a> {
     seconds: f64,
     /// Busy-poll the throughput runs.
     busy: bool,
+    /// Blocking waits arm the rings at once (`PollMode::BlockArmed`).
+    armed: bool,
     /// Grant cost mode.
     cost: &'a str,
     /// Spin before blocking, frontend and backend, microseconds.
@@ -1137,6 +1160,8 @@ fn start_backend(
         ];
         if cfg.busy || sc.dir == Dir::RrBusy {
             v.push("--busy".into());
+        } else if cfg.armed {
+            v.push("--armed".into());
         }
         v
     };

@@ -328,6 +328,9 @@ pub struct EndArgs {
     /// Busy-poll instead of blocking.
     #[arg(long)]
     pub busy: bool,
+    /// Blocking, arm the rings at once as Linux's drivers do (`PollMode::BlockArmed`).
+    #[arg(long, conflicts_with = "busy")]
+    pub armed: bool,
     /// Grant cost mode.
     #[arg(long, default_value = "kernel")]
     pub cost: String,
@@ -384,11 +387,11 @@ pub struct RoleArgs {
     pub rate: Option<f64>,
 }
 
-fn poll(busy: bool) -> PollMode {
-    if busy {
-        PollMode::BusyPoll
-    } else {
-        PollMode::Block
+fn poll(e: &EndArgs) -> PollMode {
+    match (e.busy, e.armed) {
+        (true, _) => PollMode::BusyPoll,
+        (false, true) => PollMode::BlockArmed,
+        (false, false) => PollMode::Block,
     }
 }
 
@@ -411,7 +414,7 @@ pub(crate) fn run_backend(
         xs.clone(),
         BackendConfig {
             tx_path: TxPath::for_design(design),
-            poll: poll(e.busy),
+            poll: poll(e),
             rx_backlog: 1 << 14,
             ..BackendConfig::default()
         },
@@ -444,7 +447,7 @@ fn join_as_guest(
         .with_context(|| format!("no guest XenStore at {}", socket.display()))?;
     let cfg = FrontendConfig {
         design,
-        poll: poll(e.busy),
+        poll: poll(e),
         queues,
         ..FrontendConfig::default()
     };

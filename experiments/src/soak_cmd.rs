@@ -35,6 +35,7 @@ pub(super) fn soak(a: SoakArgs) -> anyhow::Result<()> {
     let cfg = RunCfg {
         seconds: 0.5,
         busy: false,
+        armed: false,
         cost: &a.cost,
         spin_us: DEFAULT_SPIN_US,
     };

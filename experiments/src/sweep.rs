@@ -11,6 +11,7 @@
 //! rounds = 5
 //! seconds = 0.5
 //! busy = true
+//! armed = false
 //! cost = "kernel"
 //! stream = false
 //! front_spin_us = 0
@@ -46,6 +47,10 @@ pub struct Sweep {
     pub seconds: Option<f64>,
     /// Busy-poll instead of blocking on event channels (throughput runs).
     pub busy: Option<bool>,
+    /// Blocking waits arm the rings' event indexes at once, as Linux's drivers do, instead
+    /// of spinning unarmed first (`PollMode::BlockArmed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub armed: Option<bool>,
     /// Grant cost mode: `xen` (the calibrated preset), `kernel`, `none` or
     /// `model:<call>,<copy>,<map>,<unmap>`.
     pub cost: Option<String>,
@@ -122,6 +127,11 @@ impl Sweep {
     /// The checks the command line applies too: designs and the cost mode parse, sizes are
     /// specs of frames of 14 to 65535 bytes, the lists are not empty, rounds and seconds are positive.
     pub fn check(&self) -> Result<(), String> {
+        if self.busy == Some(true) && self.armed == Some(true) {
+            return Err(
+                "armed: blocking waits armed at once, but busy polls and never blocks".into(),
+            );
+        }
         if let Some(ds) = &self.designs {
             if ds.is_empty() {
                 return Err("designs: the list is empty".into());
@@ -193,6 +203,7 @@ impl Sweep {
             rounds: over.rounds.or(self.rounds),
             seconds: over.seconds.or(self.seconds),
             busy: over.busy.or(self.busy),
+            armed: over.armed.or(self.armed),
             cost: over.cost.or(self.cost),
             stream: over.stream.or(self.stream),
             front_spin_us: over.front_spin_us.or(self.front_spin_us),

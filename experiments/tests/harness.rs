@@ -842,3 +842,41 @@ fn docs_harness_md_lists_every_csv_column_in_order() {
         assert_eq!(documented_columns(file), columns, "{file}");
     }
 }
+
+/// Request/response runs of `design` in direction `dir`, one per round, at these rates.
+fn rr_rounds(design: &str, dir: experiments::Dir, tps: &[f64]) -> Vec<experiments::Sample> {
+    rounds(design, tps)
+        .into_iter()
+        .map(|s| experiments::Sample {
+            dir,
+            size: 15.into(),
+            latency_ns: Some([1e3, 2e3, 3e3]),
+            ..s
+        })
+        .collect()
+}
+
+/// The request/response section gives each design's busy-polling rate over its blocking
+/// rate, paired round by round, and names how the blocking runs waited; a sweep that
+/// busy-polled throughout has no such table.
+#[test]
+fn the_report_gives_busy_polling_over_blocking_round_by_round() {
+    use experiments::Dir;
+    let mut samples = rr_rounds("slots:256", Dir::Rr, &[1e5, 2e5, 4e5]);
+    // Twice each round's blocking rate (whatever the round), and never in the same order.
+    samples.extend(rr_rounds("slots:256", Dir::RrBusy, &[2e5, 4e5, 8e5]));
+    let mut r = results(samples);
+    r.machine.poll = "blocking, armed at once".into();
+    let md = experiments::markdown(&r);
+    assert!(
+        md.contains("Busy-polling over blocking (blocking, armed at once)"),
+        "{md}"
+    );
+    assert!(md.contains("| slots:256 | 2.00x [2.00..2.00] |"), "{md}");
+    assert!(
+        md.contains("| blocking, armed at once | slots:256 |"),
+        "{md}"
+    );
+    r.machine.poll = "busy-poll".into();
+    assert!(!experiments::markdown(&r).contains("Busy-polling over blocking"));
+}

@@ -231,7 +231,7 @@ fn bursts(design: &str, poll: PollMode, n: u32, rng: &mut fastrand::Rng) -> (u32
             if got == 0 && back < k {
                 let t = Instant::now();
                 let woke = q.wait(Some(Duration::from_secs(1))).unwrap();
-                if poll == PollMode::Block && !woke && t.elapsed() >= Duration::from_secs(1) {
+                if poll != PollMode::BusyPoll && !woke && t.elapsed() >= Duration::from_secs(1) {
                     timeouts += 1;
                 }
             }
@@ -263,10 +263,10 @@ fn no_wait_times_out_while_work_is_pending() {
     rng.shuffle(&mut order);
     for (round, &d) in order.iter().enumerate() {
         let design = designs[d];
-        let poll = if round % 4 == 3 {
-            PollMode::BusyPoll
-        } else {
-            PollMode::Block
+        let poll = match round % 4 {
+            3 => PollMode::BusyPoll,
+            1 => PollMode::BlockArmed,
+            _ => PollMode::Block,
         };
         let (timeouts, echoed) = bursts(design, poll, 400, &mut rng);
         assert_eq!(
@@ -280,6 +280,68 @@ fn no_wait_times_out_while_work_is_pending() {
         "{total} frames echoed in {} bursts in {:?} (seed {seed})",
         400 * designs.len(),
         t.elapsed()
+    );
+}
+
+/// Transactions one at a time through an echoing backend, both ends' waits spinning up to
+/// a second (every frame arrives during a spin); returns the events the backend sent the
+/// guest meanwhile, and those the guest sent the backend.
+fn events_for_transactions(poll: PollMode, n: usize) -> (u64, u64) {
+    let spin = Duration::from_secs(1);
+    let mut rig = Rig::spinning(
+        "ring:8:greedy",
+        poll,
+        spin,
+        Arc::new(MeasuredEcho::default()),
+    );
+    let frame = [0x5au8; 64];
+    let mut bufs = PacketBuf::pool(BURST);
+    let link = rig.link.as_ref().unwrap();
+    let before = (
+        rig.back.snapshot().notifications,
+        link.metrics().notifications,
+    );
+    let q = &mut rig.queues[0];
+    for i in 0..n {
+        while q.send_burst(&[PacketRef::new(&frame)]).unwrap() == 0 {
+            q.wait(Some(Duration::from_secs(5))).unwrap();
+        }
+        let t = Instant::now();
+        while q.recv_burst(&mut bufs).unwrap() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{poll:?}: echo {i} never came"
+            );
+            q.wait(Some(Duration::from_secs(5))).unwrap();
+        }
+    }
+    drop(bufs);
+    let link = rig.link.as_ref().unwrap();
+    let events = (
+        rig.back.snapshot().notifications - before.0,
+        link.metrics().notifications - before.1,
+    );
+    rig.close();
+    events
+}
+
+/// A blocking wait that spins unarmed costs the peer no event for a frame that arrives
+/// during the spin; one armed at once (Linux's shape) has the peer send one for nearly every
+/// frame, since each end is armed whenever it waits. Both ends, both ways.
+#[test]
+fn an_armed_wait_has_the_peer_notify_where_an_unarmed_spin_does_not() {
+    let n = 200;
+    let unarmed = events_for_transactions(PollMode::Block, n);
+    let armed = events_for_transactions(PollMode::BlockArmed, n);
+    eprintln!("events (backend's, guest's) for {n} echoes: unarmed spin {unarmed:?}, armed at once {armed:?}");
+    assert!(
+        unarmed.0 <= 20 && unarmed.1 <= 20,
+        "unarmed spin: {unarmed:?} events for {n} echoes"
+    );
+    let half = n as u64 / 2;
+    assert!(
+        armed.0 >= half && armed.1 >= half,
+        "armed at once: {armed:?} events for {n} echoes"
     );
 }
 

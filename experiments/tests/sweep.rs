@@ -58,6 +58,8 @@ fn bad_scenario_files_are_refused_with_the_reason() {
     assert!(e.contains("70000"), "{e}");
     let e = err("dirs = [\"sideways\"]");
     assert!(e.contains("sideways"), "{e}");
+    let e = err("busy = true\narmed = true");
+    assert!(e.contains("armed") && e.contains("busy"), "{e}");
     assert!(err("rounds = 0").contains("rounds"));
     assert!(err("seconds = -1.0").contains("seconds"));
     assert!(err("sizes = []").contains("empty"));
@@ -183,6 +185,11 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
     assert_eq!(ran.rounds, Some(2));
     assert_eq!(ran.sizes, Some(vec![256.into()]));
     assert_eq!(ran.busy, Some(false));
+    assert_eq!(
+        ran.armed,
+        Some(false),
+        "blocking waits spin unarmed by default"
+    );
     assert_eq!(ran.cost.as_deref(), Some("xen"), "the default cost mode");
     assert_eq!(ran.stream, Some(false));
     // The seed came from the file and is recorded with the results.
@@ -219,6 +226,8 @@ fn a_bad_cost_or_design_is_named_before_anything_runs() {
         assert!(!err.contains("backtrace"), "{err}");
         err
     };
+    let err = run(&["compare", "--busy", "--armed"]);
+    assert!(err.contains("--armed") && err.contains("--busy"), "{err}");
     let err = run(&["compare", "--quick", "--cost", "cheap"]);
     assert!(
         err.starts_with("error: invalid value 'cheap' for '--cost <COST>'"),

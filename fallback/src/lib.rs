@@ -122,8 +122,15 @@ impl std::fmt::Display for Features {
 /// How a queue waits for work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollMode {
-    /// Block on the event channel (after the platform's brief spin).
+    /// Block on the event channel: spin looking at the rings unarmed first (for the
+    /// platform's spin), arm the event indexes only when about to sleep. The peer sends no
+    /// event for what arrives during the spin.
     Block,
+    /// Block on the event channel as Linux's netfront and netback do: arm the event
+    /// indexes as soon as a look finds no work, then spin and sleep. The peer sends an
+    /// event (a hypercall) for every burst that arrives while this end waits: the shape
+    /// of the interrupt-driven drivers that busy-polling is measured against.
+    BlockArmed,
     /// Spin on the rings and the event channel without sleeping.
     BusyPoll,
 }

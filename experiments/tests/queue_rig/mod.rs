@@ -53,12 +53,45 @@ impl Rig {
             + Send
             + 'static,
     ) -> Rig {
+        Rig::build_in(design, poll, cfg, DomainConfig::default(), serve)
+    }
+
+    /// As [`Rig::new`], both ends' event-channel waits spinning `spin` before they sleep.
+    pub fn spinning(
+        design: &str,
+        poll: PollMode,
+        spin: std::time::Duration,
+        driver: Arc<dyn QueueDriver<SimDomain>>,
+    ) -> Rig {
+        let both = DomainConfig {
+            spin_before_block: spin,
+            ..DomainConfig::default()
+        };
+        Rig::build_in(
+            design,
+            poll,
+            BackendConfig::default(),
+            both,
+            move |b, stop| b.serve_queues(FE, 0, driver, stop),
+        )
+    }
+
+    /// As [`Rig::build`], both domains configured by `domains`.
+    fn build_in(
+        design: &str,
+        poll: PollMode,
+        cfg: BackendConfig,
+        domains: DomainConfig,
+        serve: impl FnOnce(&Backend<SimDomain>, &AtomicBool) -> Result<(), BackendError>
+            + Send
+            + 'static,
+    ) -> Rig {
         let design: Design = design.parse().unwrap();
         let world = SimWorld::create_temp().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let xsd = Xenstored::start(XenstoredConfig::in_dir(dir.path())).unwrap();
-        let dom0 = world.create_domain(0, DomainConfig::default()).unwrap();
-        let guest = world.create_domain(FE, DomainConfig::default()).unwrap();
+        let dom0 = world.create_domain(0, domains.clone()).unwrap();
+        let guest = world.create_domain(FE, domains).unwrap();
         xsd.introduce(FE).unwrap();
         let xs0 = XsClient::connect(xsd.socket()).unwrap();
         toolstack::create_vif(&xs0, 0, FE, 0).unwrap();

@@ -137,8 +137,12 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PollArg {
-    /// Block on the event channel.
+    /// Block on the event channel, spinning unarmed first: the peer sends no event for
+    /// what arrives during the spin.
     Block,
+    /// Block on the event channel with the rings armed at once, as Linux's drivers do: the
+    /// peer sends an event for every burst while this end waits.
+    BlockArmed,
     /// Busy-poll.
     Busy,
 }
@@ -299,6 +303,7 @@ fn run() -> anyhow::Result<()> {
         data_ring_max_order: u32::try_from(args.max_ring_order).ok(),
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
+            PollArg::BlockArmed => PollMode::BlockArmed,
             PollArg::Busy => PollMode::BusyPoll,
         },
         rx_backlog: 1 << 16,

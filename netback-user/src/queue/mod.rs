@@ -196,18 +196,26 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// `storm_backoffs`).
     /// Busy-polling, it looks at the rings and the port once without arming anything (so
     /// the frontend sends no notifications while this end polls), and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it
+    /// arms the rings before the spin instead (and returns at once if that finds work).
+    /// Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
         if self.stopped() {
             return Ok(false);
         }
         let woke = match self.p.poll {
-            PollMode::Block => {
+            PollMode::Block | PollMode::BlockArmed => {
                 if self.storm.before_wait() {
                     self.metrics.add_storm_backoffs(1);
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
                 let start = Instant::now();
+                if self.p.poll == PollMode::BlockArmed {
+                    let credit = self.credit_wait();
+                    if self.armed_work(credit.is_some())? {
+                        return Ok(true);
+                    }
+                }
                 let woke = match self.spin_for_work(timeout)? {
                     Some(Looked::Work) => return Ok(true),
                     Some(Looked::Event) => true,

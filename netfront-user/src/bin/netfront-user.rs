@@ -167,8 +167,12 @@ fn stats_due<P: FrontendPlatform>(
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PollArg {
-    /// Block on the event channel.
+    /// Block on the event channel, spinning unarmed first: the peer sends no event for
+    /// what arrives during the spin.
     Block,
+    /// Block on the event channel with the rings armed at once, as Linux's drivers do: the
+    /// peer sends an event for every burst while this end waits.
+    BlockArmed,
     /// Busy-poll.
     Busy,
 }
@@ -262,6 +266,7 @@ fn run() -> anyhow::Result<()> {
         want: args.want,
         poll: match args.poll {
             PollArg::Block => PollMode::Block,
+            PollArg::BlockArmed => PollMode::BlockArmed,
             PollArg::Busy => PollMode::BusyPoll,
         },
         ..FrontendConfig::default()

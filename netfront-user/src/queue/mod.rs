@@ -197,18 +197,25 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// millisecond ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at
     /// the rings and the port once without arming anything (so the backend sends no
     /// notifications while this end polls) and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. Returns whether there may be work.
-    /// Fails with [`FrontendError::Broken`] once the device is closed or broken.
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it
+    /// arms the rings before the spin instead (and returns at once if that finds work).
+    /// Returns whether there may be work. Fails with [`FrontendError::Broken`] once the device is closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
         self.check_open()?;
         self.check_answering()?;
         let woke = match self.poll {
-            PollMode::Block => {
+            PollMode::Block | PollMode::BlockArmed => {
                 if self.storm.before_wait() {
                     self.tally.storm_backoffs += 1;
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
                 let start = Instant::now();
+                if self.poll == PollMode::BlockArmed {
+                    let armed = self.arm();
+                    if self.finish(armed)? {
+                        return Ok(true);
+                    }
+                }
                 let looked = self.spin_for_work(timeout);
                 let woke = match self.finish(looked)? {
                     Some(Looked::Work) => return Ok(true),
