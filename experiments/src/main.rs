@@ -370,8 +370,9 @@ enum Run {
     Design(usize),
     /// The peer run (direction, size) of this index.
     Peer(usize),
-    /// The raw data-ring stream, written and read this many bytes at a time.
-    Stream(usize),
+    /// The raw data-ring stream, written and read this many bytes at a time, this many
+    /// writes published (and reads released) at once.
+    Stream(usize, u32),
 }
 
 /// A seed from the clock, for a run not given one (kept within TOML's integers).
@@ -650,6 +651,7 @@ impl ComparePlan {
             samples: Vec::new(),
             stream_gbps: Vec::new(),
             stream_64b_mps: Vec::new(),
+            stream_64b_burst_mps: Vec::new(),
             peers: Vec::new(),
             peer_failures: Vec::new(),
             seed: Some(self.seed),
@@ -697,13 +699,21 @@ fn default_queues(quick: bool, cpus: usize) -> Vec<u16> {
     }
 }
 
+/// 64-byte writes the burst-at-a-time raw stream publishes together (and reads it releases
+/// together): as many as a queue's burst call takes packets.
+const STREAM_BURST: u32 = 64;
+
 /// A round's runs before shuffling: each scenario, each peer run, and the raw streams
-/// (64 KiB and 64 B writes) when `stream`.
+/// (64 KiB writes, 64 B writes one by one and 64 B writes a burst at a time) when `stream`.
 fn runs_of(scenarios: usize, peer_runs: usize, stream: bool) -> Vec<Run> {
     let mut runs: Vec<Run> = (0..scenarios).map(Run::Design).collect();
     runs.extend((0..peer_runs).map(Run::Peer));
     if stream {
-        runs.extend([Run::Stream(65536), Run::Stream(64)]);
+        runs.extend([
+            Run::Stream(65536, 1),
+            Run::Stream(64, 1),
+            Run::Stream(64, STREAM_BURST),
+        ]);
     }
     runs
 }
@@ -918,22 +928,22 @@ impl SweepCtx<'_> {
                     }
                 }
             }
-            Run::Stream(chunk) => {
-                self.bar
-                    .set_message(format!("raw data-ring stream, {chunk} B writes"));
-                let rate = run_stream(self.exe, self.seconds, chunk)
-                    .with_context(|| format!("the raw data-ring stream, {chunk} B writes"))?;
-                if chunk == 64 {
-                    results.stream_64b_mps.push(rate / 64.0 / 1e6);
-                } else {
-                    results.stream_gbps.push(rate * 8.0 / 1e9);
+            Run::Stream(chunk, batch) => {
+                let what = format!("raw data-ring stream, {chunk} B writes, {batch} at a time");
+                self.bar.set_message(what.clone());
+                let rate = run_stream(self.exe, self.seconds, chunk, batch)
+                    .with_context(|| format!("the {what}"))?;
+                match (chunk, batch) {
+                    (64, 1) => results.stream_64b_mps.push(rate / 64.0 / 1e6),
+                    (64, _) => results.stream_64b_burst_mps.push(rate / 64.0 / 1e6),
+                    _ => results.stream_gbps.push(rate * 8.0 / 1e9),
                 }
                 writeln!(
                     log,
                     "{}",
-                    serde_json::json!({ "stream": { "chunk": chunk, "bytes_per_s": rate } })
+                    serde_json::json!({ "stream": { "chunk": chunk, "batch": batch, "bytes_per_s": rate } })
                 )?;
-                format!("raw stream, {chunk} B writes: {rate:.0} B/s")
+                format!("{what}: {rate:.0} B/s")
             }
         };
         self.bar.inc(1);
@@ -993,9 +1003,9 @@ fn resolve_cost(
 }
 
 /// The upper bound: a byte stream through one order-8 data ring between two processes on
-/// different cores, no packets, written and read `chunk` bytes at a time. Returns bytes per
-/// second.
-fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
+/// different cores, no packets, written and read `chunk` bytes at a time, `batch` writes
+/// published (and reads released) at once. Returns bytes per second.
+fn run_stream(exe: &Path, seconds: f64, chunk: usize, batch: u32) -> anyhow::Result<f64> {
     let world = PathBuf::from(format!("/dev/shm/netstage-stream-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&world);
     let common = |core: usize| -> Vec<String> {
@@ -1008,6 +1018,8 @@ fn run_stream(exe: &Path, seconds: f64, chunk: usize) -> anyhow::Result<f64> {
             core.to_string(),
             "--chunk".into(),
             chunk.to_string(),
+            "--batch".into(),
+            batch.to_string(),
         ]
     };
     let cores = experiments::sys::cpus();

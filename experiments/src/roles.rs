@@ -848,6 +848,10 @@ pub struct StreamArgs {
     /// Bytes per write.
     #[arg(long, default_value_t = 65536)]
     pub chunk: usize,
+    /// Writes published at once (writer), and reads taken before their room is given back
+    /// (reader): 1, each on its own, as PVCalls' writes; 64, a burst of the datapath's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
     /// Measured seconds (reader).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
@@ -893,7 +897,21 @@ pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
     std::fs::write(refs_file(&a.world), intf.grefs[0].to_string())?;
     let chunk = vec![0x3cu8; a.chunk.max(1)];
     while !stop.load(Ordering::Relaxed) {
-        if prod.write(&chunk)? == 0 {
+        // One write at a time: as much as fits, published (PVCalls' write). A batch: whole
+        // writes while they fit, published together.
+        let moved = if a.batch == 1 {
+            prod.write(&chunk)?
+        } else {
+            let mut staged = 0;
+            while staged < a.batch && prod.stage(&chunk)?.is_some() {
+                staged += 1;
+            }
+            if staged > 0 {
+                prod.publish()?;
+            }
+            staged as usize
+        };
+        if moved == 0 {
             std::hint::spin_loop();
         }
     }
@@ -929,7 +947,14 @@ pub fn stream_reader(a: &StreamArgs) -> anyhow::Result<()> {
     let mut drain = |until: Instant| -> anyhow::Result<u64> {
         let mut n = 0u64;
         while Instant::now() < until {
-            let got = cons.read(&mut buf)?;
+            let mut got = 0;
+            for _ in 0..a.batch {
+                let k = cons.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
             if got > 0 {
                 cons.release()?;
                 n += got as u64;
