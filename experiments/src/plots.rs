@@ -202,7 +202,7 @@ fn charts(r: &Results) -> Vec<(String, Chart)> {
     for dir in [Dir::Tx, Dir::Rx] {
         out.extend(axis_charts(&rows, dir));
     }
-    out.extend(rr_chart(&rows));
+    out.extend(rr_chart(&rows, &r.machine.poll));
     out
 }
 
@@ -312,8 +312,9 @@ fn timeline_charts(r: &Results, dir: Dir, size: &SizeSpec) -> Vec<(String, Chart
     out
 }
 
-/// Request/response transactions per second, blocking and busy-polling, per design.
-fn rr_chart(rows: &[Row]) -> Option<(String, Chart)> {
+/// Request/response transactions per second, blocking (the series named `blocking`, the
+/// sweep's wait) and busy-polling, per design.
+fn rr_chart(rows: &[Row], blocking: &str) -> Option<(String, Chart)> {
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
     for row in rows.iter().filter(|x| x.dir.is_rr()) {
         let i = match rr.iter().position(|(d, _, _)| *d == row.design) {
@@ -337,7 +338,10 @@ fn rr_chart(rows: &[Row]) -> Option<(String, Chart)> {
         y_desc: "transactions per second",
         names: rr.iter().map(|x| x.0.clone()).collect(),
         series: vec![
-            ("blocking".into(), rr.iter().map(|x| x.1).collect()),
+            (
+                blocking.to_string().into(),
+                rr.iter().map(|x| x.1).collect(),
+            ),
             ("busy-poll".into(), rr.iter().map(|x| x.2).collect()),
         ],
         stacked: false,

@@ -129,7 +129,9 @@ impl Sweep {
     pub fn check(&self) -> Result<(), String> {
         if self.busy == Some(true) && self.armed == Some(true) {
             return Err(
-                "armed: blocking waits armed at once, but busy polls and never blocks".into(),
+                "armed (`--armed`, `armed = true`): blocking waits armed at once cannot go with \
+                 busy-polling (`--busy`, `busy = true`), which never blocks"
+                    .into(),
             );
         }
         if let Some(ds) = &self.designs {

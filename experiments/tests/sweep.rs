@@ -179,7 +179,11 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
         .samples
         .iter()
         .all(|s| s.size == 256.into() && s.dir == Dir::Rx));
-    assert!(r.stream_gbps.is_empty() && r.stream_64b_mps.is_empty());
+    assert!(
+        r.stream_gbps.is_empty()
+            && r.stream_64b_mps.is_empty()
+            && r.stream_64b_burst_mps.is_empty()
+    );
     // The sweep that ran is saved with every key resolved.
     let ran = Sweep::load(&out.join("scenario.toml")).unwrap();
     assert_eq!(ran.rounds, Some(2));
@@ -207,6 +211,16 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
         e.contains("sizes") && e.contains("`1` is not a packet size"),
         "{e}"
     );
+    // A file and the flags each sound, and not together: refused before anything runs.
+    std::fs::write(&file, "busy = true\n").unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["compare", "--armed", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    let e = String::from_utf8_lossy(&st.stderr);
+    assert!(e.contains("--armed") && e.contains("busy = true"), "{e}");
 }
 
 /// A bad option ends the run at once, before anything runs, with clap's usage error naming
@@ -322,9 +336,12 @@ fn a_stopped_sweep_keeps_every_finished_run() {
     assert_eq!(rec.schema, experiments::SCHEMA_VERSION);
     assert!(rec.command.iter().any(|a| a == "--quick"), "{rec:?}");
     let logged = std::fs::read_to_string(&log).unwrap().lines().count();
+    // Finished runs: the designs' samples and the raw streams' rates.
+    let streams = r.stream_gbps.len() + r.stream_64b_mps.len() + r.stream_64b_burst_mps.len();
+    let finished = r.samples.len() + streams;
     assert!(
-        r.samples.len() >= 3 && logged >= r.samples.len(),
-        "{logged} logged"
+        finished >= 3 && logged >= finished,
+        "{logged} logged, {finished} finished"
     );
     // Not a terminal: one line per finished run on stderr.
     assert!(

@@ -124,7 +124,8 @@ impl std::fmt::Display for Features {
 pub enum PollMode {
     /// Block on the event channel: spin looking at the rings unarmed first (for the
     /// platform's spin), arm the event indexes only when about to sleep. The peer sends no
-    /// event for what arrives during the spin.
+    /// event for what arrives during the spin. On real Xen the port does not spin, so this
+    /// arms at once, as [`PollMode::BlockArmed`] does.
     Block,
     /// Block on the event channel as Linux's netfront and netback do: arm the event
     /// indexes as soon as a look finds no work, then spin and sleep. The peer sends an

@@ -196,8 +196,8 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// `storm_backoffs`).
     /// Busy-polling, it looks at the rings and the port once without arming anything (so
     /// the frontend sends no notifications while this end polls), and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it
-    /// arms the rings before the spin instead (and returns at once if that finds work).
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it also
+    /// arms the rings before the spin (and returns at once if that finds work).
     /// Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
         if self.stopped() {
@@ -248,10 +248,11 @@ impl<P: BackendPlatform> BackQueue<P> {
         Ok(woke)
     }
 
-    /// Before a blocking wait arms anything, spins for the port's [`EventPort::spin`] (at
-    /// most `timeout`) looking at the rings unarmed, and at the port: the frontend sends no
-    /// notification (a hypercall) for what arrives meanwhile. (Linux netback arms as soon
-    /// as a poll finds no work.) What it found first, if anything.
+    /// Before a blocking wait arms for its sleep, spins for the port's [`EventPort::spin`]
+    /// (at most `timeout`) looking at the rings, and at the port: unless the wait armed
+    /// first ([`PollMode::BlockArmed`], as Linux netback arms as soon as a poll finds no
+    /// work), the frontend sends no notification (a hypercall) for what arrives meanwhile.
+    /// What it found first, if anything.
     fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, QueueFault> {
         netstage_platform::spin_looking(self.port.spin(), timeout, || self.look())
     }

@@ -168,7 +168,7 @@ fn stats_due<P: FrontendPlatform>(
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PollArg {
     /// Block on the event channel, spinning unarmed first: the peer sends no event for
-    /// what arrives during the spin.
+    /// what arrives during the spin (on real Xen, whose port does not spin, it arms at once).
     Block,
     /// Block on the event channel with the rings armed at once, as Linux's drivers do: the
     /// peer sends an event for every burst while this end waits.

@@ -197,9 +197,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// millisecond ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at
     /// the rings and the port once without arming anything (so the backend sends no
     /// notifications while this end polls) and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it
-    /// arms the rings before the spin instead (and returns at once if that finds work).
-    /// Returns whether there may be work. Fails with [`FrontendError::Broken`] once the device is closed or broken.
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it also
+    /// arms the rings before the spin (and returns at once if that finds work). Returns
+    /// whether there may be work. Fails with [`FrontendError::Broken`] once the device is
+    /// closed or broken.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, FrontendError> {
         self.check_open()?;
         self.check_answering()?;
@@ -278,9 +279,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok(self.idle.look(work))
     }
 
-    /// Before a blocking wait arms anything, spins for the port's [`EventPort::spin`] (at
-    /// most `timeout`) looking at the rings unarmed, and at the port: the backend sends no
-    /// notification for what arrives meanwhile. What it found first, if anything.
+    /// Before a blocking wait arms for its sleep, spins for the port's [`EventPort::spin`]
+    /// (at most `timeout`) looking at the rings, and at the port: unless the wait armed
+    /// first ([`PollMode::BlockArmed`]), the backend sends no notification for what arrives
+    /// meanwhile. What it found first, if anything.
     fn spin_for_work(&mut self, timeout: Option<Duration>) -> Result<Option<Looked>, Broken> {
         netstage_platform::spin_looking(self.port.spin(), timeout, || self.look())
     }
