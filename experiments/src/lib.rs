@@ -16,6 +16,7 @@ pub mod roles;
 pub mod sizes;
 pub mod soak;
 pub mod stats;
+pub mod stretches;
 pub mod sweep;
 #[allow(unsafe_code)]
 pub mod sys;
@@ -632,6 +633,7 @@ pub fn markdown(r: &Results) -> String {
     check_section(&mut out, r);
     placement_section(&mut out, r);
     outlier_section(&mut out, r);
+    stretches::report_section(&mut out, r);
     plots_section(&mut out, r);
     out
 }
@@ -871,6 +873,17 @@ fn busy_over_blocking(out: &mut String, r: &Results, rr: &[&Row]) {
     }
 }
 
+/// The first cells of a table row naming a run: `| round | design | dir | size |`.
+pub(crate) fn run_cells(s: &Sample) -> String {
+    format!(
+        "| {} | {} | {} | {} |",
+        s.round,
+        label(&s.design, s.queues),
+        s.dir,
+        s.size
+    )
+}
+
 /// The report's "Upper bound" section: the raw 64 KiB stream and the best data ring's
 /// share of it.
 fn upper_bound_section(out: &mut String, r: &Results, rows: &[Row]) {
@@ -957,11 +970,8 @@ fn check_section(out: &mut String, r: &Results) {
         if let Some(c) = &s.check {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.round,
-                label(&s.design, s.queues),
-                s.dir,
-                s.size,
+                "{} {} | {} | {} | {} | {} |",
+                run_cells(s),
                 c.delivered,
                 c.lost,
                 c.corrupted,

@@ -892,3 +892,41 @@ fn the_report_gives_busy_polling_over_blocking_round_by_round() {
     r.machine.poll = "busy-poll".into();
     assert!(!experiments::markdown(&r).contains("Busy-polling over blocking"));
 }
+
+/// A run that spent 60 ms at half its pace is listed under "Slow stretches" with the data
+/// ring's fill in and out of the stretch; a steady run is not, and a sweep without any
+/// says so.
+#[test]
+fn the_report_lists_runs_with_a_slow_stretch() {
+    let timeline = |slow: bool| -> Vec<experiments::Bin> {
+        (1..=30)
+            .map(|i| {
+                let dip = slow && (10..16).contains(&i);
+                experiments::Bin {
+                    t: f64::from(i) * 0.01,
+                    packets: if dip { 1e5 } else { 2e5 },
+                    staged: 0.0,
+                    fill_pct: Some(if dip { 0.7 } else { 2.8 }),
+                }
+            })
+            .collect()
+    };
+    let mut steady = tx_64("ring:8:greedy", 2e7);
+    steady.timeline = timeline(false);
+    let mut stretched = experiments::Sample {
+        round: 2,
+        ..tx_64("ring:8:greedy", 1.8e7)
+    };
+    stretched.timeline = timeline(true);
+    let md = experiments::markdown(&results(vec![steady.clone(), stretched]));
+    assert!(
+        md.contains("1 of 2 throughput runs spent 50 ms or more"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2 | ring:8:greedy | tx | 64 | 90 | 60 | 50 % | 0.7 / 2.8 |"),
+        "{md}"
+    );
+    let md = experiments::markdown(&results(vec![steady]));
+    assert!(md.contains("No throughput run spent 50 ms or more"), "{md}");
+}
