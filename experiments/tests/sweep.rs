@@ -240,8 +240,13 @@ fn a_bad_cost_or_design_is_named_before_anything_runs() {
         assert!(!err.contains("backtrace"), "{err}");
         err
     };
-    let err = run(&["compare", "--busy", "--armed"]);
-    assert!(err.contains("--armed") && err.contains("--busy"), "{err}");
+    for cmd in ["compare", "latency"] {
+        let err = run(&[cmd, "--busy", "--armed"]);
+        assert!(
+            err.contains("--armed") && err.contains("--busy"),
+            "{cmd}: {err}"
+        );
+    }
     let err = run(&["compare", "--quick", "--cost", "cheap"]);
     assert!(
         err.starts_with("error: invalid value 'cheap' for '--cost <COST>'"),
