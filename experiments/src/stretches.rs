@@ -91,8 +91,20 @@ pub fn slow_stretches(r: &Results) -> Vec<(&Sample, Stretch)> {
 /// The report's section on slow stretches (none: one sentence saying so).
 pub fn report_section(out: &mut String, r: &Results) {
     let found = slow_stretches(r);
-    let runs = r.samples.iter().filter(|s| !s.dir.is_rr()).count();
+    let runs = r
+        .samples
+        .iter()
+        .filter(|s| !s.dir.is_rr() && s.timeline.len() >= MIN_RUN_BINS)
+        .count();
     let _ = writeln!(out, "\n## Slow stretches\n");
+    if runs == 0 {
+        let _ = writeln!(
+            out,
+            "No throughput run recorded {MIN_RUN_BINS} or more 10 ms bins to look for slow \
+             stretches in."
+        );
+        return;
+    }
     if found.is_empty() {
         let _ = writeln!(
             out,

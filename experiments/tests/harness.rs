@@ -929,4 +929,7 @@ fn the_report_lists_runs_with_a_slow_stretch() {
     );
     let md = experiments::markdown(&results(vec![steady]));
     assert!(md.contains("No throughput run spent 50 ms or more"), "{md}");
+    // Results without timelines (older ones) say there was nothing to look at.
+    let md = experiments::markdown(&results(vec![tx_64("ring:8:greedy", 2e7)]));
+    assert!(md.contains("No throughput run recorded 10 or more"), "{md}");
 }
