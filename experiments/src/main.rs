@@ -1104,10 +1104,10 @@ fn run_dpdk(
 
 /// How a sweep's ends wait, as its report names it.
 fn poll_name(busy: bool, armed: bool) -> &'static str {
-    match (busy, armed) {
-        (true, _) => "busy-poll",
-        (false, true) => "blocking, armed at once",
-        (false, false) => "blocking",
+    match experiments::roles::poll_mode(busy, armed) {
+        netstage_fallback::PollMode::BusyPoll => "busy-poll",
+        netstage_fallback::PollMode::BlockArmed => "blocking, armed at once",
+        netstage_fallback::PollMode::Block => "blocking",
     }
 }
 

@@ -312,8 +312,8 @@ fn timeline_charts(r: &Results, dir: Dir, size: &SizeSpec) -> Vec<(String, Chart
     out
 }
 
-/// Request/response transactions per second, blocking (the series named `blocking`, the
-/// sweep's wait) and busy-polling, per design.
+/// Request/response transactions per second, blocking (the series named after the sweep's
+/// wait, `blocking`) and busy-polling, per design.
 fn rr_chart(rows: &[Row], blocking: &str) -> Option<(String, Chart)> {
     let mut rr: Vec<(String, f64, f64)> = Vec::new();
     for row in rows.iter().filter(|x| x.dir.is_rr()) {

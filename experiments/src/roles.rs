@@ -387,12 +387,17 @@ pub struct RoleArgs {
     pub rate: Option<f64>,
 }
 
-fn poll(e: &EndArgs) -> PollMode {
-    match (e.busy, e.armed) {
+/// How an end given `--busy` and `--armed` waits (busy-polling wins over arming).
+pub fn poll_mode(busy: bool, armed: bool) -> PollMode {
+    match (busy, armed) {
         (true, _) => PollMode::BusyPoll,
         (false, true) => PollMode::BlockArmed,
         (false, false) => PollMode::Block,
     }
+}
+
+fn poll(e: &EndArgs) -> PollMode {
+    poll_mode(e.busy, e.armed)
 }
 
 /// The backend end: creates the world, starts the embedded xenstored, creates dom0 and the

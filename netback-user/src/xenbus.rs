@@ -211,7 +211,7 @@ fn serve_directory<P: BackendPlatform, X: XenStore>(
         if f.conn.is_some() && !wrote && !moved && event.is_ok() && read_at.elapsed() < QUIET_READS
         {
             // Connected and nothing written: what needs no XenStore round trip.
-            f.quiet_step()?;
+            f.local_checks()?;
             continue;
         }
         read_at = Instant::now();
@@ -220,12 +220,9 @@ fn serve_directory<P: BackendPlatform, X: XenStore>(
             Step::Done => continue,
             Step::Go => {}
         }
-        let instance = b.platform.domain_instance(p.frontend_dom);
-        if f.peer.is_some() && instance != f.peer {
-            f.frontend_died(instance)?;
+        let Some(instance) = f.local_checks()? else {
             continue;
-        }
-        f.queue_check();
+        };
         let fs = read_state(&b.xs, &p.frontend);
         if f.gave_up {
             if !wrote {
@@ -361,15 +358,16 @@ impl<P: BackendPlatform, X: XenStore> Follower<'_, P, X> {
         self.set(XenbusState::InitWait)
     }
 
-    /// A connected vif's look while neither the frontend nor the toolstack wrote: whether
-    /// the frontend's domain died, whether a queue stopped.
-    fn quiet_step(&mut self) -> Result<(), BackendError> {
+    /// What needs no XenStore round trip: whether the frontend's domain died (handled;
+    /// `None`), then whether a queue stopped; the frontend domain's running instance.
+    fn local_checks(&mut self) -> Result<Option<Option<u64>>, BackendError> {
         let instance = self.b.platform.domain_instance(self.p.frontend_dom);
         if self.peer.is_some() && instance != self.peer {
-            return self.frontend_died(instance);
+            self.frontend_died(instance)?;
+            return Ok(None);
         }
         self.queue_check();
-        Ok(())
+        Ok(Some(instance))
     }
 
     /// A queue that stopped on its own found the frontend breaking the protocol.

@@ -35,6 +35,16 @@ pub(crate) struct QueuePages {
     pub(crate) rx_pool: SharedPages,
 }
 
+impl QueuePages {
+    /// The buffer pages of `pool`.
+    fn pool(&self, pool: Pool) -> &SharedPages {
+        match pool {
+            Pool::Tx => &self.tx_pool,
+            Pool::Rx => &self.rx_pool,
+        }
+    }
+}
+
 /// One negotiated queue of a frontend: its TX and RX rings, their buffer pools and its
 /// staging memory, driven by exactly one thread of the application.
 ///
@@ -148,10 +158,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// pool's own, or the design's grant made now ([`Staging::grant`]) where it grants per
     /// packet.
     pub(crate) fn buffer_gref(&mut self, pool: Pool, id: u16) -> Result<GrantRef, Broken> {
-        let pages = match pool {
-            Pool::Tx => &self.pages.tx_pool,
-            Pool::Rx => &self.pages.rx_pool,
-        };
+        let pages = self.pages.pool(pool);
         if self.grants_per_packet {
             return self.staging.grant(pool, pages, id, &mut self.tally);
         }
@@ -165,10 +172,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if !self.grants_per_packet {
             return Ok(true);
         }
-        let pages = match pool {
-            Pool::Tx => &self.pages.tx_pool,
-            Pool::Rx => &self.pages.rx_pool,
-        };
+        let pages = self.pages.pool(pool);
         self.staging.revoke(pool, pages, id, &mut self.tally)
     }
 
