@@ -239,7 +239,7 @@ pub struct QueueInfo {
     pub index: u16,
     /// Makes the queue's current or next [`BackQueue::wait`] return.
     pub waker: Arc<dyn Fn() + Send + Sync>,
-    /// The queue's counters (added to its vif's and the backend's too).
+    /// The queue's counters (counted in its vif's and the backend's too).
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -352,12 +352,12 @@ impl<P: BackendPlatform, X: XenStore> Backend<P, X> {
     /// The counters of vif `devid` of domain `fe`, made on first use.
     fn metrics_of_vif(&self, fe: netstage_platform::DomId, devid: u32) -> Arc<Metrics> {
         let Ok(mut vifs) = self.vifs.lock() else {
-            return Arc::new(Metrics::for_vif(Arc::clone(&self.metrics), fe, devid));
+            return Metrics::for_vif(&self.metrics, fe, devid);
         };
         if let Some(m) = vifs.iter().find(|m| m.vif() == (fe, devid)) {
             return Arc::clone(m);
         }
-        let m = Arc::new(Metrics::for_vif(Arc::clone(&self.metrics), fe, devid));
+        let m = Metrics::for_vif(&self.metrics, fe, devid);
         vifs.push(Arc::clone(&m));
         m
     }

@@ -1,29 +1,42 @@
 //! Counters: plain atomics, snapshotted for reports. A backend has one [`Metrics`] for all
-//! its vifs and one per vif ([`crate::Backend::vif_metrics`]); a vif's counters are added to
-//! the backend's too. A vif's counters also log its frontend's faults, rate-limited.
+//! its vifs, one per vif ([`crate::Backend::vif_metrics`]) and one per queue. Each keeps
+//! only the counts made at its own level; a snapshot adds up those below it (a vif's: its
+//! queues', a backend's: its vifs'). So a queue publishes a burst's counts into cells of
+//! its own with plain stores ([`QueueCounters::absorb`]): no locked add per burst, which
+//! on x86 also waits for every store before it, among them the ring lines the burst had
+//! just written for the other core (a cache-line transfer each). A vif's counters also log
+//! its frontend's faults, rate-limited.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use netstage_fallback::LogLimit;
 use netstage_platform::DomId;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident, $add:ident;)*) => {
-        /// Counters of a backend (all its vifs and queues), or of one vif.
+        /// One set of counter cells.
         #[derive(Debug, Default)]
-        pub struct Metrics {
+        struct Cells {
             $($name: AtomicU64,)*
-            /// A vif's: the backend's counters, which every add goes to as well.
-            parent: Option<Arc<Metrics>>,
-            /// A vif's or a queue's: the frontend's domain and device id, for the log.
-            vif: Option<(DomId, u32)>,
-            /// A queue's: its index (its parent is its vif's counters).
-            queue: Option<u16>,
-            /// A vif's: the counters of the queues of its current (or last) connection.
-            queues: std::sync::Mutex<Vec<Arc<Metrics>>>,
-            /// Warnings of the frontend's faults, at most a burst per period.
-            faults_log: LogLimit,
+        }
+
+        impl Cells {
+            /// Adds the cells' current values to `s`.
+            fn add_to(&self, s: &mut MetricsSnapshot) {
+                $(s.$name = s.$name.wrapping_add(self.$name.load(Ordering::Relaxed));)*
+            }
+
+            /// Adds `c` with a load and a store per non-zero count: only for cells that
+            /// one thread alone writes (see [`QueueCounters`]).
+            fn publish(&self, c: &Counts) {
+                $(
+                    if c.$name != 0 {
+                        let v = self.$name.load(Ordering::Relaxed);
+                        self.$name.store(v.wrapping_add(c.$name), Ordering::Relaxed);
+                    }
+                )*
+            }
         }
 
         /// A copy of the counters at one moment.
@@ -32,40 +45,25 @@ macro_rules! counters {
             $($(#[$doc])* pub $name: u64,)*
         }
 
-        impl Metrics {
-            /// The current values.
-            pub fn snapshot(&self) -> MetricsSnapshot {
-                MetricsSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                }
-            }
-
-            $(
-                #[allow(dead_code)]
-                pub(crate) fn $add(&self, n: u64) {
-                    self.$name.fetch_add(n, Ordering::Relaxed);
-                    if let Some(p) = &self.parent {
-                        p.$add(n);
-                    }
-                }
-            )*
-
-            /// Adds a queue's local counts (one atomic add per non-zero counter, and one
-            /// to the backend's) and clears them; warns of the frontend's faults among
-            /// them, rate-limited.
-            pub(crate) fn absorb(&self, c: &mut Counts) {
-                self.warn_faults(c);
-                $(
-                    if c.$name != 0 {
-                        self.$add(c.$name);
-                    }
-                )*
-                *c = Counts::default();
+        impl MetricsSnapshot {
+            /// Adds `o`'s counts to these.
+            fn add(&mut self, o: &MetricsSnapshot) {
+                $(self.$name = self.$name.wrapping_add(o.$name);)*
             }
         }
 
-        /// Counts a queue gathers over one burst before adding them to [`Metrics`]: the
-        /// hot path touches plain integers, not shared atomics, per packet.
+        impl Metrics {
+            $(
+                /// Adds `n` (any thread may: an atomic add).
+                #[allow(dead_code)]
+                pub(crate) fn $add(&self, n: u64) {
+                    self.shared.$name.fetch_add(n, Ordering::Relaxed);
+                }
+            )*
+        }
+
+        /// Counts a queue gathers over one burst before [`QueueCounters::absorb`] publishes
+        /// them: the hot path touches plain integers, not shared atomics, per packet.
         #[derive(Debug, Default, Clone, Copy)]
         pub(crate) struct Counts {
             $(pub(crate) $name: u64,)*
@@ -155,37 +153,123 @@ counters! {
     tx_credit_drops, add_tx_credit_drops;
 }
 
-impl Metrics {
-    /// The counters of vif `devid` of domain `fe`, added to `backend`'s as well.
-    pub(crate) fn for_vif(backend: Arc<Metrics>, fe: DomId, devid: u32) -> Metrics {
-        Metrics {
-            parent: Some(backend),
-            vif: Some((fe, devid)),
-            ..Metrics::default()
+/// Counters of a backend (all its vifs and queues), of one vif, or of one queue.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// A queue's: published by its [`QueueCounters`], the one thread that writes them.
+    owned: Cells,
+    /// Added by any thread (`add_*`): a vif's handshakes and faults, a queue's drops
+    /// counted by the threads that hand it packets.
+    shared: Cells,
+    /// Whose counts a snapshot adds to these: a backend's vifs, a vif's queues.
+    below: Mutex<Below>,
+    /// A vif's or a queue's: the frontend's domain and device id, for the log.
+    vif: Option<(DomId, u32)>,
+    /// A queue's: its index.
+    queue: Option<u16>,
+    /// Warnings of the frontend's faults, at most a burst per period (a vif's, shared by
+    /// its queues).
+    faults_log: Arc<LogLimit>,
+}
+
+/// The counters a snapshot adds up beside a node's own.
+#[derive(Debug, Default)]
+struct Below {
+    /// A backend's vifs; a vif's queues of its current (or last) connection.
+    current: Vec<Arc<Metrics>>,
+    /// A vif's queues of earlier connections that something still holds (a thread that
+    /// has not finished with them yet).
+    earlier: Vec<Arc<Metrics>>,
+    /// The counts of earlier queues that nothing holds any more.
+    retired: MetricsSnapshot,
+}
+
+impl Below {
+    /// Adds the counts of the earlier queues that nothing else holds to `retired` and
+    /// forgets them, so that reconnecting again and again does not grow the list.
+    fn retire_unheld(&mut self) {
+        for m in std::mem::take(&mut self.earlier) {
+            match Arc::try_unwrap(m) {
+                Ok(m) => self.retired.add(&m.snapshot()),
+                Err(m) => self.earlier.push(m),
+            }
         }
     }
+}
 
-    /// The counters of queue `index` of this vif's new connection, added to the vif's
-    /// (and so the backend's) too; `index` 0 starts the list afresh.
-    pub(crate) fn for_queue(vif: &Arc<Metrics>, index: u16) -> Arc<Metrics> {
-        let q = Arc::new(Metrics {
-            parent: Some(Arc::clone(vif)),
-            vif: vif.vif,
-            queue: Some(index),
+/// The writer of one queue's counts: not `Clone`, held by the queue alone, so that its
+/// cells have one writer and a plain store publishes each burst's counts.
+#[derive(Debug)]
+pub(crate) struct QueueCounters {
+    metrics: Arc<Metrics>,
+}
+
+impl QueueCounters {
+    /// The queue's counters, to read or to add to from any thread.
+    pub(crate) fn handle(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Publishes a queue's local counts and clears them; warns of the frontend's faults
+    /// among them, rate-limited.
+    pub(crate) fn absorb(&mut self, c: &mut Counts) {
+        self.metrics.warn_faults(c);
+        self.metrics.owned.publish(c);
+        *c = Counts::default();
+    }
+}
+
+impl Metrics {
+    /// The current values: this node's own counts and those of every node below it.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::default();
+        self.owned.add_to(&mut s);
+        self.shared.add_to(&mut s);
+        let below = self.below();
+        s.add(&below.retired);
+        for m in below.current.iter().chain(&below.earlier) {
+            s.add(&m.snapshot());
+        }
+        s
+    }
+
+    /// What is below this node (a poisoned lock still holds every count).
+    fn below(&self) -> MutexGuard<'_, Below> {
+        self.below.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The counters of vif `devid` of domain `fe`, counted in `backend`'s as well.
+    pub(crate) fn for_vif(backend: &Arc<Metrics>, fe: DomId, devid: u32) -> Arc<Metrics> {
+        let vif = Arc::new(Metrics {
+            vif: Some((fe, devid)),
             ..Metrics::default()
         });
-        if let Ok(mut qs) = vif.queues.lock() {
-            if index == 0 {
-                qs.clear();
-            }
-            qs.push(Arc::clone(&q));
+        backend.below().current.push(Arc::clone(&vif));
+        vif
+    }
+
+    /// The counters of queue `index` of this vif's new connection, counted in the vif's
+    /// (and so the backend's) too; `index` 0 starts the list of current queues afresh.
+    pub(crate) fn for_queue(vif: &Arc<Metrics>, index: u16) -> QueueCounters {
+        let q = Arc::new(Metrics {
+            vif: vif.vif,
+            queue: Some(index),
+            faults_log: Arc::clone(&vif.faults_log),
+            ..Metrics::default()
+        });
+        let mut below = vif.below();
+        if index == 0 {
+            let last = std::mem::take(&mut below.current);
+            below.earlier.extend(last);
         }
-        q
+        below.retire_unheld();
+        below.current.push(Arc::clone(&q));
+        QueueCounters { metrics: q }
     }
 
     /// The counters of this vif's queues (of its current or last connection).
     pub(crate) fn queue_snapshots(&self) -> Vec<QueueMetricsSnapshot> {
-        let qs = self.queues.lock().map(|q| q.clone()).unwrap_or_default();
+        let qs = self.below().current.clone();
         qs.iter()
             .map(|q| QueueMetricsSnapshot {
                 index: q.queue.unwrap_or(0),
@@ -196,10 +280,7 @@ impl Metrics {
 
     /// The rate limit of this vif's warnings of its frontend (a queue's are its vif's).
     pub(crate) fn faults_log(&self) -> &LogLimit {
-        match (&self.queue, &self.parent) {
-            (Some(_), Some(vif)) => vif.faults_log(),
-            _ => &self.faults_log,
-        }
+        &self.faults_log
     }
 
     /// The vif's frontend domain and device id (0, 0 for a backend's own counters).
@@ -283,7 +364,8 @@ mod tests {
         log::set_logger(&LOGS).unwrap();
         log::set_max_level(log::LevelFilter::Warn);
         let backend = Arc::new(Metrics::default());
-        let vif = Metrics::for_vif(Arc::clone(&backend), 7, 2);
+        let vif = Metrics::for_vif(&backend, 7, 2);
+        let mut queue = Metrics::for_queue(&vif, 0);
         for _ in 0..1000 {
             let mut c = Counts {
                 tx_dropped: 2,
@@ -291,7 +373,8 @@ mod tests {
                 tx_packets: 5,
                 ..Counts::default()
             };
-            vif.absorb(&mut c);
+            queue.absorb(&mut c);
+            assert_eq!(c.tx_packets, 0, "absorbed counts are cleared");
         }
         assert_eq!(vif.snapshot().tx_dropped, 2000);
         assert_eq!(backend.snapshot().tx_dropped, 2000);
@@ -311,5 +394,69 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    fn burst(packets: u64) -> Counts {
+        Counts {
+            tx_packets: packets,
+            ..Counts::default()
+        }
+    }
+
+    /// A queue's counts and those added from other threads add up in its vif's and the
+    /// backend's snapshots, at every level.
+    #[test]
+    fn snapshots_add_up_every_level() {
+        let backend = Arc::new(Metrics::default());
+        let (a, b) = (
+            Metrics::for_vif(&backend, 1, 0),
+            Metrics::for_vif(&backend, 2, 0),
+        );
+        let mut a0 = Metrics::for_queue(&a, 0);
+        let mut a1 = Metrics::for_queue(&a, 1);
+        let mut b0 = Metrics::for_queue(&b, 0);
+        a0.absorb(&mut burst(3));
+        a1.absorb(&mut burst(4));
+        b0.absorb(&mut burst(5));
+        a1.handle().add_tx_packets(10);
+        a.add_connects(1);
+        assert_eq!(a0.handle().snapshot().tx_packets, 3);
+        assert_eq!(a1.handle().snapshot().tx_packets, 14);
+        assert_eq!(a.snapshot().tx_packets, 17);
+        assert_eq!(b.snapshot().tx_packets, 5);
+        assert_eq!(backend.snapshot().tx_packets, 22);
+        assert_eq!(backend.snapshot().connects, 1);
+        let qs = a.queue_snapshots();
+        assert_eq!(qs.iter().map(|q| q.index).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    /// A new connection's queues replace the old ones in the vif's queue list while the
+    /// vif keeps counting the old ones: those still held stay listed, those nothing holds
+    /// are folded into a sum, so that reconnecting does not grow the list.
+    #[test]
+    fn reconnects_keep_every_count_and_do_not_grow_the_list() {
+        let backend = Arc::new(Metrics::default());
+        let vif = Metrics::for_vif(&backend, 3, 0);
+        let mut held = Metrics::for_queue(&vif, 0);
+        held.absorb(&mut burst(7));
+        for round in 1..=100u64 {
+            let mut q = Metrics::for_queue(&vif, 0);
+            q.absorb(&mut burst(1));
+            assert_eq!(vif.snapshot().tx_packets, 7 + round);
+        }
+        // The held queue still writes after its connection ended: counted.
+        held.absorb(&mut burst(2));
+        assert_eq!(backend.snapshot().tx_packets, 109);
+        {
+            let below = vif.below();
+            assert_eq!(below.current.len(), 1);
+            assert_eq!(below.earlier.len(), 1, "the held queue");
+            assert_eq!(below.retired.tx_packets, 99);
+        }
+        drop(held);
+        let _next = Metrics::for_queue(&vif, 0);
+        assert_eq!(vif.below().earlier.len(), 0);
+        assert_eq!(vif.snapshot().tx_packets, 109);
+        assert_eq!(vif.queue_snapshots().len(), 1);
     }
 }

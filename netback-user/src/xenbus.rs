@@ -700,7 +700,7 @@ fn connect_queue<P: BackendPlatform, X: XenStore>(
     let info = QueueInfo {
         index: q as u16,
         waker: wake_fn(&port),
-        metrics: Arc::clone(&queue_metrics),
+        metrics: Arc::clone(queue_metrics.handle()),
     };
     let queue = BackQueue::new(QueueParts {
         platform: b.platform.clone(),

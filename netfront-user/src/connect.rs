@@ -292,7 +292,7 @@ pub(crate) fn share_queue<P: FrontendPlatform>(
     to.key("tx-ring-ref", pages.tx_ring.grefs[0]);
     to.key("rx-ring-ref", pages.rx_ring.grefs[0]);
     to.key("event-channel", port.port());
-    let metrics = shared.new_queue_metrics();
+    let mut metrics = shared.new_queue_metrics();
     metrics.flush(&mut tally);
     shared.add_port(Arc::clone(&port) as Arc<dyn EventPort>);
     FrontQueue::new(

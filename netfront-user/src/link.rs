@@ -11,7 +11,7 @@ use netstage_platform::xenbus::{read_state, wait_state, write_state, VifPaths, X
 use netstage_platform::xenstore::{unique_token, Watch, XenStore, XsClient, NO_TX};
 use netstage_platform::{DomId, EventPort};
 
-use crate::metrics::{Metrics, MetricsSnapshot, Tally};
+use crate::metrics::{Metrics, MetricsSnapshot, QueueCounters, Tally};
 use crate::{FrontendError, FrontendHandler, FrontendPlatform};
 
 /// How long the monitor goes at most without reading the backend's state when its watch
@@ -31,9 +31,8 @@ pub(crate) struct Shared {
     fault: Mutex<Option<String>>,
     /// The queues' event ports, woken when the device stops.
     ports: Mutex<Vec<Arc<dyn EventPort>>>,
+    /// The device's counters: its queues', in queue order, added up.
     pub(crate) metrics: Arc<Metrics>,
-    /// Each queue's counters, in queue order (added to `metrics` too).
-    pub(crate) queue_metrics: Mutex<Vec<Arc<Metrics>>>,
     /// The vif, for the log: this domain, the device id and the backend's domain.
     vif: (DomId, u32, DomId),
     /// Warnings of the backend's faults, at most a burst per period.
@@ -88,23 +87,14 @@ impl Shared {
         self.fault.lock().ok().and_then(|b| b.clone())
     }
 
-    /// New counters for the next queue (in queue order), added to the device's too.
-    pub(crate) fn new_queue_metrics(&self) -> Arc<Metrics> {
-        let m = Arc::new(Metrics::for_queue(&self.metrics));
-        if let Ok(mut q) = self.queue_metrics.lock() {
-            q.push(Arc::clone(&m));
-        }
-        m
+    /// New counters for the next queue (in queue order), counted in the device's too.
+    pub(crate) fn new_queue_metrics(&self) -> QueueCounters {
+        self.metrics.new_queue()
     }
 
     /// Each queue's counters, in queue order.
     pub(crate) fn queue_snapshots(&self) -> Vec<MetricsSnapshot> {
-        let q = self
-            .queue_metrics
-            .lock()
-            .map(|q| q.clone())
-            .unwrap_or_default();
-        q.iter().map(|m| m.snapshot()).collect()
+        self.metrics.queue_snapshots()
     }
 
     /// Notes a queue's port, to wake it when the device stops.

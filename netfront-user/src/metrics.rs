@@ -1,57 +1,100 @@
-//! A frontend's counters: shared atomics read by anyone, and a plain tally each queue keeps
-//! during a burst and adds to them once at its end.
+//! A frontend's counters: atomics read by anyone, and a plain tally each queue keeps
+//! during a call and publishes at its end. Each queue's counters have one writer, the
+//! queue ([`QueueCounters`]), which publishes with plain stores: a locked add per call
+//! would also wait, on x86, for every store before it, among them the ring lines the call
+//! had just written for the backend's core. The frontend's counters add up its queues' when
+//! read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident;)*) => {
-        /// Counters of a frontend, or of one of its queues (whose adds go to the
-        /// frontend's too).
+        /// One set of counter cells.
         #[derive(Debug, Default)]
-        pub struct Metrics {
-            $($name: AtomicU64,)*
-            /// The frontend's counters, for a queue's.
-            parent: Option<std::sync::Arc<Metrics>>,
+        struct Cells { $($name: AtomicU64,)* }
+
+        impl Cells {
+            /// Adds the cells' current values to `s`.
+            fn add_to(&self, s: &mut MetricsSnapshot) {
+                $(s.$name = s.$name.wrapping_add(self.$name.load(Ordering::Relaxed));)*
+            }
+
+            /// Adds `t` with a load and a store per non-zero count, and clears it: only for
+            /// cells that one thread alone writes (see [`QueueCounters`]).
+            fn publish(&self, t: &mut Tally) {
+                $(
+                    if t.$name != 0 {
+                        let v = self.$name.load(Ordering::Relaxed);
+                        self.$name.store(v.wrapping_add(t.$name), Ordering::Relaxed);
+                        t.$name = 0;
+                    }
+                )*
+            }
         }
 
         /// A copy of the counters at one moment.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct MetricsSnapshot { $($(#[$doc])* pub $name: u64,)* }
 
-        /// What one queue counted since its last flush (plain integers: no shared cache
+        /// What one queue counted since it last published (plain integers: no shared cache
         /// line is touched per packet).
         #[derive(Debug, Default)]
         pub(crate) struct Tally { $(pub(crate) $name: u64,)* }
-
-        impl Metrics {
-            /// The current values.
-            pub fn snapshot(&self) -> MetricsSnapshot {
-                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-
-            /// Adds what `t` counted (to the frontend's counters too, for a queue's) and
-            /// clears it.
-            pub(crate) fn flush(&self, t: &mut Tally) {
-                $(
-                    if t.$name != 0 {
-                        self.$name.fetch_add(t.$name, Ordering::Relaxed);
-                        if let Some(p) = &self.parent {
-                            p.$name.fetch_add(t.$name, Ordering::Relaxed);
-                        }
-                        t.$name = 0;
-                    }
-                )*
-            }
-
-            /// The counters of one queue of the frontend whose counters are `device`.
-            pub(crate) fn for_queue(device: &std::sync::Arc<Metrics>) -> Metrics {
-                Metrics {
-                    parent: Some(std::sync::Arc::clone(device)),
-                    ..Metrics::default()
-                }
-            }
-        }
     };
+}
+
+/// Counters of a frontend (the sum of its queues'), or of one of its queues.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// A queue's: published by its [`QueueCounters`], the one thread that writes them.
+    cells: Cells,
+    /// A frontend's: its queues, in queue order.
+    queues: Mutex<Vec<Arc<Metrics>>>,
+}
+
+impl Metrics {
+    /// The current values: a queue's own, a frontend's the sum of its queues'.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::default();
+        self.cells.add_to(&mut s);
+        for q in self.queues().iter() {
+            q.cells.add_to(&mut s);
+        }
+        s
+    }
+
+    /// Each queue's counters, in queue order.
+    pub(crate) fn queue_snapshots(&self) -> Vec<MetricsSnapshot> {
+        self.queues().iter().map(|q| q.snapshot()).collect()
+    }
+
+    /// New counters for the frontend's next queue (in queue order), counted in the
+    /// frontend's too.
+    pub(crate) fn new_queue(&self) -> QueueCounters {
+        let q = Arc::new(Metrics::default());
+        self.queues().push(Arc::clone(&q));
+        QueueCounters { metrics: q }
+    }
+
+    /// The queues (a poisoned lock still holds every count).
+    fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Metrics>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The writer of one queue's counters: not `Clone`, held by the queue alone, so that its
+/// cells have one writer and plain stores publish them.
+#[derive(Debug)]
+pub(crate) struct QueueCounters {
+    metrics: Arc<Metrics>,
+}
+
+impl QueueCounters {
+    /// Adds what `t` counted to the queue's counters and clears it.
+    pub(crate) fn flush(&mut self, t: &mut Tally) {
+        self.metrics.cells.publish(t);
+    }
 }
 
 counters! {
@@ -145,5 +188,37 @@ pub(crate) fn ppm(part: usize, whole: usize) -> u64 {
         0
     } else {
         (part as u64).saturating_mul(1_000_000) / whole as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each queue's counts, published with plain stores, are its own and add up in the
+    /// frontend's; a published tally is cleared.
+    #[test]
+    fn the_frontend_counts_its_queues_counts() {
+        let device = Metrics::default();
+        let mut q0 = device.new_queue();
+        let mut q1 = device.new_queue();
+        for n in 1..=3 {
+            let mut t = Tally {
+                tx_packets: n,
+                rx_bytes: 100,
+                ..Tally::default()
+            };
+            q0.flush(&mut t);
+            assert_eq!((t.tx_packets, t.rx_bytes), (0, 0));
+        }
+        q1.flush(&mut Tally {
+            tx_packets: 10,
+            ..Tally::default()
+        });
+        let qs = device.queue_snapshots();
+        assert_eq!((qs[0].tx_packets, qs[0].rx_bytes), (6, 300));
+        assert_eq!((qs[1].tx_packets, qs[1].rx_bytes), (10, 0));
+        let all = device.snapshot();
+        assert_eq!((all.tx_packets, all.rx_bytes), (16, 300));
     }
 }

@@ -20,7 +20,7 @@ use netstage_platform::{DomId, EventPort};
 use netstage_ring::netif::{GsoType, NetifRxRequest, RxRing, TxChain, TxRing};
 use netstage_ring::sring::BackRing;
 
-use crate::metrics::Counts;
+use crate::metrics::{Counts, QueueCounters};
 use crate::staging::BackStaging;
 use crate::txpath::TxFetch;
 use crate::{BackendPlatform, Metrics, PollMode};
@@ -83,7 +83,7 @@ pub struct BackQueue<P: BackendPlatform> {
     tx: BackRing<TxRing>,
     rx: BackRing<RxRing>,
     port: Arc<P::Port>,
-    metrics: Arc<Metrics>,
+    metrics: QueueCounters,
     stop: Arc<AtomicBool>,
     staging: Box<dyn BackStaging>,
     fetch: Box<dyn TxFetch<P>>,
@@ -116,7 +116,7 @@ pub(crate) struct QueueParts<P: BackendPlatform> {
     pub(crate) tx: BackRing<TxRing>,
     pub(crate) rx: BackRing<RxRing>,
     pub(crate) port: Arc<P::Port>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: QueueCounters,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) staging: Box<dyn BackStaging>,
     pub(crate) fetch: Box<dyn TxFetch<P>>,
@@ -165,9 +165,9 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
     }
 
-    /// This queue's counters (added to its vif's and the backend's too).
+    /// This queue's counters (counted in its vif's and the backend's too).
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        self.metrics.handle()
     }
 
     /// The queue's index.
@@ -206,7 +206,8 @@ impl<P: BackendPlatform> BackQueue<P> {
         let woke = match self.p.poll {
             PollMode::Block | PollMode::BlockArmed => {
                 if self.storm.before_wait() {
-                    self.metrics.add_storm_backoffs(1);
+                    self.counts.storm_backoffs += 1;
+                    self.metrics.absorb(&mut self.counts);
                     std::thread::sleep(netstage_fallback::storm::STORM_BACKOFF);
                 }
                 let start = Instant::now();
@@ -243,8 +244,9 @@ impl<P: BackendPlatform> BackQueue<P> {
             PollMode::BusyPoll => return self.poll_once(),
         };
         if woke {
-            self.metrics.add_wakeups(1);
+            self.counts.wakeups += 1;
         }
+        self.metrics.absorb(&mut self.counts);
         Ok(woke)
     }
 

@@ -98,8 +98,8 @@ pub struct FrontQueue<P: FrontendPlatform> {
     /// Wake-ups that brought no work (an event storm backs off).
     storm: StormGuard,
     shared: Arc<Shared>,
-    /// This queue's counters (added to the device's too).
-    metrics: Arc<crate::Metrics>,
+    /// This queue's counters (counted in the device's too; this queue writes them alone).
+    metrics: crate::metrics::QueueCounters,
     /// Declared last: the pages outlive the rings and staging that point into them.
     pages: QueuePages,
 }
@@ -116,7 +116,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         staging: Box<dyn Staging>,
         port: Arc<<P as EventChannels>::Port>,
         shared: Arc<Shared>,
-        metrics: Arc<crate::Metrics>,
+        metrics: crate::metrics::QueueCounters,
     ) -> Result<FrontQueue<P>, FrontendError> {
         let ring = |e: netstage_ring::sring::RingError| FrontendError::Handshake(e.to_string());
         let mut q = FrontQueue {
