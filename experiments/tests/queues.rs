@@ -345,6 +345,54 @@ fn an_armed_wait_has_the_peer_notify_where_an_unarmed_spin_does_not() {
     );
 }
 
+/// Counters are published before the packets they count, at both ends: once the guest has
+/// an echo, the backend has counted the packet it took and the echo it sent, and once a send
+/// returns, the guest has counted what it sent. Busy-polling both ends, so that the reads
+/// follow the packets as closely as they can.
+#[test]
+fn counters_are_published_before_the_packets_they_count() {
+    for design in ["grant-copy", "slots:256", "ring:8:greedy"] {
+        let mut rig = Rig::new(
+            design,
+            PollMode::BusyPoll,
+            Arc::new(MeasuredEcho::default()),
+        );
+        let frame = [0x5au8; 64];
+        let mut bufs = PacketBuf::pool(BURST);
+        let start = (rig.back.snapshot(), rig.link.as_ref().unwrap().metrics());
+        for i in 1..=10_000u64 {
+            let q = &mut rig.queues[0];
+            while q.send_burst(&[PacketRef::new(&frame)]).unwrap() == 0 {
+                q.wait(Some(Duration::from_secs(5))).unwrap();
+            }
+            let front = rig.link.as_ref().unwrap().metrics();
+            assert_eq!(
+                front.tx_packets - start.1.tx_packets,
+                i,
+                "{design}: sent {i}"
+            );
+            let q = &mut rig.queues[0];
+            let t = Instant::now();
+            while q.recv_burst(&mut bufs).unwrap() == 0 {
+                assert!(t.elapsed() < Duration::from_secs(10), "{design}: echo {i}");
+                q.wait(Some(Duration::from_secs(5))).unwrap();
+            }
+            let back = rig.back.snapshot();
+            let counted = (
+                back.tx_packets - start.0.tx_packets,
+                back.rx_packets - start.0.rx_packets,
+            );
+            assert_eq!(
+                counted,
+                (i, i),
+                "{design}: the backend's counts at echo {i}"
+            );
+        }
+        drop(bufs);
+        rig.close();
+    }
+}
+
 /// Keeps the injectors of the connection.
 #[derive(Default)]
 struct Injectors(std::sync::Mutex<Vec<netstage_netback_user::RxInjector>>);

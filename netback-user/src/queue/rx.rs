@@ -176,6 +176,9 @@ impl<P: BackendPlatform> BackQueue<P> {
                 self.counts.rx_grant_copy_bytes += len - (pl.staged + pl.replicated) as u64;
             }
         }
+        // Published before the packets: whoever learns of one from the frontend finds it
+        // counted.
+        self.metrics.absorb(&mut self.counts);
         if self.rx.push_responses_and_check_notify().map_err(fault)? {
             self.notify();
         }

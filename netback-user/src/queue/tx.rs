@@ -86,6 +86,10 @@ impl<P: BackendPlatform> BackQueue<P> {
                     return Ok(0);
                 }
                 let taken = &chains[..got];
+                // Counted and published before the application has the packets: whoever
+                // learns of a packet from it finds it counted.
+                self.count_taken(taken, &status);
+                self.metrics.absorb(&mut self.counts);
                 let n = take(taken, &status, bufs, &lent, &*self.staging)?;
                 self.tx_answer(taken, &status)?;
                 // A chain held for credit, parsed after the burst's, is the next burst's
@@ -163,16 +167,22 @@ impl<P: BackendPlatform> BackQueue<P> {
         Ok(got)
     }
 
+    /// Counts the packets of a burst that are handed over (those whose status is OK).
+    fn count_taken(&mut self, chains: &[TxChain], status: &[i16]) {
+        for (c, st) in chains.iter().zip(status) {
+            if *st == NETIF_RSP_OKAY {
+                self.counts.tx_packets += 1;
+                self.counts.tx_bytes += u64::from(c.total_size);
+            }
+        }
+    }
+
     /// Gives the staging memory back and answers every chain of the burst.
     fn tx_answer(&mut self, chains: &[TxChain], status: &[i16]) -> Result<(), QueueFault> {
         self.staging.tx_release().map_err(QueueFault)?;
         for (c, st) in chains.iter().zip(status) {
             for r in c.responses(*st) {
                 self.tx.put_response(&r).map_err(fault)?;
-            }
-            if *st == NETIF_RSP_OKAY {
-                self.counts.tx_packets += 1;
-                self.counts.tx_bytes += u64::from(c.total_size);
             }
         }
         if self.tx.push_responses_and_check_notify().map_err(fault)? {

@@ -48,33 +48,52 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     }
 
     /// [`FrontQueue::send_burst`] inside: how many were sent, and why the packet after them
-    /// was refused, if it was.
+    /// was refused, if it was. As Linux netfront's `xennet_start_xmit`, the burst goes on
+    /// the ring and is published before the backend's answers are reaped: the ring's
+    /// shared index line is then written before it is read, not read (a transfer from the
+    /// backend's core) and then written. Reaping frees ids, ring slots and in-flight
+    /// requests, so a burst that stopped for room is tried once more after it.
     fn tx_burst(
         &mut self,
         pkts: &[PacketRef<'_>],
     ) -> Result<(usize, Option<&'static str>), Broken> {
+        let mut bytes = 0;
+        let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes)?;
+        self.publish_tx(sent)?;
+        let room = (self.tx.free_requests(), self.tx_free.len());
         self.reap_tx()?;
-        let (mut n, mut bytes) = (0, 0);
-        let mut bad = None;
-        for p in pkts {
-            if bytes >= BURST_BYTES {
-                break;
-            }
-            if let Err(why) = validate(&self.features, p) {
-                bad = Some(why);
-                break;
-            }
-            if !self.tx_one(p)? {
-                break;
-            }
-            n += 1;
-            bytes += p.data.len();
+        if stop == BurstStop::Room && (self.tx.free_requests(), self.tx_free.len()) != room {
+            let (more, then) = self.put_burst(&pkts[sent..], &mut bytes)?;
+            self.publish_tx(more)?;
+            (sent, stop) = (sent + more, then);
         }
-        if n > 0 {
+        if sent > 0 {
             self.storm.moved();
         }
-        self.publish_tx(n)?;
-        Ok((n, bad))
+        Ok((sent, stop.refused()))
+    }
+
+    /// Puts `pkts` on the ring (unpublished) until one does not fit, is refused, or the
+    /// burst's bytes reach [`BURST_BYTES`] (`bytes` counts them); how many it put and why
+    /// it stopped.
+    fn put_burst(
+        &mut self,
+        pkts: &[PacketRef<'_>],
+        bytes: &mut usize,
+    ) -> Result<(usize, BurstStop), Broken> {
+        for (n, p) in pkts.iter().enumerate() {
+            if *bytes >= BURST_BYTES {
+                return Ok((n, BurstStop::Full));
+            }
+            if let Err(why) = validate(&self.features, p) {
+                return Ok((n, BurstStop::Refused(why)));
+            }
+            if !self.tx_one(p)? {
+                return Ok((n, BurstStop::Room));
+            }
+            *bytes += p.data.len();
+        }
+        Ok((pkts.len(), BurstStop::Full))
     }
 
     /// Publishes `n` packets put on the ring (their staged bytes first) and notifies the
@@ -83,6 +102,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if n == 0 {
             return Ok(());
         }
+        // The counts first: whoever learns of these packets from the backend finds them
+        // counted.
+        self.metrics.flush(&mut self.tally);
         // The staged bytes must be visible before the requests that refer to them.
         self.staging.tx_publish()?;
         if self
@@ -298,5 +320,26 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
         }
         Ok(())
+    }
+}
+
+/// Why [`FrontQueue::put_burst`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BurstStop {
+    /// Every packet went, or the burst's bytes reached [`BURST_BYTES`].
+    Full,
+    /// The next packet did not fit (ids, ring slots or staging room).
+    Room,
+    /// The next packet cannot be carried, for this reason.
+    Refused(&'static str),
+}
+
+impl BurstStop {
+    /// The reason a packet was refused, if one was.
+    fn refused(self) -> Option<&'static str> {
+        match self {
+            BurstStop::Refused(why) => Some(why),
+            _ => None,
+        }
     }
 }
