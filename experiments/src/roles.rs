@@ -637,8 +637,10 @@ fn measure_rr(
         s = Instant::now();
     }
     let cpu0 = crate::sys::cpu_seconds();
-    // Room for two million transactions a second: none is added during the window.
-    let mut lat: Vec<u64> = Vec::with_capacity((window.as_secs_f64() * 2e6) as usize + 1024);
+    // Room for two million transactions a second (up to 16 M, 128 MiB): none is added
+    // during a window of up to 8 s.
+    let room = ((window.as_secs_f64() * 2e6) as usize).clamp(1 << 16, 1 << 24);
+    let mut lat: Vec<u64> = Vec::with_capacity(room);
     // One clock read per transaction: its end is the next one's start.
     let t = Instant::now();
     let mut s = t;

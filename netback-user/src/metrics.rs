@@ -396,6 +396,7 @@ mod tests {
         }
     }
 
+    /// The counts of a burst of `packets` TX packets.
     fn burst(packets: u64) -> Counts {
         Counts {
             tx_packets: packets,

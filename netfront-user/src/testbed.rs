@@ -185,7 +185,8 @@ fn send_burst_stops_at_the_rings_capacity_and_returns_the_count() {
     assert_eq!(b.q.send_burst(&pkts).unwrap(), 0);
     let reqs = b.serve_tx(0);
     assert_eq!(reqs.len(), 256);
-    // The responses are reaped first: the ring takes a full burst again.
+    // The full ring takes nothing until the responses are reaped; reaped after the first
+    // pass put nothing on it, the second pass takes a full burst again.
     assert_eq!(b.q.send_burst(&pkts[..100]).unwrap(), 100);
     let m = b.shared.metrics.snapshot();
     assert_eq!(m.tx_packets, 356);
@@ -344,6 +345,30 @@ fn a_response_for_an_id_not_in_flight_breaks_the_device() {
     }
     assert!(b.shared.fault_reason().is_some());
     assert!(b.q.send_burst(&[PacketRef::new(&frame)]).is_err());
+}
+
+/// A bad answer found by a send, which reaps after publishing its burst: the burst was put
+/// on the ring and counted, so the send returns it as sent; the device is broken, and the
+/// next call says so. Every packet is then sent or refused, none counted twice.
+#[test]
+fn a_bad_answer_found_after_a_burst_was_published_leaves_it_sent() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    b.tx.refresh_requests().unwrap();
+    b.tx.take_request().unwrap().unwrap();
+    b.tx.put_response(&NetifTxResponse { id: 200, status: 0 })
+        .unwrap();
+    b.tx.push_responses().unwrap();
+    let two = [PacketRef::new(&frame), PacketRef::new(&frame)];
+    assert_eq!(b.q.send_burst(&two).unwrap(), 2);
+    let why = b.shared.fault_reason().expect("the device is broken");
+    assert!(why.contains("not in flight"), "{why}");
+    assert!(matches!(
+        b.q.send_burst(&two),
+        Err(FrontendError::Broken(_))
+    ));
+    assert_eq!(b.shared.metrics.snapshot().tx_packets, 3);
 }
 
 /// XSA-396 class, `linux` design: a TX page whose grant the backend still maps when it

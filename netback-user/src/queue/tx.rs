@@ -87,7 +87,9 @@ impl<P: BackendPlatform> BackQueue<P> {
                 }
                 let taken = &chains[..got];
                 // Counted and published before the application has the packets: whoever
-                // learns of a packet from it finds it counted.
+                // learns of a packet from it finds it counted. (`take` fails only on an
+                // inconsistency of our own, a lent region without memory, which ends the
+                // queue: the burst is then counted though not all of it was delivered.)
                 self.count_taken(taken, &status);
                 self.metrics.absorb(&mut self.counts);
                 let n = take(taken, &status, bufs, &lent, &*self.staging)?;

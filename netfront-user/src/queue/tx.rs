@@ -28,7 +28,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Transmits as many of `pkts`, in order, as there are request ids, ring slots and
     /// staging room for, and returns how many it took: it stops after [`BURST_BYTES`] so
     /// that the backend starts on them while the caller sends more. Every byte taken is
-    /// copied into shared memory before it returns. TX responses are reaped first.
+    /// copied into shared memory before it returns. The backend's TX responses are reaped
+    /// after the burst is published, and a burst that stopped for room is tried once more
+    /// after reaping.
     ///
     /// It stops before the first packet the protocol cannot carry (1 to 65535 bytes, more
     /// than a page only with `feature-sg`, GSO only with its negotiated feature and a
@@ -61,7 +63,15 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes)?;
         self.publish_tx(sent)?;
         let room = (self.tx.free_requests(), self.tx_free.len());
-        self.reap_tx()?;
+        if let Err(b) = self.reap_tx() {
+            if sent == 0 {
+                return Err(b);
+            }
+            // The burst is on the ring and counted: it was sent. The backend's fault breaks
+            // the device, which the next call finds.
+            self.shared.fault(&b);
+            return Ok((sent, stop.refused()));
+        }
         if stop == BurstStop::Room && (self.tx.free_requests(), self.tx_free.len()) != room {
             let (more, then) = self.put_burst(&pkts[sent..], &mut bytes)?;
             self.publish_tx(more)?;
@@ -123,7 +133,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let staged = match self.held.take() {
             Some((l, s)) if l == len => s,
             _ => {
-                // Requests put on the ring and not yet answered, this burst's included.
+                // Requests put on the ring and not yet reaped, this burst's included.
                 let in_flight = self.tx.free_requests() < self.tx.size();
                 let decided = self.staging.tx_decide(len, in_flight, &mut self.tally);
                 self.tx_room_hold = decided.is_none();
