@@ -329,16 +329,21 @@ fn wait_returns_at_once_when_work_is_pending_and_fails_once_stopped() {
     ));
 }
 
-#[test]
-fn a_response_for_an_id_not_in_flight_breaks_the_device() {
-    let mut b = bed(Design::GrantCopy, SG);
-    let frame = [1u8; 64];
-    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+/// Sends `frame` and has the backend answer it with id 200, which is not in flight.
+fn answer_an_id_not_in_flight(b: &mut Bed, frame: &[u8]) {
+    assert_eq!(b.q.send_burst(&[PacketRef::new(frame)]).unwrap(), 1);
     b.tx.refresh_requests().unwrap();
     b.tx.take_request().unwrap().unwrap();
     b.tx.put_response(&NetifTxResponse { id: 200, status: 0 })
         .unwrap();
     b.tx.push_responses().unwrap();
+}
+
+#[test]
+fn a_response_for_an_id_not_in_flight_breaks_the_device() {
+    let mut b = bed(Design::GrantCopy, SG);
+    let frame = [1u8; 64];
+    answer_an_id_not_in_flight(&mut b, &frame);
     match b.q.recv_burst(&mut PacketBuf::pool(1)) {
         Err(FrontendError::Broken(why)) => assert!(why.contains("not in flight"), "{why}"),
         r => panic!("{r:?}"),
@@ -354,12 +359,7 @@ fn a_response_for_an_id_not_in_flight_breaks_the_device() {
 fn a_bad_answer_found_after_a_burst_was_published_leaves_it_sent() {
     let mut b = bed(Design::GrantCopy, SG);
     let frame = [1u8; 64];
-    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
-    b.tx.refresh_requests().unwrap();
-    b.tx.take_request().unwrap().unwrap();
-    b.tx.put_response(&NetifTxResponse { id: 200, status: 0 })
-        .unwrap();
-    b.tx.push_responses().unwrap();
+    answer_an_id_not_in_flight(&mut b, &frame);
     let two = [PacketRef::new(&frame), PacketRef::new(&frame)];
     assert_eq!(b.q.send_burst(&two).unwrap(), 2);
     let why = b.shared.fault_reason().expect("the device is broken");
