@@ -210,6 +210,23 @@ impl QueueCounters {
         &self.metrics
     }
 
+    /// Publishes the packet and byte counts of `c` (TX and RX) alone and clears them: a
+    /// few stores, for the moment before the packets they count reach anyone.
+    pub(crate) fn absorb_packets(&mut self, c: &mut Counts) {
+        let own = &self.metrics.owned;
+        for (cell, n) in [
+            (&own.tx_packets, &mut c.tx_packets),
+            (&own.tx_bytes, &mut c.tx_bytes),
+            (&own.rx_packets, &mut c.rx_packets),
+            (&own.rx_bytes, &mut c.rx_bytes),
+        ] {
+            if *n != 0 {
+                let v = cell.load(Ordering::Relaxed);
+                cell.store(v.wrapping_add(std::mem::take(n)), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Publishes a queue's local counts and clears them; warns of the frontend's faults
     /// among them, rate-limited.
     pub(crate) fn absorb(&mut self, c: &mut Counts) {
@@ -429,6 +446,34 @@ mod tests {
         assert_eq!(backend.snapshot().connects, 1);
         let qs = a.queue_snapshots();
         assert_eq!(qs.iter().map(|q| q.index).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    /// `absorb_packets` publishes the packet and byte counts alone, and a later `absorb`
+    /// the rest: each count once.
+    #[test]
+    fn packet_counts_go_first_and_the_rest_later() {
+        let backend = Arc::new(Metrics::default());
+        let vif = Metrics::for_vif(&backend, 4, 0);
+        let mut q = Metrics::for_queue(&vif, 0);
+        let mut c = Counts {
+            rx_packets: 2,
+            rx_bytes: 3000,
+            rx_staged_packets: 2,
+            ..Counts::default()
+        };
+        q.absorb_packets(&mut c);
+        let m = backend.snapshot();
+        assert_eq!(
+            (m.rx_packets, m.rx_bytes, m.rx_staged_packets),
+            (2, 3000, 0)
+        );
+        assert_eq!((c.rx_packets, c.rx_bytes, c.rx_staged_packets), (0, 0, 2));
+        q.absorb(&mut c);
+        let m = backend.snapshot();
+        assert_eq!(
+            (m.rx_packets, m.rx_bytes, m.rx_staged_packets),
+            (2, 3000, 2)
+        );
     }
 
     /// A new connection's queues replace the old ones in the vif's queue list while the

@@ -91,7 +91,7 @@ impl<P: BackendPlatform> BackQueue<P> {
                 // inconsistency of our own, a lent region without memory, which ends the
                 // queue: the burst is then counted though not all of it was delivered.)
                 self.count_taken(taken, &status);
-                self.metrics.absorb(&mut self.counts);
+                self.metrics.absorb_packets(&mut self.counts);
                 let n = take(taken, &status, bufs, &lent, &*self.staging)?;
                 self.tx_answer(taken, &status)?;
                 // A chain held for credit, parsed after the burst's, is the next burst's
