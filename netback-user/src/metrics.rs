@@ -27,15 +27,9 @@ macro_rules! counters {
                 $(s.$name = s.$name.wrapping_add(self.$name.load(Ordering::Relaxed));)*
             }
 
-            /// Adds `c` with a load and a store per non-zero count: only for cells that
-            /// one thread alone writes (see [`QueueCounters`]).
-            fn publish(&self, c: &Counts) {
-                $(
-                    if c.$name != 0 {
-                        let v = self.$name.load(Ordering::Relaxed);
-                        self.$name.store(v.wrapping_add(c.$name), Ordering::Relaxed);
-                    }
-                )*
+            /// Moves `c`'s counts into the cells (see [`add_owned`]), leaving it zero.
+            fn publish(&self, c: &mut Counts) {
+                $(add_owned(&self.$name, &mut c.$name);)*
             }
         }
 
@@ -153,6 +147,16 @@ counters! {
     tx_credit_drops, add_tx_credit_drops;
 }
 
+/// Moves `n` into `cell` with a load and a store (no locked add), leaving `n` zero: only
+/// for cells that one thread alone writes (see [`QueueCounters`]).
+#[inline(always)]
+fn add_owned(cell: &AtomicU64, n: &mut u64) {
+    if *n != 0 {
+        let v = cell.load(Ordering::Relaxed);
+        cell.store(v.wrapping_add(std::mem::take(n)), Ordering::Relaxed);
+    }
+}
+
 /// Counters of a backend (all its vifs and queues), of one vif, or of one queue.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -214,17 +218,10 @@ impl QueueCounters {
     /// few stores, for the moment before the packets they count reach anyone.
     pub(crate) fn absorb_packets(&mut self, c: &mut Counts) {
         let own = &self.metrics.owned;
-        for (cell, n) in [
-            (&own.tx_packets, &mut c.tx_packets),
-            (&own.tx_bytes, &mut c.tx_bytes),
-            (&own.rx_packets, &mut c.rx_packets),
-            (&own.rx_bytes, &mut c.rx_bytes),
-        ] {
-            if *n != 0 {
-                let v = cell.load(Ordering::Relaxed);
-                cell.store(v.wrapping_add(std::mem::take(n)), Ordering::Relaxed);
-            }
-        }
+        add_owned(&own.tx_packets, &mut c.tx_packets);
+        add_owned(&own.tx_bytes, &mut c.tx_bytes);
+        add_owned(&own.rx_packets, &mut c.rx_packets);
+        add_owned(&own.rx_bytes, &mut c.rx_bytes);
     }
 
     /// Publishes a queue's local counts and clears them; warns of the frontend's faults
@@ -232,7 +229,6 @@ impl QueueCounters {
     pub(crate) fn absorb(&mut self, c: &mut Counts) {
         self.metrics.warn_faults(c);
         self.metrics.owned.publish(c);
-        *c = Counts::default();
     }
 }
 
