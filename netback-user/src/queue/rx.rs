@@ -177,7 +177,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             }
         }
         // The packets' counts before the packets: whoever learns of one from the frontend
-        // finds it counted. (A whole absorb here cost RX 1500 B 7-9 %; the rest waits for
+        // finds it counted. (A whole absorb here cost RX 1500 B 1-2 %; the rest waits for
         // the end of the call.)
         self.metrics.absorb_packets(&mut self.counts);
         if self.rx.push_responses_and_check_notify().map_err(fault)? {
