@@ -186,6 +186,7 @@ impl PolicyState {
     /// room for now, but would have room for once empty, gets `Err(want)`: the caller holds
     /// it back until the peer has freed `want` bytes ([`WhenFull::Wait`]), where
     /// [`PolicyState::decide`] would cut it to the room there is.
+    #[inline]
     pub fn decide_or_wait(
         &mut self,
         len: usize,
@@ -201,6 +202,7 @@ impl PolicyState {
     }
 
     /// The policy's choice, as (bytes it would stage with room enough, bytes it stages).
+    #[inline]
     fn choose(&mut self, len: usize, free: usize, size: usize) -> (usize, usize) {
         match self.policy {
             CopyPolicy::Fixed(n) => whole_or_cut(len.min(n as usize), free),
@@ -267,6 +269,7 @@ impl PolicyState {
 
 /// Why a `len`-byte packet of which the policy wanted `want` bytes staged, and `n` were,
 /// goes partly by grants (`None`: it does not).
+#[inline]
 fn reason(len: usize, want: usize, n: usize) -> Option<FallbackReason> {
     if n < want {
         Some(FallbackReason::RingFull)
@@ -280,6 +283,7 @@ fn reason(len: usize, want: usize, n: usize) -> Option<FallbackReason> {
 /// A limit of `want` bytes in `free` bytes of room, as (wanted, staged): a page or less
 /// goes whole or not at all (a partial copy would still need a grant operation), a larger
 /// one is cut to the room.
+#[inline]
 fn whole_or_cut(want: usize, free: usize) -> (usize, usize) {
     let n = if want <= GRANT_PAGE && free < want {
         0

@@ -315,7 +315,9 @@ impl FlexProducer {
         let masked = (self.prod_pvt & (self.size - 1)) as usize;
         let first = bytes.len().min(self.size as usize - masked);
         self.data.write_at(masked, &bytes[..first])?;
-        self.data.write_at(0, &bytes[first..])?;
+        if first < bytes.len() {
+            self.data.write_at(0, &bytes[first..])?;
+        }
         // bytes.len() <= size <= 2^20, so the cast is exact.
         self.prod_pvt = self.prod_pvt.wrapping_add(bytes.len() as u32);
         Ok(())
@@ -454,7 +456,9 @@ impl FlexConsumer {
         let first = dst.len().min(self.size as usize - masked);
         let (a, b) = dst.split_at_mut(first);
         self.data.read_at(masked, a)?;
-        self.data.read_at(0, b)?;
+        if !b.is_empty() {
+            self.data.read_at(0, b)?;
+        }
         self.cons_pvt = self.cons_pvt.wrapping_add(dst.len() as u32);
         Ok(())
     }

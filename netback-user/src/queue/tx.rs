@@ -149,12 +149,20 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
         self.storm.moved();
         let chains = &chains[..got];
+        // Whether any packet has granted bytes to fetch: a burst of packets staged whole
+        // (or refused) skips the grant path's pass over it.
+        let mut granted = false;
         for (c, buf) in chains.iter().zip(bufs.iter_mut()) {
             // Lent ranges are written where they stay: moved after, the fresh stores
             // stalled the wide loads that moved them.
             let i = lent.len();
             lent.push(None);
-            status.push(self.tx_stage_one(c, buf, lend, &mut lent[i])?);
+            let st = self.tx_stage_one(c, buf, lend, &mut lent[i])?;
+            granted |= st == NETIF_RSP_OKAY && c.staged < c.total_size;
+            status.push(st);
+        }
+        if !granted {
+            return Ok(got);
         }
         let mut burst = TxBurst {
             fe: self.p.fe,
@@ -272,8 +280,12 @@ fn fill_view<'a>(
     lent: Option<&Lent>,
     staging: &'a dyn BackStaging,
 ) -> Result<(), QueueFault> {
+    let Some(lent) = lent else {
+        // Nothing lent: the packet is whole in its buffer.
+        return v.push(ViewPart::Private(buf.data())).map_err(fault);
+    };
     let mut skip = 0;
-    for &(region, offset, len) in lent.into_iter().flatten() {
+    for &(region, offset, len) in lent {
         let mem = staging
             .lent_mem(region)
             .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
