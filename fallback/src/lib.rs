@@ -143,8 +143,12 @@ pub enum PollMode {
 /// A burst of 64 packets reaches it from 1 KiB a packet.
 pub const BURST_BYTES: usize = 64 * 1024;
 
-/// Idle busy-polling looks in a row between two yields of the CPU.
-pub const YIELD_EVERY: u32 = 64;
+/// How long a busy-polling queue idles (looks in a row that find no work) before it yields
+/// the CPU, and then between two yields.
+pub const YIELD_IDLE: std::time::Duration = std::time::Duration::from_micros(10);
+
+/// Idle busy-polling looks between two reads of the clock for [`YIELD_IDLE`].
+pub const IDLE_LOOKS_PER_CLOCK: u32 = 16;
 
 /// What one look at a queue's rings and event port found (a waiting queue looks before it
 /// arms its rings' event indexes).
@@ -156,27 +160,100 @@ pub enum Looked {
     Event,
 }
 
-/// A busy-polling queue's idle looks: each spins, and every [`YIELD_EVERY`]th in a row
-/// yields the CPU, so that a thread sharing the core (one that feeds the queue) gets to run
-/// without the queue sleeping.
+/// A busy-polling queue's idle looks: each spins, and once the queue has idled for
+/// [`YIELD_IDLE`] it yields the CPU (and again after each further [`YIELD_IDLE`]), so that
+/// a thread sharing the core (one that feeds the queue) gets to run without the queue
+/// sleeping. The clock is read every [`IDLE_LOOKS_PER_CLOCK`]th idle look. A run of idle
+/// looks ends with any work: found by a look, or moved by a burst call in between
+/// ([`IdleSpin::moved`]). Measured by time rather than by looks, so that a short gap
+/// between two packets (a request/response transaction's) never pays for a yield, however
+/// cheap a look is.
 #[derive(Debug, Default, Clone)]
 pub struct IdleSpin {
     in_a_row: u32,
+    /// When the current run of idle looks was first timed, or last yielded.
+    since: Option<std::time::Instant>,
 }
 
 impl IdleSpin {
-    /// Notes one look that found `work` (or none: spins or yields); returns `work`.
+    /// The queue moved packets (sent, received, answered): the run of idle looks ends.
+    #[inline]
+    pub fn moved(&mut self) {
+        self.in_a_row = 0;
+        self.since = None;
+    }
+
+    /// Notes one look that found `work` (or none: spins, or yields); returns `work`.
     pub fn look(&mut self, work: bool) -> bool {
         if work {
-            self.in_a_row = 0;
+            self.moved();
             return true;
         }
         self.in_a_row = self.in_a_row.wrapping_add(1);
-        if self.in_a_row % YIELD_EVERY == 0 {
-            std::thread::yield_now();
-        } else {
+        if self.in_a_row % IDLE_LOOKS_PER_CLOCK != 0 {
             std::hint::spin_loop();
+        } else if self.yield_due(std::time::Instant::now()) {
+            std::thread::yield_now();
+            self.since = Some(std::time::Instant::now());
         }
         false
+    }
+
+    /// At a timed idle look at `now`: whether the queue has idled for [`YIELD_IDLE`] since
+    /// the run's first timed look (or its last yield).
+    fn yield_due(&mut self, now: std::time::Instant) -> bool {
+        match self.since {
+            Some(t) => now.saturating_duration_since(t) >= YIELD_IDLE,
+            None => {
+                self.since = Some(now);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Idle looks are timed from the run's first timed look; a yield is due only once the
+    /// queue has idled for [`YIELD_IDLE`].
+    #[test]
+    fn an_idle_run_yields_only_after_yield_idle() {
+        let mut idle = IdleSpin::default();
+        for _ in 1..IDLE_LOOKS_PER_CLOCK {
+            assert!(!idle.look(false));
+        }
+        assert!(
+            idle.since.is_none(),
+            "timed before the {IDLE_LOOKS_PER_CLOCK}th look"
+        );
+        idle.look(false);
+        let t0 = idle.since.expect("the run is timed");
+        assert!(!idle.yield_due(t0 + YIELD_IDLE / 2));
+        assert!(idle.yield_due(t0 + YIELD_IDLE));
+    }
+
+    /// Work ends an idle run, whether a look found it or a burst call moved it: the next
+    /// run is timed afresh, so a gap between packets never adds up to a yield.
+    #[test]
+    fn work_ends_an_idle_run() {
+        let t0 = Instant::now();
+        for end in [
+            (|i: &mut IdleSpin| i.moved()) as fn(&mut IdleSpin),
+            |i: &mut IdleSpin| assert!(i.look(true)),
+        ] {
+            let mut idle = IdleSpin::default();
+            assert!(!idle.yield_due(t0));
+            end(&mut idle);
+            assert_eq!((idle.in_a_row, idle.since), (0, None));
+            let later = t0 + Duration::from_millis(1);
+            assert!(
+                !idle.yield_due(later),
+                "a new run is timed from its own start"
+            );
+            assert!(idle.yield_due(later + YIELD_IDLE));
+        }
     }
 }

@@ -114,7 +114,7 @@ use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 pub use driver::RxInjector;
 pub use metrics::{Metrics, MetricsSnapshot, QueueMetricsSnapshot, VifMetricsSnapshot};
 pub use netstage_fallback::StatsKind;
-pub use netstage_fallback::YIELD_EVERY;
+pub use netstage_fallback::YIELD_IDLE;
 pub use netstage_fallback::{
     Features, Gso, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart, MAX_PACKET,
 };

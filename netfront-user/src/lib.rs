@@ -72,7 +72,7 @@ pub use connect::connect_queues;
 pub use link::FrontendLink;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::StatsKind;
-pub use netstage_fallback::YIELD_EVERY;
+pub use netstage_fallback::YIELD_IDLE;
 pub use netstage_fallback::{
     CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode, WhenFull,
 };

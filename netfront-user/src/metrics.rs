@@ -41,6 +41,20 @@ macro_rules! counters {
         /// line is touched per packet).
         #[derive(Debug, Default)]
         pub(crate) struct Tally { $(pub(crate) $name: u64,)* }
+
+        impl Tally {
+            /// Whether nothing was counted: one OR over every count, so that a call that
+            /// moved nothing (an idle look) publishes nothing, without a test per count.
+            pub(crate) fn is_zero(&self) -> bool {
+                (0 $(| self.$name)*) == 0
+            }
+
+            /// One tally per count, with that count alone at one (for tests).
+            #[cfg(test)]
+            fn each_alone() -> Vec<Tally> {
+                vec![$(Tally { $name: 1, ..Tally::default() },)*]
+            }
+        }
     };
 }
 
@@ -93,6 +107,9 @@ pub(crate) struct QueueCounters {
 impl QueueCounters {
     /// Adds what `t` counted to the queue's counters and clears it.
     pub(crate) fn flush(&mut self, t: &mut Tally) {
+        if t.is_zero() {
+            return;
+        }
         self.metrics.cells.publish(t);
     }
 }
@@ -194,6 +211,26 @@ pub(crate) fn ppm(part: usize, whole: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tally is zero only with every count zero (so that nothing counted is left
+    /// unpublished), and publishing a zero tally changes nothing.
+    #[test]
+    fn a_tally_is_zero_only_with_every_count_zero() {
+        assert!(Tally::default().is_zero());
+        let alone = Tally::each_alone();
+        assert_eq!(alone.len(), std::mem::size_of::<Tally>() / 8);
+        let device = Metrics::default();
+        let mut q = device.new_queue();
+        for mut t in alone {
+            assert!(!t.is_zero(), "{t:?}");
+            q.flush(&mut t);
+            assert!(t.is_zero());
+        }
+        let all = device.snapshot();
+        assert_eq!((all.tx_packets, all.revokes_refused), (1, 1));
+        q.flush(&mut Tally::default());
+        assert_eq!(device.snapshot(), all);
+    }
 
     /// Each queue's counts, published with plain stores, are its own and add up in the
     /// frontend's; a published tally is cleared.

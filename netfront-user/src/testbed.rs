@@ -43,11 +43,12 @@ struct Bed {
 }
 
 fn bed(design: Design, want: Features) -> Bed {
-    bed_answering_within(design, want, Duration::from_secs(30))
+    bed_answering_within(design, want, Duration::from_secs(30), PollMode::Block)
 }
 
-/// A bed whose queue declares the backend gone after `answer` without TX responses.
-fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed {
+/// A bed whose queue, waiting as `poll` says, declares the backend gone after `answer`
+/// without TX responses.
+fn bed_answering_within(design: Design, want: Features, answer: Duration, poll: PollMode) -> Bed {
     let world = SimWorld::create_temp().unwrap();
     let cfg = DomainConfig {
         mem_pages: 4096,
@@ -70,7 +71,7 @@ fn bed_answering_within(design: Design, want: Features, answer: Duration) -> Bed
     let fcfg = FrontendConfig {
         design,
         want,
-        poll: PollMode::Block,
+        poll,
         answer_timeout: answer,
         ..FrontendConfig::default()
     };
@@ -597,7 +598,12 @@ fn a_packet_held_for_room_wakes_the_waiter_once_nothing_is_in_flight() {
 
 #[test]
 fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
-    let mut b = bed_answering_within(Design::GrantCopy, SG, Duration::from_millis(50));
+    let mut b = bed_answering_within(
+        Design::GrantCopy,
+        SG,
+        Duration::from_millis(50),
+        PollMode::Block,
+    );
     let frame = [1u8; 64];
     // Answered in time: no fault.
     assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
@@ -615,6 +621,32 @@ fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
         }
     };
     assert!(t.elapsed() >= Duration::from_millis(50));
+    assert!(why.contains("answered none of 1 TX requests"), "{why}");
+    assert!(b.shared.stopped());
+}
+
+/// Busy-polling reads the clock for the answer timeout only every 64th look without an
+/// answer: the device is still broken once the timeout has passed, not before.
+#[test]
+fn a_busy_polling_frontend_breaks_the_device_after_the_answer_timeout_too() {
+    let answer = Duration::from_millis(50);
+    let mut b = bed_answering_within(Design::GrantCopy, SG, answer, PollMode::BusyPoll);
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    let t = std::time::Instant::now();
+    let mut looks = 0u64;
+    let why = loop {
+        match b.q.wait(None) {
+            Ok(_) => {
+                looks += 1;
+                assert!(t.elapsed() < Duration::from_secs(5), "never declared gone");
+            }
+            Err(FrontendError::Broken(why)) => break why,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(t.elapsed() >= answer, "broken after {:?}", t.elapsed());
+    assert!(looks >= 64, "only {looks} looks");
     assert!(why.contains("answered none of 1 TX requests"), "{why}");
     assert!(b.shared.stopped());
 }

@@ -195,8 +195,9 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// frontend storming events) it first sleeps a millisecond ([`StormGuard`], counted in
     /// `storm_backoffs`).
     /// Busy-polling, it looks at the rings and the port once without arming anything (so
-    /// the frontend sends no notifications while this end polls), and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it also
+    /// the frontend sends no notifications while this end polls), and yields the CPU
+    /// once it has idled for [`netstage_fallback::YIELD_IDLE`] (and again after each
+    /// further [`netstage_fallback::YIELD_IDLE`]). With [`PollMode::BlockArmed`] it also
     /// arms the rings before the spin (and returns at once if that finds work).
     /// Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {
@@ -306,6 +307,13 @@ impl<P: BackendPlatform> BackQueue<P> {
             work |= self.rx.refresh_requests().map_err(fault)? as usize >= need;
         }
         Ok(work)
+    }
+
+    /// The queue moved packets (sent, received, answered): for the storm guard, and to end
+    /// busy-polling's run of idle looks.
+    fn moved(&mut self) {
+        self.storm.moved();
+        self.idle.moved();
     }
 
     /// One busy-polling look at the rings and the port.

@@ -52,7 +52,7 @@ impl<P: BackendPlatform> BackQueue<P> {
             taken = i + 1;
         }
         if taken > 0 {
-            self.storm.moved();
+            self.moved();
         }
         let r = self.rx_finish(pkts);
         self.rx_plan.clear();

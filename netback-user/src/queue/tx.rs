@@ -147,7 +147,7 @@ impl<P: BackendPlatform> BackQueue<P> {
         if got == 0 {
             return Ok(0);
         }
-        self.storm.moved();
+        self.moved();
         let chains = &chains[..got];
         // Whether any packet has granted bytes to fetch: a burst of packets staged whole
         // (or refused) skips the grant path's pass over it.

@@ -57,9 +57,9 @@ pub struct FrontQueue<P: FrontendPlatform> {
     poll: PollMode,
     /// How long TX requests may stay unanswered before the device is broken.
     answer_timeout: Duration,
-    /// Since when the TX responses have not moved while requests were outstanding (and
-    /// where they stood).
-    unanswered: Option<(u32, Instant)>,
+    /// Where the TX responses stood while requests were outstanding, and since when they
+    /// have not moved.
+    unanswered: Option<Unanswered>,
     features: Features,
     tx: FrontRing<TxRing>,
     rx: FrontRing<RxRing>,
@@ -102,6 +102,20 @@ pub struct FrontQueue<P: FrontendPlatform> {
     metrics: crate::metrics::QueueCounters,
     /// Declared last: the pages outlive the rings and staging that point into them.
     pages: QueuePages,
+}
+
+/// Busy-polling looks without a TX answer between two reads of the clock for the answer
+/// timeout ([`FrontQueue::wait`]).
+const LOOKS_PER_CLOCK: u32 = 64;
+
+/// TX requests outstanding whose responses have not moved: where they stood, the waits
+/// since, and since when (read at the first wait, or busy-polling at the
+/// [`LOOKS_PER_CLOCK`]th).
+#[derive(Debug)]
+struct Unanswered {
+    cons: u32,
+    looks: u32,
+    since: Option<Instant>,
 }
 
 impl<P: FrontendPlatform> FrontQueue<P> {
@@ -200,8 +214,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// wake-ups that brought no work (a backend storming events) it first sleeps a
     /// millisecond ([`StormGuard`], counted in `storm_backoffs`). Busy-polling, it looks at
     /// the rings and the port once without arming anything (so the backend sends no
-    /// notifications while this end polls) and yields the CPU every
-    /// [`netstage_fallback::YIELD_EVERY`]th idle look. With [`PollMode::BlockArmed`] it also
+    /// notifications while this end polls) and yields the CPU
+    /// once it has idled for [`netstage_fallback::YIELD_IDLE`] (and again after each
+    /// further [`netstage_fallback::YIELD_IDLE`]). With [`PollMode::BlockArmed`] it also
     /// arms the rings before the spin (and returns at once if that finds work). Returns
     /// whether there may be work. Fails with [`FrontendError::Broken`] once the device is
     /// closed or broken.
@@ -251,28 +266,41 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     }
 
     /// Breaks the device if TX requests have gone unanswered for the answer timeout (looked
-    /// at only when the caller is about to wait: never on the hot path).
+    /// at only when the caller is about to wait: never on the hot path). Busy-polling, it
+    /// reads the clock only every [`LOOKS_PER_CLOCK`]th look without an answer (a look is
+    /// far shorter than a clock read there, and a transaction rarely waits that many).
     fn check_answering(&mut self) -> Result<(), FrontendError> {
         if self.tx.outstanding() == 0 {
             self.unanswered = None;
             return Ok(());
         }
         let cons = self.tx.rsp_cons();
-        match self.unanswered {
-            Some((at, since)) if at == cons => {
-                if since.elapsed() >= self.answer_timeout {
-                    let why = format!(
-                        "the backend answered none of {} TX requests for {:?}",
-                        self.tx.outstanding(),
-                        self.answer_timeout
-                    );
-                    // A fault: the device is reset (Closing, with the reason), as for a
-                    // backend that breaks the protocol.
-                    self.shared.fault(&why);
-                    return Err(FrontendError::Broken(why));
-                }
+        let u = match &mut self.unanswered {
+            Some(u) if u.cons == cons => u,
+            other => other.insert(Unanswered {
+                cons,
+                looks: 0,
+                since: None,
+            }),
+        };
+        u.looks = u.looks.wrapping_add(1);
+        if self.poll == PollMode::BusyPoll && u.looks % LOOKS_PER_CLOCK != 0 {
+            return Ok(());
+        }
+        match u.since {
+            None => u.since = Some(Instant::now()),
+            Some(since) if since.elapsed() >= self.answer_timeout => {
+                let why = format!(
+                    "the backend answered none of {} TX requests for {:?}",
+                    self.tx.outstanding(),
+                    self.answer_timeout
+                );
+                // A fault: the device is reset (Closing, with the reason), as for a
+                // backend that breaks the protocol.
+                self.shared.fault(&why);
+                return Err(FrontendError::Broken(why));
             }
-            _ => self.unanswered = Some((cons, Instant::now())),
+            Some(_) => {}
         }
         Ok(())
     }
@@ -331,6 +359,13 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         go
     }
 
+    /// The queue moved packets (sent, received, answered): for the storm guard, and to end
+    /// busy-polling's run of idle looks.
+    fn moved(&mut self) {
+        self.storm.moved();
+        self.idle.moved();
+    }
+
     /// Fails if the device was stopped (closed, backend gone, or broken by any queue).
     fn check_open(&self) -> Result<(), FrontendError> {
         if self.shared.stopped() {
@@ -342,8 +377,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Ends a call: warns of the backend's faults it counted (rate-limited), publishes the
     /// counters and turns a protocol violation into a broken device.
     fn finish<T>(&mut self, r: Result<T, Broken>) -> Result<T, FrontendError> {
-        self.shared.warn_faults(self.index, &self.tally);
-        self.metrics.flush(&mut self.tally);
+        if !self.tally.is_zero() {
+            self.shared.warn_faults(self.index, &self.tally);
+            self.metrics.flush(&mut self.tally);
+        }
         r.map_err(|b| {
             self.shared.fault(&b);
             FrontendError::Broken(b)

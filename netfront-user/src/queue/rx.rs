@@ -223,7 +223,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         parse_rx_chain_into(|| rx.take_response().ok().flatten(), chain)
             .map_err(|f| format!("RX response chain: {f}"))?;
         self.staging.rx_claim(chain)?;
-        self.storm.moved();
+        self.moved();
         ids.clear();
         for _ in &chain.slots {
             let id = self

@@ -78,7 +78,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             (sent, stop) = (sent + more, then);
         }
         if sent > 0 {
-            self.storm.moved();
+            self.moved();
         }
         Ok((sent, stop.refused()))
     }
@@ -277,7 +277,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if self.tx.refresh_responses().map_err(err("TX ring"))? == 0 {
             return Ok(());
         }
-        self.storm.moved();
+        self.moved();
         let mut reposted = 0;
         while let Some(r) = self.tx.take_response().map_err(err("TX ring"))? {
             if r.status == NETIF_RSP_NULL {
