@@ -1050,6 +1050,22 @@ fn runs(n: usize) -> String {
     }
 }
 
+/// What the report says when the whole sweep ran with the cores far apart.
+fn far_throughout_note(place: &stats::Placement) -> String {
+    format!(
+        "**The two cores sat far apart throughout** (median probe {:.0} ns, above {:.0} ns). \
+         Runs are set aside only against this sweep's own median, so its runs stay in the \
+         medians, and its rates were taken far apart. Small packets then pay for every cache \
+         line that crosses between the cores: in `docs/results/2026-12-02/` (cores 240-340 ns \
+         apart) the data ring reached 0.72x dpdk-testpmd at TX 64 B and 0.55x at RX, where \
+         near cores had given 1.18x and 1.26x (`docs/findings.md`, \"Busy-polling's idle \
+         looks, and a machine whose cores sit far apart\"). Compare rates, and ratios to a \
+         peer, only between sweeps of a like placement.",
+        place.median_ns,
+        stats::FAR_NS
+    )
+}
+
 /// The report's section on the probes and the runs set aside as taken during a far
 /// placement.
 fn placement_section(out: &mut String, r: &Results) {
@@ -1093,6 +1109,9 @@ fn placement_section(out: &mut String, r: &Results) {
         stats::FAR_FACTOR,
         place.median_ns
     );
+    if place.far_throughout() {
+        let _ = writeln!(out, "{}", far_throughout_note(&place));
+    }
     let far = far_runs(r);
     if far.is_empty() {
         let _ = writeln!(out, "No run was set aside.");
@@ -1519,6 +1538,14 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
             best.map_or("-".into(), |b| format!("{:.0}", b.pps.median)),
             ratio_cell(ratio),
             p.n
+        );
+    }
+    if place.far_throughout() {
+        let _ = writeln!(
+            out,
+            "\nThis sweep ran with the two cores far apart (median probe {:.0} ns; see Far \
+             placements): these ratios do not carry over to near cores.",
+            place.median_ns
         );
     }
     let mut mixes: Vec<String> = Vec::new();

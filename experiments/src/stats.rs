@@ -216,6 +216,13 @@ impl Placement {
     pub fn far(&self, before: f64, after: f64) -> bool {
         before.max(after) > self.threshold_ns
     }
+
+    /// Whether the sweep as a whole ran with the two cores far apart: its median probe is
+    /// above [`FAR_NS`]. No run is then far against the others, yet every rate was taken
+    /// far apart.
+    pub fn far_throughout(&self) -> bool {
+        self.median_ns > FAR_NS
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +319,10 @@ mod tests {
         assert!(flat.far(230.0, 520.0));
         // No probes (synthetic results): nothing is far.
         assert!(!Placement::from_probes([0.0, 0.0]).far(0.0, 0.0));
+        // Far throughout: the median itself is above FAR_NS (the flat machine is).
+        assert!(!near.far_throughout() && flat.far_throughout());
+        assert!(!Placement::from_probes([0.0]).far_throughout());
+        assert!(Placement::from_probes([270.0, 52.0, 300.0]).far_throughout());
     }
 
     #[test]

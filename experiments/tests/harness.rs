@@ -671,6 +671,65 @@ fn the_report_carries_intervals_far_runs_and_the_seed() {
     );
 }
 
+/// A sweep whose cores sat far apart throughout (every probe about 270 ns) sets no run
+/// aside, since no run is far against the others, but the report says the whole sweep was
+/// far apart, in the placement section and under the peer table; a sweep on near cores
+/// says neither.
+#[test]
+fn a_sweep_far_apart_throughout_is_said_to_be() {
+    let probed = |s: experiments::Sample, ns: f64| experiments::Sample {
+        probe_ns: ns,
+        probe_after_ns: ns + 5.0,
+        ..s
+    };
+    let render = |ns: f64| {
+        let mut samples = Vec::new();
+        for round in 1..=3 {
+            for (design, pps) in [("grant-copy", 100.0), ("ring:8:greedy", 300.0)] {
+                let s = experiments::Sample {
+                    round,
+                    ..tx_64(design, pps)
+                };
+                samples.push(probed(s, ns + f64::from(round)));
+            }
+        }
+        let mut r = results(samples);
+        for round in 1..=3 {
+            r.peers.push(experiments::peer::PeerSample {
+                round,
+                peer: "dpdk".into(),
+                dir: experiments::Dir::Tx,
+                size: 64,
+                pps: 200.0,
+                gbps: 0.1,
+                periods: vec![200.0],
+                probe_ns: ns,
+                probe_after_ns: ns,
+                commands: vec![],
+            });
+        }
+        markdown(&r)
+    };
+    let far = render(270.0);
+    assert!(
+        far.contains("**The two cores sat far apart throughout** (median probe 27"),
+        "{far}"
+    );
+    assert!(far.contains("No run was set aside."), "{far}");
+    assert!(
+        far.contains("This sweep ran with the two cores far apart (median probe 27"),
+        "{far}"
+    );
+    assert!(far.contains("| tx | 64 | 200 |"), "the peer table: {far}");
+    let near = render(90.0);
+    assert!(near.contains("## Far placements"), "{near}");
+    assert!(!near.contains("far apart throughout"), "{near}");
+    assert!(
+        !near.contains("This sweep ran with the two cores far apart"),
+        "{near}"
+    );
+}
+
 /// A one-second TX run at 64 B of `design` at `pps`, with nothing else recorded.
 fn tx_64(design: &str, pps: f64) -> experiments::Sample {
     experiments::Sample {
