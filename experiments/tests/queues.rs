@@ -809,3 +809,61 @@ fn a_wait_after_a_send_burst_cut_by_bytes_returns_at_once() {
     }
     rig.close();
 }
+
+/// Busy-polls the backend's queue and notes, at each packet received, the idle looks of
+/// the run before it and of the run after it (which the receive must end).
+#[derive(Default)]
+struct IdleRuns {
+    received: AtomicU64,
+    /// The longest run of idle looks before a packet arrived.
+    before: AtomicU64,
+    /// The most idle looks left standing after a receive that moved packets.
+    after: AtomicU64,
+}
+
+impl QueueDriver<SimDomain> for IdleRuns {
+    fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let mut bufs = PacketBuf::pool(BURST);
+        while !q.stopped() {
+            let idle = u64::from(q.idle_looks());
+            let n = q.recv_burst(&mut bufs)?;
+            if n == 0 {
+                q.wait(Some(Duration::from_millis(10)))?;
+                continue;
+            }
+            self.before.fetch_max(idle, Ordering::Relaxed);
+            self.after
+                .fetch_max(u64::from(q.idle_looks()), Ordering::Relaxed);
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// A packet received by a burst call ends the backend's run of idle looks, so the gaps
+/// between packets (request/response's) never add up to a yield of the CPU.
+#[test]
+fn a_packet_received_ends_the_backends_idle_run() {
+    let runs = Arc::new(IdleRuns::default());
+    let mut rig = Rig::new("ring:8:greedy", PollMode::BusyPoll, Arc::clone(&runs) as _);
+    let q = &mut rig.queues[0];
+    let frame = [7u8; 64];
+    for sent in 1..=20u64 {
+        // A gap long enough for the backend to look many times, finding nothing.
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+        wait_until("the packet", Duration::from_secs(10), || {
+            runs.received.load(Ordering::Relaxed) >= sent
+        });
+    }
+    rig.close();
+    assert!(
+        runs.before.load(Ordering::Relaxed) > 16,
+        "the backend idled between packets"
+    );
+    assert_eq!(
+        runs.after.load(Ordering::Relaxed),
+        0,
+        "a receive ended the run"
+    );
+}

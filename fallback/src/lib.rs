@@ -167,7 +167,9 @@ pub enum Looked {
 /// looks ends with any work: found by a look, or moved by a burst call in between
 /// ([`IdleSpin::moved`]). Measured by time rather than by looks, so that a short gap
 /// between two packets (a request/response transaction's) never pays for a yield, however
-/// cheap a look is.
+/// cheap a look is. A queue that moves a packet at least every [`YIELD_IDLE`] never
+/// yields: a thread sharing its core then runs when the kernel's scheduler preempts the
+/// queue's, as it does any busy thread.
 #[derive(Debug, Default, Clone)]
 pub struct IdleSpin {
     in_a_row: u32,
@@ -194,21 +196,28 @@ impl IdleSpin {
             std::hint::spin_loop();
         } else if self.yield_due(std::time::Instant::now()) {
             std::thread::yield_now();
-            self.since = Some(std::time::Instant::now());
         }
         false
     }
 
+    /// Idle looks in the current run (0 once work was found or moved).
+    pub fn idle_looks(&self) -> u32 {
+        self.in_a_row
+    }
+
     /// At a timed idle look at `now`: whether the queue has idled for [`YIELD_IDLE`] since
-    /// the run's first timed look (or its last yield).
+    /// the run's first timed look or its last yield; if so, the next [`YIELD_IDLE`] is
+    /// timed from `now`.
     fn yield_due(&mut self, now: std::time::Instant) -> bool {
-        match self.since {
-            Some(t) => now.saturating_duration_since(t) >= YIELD_IDLE,
-            None => {
-                self.since = Some(now);
-                false
-            }
+        let Some(t) = self.since else {
+            self.since = Some(now);
+            return false;
+        };
+        if now.saturating_duration_since(t) < YIELD_IDLE {
+            return false;
         }
+        self.since = Some(now);
+        true
     }
 }
 
@@ -233,6 +242,11 @@ mod tests {
         let t0 = idle.since.expect("the run is timed");
         assert!(!idle.yield_due(t0 + YIELD_IDLE / 2));
         assert!(idle.yield_due(t0 + YIELD_IDLE));
+        // Then every YIELD_IDLE, timed from the last yield.
+        let t1 = t0 + YIELD_IDLE;
+        assert!(!idle.yield_due(t1 + YIELD_IDLE / 2));
+        assert!(idle.yield_due(t1 + YIELD_IDLE));
+        assert_eq!(idle.idle_looks(), IDLE_LOOKS_PER_CLOCK);
     }
 
     /// Work ends an idle run, whether a look found it or a burst call moved it: the next
@@ -245,10 +259,13 @@ mod tests {
             |i: &mut IdleSpin| assert!(i.look(true)),
         ] {
             let mut idle = IdleSpin::default();
-            assert!(!idle.yield_due(t0));
+            for _ in 0..IDLE_LOOKS_PER_CLOCK {
+                idle.look(false);
+            }
+            assert!(idle.idle_looks() > 0 && idle.since.is_some());
             end(&mut idle);
             assert_eq!((idle.in_a_row, idle.since), (0, None));
-            let later = t0 + Duration::from_millis(1);
+            let later = t0 + Duration::from_secs(1);
             assert!(
                 !idle.yield_due(later),
                 "a new run is timed from its own start"

@@ -651,6 +651,45 @@ fn a_busy_polling_frontend_breaks_the_device_after_the_answer_timeout_too() {
     assert!(b.shared.stopped());
 }
 
+/// Busy-polling, the answer timeout is timed from the 64th look without an answer (a
+/// clock read then, not at every look).
+#[test]
+fn a_busy_polling_frontend_reads_the_clock_every_64th_look_without_an_answer() {
+    let mut b = bed_answering_within(
+        Design::GrantCopy,
+        SG,
+        Duration::from_secs(30),
+        PollMode::BusyPoll,
+    );
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    for _ in 1..64 {
+        b.q.wait(None).unwrap();
+    }
+    assert!(!b.q.answer_timer_started(), "timed before the 64th look");
+    b.q.wait(None).unwrap();
+    assert!(b.q.answer_timer_started());
+}
+
+/// A packet moved by a burst call ends busy-polling's run of idle looks, as a look that
+/// finds work does: a request/response gap never adds up to a yield.
+#[test]
+fn a_packet_moved_ends_busy_pollings_idle_run() {
+    let mut b = bed_answering_within(
+        Design::GrantCopy,
+        SG,
+        Duration::from_secs(30),
+        PollMode::BusyPoll,
+    );
+    for _ in 0..20 {
+        assert!(!b.q.wait(None).unwrap());
+    }
+    assert_eq!(b.q.idle_looks(), 20);
+    let frame = [1u8; 64];
+    assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
+    assert_eq!(b.q.idle_looks(), 0, "sending ended the idle run");
+}
+
 #[test]
 fn an_event_storm_costs_the_frontend_bounded_wakeups() {
     let mut b = bed(Design::GrantCopy, SG);

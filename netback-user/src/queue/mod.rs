@@ -185,6 +185,13 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Busy-polling's idle looks in the current run: waits in a row that found no work
+    /// since a packet last moved (0 after any call that moved one). The yield of
+    /// [`BackQueue::wait`] comes only after a run of [`netstage_fallback::YIELD_IDLE`].
+    pub fn idle_looks(&self) -> u32 {
+        self.idle.idle_looks()
+    }
+
     /// Waits until the guest has transmitted or posted what the last send burst lacked (a
     /// burst that stopped after [`netstage_fallback::BURST_BYTES`] lacked nothing: then any
     /// posted request ends the wait), an event arrives, [`EventPort::wake`] is called for

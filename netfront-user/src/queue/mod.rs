@@ -190,6 +190,18 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.staging.revoke(pool, pages, id, &mut self.tally)
     }
 
+    /// Whether the answer timeout is being timed (for tests).
+    #[cfg(test)]
+    pub(crate) fn answer_timer_started(&self) -> bool {
+        self.unanswered.as_ref().is_some_and(|u| u.since.is_some())
+    }
+
+    /// Busy-polling's idle looks in the current run (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle_looks(&self) -> u32 {
+        self.idle.idle_looks()
+    }
+
     /// This queue's number.
     pub fn index(&self) -> u16 {
         self.index
@@ -268,7 +280,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// Breaks the device if TX requests have gone unanswered for the answer timeout (looked
     /// at only when the caller is about to wait: never on the hot path). Busy-polling, it
     /// reads the clock only every [`LOOKS_PER_CLOCK`]th look without an answer (a look is
-    /// far shorter than a clock read there, and a transaction rarely waits that many).
+    /// far shorter than a clock read there, and a transaction rarely waits that many): the
+    /// timeout is timed from the [`LOOKS_PER_CLOCK`]th such look and found at the first
+    /// [`LOOKS_PER_CLOCK`]th look after it, so up to about twice that many looks late,
+    /// never early.
     fn check_answering(&mut self) -> Result<(), FrontendError> {
         if self.tx.outstanding() == 0 {
             self.unanswered = None;
