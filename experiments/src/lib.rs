@@ -1110,7 +1110,7 @@ fn placement_section(out: &mut String, r: &Results) {
         place.median_ns
     );
     if place.far_throughout() {
-        let _ = writeln!(out, "{}", far_throughout_note(&place));
+        let _ = writeln!(out, "\n{}\n", far_throughout_note(&place));
     }
     let far = far_runs(r);
     if far.is_empty() {
