@@ -150,6 +150,10 @@ pub const YIELD_IDLE: std::time::Duration = std::time::Duration::from_micros(10)
 /// Idle busy-polling looks between two reads of the clock for [`YIELD_IDLE`].
 pub const IDLE_LOOKS_PER_CLOCK: u32 = 16;
 
+/// A busy-polling queue whose thread shares its core ([`IdleSpin::sharing`]) yields the
+/// CPU at every this many idle looks.
+pub const YIELD_EVERY: u32 = 64;
+
 /// What one look at a queue's rings and event port found (a waiting queue looks before it
 /// arms its rings' event indexes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,31 +172,56 @@ pub enum Looked {
 /// ([`IdleSpin::moved`]). Measured by time rather than by looks, so that a short gap
 /// between two packets (a request/response transaction's) never pays for a yield, however
 /// cheap a look is. A queue that moves a packet at least every [`YIELD_IDLE`] never
-/// yields: a thread sharing its core then runs when the kernel's scheduler preempts the
-/// queue's, as it does any busy thread.
+/// yields.
+///
+/// That suits a queue whose thread has its core to itself (the queue API's busy-polling:
+/// the application's own loop). A queue whose thread shares its core with the threads that
+/// feed it (the convenience layers') is made with [`IdleSpin::sharing`]: it yields at every
+/// [`YIELD_EVERY`]th idle look, counted across packets moved, so that the feeders run
+/// while packets trickle in.
 #[derive(Debug, Default, Clone)]
 pub struct IdleSpin {
     in_a_row: u32,
     /// When the current run of idle looks was first timed, or last yielded.
     since: Option<std::time::Instant>,
+    /// The queue's thread shares its core: yield by count, not by idle time.
+    sharing: bool,
 }
 
 impl IdleSpin {
-    /// The queue moved packets (sent, received, answered): the run of idle looks ends.
+    /// Idle looks for a queue whose thread shares its core with the threads that feed it.
+    pub fn sharing() -> IdleSpin {
+        IdleSpin {
+            sharing: true,
+            ..IdleSpin::default()
+        }
+    }
+
+    /// The queue moved packets (sent, received, answered): the run of idle looks ends
+    /// (unless the core is shared: its count goes on).
     #[inline]
     pub fn moved(&mut self) {
-        self.in_a_row = 0;
-        self.since = None;
+        if !self.sharing {
+            self.in_a_row = 0;
+            self.since = None;
+        }
     }
 
     /// Notes one look that found `work` (or none: spins, or yields); returns `work`.
     pub fn look(&mut self, work: bool) -> bool {
         if work {
-            self.moved();
+            self.in_a_row = 0;
+            self.since = None;
             return true;
         }
         self.in_a_row = self.in_a_row.wrapping_add(1);
-        if self.in_a_row % IDLE_LOOKS_PER_CLOCK != 0 {
+        if self.sharing {
+            if self.in_a_row % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        } else if self.in_a_row % IDLE_LOOKS_PER_CLOCK != 0 {
             std::hint::spin_loop();
         } else if self.yield_due(std::time::Instant::now()) {
             std::thread::yield_now();
@@ -247,6 +276,21 @@ mod tests {
         assert!(!idle.yield_due(t1 + YIELD_IDLE / 2));
         assert!(idle.yield_due(t1 + YIELD_IDLE));
         assert_eq!(idle.idle_looks(), IDLE_LOOKS_PER_CLOCK);
+    }
+
+    /// A queue sharing its core counts idle looks across packets moved (only a look that
+    /// finds work ends the run), so that it keeps yielding while packets trickle in.
+    #[test]
+    fn a_shared_core_counts_idle_looks_across_packets_moved() {
+        let mut idle = IdleSpin::sharing();
+        for _ in 0..10 {
+            idle.look(false);
+        }
+        idle.moved();
+        assert_eq!(idle.idle_looks(), 10);
+        assert!(idle.since.is_none(), "never timed");
+        assert!(idle.look(true));
+        assert_eq!(idle.idle_looks(), 0);
     }
 
     /// Work ends an idle run, whether a look found it or a burst call moved it: the next

@@ -298,6 +298,8 @@ impl<P: BackendPlatform> QueueDriver<P> for HandlerDriver {
     }
 
     fn run(&self, q: &mut BackQueue<P>) -> Result<(), QueueFault> {
+        // This thread shares its core with the handler's, which feed it.
+        q.share_core();
         let Some((rx, backlog)) = self.take_backlog(q.index()) else {
             return Err(QueueFault(format!("queue {} has no backlog", q.index())));
         };

@@ -114,10 +114,10 @@ use netstage_platform::{DomainInfo, EventChannels, EventPort, GrantImport};
 pub use driver::RxInjector;
 pub use metrics::{Metrics, MetricsSnapshot, QueueMetricsSnapshot, VifMetricsSnapshot};
 pub use netstage_fallback::StatsKind;
-pub use netstage_fallback::YIELD_IDLE;
 pub use netstage_fallback::{
     Features, Gso, Packet, PacketBuf, PacketRef, PacketView, PollMode, ViewPart, MAX_PACKET,
 };
+pub use netstage_fallback::{YIELD_EVERY, YIELD_IDLE};
 pub use netstage_ring::netif::GsoType;
 pub use queue::{BackQueue, BadRate, QueueFault, Rate, BURST, LEND_MIN};
 pub use stats::{BackendStats, STATS_SCHEMA};

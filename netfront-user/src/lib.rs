@@ -72,10 +72,10 @@ pub use connect::connect_queues;
 pub use link::FrontendLink;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use netstage_fallback::StatsKind;
-pub use netstage_fallback::YIELD_IDLE;
 pub use netstage_fallback::{
     CopyPolicy, Design, Features, Packet, PacketBuf, PacketRef, PollMode, WhenFull,
 };
+pub use netstage_fallback::{YIELD_EVERY, YIELD_IDLE};
 use netstage_platform::xenstore::XsError;
 use netstage_platform::{DomId, DomainInfo, EventChannels, GrantExport};
 pub use queue::FrontQueue;

@@ -269,6 +269,8 @@ impl Driver {
     /// Drives `q` until the device stops, then counts what was never sent; returns the
     /// queue, whose pages the backend may still map.
     fn run<P: FrontendPlatform>(self, mut q: FrontQueue<P>) -> FrontQueue<P> {
+        // This thread shares its core with the application's, which feed it.
+        q.share_core();
         let mut out = VecDeque::with_capacity(BURST);
         let mut bufs = PacketBuf::pool(if self.forward { 0 } else { BURST });
         loop {

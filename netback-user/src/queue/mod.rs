@@ -185,6 +185,14 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Marks this queue's thread as sharing its core with the threads that feed it (as the
+    /// convenience layers' do): busy-polling then yields the CPU at every
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look, counted across packets moved,
+    /// rather than after [`netstage_fallback::YIELD_IDLE`] without work.
+    pub fn share_core(&mut self) {
+        self.idle = IdleSpin::sharing();
+    }
+
     /// Busy-polling's idle looks in the current run: waits in a row that found no work
     /// since a packet last moved (0 after any call that moved one). The yield of
     /// [`BackQueue::wait`] comes only after a run of [`netstage_fallback::YIELD_IDLE`].

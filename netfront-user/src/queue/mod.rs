@@ -196,6 +196,14 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.unanswered.as_ref().is_some_and(|u| u.since.is_some())
     }
 
+    /// Marks this queue's thread as sharing its core with the threads that feed it (as the
+    /// convenience layers' do): busy-polling then yields the CPU at every
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look, counted across packets moved,
+    /// rather than after [`netstage_fallback::YIELD_IDLE`] without work.
+    pub fn share_core(&mut self) {
+        self.idle = IdleSpin::sharing();
+    }
+
     /// Busy-polling's idle looks in the current run (for tests).
     #[cfg(test)]
     pub(crate) fn idle_looks(&self) -> u32 {
