@@ -202,16 +202,14 @@ impl IdleSpin {
     #[inline]
     pub fn moved(&mut self) {
         if !self.sharing {
-            self.in_a_row = 0;
-            self.since = None;
+            self.restart();
         }
     }
 
     /// Notes one look that found `work` (or none: spins, or yields); returns `work`.
     pub fn look(&mut self, work: bool) -> bool {
         if work {
-            self.in_a_row = 0;
-            self.since = None;
+            self.restart();
             return true;
         }
         self.in_a_row = self.in_a_row.wrapping_add(1);
@@ -227,6 +225,12 @@ impl IdleSpin {
             std::thread::yield_now();
         }
         false
+    }
+
+    /// Ends the run of idle looks.
+    fn restart(&mut self) {
+        self.in_a_row = 0;
+        self.since = None;
     }
 
     /// Idle looks in the current run (0 once work was found or moved).

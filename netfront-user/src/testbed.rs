@@ -46,6 +46,11 @@ fn bed(design: Design, want: Features) -> Bed {
     bed_answering_within(design, want, Duration::from_secs(30), PollMode::Block)
 }
 
+/// A grant-copy bed whose queue busy-polls and declares the backend gone after `answer`.
+fn busy_bed(answer: Duration) -> Bed {
+    bed_answering_within(Design::GrantCopy, SG, answer, PollMode::BusyPoll)
+}
+
 /// A bed whose queue, waiting as `poll` says, declares the backend gone after `answer`
 /// without TX responses.
 fn bed_answering_within(design: Design, want: Features, answer: Duration, poll: PollMode) -> Bed {
@@ -630,7 +635,7 @@ fn a_backend_that_stops_answering_breaks_the_device_after_the_answer_timeout() {
 #[test]
 fn a_busy_polling_frontend_breaks_the_device_after_the_answer_timeout_too() {
     let answer = Duration::from_millis(50);
-    let mut b = bed_answering_within(Design::GrantCopy, SG, answer, PollMode::BusyPoll);
+    let mut b = busy_bed(answer);
     let frame = [1u8; 64];
     assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
     let t = std::time::Instant::now();
@@ -655,12 +660,7 @@ fn a_busy_polling_frontend_breaks_the_device_after_the_answer_timeout_too() {
 /// clock read then, not at every look).
 #[test]
 fn a_busy_polling_frontend_reads_the_clock_every_64th_look_without_an_answer() {
-    let mut b = bed_answering_within(
-        Design::GrantCopy,
-        SG,
-        Duration::from_secs(30),
-        PollMode::BusyPoll,
-    );
+    let mut b = busy_bed(Duration::from_secs(30));
     let frame = [1u8; 64];
     assert_eq!(b.q.send_burst(&[PacketRef::new(&frame)]).unwrap(), 1);
     for _ in 1..64 {
@@ -675,12 +675,7 @@ fn a_busy_polling_frontend_reads_the_clock_every_64th_look_without_an_answer() {
 /// finds work does: a request/response gap never adds up to a yield.
 #[test]
 fn a_packet_moved_ends_busy_pollings_idle_run() {
-    let mut b = bed_answering_within(
-        Design::GrantCopy,
-        SG,
-        Duration::from_secs(30),
-        PollMode::BusyPoll,
-    );
+    let mut b = busy_bed(Duration::from_secs(30));
     for _ in 0..20 {
         assert!(!b.q.wait(None).unwrap());
     }

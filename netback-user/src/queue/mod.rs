@@ -212,7 +212,8 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// Busy-polling, it looks at the rings and the port once without arming anything (so
     /// the frontend sends no notifications while this end polls), and yields the CPU
     /// once it has idled for [`netstage_fallback::YIELD_IDLE`] (and again after each
-    /// further [`netstage_fallback::YIELD_IDLE`]). With [`PollMode::BlockArmed`] it also
+    /// further [`netstage_fallback::YIELD_IDLE`]; after [`Self::share_core`], at every
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look). With [`PollMode::BlockArmed`] it also
     /// arms the rings before the spin (and returns at once if that finds work).
     /// Returns whether there may be work.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, QueueFault> {

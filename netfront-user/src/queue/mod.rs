@@ -236,7 +236,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// the rings and the port once without arming anything (so the backend sends no
     /// notifications while this end polls) and yields the CPU
     /// once it has idled for [`netstage_fallback::YIELD_IDLE`] (and again after each
-    /// further [`netstage_fallback::YIELD_IDLE`]). With [`PollMode::BlockArmed`] it also
+    /// further [`netstage_fallback::YIELD_IDLE`]; after [`Self::share_core`], at every
+    /// [`netstage_fallback::YIELD_EVERY`]th idle look). With [`PollMode::BlockArmed`] it also
     /// arms the rings before the spin (and returns at once if that finds work). Returns
     /// whether there may be work. Fails with [`FrontendError::Broken`] once the device is
     /// closed or broken.
