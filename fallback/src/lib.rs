@@ -233,6 +233,11 @@ impl IdleSpin {
         self.since = None;
     }
 
+    /// Whether this queue's thread shares its core ([`IdleSpin::sharing`]).
+    pub fn is_sharing(&self) -> bool {
+        self.sharing
+    }
+
     /// Idle looks in the current run (0 once work was found or moved).
     pub fn idle_looks(&self) -> u32 {
         self.in_a_row

@@ -397,3 +397,76 @@ impl HandlerDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use netstage_fallback::{Packet, PollMode};
+    use netstage_platform::sim::{DomainConfig, SimDomain, SimWorld};
+    use netstage_platform::{EventChannels, EventPort};
+    use netstage_ring::netif::{RxRing, TxRing};
+    use netstage_ring::sring::{BackRing, FrontRing};
+    use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
+
+    use super::HandlerDriver;
+    use crate::queue::{BackQueue, QueueParams, QueueParts, BURST};
+    use crate::staging::NoStaging;
+    use crate::{BackendConfig, Metrics, QueueDriver, QueueInfo, VifHandler};
+
+    struct Discard;
+    impl VifHandler for Discard {
+        fn tx_packet(&self, _: u16, _: Packet) {}
+    }
+
+    /// A busy-polling queue over empty rings whose vif is already being disconnected.
+    fn stopped_queue(world: &SimWorld) -> BackQueue<SimDomain> {
+        let back = world.create_domain(0, DomainConfig::default()).unwrap();
+        let front = world.create_domain(5, DomainConfig::default()).unwrap();
+        let unbound = front.alloc_unbound(0).unwrap();
+        let port = back.bind_interdomain(5, unbound.port()).unwrap();
+        let ring = || SharedMem::new_zeroed(XEN_PAGE_SIZE);
+        let (tx, rx) = (ring(), ring());
+        FrontRing::<TxRing>::init(tx.clone()).unwrap();
+        FrontRing::<RxRing>::init(rx.clone()).unwrap();
+        BackQueue::new(QueueParts {
+            platform: back,
+            params: QueueParams {
+                index: 0,
+                fe: 5,
+                poll: PollMode::BusyPoll,
+                sg: false,
+                gso_tcpv4: false,
+                gso_tcpv6: false,
+            },
+            tx: BackRing::attach(tx).unwrap(),
+            rx: BackRing::attach(rx).unwrap(),
+            port: Arc::new(port),
+            metrics: Metrics::for_queue(&Arc::new(Metrics::default()), 0),
+            stop: Arc::new(AtomicBool::new(true)),
+            staging: Box::new(NoStaging),
+            fetch: crate::txpath::for_path(crate::TxPath::GrantCopy, BURST),
+            rate: None,
+        })
+    }
+
+    /// A queue of the queue API has its core to itself; the convenience layer's queue
+    /// thread shares its core with the handler's threads that feed it, and marks its queue
+    /// so (busy-polling then yields by count, not by idle time).
+    #[test]
+    fn the_handler_layers_queue_thread_shares_its_core() {
+        let world = SimWorld::create_temp().unwrap();
+        let mut q = stopped_queue(&world);
+        assert!(!q.shares_core());
+        let driver = HandlerDriver::new(Arc::new(Discard), &BackendConfig::default());
+        let info = QueueInfo {
+            index: 0,
+            waker: Arc::new(|| {}),
+            metrics: Arc::clone(q.metrics()),
+        };
+        QueueDriver::<SimDomain>::connected(&driver, &[info]);
+        driver.run(&mut q).unwrap();
+        assert!(q.shares_core());
+    }
+}

@@ -763,3 +763,15 @@ fn refused_requests_are_counted_and_warned_of_at_the_limit() {
         "{w:#?}"
     );
 }
+
+/// A queue of the queue API has its core to itself; the convenience layer's queue thread
+/// shares its core with the application's threads that feed it, and marks its queue so
+/// (busy-polling then yields by count, not by idle time).
+#[test]
+fn the_threaded_layers_queue_thread_shares_its_core() {
+    let b = busy_bed(Duration::from_secs(30));
+    assert!(!b.q.shares_core());
+    b.shared.stop(None);
+    let q = crate::threaded::drive_until_stopped(b.q);
+    assert!(q.shares_core());
+}

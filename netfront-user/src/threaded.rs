@@ -326,3 +326,21 @@ impl Driver {
         Ok(sent > 0 || got > 0)
     }
 }
+
+/// Drives `q` on this thread as a [`Frontend`]'s queue thread does (nothing to send,
+/// whatever arrives dropped) until the device stops; returns the queue.
+#[cfg(test)]
+pub(crate) fn drive_until_stopped<P: FrontendPlatform>(q: FrontQueue<P>) -> FrontQueue<P> {
+    struct Discard;
+    impl FrontendHandler for Discard {
+        fn rx_packet(&self, _: u16, _: Packet) {}
+    }
+    let (_tx, inbox) = bounded(1);
+    let driver = Driver {
+        inbox,
+        gate: Arc::new(Gate::new()),
+        handler: Arc::new(Discard),
+        forward: false,
+    };
+    driver.run(q)
+}

@@ -193,6 +193,11 @@ impl<P: BackendPlatform> BackQueue<P> {
         self.idle = IdleSpin::sharing();
     }
 
+    /// Whether [`Self::share_core`] marked this queue's thread as sharing its core.
+    pub fn shares_core(&self) -> bool {
+        self.idle.is_sharing()
+    }
+
     /// Busy-polling's idle looks in the current run: waits in a row that found no work
     /// since a packet last moved (0 after any call that moved one). The yield of
     /// [`BackQueue::wait`] comes only after a run of [`netstage_fallback::YIELD_IDLE`].

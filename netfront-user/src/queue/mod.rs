@@ -204,6 +204,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         self.idle = IdleSpin::sharing();
     }
 
+    /// Whether [`Self::share_core`] marked this queue's thread as sharing its core.
+    pub fn shares_core(&self) -> bool {
+        self.idle.is_sharing()
+    }
+
     /// Busy-polling's idle looks in the current run (for tests).
     #[cfg(test)]
     pub(crate) fn idle_looks(&self) -> u32 {
