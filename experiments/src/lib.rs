@@ -1055,12 +1055,12 @@ fn far_throughout_note(place: &stats::Placement) -> String {
     format!(
         "**The two cores sat far apart throughout** (median probe {:.0} ns, above {:.0} ns). \
          Runs are set aside only against this sweep's own median, so its runs stay in the \
-         medians, and its rates were taken far apart. Small packets then pay for every cache \
-         line that crosses between the cores: in `docs/results/2026-12-02/` (cores 240-340 ns \
-         apart) the data ring reached 0.72x dpdk-testpmd at TX 64 B and 0.55x at RX, where \
-         near cores had given 1.18x and 1.26x (`docs/findings.md`, \"Busy-polling's idle \
-         looks, and a machine whose cores sit far apart\"). Compare rates, and ratios to a \
-         peer, only between sweeps of a like placement.",
+         medians, and its rates were taken far apart. On machines placed so, the data ring \
+         reached 0.72x-0.84x dpdk-testpmd at TX 64 B and 0.23x-0.85x at RX \
+         (`docs/results/2026-12-02/`), where near cores had given 1.18x and 1.26x; there both \
+         ends were bound by their own work per packet, not by lines crossing between the \
+         cores (`docs/findings.md`, \"What the far placement does not explain\"). Compare \
+         rates, and ratios to a peer, only between sweeps of a like placement.",
         place.median_ns,
         stats::FAR_NS
     )
