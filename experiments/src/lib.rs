@@ -9,6 +9,7 @@
 pub mod calibrate;
 pub mod check;
 pub mod child;
+pub mod floor;
 pub mod latency;
 pub mod peer;
 pub mod plots;
@@ -300,6 +301,11 @@ pub struct Results {
     /// once per round, in millions of records a second.
     #[serde(default)]
     pub stream_64b_burst_mps: Vec<f64>,
+    /// The same bursts with netif's TX ring beside the data ring: a request per record,
+    /// answered in its slot and reaped by the writer (`floor`), once per round, in millions
+    /// of records a second: what the wire protocol's shape allows a data-ring design at 64 B.
+    #[serde(default)]
+    pub stream_64b_netif_mps: Vec<f64>,
     /// Peers measured in the same run (`--peer`), interleaved with the designs.
     #[serde(default)]
     pub peers: Vec<peer::PeerSample>,
@@ -1177,6 +1183,12 @@ fn small_stream_section(out: &mut String, r: &Results, rows: &[Row]) {
             &r.stream_64b_burst_mps,
             "written and read 64 at a time (an index update a burst each way, as the \
              datapath's bursts have)",
+        ),
+        (
+            &r.stream_64b_netif_mps,
+            "64 at a time with netif's TX ring beside it (a request per record, answered in \
+             its slot and reaped, as a data-ring design's packets are; nothing validated, \
+             counted or checked: what the wire protocol allows)",
         ),
     ];
     for (rates, how) in streams {

@@ -373,6 +373,9 @@ enum Run {
     /// The raw data-ring stream, written and read this many bytes at a time, this many
     /// writes published (and reads released) at once.
     Stream(usize, u32),
+    /// The raw 64-byte burst stream with netif's TX requests and in-slot answers beside
+    /// the data ring (`experiments::floor`).
+    NetifStream,
 }
 
 /// A seed from the clock, for a run not given one (kept within TOML's integers).
@@ -652,6 +655,7 @@ impl ComparePlan {
             stream_gbps: Vec::new(),
             stream_64b_mps: Vec::new(),
             stream_64b_burst_mps: Vec::new(),
+            stream_64b_netif_mps: Vec::new(),
             peers: Vec::new(),
             peer_failures: Vec::new(),
             seed: Some(self.seed),
@@ -704,7 +708,8 @@ fn default_queues(quick: bool, cpus: usize) -> Vec<u16> {
 const STREAM_BURST: u32 = 64;
 
 /// A round's runs before shuffling: each scenario, each peer run, and the raw streams
-/// (64 KiB writes, 64 B writes one by one and 64 B writes a burst at a time) when `stream`.
+/// (64 KiB writes, 64 B writes one by one, 64 B writes a burst at a time, and those with
+/// netif's TX requests) when `stream`.
 fn runs_of(scenarios: usize, peer_runs: usize, stream: bool) -> Vec<Run> {
     let mut runs: Vec<Run> = (0..scenarios).map(Run::Design).collect();
     runs.extend((0..peer_runs).map(Run::Peer));
@@ -713,6 +718,7 @@ fn runs_of(scenarios: usize, peer_runs: usize, stream: bool) -> Vec<Run> {
             Run::Stream(65536, 1),
             Run::Stream(64, 1),
             Run::Stream(64, STREAM_BURST),
+            Run::NetifStream,
         ]);
     }
     runs
@@ -931,7 +937,7 @@ impl SweepCtx<'_> {
             Run::Stream(chunk, batch) => {
                 let what = format!("raw data-ring stream, {chunk} B writes, {batch} at a time");
                 self.bar.set_message(what.clone());
-                let rate = run_stream(self.exe, self.seconds, chunk, batch)
+                let rate = run_stream(self.exe, self.seconds, (chunk, batch), false)
                     .with_context(|| format!("the {what}"))?;
                 match (chunk, batch) {
                     (64, 1) => results.stream_64b_mps.push(rate / 64.0 / 1e6),
@@ -942,6 +948,21 @@ impl SweepCtx<'_> {
                     log,
                     "{}",
                     serde_json::json!({ "stream": { "chunk": chunk, "batch": batch, "bytes_per_s": rate } })
+                )?;
+                format!("{what}: {rate:.0} B/s")
+            }
+            Run::NetifStream => {
+                let what = format!(
+                    "raw data-ring stream with netif requests, 64 B writes, {STREAM_BURST} at a time"
+                );
+                self.bar.set_message(what.clone());
+                let rate = run_stream(self.exe, self.seconds, (64, STREAM_BURST), true)
+                    .with_context(|| format!("the {what}"))?;
+                results.stream_64b_netif_mps.push(rate / 64.0 / 1e6);
+                writeln!(
+                    log,
+                    "{}",
+                    serde_json::json!({ "stream": { "chunk": 64, "batch": STREAM_BURST, "netif": true, "bytes_per_s": rate } })
                 )?;
                 format!("{what}: {rate:.0} B/s")
             }
@@ -1005,11 +1026,16 @@ fn resolve_cost(
 /// The upper bound: a byte stream through one order-8 data ring between two processes on
 /// different cores, no packets, written and read `chunk` bytes at a time, `batch` writes
 /// published (and reads released) at once. Returns bytes per second.
-fn run_stream(exe: &Path, seconds: f64, chunk: usize, batch: u32) -> anyhow::Result<f64> {
+fn run_stream(
+    exe: &Path,
+    seconds: f64,
+    (chunk, batch): (usize, u32),
+    netif: bool,
+) -> anyhow::Result<f64> {
     let world = PathBuf::from(format!("/dev/shm/netstage-stream-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&world);
     let common = |core: usize| -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--world".into(),
             world.display().to_string(),
             "--seconds".into(),
@@ -1020,7 +1046,11 @@ fn run_stream(exe: &Path, seconds: f64, chunk: usize, batch: u32) -> anyhow::Res
             chunk.to_string(),
             "--batch".into(),
             batch.to_string(),
-        ]
+        ];
+        if netif {
+            args.push("--netif".into());
+        }
+        args
     };
     let cores = experiments::sys::cpus();
     let reader = Command::new(exe)

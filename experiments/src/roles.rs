@@ -878,6 +878,10 @@ pub struct StreamArgs {
     /// Measured seconds (reader).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Beside the data ring, netif's TX ring: a request per write, answered in its slot
+    /// (`floor`'s steps), `batch` at a time.
+    #[arg(long)]
+    pub netif: bool,
     /// Core to pin this process to.
     #[arg(long)]
     pub core: Option<usize>,
@@ -892,13 +896,48 @@ pub struct StreamReport {
     pub seconds: f64,
 }
 
+/// The stream writer's grant references: its data ring's indexes page and, with `netif`,
+/// its TX ring page; `None` until the writer has written them all.
+fn parse_refs(s: &str, netif: bool) -> Option<(u32, Option<u32>)> {
+    let mut it = s.split_whitespace().map(str::parse::<u32>);
+    let intf = it.next()?.ok()?;
+    let tx = match netif {
+        true => Some(it.next()?.ok()?),
+        false => None,
+    };
+    Some((intf, tx))
+}
+
+/// One step of the stream reader: up to `batch` reads (with `rx`, each a request's record,
+/// answered); the bytes read.
+fn read_some(
+    cons: &mut netstage_ring::flex::FlexConsumer,
+    rx: Option<&mut netstage_ring::sring::BackRing<netstage_ring::netif::TxRing>>,
+    buf: &mut [u8],
+    batch: u32,
+) -> anyhow::Result<usize> {
+    if let Some(rx) = rx {
+        let n = crate::floor::take_requests(rx, cons, buf, batch)?;
+        return Ok(n as usize * buf.len());
+    }
+    let mut got = 0;
+    for _ in 0..batch {
+        let k = cons.read(buf)?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    Ok(got)
+}
+
 fn refs_file(world: &Path) -> PathBuf {
     world.join("stream-ref")
 }
 
 /// The upper bound's writer (the guest): shares a data ring with dom0 and fills its **out**
-/// direction as fast as the reader empties it, until SIGTERM. No packets, no requests: what
-/// PVCalls does.
+/// direction as fast as the reader empties it, until SIGTERM. No packets, no requests
+/// (what PVCalls does), or with `--netif` a netif TX request per write.
 pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
     use netstage_platform::GrantExport;
     if let Some(c) = a.core {
@@ -917,28 +956,53 @@ pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
         &data.mem,
         a.order,
     )?;
-    std::fs::write(refs_file(&a.world), intf.grefs[0].to_string())?;
+    let mut refs = intf.grefs[0].to_string();
+    let mut tx = None;
+    let tx_page = if a.netif {
+        let page = me.share(0, 1, true)?;
+        let ring = netstage_ring::sring::FrontRing::init(page.mem.clone())?;
+        tx = Some(crate::floor::TxRequests::new(ring));
+        refs = format!("{refs} {}", page.grefs[0]);
+        Some(page)
+    } else {
+        None
+    };
+    // Whole or not at all: the reader polls for the file.
+    let tmp = refs_file(&a.world).with_extension("tmp");
+    std::fs::write(&tmp, refs)?;
+    std::fs::rename(&tmp, refs_file(&a.world))?;
     let chunk = vec![0x3cu8; a.chunk.max(1)];
     while !stop.load(Ordering::Relaxed) {
-        // One write at a time: as much as fits, published (PVCalls' write). A batch: whole
-        // writes while they fit, published together.
-        let moved = if a.batch == 1 {
-            prod.write(&chunk)?
-        } else {
-            let mut staged = 0;
-            while staged < a.batch && prod.stage(&chunk)?.is_some() {
-                staged += 1;
-            }
-            if staged > 0 {
-                prod.publish()?;
-            }
-            staged as usize
-        };
+        let moved = write_some(&mut prod, tx.as_mut(), &chunk, a.batch)?;
         if moved == 0 {
             std::hint::spin_loop();
         }
     }
+    drop(tx_page);
     Ok(())
+}
+
+/// One step of the stream writer: one write on its own (as much as fits, published:
+/// PVCalls' write), or whole writes while they fit, up to `batch`, published together (with
+/// their requests, whose answers are then reaped); how much moved.
+fn write_some(
+    prod: &mut netstage_ring::flex::FlexProducer,
+    tx: Option<&mut crate::floor::TxRequests>,
+    chunk: &[u8],
+    batch: u32,
+) -> anyhow::Result<usize> {
+    if batch == 1 && tx.is_none() {
+        return Ok(prod.write(chunk)?);
+    }
+    let mut tx = tx;
+    let staged = crate::floor::stage_burst(prod, tx.as_deref_mut(), chunk, batch)?;
+    if staged > 0 {
+        prod.publish()?;
+    }
+    if let Some(t) = tx {
+        t.publish_and_reap(staged > 0)?;
+    }
+    Ok(staged as usize)
 }
 
 /// The upper bound's reader (dom0): maps the writer's ring and consumes it for the window.
@@ -950,9 +1014,9 @@ pub fn stream_reader(a: &StreamArgs) -> anyhow::Result<()> {
     let world = SimWorld::create(&a.world)?;
     let dom0 = world.create_domain(0, DomainConfig::default())?;
     let t = Instant::now();
-    let r: u32 = loop {
+    let r = loop {
         if let Ok(s) = std::fs::read_to_string(refs_file(&a.world)) {
-            if let Ok(r) = s.trim().parse() {
+            if let Some(r) = parse_refs(&s, a.netif) {
                 break r;
             }
         }
@@ -961,25 +1025,29 @@ pub fn stream_reader(a: &StreamArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let intf = dom0.map(GUEST, &[r], true)?;
+    let intf = dom0.map(GUEST, &[r.0], true)?;
     let cfg = netstage_ring::flex::read_intf_config(&intf, 9)?;
     let data = dom0.map(GUEST, &cfg.refs, true)?;
     let (_, mut cons) =
         netstage_ring::flex::open(netstage_ring::flex::End::Backend, &intf, &data, cfg.order)?;
+    let mut rx = match r.1 {
+        Some(t) => Some(netstage_ring::sring::BackRing::attach(dom0.map(
+            GUEST,
+            &[t],
+            true,
+        )?)?),
+        None => None,
+    };
     let mut buf = vec![0u8; a.chunk.max(1)];
     let mut drain = |until: Instant| -> anyhow::Result<u64> {
         let mut n = 0u64;
         while Instant::now() < until {
-            let mut got = 0;
-            for _ in 0..a.batch {
-                let k = cons.read(&mut buf)?;
-                if k == 0 {
-                    break;
-                }
-                got += k;
-            }
+            let got = read_some(&mut cons, rx.as_mut(), &mut buf, a.batch)?;
             if got > 0 {
                 cons.release()?;
+                if let Some(rx) = rx.as_mut() {
+                    rx.push_responses()?;
+                }
                 n += got as u64;
             } else {
                 std::hint::spin_loop();
@@ -997,4 +1065,19 @@ pub fn stream_reader(a: &StreamArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_refs;
+
+    /// The reader waits until every reference the writer shares is there.
+    #[test]
+    fn stream_refs_are_read_whole() {
+        assert_eq!(parse_refs("12\n", false), Some((12, None)));
+        assert_eq!(parse_refs("12 34", true), Some((12, Some(34))));
+        assert_eq!(parse_refs("12", true), None);
+        assert_eq!(parse_refs("", false), None);
+        assert_eq!(parse_refs("12 x", true), None);
+    }
 }

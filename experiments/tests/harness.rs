@@ -87,6 +87,8 @@ fn a_tiny_sweep_writes_consistent_results() {
     assert!(r.stream_64b_mps.iter().all(|m| *m > 0.0));
     assert_eq!(r.stream_64b_burst_mps.len(), 2);
     assert!(r.stream_64b_burst_mps.iter().all(|m| *m > 0.0));
+    assert_eq!(r.stream_64b_netif_mps.len(), 2);
+    assert!(r.stream_64b_netif_mps.iter().all(|m| *m > 0.0));
     let md = markdown(&r);
     assert!(
         md.contains("records, each written and read on its own"),
@@ -94,6 +96,10 @@ fn a_tiny_sweep_writes_consistent_results() {
     );
     assert!(
         md.contains("records, written and read 64 at a time"),
+        "{md}"
+    );
+    assert!(
+        md.contains("records, 64 at a time with netif's TX ring beside it"),
         "{md}"
     );
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
@@ -129,12 +135,12 @@ fn a_tiny_sweep_writes_consistent_results() {
             .map(|s| s.position.expect("a position"))
             .collect();
         at.sort_unstable();
-        // 12 scenarios and the three raw streams.
+        // 12 scenarios and the four raw streams.
         assert!(
             at.windows(2).all(|w| w[0] < w[1]) && at.len() == 12,
             "{at:?}"
         );
-        assert!(at.iter().all(|p| *p < 15));
+        assert!(at.iter().all(|p| *p < 16));
     }
     assert_eq!(r.samples[0].design, "grant-copy");
     let scenario = std::fs::read_to_string(out.path().join("scenario.toml")).unwrap();
@@ -776,6 +782,7 @@ fn results(samples: Vec<experiments::Sample>) -> Results {
         stream_gbps: vec![],
         stream_64b_mps: vec![],
         stream_64b_burst_mps: vec![],
+        stream_64b_netif_mps: vec![],
         peers: vec![],
         peer_failures: vec![],
         machine: experiments::Machine::detect("kernel", "blocking"),

@@ -183,6 +183,7 @@ fn a_run_follows_its_scenario_file_and_the_command_line_wins() {
         r.stream_gbps.is_empty()
             && r.stream_64b_mps.is_empty()
             && r.stream_64b_burst_mps.is_empty()
+            && r.stream_64b_netif_mps.is_empty()
     );
     // The sweep that ran is saved with every key resolved.
     let ran = Sweep::load(&out.join("scenario.toml")).unwrap();
@@ -342,7 +343,10 @@ fn a_stopped_sweep_keeps_every_finished_run() {
     assert!(rec.command.iter().any(|a| a == "--quick"), "{rec:?}");
     let logged = std::fs::read_to_string(&log).unwrap().lines().count();
     // Finished runs: the designs' samples and the raw streams' rates.
-    let streams = r.stream_gbps.len() + r.stream_64b_mps.len() + r.stream_64b_burst_mps.len();
+    let streams = r.stream_gbps.len()
+        + r.stream_64b_mps.len()
+        + r.stream_64b_burst_mps.len()
+        + r.stream_64b_netif_mps.len();
     let finished = r.samples.len() + streams;
     assert!(
         finished >= 3 && logged >= finished,
