@@ -1062,11 +1062,13 @@ fn far_throughout_note(place: &stats::Placement) -> String {
         "**The two cores sat far apart throughout** (median probe {:.0} ns, above {:.0} ns). \
          Runs are set aside only against this sweep's own median, so its runs stay in the \
          medians, and its rates were taken far apart. On machines placed so, the data ring \
-         reached 0.72x-0.84x dpdk-testpmd at TX 64 B and 0.23x-0.85x at RX \
-         (`docs/results/2026-12-02/`), where near cores had given 1.18x and 1.26x; there both \
-         ends were bound by their own work per packet, not by lines crossing between the \
-         cores (`docs/findings.md`, \"What the far placement does not explain\"). Compare \
-         rates, and ratios to a peer, only between sweeps of a like placement.",
+         reached 0.72x-0.84x dpdk-testpmd at TX 64 B and 0.55x-0.85x at RX \
+         (`docs/results/2026-12-02/`; 0.23x in a run with long slow stretches), where near \
+         cores had given 1.18x and 1.26x. On the second such machine both ends were bound \
+         by their own work per packet, and the rings alone (the netif stream under Upper \
+         bound) ran several times faster (`docs/findings.md`, \"What the far placement \
+         does not explain\"). Compare rates, and ratios to a peer, only between sweeps of \
+         a like placement.",
         place.median_ns,
         stats::FAR_NS
     )
@@ -1164,34 +1166,41 @@ fn set_aside(far: &[FarRun]) -> usize {
     far.iter().filter(|f| !f.kept).count()
 }
 
-/// The 64-byte raw streams (records one by one, and a burst at a time) beside the best
-/// 64-byte packet rate of a data-ring design.
+/// The 64-byte raw streams (records one by one, a burst at a time, and bursts with netif's
+/// TX requests) beside the best 64-byte packet rate of a data-ring design (its best TX rate
+/// beside the netif stream, which has a TX ring's requests and answers).
 fn small_stream_section(out: &mut String, r: &Results, rows: &[Row]) {
-    let best = rows
-        .iter()
-        .filter(|row| {
-            row.design.starts_with("ring:") && row.queues == 1 && row.size == SizeSpec::Fixed(64)
-        })
-        .filter(|row| matches!(row.dir, Dir::Tx | Dir::Rx))
-        .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median));
-    let streams = [
+    let best = |dirs: &[Dir]| {
+        rows.iter()
+            .filter(|row| {
+                row.design.starts_with("ring:")
+                    && row.queues == 1
+                    && row.size == SizeSpec::Fixed(64)
+                    && dirs.contains(&row.dir)
+            })
+            .max_by(|a, b| a.pps.median.total_cmp(&b.pps.median))
+    };
+    let streams: [(&[f64], &str, &[Dir]); 3] = [
         (
             &r.stream_64b_mps,
             "each written and read on its own (an index update a record each way)",
+            &[Dir::Tx, Dir::Rx],
         ),
         (
             &r.stream_64b_burst_mps,
             "written and read 64 at a time (an index update a burst each way, as the \
              datapath's bursts have)",
+            &[Dir::Tx, Dir::Rx],
         ),
         (
             &r.stream_64b_netif_mps,
             "64 at a time with netif's TX ring beside it (a request per record, answered in \
              its slot and reaped, as a data-ring design's packets are; nothing validated, \
              counted or checked: what the wire protocol allows)",
+            &[Dir::Tx],
         ),
     ];
-    for (rates, how) in streams {
+    for (rates, how, dirs) in streams {
         let Some(g) = spread(rates) else {
             continue;
         };
@@ -1204,7 +1213,7 @@ fn small_stream_section(out: &mut String, r: &Results, rows: &[Row]) {
             g.max,
             rates.len()
         );
-        if let Some(b) = best {
+        if let Some(b) = best(dirs) {
             let _ = writeln!(
                 out,
                 "The best data-ring design at 64 B, {} {}, reaches {:.2} Mpps: {:.0} % of it.",

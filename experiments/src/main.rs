@@ -880,6 +880,32 @@ impl SweepCtx<'_> {
         Ok(None)
     }
 
+    /// Runs a raw stream (`chunk`-byte writes, `batch` at a time, with netif's TX ring when
+    /// `netif`), keeps its rate in `results` and the log; what ran, for the progress line.
+    fn stream(
+        &self,
+        (chunk, batch): (usize, u32),
+        netif: bool,
+        results: &mut Results,
+        log: &mut std::fs::File,
+    ) -> anyhow::Result<String> {
+        let with = if netif { " with netif requests" } else { "" };
+        let what = format!("raw data-ring stream{with}, {chunk} B writes, {batch} at a time");
+        self.bar.set_message(what.clone());
+        let rate = run_stream(self.exe, self.seconds, (chunk, batch), netif)
+            .with_context(|| format!("the {what}"))?;
+        let mps = rate / chunk as f64 / 1e6;
+        match (chunk, batch, netif) {
+            (_, _, true) => results.stream_64b_netif_mps.push(mps),
+            (64, 1, _) => results.stream_64b_mps.push(mps),
+            (64, _, _) => results.stream_64b_burst_mps.push(mps),
+            _ => results.stream_gbps.push(rate * 8.0 / 1e9),
+        }
+        let line = serde_json::json!({ "stream": { "chunk": chunk, "batch": batch, "netif": netif, "bytes_per_s": rate } });
+        writeln!(log, "{line}")?;
+        Ok(format!("{what}: {rate:.0} B/s"))
+    }
+
     /// Runs one step of a round; a finished design or peer run is also appended to the
     /// sweep's log (`samples.jsonl`) at once, and a line goes to stderr when it is not a
     /// terminal (where the progress bar is hidden).
@@ -934,38 +960,8 @@ impl SweepCtx<'_> {
                     }
                 }
             }
-            Run::Stream(chunk, batch) => {
-                let what = format!("raw data-ring stream, {chunk} B writes, {batch} at a time");
-                self.bar.set_message(what.clone());
-                let rate = run_stream(self.exe, self.seconds, (chunk, batch), false)
-                    .with_context(|| format!("the {what}"))?;
-                match (chunk, batch) {
-                    (64, 1) => results.stream_64b_mps.push(rate / 64.0 / 1e6),
-                    (64, _) => results.stream_64b_burst_mps.push(rate / 64.0 / 1e6),
-                    _ => results.stream_gbps.push(rate * 8.0 / 1e9),
-                }
-                writeln!(
-                    log,
-                    "{}",
-                    serde_json::json!({ "stream": { "chunk": chunk, "batch": batch, "bytes_per_s": rate } })
-                )?;
-                format!("{what}: {rate:.0} B/s")
-            }
-            Run::NetifStream => {
-                let what = format!(
-                    "raw data-ring stream with netif requests, 64 B writes, {STREAM_BURST} at a time"
-                );
-                self.bar.set_message(what.clone());
-                let rate = run_stream(self.exe, self.seconds, (64, STREAM_BURST), true)
-                    .with_context(|| format!("the {what}"))?;
-                results.stream_64b_netif_mps.push(rate / 64.0 / 1e6);
-                writeln!(
-                    log,
-                    "{}",
-                    serde_json::json!({ "stream": { "chunk": 64, "batch": STREAM_BURST, "netif": true, "bytes_per_s": rate } })
-                )?;
-                format!("{what}: {rate:.0} B/s")
-            }
+            Run::Stream(chunk, batch) => self.stream((chunk, batch), false, results, log)?,
+            Run::NetifStream => self.stream((64, STREAM_BURST), true, results, log)?,
         };
         self.bar.inc(1);
         if !std::io::stderr().is_terminal() {

@@ -917,8 +917,7 @@ fn read_some(
     batch: u32,
 ) -> anyhow::Result<usize> {
     if let Some(rx) = rx {
-        let n = crate::floor::take_requests(rx, cons, buf, batch)?;
-        return Ok(n as usize * buf.len());
+        return Ok(crate::floor::take_requests(rx, cons, buf, batch)?.1);
     }
     let mut got = 0;
     for _ in 0..batch {
