@@ -180,6 +180,7 @@ impl<P: BackendPlatform> BackQueue<P> {
         // finds it counted. (A whole absorb here cost RX 1500 B 1-2 %; the rest waits for
         // the end of the call.)
         self.metrics.absorb_packets(&mut self.counts);
+        self.absorb_before_errors();
         if self.rx.push_responses_and_check_notify().map_err(fault)? {
             self.notify();
         }

@@ -93,6 +93,7 @@ impl<P: BackendPlatform> BackQueue<P> {
                 self.count_taken(taken, &status);
                 self.metrics.absorb_packets(&mut self.counts);
                 let n = take(taken, &status, bufs, &lent, &*self.staging)?;
+                self.absorb_before_errors();
                 self.tx_answer(taken, &status)?;
                 // A chain held for credit, parsed after the burst's, is the next burst's
                 // first.
