@@ -955,16 +955,21 @@ pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
         &data.mem,
         a.order,
     )?;
-    let mut refs = intf.grefs[0].to_string();
-    let mut tx = None;
+    // With `--netif`, netif's TX ring on a page of its own, shared until the end.
     let tx_page = if a.netif {
-        let page = me.share(0, 1, true)?;
-        let ring = netstage_ring::sring::FrontRing::init(page.mem.clone())?;
-        tx = Some(crate::floor::TxRequests::new(ring));
-        refs = format!("{refs} {}", page.grefs[0]);
-        Some(page)
+        Some(me.share(0, 1, true)?)
     } else {
         None
+    };
+    let mut tx = match &tx_page {
+        Some(p) => Some(crate::floor::TxRequests::new(
+            netstage_ring::sring::FrontRing::init(p.mem.clone())?,
+        )),
+        None => None,
+    };
+    let refs = match &tx_page {
+        Some(p) => format!("{} {}", intf.grefs[0], p.grefs[0]),
+        None => intf.grefs[0].to_string(),
     };
     // Whole or not at all: the reader polls for the file.
     let tmp = refs_file(&a.world).with_extension("tmp");
@@ -977,7 +982,6 @@ pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
             std::hint::spin_loop();
         }
     }
-    drop(tx_page);
     Ok(())
 }
 
@@ -986,14 +990,13 @@ pub fn stream_writer(a: &StreamArgs) -> anyhow::Result<()> {
 /// their requests, whose answers are then reaped); how much moved.
 fn write_some(
     prod: &mut netstage_ring::flex::FlexProducer,
-    tx: Option<&mut crate::floor::TxRequests>,
+    mut tx: Option<&mut crate::floor::TxRequests>,
     chunk: &[u8],
     batch: u32,
 ) -> anyhow::Result<usize> {
     if batch == 1 && tx.is_none() {
         return Ok(prod.write(chunk)?);
     }
-    let mut tx = tx;
     let staged = crate::floor::stage_burst(prod, tx.as_deref_mut(), chunk, batch)?;
     if staged > 0 {
         prod.publish()?;

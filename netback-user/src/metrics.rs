@@ -222,6 +222,14 @@ pub(crate) struct QueueCounters {
     metrics: Arc<Metrics>,
 }
 
+impl Counts {
+    /// Whether requests were answered with an error: TX requests dropped, or TX or RX grant
+    /// operations that failed (the frontend's faults, warned of).
+    pub(crate) fn answered_errors(&self) -> bool {
+        self.tx_dropped != 0 || self.tx_grant_errors != 0 || self.rx_grant_errors != 0
+    }
+}
+
 impl QueueCounters {
     /// The queue's counters, to read or to add to from any thread.
     pub(crate) fn handle(&self) -> &Arc<Metrics> {
@@ -322,7 +330,7 @@ impl Metrics {
     /// and grants that failed. Per burst, never per packet; nothing is formatted unless
     /// warnings are enabled.
     fn warn_faults(&self, c: &Counts) {
-        if c.tx_dropped == 0 && c.tx_grant_errors == 0 && c.rx_grant_errors == 0 {
+        if !c.answered_errors() {
             return;
         }
         let (fe, devid) = self.vif();

@@ -364,8 +364,7 @@ impl<P: BackendPlatform> BackQueue<P> {
     /// it counted. Other bursts publish their packet counts alone before answering and the
     /// rest after (a whole absorb before every answer cost RX 1500 B 1-2 %).
     fn absorb_before_errors(&mut self) {
-        let c = &self.counts;
-        if c.tx_dropped != 0 || c.tx_grant_errors != 0 || c.rx_grant_errors != 0 {
+        if self.counts.answered_errors() {
             self.metrics.absorb(&mut self.counts);
         }
     }
