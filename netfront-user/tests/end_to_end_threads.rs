@@ -137,6 +137,23 @@ fn sizes() -> Vec<usize> {
     vec![14, 60, 64, 1500, 4095, 4096, 4097, 9000, 32768, 65535, 1]
 }
 
+/// The backend's counts once they stop changing. A burst publishes its packet counts before
+/// the packets reach anyone, and the rest (staged and granted bytes, among others) just
+/// after it has answered: the last burst's may still be on their way when its packets have
+/// arrived.
+fn settled(m: &netstage_netback_user::Metrics) -> MetricsSnapshot {
+    let t = Instant::now();
+    let mut last = m.snapshot();
+    loop {
+        thread::sleep(Duration::from_millis(20));
+        let now = m.snapshot();
+        if now == last || t.elapsed() > Duration::from_secs(10) {
+            return now;
+        }
+        last = now;
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let t = Instant::now();
     while !done() {
@@ -288,7 +305,7 @@ fn exchange_sizes(tx_path: TxPath, queues: u16, design: Design, sizes: &[usize])
     assert!(got.iter().all(|(_, p)| p.gso == gso_for(p.data.len())));
     drop(got);
     let fm = front.metrics();
-    let bm = rig.metrics.snapshot();
+    let bm = settled(&rig.metrics);
     // Each queue counted its own packets; the device's counters are their sum.
     let per_queue = front.queue_metrics();
     assert_eq!(per_queue.len(), usize::from(queues));
@@ -686,7 +703,7 @@ fn through_a_slow_backend(
         assert!(w.as_slice() == &h.data[..], "packet {i} differs");
     }
     drop(got);
-    let (fm, bm) = (front.metrics(), rig.metrics.snapshot());
+    let (fm, bm) = (front.metrics(), settled(&rig.metrics));
     assert_eq!((bm.tx_packets, bm.tx_dropped), (400, 0));
     front.close().unwrap();
     (fm, bm)
@@ -743,7 +760,7 @@ fn forward(design: Design, zero_copy: impl Fn(usize) -> bool) -> u64 {
         "forwarded packets do not reach the handler"
     );
     let fm = front.metrics();
-    let bm = rig.metrics.snapshot();
+    let bm = settled(&rig.metrics);
     let small = 50 * sizes.iter().filter(|l| zero_copy(**l)).count() as u64;
     assert_eq!(fm.tx_zerocopy_packets, small);
     assert_eq!(bm.tx_zerocopy_packets, small);
