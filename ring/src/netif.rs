@@ -735,7 +735,15 @@ fn parse_tx_chain_general(
         },
     });
     let extras = if flags.contains(TxFlags::EXTRA_INFO) {
-        take_tx_extras(&mut next, slots)?
+        take_extras(
+            &mut next,
+            slots,
+            |r| (r.id, NetifExtraInfo::from_tx_slot(r)),
+            |id| TxSlot {
+                id,
+                kind: TxSlotKind::Extra,
+            },
+        )?
     } else {
         Extras::default()
     };
@@ -828,26 +836,26 @@ fn parse_tx_chain_general(
     Ok(())
 }
 
-/// Consumes the extra slots that follow a TX chain's first slot (netif.h: each says whether
-/// another follows), noting each in `slots`.
-fn take_tx_extras(
-    next: &mut impl FnMut() -> Option<NetifTxRequest>,
-    slots: &mut ArrayVec<TxSlot, MAX_CHAIN_SLOTS>,
+/// Consumes the extra slots that follow a chain's first slot (netif.h: each says whether
+/// another follows), TX requests or RX responses alike: `extra` reads one as its id and
+/// extra info, `slot` makes the chain's slot for that id.
+fn take_extras<R, S>(
+    next: &mut impl FnMut() -> Option<R>,
+    slots: &mut ArrayVec<S, MAX_CHAIN_SLOTS>,
+    extra: impl Fn(&R) -> (u16, NetifExtraInfo),
+    slot: impl Fn(u16) -> S,
 ) -> Result<Extras, Fault> {
     let mut extras = Extras::default();
     let mut n = 0;
     loop {
-        let slot = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
+        let r = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
         n += 1;
         if n > MAX_EXTRA_SLOTS {
             return Err(Fault::Fatal(FaultReason::TooManyExtras));
         }
-        let raw = NetifExtraInfo::from_tx_slot(&slot);
+        let (id, raw) = extra(&r);
         extras.set(raw.decode()?);
-        slots.push(TxSlot {
-            id: slot.id,
-            kind: TxSlotKind::Extra,
-        });
+        slots.push(slot(id));
         if !raw.more() {
             return Ok(extras);
         }
@@ -1137,6 +1145,83 @@ pub fn parse_rx_chain_into(
     mut next: impl FnMut() -> Option<NetifRxResponse>,
     out: &mut RxChain,
 ) -> Result<(), Fault> {
+    let first = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: 0 }))?;
+    let flags = RxFlags::from_bits_retain(first.flags);
+    if flags.intersects(RxFlags::MORE_DATA | RxFlags::EXTRA_INFO) {
+        parse_rx_chain_general(first, next, out)
+    } else {
+        parse_lone_rx_response(first, flags, out);
+        Ok(())
+    }
+}
+
+/// The common packet, one response without extras or further data slots, parsed by the
+/// rules of [`parse_rx_chain`] without its general machinery (on the hot path of every
+/// small packet; `lone_response_parses_as_the_general_chain` checks that both agree). A
+/// lone response cannot be fatal: its faults are drops.
+#[inline]
+fn parse_lone_rx_response(first: NetifRxResponse, flags: RxFlags, out: &mut RxChain) {
+    let (slot, drop) = first_rx_slot(&first, flags.contains(RxFlags::STAGED));
+    out.slots.clear();
+    out.slots.push(slot);
+    out.flags = flags;
+    out.extras = Extras::default();
+    out.total_len = if flags.contains(RxFlags::STAGED) {
+        u32::from(first.offset)
+    } else {
+        u32::from(slot.len)
+    };
+    out.drop = drop;
+    out.staged = if flags.contains(RxFlags::STAGED) {
+        first.offset
+    } else {
+        0
+    };
+}
+
+/// The slot a data response makes, and why it drops its packet if it does: `staged_first`
+/// for a chain's first response with `NETRXF_staged` (its `offset` is the staged length,
+/// its buffer holds none of them and its status must be 0); otherwise a negative status
+/// and a range crossing the page are drops, and the slot then holds no bytes.
+#[inline]
+fn first_rx_slot(rsp: &NetifRxResponse, staged_first: bool) -> (RxSlot, Option<FaultReason>) {
+    let mut slot = RxSlot {
+        id: rsp.id,
+        offset: rsp.offset,
+        len: 0,
+        extra: false,
+        staged: 0,
+    };
+    let drop = if staged_first {
+        slot.offset = 0;
+        (rsp.status != 0).then(|| FaultReason::BadStaged {
+            staged: u32::from(rsp.offset),
+            total: u32::from(rsp.offset) + rsp.status.max(0) as u32,
+        })
+    } else if rsp.status < 0 {
+        Some(FaultReason::ErrorStatus { status: rsp.status })
+    } else {
+        let len = rsp.status as u16; // non-negative i16
+        if usize::from(rsp.offset) + usize::from(len) > XEN_PAGE_SIZE {
+            Some(FaultReason::CrossesPage {
+                offset: rsp.offset,
+                size: u32::from(len),
+            })
+        } else {
+            slot.len = len;
+            None
+        }
+    };
+    (slot, drop)
+}
+
+/// [`parse_rx_chain_into`] for a packet of several responses (extras, further data
+/// slots), after its first response `first`.
+fn parse_rx_chain_general(
+    first: NetifRxResponse,
+    mut next: impl FnMut() -> Option<NetifRxResponse>,
+    out: &mut RxChain,
+) -> Result<(), Fault> {
     let slots = &mut out.slots;
     slots.clear();
     let mut extras = Extras::default();
@@ -1145,8 +1230,8 @@ pub fn parse_rx_chain_into(
     let mut data_slots = 0usize;
     let mut flags = RxFlags::empty();
     let mut staged = 0u16;
+    let mut rsp = first;
     loop {
-        let rsp = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
         data_slots += 1;
         if data_slots > FATAL_DATA_SLOTS {
             return Err(Fault::Fatal(FaultReason::TooManySlots {
@@ -1162,73 +1247,35 @@ pub fn parse_rx_chain_into(
         }
         let f = RxFlags::from_bits_retain(rsp.flags);
         let staged_first = data_slots == 1 && f.contains(RxFlags::STAGED);
-        let len = if staged_first {
-            // The staged bytes are elsewhere; this slot's buffer holds none of them.
+        if staged_first {
             staged = rsp.offset;
-            if rsp.status != 0 && drop.is_none() {
-                drop = Some(FaultReason::BadStaged {
-                    staged: u32::from(rsp.offset),
-                    total: u32::from(rsp.offset) + rsp.status.max(0) as u32,
-                });
-            }
             total += u32::from(staged);
-            0
-        } else if rsp.status < 0 {
-            if drop.is_none() {
-                drop = Some(FaultReason::ErrorStatus { status: rsp.status });
-            }
-            0
-        } else {
-            let len = rsp.status as u16; // non-negative i16
-            if usize::from(rsp.offset) + usize::from(len) > XEN_PAGE_SIZE {
-                if drop.is_none() {
-                    drop = Some(FaultReason::CrossesPage {
-                        offset: rsp.offset,
-                        size: u32::from(len),
-                    });
-                }
-                0
-            } else {
-                len
-            }
-        };
-        total += u32::from(len);
-        slots.push(RxSlot {
-            id: rsp.id,
-            offset: if staged_first { 0 } else { rsp.offset },
-            len,
-            extra: false,
-            staged: 0,
-        });
+        }
+        let (slot, why) = first_rx_slot(&rsp, staged_first);
+        drop = drop.or(why);
+        total += u32::from(slot.len);
+        slots.push(slot);
         if data_slots == 1 {
             flags = f;
             if f.contains(RxFlags::EXTRA_INFO) {
-                let mut n = 0;
-                loop {
-                    let slot = next()
-                        .ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
-                    n += 1;
-                    if n > MAX_EXTRA_SLOTS {
-                        return Err(Fault::Fatal(FaultReason::TooManyExtras));
-                    }
-                    let raw = NetifExtraInfo::from_rx_slot(&slot);
-                    extras.set(raw.decode()?);
-                    slots.push(RxSlot {
-                        id: slot.id,
+                extras = take_extras(
+                    &mut next,
+                    slots,
+                    |r| (r.id, NetifExtraInfo::from_rx_slot(r)),
+                    |id| RxSlot {
+                        id,
                         offset: 0,
                         len: 0,
                         extra: true,
                         staged: 0,
-                    });
-                    if !raw.more() {
-                        break;
-                    }
-                }
+                    },
+                )?;
             }
         }
         if !f.contains(RxFlags::MORE_DATA) {
             break;
         }
+        rsp = next().ok_or(Fault::Fatal(FaultReason::Truncated { slots: slots.len() }))?;
     }
     if drop.is_none() && (total as usize) > XEN_NETIF_MAX_TX_SIZE {
         drop = Some(FaultReason::TooManySlots {
@@ -1278,6 +1325,25 @@ mod tests {
             if f.is_ok() {
                 prop_assert_eq!(fast, general);
             }
+        }
+
+        /// The lone response's shortcut parses every response it takes exactly as the
+        /// general chain parser does.
+        #[test]
+        fn lone_response_parses_as_the_general_chain(
+            id: u16,
+            offset in prop_oneof![0u16..=64, 4000u16..=4200, any::<u16>()],
+            flags: u16,
+            status in prop_oneof![-2i16..=64, 4000i16..=4200, any::<i16>()],
+        ) {
+            let flags = RxFlags::from_bits_retain(flags)
+                .difference(RxFlags::MORE_DATA | RxFlags::EXTRA_INFO);
+            let first = NetifRxResponse { id, offset, flags: flags.bits(), status };
+            let mut fast = RxChain::default();
+            let mut general = RxChain::default();
+            parse_lone_rx_response(first, flags, &mut fast);
+            parse_rx_chain_general(first, || None, &mut general).unwrap();
+            prop_assert_eq!(fast, general);
         }
 
         /// A packet staged whole is encoded as the general chain encoder would encode it.
