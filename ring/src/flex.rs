@@ -311,6 +311,7 @@ impl FlexProducer {
         Ok(n)
     }
 
+    #[inline]
     fn copy_in(&mut self, bytes: &[u8]) -> Result<(), FlexError> {
         let masked = (self.prod_pvt & (self.size - 1)) as usize;
         let first = bytes.len().min(self.size as usize - masked);
@@ -451,6 +452,7 @@ impl FlexConsumer {
         Ok(())
     }
 
+    #[inline]
     fn copy_out(&mut self, dst: &mut [u8]) -> Result<(), FlexError> {
         let masked = (self.cons_pvt & (self.size - 1)) as usize;
         let first = dst.len().min(self.size as usize - masked);

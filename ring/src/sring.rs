@@ -293,6 +293,7 @@ impl<P: RingProtocol> FrontRing<P> {
 
     /// Writes `req` into the next free slot (not yet visible to the backend: see
     /// [`FrontRing::push_requests`]).
+    #[inline]
     pub fn put_request(&mut self, req: &P::Request) -> Result<(), RingError> {
         if self.is_full() {
             return Err(RingError::Full { size: self.s.size });
@@ -357,6 +358,7 @@ impl<P: RingProtocol> FrontRing<P> {
 
     /// Copies out the next response seen by the last refresh (`RING_COPY_RESPONSE`), or
     /// `None` if there is none. The slot is read exactly once.
+    #[inline]
     pub fn take_response(&mut self) -> Result<Option<P::Response>, RingError> {
         if self.rsp_cons == self.rsp_prod_seen {
             return Ok(None);
@@ -483,6 +485,7 @@ impl<P: RingProtocol> BackRing<P> {
     /// Copies out the next request seen by the last refresh (`RING_COPY_REQUEST`), or `None`
     /// if there is none or every slot is awaiting its response
     /// (`RING_REQUEST_CONS_OVERFLOW`). The slot is read exactly once.
+    #[inline]
     pub fn take_request(&mut self) -> Result<Option<P::Request>, RingError> {
         if self.pending_requests() == 0 {
             return Ok(None);
@@ -499,6 +502,7 @@ impl<P: RingProtocol> BackRing<P> {
 
     /// Writes the response for the oldest unanswered request into its slot (not yet visible:
     /// see [`BackRing::push_responses`]).
+    #[inline]
     pub fn put_response(&mut self, rsp: &P::Response) -> Result<(), RingError> {
         if self.unanswered() == 0 {
             return Err(RingError::NoRequestToAnswer);
