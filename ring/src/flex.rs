@@ -439,6 +439,18 @@ impl FlexConsumer {
         &self.data
     }
 
+    /// A hint that the next `n` bytes from the consumer's position (at most the ring) are
+    /// about to be read: their lines are fetched now, so that a burst's reads wait on them
+    /// together rather than one miss at a time. Reads nothing; bytes not yet published are
+    /// harmless to prefetch.
+    pub fn prefetch_next(&self, n: usize) {
+        let n = n.min(self.size as usize);
+        let masked = (self.cons_pvt & (self.size - 1)) as usize;
+        let first = n.min(self.size as usize - masked);
+        self.data.prefetch(masked, first);
+        self.data.prefetch(0, n - first);
+    }
+
     fn ensure(&mut self, n: usize) -> Result<(), FlexError> {
         if (self.queued() as usize) < n {
             let q = self.refresh()?;

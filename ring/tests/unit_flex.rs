@@ -103,3 +103,22 @@ fn hostile_indexes_and_config() {
     ));
     assert!(init_intf(&intf, 2, &[1]).is_err());
 }
+
+/// A prefetch hint at every position across the wrap, of any length (more than the ring,
+/// none, more than is queued), neither fails nor consumes: what follows reads as before.
+#[test]
+fn prefetch_hints_consume_nothing_across_the_wrap() {
+    let (mut fp, _fc, _bp, mut bc) = pair(0);
+    for round in 0..20u32 {
+        let msg: Vec<u8> = (0..700u32).map(|i| (i * 7 + round) as u8).collect();
+        fp.stage(&msg).unwrap();
+        fp.publish().unwrap();
+        for n in [0, 1, 64, 700, 2048, 1 << 20] {
+            bc.prefetch_next(n);
+        }
+        let mut got = vec![0u8; 700];
+        bc.read_exact(&mut got).unwrap();
+        bc.release().unwrap();
+        assert_eq!(got, msg, "round {round}");
+    }
+}

@@ -150,6 +150,7 @@ impl<P: BackendPlatform> BackQueue<P> {
         }
         self.moved();
         let chains = &chains[..got];
+        self.staging.tx_prefetch(chains);
         // Whether any packet has granted bytes to fetch: a burst of packets staged whole
         // (or refused) skips the grant path's pass over it.
         let mut granted = false;

@@ -35,6 +35,10 @@ pub(crate) trait BackStaging: Send {
     /// looks at it.
     fn tx_claim(&mut self, _c: &mut TxChain) {}
 
+    /// TX: a hint that the staged bytes of `chains`, a burst just parsed, are about to be
+    /// read, so that their lines can be fetched together before the first is.
+    fn tx_prefetch(&self, _chains: &[TxChain]) {}
+
     /// TX: copies the staged head of `c` (`c.staged` bytes) into `dst`. `Ok(false)`: the
     /// packet is to be dropped (its slot cannot be read, or staging was never negotiated).
     fn tx_read(&mut self, c: &TxChain, dst: &mut [u8]) -> Result<bool, Fatal>;

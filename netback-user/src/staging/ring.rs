@@ -14,6 +14,13 @@ use super::{staged_len, BackStaging, Lent, Negotiation};
 use crate::queue::Fatal;
 use crate::BackendPlatform;
 
+/// The largest TX burst whose staged bytes are prefetched whole when it is parsed (a burst
+/// of 64-byte packets is 4 KiB). Larger bursts are not: their packets are lent and read with
+/// a prefetch of their own as they go (`SharedMem::read_blocks_le`), and a prefetch of the
+/// first lines ahead of it measured 0.99x at TX 1500 B, where a burst of 64-byte packets
+/// gained 1.03x (8 alternating pairs each).
+const TX_PREFETCH_MAX: usize = 4096;
+
 /// One data ring per direction.
 pub(crate) struct DataRing {
     prod: FlexProducer,
@@ -86,6 +93,13 @@ impl BackStaging for DataRing {
         let n = staged_len(c).min(dst.len());
         self.cons.read_exact(&mut dst[..n]).map_err(ring_fault)?;
         Ok(true)
+    }
+
+    fn tx_prefetch(&self, chains: &[TxChain]) {
+        let n: usize = chains.iter().map(staged_len).sum();
+        if n <= TX_PREFETCH_MAX {
+            self.cons.prefetch_next(n);
+        }
     }
 
     fn tx_lend(&mut self, c: &TxChain, lent: &mut Lent) -> Result<bool, Fatal> {
