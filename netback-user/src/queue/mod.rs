@@ -31,10 +31,11 @@ pub const BURST: usize = 64;
 
 /// The smallest staged head [`BackQueue::recv_burst_in_place`] lends in place; a smaller one
 /// is copied, which costs less than describing it. Measured (TX, ring:8:greedy, the
-/// harness's checking receiver, three alternating runs each, Mpps): at 64 B 22.7-22.9
-/// copied against 21.8-21.9 lent, at 96 B 21.3-21.6 against 19.8-21.0, at 128 B
-/// 19.4-20.1 against 21.2-21.8, at 200 B 16.1-17.0 against 18.3-18.9.
-pub const LEND_MIN: usize = 128;
+/// harness's checking receiver, alternating 1.5 s runs against 128): since a burst's small
+/// staged heads are prefetched together (the data ring's `tx_prefetch`), lending from
+/// 64 bytes on ran 1.06x at 64 B (8 pairs, 1.03x-1.08x) and 1.07x at 96 B (6 pairs), and
+/// slots:256 at 64 B 1.00x (6 pairs); before that prefetch it ran 0.97x at 64 B.
+pub const LEND_MIN: usize = 64;
 
 /// Why a queue stopped on its own: the frontend did something impossible.
 pub(crate) type Fatal = String;
