@@ -200,16 +200,29 @@ impl<P: RingProtocol> SharedRing<P> {
     /// Prefetches the entries from index `from` up to `to` (at most the ring's worth), a
     /// hint only: the entries are still read once each, when they are taken.
     fn prefetch_entries(&self, from: u32, to: u32) {
-        let n = distance(to, from).min(self.size);
-        if n == 0 {
-            return;
-        }
+        let ((a, a_len), (b, b_len)) = self.entry_ranges(from, to);
+        self.mem.prefetch(a, a_len);
+        self.mem.prefetch(b, b_len);
+    }
+
+    /// Like [`SharedRing::prefetch_entries`], for entries about to be written.
+    fn prefetch_entries_for_write(&self, from: u32, to: u32) {
+        let ((a, a_len), (b, b_len)) = self.entry_ranges(from, to);
+        self.mem.prefetch_write(a, a_len);
+        self.mem.prefetch_write(b, b_len);
+    }
+
+    /// Where the entries from index `from` up to `to` (at most the ring's worth) lie: two
+    /// `(offset, len)` byte ranges, the second past the wrap (empty if none).
+    fn entry_ranges(&self, from: u32, to: u32) -> ((usize, usize), (usize, usize)) {
+        let n = distance(to, from).min(self.size) as usize;
         let first = (from & (self.size - 1)) as usize;
-        let till_end = (self.size as usize - first).min(n as usize);
+        let till_end = (self.size as usize - first).min(n);
         let e = entry_size::<P>();
-        self.mem.prefetch(self.slot_offset(from), till_end * e);
-        self.mem
-            .prefetch(ENTRIES_OFFSET, (n as usize - till_end) * e);
+        (
+            (self.slot_offset(from), till_end * e),
+            (ENTRIES_OFFSET, (n - till_end) * e),
+        )
     }
 }
 
@@ -289,6 +302,14 @@ impl<P: RingProtocol> FrontRing<P> {
     /// Requests published and not yet answered by a consumed response.
     pub fn outstanding(&self) -> u32 {
         distance(self.req_prod_published, self.rsp_cons)
+    }
+
+    /// A hint that up to `n` requests (at most the free entries) are about to be put: their
+    /// entries are fetched for writing now. Writes nothing.
+    pub fn prefetch_requests(&self, n: u32) {
+        let n = n.min(self.free_requests());
+        self.s
+            .prefetch_entries_for_write(self.req_prod_pvt, self.req_prod_pvt.wrapping_add(n));
     }
 
     /// Writes `req` into the next free slot (not yet visible to the backend: see

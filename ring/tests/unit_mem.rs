@@ -265,3 +265,21 @@ fn memory_outlives_the_first_window() {
     };
     assert_eq!(s.read_obj::<[u8; 4]>(0).unwrap(), [0xab; 4]);
 }
+
+/// Write prefetches change nothing: out of bounds and on read-only memory they are no-ops,
+/// and the bytes read afterwards are those written before.
+#[test]
+fn write_prefetch_hints_change_nothing() {
+    let mem = SharedMem::new_zeroed(4096);
+    mem.write_at(100, &[7; 50]).unwrap();
+    for (offset, len) in [(0, 0), (0, 4096), (100, 50), (4000, 200), (usize::MAX, 2)] {
+        mem.prefetch_write(offset, len);
+    }
+    let mut got = [0u8; 50];
+    mem.read_at(100, &mut got).unwrap();
+    assert_eq!(got, [7; 50]);
+    let ro = mem.read_only();
+    ro.prefetch_write(0, 4096);
+    ro.read_at(100, &mut got).unwrap();
+    assert_eq!(got, [7; 50]);
+}

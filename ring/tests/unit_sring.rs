@@ -112,3 +112,34 @@ fn hostile_indexes_are_typed_errors() {
         Err(RingError::AttachOverflow { .. })
     ));
 }
+
+/// A write prefetch of the next requests, of any count (none, more than are free) at every
+/// position across the wrap, changes nothing: the requests put after it arrive as put.
+#[test]
+fn request_prefetch_hints_change_nothing_across_the_wrap() {
+    let mem = SharedMem::new_zeroed(4096);
+    let mut f = FrontRing::<TxRing>::init(mem.clone()).unwrap();
+    let mut b = BackRing::<TxRing>::attach(mem).unwrap();
+    for round in 0..10u16 {
+        for n in [0, 1, 64, 256, u32::MAX] {
+            f.prefetch_requests(n);
+        }
+        for i in 0..100 {
+            f.put_request(&req(round * 100 + i)).unwrap();
+        }
+        f.push_requests().unwrap();
+        b.refresh_requests().unwrap();
+        for i in 0..100 {
+            let r = b.take_request().unwrap().unwrap();
+            assert_eq!(r.id, round * 100 + i);
+            b.put_response(&NetifTxResponse {
+                id: r.id,
+                status: 0,
+            })
+            .unwrap();
+        }
+        b.push_responses().unwrap();
+        f.refresh_responses().unwrap();
+        while f.take_response().unwrap().is_some() {}
+    }
+}

@@ -24,6 +24,13 @@ pub(super) fn needs(len: usize, staged: usize, gso: bool) -> (usize, usize) {
     (data, data + usize::from(gso))
 }
 
+/// The most TX ring entries fetched for writing before a burst is put on the ring: 64
+/// entries of 12 bytes, 12 lines. Measured in alternating pairs of TX 64 B ring:8:greedy
+/// runs against none: 1.03x (1.01x-1.04x, 8 pairs) and 1.01x (0.99x-1.02x, 8 more);
+/// fetching the data ring's first 1 KiB for writing as well added nothing (1.00x, 8
+/// pairs), and alone neither (1.00x, 8 pairs).
+const PREFETCH_REQUESTS: usize = 64;
+
 impl<P: FrontendPlatform> FrontQueue<P> {
     /// Transmits as many of `pkts`, in order, as there are request ids, ring slots and
     /// staging room for, and returns how many it took: it stops after [`BURST_BYTES`] so
@@ -60,6 +67,10 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         pkts: &[PacketRef<'_>],
     ) -> Result<(usize, Option<&'static str>), Broken> {
         let mut bytes = 0;
+        // The entries the burst's requests go to, fetched for writing together (the
+        // backend's answers left their lines in its core): one a packet, 16 lines at most.
+        self.tx
+            .prefetch_requests(pkts.len().min(PREFETCH_REQUESTS) as u32);
         let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes)?;
         self.publish_tx(sent)?;
         let room = (self.tx.free_requests(), self.tx_free.len());
