@@ -83,10 +83,14 @@ fn receive_one_by_one(design: &str, sizes: &[usize]) -> netstage_netback_user::M
         received.fetch_add(1, Ordering::Release);
     }
     let fm = rig.link.as_ref().unwrap().metrics();
-    // The backend adds a burst's counts once the burst is done, which may be just after the
-    // frontend took its last packet: wait for them (bounded), then compare exactly.
+    // The backend publishes a burst's packet counts before the packets reach anyone and the
+    // rest (staged bytes among them) just after answering, which may be after the frontend
+    // took its last packet: wait for both (bounded), then compare exactly.
     let backend = || metrics.lock().unwrap().as_ref().unwrap().snapshot();
-    while backend().rx_bytes < fm.rx_bytes && Instant::now() < deadline {
+    let behind = |b: &netstage_netback_user::MetricsSnapshot| {
+        b.rx_bytes < fm.rx_bytes || b.rx_staged_bytes < fm.rx_staged_bytes
+    };
+    while behind(&backend()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     let bm = backend();
