@@ -328,8 +328,8 @@ impl Stamper {
         for i in self.ring_from(self.head, n.min(count)) {
             self.stamp(i);
         }
-        // (A burst never holds more than `count` frames: no division but in a test.)
-        let head = self.head + if n < count { n } else { n % count };
+        // (A burst never holds more than `count` frames: no division for it.)
+        let head = self.head + if n <= count { n } else { n % count };
         self.head = if head >= count { head - count } else { head };
     }
 

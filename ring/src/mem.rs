@@ -318,9 +318,9 @@ impl SharedMem {
     /// lines are fetched for writing now (PREFETCHW on x86-64: the line arrives owned, and
     /// the stores that follow need not wait in the store buffer for it), rather than one
     /// line at a time as the stores reach them. A no-op out of bounds, on memory mapped
-    /// read-only, and on other targets. Writes nothing.
+    /// read-only, on CPUs without PREFETCHW and on other targets. Writes nothing.
     pub fn prefetch_write(&self, offset: usize, len: usize) {
-        if len == 0 || self.check_write(offset, len).is_err() {
+        if len == 0 || self.check_write(offset, len).is_err() || !has_prefetchw() {
             return;
         }
         self.each_line(offset, len, prefetch_line_for_write);
@@ -592,8 +592,8 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
-/// Hints that the cache line holding `p` is about to be written (PREFETCHW on x86-64, which
-/// every x86-64 CPU since Broadwell implements and older ones treat as a no-op; nothing
+/// Hints that the cache line holding `p` is about to be written (PREFETCHW on x86-64 CPUs
+/// that have it, checked once per range by [`SharedMem::prefetch_write`]; nothing
 /// elsewhere). Safe for any address: a prefetch reads nothing into the program, writes
 /// nothing and never faults.
 #[inline(always)]
@@ -606,6 +606,25 @@ fn prefetch_line_for_write(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Whether this CPU has PREFETCHW (CPUID leaf 0x8000_0001, ECX bit 8; asked once, then a
+/// load).
+fn has_prefetchw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            // SAFETY: CPUID exists on every x86-64 CPU and only reads identification
+            // registers.
+            #[allow(unused_unsafe)]
+            let (max, ecx) = unsafe { (__cpuid(0x8000_0000).eax, __cpuid(0x8000_0001).ecx) };
+            max >= 0x8000_0001 && ecx & (1 << 8) != 0
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// An 8-byte word at any address (alignment 1): a volatile load of it reads each byte

@@ -1161,7 +1161,7 @@ pub fn parse_rx_chain_into(
 /// lone response cannot be fatal: its faults are drops.
 #[inline]
 fn parse_lone_rx_response(first: NetifRxResponse, flags: RxFlags, out: &mut RxChain) {
-    let (slot, drop) = first_rx_slot(&first, flags.contains(RxFlags::STAGED));
+    let (slot, drop) = data_rx_slot(&first, flags.contains(RxFlags::STAGED));
     out.slots.clear();
     out.slots.push(slot);
     out.flags = flags;
@@ -1184,7 +1184,7 @@ fn parse_lone_rx_response(first: NetifRxResponse, flags: RxFlags, out: &mut RxCh
 /// its buffer holds none of them and its status must be 0); otherwise a negative status
 /// and a range crossing the page are drops, and the slot then holds no bytes.
 #[inline]
-fn first_rx_slot(rsp: &NetifRxResponse, staged_first: bool) -> (RxSlot, Option<FaultReason>) {
+fn data_rx_slot(rsp: &NetifRxResponse, staged_first: bool) -> (RxSlot, Option<FaultReason>) {
     let mut slot = RxSlot {
         id: rsp.id,
         offset: rsp.offset,
@@ -1251,7 +1251,7 @@ fn parse_rx_chain_general(
             staged = rsp.offset;
             total += u32::from(staged);
         }
-        let (slot, why) = first_rx_slot(&rsp, staged_first);
+        let (slot, why) = data_rx_slot(&rsp, staged_first);
         drop = drop.or(why);
         total += u32::from(slot.len);
         slots.push(slot);

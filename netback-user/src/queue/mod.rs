@@ -30,11 +30,11 @@ use credit::TxCredit;
 pub const BURST: usize = 64;
 
 /// The smallest staged head [`BackQueue::recv_burst_in_place`] lends in place; a smaller one
-/// is copied, which costs less than describing it. Measured (TX, ring:8:greedy, the
-/// harness's checking receiver, alternating 1.5 s runs against 128): since a burst's small
-/// staged heads are prefetched together (the data ring's `tx_prefetch`), lending from
-/// 64 bytes on ran 1.06x at 64 B (8 pairs, 1.03x-1.08x) and 1.07x at 96 B (6 pairs), and
-/// slots:256 at 64 B 1.00x (6 pairs); before that prefetch it ran 0.97x at 64 B.
+/// is copied. Measured (TX, ring:8:greedy, the harness's checking receiver, alternating
+/// 1.5 s runs, 64 against 128): 0.97x at 64 B at `125a202`; at `f320185`, whose backend
+/// prefetches a small burst's staged bytes together, 1.06x at 64 B (1.03x-1.08x, 8 pairs),
+/// 1.06x at 96 B (6 pairs, a burst that build did not prefetch) and 1.00x for slots:256 at
+/// 64 B (6 pairs).
 pub const LEND_MIN: usize = 64;
 
 /// Why a queue stopped on its own: the frontend did something impossible.

@@ -15,11 +15,11 @@ use crate::queue::Fatal;
 use crate::BackendPlatform;
 
 /// How much of a TX burst's staged bytes is prefetched once its requests are parsed: the
-/// first 1 KiB (16 lines, about as many as a core has misses in flight). Measured in
-/// alternating 1.5 s runs of TX ring:8:greedy with 64-byte heads lent: a burst's first
-/// 1 KiB 1.12x the whole burst's 4 KiB at 64 B (8 pairs, 1.09x-1.13x; prefetching the
-/// whole burst, the prefetches themselves took 6.7 % of a profile's samples), 512 bytes 1.00x and 2 KiB 0.96x the 1 KiB (6 pairs each),
-/// and at 96 and 1500 B 1.00x no prefetch (6 pairs each).
+/// first 1 KiB (16 lines). Measured in alternating 1.5 s runs of TX ring:8:greedy with
+/// 64-byte heads lent: a burst's first 1 KiB 1.11x (1.09x-1.13x, 8 pairs) the whole
+/// burst's 4 KiB, whose prefetches themselves took 6.4-6.7 % of all samples in two
+/// profiles; 512 bytes 1.00x (0.99x-1.02x) and 2 KiB 0.96x (0.94x-1.03x) of the 1 KiB
+/// (6 pairs each); at 96 and 1500 B 1.00x no prefetch (6 pairs each).
 const TX_PREFETCH_MAX: usize = 1024;
 
 /// One data ring per direction.
