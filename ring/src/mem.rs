@@ -610,20 +610,18 @@ fn prefetch_line_for_write(p: *const u8) {
 
 /// Whether this CPU has PREFETCHW (CPUID leaf 0x8000_0001, ECX bit 8; asked once, then a
 /// load).
+#[cfg(target_arch = "x86_64")]
 fn has_prefetchw() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::__cpuid;
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            // SAFETY: CPUID exists on every x86-64 CPU and only reads identification
-            // registers.
-            #[allow(unused_unsafe)]
-            let (max, ecx) = unsafe { (__cpuid(0x8000_0000).eax, __cpuid(0x8000_0001).ecx) };
-            max >= 0x8000_0001 && ecx & (1 << 8) != 0
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
+    use std::arch::x86_64::__cpuid;
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    })
+}
+
+/// Whether this CPU has PREFETCHW: not on other targets.
+#[cfg(not(target_arch = "x86_64"))]
+fn has_prefetchw() -> bool {
     false
 }
 

@@ -735,15 +735,7 @@ fn parse_tx_chain_general(
         },
     });
     let extras = if flags.contains(TxFlags::EXTRA_INFO) {
-        take_extras(
-            &mut next,
-            slots,
-            |r| (r.id, NetifExtraInfo::from_tx_slot(r)),
-            |id| TxSlot {
-                id,
-                kind: TxSlotKind::Extra,
-            },
-        )?
+        take_extras(&mut next, slots, tx_extra, tx_extra_slot)?
     } else {
         Extras::default()
     };
@@ -859,6 +851,35 @@ fn take_extras<R, S>(
         if !raw.more() {
             return Ok(extras);
         }
+    }
+}
+
+/// A TX request read as an extra: its id and extra info.
+fn tx_extra(r: &NetifTxRequest) -> (u16, NetifExtraInfo) {
+    (r.id, NetifExtraInfo::from_tx_slot(r))
+}
+
+/// The TX chain's slot for an extra of request id `id`.
+fn tx_extra_slot(id: u16) -> TxSlot {
+    TxSlot {
+        id,
+        kind: TxSlotKind::Extra,
+    }
+}
+
+/// An RX response read as an extra: its id and extra info.
+fn rx_extra(r: &NetifRxResponse) -> (u16, NetifExtraInfo) {
+    (r.id, NetifExtraInfo::from_rx_slot(r))
+}
+
+/// The RX chain's slot for an extra of response id `id`.
+fn rx_extra_slot(id: u16) -> RxSlot {
+    RxSlot {
+        id,
+        offset: 0,
+        len: 0,
+        extra: true,
+        staged: 0,
     }
 }
 
@@ -1161,22 +1182,17 @@ pub fn parse_rx_chain_into(
 /// lone response cannot be fatal: its faults are drops.
 #[inline]
 fn parse_lone_rx_response(first: NetifRxResponse, flags: RxFlags, out: &mut RxChain) {
-    let (slot, drop) = data_rx_slot(&first, flags.contains(RxFlags::STAGED));
+    let staged_first = flags.contains(RxFlags::STAGED);
+    let (slot, drop) = data_rx_slot(&first, staged_first);
+    // A staged response's slot holds no bytes (`slot.len` is 0).
+    let staged = if staged_first { first.offset } else { 0 };
     out.slots.clear();
     out.slots.push(slot);
     out.flags = flags;
     out.extras = Extras::default();
-    out.total_len = if flags.contains(RxFlags::STAGED) {
-        u32::from(first.offset)
-    } else {
-        u32::from(slot.len)
-    };
+    out.total_len = u32::from(staged) + u32::from(slot.len);
     out.drop = drop;
-    out.staged = if flags.contains(RxFlags::STAGED) {
-        first.offset
-    } else {
-        0
-    };
+    out.staged = staged;
 }
 
 /// The slot a data response makes, and why it drops its packet if it does: `staged_first`
@@ -1258,18 +1274,7 @@ fn parse_rx_chain_general(
         if data_slots == 1 {
             flags = f;
             if f.contains(RxFlags::EXTRA_INFO) {
-                extras = take_extras(
-                    &mut next,
-                    slots,
-                    |r| (r.id, NetifExtraInfo::from_rx_slot(r)),
-                    |id| RxSlot {
-                        id,
-                        offset: 0,
-                        len: 0,
-                        extra: true,
-                        staged: 0,
-                    },
-                )?;
+                extras = take_extras(&mut next, slots, rx_extra, rx_extra_slot)?;
             }
         }
         if !f.contains(RxFlags::MORE_DATA) {
