@@ -982,10 +982,11 @@ pub fn encode_staged_tx_chain(
 }
 
 /// The one request of a packet of `len` bytes staged whole, with request id `id`: what
-/// [`encode_chain`] puts for it without fragments or extras (`flags` besides
+/// [`encode_staged_tx_chain`] puts for it without fragments or extras (`flags` besides
 /// `NETTXF_more_data` and `NETTXF_extra_info`, which it clears, and `NETTXF_staged`, which
 /// it sets), without the checks such a packet cannot fail.
-fn staged_tx_request(flags: TxFlags, len: u16, id: u16) -> NetifTxRequest {
+#[inline]
+pub fn staged_tx_request(flags: TxFlags, len: u16, id: u16) -> NetifTxRequest {
     let flags = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO) | TxFlags::STAGED;
     NetifTxRequest {
         gref: 0,

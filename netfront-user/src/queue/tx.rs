@@ -3,8 +3,8 @@
 use arrayvec::ArrayVec;
 use netstage_fallback::{PacketRef, BURST_BYTES};
 use netstage_ring::netif::{
-    encode_staged_tx_chain, encode_tx_chain, Extra, TxFlags, TxFragment, NETIF_RSP_NULL,
-    NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
+    encode_staged_tx_chain, encode_tx_chain, staged_tx_request, Extra, TxFlags, TxFragment,
+    NETIF_RSP_NULL, NETIF_RSP_OKAY, XEN_NETIF_NR_SLOTS_MIN,
 };
 use netstage_ring::XEN_PAGE_SIZE;
 
@@ -154,6 +154,9 @@ impl<P: FrontendPlatform> FrontQueue<P> {
                 }
             }
         };
+        if staged == len && p.gso.is_none() {
+            return self.tx_staged_whole(p);
+        }
         let (ids, slots) = needs(len, staged, p.gso.is_some());
         if self.tx_free.len() < ids || (self.tx.free_requests() as usize) < slots {
             self.held = Some((len, staged));
@@ -185,6 +188,29 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             _ => first_id,
         };
         self.tx_head[usize::from(head)] = true;
+        self.tally.tx_packets += 1;
+        self.tally.tx_bytes += len as u64;
+        Ok(true)
+    }
+
+    /// [`FrontQueue::tx_one`] for a packet staged whole without GSO (the common small
+    /// packet): one request id, one request, no pages.
+    fn tx_staged_whole(&mut self, p: &PacketRef<'_>) -> Result<bool, Broken> {
+        let len = p.data.len();
+        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
+            self.held = Some((len, len));
+            return Ok(false);
+        }
+        let id = self.take_id()?;
+        self.staging.tx_stage(id, p.data)?;
+        // A packet the protocol can carry is at most 65535 bytes.
+        let req = staged_tx_request(tx_flags(p), len as u16, id);
+        self.tx
+            .put_request(&req)
+            .map_err(|e| format!("TX ring: {e}"))?;
+        self.tx_head[usize::from(id)] = true;
+        self.tally.tx_staged_packets += 1;
+        self.tally.tx_staged_bytes += len as u64;
         self.tally.tx_packets += 1;
         self.tally.tx_bytes += len as u64;
         Ok(true)
@@ -236,11 +262,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }]
         });
         let extras: &[Extra] = gso.as_ref().map_or(&[], |e| e.as_slice());
-        let flags = if p.csum_blank {
-            TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
-        } else {
-            TxFlags::empty()
-        };
+        let flags = tx_flags(p);
         let mut put_err = None;
         let tx = &mut self.tx;
         let put = |slot| {
@@ -341,6 +363,16 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             }
         }
         Ok(())
+    }
+}
+
+/// The flags a packet's first request carries for its offloads.
+#[inline]
+fn tx_flags(p: &PacketRef<'_>) -> TxFlags {
+    if p.csum_blank {
+        TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED
+    } else {
+        TxFlags::empty()
     }
 }
 
