@@ -1059,9 +1059,9 @@ fn runs(n: usize) -> String {
 /// What the report says when the whole sweep ran with the cores far apart.
 fn far_throughout_note(place: &stats::Placement) -> String {
     format!(
-        "**The two cores sat far apart throughout** (median probe {:.0} ns, above {:.0} ns). \
-         Runs are set aside only against this sweep's own median, so its runs stay in the \
-         medians, and its rates were taken far apart. On machines placed so, the data ring \
+        "**The two cores sat far apart throughout** (even the lower quartile of the probes, \
+         {:.0} ns, is above {:.0} ns). Runs are set aside only against this sweep's own near \
+         probe, so its runs stay in the medians, and its rates were taken far apart. On machines placed so, the data ring \
          reached 0.72x-0.84x dpdk-testpmd at TX 64 B and 0.55x-0.85x at RX \
          (`docs/results/2026-12-02/`; 0.23x in a run with long slow stretches), where near \
          cores had given 1.18x and 1.26x. On the second such machine both ends were bound \
@@ -1069,7 +1069,7 @@ fn far_throughout_note(place: &stats::Placement) -> String {
          bound) ran several times faster (`docs/findings.md`, \"What the far placement \
          does not explain\"). Compare rates, and ratios to a peer, only between sweeps of \
          a like placement.",
-        place.median_ns,
+        place.near_ns,
         stats::FAR_NS
     )
 }
@@ -1104,9 +1104,10 @@ fn placement_section(out: &mut String, r: &Results) {
          machine the notes describe, round trips fall in three groups: about 30 ns (SMT \
          siblings), 55-145 ns (cores sharing an L3) and 260-570 ns (far apart). A run is set \
          aside as taken during a far placement when the larger of its two probes is above \
-         {:.0} ns: above {:.0} ns and above {} x the median of all this run's probes ({:.0} \
-         ns), so that a machine whose every pair of cores reads about 230 ns does not have \
-         every run flagged. A probe of microseconds is no placement: the probe's threads were \
+         {:.0} ns: above {:.0} ns and above {} x the lower quartile of all this run's probes \
+         ({:.0} ns: how near the cores sat when they sat near), so that a machine whose every \
+         pair of cores reads about 230 ns does not have every run flagged, while a host that \
+         moved the two vCPUs apart for most of the sweep still has its far runs found. A probe of microseconds is no placement: the probe's threads were \
          kept off their cores by other work (see the machine's load beside it, and Stalls and \
          contention); such a run is set aside all the same.",
         before.median,
@@ -1115,7 +1116,7 @@ fn placement_section(out: &mut String, r: &Results) {
         place.threshold_ns,
         stats::FAR_NS,
         stats::FAR_FACTOR,
-        place.median_ns
+        place.near_ns
     );
     if place.far_throughout() {
         let _ = writeln!(out, "\n{}\n", far_throughout_note(&place));
@@ -1564,9 +1565,9 @@ fn peer_section(out: &mut String, r: &Results, ours: &[Row]) {
     if place.far_throughout() {
         let _ = writeln!(
             out,
-            "\nThis sweep ran with the two cores far apart (median probe {:.0} ns; see Far \
-             placements): these ratios do not carry over to near cores.",
-            place.median_ns
+            "\nThis sweep ran with the two cores far apart (lower quartile of the probes {:.0} \
+             ns; see Far placements): these ratios do not carry over to near cores.",
+            place.near_ns
         );
     }
     let mut mixes: Vec<String> = Vec::new();
@@ -1910,6 +1911,7 @@ pub fn summary_json(r: &Results) -> serde_json::Value {
         "interval": "95 % percentile bootstrap of the median, resampling rounds",
         "far_threshold_ns": place.threshold_ns,
         "median_probe_ns": place.median_ns,
+        "near_probe_ns": place.near_ns,
         "far_runs_set_aside": set_aside(&far_runs(r)),
         "rows": summarise(r),
         "peers": peer_rows(r),

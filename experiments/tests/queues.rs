@@ -283,8 +283,10 @@ fn no_wait_times_out_while_work_is_pending() {
     );
 }
 
-/// Transactions one at a time through an echoing backend, both ends' waits spinning up to
-/// a second (every frame arrives during a spin); returns the events the backend sent the
+/// Transactions one at a time through a backend that echoes each frame after a pause, the
+/// guest pausing as long before its next frame (so that each end is waiting when the
+/// other's frame comes, however fast the machine), both ends' waits spinning up to a
+/// second (every frame arrives during a spin); returns the events the backend sent the
 /// guest meanwhile, and those the guest sent the backend.
 fn events_for_transactions(poll: PollMode, n: usize) -> (u64, u64) {
     let spin = Duration::from_secs(1);
@@ -292,7 +294,7 @@ fn events_for_transactions(poll: PollMode, n: usize) -> (u64, u64) {
         "ring:8:greedy",
         poll,
         spin,
-        Arc::new(MeasuredEcho::default()),
+        Arc::new(PausedEcho(ECHO_PAUSE)),
     );
     let frame = [0x5au8; 64];
     let mut bufs = PacketBuf::pool(BURST);
@@ -303,6 +305,7 @@ fn events_for_transactions(poll: PollMode, n: usize) -> (u64, u64) {
     );
     let q = &mut rig.queues[0];
     for i in 0..n {
+        std::thread::sleep(ECHO_PAUSE);
         while q.send_burst(&[PacketRef::new(&frame)]).unwrap() == 0 {
             q.wait(Some(Duration::from_secs(5))).unwrap();
         }
@@ -659,6 +662,37 @@ fn a_stall_resets_the_vif_when_asked_to() {
 
 /// Echoes every frame back to the guest, noting the most packets and bytes one
 /// `recv_burst` and one `send_burst` call moved.
+/// How long [`PausedEcho`] waits before it echoes, and the guest before its next frame.
+const ECHO_PAUSE: Duration = Duration::from_micros(200);
+
+/// An echoing backend that sends each burst back after a pause.
+struct PausedEcho(Duration);
+
+impl QueueDriver<SimDomain> for PausedEcho {
+    fn run(&self, q: &mut BackQueue<SimDomain>) -> Result<(), QueueFault> {
+        let mut bufs = PacketBuf::pool(BURST);
+        while !q.stopped() {
+            let got = q.recv_burst(&mut bufs)?;
+            if got == 0 {
+                q.wait(Some(Duration::from_millis(100)))?;
+                continue;
+            }
+            std::thread::sleep(self.0);
+            let mut sent = 0;
+            while sent < got && !q.stopped() {
+                let refs: arrayvec::ArrayVec<PacketRef<'_>, BURST> =
+                    bufs[sent..got].iter().map(PacketBuf::packet_ref).collect();
+                let n = q.send_burst(&refs)?;
+                if n == 0 {
+                    q.wait(Some(Duration::from_millis(100)))?;
+                }
+                sent += n;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct MeasuredEcho {
     most_recv: std::sync::Mutex<(usize, usize)>,
