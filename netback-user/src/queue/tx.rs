@@ -286,32 +286,15 @@ fn fill_view<'a>(
         // Nothing lent: the packet is whole in its buffer.
         return v.push(ViewPart::Private(buf.data())).map_err(fault);
     };
-    if let [(region, offset, len), (_, _, 0)] = *lent {
-        if len == buf.data().len() {
-            // The usual small packet: lent whole in one range, nothing copied beside it.
-            return push_lent(v, staging, region, offset, len);
-        }
-    }
     let mut skip = 0;
     for &(region, offset, len) in lent {
-        push_lent(v, staging, region, offset, len)?;
+        let mem = staging
+            .lent_mem(region)
+            .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
+        v.push(ViewPart::Shared { mem, offset, len })
+            .map_err(fault)?;
         skip += len;
     }
     let rest = buf.data().get(skip..).unwrap_or_default();
     v.push(ViewPart::Private(rest)).map_err(fault)
-}
-
-/// Appends one lent range to `v`.
-#[inline]
-fn push_lent<'a>(
-    v: &mut PacketView<'a>,
-    staging: &'a dyn BackStaging,
-    region: u32,
-    offset: usize,
-    len: usize,
-) -> Result<(), QueueFault> {
-    let mem = staging
-        .lent_mem(region)
-        .ok_or_else(|| QueueFault(format!("lent region {region} has no memory")))?;
-    v.push(ViewPart::Shared { mem, offset, len }).map_err(fault)
 }
