@@ -1061,8 +1061,9 @@ fn far_throughout_note(place: &stats::Placement) -> String {
     format!(
         "**The two cores sat far apart throughout** (even the lower quartile of the probes, \
          {:.0} ns, is above {:.0} ns). Runs are set aside only against this sweep's own near \
-         probe, so its runs stay in the medians, and its rates were taken far apart. On machines placed so, the data ring \
-         reached 0.72x-0.84x dpdk-testpmd at TX 64 B and 0.55x-0.85x at RX \
+         probe, so its runs stay in the medians, and its rates were taken far apart. On \
+         machines placed so, the data ring reached 0.72x-0.84x dpdk-testpmd at TX 64 B and \
+         0.55x-0.85x at RX \
          (`docs/results/2026-12-02/`; 0.23x in a run with long slow stretches), where near \
          cores had given 1.18x and 1.26x. On the second such machine both ends were bound \
          by their own work per packet, and the rings alone (the netif stream under Upper \
@@ -1107,9 +1108,10 @@ fn placement_section(out: &mut String, r: &Results) {
          {:.0} ns: above {:.0} ns and above {} x the lower quartile of all this run's probes \
          ({:.0} ns: how near the cores sat when they sat near), so that a machine whose every \
          pair of cores reads about 230 ns does not have every run flagged, while a host that \
-         moved the two vCPUs apart for most of the sweep still has its far runs found. A probe of microseconds is no placement: the probe's threads were \
-         kept off their cores by other work (see the machine's load beside it, and Stalls and \
-         contention); such a run is set aside all the same.",
+         moved the two vCPUs apart for most of the sweep still has its far runs found. A \
+         probe of microseconds is no placement: the probe's threads were kept off their cores \
+         by other work (see the machine's load beside it, and Stalls and contention); such a \
+         run is set aside all the same.",
         before.median,
         before.min,
         before.max,

@@ -210,9 +210,13 @@ impl Placement {
     /// probe not taken, and NaNs are ignored).
     pub fn from_probes(probes: impl IntoIterator<Item = f64>) -> Placement {
         let mut v: Vec<f64> = probes.into_iter().filter(|p| *p > 0.0).collect();
-        let median_ns = spread(&v).map_or(0.0, |s| s.median);
         v.sort_by(f64::total_cmp);
-        let near_ns = v.get(v.len().saturating_sub(1) / 4).copied().unwrap_or(0.0);
+        // The lower middle value, as `spread` takes it, and the lower quartile.
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        let (median_ns, near_ns) = (
+            at(v.len().saturating_sub(1) / 2),
+            at(v.len().saturating_sub(1) / 4),
+        );
         Placement {
             median_ns,
             near_ns,

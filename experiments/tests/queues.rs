@@ -660,8 +660,6 @@ fn a_stall_resets_the_vif_when_asked_to() {
     assert_eq!(m.rx_packets + m.rx_disconnect_drops, 260, "{m:?}");
 }
 
-/// Echoes every frame back to the guest, noting the most packets and bytes one
-/// `recv_burst` and one `send_burst` call moved.
 /// How long [`PausedEcho`] waits before it echoes, and the guest before its next frame.
 const ECHO_PAUSE: Duration = Duration::from_micros(200);
 
@@ -693,6 +691,8 @@ impl QueueDriver<SimDomain> for PausedEcho {
     }
 }
 
+/// Echoes every frame back to the guest, noting the most packets and bytes one
+/// `recv_burst` and one `send_burst` call moved.
 #[derive(Default)]
 struct MeasuredEcho {
     most_recv: std::sync::Mutex<(usize, usize)>,

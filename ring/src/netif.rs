@@ -984,7 +984,9 @@ pub fn encode_staged_tx_chain(
 /// The one request of a packet of `len` bytes staged whole, with request id `id`: what
 /// [`encode_staged_tx_chain`] puts for it without fragments or extras (`flags` besides
 /// `NETTXF_more_data` and `NETTXF_extra_info`, which it clears, and `NETTXF_staged`, which
-/// it sets), without the checks such a packet cannot fail.
+/// it sets), without the checks such a packet cannot fail. The caller's part: `len` is the
+/// packet's whole length (1 to 65535 bytes, all of it staged) and the packet has no extras;
+/// anything else goes through [`encode_staged_tx_chain`].
 #[inline]
 pub fn staged_tx_request(flags: TxFlags, len: u16, id: u16) -> NetifTxRequest {
     let flags = flags.difference(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO) | TxFlags::STAGED;

@@ -197,14 +197,16 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// packet): one request id, one request, no pages.
     fn tx_staged_whole(&mut self, p: &PacketRef<'_>) -> Result<bool, Broken> {
         let len = p.data.len();
+        debug_assert!(len > 0, "an empty packet is refused by validate");
         if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
             self.held = Some((len, len));
             return Ok(false);
         }
         let id = self.take_id()?;
         self.staging.tx_stage(id, p.data)?;
-        // A packet the protocol can carry is at most 65535 bytes.
-        let req = staged_tx_request(tx_flags(p), len as u16, id);
+        // Validated before it came here: 1 to 65535 bytes.
+        let size = u16::try_from(len).map_err(|_| "a TX packet over 65535 bytes was staged")?;
+        let req = staged_tx_request(tx_flags(p), size, id);
         self.tx
             .put_request(&req)
             .map_err(|e| format!("TX ring: {e}"))?;
