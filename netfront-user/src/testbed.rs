@@ -13,7 +13,7 @@ use netstage_platform::{EventChannels, EventPort, GrantImport};
 use netstage_ring::flex::{self, FlexConsumer, FlexProducer};
 use netstage_ring::netif::{
     GsoType, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags, RxRing,
-    TxRing,
+    TxFlags, TxRing,
 };
 use netstage_ring::sring::BackRing;
 use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
@@ -474,6 +474,61 @@ fn slots_stage_the_head_and_grant_the_rest() {
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_staged_packets, m.tx_staged_bytes), (1, 256));
     assert_eq!(m.tx_fallback_over_limit, 1);
+}
+
+/// A packet staged whole (the common small packet, put on the ring by its own short path)
+/// goes as one request: no grant, `offset` and `size` its length, `NETTXF_staged`, and
+/// the checksum flags when its checksum is blank; a GSO packet of the same length takes
+/// the general path, with its extra. Counted as staged either way. Both staging designs.
+#[test]
+fn a_packet_staged_whole_goes_as_one_flagged_request() {
+    for design in [Design::Slots { data_len: 256 }, small_ring(WhenFull::Grant)] {
+        let want = Features {
+            gso_tcpv4: true,
+            ..SG
+        };
+        let mut b = bed(design, want);
+        let frame = vec![3u8; 200];
+        let plain = PacketRef::new(&frame);
+        let mut blank = PacketRef::new(&frame);
+        blank.csum_blank = true;
+        let mut gso = PacketRef::new(&frame);
+        gso.gso = Some(Gso {
+            gso_type: GsoType::TcpV4,
+            mss: 100,
+        });
+        assert_eq!(
+            b.q.send_burst(&[plain, blank, gso]).unwrap(),
+            3,
+            "{design:?}"
+        );
+        let reqs = b.serve_tx(0);
+        assert_eq!(
+            reqs.len(),
+            4,
+            "{design:?}: one request each, and GSO's extra"
+        );
+        for (r, csum) in reqs[..2].iter().zip([false, true]) {
+            let flags = TxFlags::from_bits_truncate(r.flags);
+            assert_eq!((r.gref, r.offset, r.size), (0, 200, 200), "{design:?}");
+            assert!(flags.contains(TxFlags::STAGED), "{design:?}");
+            assert!(!flags.intersects(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO));
+            assert_eq!(
+                flags.contains(TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED),
+                csum,
+                "{design:?}"
+            );
+        }
+        assert!(TxFlags::from_bits_truncate(reqs[2].flags).contains(TxFlags::EXTRA_INFO));
+        assert_ne!(reqs[0].id, reqs[1].id);
+        let m = b.shared.metrics.snapshot();
+        assert_eq!((m.tx_packets, m.tx_bytes), (3, 600), "{design:?}");
+        assert_eq!(
+            (m.tx_staged_packets, m.tx_staged_bytes),
+            (3, 600),
+            "{design:?}"
+        );
+    }
 }
 
 /// A greedy data ring of order 2: 8 KiB a direction.
