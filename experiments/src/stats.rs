@@ -29,11 +29,13 @@ pub const FAR_NS: f64 = 200.0;
 /// is, even when most probes were far).
 pub const FAR_FACTOR: f64 = 1.5;
 
-/// Median, min and max of some values.
+/// Median, lower quartile, min and max of some values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
     /// Median (the lower middle value for an even count).
     pub median: f64,
+    /// Lower quartile (nearest rank from below: the value at index `(n - 1) / 4`).
+    pub lower_quartile: f64,
     /// Smallest.
     pub min: f64,
     /// Largest.
@@ -49,6 +51,7 @@ pub fn spread(v: &[f64]) -> Option<Spread> {
     s.sort_by(|a, b| a.total_cmp(b));
     Some(Spread {
         median: s[(s.len() - 1) / 2],
+        lower_quartile: s[(s.len() - 1) / 4],
         min: s[0],
         max: s[s.len() - 1],
     })
@@ -209,14 +212,8 @@ impl Placement {
     /// The rule for a run whose probes are `probes` (zeros, which older results hold for a
     /// probe not taken, and NaNs are ignored).
     pub fn from_probes(probes: impl IntoIterator<Item = f64>) -> Placement {
-        let mut v: Vec<f64> = probes.into_iter().filter(|p| *p > 0.0).collect();
-        v.sort_by(f64::total_cmp);
-        // The lower middle value, as `spread` takes it, and the lower quartile.
-        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
-        let (median_ns, near_ns) = (
-            at(v.len().saturating_sub(1) / 2),
-            at(v.len().saturating_sub(1) / 4),
-        );
+        let v: Vec<f64> = probes.into_iter().filter(|p| *p > 0.0).collect();
+        let (median_ns, near_ns) = spread(&v).map_or((0.0, 0.0), |s| (s.median, s.lower_quartile));
         Placement {
             median_ns,
             near_ns,
@@ -381,6 +378,7 @@ mod tests {
         assert!((a.half_width() - 0.075).abs() < 1e-12 && !a.wide());
         assert!(Interval::from(Spread {
             median: 1.0,
+            lower_quartile: 0.75,
             min: 0.5,
             max: 1.5
         })

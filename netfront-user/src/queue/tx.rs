@@ -167,11 +167,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .split_at_checked(staged)
             .ok_or("staged more bytes than the packet has")?;
         let first_id = if staged > 0 {
-            let id = self.take_id()?;
-            self.staging.tx_stage(id, head)?;
-            self.tally.tx_staged_packets += 1;
-            self.tally.tx_staged_bytes += staged as u64;
-            id
+            self.stage_head(head)?
         } else {
             0
         };
@@ -187,9 +183,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             Some(f) if staged == 0 => f.id,
             _ => first_id,
         };
-        self.tx_head[usize::from(head)] = true;
-        self.tally.tx_packets += 1;
-        self.tally.tx_bytes += len as u64;
+        self.mark_sent(head, len);
         Ok(true)
     }
 
@@ -202,20 +196,35 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             self.held = Some((len, len));
             return Ok(false);
         }
-        let id = self.take_id()?;
-        self.staging.tx_stage(id, p.data)?;
+        let id = self.stage_head(p.data)?;
         // Validated before it came here: 1 to 65535 bytes.
         let size = u16::try_from(len).map_err(|_| "a TX packet over 65535 bytes was staged")?;
         let req = staged_tx_request(tx_flags(p), size, id);
         self.tx
             .put_request(&req)
             .map_err(|e| format!("TX ring: {e}"))?;
-        self.tx_head[usize::from(id)] = true;
+        self.mark_sent(id, len);
+        Ok(true)
+    }
+
+    /// Takes a request id for a packet's staged `head` and stages it (counted); returns
+    /// the id.
+    #[inline]
+    fn stage_head(&mut self, head: &[u8]) -> Result<u16, Broken> {
+        let id = self.take_id()?;
+        self.staging.tx_stage(id, head)?;
         self.tally.tx_staged_packets += 1;
-        self.tally.tx_staged_bytes += len as u64;
+        self.tally.tx_staged_bytes += head.len() as u64;
+        Ok(id)
+    }
+
+    /// Marks request id `head` as a packet's first and counts the packet of `len` bytes
+    /// as sent.
+    #[inline]
+    fn mark_sent(&mut self, head: u16, len: usize) {
+        self.tx_head[usize::from(head)] = true;
         self.tally.tx_packets += 1;
         self.tally.tx_bytes += len as u64;
-        Ok(true)
     }
 
     /// Copies `bytes` into TX pool pages, one request id per page, each page's fragment
