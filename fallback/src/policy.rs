@@ -153,6 +153,18 @@ impl PolicyState {
         self.policy
     }
 
+    /// The longest packet the policy stages whole whenever the ring has room for all of
+    /// it, a choice that needs and changes no state: any under the greedy policy, those
+    /// within the limit under a fixed one, `None` under the adaptive policy (its choice
+    /// follows the fill it tracks, decision by decision).
+    pub fn whole_up_to(&self) -> Option<usize> {
+        match self.policy {
+            CopyPolicy::Greedy => Some(usize::MAX),
+            CopyPolicy::Fixed(n) => Some(n as usize),
+            CopyPolicy::Adaptive => None,
+        }
+    }
+
     /// Whether [`PolicyState::decide`] wants the ring's free room read afresh (the
     /// consumer's index) for every decision: the adaptive policy does, the others only
     /// when the room they know of is short.

@@ -162,8 +162,9 @@ counters! {
     /// RX packets lent to the application in place
     /// ([`crate::FrontQueue::recv_burst_in_place`]) instead of copied out.
     rx_in_place_packets;
-    /// TX data ring: staging decisions at which its fill was sampled (every 16th, after
-    /// reading the backend's consumer index afresh).
+    /// TX data ring: times its fill was sampled, each after reading the backend's consumer
+    /// index afresh: at the start of each burst whose packets the copy policy stages whole
+    /// without a decision each, and at every 16th decision made packet by packet.
     tx_ring_fill_samples;
     /// TX data ring: the fill at each sample in millionths of the ring, summed (divide by
     /// `tx_ring_fill_samples` for the mean fill).

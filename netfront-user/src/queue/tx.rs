@@ -9,7 +9,7 @@ use netstage_ring::netif::{
 use netstage_ring::XEN_PAGE_SIZE;
 
 use super::{FrontQueue, POOL};
-use crate::staging::{err, Broken, Pool};
+use crate::staging::{err, Broken, Pool, WholeBudget};
 use crate::{validate, FrontendError, FrontendPlatform};
 
 /// Request ids (data slots) and ring slots a packet of `len` bytes needs with `staged`
@@ -71,7 +71,8 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         // backend's answers left their lines in its core): one a packet, 64 at most.
         self.tx
             .prefetch_requests(pkts.len().min(PREFETCH_REQUESTS) as u32);
-        let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes)?;
+        let mut budget = self.whole_budget(pkts);
+        let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes, &mut budget)?;
         self.publish_tx(sent)?;
         let room = (self.tx.free_requests(), self.tx_free.len());
         if let Err(b) = self.reap_tx() {
@@ -84,7 +85,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return Ok((sent, stop.refused()));
         }
         if stop == BurstStop::Room && (self.tx.free_requests(), self.tx_free.len()) != room {
-            let (more, then) = self.put_burst(&pkts[sent..], &mut bytes)?;
+            let (more, then) = self.put_burst(&pkts[sent..], &mut bytes, &mut budget)?;
             self.publish_tx(more)?;
             (sent, stop) = (sent + more, then);
         }
@@ -94,13 +95,28 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         Ok((sent, stop.refused()))
     }
 
+    /// What of a burst of `pkts` the design stages whole without a decision each
+    /// ([`Staging::tx_whole_budget`]): nothing for an empty burst, nor while a packet is
+    /// held back (it is decided again first).
+    ///
+    /// [`Staging::tx_whole_budget`]: crate::staging::Staging::tx_whole_budget
+    fn whole_budget(&mut self, pkts: &[PacketRef<'_>]) -> WholeBudget {
+        if pkts.is_empty() || self.held.is_some() {
+            return WholeBudget::default();
+        }
+        let in_flight = self.tx.free_requests() < self.tx.size();
+        self.staging.tx_whole_budget(in_flight, &mut self.tally)
+    }
+
     /// Puts `pkts` on the ring (unpublished) until one does not fit, is refused, or the
     /// burst's bytes reach [`BURST_BYTES`] (`bytes` counts them); how many it put and why
-    /// it stopped.
+    /// it stopped. Packets `budget` covers go without a decision each, and use it up; after
+    /// the first it does not cover, none do.
     fn put_burst(
         &mut self,
         pkts: &[PacketRef<'_>],
         bytes: &mut usize,
+        budget: &mut WholeBudget,
     ) -> Result<(usize, BurstStop), Broken> {
         for (n, p) in pkts.iter().enumerate() {
             if *bytes >= BURST_BYTES {
@@ -109,7 +125,15 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             if let Err(why) = validate(&self.features, p) {
                 return Ok((n, BurstStop::Refused(why)));
             }
-            if !self.tx_one(p)? {
+            let put = if self.held.is_none() && budget.covers(p) {
+                self.tx_in_budget(p, budget)?
+            } else {
+                // What a packet decided on its own stages is not in the budget's room:
+                // the rest of the burst is decided packet by packet too.
+                *budget = WholeBudget::default();
+                self.tx_one(p)?
+            };
+            if !put {
                 return Ok((n, BurstStop::Room));
             }
             *bytes += p.data.len();
@@ -185,6 +209,25 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         };
         self.mark_sent(head, len);
         Ok(true)
+    }
+
+    /// [`FrontQueue::tx_one`] for a packet `budget` covers: staged whole as decided for the
+    /// burst, its bytes taken from the budget's room once staged.
+    /// Without an id or a ring slot free it is not put, and nothing is held: its decision
+    /// was the burst's, and the next burst makes it again at no cost.
+    fn tx_in_budget(
+        &mut self,
+        p: &PacketRef<'_>,
+        budget: &mut WholeBudget,
+    ) -> Result<bool, Broken> {
+        self.tx_room_hold = false;
+        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
+            return Ok(false);
+        }
+        let put = self.tx_staged_whole(p)?;
+        debug_assert!(put, "an id and a ring slot were free");
+        budget.room -= p.data.len();
+        Ok(put)
     }
 
     /// [`FrontQueue::tx_one`] for a packet staged whole without GSO (the common small

@@ -11,7 +11,7 @@ mod slots;
 mod slots_rfc;
 
 use arrayvec::ArrayVec;
-use netstage_fallback::{Design, MAX_VIEW_PARTS};
+use netstage_fallback::{Design, PacketRef, MAX_VIEW_PARTS};
 use netstage_platform::{DomId, GrantExport, GrantRef, SharedPages};
 use netstage_ring::netif::{RxChain, TxFragment};
 use netstage_ring::SharedMem;
@@ -50,8 +50,38 @@ pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) ->
     move |e| format!("{what}: {e}")
 }
 
+/// The packets of a TX burst a design stages whole without a decision for each: those
+/// without GSO of at most `max_len` bytes, while their bytes come to at most `room`. For
+/// each of them [`Staging::tx_decide`] would have said "all of it", with nothing to count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WholeBudget {
+    /// The longest packet staged whole.
+    pub(crate) max_len: usize,
+    /// Bytes of room left for them.
+    pub(crate) room: usize,
+}
+
+impl WholeBudget {
+    /// Whether packet `p` is staged whole on this budget.
+    #[inline]
+    pub(crate) fn covers(&self, p: &PacketRef<'_>) -> bool {
+        let len = p.data.len();
+        p.gso.is_none() && len <= self.max_len && len <= self.room
+    }
+}
+
 /// One queue's staging memory, as its TX and RX paths use it.
 pub(crate) trait Staging: Send {
+    /// What of the TX burst about to be put on the ring the design stages whole without
+    /// deciding packet by packet (the common small packets; a decision each, through the
+    /// queue's trait object, was a measurable part of a 64-byte packet's cost). Asked once
+    /// per burst, before its first packet, unless a packet is held back; may read the
+    /// peer's index (and count a fill sample in `t`). The default: none, every packet is
+    /// decided by [`Staging::tx_decide`].
+    fn tx_whole_budget(&mut self, _in_flight: bool, _t: &mut Tally) -> WholeBudget {
+        WholeBudget::default()
+    }
+
     /// How many leading bytes of a TX packet of `len` bytes to move out of the grants into
     /// staging memory (0: none; counts fallbacks and fill samples in `t`), or `None` to hold
     /// the packet back for now: a data ring that is full while `in_flight` (the backend has

@@ -8,7 +8,7 @@ use netstage_platform::SharedPages;
 use netstage_ring::flex::{self, End, FlexConsumer, FlexProducer};
 use netstage_ring::SharedMem;
 
-use super::{err, setup, Broken, Lent, Module, RxPacket, Share, Staging};
+use super::{err, setup, Broken, Lent, Module, RxPacket, Share, Staging, WholeBudget};
 use crate::metrics::{ppm, Tally};
 use crate::FrontendError;
 
@@ -106,6 +106,10 @@ struct Holds {
 }
 
 impl Holds {
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
     /// The room the held packet of `len` bytes waits for, if one is held.
     fn want(&self, len: usize) -> Option<usize> {
         self.slots
@@ -182,6 +186,28 @@ impl Ring {
 }
 
 impl Staging for Ring {
+    /// Packets the policy stages whole while the room read now lasts; none while a packet
+    /// is held back for room (each is decided again). The read counts as a fill sample.
+    fn tx_whole_budget(&mut self, _in_flight: bool, t: &mut Tally) -> WholeBudget {
+        let Some(max_len) = self.policy.whole_up_to() else {
+            return WholeBudget::default();
+        };
+        if !self.holds.is_empty() {
+            return WholeBudget::default();
+        }
+        // A bad index is the backend's fault: no room, and the next decision meets it.
+        let Ok(free) = self.prod.refresh() else {
+            return WholeBudget::default();
+        };
+        let size = self.prod.size() as usize;
+        t.tx_ring_fill_samples += 1;
+        t.tx_ring_fill_ppm += ppm(size - free as usize, size);
+        WholeBudget {
+            max_len,
+            room: free as usize,
+        }
+    }
+
     fn tx_decide(&mut self, len: usize, in_flight: bool, t: &mut Tally) -> Option<usize> {
         if self.still_holding(len, in_flight) {
             return None;

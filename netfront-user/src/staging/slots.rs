@@ -8,7 +8,7 @@ use netstage_platform::SharedPages;
 use netstage_ring::staging::{write_list, SlotArea, SlotLayout};
 use netstage_ring::{SharedMem, XEN_PAGE_SIZE};
 
-use super::{err, setup, Broken, Lent, Module, RxPacket, Share, Staging};
+use super::{err, setup, Broken, Lent, Module, RxPacket, Share, Staging, WholeBudget};
 use crate::metrics::Tally;
 use crate::queue::POOL;
 use crate::FrontendError;
@@ -123,6 +123,14 @@ fn windows(p: &SharedPages) -> Result<Vec<SharedMem>, FrontendError> {
 }
 
 impl Staging for Slots {
+    /// Every packet that fits its request's slot: the slot is its own, room is never short.
+    fn tx_whole_budget(&mut self, _in_flight: bool, _t: &mut Tally) -> WholeBudget {
+        WholeBudget {
+            max_len: self.tx_len,
+            room: usize::MAX,
+        }
+    }
+
     fn tx_decide(&mut self, len: usize, _in_flight: bool, t: &mut Tally) -> Option<usize> {
         if len > self.tx_len {
             t.tx_fallback_over_limit += 1;
