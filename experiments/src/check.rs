@@ -960,17 +960,20 @@ mod tests {
     /// on from the first, in sequence, each frame its own buffer's payload.
     #[test]
     fn frames_start_on_a_line_and_bursts_wrap_in_order() {
-        for size in [64, 100, 1500] {
+        // (9000 bytes: 29 buffers, fewer than a burst.)
+        for size in [64, 100, 1500, 9000] {
             let mut s = Stamper::new(size, 0x3c, None);
             let mut c = Checker::new(size);
             let firsts: Vec<Vec<u8>> = s.burst(BURST).iter().map(|p| p.data.to_vec()).collect();
+            let count = firsts.len();
             let mut sent = 0;
-            for k in [5, BURST - 3, 9, BURST, 2] {
+            for k in [5, BURST - 3, 9, BURST, 2, count - 1, count] {
                 let b = s.burst(k);
+                let k = k.min(count);
                 assert_eq!(b.len(), k, "{size}");
                 for (j, p) in b.iter().enumerate() {
                     assert_eq!(p.data.as_ptr() as usize % FRAME_ALIGN, 0, "{size}");
-                    let buf = (sent + j) % BURST;
+                    let buf = (sent + j) % count;
                     assert_eq!(
                         p.data[HEADER..],
                         firsts[buf][HEADER..],

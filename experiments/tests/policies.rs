@@ -130,11 +130,16 @@ fn rx_packets_staged_in_part_arrive_whole_with_the_bytes_each_way_the_policy_cho
         .sum();
     assert_eq!(bm.grant_copy_ops, pages as u64);
     // adaptive on an empty ring of room: what it stages plus what it grants is the packet.
+    // It prices a copy at the memcpy it measures at connect (clamped to at most 1 ns a
+    // byte) against a grant operation of 398 ns: 64 bytes and 4097's one-byte first piece
+    // are staged on any machine; 1500 bytes and 9000's 808-byte first piece only where the
+    // measured memcpy beats about 3.8 and 1.6 GB/s (a two-vCPU AMD guest staged only the
+    // first two).
     let bm = receive_one_by_one("ring:6:adaptive", &SIZES);
     assert_eq!(bm.rx_staged_bytes + bm.rx_grant_copy_bytes, total as u64);
     assert!(
-        bm.rx_staged_packets >= 3,
-        "64, 1500 and 4097's first piece: {bm:?}"
+        bm.rx_staged_packets >= 2,
+        "64 and 4097's first piece: {bm:?}"
     );
 }
 

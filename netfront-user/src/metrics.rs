@@ -163,8 +163,8 @@ counters! {
     /// ([`crate::FrontQueue::recv_burst_in_place`]) instead of copied out.
     rx_in_place_packets;
     /// TX data ring: times its fill was sampled, each after reading the backend's consumer
-    /// index afresh: at the start of each burst whose packets the copy policy stages whole
-    /// without a decision each, and at every 16th decision made packet by packet.
+    /// index afresh: once for each burst that staged packets whole without a decision each
+    /// (read at the burst's start), and at every 16th decision made packet by packet.
     tx_ring_fill_samples;
     /// TX data ring: the fill at each sample in millionths of the ring, summed (divide by
     /// `tx_ring_fill_samples` for the mean fill).

@@ -532,9 +532,10 @@ fn a_packet_staged_whole_goes_as_one_flagged_request() {
 }
 
 /// The packets of a burst that fit the data ring's room go without a decision each, the
-/// burst's one fill sample taken; after a packet decided on its own (here a GSO one, whose
-/// staged bytes the burst's room did not count) the rest are decided one by one, so the
-/// ring's room is never overdrawn and a packet that does not fit falls back, counted.
+/// burst's one fill sample taken, and the first that does not fit is decided on its own
+/// (here: by a grant, counted). After a packet decided on its own (a GSO one, whose staged
+/// bytes the burst's room did not count) the rest are decided one by one too, so the
+/// ring's room is never overdrawn. A burst whose budget staged nothing takes no sample.
 #[test]
 fn a_burst_stages_what_fits_whole_and_decides_the_rest_one_by_one() {
     let want = Features {
@@ -544,12 +545,18 @@ fn a_burst_stages_what_fits_whole_and_decides_the_rest_one_by_one() {
     let mut b = bed(small_ring(WhenFull::Grant), want);
     let frame = vec![9u8; 3000];
     let small = PacketRef::new(&frame);
-    assert_eq!(b.q.send_burst(&[small, small]).unwrap(), 2);
+    // 8 KiB of room: two staged whole, the third does not fit in the 2192 bytes left.
+    assert_eq!(b.q.send_burst(&[small; 3]).unwrap(), 3);
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_staged_packets, m.tx_ring_fill_samples), (2, 1));
-    assert_eq!(m.tx_fallback_ring_full, 0);
+    assert_eq!(m.tx_fallback_ring_full, 1);
+    let reqs = b.serve_tx(0);
+    let last = reqs.last().unwrap();
+    assert_eq!(
+        (last.offset, last.size, last.flags & TxFlags::STAGED.bits()),
+        (0, 3000, 0)
+    );
     // Answered, and the ring's bytes released as a backend that read them would.
-    b.serve_tx(0);
     let (_, mut cons, _) = b.data_ring();
     cons.refresh().unwrap();
     cons.skip(6000).unwrap();
@@ -559,18 +566,13 @@ fn a_burst_stages_what_fits_whole_and_decides_the_rest_one_by_one() {
         gso_type: GsoType::TcpV4,
         mss: 1000,
     });
-    // 8 KiB of room: the GSO packet and the next are staged whole (6000 bytes); the last
-    // does not fit in the 2192 left and goes by a grant.
+    // The GSO packet and the next are staged whole (6000 bytes), decided one by one; the
+    // last does not fit and goes by a grant. The budget was read but staged nothing: no
+    // sample.
     assert_eq!(b.q.send_burst(&[gso, small, small]).unwrap(), 3);
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_staged_packets, m.tx_staged_bytes), (4, 12000));
-    assert_eq!(m.tx_fallback_ring_full, 1);
-    let reqs = b.serve_tx(0);
-    let last = reqs.last().unwrap();
-    assert_eq!(
-        (last.offset, last.size, last.flags & TxFlags::STAGED.bits()),
-        (0, 3000, 0)
-    );
+    assert_eq!((m.tx_fallback_ring_full, m.tx_ring_fill_samples), (2, 1));
 }
 
 /// A greedy data ring of order 2: 8 KiB a direction.
@@ -658,24 +660,21 @@ fn held_packets_are_counted_once_however_often_they_are_offered() {
     let mut b = bed(small_ring(WhenFull::Wait), SG);
     let (first, a, c) = (vec![1u8; 5000], vec![2u8; 5000], vec![3u8; 4000]);
     assert_eq!(b.q.send_burst(&[PacketRef::new(&first)]).unwrap(), 1);
+    let samples = b.shared.metrics.snapshot().tx_ring_fill_samples;
     // Two packets held at once (say one sent, one forwarded), offered in turn: each is
-    // counted once, and neither is decided again while it waits. Once one is held, no
-    // burst samples the fill either (it is the held packets' turn, decided one by one):
-    // eighteen more offers, as decisions or as bursts, would have taken a sample.
-    let mut samples = 0;
-    for round in 0..10 {
+    // counted once, and neither is decided again while it waits. Twenty offers: as
+    // decisions they would have taken a fill sample (one in 16), as bursts that staged a
+    // packet one each.
+    for _ in 0..10 {
         for p in [&a, &c] {
             assert_eq!(b.q.send_burst(&[PacketRef::new(p)]).unwrap(), 0);
-        }
-        if round == 0 {
-            samples = b.shared.metrics.snapshot().tx_ring_fill_samples;
         }
     }
     let m = b.shared.metrics.snapshot();
     assert_eq!((m.tx_ring_full_waits, m.tx_fallback_ring_full), (2, 0));
     assert_eq!(
         m.tx_ring_fill_samples, samples,
-        "retries are not decisions, nor bursts that sample"
+        "retries are not decisions, nor bursts that staged a packet"
     );
     b.serve_tx(0);
     for p in [&a, &c] {

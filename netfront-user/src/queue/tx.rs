@@ -73,6 +73,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .prefetch_requests(pkts.len().min(PREFETCH_REQUESTS) as u32);
         let mut budget = self.whole_budget(pkts);
         let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes, &mut budget)?;
+        self.count_budget_sample(&budget);
         self.publish_tx(sent)?;
         let room = (self.tx.free_requests(), self.tx_free.len());
         if let Err(b) = self.reap_tx() {
@@ -85,7 +86,11 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return Ok((sent, stop.refused()));
         }
         if stop == BurstStop::Room && (self.tx.free_requests(), self.tx_free.len()) != room {
+            let sampled = budget.used;
             let (more, then) = self.put_burst(&pkts[sent..], &mut bytes, &mut budget)?;
+            if !sampled {
+                self.count_budget_sample(&budget);
+            }
             self.publish_tx(more)?;
             (sent, stop) = (sent + more, then);
         }
@@ -104,8 +109,15 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         if pkts.is_empty() || self.held.is_some() {
             return WholeBudget::default();
         }
-        let in_flight = self.tx.free_requests() < self.tx.size();
-        self.staging.tx_whole_budget(in_flight, &mut self.tally)
+        self.staging.tx_whole_budget()
+    }
+
+    /// Counts a budget's fill sample if it staged a packet.
+    fn count_budget_sample(&mut self, budget: &WholeBudget) {
+        if let (true, Some(ppm)) = (budget.used, budget.fill_ppm) {
+            self.tally.tx_ring_fill_samples += 1;
+            self.tally.tx_ring_fill_ppm += ppm;
+        }
     }
 
     /// Puts `pkts` on the ring (unpublished) until one does not fit, is refused, or the
@@ -130,7 +142,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             } else {
                 // What a packet decided on its own stages is not in the budget's room:
                 // the rest of the burst is decided packet by packet too.
-                *budget = WholeBudget::default();
+                budget.void();
                 self.tx_one(p)?
             };
             if !put {
@@ -214,7 +226,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     /// [`FrontQueue::tx_one`] for a packet `budget` covers: staged whole as decided for the
     /// burst, its bytes taken from the budget's room once staged.
     /// Without an id or a ring slot free it is not put, and nothing is held: its decision
-    /// was the burst's, and the next burst makes it again at no cost.
+    /// was the burst's, and the next burst's budget makes it again.
     fn tx_in_budget(
         &mut self,
         p: &PacketRef<'_>,
@@ -227,6 +239,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
         let put = self.tx_staged_whole(p)?;
         debug_assert!(put, "an id and a ring slot were free");
         budget.room -= p.data.len();
+        budget.used = true;
         Ok(put)
     }
 

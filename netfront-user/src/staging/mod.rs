@@ -52,13 +52,20 @@ pub(crate) fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) ->
 
 /// The packets of a TX burst a design stages whole without a decision for each: those
 /// without GSO of at most `max_len` bytes, while their bytes come to at most `room`. For
-/// each of them [`Staging::tx_decide`] would have said "all of it", with nothing to count.
+/// each of them [`Staging::tx_decide`] would have said "all of it", with no fallback or
+/// wait to count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct WholeBudget {
     /// The longest packet staged whole.
     pub(crate) max_len: usize,
     /// Bytes of room left for them.
     pub(crate) room: usize,
+    /// The design's fill, in millionths, read afresh for the budget: a fill sample, counted
+    /// by the queue once the budget has staged a packet (a burst that staged none, say a
+    /// retry without a free id, is not sampled).
+    pub(crate) fill_ppm: Option<u64>,
+    /// Whether a packet was staged on it.
+    pub(crate) used: bool,
 }
 
 impl WholeBudget {
@@ -68,6 +75,12 @@ impl WholeBudget {
         let len = p.data.len();
         p.gso.is_none() && len <= self.max_len && len <= self.room
     }
+
+    /// Covers nothing more (its fill sample and use stay).
+    pub(crate) fn void(&mut self) {
+        self.max_len = 0;
+        self.room = 0;
+    }
 }
 
 /// One queue's staging memory, as its TX and RX paths use it.
@@ -76,9 +89,8 @@ pub(crate) trait Staging: Send {
     /// deciding packet by packet (the common small packets; a decision each, through the
     /// queue's trait object, was a measurable part of a 64-byte packet's cost). Asked once
     /// per burst, before its first packet, unless a packet is held back; may read the
-    /// peer's index (and count a fill sample in `t`). The default: none, every packet is
-    /// decided by [`Staging::tx_decide`].
-    fn tx_whole_budget(&mut self, _in_flight: bool, _t: &mut Tally) -> WholeBudget {
+    /// peer's index. The default: none, every packet is decided by [`Staging::tx_decide`].
+    fn tx_whole_budget(&mut self) -> WholeBudget {
         WholeBudget::default()
     }
 

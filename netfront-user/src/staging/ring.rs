@@ -106,6 +106,7 @@ struct Holds {
 }
 
 impl Holds {
+    /// Whether no packet is held back.
     fn is_empty(&self) -> bool {
         self.slots.iter().all(Option::is_none)
     }
@@ -187,8 +188,8 @@ impl Ring {
 
 impl Staging for Ring {
     /// Packets the policy stages whole while the room read now lasts; none while a packet
-    /// is held back for room (each is decided again). The read counts as a fill sample.
-    fn tx_whole_budget(&mut self, _in_flight: bool, t: &mut Tally) -> WholeBudget {
+    /// is held back for room (each is decided again). The read is the budget's fill sample.
+    fn tx_whole_budget(&mut self) -> WholeBudget {
         let Some(max_len) = self.policy.whole_up_to() else {
             return WholeBudget::default();
         };
@@ -200,11 +201,11 @@ impl Staging for Ring {
             return WholeBudget::default();
         };
         let size = self.prod.size() as usize;
-        t.tx_ring_fill_samples += 1;
-        t.tx_ring_fill_ppm += ppm(size - free as usize, size);
         WholeBudget {
             max_len,
             room: free as usize,
+            fill_ppm: Some(ppm(size - free as usize, size)),
+            used: false,
         }
     }
 

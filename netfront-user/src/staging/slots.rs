@@ -124,10 +124,11 @@ fn windows(p: &SharedPages) -> Result<Vec<SharedMem>, FrontendError> {
 
 impl Staging for Slots {
     /// Every packet that fits its request's slot: the slot is its own, room is never short.
-    fn tx_whole_budget(&mut self, _in_flight: bool, _t: &mut Tally) -> WholeBudget {
+    fn tx_whole_budget(&mut self) -> WholeBudget {
         WholeBudget {
             max_len: self.tx_len,
             room: usize::MAX,
+            ..WholeBudget::default()
         }
     }
 
