@@ -73,7 +73,6 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .prefetch_requests(pkts.len().min(PREFETCH_REQUESTS) as u32);
         let mut budget = self.whole_budget(pkts);
         let (mut sent, mut stop) = self.put_burst(pkts, &mut bytes, &mut budget)?;
-        self.count_budget_sample(&budget);
         self.publish_tx(sent)?;
         let room = (self.tx.free_requests(), self.tx_free.len());
         if let Err(b) = self.reap_tx() {
@@ -86,11 +85,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return Ok((sent, stop.refused()));
         }
         if stop == BurstStop::Room && (self.tx.free_requests(), self.tx_free.len()) != room {
-            let sampled = budget.used;
             let (more, then) = self.put_burst(&pkts[sent..], &mut bytes, &mut budget)?;
-            if !sampled {
-                self.count_budget_sample(&budget);
-            }
             self.publish_tx(more)?;
             (sent, stop) = (sent + more, then);
         }
@@ -110,14 +105,6 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             return WholeBudget::default();
         }
         self.staging.tx_whole_budget()
-    }
-
-    /// Counts a budget's fill sample if it staged a packet.
-    fn count_budget_sample(&mut self, budget: &WholeBudget) {
-        if let (true, Some(ppm)) = (budget.used, budget.fill_ppm) {
-            self.tally.tx_ring_fill_samples += 1;
-            self.tally.tx_ring_fill_ppm += ppm;
-        }
     }
 
     /// Puts `pkts` on the ring (unpublished) until one does not fit, is refused, or the
@@ -224,34 +211,53 @@ impl<P: FrontendPlatform> FrontQueue<P> {
     }
 
     /// [`FrontQueue::tx_one`] for a packet `budget` covers: staged whole as decided for the
-    /// burst, its bytes taken from the budget's room once staged.
-    /// Without an id or a ring slot free it is not put, and nothing is held: its decision
-    /// was the burst's, and the next burst's budget makes it again.
+    /// burst, its bytes taken from the budget's room once staged; the first staged counts
+    /// the budget's fill sample. Without an id or a ring slot free it is not put, and
+    /// nothing is held: its decision was the burst's, and the next burst's budget makes it
+    /// again.
     fn tx_in_budget(
         &mut self,
         p: &PacketRef<'_>,
         budget: &mut WholeBudget,
     ) -> Result<bool, Broken> {
         self.tx_room_hold = false;
-        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
+        if !self.tx_whole_fits() {
             return Ok(false);
         }
-        let put = self.tx_staged_whole(p)?;
-        debug_assert!(put, "an id and a ring slot were free");
+        self.put_staged_whole(p)?;
         budget.room -= p.data.len();
-        budget.used = true;
-        Ok(put)
+        if !std::mem::replace(&mut budget.used, true) {
+            if let Some(ppm) = budget.fill_ppm {
+                self.tally.tx_ring_fill_samples += 1;
+                self.tally.tx_ring_fill_ppm += ppm;
+            }
+        }
+        Ok(true)
     }
 
     /// [`FrontQueue::tx_one`] for a packet staged whole without GSO (the common small
     /// packet): one request id, one request, no pages.
     fn tx_staged_whole(&mut self, p: &PacketRef<'_>) -> Result<bool, Broken> {
         let len = p.data.len();
-        debug_assert!(len > 0, "an empty packet is refused by validate");
-        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
+        if !self.tx_whole_fits() {
             self.held = Some((len, len));
             return Ok(false);
         }
+        self.put_staged_whole(p)?;
+        Ok(true)
+    }
+
+    /// Whether a packet staged whole has its one request id and ring slot free.
+    #[inline]
+    fn tx_whole_fits(&self) -> bool {
+        !self.tx_free.is_empty() && self.tx.free_requests() > 0
+    }
+
+    /// Stages packet `p` whole and puts it on the ring as one request, counted sent (an id
+    /// and a ring slot are free: [`FrontQueue::tx_whole_fits`]).
+    fn put_staged_whole(&mut self, p: &PacketRef<'_>) -> Result<(), Broken> {
+        let len = p.data.len();
+        debug_assert!(len > 0, "an empty packet is refused by validate");
         let id = self.stage_head(p.data)?;
         // Validated before it came here: 1 to 65535 bytes.
         let size = u16::try_from(len).map_err(|_| "a TX packet over 65535 bytes was staged")?;
@@ -260,7 +266,7 @@ impl<P: FrontendPlatform> FrontQueue<P> {
             .put_request(&req)
             .map_err(|e| format!("TX ring: {e}"))?;
         self.mark_sent(id, len);
-        Ok(true)
+        Ok(())
     }
 
     /// Takes a request id for a packet's staged `head` and stages it (counted); returns

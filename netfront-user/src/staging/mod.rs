@@ -61,8 +61,8 @@ pub(crate) struct WholeBudget {
     /// Bytes of room left for them.
     pub(crate) room: usize,
     /// The design's fill, in millionths, read afresh for the budget: a fill sample, counted
-    /// by the queue once the budget has staged a packet (a burst that staged none, say a
-    /// retry without a free id, is not sampled).
+    /// by the queue when the budget stages its first packet (a burst that staged none, say
+    /// a retry without a free id, is not sampled).
     pub(crate) fill_ppm: Option<u64>,
     /// Whether a packet was staged on it.
     pub(crate) used: bool,
